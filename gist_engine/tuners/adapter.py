@@ -1,0 +1,120 @@
+"""Bottleneck adapters: GIST's shared parallel adapter, Houlsby's sequential adapter and AdaptFormer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from ..config import ConfigError, option
+from ..model import GistViT, init_linear_
+from .base import TunerSpec, check_block
+
+# variant -> (default bottleneck, default output scale, zero-init up-projection, where it sits)
+VARIANTS: dict[str, dict] = {
+    "gist": {"bottleneck": 4, "scale": 0.1, "zero_init": False, "sites": ("attn", "mlp"),
+             "help": "GIST's release: one adapter per block, read from the block input, added beside both "
+                     "sub-layers."},
+    "houlsby": {"bottleneck": 8, "scale": 1.0, "zero_init": True, "sites": ("after_mlp",),
+                "help": "Houlsby/NOAH style: a residual bottleneck applied to the FFN output."},
+    "adaptformer": {"bottleneck": 8, "scale": 0.1, "zero_init": True, "sites": ("mlp",),
+                    "help": "AdaptFormer: a bottleneck beside the MLP, zero-initialised up-projection."},
+}
+
+
+@dataclass
+class AdapterConfig:
+    """Options of the bottleneck adapter."""
+
+    variant: str = option("gist", "Adapter design: " + " ".join(f"{k}: {v['help']}" for k, v in VARIANTS.items()),
+                          choices=tuple(VARIANTS))
+    bottleneck: int | None = option(None, "Bottleneck width; empty = the variant's default (gist 4, houlsby 8, "
+                                    "adaptformer 8).", min=1, max=4096)
+    scale: float | None = option(None, "Output scale; empty = the variant's default (gist 0.1, houlsby 1, "
+                                 "adaptformer 0.1).", min=0.0, max=100.0)
+    dropout: float = option(0.0, "Dropout inside the bottleneck.", min=0.0, max=0.9)
+
+    def resolved(self) -> tuple[int, float, bool, tuple[str, ...]]:
+        """(bottleneck, scale, zero_init, sites) with the variant's defaults filled in."""
+        v = VARIANTS[self.variant]
+        bottleneck = v["bottleneck"] if self.bottleneck is None else self.bottleneck
+        scale = v["scale"] if self.scale is None else self.scale
+        return bottleneck, scale, v["zero_init"], v["sites"]
+
+
+class Bottleneck(nn.Module):
+    """`scale * up(dropout(gelu(down(x))))`: D -> r -> D."""
+
+    def __init__(self, dim: int, bottleneck: int, scale: float, zero_init: bool, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.down = init_linear_(nn.Linear(dim, bottleneck))
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.up = init_linear_(nn.Linear(bottleneck, dim))
+        if zero_init:
+            nn.init.zeros_(self.up.weight)
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.dropout(self.act(self.down(x)))) * self.scale
+
+
+class ParallelAdapterBlock(nn.Module):
+    """A timm Block with an adapter added beside its attention and/or MLP sub-layer.
+
+    `x = x + attn(norm1(x)) [+ A(x)]; x = x + mlp(norm2(x)) [+ A(x)]` — A reads the un-normalised stream.
+    """
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck, sites: tuple[str, ...]) -> None:
+        super().__init__()
+        self.base_layer = check_block(base_layer, "adapter")
+        self.adapter = adapter
+        self.sites = sites
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        b = self.base_layer
+        h = x + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
+        if "attn" in self.sites:
+            h = h + self.adapter(x)
+        out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
+        if "mlp" in self.sites:
+            out = out + self.adapter(h)
+        return out
+
+
+class SequentialAdapterMLP(nn.Module):
+    """An MLP followed by a residual adapter: `h = mlp(x); h + A(h)`."""
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.base_layer(x)
+        return h + self.adapter(h)
+
+
+def apply_adapter(model: GistViT, cfg: AdapterConfig) -> None:
+    """Put one adapter in every block of `model.vit`, as the variant says."""
+    bottleneck, scale, zero_init, sites = cfg.resolved()
+    if bottleneck > model.embed_dim:
+        raise ConfigError(f"method_args.bottleneck: {bottleneck} is wider than the model ({model.embed_dim})")
+    blocks = model.vit.blocks
+    for i, block in enumerate(blocks):
+        adapter = Bottleneck(model.embed_dim, bottleneck, scale, zero_init, cfg.dropout)
+        if sites == ("after_mlp",):
+            check_block(block, "adapter")
+            block.mlp = SequentialAdapterMLP(block.mlp, adapter)
+        else:
+            blocks[i] = ParallelAdapterBlock(block, adapter, sites)
+
+
+SPEC = TunerSpec(
+    config=AdapterConfig,
+    apply=apply_adapter,
+    trainable=lambda name: ".adapter." in name,
+    help="Bottleneck adapters (variants: gist, houlsby, adaptformer).",
+    identity_at_init=lambda cfg: cfg.resolved()[2],
+    variants={k: {key: v[key] for key in ("bottleneck", "scale", "help")} for k, v in VARIANTS.items()},
+)

@@ -1,0 +1,21 @@
+"""BitFit (Ben Zaken et al., 2022): train the bias terms of the backbone only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import TunerSpec
+
+
+@dataclass
+class BitFitConfig:
+    """BitFit has no options."""
+
+
+SPEC = TunerSpec(
+    config=BitFitConfig,
+    apply=lambda model, cfg: None,
+    trainable=lambda name: name.endswith(".bias"),
+    help="BitFit: train the bias terms of the backbone.",
+    identity_at_init=lambda cfg: True,
+)

@@ -1,0 +1,21 @@
+"""Full fine-tuning: every backbone parameter is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import TunerSpec
+
+
+@dataclass
+class FullConfig:
+    """Full fine-tuning has no options."""
+
+
+SPEC = TunerSpec(
+    config=FullConfig,
+    apply=lambda model, cfg: None,
+    trainable=lambda name: True,
+    help="Full fine-tuning: train every parameter.",
+    identity_at_init=lambda cfg: True,
+)

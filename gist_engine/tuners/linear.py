@@ -1,0 +1,21 @@
+"""Linear probing: only the new head (and GIST's token) is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import TunerSpec
+
+
+@dataclass
+class LinearConfig:
+    """Linear probing has no options."""
+
+
+SPEC = TunerSpec(
+    config=LinearConfig,
+    apply=lambda model, cfg: None,
+    trainable=lambda name: False,
+    help="Linear probe: train the classification head only.",
+    identity_at_init=lambda cfg: True,
+)

@@ -1,0 +1,75 @@
+"""LoRA (Hu et al., 2022) on the query/key/value slices of timm's fused qkv projection."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError, option
+from ..model import GistViT
+from .base import TunerSpec, check_block
+
+
+@dataclass
+class LoRAConfig:
+    """Options of LoRA."""
+
+    rank: int = option(8, "Rank r of the low-rank update B @ A.", min=1, max=1024)
+    alpha: float = option(8.0, "Scaling numerator: the update is multiplied by alpha / rank.", min=0.0, max=1e4)
+    targets: str = option("qv", "Which slices of the fused qkv projection get an update: letters from q, k, v.")
+    dropout: float = option(0.0, "Dropout on the LoRA input.", min=0.0, max=0.9)
+
+    def validate(self) -> None:
+        """Targets must be a non-empty set of q/k/v."""
+        if not self.targets or set(self.targets) - set("qkv") or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"method_args.targets: {self.targets!r} must be distinct letters from 'qkv', e.g. 'qv'")
+
+
+class LoRAQKV(nn.Module):
+    """timm's fused `qkv` Linear (D -> 3D) plus a zero-initialised low-rank update on chosen slices."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, targets: str, dropout: float) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        dim = base_layer.in_features
+        if base_layer.out_features != 3 * dim:
+            raise TypeError(f"LoRA expects a fused qkv Linear D -> 3D, got {base_layer}")
+        self.targets = "".join(t for t in "qkv" if t in targets)  # canonical order
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        for t in self.targets:
+            a = nn.Parameter(torch.empty(rank, dim))
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as peft and the LoRA reference
+            self.lora_A[t] = a
+            self.lora_B[t] = nn.Parameter(torch.zeros(dim, rank))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base_layer(x)  # (B, T, 3D)
+        qkv = dict(zip("qkv", out.chunk(3, dim=-1), strict=True))  # each (B, T, D)
+        h = self.dropout(x)
+        for t in self.targets:
+            qkv[t] = qkv[t] + (h @ self.lora_A[t].T) @ self.lora_B[t].T * self.scaling
+        return torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=-1)  # (B, T, 3D)
+
+
+def apply_lora(model: GistViT, cfg: LoRAConfig) -> None:
+    """Wrap every block's `attn.qkv` with a LoRA update."""
+    for block in model.vit.blocks:
+        attn = check_block(block, "lora").attn
+        if not isinstance(attn.qkv, nn.Linear):
+            raise TypeError(f"LoRA expects attn.qkv to be a Linear, got {type(attn.qkv).__name__}")
+        attn.qkv = LoRAQKV(attn.qkv, cfg.rank, cfg.alpha, cfg.targets, cfg.dropout)
+
+
+SPEC = TunerSpec(
+    config=LoRAConfig,
+    apply=apply_lora,
+    trainable=lambda name: ".lora_" in name,
+    help="LoRA: low-rank updates of the query and value projections.",
+    identity_at_init=lambda cfg: True,
+)

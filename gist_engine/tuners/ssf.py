@@ -1,0 +1,65 @@
+"""SSF (Lian et al., 2022): a learnable per-channel scale and shift after every linear, conv and norm op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import option
+from ..model import GistViT
+from .base import TunerSpec, check_block
+
+
+@dataclass
+class SSFConfig:
+    """Options of SSF."""
+
+    init_std: float = option(0.02, "Std of the init: scale ~ N(1, std), shift ~ N(0, std); 0 = identity.",
+                             min=0.0, max=1.0)
+
+
+class SSF(nn.Module):
+    """`base(x) * scale + shift` with per-channel scale and shift (channel_dim 1 for a conv output)."""
+
+    def __init__(self, base_layer: nn.Module, dim: int, init_std: float, channel_dim: int = -1) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.ssf_scale = nn.Parameter(torch.ones(dim))
+        self.ssf_shift = nn.Parameter(torch.zeros(dim))
+        if init_std > 0:
+            nn.init.normal_(self.ssf_scale, mean=1.0, std=init_std)
+            nn.init.normal_(self.ssf_shift, std=init_std)
+        self.channel_dim = channel_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.base_layer(x)
+        if self.channel_dim == 1:  # (B, C, H, W)
+            return y * self.ssf_scale.view(-1, 1, 1) + self.ssf_shift.view(-1, 1, 1)
+        return y * self.ssf_scale + self.ssf_shift
+
+
+def apply_ssf(model: GistViT, cfg: SSFConfig) -> None:
+    """Scale-and-shift after the patch projection, every norm, qkv, proj, fc1, fc2 and the final norm."""
+    vit, std = model.vit, cfg.init_std
+    proj = vit.patch_embed.proj
+    vit.patch_embed.proj = SSF(proj, proj.out_channels, std, channel_dim=1)
+    for block in vit.blocks:
+        b = check_block(block, "ssf")
+        b.norm1 = SSF(b.norm1, model.embed_dim, std)
+        b.norm2 = SSF(b.norm2, model.embed_dim, std)
+        b.attn.qkv = SSF(b.attn.qkv, b.attn.qkv.out_features, std)
+        b.attn.proj = SSF(b.attn.proj, b.attn.proj.out_features, std)
+        b.mlp.fc1 = SSF(b.mlp.fc1, b.mlp.fc1.out_features, std)
+        b.mlp.fc2 = SSF(b.mlp.fc2, b.mlp.fc2.out_features, std)
+    vit.norm = SSF(vit.norm, model.embed_dim, std)
+
+
+SPEC = TunerSpec(
+    config=SSFConfig,
+    apply=apply_ssf,
+    trainable=lambda name: ".ssf_" in name,
+    help="SSF: learnable scale and shift after each linear and norm op.",
+    identity_at_init=lambda cfg: cfg.init_std == 0,
+)

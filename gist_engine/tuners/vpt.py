@@ -1,0 +1,66 @@
+"""Visual Prompt Tuning (Jia et al., 2022): learnable prompt tokens, shallow (input only) or deep (every block)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import option
+from ..model import GistViT
+from .base import TunerSpec
+
+
+@dataclass
+class VPTConfig:
+    """Options of VPT."""
+
+    length: int = option(10, "Number of prompt tokens.", min=1, max=1024)
+    deep: bool = option(False, "Deep VPT: new prompts at every block; shallow: prompts at the input only.")
+    dropout: float = option(0.0, "Dropout on the prompt tokens.", min=0.0, max=0.9)
+
+
+class PromptBlock(nn.Module):
+    """A block that first inserts (first block) or replaces (deep VPT, later blocks) the prompt tokens.
+
+    Prompts sit after the prefix and Gist tokens and have no position embedding.
+    """
+
+    def __init__(self, base_layer: nn.Module, prompt: nn.Parameter, offset: int, insert: bool, dropout: float):
+        super().__init__()
+        self.base_layer = base_layer
+        self.prompt = prompt  # (1, M, D)
+        self.offset = offset  # prefix + Gist tokens before the prompts
+        self.insert = insert
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, **kwargs) -> Tensor:
+        m, o = self.prompt.shape[1], self.offset
+        prompt = self.dropout(self.prompt.expand(x.shape[0], -1, -1)).to(x.dtype)  # (B, M, D)
+        rest = x[:, o:] if self.insert else x[:, o + m:]  # (B, N, D) the patches
+        x = torch.cat([x[:, :o], prompt, rest], dim=1)  # (B, o + M + N, D)
+        return self.base_layer(x, **kwargs)
+
+
+def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:
+    """Wrap the first block (shallow) or every block (deep) with its prompts."""
+    patch = model.vit.patch_embed.patch_size
+    bound = math.sqrt(6.0 / (3 * patch[0] * patch[1] + model.embed_dim))  # VPT's uniform init
+    offset = model.num_prefix_tokens + model.gist_length
+    blocks = model.vit.blocks
+    for i in range(len(blocks) if cfg.deep else 1):
+        prompt = nn.Parameter(torch.empty(1, cfg.length, model.embed_dim))
+        nn.init.uniform_(prompt, -bound, bound)
+        blocks[i] = PromptBlock(blocks[i], prompt, offset, insert=(i == 0), dropout=cfg.dropout)
+    model.num_prompt_tokens = cfg.length
+
+
+SPEC = TunerSpec(
+    config=VPTConfig,
+    apply=apply_vpt,
+    trainable=lambda name: name.endswith(".prompt"),
+    help="VPT: learnable prompt tokens at the input (shallow) or at every block (deep).",
+    identity_at_init=lambda cfg: False,
+)

@@ -1,0 +1,69 @@
+"""Config validation: unknown keys and bad values are rejected by name; YAML is read safely; overrides apply."""
+
+from __future__ import annotations
+
+import pytest
+
+from gist_engine import ConfigError, RunConfig, build_model, load_run_config
+from gist_engine.config import apply_overrides, describe_fields, to_dict
+
+BAD = [
+    ({"gist": {"lenght": 2}}, "unknown config key 'gist.lenght'"),
+    ({"bakbone": "x"}, "unknown config key 'bakbone'"),
+    ({"method_args": {"rank": 4}}, "unknown config key 'method_args.rank'"),
+    ({"method": "prefix"}, "method: unknown tuner 'prefix'"),
+    ({"method": "lora", "method_args": {"rank": 0}}, "method_args.rank: 0 is out of range"),
+    ({"method": "lora", "method_args": {"targets": "qq"}}, "method_args.targets"),
+    ({"method": "adapter", "method_args": {"variant": "nope"}}, "method_args.variant: 'nope' is not one of"),
+    ({"gist": {"temperature": 0}}, "gist.temperature: 0.0 is out of range"),
+    ({"gist": {"loss": "hinge"}}, "gist.loss: 'hinge' is not one of"),
+    ({"gist": {"length": 0}}, "gist.length: 0 is out of range"),
+    ({"gist": {"dropout": 1.5}}, "gist.dropout: 1.5 is out of range"),
+    ({"gist": {"enabled": "yes"}}, "gist.enabled: expected true or false"),
+    ({"gist": 3}, "gist: expected a mapping"),
+    ({"num_classes": 1}, "num_classes: 1 is out of range"),
+    ({"image_size": 22.5}, "image_size: expected an integer"),
+    ({"train": {"lr": float("nan")}}, "train.lr: expected a finite number"),
+    ({"train": {"lr": -1}}, "train.lr: -1.0 is out of range"),
+    ({"train": {"device": "tpu"}}, "train.device: 'tpu' is not one of"),
+    ({"data": {"few_shot": 0}}, "data.few_shot: 0 is out of range"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD)
+def test_bad_configs_are_rejected_by_name(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_run_config(data)
+
+
+def test_defaults_round_trip_and_overrides():
+    cfg = load_run_config({"method": "lora"}, ["gist.length=2", "method_args={rank: 4}", "train.lr=0.01"])
+    assert cfg.gist.length == 2 and cfg.method_args == {"rank": 4} and cfg.train.lr == 0.01
+    assert load_run_config(to_dict(cfg)) == cfg
+    assert isinstance(cfg, RunConfig) and cfg.gist.loss == "bkld" and cfg.gist.temperature == 3.0
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["gist.length"])
+    with pytest.raises(ConfigError, match="is not a mapping"):
+        apply_overrides({"gist": 3}, ["gist.length=2"])
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("gist: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_run_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_run_config(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_run_config(tmp_path / "missing.yaml")
+    path.write_text("backbone: test_vit\nmethod: vpt\nmethod_args: {length: 2, deep: true}\n")
+    assert build_model(load_run_config(path)).num_prompt_tokens == 2
+
+
+def test_every_field_has_help():
+    for field in describe_fields(RunConfig):
+        assert field["help"], field["name"]
