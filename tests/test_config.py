@@ -67,3 +67,13 @@ def test_yaml_is_loaded_safely(tmp_path):
 def test_every_field_has_help():
     for field in describe_fields(RunConfig):
         assert field["help"], field["name"]
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted(Path("assets/configs").glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        cfg = load_run_config(path)
+        assert cfg.name, path
