@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -17,6 +19,8 @@ from .config import ConfigError, RunConfig, load_run_config, to_dict
 from .model import GistViT
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
+RESUME_NAME = "resume.safetensors"  # the training state a run continues from (see `save_training_state`)
+RESUME_FORMAT = "gist-studio-resume/1"
 
 
 class CheckpointError(ValueError):
@@ -93,6 +97,95 @@ def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], sourc
             p.copy_(tensors[n].to(p.dtype))
 
 
+def save_training_state(path: str | Path, model: GistViT, optimizer: torch.optim.Optimizer,
+                        scheduler: torch.optim.lr_scheduler.LRScheduler, config: RunConfig, step: int, epoch: int,
+                        extra: dict[str, Any] | None = None) -> Path:
+    """Write what a run needs to continue after `epoch` epochs, atomically, as one safetensors file.
+
+    Tensors: the trainable parameters (`model.*`), the optimizer state (`optim.<index>.<name>`) and the torch,
+    CUDA, numpy and python RNG states (`rng.*`). Metadata (JSON): the resolved config, step, epoch, optimizer
+    hyper-parameters, scheduler state and `extra` (e.g. the result so far). Nothing is pickled.
+    """
+    tensors = {f"model.{k}": v for k, v in trainable_state(model).items()}
+    opt = optimizer.state_dict()
+    optim_scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                optim_scalars.setdefault(str(idx), {})[key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    np_state = np.random.get_state()  # ('MT19937', keys uint32 (624,), pos, has_gauss, cached_gaussian)
+    tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
+    py_state = random.getstate()  # (version, 625 ints, gauss_next)
+    tensors["rng.python"] = torch.tensor(py_state[1], dtype=torch.int64)
+    state = {"param_groups": opt["param_groups"], "optim_scalars": optim_scalars,
+             "scheduler": scheduler.state_dict(), "numpy": [np_state[0], *np_state[2:]],
+             "python": [py_state[0], py_state[2]], "extra": extra or {}}
+    meta = {"format": RESUME_FORMAT, "config": json.dumps(to_dict(config)), "step": str(step), "epoch": str(epoch),
+            "state": json.dumps(state, default=float)}
+    path = Path(path)
+    atomic_save(tensors, path, meta)
+    return path
+
+
+def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and decoded metadata (config, step, epoch, state) of a `save_training_state` file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESUME_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no resumable training state at {path}")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    if meta.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path} is not a GIST Studio training state (format {meta.get('format')!r})")
+    try:
+        decoded = {"config": json.loads(meta["config"]), "step": int(meta["step"]), "epoch": int(meta["epoch"]),
+                   "state": json.loads(meta["state"])}
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from None
+    return tensors, decoded
+
+
+def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: GistViT,
+                           optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                           source: str = "training state") -> None:
+    """Load a `read_training_state` result into the model, optimizer, scheduler and the global RNGs."""
+    state = meta["state"]
+    load_trainable_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
+                         source=source)
+    optim_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            optim_state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in state["optim_scalars"].items():
+        optim_state.setdefault(int(idx), {}).update(scalars)
+    try:
+        optimizer.load_state_dict({"state": optim_state, "param_groups": state["param_groups"]})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its optimizer state does not fit the model ({exc})") from None
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    cuda = [tensors[k] for k in cuda_keys]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    name, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, gauss_next = state["python"]
+    random.setstate((version, tuple(tensors["rng.python"].tolist()), gauss_next))
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GistViT, RunConfig]:
     """Rebuild a run's model from its checkpoint (a file or a run directory): backbone + trained parameters.
 
@@ -110,17 +203,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Gi
 
 
 @torch.inference_mode()
-def predict(model: GistViT, images: torch.Tensor, class_names: list[str] | None = None,
+def predict(model: GistViT, images: torch.Tensor | list[str], class_names: list[str] | None = None,
             top_k: int = 5) -> list[dict[str, Any]]:
     """Top-k classes of the CLS head (what GIST predicts at inference), with the Gist head's view beside it.
 
     Args:
-        model: A GistViT in eval mode.
-        images: (B, 3, H, W) normalised float images.
+        model: A GistViT (or GistTextEncoder) in eval mode.
+        images: (B, 3, H, W) normalised float images; for a text model, a list of texts (tokenised here).
         class_names: Names for the class indices (default: the indices as strings).
         top_k: How many classes to return per image.
     """
-    out = model(images.to(next(model.parameters()).device))
+    if isinstance(images, (list, tuple)):  # texts for a GistTextEncoder
+        out = model(model.tokenize(list(images)))
+    else:
+        out = model(images.to(next(model.parameters()).device))
     probs = out.cls_logits.float().softmax(-1).cpu()
     gist = out.gist_logits.float().softmax(-1).cpu() if out.gist_logits is not None else None
     names = class_names or [str(i) for i in range(probs.shape[-1])]

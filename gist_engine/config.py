@@ -283,6 +283,8 @@ class DataConfig:
     test_size: int | None = option(None, "Test images drawn (seeded) from the test split; empty = all.", min=1)
     few_shot: int | None = option(None, "k training images per class (seeded); empty = off.", min=1)
     seed: int = option(0, "Seed of the subsampling (the split itself is fixed per dataset).", min=0)
+    max_length: int = option(128, "Text datasets: tokens per document after truncation, [CLS] and [SEP] included "
+                             "(the Gist token comes on top); ignored for images.", min=4, max=8192)
 
 
 @dataclass
@@ -306,6 +308,17 @@ class TrainConfig:
     attention_every: int = option(0, "Record CLS/Gist attention maps of a probe batch every K steps (0 = off).",
                                   min=0)
     probe_images: int = option(4, "Images in the attention probe batch.", min=1, max=64)
+    checkpoint_every: int = option(0, "Write a resumable checkpoint every N epochs (0 = only the final one).",
+                                   min=0)
+    log_every: int = option(0, "Read the loss terms back from the device every N steps: every step is still "
+                            "reported (in a burst), a non-finite loss at its exact step; 0 = auto: 1 on CPU, 10 on "
+                            "CUDA.", min=0, max=10_000)
+    compile: bool = option(False, "Compile the forward + loss with torch.compile (falls back to eager with a "
+                           "warning if compiling fails); pays off on long GPU runs.")
+    eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 256 on CPU.",
+                                  min=0, max=65_536)
+    cpu_threads: int = option(0, "torch threads on CPU; 0 = auto: the CPUs this process may use, less those other "
+                              "processes keep busy (chosen once per process).", min=0, max=1024)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -18,7 +19,7 @@ def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
 
 def _js(log_p: Tensor, log_q: Tensor) -> Tensor:
     """Jensen-Shannon divergence 0.5 KL(p||m) + 0.5 KL(q||m), m = (p + q) / 2."""
-    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - torch.log(torch.tensor(2.0, device=log_p.device))
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
     return 0.5 * (_kl(log_p, log_m) + _kl(log_q, log_m))
 
 

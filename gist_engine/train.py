@@ -16,12 +16,17 @@ import torch
 from .build import build_model
 from .config import ConfigError, RunConfig, load_run_config
 from .data.images import DatasetError
-from .losses import LOSS_TERMS, gist_loss
+from .fastpath import TrainStep, auto_log_every, configure_device, enable_fused_attention, eval_batch_size
+from .losses import LOSS_TERMS
 from .model import GistViT
 from .tuners import count_parameters
 
 # Statuses a run can end with (the run store adds queued, running and interrupted).
 COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
+
+
+# Train options a resumed run may change: they decide speed and placement, not the result.
+RESUMABLE_CHANGES = ("device", "log_every", "compile", "eval_batch_size", "cpu_threads")
 
 
 class Callback:
@@ -128,16 +133,20 @@ class Trainer:
         should_stop: Checked before every step; True ends the run as `stopped`.
         run_dir: Where the checkpoint (and attention snapshots) go; None = nothing written.
         data: Already-loaded `DatasetSplits` (compare runs share one load); None = load from `config.data`.
+        resume_from: A training state (`resume.safetensors`, written every `train.checkpoint_every` epochs) to
+            continue from: parameters, optimizer, scheduler, RNGs, step and the result so far are restored and
+            training goes on at the next epoch, in the data order of an uninterrupted run.
     """
 
     def __init__(self, config: RunConfig | dict[str, Any], callbacks: Iterable[Callback] = (),
                  should_stop: Callable[[], bool] | None = None, run_dir: str | Path | None = None,
-                 data: Any = None) -> None:
+                 data: Any = None, resume_from: str | Path | None = None) -> None:
         self.config = load_run_config(config)
         self.callbacks = list(callbacks)
         self.should_stop = should_stop or (lambda: False)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.data = data
+        self.resume_from = Path(resume_from) if resume_from is not None else None
         self.model: GistViT | None = None
         self.step = 0
         self.total_steps = 0
@@ -154,18 +163,26 @@ class Trainer:
         cfg = self.config
         if self.data is None:
             dc = backbone_data_config(cfg.backbone, cfg.image_size)
-            self.data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=self.device)
+            self.data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=self.device,
+                                     tokenizer=dc.get("tokenizer"))  # a text backbone's tokenizer, else None
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
             raise ConfigError(f"num_classes: {cfg.num_classes} but dataset {cfg.data.dataset!r} has "
                               f"{self.data.num_classes} classes (leave num_classes empty to use the dataset's)")
         model_cfg = load_run_config(cfg, [f"num_classes={self.data.num_classes}"])
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
+        enable_fused_attention(self.model)  # SDPA in training; attention capture turns it off only while it records
+        configure_device(self.device, cfg.train.cpu_threads)
         self.config = model_cfg
 
-    def evaluate(self, split: Any = None, batch_size: int = 256) -> dict[str, Any]:
-        """CLS accuracy, Gist-head accuracy, CLS/Gist agreement and per-class accuracy on a split (test default)."""
+    def evaluate(self, split: Any = None, batch_size: int | None = None) -> dict[str, Any]:
+        """CLS accuracy, Gist-head accuracy, CLS/Gist agreement and per-class accuracy on a split (test default).
+
+        Runs in inference mode (bf16 autocast on CUDA) with large batches (`train.eval_batch_size`, auto 1024 on
+        CUDA); predictions stay on the device until the end.
+        """
         model, split = self.model, split or self.data.test
+        batch_size = batch_size or eval_batch_size(self.device, self.config.train.eval_batch_size)
         was_training = model.training
         model.eval()
         cls_pred, gist_pred, labels = [], [], []
@@ -214,63 +231,90 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, warmup, self.total_steps))
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
         for cb in self.callbacks:
             cb.on_train_start(self)
 
         model.train()
-        started, train_time, images_seen = time.perf_counter(), 0.0, 0
+        # The fast path: the step leaves its loss terms on the device; they are read back (one host sync) every
+        # `log_every` steps and at each epoch end, and every step is then reported in order with its own number.
+        self.train_step = TrainStep(model, optimizer, params, self.device, self.precision, tc.grad_clip,
+                                    compile=tc.compile)
+        log_every = tc.log_every or auto_log_every(self.device)
+        pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
+        clock = {"train": 0.0, "images": 0, "tick": time.perf_counter()}
+
+        def report() -> bool:
+            """Report the pending steps; False (run diverged, later steps dropped) at the first non-finite loss."""
+            if not pending:
+                return True
+            rows = torch.stack([p[1] for p in pending]).tolist()  # (k, 6): the one host sync
+            clock["train"] += time.perf_counter() - clock["tick"]
+            clock["images"] += sum(p[4] for p in pending)
+            speed = clock["images"] / clock["train"] if clock["train"] > 0 else 0.0
+            ok = True
+            for (step, _, lr, epoch_at, _n), row in zip(pending, rows, strict=True):
+                metrics = dict(zip(LOSS_TERMS, row, strict=True))
+                metrics.update(lr=lr, images_per_second=speed, epoch=epoch_at)
+                result.history["steps"].append({"step": step, **metrics})
+                for cb in self.callbacks:
+                    cb.on_step_end(self, step, metrics)
+                if not math.isfinite(metrics["total"]):
+                    bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
+                    result.status, result.diverged_step = DIVERGED, step
+                    result.error = (f"loss became non-finite at step {step} ({', '.join(bad)}); try a "
+                                    f"lower train.lr (now {tc.lr:g}) or train.grad_clip")
+                    self.step, ok = step, False  # the steps run after it (log_every > 1) are not reported
+                    break
+            pending.clear()
+            clock["tick"] = time.perf_counter()  # callbacks' time is not training time
+            return ok
+
+        def report_quietly() -> None:  # after a failure: keep what can still be read back
+            try:
+                report()
+            except Exception:
+                pending.clear()
+
+        started = time.perf_counter()
         try:
-            for epoch in range(tc.epochs):
+            for epoch in range(start_epoch, tc.epochs):
                 order = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)  # same order with GIST on/off
-                tick = time.perf_counter()
+                clock["tick"] = time.perf_counter()
                 for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order):
                     if self.step >= self.total_steps:
                         break
                     if self.should_stop():
                         result.status = STOPPED
                         break
-                    with self._autocast():
-                        out = model(x)
-                    terms = gist_loss(out.cls_logits, out.gist_logits, y, model.gist_cfg)
-                    loss = terms["total"]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if tc.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                    optimizer.step()
+                    terms = self.train_step(x, y)  # (6,) on the device, no host sync
                     scheduler.step()
                     self.step += 1
-                    values = torch.stack([terms[k].detach().float() for k in LOSS_TERMS]).tolist()
-                    now = time.perf_counter()
-                    train_time, images_seen = train_time + now - tick, images_seen + len(y)
-                    metrics = dict(zip(LOSS_TERMS, values, strict=True))
-                    metrics.update(lr=scheduler.get_last_lr()[0], images_per_second=images_seen / train_time,
-                                   epoch=epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch))
-                    result.history["steps"].append({"step": self.step, **metrics})
-                    for cb in self.callbacks:
-                        cb.on_step_end(self, self.step, metrics)
-                    tick = time.perf_counter()  # callbacks' time is not training time
-                    if not math.isfinite(metrics["total"]):
-                        bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
-                        result.status, result.diverged_step = DIVERGED, self.step
-                        result.error = (f"loss became non-finite at step {self.step} ({', '.join(bad)}); try a "
-                                        f"lower train.lr (now {tc.lr:g}) or train.grad_clip")
+                    pending.append((self.step, terms, scheduler.get_last_lr()[0],
+                                    epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch),
+                                    len(y)))
+                    if len(pending) >= log_every and not report():
                         break
-                if result.status != COMPLETED:
+                if not report() or result.status != COMPLETED:
                     break
                 last_epoch = epoch + 1 == tc.epochs or self.step >= self.total_steps
                 if (epoch + 1) % tc.eval_every == 0 or last_epoch:
                     self._record_eval(result, epoch + 1)
                 if self.step >= self.total_steps:
                     break
+                if tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and self.run_dir is not None:
+                    self._save_training_state(optimizer, scheduler, result, epoch + 1)
         except DatasetError as exc:  # a streamed image that passed the load-time check but fails to decode
+            report_quietly()
             result.status, result.error = FAILED, str(exc)
         except torch.OutOfMemoryError:
+            report_quietly()
             result.status = FAILED
             result.error = (f"out of GPU memory at step {self.step + 1} with train.batch_size={tc.batch_size}: "
                             f"try a smaller batch (e.g. {max(1, tc.batch_size // 2)}) or a smaller image_size")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+        train_time, images_seen = clock["train"], clock["images"]
         result.train_seconds = time.perf_counter() - started
         result.steps = self.step
         result.epochs_done = self.step / steps_per_epoch
@@ -284,6 +328,35 @@ class Trainer:
             cb.on_train_end(self, result)
         return result
 
+    def _save_training_state(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult,
+                             epochs_done: int) -> None:
+        """The resumable state after `epochs_done` epochs (`resume.safetensors`) and the plain checkpoint."""
+        from .checkpoint import RESUME_NAME, save_checkpoint, save_training_state
+
+        so_far = {k: getattr(result, k) for k in _RESUMED_FIELDS}
+        save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
+                            epochs_done, extra={"result": so_far})
+        save_checkpoint(self.model, self.run_dir / "checkpoint.safetensors", self.config, step=self.step,
+                        extra={"class_names": list(self.data.class_names), "dataset": self.config.data.dataset})
+
+    def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
+        """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""
+        from .checkpoint import CheckpointError, read_training_state, restore_training_state
+
+        tensors, meta = read_training_state(self.resume_from)
+        saved, now = dict(meta["config"]), _config_dict(self.config)
+        for cfg in (saved, now):  # how and where it runs may change; what it computes may not
+            cfg.pop("name", None)
+            cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_CHANGES}
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise CheckpointError(f"{self.resume_from} was written for a different config (differs in {diff})")
+        restore_training_state(tensors, meta, self.model, optimizer, scheduler, source=str(self.resume_from))
+        self.step = meta["step"]
+        for key, value in meta["state"]["extra"].get("result", {}).items():
+            setattr(result, key, value)
+        return meta["epoch"]
+
     def _record_eval(self, result: TrainResult, epoch: int) -> None:
         metrics = self.evaluate()
         metrics.update(step=self.step, epoch=epoch, split="test")
@@ -294,6 +367,10 @@ class Trainer:
             result.best_acc_cls, result.best_step = metrics["acc_cls"], self.step
         for cb in self.callbacks:
             cb.on_eval_end(self, self.step, metrics)
+
+
+# What a resumed run carries over from the part before its checkpoint.
+_RESUMED_FIELDS = ("acc_cls", "best_acc_cls", "best_step", "acc_gist", "agreement", "per_class", "history")
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:

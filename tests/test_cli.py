@@ -43,3 +43,37 @@ def test_bad_input_exits_2_naming_the_key(capsys):
     assert "gist.lenght" in capsys.readouterr().err
     assert main(["describe", "--set", "backbone=test_vit", "--set", "image_size=30"]) == 2
     assert "multiple of" in capsys.readouterr().err
+
+
+def test_runs_list_show_and_export(tmp_path, capsys):
+    from gist_engine.runs import RunManager
+
+    cfg = {"backbone": "test_vit", "image_size": 32, "method": "linear",
+           "data": {"dataset": "digits", "train_size": 32, "test_size": 16},
+           "train": {"epochs": 1, "batch_size": 16, "device": "cpu"}}
+    with RunManager(tmp_path, torch_threads=0) as mgr:  # the default loader: digits loaded once, then cached
+        run_id = mgr.submit(cfg, name="cli-run")
+        group_id = mgr.submit_group(cfg, seeds=2, name="cli-group")
+        for snap in mgr.list():
+            assert mgr.wait(snap.id, timeout=120).status == "completed", snap.error
+    root = ["runs", "--root", str(tmp_path)]
+    assert main([*root, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 5 and listed[-1]["id"] == run_id and listed[-1]["name"] == "cli-run"
+    assert main([*root, "list", "--status", "completed"]) == 0
+    assert capsys.readouterr().out.count("completed") == 5
+    assert main([*root, "show", run_id]) == 0
+    assert "cli-run: completed, step 2/2" in capsys.readouterr().out
+    assert main([*root, "show", group_id]) == 0
+    assert "mean delta" in capsys.readouterr().out
+    assert main([*root, "show", group_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["delta_acc_cls"]["n"] == 2
+    assert main([*root, "export", run_id, "--to", "parquet", "--out", str(tmp_path / "exp")]) == 0
+    assert (tmp_path / "exp" / f"{run_id}.parquet").is_file() and "exported" in capsys.readouterr().out
+    assert main([*root, "show", "nope"]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        assert main([*root, "export", run_id, "--to", "mlflow"]) == 2
+        assert "pip install mlflow" in capsys.readouterr().err

@@ -159,8 +159,9 @@ class TensorSplit(ImageSplit):
         self._device_labels = self.labels.to(self.device)
 
     def _batches(self, chunks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for chunk in chunks:
-            chunk = chunk.to(self.device)
+        # the whole order goes to the device in one copy: a per-batch copy would stall the CUDA queue every step
+        order = torch.cat(chunks).to(self.device)  # (n,)
+        for chunk in order.split([len(c) for c in chunks]):
             yield to_model_input(self.images[chunk], self.mean, self.std), self._device_labels[chunk]
 
     def raw(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:

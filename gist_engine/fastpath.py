@@ -1,0 +1,257 @@
+"""The training fast path shared by the trainer and the benchmark: one optimisation step, eager or compiled.
+
+What makes a step fast, and where each piece lives:
+
+- `TrainStep`: bf16 autocast (when asked), GIST loss, backward, optional gradient clipping and the optimiser step,
+  returning every loss term as ONE device tensor (no host synchronisation); `torch.compile` of the forward + loss
+  as an option that falls back to eager, with a warning, on any compile error (the failed try is undone).
+- `make_optimizer`: AdamW, fused into one kernel per step on CUDA.
+- `enable_fused_attention`: timm's `F.scaled_dot_product_attention` path in every attention module (attention
+  capture switches it off only while it records, see `attention.capture_attention`).
+- `configure_device`: cuDNN autotuning on CUDA; on CPU the torch thread count chosen for the CPUs this process may
+  use (affinity, cgroup quota) and how busy they already are, see `choose_cpu_threads`.
+- `auto_log_every`: how often the trainer reads the loss terms back to the host (1 on CPU, 10 on CUDA).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .losses import LOSS_TERMS, gist_loss
+
+# torch.compile backend; "aot_eager" traces and partitions without generating kernels (tests use it: inductor's
+# first compile takes about a minute on a small CPU).
+COMPILE_BACKEND = os.environ.get("GIST_COMPILE_BACKEND", "inductor")
+LOG_EVERY_CUDA = 10  # steps between loss read-backs on CUDA when train.log_every is 0 (auto)
+EVAL_BATCH = {"cuda": 1024, "cpu": 256}  # evaluation batch by device type when train.eval_batch_size is 0 (auto)
+
+
+# -------------------------------------------------------------------------------------------------- device setup
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2/v1 CPU quota if one is set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+@functools.cache
+def choose_cpu_threads() -> int:
+    """torch threads for this machine, chosen once per process: the usable CPUs less those others keep busy.
+
+    An OpenMP thread that the OS has descheduled stalls every parallel op at its barrier: on a machine whose other
+    processes already fill the CPUs, two threads ran a small ViT's training step 10-100x slower than one (measured
+    on a shared 2-CPU machine). So the count is `usable_cpus() - load + 1` (1-minute load average, which counts
+    this process too), between 1 and `usable_cpus()`. Chosen once, so that runs compared in one process (plain vs
+    GIST) use the same count; `train.cpu_threads` overrides it.
+    """
+    n = usable_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return n
+    return max(1, min(n, math.floor(n - load) + 1))
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by the cgroup (quota / period), or None when unlimited or unknown."""
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2: "max 100000" or "200000 100000"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())  # cgroup v1
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def configure_device(device: torch.device, cpu_threads: int = 0) -> dict[str, Any]:
+    """Process-wide settings for fast training on `device`; returns what was set (for logs and the benchmark).
+
+    Args:
+        device: The training device.
+        cpu_threads: torch intra-op threads on CPU; 0 = `choose_cpu_threads()` (load-aware, once per process).
+            Ignored on CUDA.
+
+    Returns:
+        {"threads": int} on CPU, {"cudnn_benchmark": True} on CUDA.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the patch-embedding conv has one fixed shape per run
+        return {"cudnn_benchmark": True}
+    threads = cpu_threads or choose_cpu_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return {"threads": threads}
+
+
+def auto_log_every(device: torch.device) -> int:
+    """Steps between loss read-backs when `train.log_every` is 0: every step on CPU, every 10 on CUDA."""
+    return LOG_EVERY_CUDA if device.type == "cuda" else 1
+
+
+def eval_batch_size(device: torch.device, requested: int = 0) -> int:
+    """The evaluation batch: `requested`, or large on CUDA (1024) and 256 on CPU."""
+    return requested or EVAL_BATCH.get(device.type, 256)
+
+
+def enable_fused_attention(model: nn.Module) -> int:
+    """Switch every timm attention module to its fused (scaled_dot_product_attention) path; returns how many."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "fused_attn") and hasattr(module, "qkv"):
+            module.fused_attn = True
+            count += 1
+    return count
+
+
+def make_optimizer(groups: Iterable[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over parameter groups: the fused single-kernel implementation on CUDA, torch's default elsewhere."""
+    return torch.optim.AdamW(list(groups), lr=lr, fused=device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast on `device` when `precision` is "bf16"; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class TrainStep:
+    """One optimisation step of a Gist model (GistViT, or the text model): `terms = step(x, y)`, kept on the device.
+
+    The step is `zero_grad -> forward (autocast) + GIST loss -> backward -> clip -> optimizer.step`. It returns the
+    loss terms in `LOSS_TERMS` order as a detached float32 (len(LOSS_TERMS),) tensor on the device and never reads
+    anything back to the host, so a CUDA queue never drains between steps.
+
+    With `compile=True` the forward + loss is compiled with `torch.compile` for the first batch shape it sees (static
+    shapes, the fastest kernels); a batch of another shape (an epoch's smaller last batch) runs eagerly instead of
+    paying a second compilation. A compile error is caught: the step warns, restores the random state the failed try
+    consumed, and from then on runs eagerly. Out-of-memory errors are re-raised.
+
+    Args:
+        model: The GistViT (its trainable parameters set).
+        optimizer: The optimiser over `params`.
+        params: The trained parameters (for gradient clipping).
+        device: The training device.
+        precision: "bf16" (autocast) or "fp32".
+        grad_clip: Max gradient norm, or None.
+        compile: Compile the forward + loss.
+        backend: torch.compile backend; None = `COMPILE_BACKEND`.
+        mode: torch.compile mode (e.g. "max-autotune-no-cudagraphs"); None = torch's default.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                 device: torch.device, precision: str = "fp32", grad_clip: float | None = None,
+                 compile: bool = False, backend: str | None = None, mode: str | None = None) -> None:
+        self.model, self.optimizer, self.params = model, optimizer, params
+        self.device, self.precision, self.grad_clip = device, precision, grad_clip
+        self.compile_error: str | None = None
+        self._shape: tuple | None = None  # the batch shape the compiled graph is for
+        self._compiled: Callable[[Any, Tensor], Tensor] | None = None
+        if compile:
+            self._compiled = torch.compile(self.forward_loss, backend=backend or COMPILE_BACKEND, mode=mode,
+                                           dynamic=False)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether steps run compiled (False after a fallback)."""
+        return self._compiled is not None
+
+    def forward_loss(self, x: Any, y: Tensor) -> Tensor:
+        """Eager forward + GIST loss: every term stacked, (len(LOSS_TERMS),); the last one, total, has a graph."""
+        with autocast(self.device, self.precision):
+            out = self.model(x)
+        terms = gist_loss(out.cls_logits, out.gist_logits, y, self.model.gist_cfg)
+        return torch.stack([terms[k].float() for k in LOSS_TERMS])  # (6,) total last
+
+    def _compiled_forward_backward(self, x: Any, y: Tensor) -> Tensor:
+        shape = _shape_key(x)
+        if self._shape is not None and shape != self._shape:  # another shape: eager, no second compilation
+            values = self.forward_loss(x, y)
+            values[-1].backward()
+            return values
+        rng = _rng_state(self.device) if self._shape is None else None
+        try:
+            values = self._compiled(x, y)
+            values[-1].backward()  # a compiled backward is built lazily: its failure is a compile failure too
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            self._fall_back(exc, rng)
+            values = self.forward_loss(x, y)
+            values[-1].backward()
+        self._shape = shape
+        return values
+
+    def _fall_back(self, exc: BaseException, rng: tuple[Tensor, Tensor | None] | None) -> None:
+        self._compiled = None
+        self.compile_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+        if rng is not None:  # the failed try's dropout draws are undone: the eager redo draws the same numbers
+            _set_rng_state(self.device, rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        warnings.warn(f"torch.compile failed ({self.compile_error}); training continues eagerly", RuntimeWarning,
+                      stacklevel=3)
+
+    def __call__(self, x: Any, y: Tensor) -> Tensor:
+        """One step on a batch (images (B, 3, H, W), or a text batch's dict) and labels (B,).
+
+        Returns:
+            The detached loss terms on the device, (len(LOSS_TERMS),) float32 in `LOSS_TERMS` order.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._compiled is None:
+            values = self.forward_loss(x, y)
+            values[-1].backward()
+        else:
+            values = self._compiled_forward_backward(x, y)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        return values.detach()
+
+
+def _shape_key(x: Any) -> tuple:
+    """The input's shapes: a tensor's, or each entry's of a mapping (text batches are dicts of tensors)."""
+    if isinstance(x, Tensor):
+        return tuple(x.shape)
+    if isinstance(x, Mapping):
+        return tuple((k, tuple(v.shape)) for k, v in sorted(x.items()))
+    return (type(x).__name__,)
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+__all__ = ["COMPILE_BACKEND", "TrainStep", "auto_log_every", "autocast", "choose_cpu_threads", "configure_device",
+           "enable_fused_attention", "eval_batch_size", "make_optimizer", "usable_cpus"]

@@ -1,0 +1,1047 @@
+"""Background runs that survive: a SQLite run store, the RunManager (queue, workers, stop, recovery), groups, export.
+
+Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user data dir):
+
+    runs.sqlite3          the store (WAL): runs, metrics (run, step, key, value), evaluations, groups
+    runs/<run_id>/        checkpoint.safetensors, resume.safetensors, result.json, attention/ snapshots
+    exports/              default target of `RunManager.export`
+
+Threads live here and nowhere else in the engine. Every public method is thread-safe. Writes go through one
+connection behind a lock (short transactions, metrics in batches); reads use pooled connections of their own, so
+polling never waits for training. Torch's intra-op thread pool is process-wide: a manager that starts its workers
+caps it once (`torch.set_num_threads`, default cores - 1) so the server thread stays responsive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import platformdirs
+import torch
+
+from .backbones import BackboneError
+from .checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
+from .compare import format_table, paired_configs, summarise
+from .config import ConfigError, RunConfig, load_run_config, to_dict
+from .data.images import DatasetError
+from .losses import LOSS_TERMS
+from .train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, package_versions
+from .tuners import count_parameters
+
+QUEUED, RUNNING, INTERRUPTED = "queued", "running", "interrupted"
+STATUSES = (QUEUED, RUNNING, COMPLETED, STOPPED, DIVERGED, FAILED, INTERRUPTED)
+ACTIVE = (QUEUED, RUNNING)
+RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safetensors (or restarts without one)
+STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
+EXPORT_FORMATS = ("csv", "parquet", "mlflow")
+DB_NAME = "runs.sqlite3"
+RUNS_DIR = "runs"
+RESULT_NAME = "result.json"
+USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
+
+# ----------------------------------------------------------------------------------------------------- schema
+# Schema migrations: version -> statements, applied in order inside one transaction; PRAGMA user_version holds the
+# version of a store. Add a new version to change the schema; never edit a released one.
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE groups (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL,
+            seeds TEXT NOT NULL, config TEXT NOT NULL, versions TEXT)""",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
+            status TEXT NOT NULL, heartbeat REAL, config TEXT NOT NULL, seed INTEGER NOT NULL,
+            gist_enabled INTEGER NOT NULL, method TEXT NOT NULL, group_id TEXT, error TEXT, versions TEXT,
+            device TEXT, owner TEXT, owner_pid INTEGER, owner_host TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
+            step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0, epoch REAL NOT NULL DEFAULT 0,
+            steps_per_second REAL, latest TEXT, last_eval TEXT, acc_cls REAL, best_acc_cls REAL, acc_gist REAL,
+            agreement REAL, trainable_params INTEGER, gist_params INTEGER, total_params INTEGER,
+            resumed INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX runs_by_status ON runs (status)",
+        "CREATE INDEX runs_by_group ON runs (group_id)",
+        """CREATE TABLE metrics (
+            run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL,
+            PRIMARY KEY (run_id, step, key)) WITHOUT ROWID""",
+        """CREATE TABLE evaluations (
+            run_id TEXT NOT NULL, step INTEGER NOT NULL, split TEXT NOT NULL, epoch REAL, acc_cls REAL,
+            acc_gist REAL, agreement REAL, n INTEGER, per_class TEXT,
+            PRIMARY KEY (run_id, step, split)) WITHOUT ROWID""",
+    ),
+}
+
+
+class RunError(RuntimeError):
+    """A run-store request that cannot be done (wrong state, missing optional package); the message says why."""
+
+
+class RunNotFound(RunError, KeyError):
+    """No run (or group) with that id in the store."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class StoreError(RunError):
+    """The store file cannot be used (written by a newer version, corrupt)."""
+
+
+def data_dir() -> Path:
+    """Where runs are kept: `$GIST_DATA_DIR`, else the user data directory of "gist-studio"."""
+    return Path(os.environ.get("GIST_DATA_DIR") or platformdirs.user_data_dir("gist-studio"))
+
+
+class RunStore:
+    """The SQLite file: one writer connection behind a lock, a pool of reader connections; WAL and a busy timeout.
+
+    Args:
+        path: The database file (created, with its folder, when missing; migrated to `SCHEMA_VERSION`).
+        busy_timeout: Seconds a statement waits for another process's lock before failing.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._pool: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+        self.migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: safe against a killed process, fast commits
+        return conn
+
+    def migrate(self) -> int:
+        """Bring the file to `SCHEMA_VERSION` (one transaction); returns the version it had before."""
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.execute("PRAGMA user_version").fetchone()[0]
+                if before > SCHEMA_VERSION:
+                    raise StoreError(f"{self.path} has schema version {before}, newer than this gist_engine "
+                                     f"understands ({SCHEMA_VERSION}); upgrade gist_engine or use another data dir")
+                for version in range(before + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return before
+
+    @property
+    def version(self) -> int:
+        """The schema version of the file."""
+        with self.read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on an exception) on the writer."""
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled reader connection inside one read transaction (a consistent snapshot of the store)."""
+        with self._pool_lock:
+            conn = self._pool.pop() if self._pool else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            with self._pool_lock:
+                self._pool.append(conn)
+
+    def close(self) -> None:
+        """Close every connection (the store object must not be used afterwards)."""
+        with self._lock, self._pool_lock:
+            for conn in [self._writer, *self._pool]:
+                conn.close()
+            self._pool.clear()
+
+
+class _NullWrite:
+    """Stands in for the writer once a manager plays dead (`_simulate_crash`): every write is dropped."""
+
+    rowcount = 0
+
+    def execute(self, *args: Any) -> _NullWrite:
+        return self
+
+    executemany = execute
+
+    def fetchall(self) -> list:
+        return []
+
+    def fetchone(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- snapshots
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A frozen view of one run, read from the store (safe to keep and pass between threads)."""
+
+    id: str
+    name: str
+    status: str
+    created: float
+    started: float | None
+    finished: float | None
+    heartbeat: float | None
+    step: int
+    total_steps: int
+    progress: float
+    eta_seconds: float | None
+    epoch: float
+    latest: dict[str, float]
+    last_eval: dict[str, Any] | None
+    best_acc_cls: float | None
+    acc_cls: float | None
+    error: str | None
+    config: dict[str, Any]
+    seed: int
+    gist_enabled: bool
+    method: str
+    group_id: str | None
+    trainable_params: int | None
+    gist_params: int | None
+    run_dir: Path
+    versions: dict[str, str]
+    acc_gist: float | None = None
+    agreement: float | None = None
+    total_params: int | None = None
+    device: str | None = None
+    owner_pid: int | None = None
+    resumed: int = 0
+    has_checkpoint: bool = False  # run_dir/checkpoint.safetensors exists (usable with checkpoint.load_model)
+    can_resume: bool = False  # `RunManager.resume` applies (it restarts from step 0 without resume.safetensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (run_dir as a string)."""
+        out = dataclasses.asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        return out
+
+
+def _loads(text: str | None, default: Any = None) -> Any:
+    return json.loads(text) if text else default
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}\n\n{''.join(traceback.format_exception(exc))}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) is not a probe on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _device_key(device: str) -> str:
+    """The device a run will occupy (auto -> cuda when present), without failing for a missing GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ------------------------------------------------------------------------------------------------ the callback
+class StoreWriter(Callback):
+    """Trainer callback that writes a run's metrics and evaluations into the store.
+
+    Step metrics are buffered and written in one transaction every `flush_every` steps or `flush_seconds`
+    seconds (and at every evaluation and at the end), so a reader sees whole steps, in order, while the run goes on.
+    """
+
+    def __init__(self, manager: RunManager, run_id: str, flush_every: int = 50, flush_seconds: float = 0.5) -> None:
+        self.manager, self.run_id = manager, run_id
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self.rows: list[tuple[str, int, str, float]] = []
+        self.pending = 0
+        self.latest: dict[str, float] = {}
+        self.step = self.step0 = 0
+        self.t0 = self.last_flush = time.monotonic()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Record the resolved config and sizes; forget metrics past the starting step (a resumed run redoes them)."""
+        model = trainer.model
+        trainable, total = count_parameters(model)
+        self.step = self.step0 = trainer.step
+        self.t0 = self.last_flush = time.monotonic()
+        rid = self.run_id
+        with self.manager._write() as c:
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, trainer.step))
+            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, trainer.step))
+            latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
+                                    (rid, trainer.step)).fetchall())
+            c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
+                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
+                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0, json.dumps(latest),
+                       json.dumps(to_dict(trainer.config)), trainable, model.gist_parameter_count(), total,
+                       str(trainer.device), time.time(), rid))
+            _refresh_eval_summary(c, rid)
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        """Buffer the step; write the buffer when it is large or old enough."""
+        rid = self.run_id
+        self.rows.extend((rid, step, k, float(v)) for k, v in metrics.items())
+        self.latest, self.step, self.pending = metrics, step, self.pending + 1
+        now = time.monotonic()
+        if self.pending >= self.flush_every or now - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
+        """Write the buffered steps and the evaluation together."""
+        self.flush(evaluation=(step, metrics))
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        """Write what is left in the buffer."""
+        self.flush()
+
+    def flush(self, evaluation: tuple[int, dict[str, Any]] | None = None) -> None:
+        """Write the buffered steps (and an evaluation) in one transaction."""
+        if not self.rows and evaluation is None:
+            return
+        rows, self.rows, self.pending = self.rows, [], 0
+        now = time.monotonic()
+        self.last_flush = now
+        rate = (self.step - self.step0) / (now - self.t0) if now > self.t0 and self.step > self.step0 else None
+        rid = self.run_id
+        with self.manager._write() as c:
+            if rows:
+                c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
+                c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
+                          "WHERE id = ?", (self.step, float(self.latest.get("epoch", 0.0)),
+                                           json.dumps(self.latest), rate, time.time(), rid))
+            if evaluation is not None:
+                step, m = evaluation
+                c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
+                          "agreement, n, per_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (rid, step, m.get("split", "test"), m.get("epoch"), m.get("acc_cls"), m.get("acc_gist"),
+                           m.get("agreement"), m.get("n"), json.dumps(m.get("per_class") or {})))
+                _refresh_eval_summary(c, rid)
+
+
+def _refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
+    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its evaluations."""
+    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
+                     "ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
+    if last is None:
+        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
+                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
+        return
+    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
+              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
+
+
+# -------------------------------------------------------------------------------------------------- the manager
+class RunManager:
+    """Queues runs, trains them on background worker threads and keeps everything in a `RunStore`.
+
+    Args:
+        root: The data directory (default `data_dir()`): `root/runs.sqlite3` and `root/runs/<run_id>/`.
+        workers_per_device: Runs executing at once per device (cpu, cuda); the rest wait as `queued`.
+        start: Start the worker threads now (False: a view, e.g. the CLI, or call `start` later). A manager
+            heartbeats the runs it owns (submitted or resumed here) even before its workers start.
+        torch_threads: Cap for `torch.set_num_threads` (process-wide), applied when the workers start and again as
+            a ceiling after each run's setup (which may pick its own count, `train.cpu_threads`); default:
+            cores - 1, at least 1. 0 leaves torch's setting alone.
+        stale_after: Seconds without a heartbeat after which another process's queued/running run counts as dead
+            (a dead owner pid on this host counts at once).
+        heartbeat_every: Seconds between heartbeats of this manager's queued and running runs.
+        flush_every: Steps buffered before the metrics are written (also after `flush_seconds`).
+        flush_seconds: Longest time step metrics stay in the buffer.
+        data_loader: `f(config) -> DatasetSplits` instead of loading `config.data` (tests, custom data); by default
+            the last loaded dataset is reused while the data config, image size and device stay the same.
+        callbacks: `f(config, run_dir) -> [Callback, ...]`: extra trainer callbacks for each run (e.g. attention
+            snapshots).
+    """
+
+    def __init__(self, root: str | Path | None = None, workers_per_device: int = 1, start: bool = True,
+                 torch_threads: int | None = None, *, stale_after: float = 30.0, heartbeat_every: float = 2.0,
+                 flush_every: int = 50, flush_seconds: float = 0.5,
+                 data_loader: Callable[[RunConfig], Any] | None = None,
+                 callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None) -> None:
+        if workers_per_device < 1:
+            raise ValueError(f"workers_per_device must be >= 1, got {workers_per_device}")
+        self.root = Path(root) if root is not None else data_dir()
+        self.store = RunStore(self.root / DB_NAME)
+        self.workers_per_device = workers_per_device
+        self.torch_threads = torch_threads
+        self.stale_after, self.heartbeat_every = stale_after, heartbeat_every
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self.data_loader, self.callbacks = data_loader, callbacks
+        self.token, self.pid, self.host = secrets.token_hex(8), os.getpid(), socket.gethostname()
+        self._cond = threading.Condition()
+        self._queue: deque[str] = deque()  # run ids in submission order
+        self._device: dict[str, str] = {}  # run id -> device key, for queued and running runs
+        self._busy: dict[str, int] = {}  # device key -> runs executing
+        self._running: set[str] = set()
+        self._stops: dict[str, str] = {}  # run id -> why it must stop (stopped, interrupted, deleted)
+        self._threads: list[threading.Thread] = []  # workers, then the heartbeat
+        self._heartbeat_thread: threading.Thread | None = None
+        self._thread_cap = 0  # set by start(); a ceiling re-applied after each run's setup
+        self._halt = threading.Event()
+        self._closing = self._dead = False
+        self._data_lock = threading.Lock()
+        self._data_cache: tuple[str, Any] | None = None
+        self._versions: dict[str, str] | None = None
+        self.recover()
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Cap torch's threads and start the worker threads and the heartbeat (idempotent)."""
+        with self._cond:
+            if any(t is not self._heartbeat_thread for t in self._threads) or self._closing:
+                return
+            cap = self.torch_threads if self.torch_threads is not None else max(1, (os.cpu_count() or 2) - 1)
+            if cap:
+                torch.set_num_threads(cap)
+            self._thread_cap = cap
+            devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+            for i in range(self.workers_per_device * len(devices)):
+                worker = threading.Thread(target=self._worker, name=f"gist-run-worker-{i}", daemon=True)
+                self._threads.append(worker)
+                worker.start()
+        self._ensure_heartbeat()
+
+    def _ensure_heartbeat(self) -> None:
+        """Start the heartbeat thread once this manager owns runs (or runs workers), so others see it alive."""
+        with self._cond:
+            if self._heartbeat_thread is None and not self._closing:
+                self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="gist-run-heartbeat",
+                                                          daemon=True)
+                self._threads.append(self._heartbeat_thread)
+                self._heartbeat_thread.start()
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the workers: running runs end as `interrupted` (resumable), queued ones become `interrupted`.
+
+        Args:
+            wait: Wait for the worker threads to finish their current step and record the status.
+            timeout: Longest wait in seconds (None = as long as it takes).
+        """
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            queued = list(self._queue)
+            self._queue.clear()
+            for run_id in self._running:
+                self._stops.setdefault(run_id, INTERRUPTED)
+            self._cond.notify_all()
+        if queued:
+            with self._write() as c:
+                c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND status = ?",
+                              [(INTERRUPTED, time.time(), "interrupted: the run manager shut down before it started",
+                                rid, QUEUED) for rid in queued])
+        self._halt.set()
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for t in self._threads:
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in self._threads):
+            self.store.close()
+
+    def __enter__(self) -> RunManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def recover(self) -> list[str]:
+        """Mark runs that a dead process left `queued`/`running` as `interrupted`; returns their ids.
+
+        A run is dead when it belongs to another manager and its heartbeat is older than `stale_after` seconds,
+        or its owner process on this host no longer exists. Called at start-up and then every `stale_after` s.
+        """
+        now = time.time()
+        with self.store.read() as c:
+            rows = c.execute("SELECT id, owner, owner_pid, owner_host, heartbeat, step FROM runs WHERE status IN "
+                             "(?, ?) AND (owner IS NULL OR owner != ?)", (*ACTIVE, self.token)).fetchall()
+        stale = []
+        for r in rows:
+            age = now - (r["heartbeat"] or 0.0)
+            dead_pid = r["owner_host"] == self.host and r["owner_pid"] is not None and not _pid_alive(r["owner_pid"])
+            if age > self.stale_after or dead_pid:
+                why = f"its process (pid {r['owner_pid']}) ended" if dead_pid else f"no heartbeat for {age:.0f} s"
+                stale.append((INTERRUPTED, now, f"interrupted at step {r['step']}: {why}; resume it from its last "
+                                                f"checkpoint or re-run it", r["id"], r["owner"]))
+        if stale:
+            with self._write() as c:
+                c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND owner IS ? "
+                              "AND status IN ('queued', 'running')", stale)
+        return [s[3] for s in stale]
+
+    # ----------------------------------------------------------------------------------------------- submit
+    def submit(self, config: RunConfig | dict[str, Any], name: str | None = None) -> str:
+        """Queue one run; returns its id (status `queued`). Raises ConfigError for an invalid config."""
+        cfg = load_run_config(config)
+        if name is not None:
+            cfg.name = name
+        return self._insert([cfg])[0]
+
+    def submit_group(self, config: RunConfig | dict[str, Any], seeds: int | Sequence[int],
+                     name: str | None = None) -> str:
+        """Queue a paired comparison: the config with GIST off and on for every seed; returns the group id.
+
+        Args:
+            config: The base config (its `gist.enabled` is overridden per run).
+            seeds: A number of seeds (from `train.seed` on, as `compare`) or an explicit list.
+            name: The group's label (also the prefix of its runs' names).
+        """
+        base = load_run_config(config)
+        if name is not None:
+            base.name = name
+        if isinstance(seeds, int):
+            if seeds < 1:
+                raise ConfigError(f"seeds: need at least one seed, got {seeds}")
+            seed_list = list(range(base.train.seed, base.train.seed + seeds))
+        else:
+            seed_list = [int(s) for s in seeds]
+            if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+                raise ConfigError(f"seeds: need distinct seeds >= 0, got {seed_list}")
+        configs = [cfg for seed in seed_list for _, _, cfg in paired_configs(base, 1, first_seed=seed)]
+        group_id = "g" + secrets.token_hex(5)
+        group = (group_id, base.name or f"{base.method} plain vs GIST", time.time(), json.dumps(seed_list),
+                 json.dumps(to_dict(base)), json.dumps(self._package_versions()))
+        self._insert(configs, group_id, group)
+        return group_id
+
+    def _insert(self, configs: list[RunConfig], group_id: str | None = None, group: tuple | None = None) -> list[str]:
+        """Insert queued runs (and their new group row) in one transaction, then queue them here."""
+        now, versions = time.time(), json.dumps(self._package_versions())
+        rows = []
+        for cfg in configs:
+            arm = "gist" if cfg.gist.enabled else "plain"
+            rows.append((secrets.token_hex(5), cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}", now, QUEUED,
+                         now, json.dumps(to_dict(cfg)), cfg.train.seed, int(cfg.gist.enabled), cfg.method, group_id,
+                         versions, _device_key(cfg.train.device), self.token, self.pid, self.host))
+        with self._write() as c:
+            if group:
+                c.execute("INSERT INTO groups (id, name, created, seeds, config, versions) VALUES (?, ?, ?, ?, ?, ?)",
+                          group)
+            c.executemany("INSERT INTO runs (id, name, created, status, heartbeat, config, seed, gist_enabled, "
+                          "method, group_id, versions, device, owner, owner_pid, owner_host) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        with self._cond:
+            for r in rows:
+                self._queue.append(r[0])
+                self._device[r[0]] = r[11]
+            self._cond.notify_all()
+        self._ensure_heartbeat()
+        return [r[0] for r in rows]
+
+    def _package_versions(self) -> dict[str, str]:
+        if self._versions is None:
+            self._versions = package_versions()
+        return self._versions
+
+    # ---------------------------------------------------------------------------------------------- control
+    def stop(self, run_id: str) -> None:
+        """Stop a run: a queued one becomes `stopped` at once, a running one within one step.
+
+        A run owned by another process is flagged; that process stops it at its next heartbeat.
+        """
+        row = self._row(run_id, "status, owner")
+        with self._cond:
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self._device.pop(run_id, None)
+                dequeued = True
+            else:
+                dequeued = False
+                if run_id in self._running:
+                    self._stops.setdefault(run_id, STOPPED)
+                    return
+        if dequeued or (row["status"] == QUEUED and row["owner"] == self.token):
+            with self._write() as c:
+                c.execute("UPDATE runs SET status = ?, finished = ?, error = NULL WHERE id = ? AND status = ?",
+                          (STOPPED, time.time(), run_id, QUEUED))
+        elif row["status"] in ACTIVE:
+            with self._write() as c:
+                c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+
+    def delete(self, run_id: str, timeout: float = 60.0) -> None:
+        """Remove a run: stop it first if it runs here, then delete its rows and its directory."""
+        row = self._row(run_id, "status, owner, owner_pid")
+        with self._cond:
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self._device.pop(run_id, None)
+            if run_id in self._running:
+                self._stops[run_id] = "deleted"
+                deadline = time.monotonic() + timeout
+                while run_id in self._running and time.monotonic() < deadline:
+                    self._cond.wait(0.1)
+                if run_id in self._running:
+                    raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
+            elif row["status"] == RUNNING and row["owner"] != self.token:
+                raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
+        with self._write() as c:
+            for table, col in (("metrics", "run_id"), ("evaluations", "run_id"), ("runs", "id")):
+                c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group and all its runs."""
+        self._group_row(group_id)
+        for snap in self.list(group_id=group_id):
+            self.delete(snap.id)
+        with self._write() as c:
+            c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+
+    def resume(self, run_id: str) -> str:
+        """Queue an interrupted (or stopped/failed) run again under the same id, from its last training state.
+
+        It continues after the last `train.checkpoint_every` epoch boundary written (`resume.safetensors`); the
+        metrics after that step are recorded again. Without a training state it restarts from step 0.
+        """
+        row = self._row(run_id, "status, device")
+        if row["status"] not in RESUMABLE:
+            raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+        with self._write() as c:  # conditional: two concurrent resumes queue it once
+            claimed = c.execute("UPDATE runs SET status = ?, heartbeat = ?, owner = ?, owner_pid = ?, owner_host = ?, "
+                                "finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
+                                f"WHERE id = ? AND status IN ({', '.join('?' * len(RESUMABLE))})",
+                                (QUEUED, time.time(), self.token, self.pid, self.host, run_id, *RESUMABLE)).rowcount
+        if not claimed:
+            raise RunError(f"run {run_id} changed state meanwhile (now {self.get(run_id).status}); not resumed")
+        with self._cond:
+            self._queue.append(run_id)
+            self._device[run_id] = row["device"] or "cpu"
+            self._cond.notify_all()
+        self._ensure_heartbeat()
+        return run_id
+
+    def rerun(self, run_id: str) -> str:
+        """Queue a new run with the same config, name and group; returns the new id."""
+        row = self._row(run_id, "config, name, group_id")
+        cfg = load_run_config(json.loads(row["config"]))
+        cfg.name = row["name"]
+        return self._insert([cfg], row["group_id"])[0]
+
+    def wait(self, run_id: str, timeout: float | None = None, poll: float = 0.05) -> RunSnapshot:
+        """Block until a run is neither queued nor running (or `timeout` s pass); returns its snapshot."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            snap = self.get(run_id)
+            if snap.status not in ACTIVE or (deadline is not None and time.monotonic() >= deadline):
+                return snap
+            with self._cond:
+                self._cond.wait(poll)
+
+    # ------------------------------------------------------------------------------------------------ reads
+    def run_dir(self, run_id: str) -> Path:
+        """The run's directory (checkpoint, training state, result.json, attention snapshots)."""
+        return self.root / RUNS_DIR / run_id
+
+    def get(self, run_id: str) -> RunSnapshot:
+        """The run's current state; RunNotFound for an unknown id."""
+        return self._snapshot(self._row(run_id, "*"))
+
+    def list(self, status: str | None = None, group_id: str | None = None,
+             limit: int | None = None) -> list[RunSnapshot]:
+        """Runs, newest first, optionally of one status and/or group."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if group_id is not None:
+            where.append("group_id = ?")
+            args.append(group_id)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created DESC, rowid DESC" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        with self.store.read() as c:
+            rows = c.execute(sql, args).fetchall()
+        return [self._snapshot(r) for r in rows]
+
+    def metrics(self, run_id: str, keys: Sequence[str] | None = None, since_step: int = 0) -> pd.DataFrame:
+        """Step metrics with step > `since_step`, ascending: a column `step` and one column per key.
+
+        Args:
+            run_id: The run.
+            keys: Metric names (default: the keys of the latest step, `STEP_KEYS` first; all of `STEP_KEYS` when
+                nothing is recorded yet). A key never recorded gives a column of NaN.
+            since_step: Only steps after this one (pass the last step seen to poll incrementally).
+        """
+        with self.store.read() as c:
+            row = c.execute("SELECT latest FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
+            if keys is None:
+                recorded = set(_loads(row["latest"], {})) or set(STEP_KEYS)
+                keys = [k for k in STEP_KEYS if k in recorded] + sorted(recorded - set(STEP_KEYS))
+            keys = list(keys)
+            # Pivot inside SQLite (one row per step); plain tuples, not sqlite3.Row, for speed.
+            cur = c.cursor()
+            cur.row_factory = None
+            pivot = "".join(", MAX(CASE WHEN key = ? THEN value END)" for _ in keys)
+            marks = ", ".join("?" * len(keys))
+            rows = cur.execute(f"SELECT step{pivot} FROM metrics WHERE run_id = ? AND step > ? AND key IN ({marks}) "
+                               "GROUP BY step ORDER BY step", [*keys, run_id, int(since_step), *keys]).fetchall()
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(keys) + 1)  # None (NaN, inf) -> nan
+        frame = pd.DataFrame(values[:, 1:], columns=keys)
+        frame.insert(0, "step", values[:, 0].astype(np.int64))
+        return frame
+
+    def evaluations(self, run_id: str) -> pd.DataFrame:
+        """Every evaluation of a run: step, epoch, acc_cls, acc_gist, agreement, n, per_class (dict), split."""
+        cols = ["step", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class", "split"]
+        with self.store.read() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
+            rows = c.execute(f"SELECT {', '.join(cols)} FROM evaluations WHERE run_id = ? ORDER BY step, split",
+                             (run_id,)).fetchall()
+        df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
+        df = df.astype({"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64",
+                        "agreement": "float64"})  # None (no Gist head) -> NaN
+        df["per_class"] = [_loads(v, {}) for v in df["per_class"]]
+        return df
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group, newest first: id, name, created, seeds, config, runs (their ids)."""
+        with self.store.read() as c:
+            rows = c.execute("SELECT * FROM groups ORDER BY created DESC, rowid DESC").fetchall()
+            members = c.execute("SELECT id, group_id FROM runs WHERE group_id IS NOT NULL ORDER BY created, rowid"
+                                ).fetchall()
+        runs: dict[str, list[str]] = {}
+        for m in members:
+            runs.setdefault(m["group_id"], []).append(m["id"])
+        return [{"id": r["id"], "name": r["name"], "created": r["created"], "seeds": json.loads(r["seeds"]),
+                 "config": json.loads(r["config"]), "runs": runs.get(r["id"], [])} for r in rows]
+
+    def group_results(self, group_id: str) -> dict[str, Any]:
+        """Per-seed accuracies and paired deltas of a group, from the store, via `compare.summarise`.
+
+        Returns:
+            `summarise`'s dict (seeds, delta_acc_cls, delta_best_acc_cls, extra_params; the same numbers the CLI
+            `compare` prints, `compare.format_table` formats it) plus `runs` (snapshots), `table` (a DataFrame of
+            the per-seed rows), `text` (the formatted table), `group` (id, name, created, seeds, config).
+            Per seed and arm the newest run counts (a re-run replaces the original); unfinished runs show their
+            status and stay out of the statistics until they have accuracies.
+        """
+        group = self._group_row(group_id)
+        snaps = self.list(group_id=group_id)
+        latest: dict[tuple[int, bool], RunSnapshot] = {}
+        for s in reversed(snaps):  # oldest first, so the newest wins
+            latest[(s.seed, s.gist_enabled)] = s
+        results = [(seed, enabled, _as_result(s)) for (seed, enabled), s in sorted(latest.items())
+                   if s.trainable_params is not None]
+        summary = summarise(results)
+        summary.setdefault("extra_params", None)
+        summary["runs"] = snaps
+        summary["table"] = pd.DataFrame(summary["seeds"])
+        summary["text"] = format_table(summary)
+        summary["group"] = {"id": group["id"], "name": group["name"], "created": group["created"],
+                            "seeds": json.loads(group["seeds"]), "config": json.loads(group["config"])}
+        return summary
+
+    # ----------------------------------------------------------------------------------------------- export
+    def export(self, run_or_group_id: str, to: str = "csv", path: str | Path | None = None) -> Path | str:
+        """Export a run or a group as one CSV/Parquet file (plus a JSON sidecar), or to MLflow.
+
+        Args:
+            run_or_group_id: A run id or a group id.
+            to: `csv` or `parquet` (via pandas), or `mlflow` (optional package).
+            path: The file to write, or a folder for `<id>.<ext>` (default `root/exports/`); for mlflow, the
+                tracking folder or URI (default: mlflow's own, `MLFLOW_TRACKING_URI` or ./mlruns).
+
+        Returns:
+            The data file written (csv, parquet) or the MLflow run id (the parent run's for a group).
+
+        The file has one row per step: `step`, the step metrics and, at evaluation steps, `eval_epoch`,
+        `eval_acc_cls`, `eval_acc_gist`, `eval_agreement`, `eval_n`, `eval_per_class` (JSON text); a group's
+        file stacks its runs with `run_id`, `name`, `seed`, `gist_enabled`, `status` in front (see
+        `read_export`). The sidecar `<file>.json` holds the run's snapshot, or the group's statistics
+        (`group_results` without the frames) and its runs' snapshots.
+        """
+        if to not in EXPORT_FORMATS:
+            raise ValueError(f"to: {to!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        is_group = self.is_group(run_or_group_id)
+        if not is_group:
+            self._row(run_or_group_id, "id")
+        if to == "mlflow":
+            from .export_mlflow import export_group_to_mlflow, export_run_to_mlflow
+
+            fn = export_group_to_mlflow if is_group else export_run_to_mlflow
+            return fn(self, run_or_group_id, path)
+        out = Path(path) if path is not None else self.root / "exports"
+        if out.suffix.lower() != f".{to}":
+            out = out / f"{run_or_group_id}.{to}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if is_group:
+            res = self.group_results(run_or_group_id)
+            snaps = res["runs"]
+            frame = pd.concat([self._export_frame(s.id).assign(
+                run_id=s.id, name=s.name, seed=s.seed, gist_enabled=s.gist_enabled, status=s.status)
+                for s in snaps], ignore_index=True) if snaps else pd.DataFrame({"step": []})
+            front = [c for c in ("run_id", "name", "seed", "gist_enabled", "status") if c in frame]
+            frame = frame[front + [c for c in frame.columns if c not in front]]
+            side = {k: v for k, v in res.items() if k not in ("runs", "table")}
+            side["runs"] = [s.to_dict() for s in snaps]
+        else:
+            frame, side = self._export_frame(run_or_group_id), self.get(run_or_group_id).to_dict()
+        if to == "csv":
+            frame.to_csv(out, index=False)
+        else:
+            frame.to_parquet(out, index=False)
+        out.with_name(out.name + ".json").write_text(json.dumps(side, indent=2, default=str))
+        return out
+
+    def _export_frame(self, run_id: str) -> pd.DataFrame:
+        """A run's metrics per step, outer-joined with its evaluations (`eval_*` columns) on the step."""
+        evals = self.evaluations(run_id).drop(columns="split")
+        evals["per_class"] = [json.dumps(v) for v in evals["per_class"]]
+        evals = evals.rename(columns={c: f"eval_{c}" for c in evals.columns if c != "step"})
+        return self.metrics(run_id).merge(evals, on="step", how="outer").sort_values("step", ignore_index=True)
+
+    # --------------------------------------------------------------------------------------------- internals
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection | _NullWrite]:
+        if self._dead:
+            yield _NullWrite()
+            return
+        with self.store.write() as c:
+            yield c
+
+    def _row(self, run_id: str, columns: str) -> sqlite3.Row:
+        with self.store.read() as c:
+            row = c.execute(f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
+        return row
+
+    def _group_row(self, group_id: str) -> sqlite3.Row:
+        with self.store.read() as c:
+            row = c.execute("SELECT * FROM groups WHERE id = ?", (group_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no group {group_id!r} in {self.store.path}")
+        return row
+
+    def is_group(self, some_id: str) -> bool:
+        """Whether `some_id` names a group (else it may be a run id)."""
+        with self.store.read() as c:
+            return c.execute("SELECT 1 FROM groups WHERE id = ?", (some_id,)).fetchone() is not None
+
+    def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
+        status, step, total = r["status"], r["step"], r["total_steps"]
+        progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
+        rate = r["steps_per_second"]
+        eta = (total - step) / rate if status == RUNNING and rate and total > step else None
+        run_dir = self.run_dir(r["id"])
+        return RunSnapshot(
+            id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
+            finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
+            eta_seconds=eta, epoch=r["epoch"], latest=_loads(r["latest"], {}), last_eval=_loads(r["last_eval"]),
+            best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=r["error"], config=json.loads(r["config"]),
+            seed=r["seed"], gist_enabled=bool(r["gist_enabled"]), method=r["method"], group_id=r["group_id"],
+            trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
+            versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
+            total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
+            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE)
+
+    def _simulate_crash(self) -> None:
+        """Tests only: behave as if this process had been killed (no more writes; the threads end soon)."""
+        self._dead = True
+        with self._cond:
+            self._closing = True
+            self._queue.clear()
+            for run_id in self._running:
+                self._stops.setdefault(run_id, INTERRUPTED)
+            self._cond.notify_all()
+        self._halt.set()
+        for t in self._threads:
+            t.join(30)
+
+    def _heartbeat(self) -> None:
+        last_recover = time.monotonic()
+        while not self._halt.wait(self.heartbeat_every):
+            try:
+                with self._write() as c:
+                    c.execute("UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN (?, ?)",
+                              (time.time(), self.token, *ACTIVE))
+                    flagged = [r[0] for r in c.execute("SELECT id FROM runs WHERE owner = ? AND stop_requested = 1 "
+                                                       "AND status IN (?, ?)", (self.token, *ACTIVE)).fetchall()]
+                for run_id in flagged:
+                    self.stop(run_id)
+                if time.monotonic() - last_recover >= self.stale_after:
+                    last_recover = time.monotonic()
+                    self.recover()
+            except (sqlite3.Error, RunError):  # a busy or closed store: try again at the next beat
+                continue
+
+    def _next(self) -> str | None:
+        """The first queued run whose device has a free slot (call with the condition held)."""
+        for run_id in self._queue:
+            if self._busy.get(self._device[run_id], 0) < self.workers_per_device:
+                self._queue.remove(run_id)
+                return run_id
+        return None
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                run_id = None
+                while run_id is None:
+                    if self._closing:
+                        return
+                    run_id = self._next()
+                    if run_id is None:
+                        self._cond.wait()
+                device = self._device[run_id]
+                self._busy[device] = self._busy.get(device, 0) + 1
+                self._running.add(run_id)
+            try:
+                self._execute(run_id)
+            except Exception:  # the store itself failed; the worker must live on
+                traceback.print_exc()
+            finally:
+                with self._cond:
+                    self._busy[device] -= 1
+                    self._running.discard(run_id)
+                    self._device.pop(run_id, None)
+                    self._stops.pop(run_id, None)
+                    self._cond.notify_all()
+
+    def _execute(self, run_id: str) -> None:
+        """Train one run to its end and record the outcome; every exception becomes a `failed` status."""
+        now = time.time()
+        with self._write() as c:
+            claimed = c.execute("UPDATE runs SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
+                                "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
+                                "WHERE id = ? AND status = ?",
+                                (RUNNING, now, now, self.token, self.pid, self.host, run_id, QUEUED)).rowcount
+            row = c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if not claimed or row is None:
+            return
+        run_dir = self.run_dir(run_id)
+        writer = StoreWriter(self, run_id, self.flush_every, self.flush_seconds)
+        status, error, result = FAILED, None, None
+        try:
+            cfg = load_run_config(json.loads(row["config"]))
+            extra = self.callbacks(cfg, run_dir) if self.callbacks else []
+            resume = run_dir / RESUME_NAME
+            trainer = Trainer(cfg, callbacks=[writer, *extra], should_stop=lambda: run_id in self._stops,
+                              run_dir=run_dir, resume_from=resume if resume.exists() else None)
+            trainer.data = self._load_data(trainer)
+            trainer.setup()  # sets torch's threads for the device (fastpath.configure_device, train.cpu_threads)
+            if self._thread_cap and torch.get_num_threads() > self._thread_cap:
+                torch.set_num_threads(self._thread_cap)  # the manager's cap is a ceiling: the server stays responsive
+            run_dir.mkdir(parents=True, exist_ok=True)
+            result = trainer.run()
+            status, error = result.status, result.error
+            if status in (COMPLETED, DIVERGED):  # nothing left to resume: free the optimizer state's disk space
+                (run_dir / RESUME_NAME).unlink(missing_ok=True)
+            tmp = run_dir / (RESULT_NAME + ".tmp")
+            tmp.write_text(json.dumps(result.to_dict(), default=str))
+            tmp.replace(run_dir / RESULT_NAME)
+        except Exception as exc:
+            status, error = FAILED, _error_text(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                writer.flush()
+        reason = self._stops.get(run_id)
+        if status == STOPPED and reason == INTERRUPTED:
+            status, error = INTERRUPTED, "interrupted: the run manager shut down; resume it from its last checkpoint"
+        with self._write() as c:
+            c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
+                      "WHERE id = ?", (status, error, time.time(), time.time(), run_id))
+
+    def _load_data(self, trainer: Trainer) -> Any:
+        """The run's dataset: `data_loader(config)`, or the cached last load when it matches."""
+        cfg = trainer.config
+        if self.data_loader is not None:
+            return self.data_loader(cfg)
+        from .backbones import backbone_data_config
+        from .data import load_dataset
+
+        dc = backbone_data_config(cfg.backbone, cfg.image_size)
+        key = json.dumps([to_dict(cfg.data), dc["image_size"], list(dc["mean"]), list(dc["std"]),
+                          str(trainer.device)], sort_keys=True)
+        with self._data_lock:
+            if self._data_cache is not None and self._data_cache[0] == key:
+                return self._data_cache[1]
+            self._data_cache = None  # free the previous dataset before loading the next
+            data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=trainer.device)
+            self._data_cache = (key, data)
+            return data
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _as_result(s: RunSnapshot) -> TrainResult:
+    """The TrainResult fields `compare.summarise` reads, from a stored run."""
+    return TrainResult(status=s.status, acc_cls=s.acc_cls, best_acc_cls=s.best_acc_cls, acc_gist=s.acc_gist,
+                       agreement=s.agreement, trainable_params=s.trainable_params or 0,
+                       gist_params=s.gist_params or 0, total_params=s.total_params or 0, steps=s.step)
+
+
+
+def read_export(path: str | Path) -> dict[str, pd.DataFrame]:
+    """Split an exported file back into `metrics` and `evaluations` frames (as `RunManager.metrics` and
+    `RunManager.evaluations` return them, plus `run_id` for a group's file)."""
+    path = Path(path)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    key = ["run_id"] if "run_id" in frame else []
+    evals = frame[[*key, "step", *[c for c in frame.columns if c.startswith("eval_")]]]
+    evals = evals[evals["eval_acc_cls"].notna()].rename(columns=lambda c: c.removeprefix("eval_"))
+    evals = evals.astype({"n": "int64"}).reset_index(drop=True)
+    evals["per_class"] = [json.loads(v) for v in evals["per_class"]]
+    steps = [c for c in frame.columns if c not in ("name", "seed", "gist_enabled", "status")
+             and not c.startswith("eval_")]
+    return {"metrics": frame[steps].dropna(subset=[c for c in steps if c not in ("run_id", "step")], how="all")
+            .reset_index(drop=True), "evaluations": evals}
+
+
+__all__ = ["ACTIVE", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES", "STEP_KEYS",
+           "RunError", "RunManager", "RunNotFound", "RunSnapshot", "RunStore", "StoreError", "StoreWriter",
+           "data_dir", "read_export"]

@@ -1,0 +1,387 @@
+"""Run store and RunManager: concurrency, polling, stop, failures, restart recovery + resume, groups, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from gist_engine import runs as runs_module
+from gist_engine.checkpoint import RESUME_NAME, trainable_state
+from gist_engine.compare import format_table
+from gist_engine.config import load_run_config
+from gist_engine.data import DatasetSplits, TensorSplit
+from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound, RunStore, StoreError, read_export
+from gist_engine.train import Callback, Trainer
+
+HALF = (0.5, 0.5, 0.5)
+COLOURS = torch.tensor([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40]], dtype=torch.uint8)
+
+
+def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4 classes: a 12x12 square of the class's colour at a random place in a noisy 32x32 image."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    corners = torch.randint(0, 20, (n, 2), generator=g)
+    for i, c in enumerate(y.tolist()):
+        r, col = corners[i].tolist()
+        x[i, :, r:r + 12, col:col + 12] = COLOURS[c].view(3, 1, 1)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def toy() -> DatasetSplits:
+    names = ["red", "green", "blue", "yellow"]
+    (xtr, ytr), (xte, yte) = squares(64, 0), squares(32, 1)
+    return DatasetSplits(train=TensorSplit(xtr, ytr, names, HALF, HALF, "cpu"), val=None,
+                         test=TensorSplit(xte, yte, names, HALF, HALF, "cpu"), class_names=names,
+                         info={"name": "squares"})
+
+
+def config(name: str | None = None, **train) -> dict:
+    """64 images, batch 16: 4 steps per epoch."""
+    return {"backbone": "test_vit", "method": "lora", "name": name, "gist": {"dropout": 0.0},
+            "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", **train}}
+
+
+class Slow(Callback):
+    """Makes every step last a little longer, so tests can act while a run goes on."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, trainer, step, metrics):
+        time.sleep(self.seconds)
+
+
+@pytest.fixture
+def manager_factory(tmp_path, toy):
+    made: list[RunManager] = []
+
+    def make(**kwargs) -> RunManager:
+        kwargs = {"torch_threads": 0, "data_loader": lambda cfg: toy, "heartbeat_every": 0.2, "flush_seconds": 0.05,
+                  **kwargs}
+        mgr = RunManager(kwargs.pop("root", tmp_path), **kwargs)
+        made.append(mgr)
+        return mgr
+
+    yield make
+    for mgr in made:
+        mgr.shutdown(timeout=30)
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------------------------ basics
+def test_a_run_records_progress_metrics_evaluations_and_files(manager_factory):
+    mgr = manager_factory()
+    run_id = mgr.submit(config("one"))
+    snap = mgr.wait(run_id, timeout=60)
+    assert snap.status == "completed" and snap.error is None, snap.error
+    assert snap.step == snap.total_steps == 8 and snap.progress == 1.0 and snap.epoch == pytest.approx(2.0)
+    assert snap.name == "one" and snap.config["num_classes"] == 4 and snap.method == "lora" and snap.gist_enabled
+    assert set(snap.latest) == set(STEP_KEYS) and snap.last_eval["step"] == 8
+    assert snap.best_acc_cls >= snap.acc_cls and snap.trainable_params > snap.gist_params == 32
+    assert snap.has_checkpoint and (snap.run_dir / "result.json").exists() and "torch" in snap.versions
+    frame = mgr.metrics(run_id)
+    assert list(frame.columns) == ["step", *STEP_KEYS] and frame["step"].tolist() == list(range(1, 9))
+    part = mgr.metrics(run_id, keys=["total", "lr"], since_step=5)
+    assert list(part.columns) == ["step", "total", "lr"] and part["step"].tolist() == [6, 7, 8]
+    assert part["total"].tolist() == frame["total"].tolist()[5:]
+    evals = mgr.evaluations(run_id)
+    assert evals["step"].tolist() == [4, 8] and set(evals["per_class"][0]) == {"red", "green", "blue", "yellow"}
+    assert [s.id for s in mgr.list()] == [run_id] and mgr.list(status="failed") == []
+    with pytest.raises(RunNotFound, match="no run 'nope'"):
+        mgr.get("nope")
+    with pytest.raises(KeyError):
+        mgr.metrics("nope")
+
+
+def test_concurrent_submits_from_many_threads_lose_nothing(manager_factory):
+    mgr = manager_factory(start=False)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def submit_many(t: int) -> None:
+        for i in range(10):
+            run_id = mgr.submit(config(f"t{t}-{i}"))
+            with lock:
+                ids.append(run_id)
+
+    threads = [threading.Thread(target=submit_many, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == len(set(ids)) == 80
+    listed = mgr.list(status="queued")
+    assert {s.id for s in listed} == set(ids) and len(mgr._queue) == 80
+    assert {s.name for s in listed} == {f"t{t}-{i}" for t in range(8) for i in range(10)}
+
+
+def test_polling_while_writing_sees_whole_steps_in_order(manager_factory):
+    mgr = manager_factory(flush_every=3, callbacks=lambda cfg, run_dir: [Slow(0.004)])
+    run_id = mgr.submit(config(epochs=6, batch_size=8))  # 48 steps
+    seen: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def poll(reader: int) -> None:
+        last, steps = 0, []
+        try:
+            while True:
+                done = mgr.get(run_id).status not in ("queued", "running")
+                frame = mgr.metrics(run_id, since_step=last)
+                assert not frame[list(STEP_KEYS)].isna().any().any(), "a step was read half-written"
+                steps += frame["step"].tolist()
+                last = steps[-1] if steps else last
+                if done:
+                    break
+                time.sleep(0.01)  # a poller, not a spinner: tight loops starve the training thread of the GIL
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        seen[reader] = steps
+
+    readers = [threading.Thread(target=poll, args=(i,)) for i in range(4)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(60)
+    assert not errors, errors
+    for steps in seen.values():
+        assert steps == list(range(1, 49))
+    assert mgr.get(run_id).status == "completed"
+
+
+# ------------------------------------------------------------------------------------------ stop and failures
+def test_stop_a_queued_run_at_once_and_a_running_one_within_a_step(manager_factory):
+    mgr = manager_factory(callbacks=lambda cfg, run_dir: [Slow(0.02)])
+    running = mgr.submit(config("long", epochs=50))
+    queued = mgr.submit(config("waiting"))
+    wait_for(lambda: mgr.get(running).step >= 2, what="the first run to start")
+    assert mgr.get(queued).status == "queued"
+    mgr.stop(queued)
+    assert mgr.get(queued).status == "stopped"
+    mgr.stop(running)
+    snap = mgr.wait(running, timeout=30)
+    assert snap.status == "stopped" and 2 <= snap.step < snap.total_steps
+    after = mgr.submit(config("after"))
+    assert mgr.wait(after, timeout=60).status == "completed"
+    assert mgr.get(queued).step == 0  # never ran
+
+
+def test_an_exception_in_a_run_fails_it_with_the_traceback_and_the_worker_goes_on(manager_factory):
+    class Boom(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 2:
+                raise RuntimeError("boom in a callback")
+
+    mgr = manager_factory(callbacks=lambda cfg, run_dir: [Boom()] if cfg.name == "bad" else [])
+    bad, good = mgr.submit(config("bad")), mgr.submit(config("good"))
+    snap = mgr.wait(bad, timeout=60)
+    assert snap.status == "failed" and "RuntimeError: boom in a callback" in snap.error
+    assert "Traceback" in snap.error and "on_step_end" in snap.error
+    assert mgr.metrics(bad)["step"].tolist() == [1, 2]  # what was buffered is kept
+    assert mgr.wait(good, timeout=60).status == "completed"
+    user_error = mgr.submit(config("cuda", device="cuda")) if not torch.cuda.is_available() else None
+    if user_error:
+        snap = mgr.wait(user_error, timeout=60)
+        assert snap.status == "failed" and "train.device" in snap.error and "Traceback" not in snap.error
+
+
+def test_delete_removes_rows_and_directory(manager_factory):
+    mgr = manager_factory()
+    run_id = mgr.submit(config())
+    snap = mgr.wait(run_id, timeout=60)
+    assert snap.run_dir.is_dir()
+    mgr.delete(run_id)
+    assert not snap.run_dir.exists() and mgr.list() == []
+    with sqlite3.connect(mgr.store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 0
+
+
+# -------------------------------------------------------------------------------------- restart and resume
+def test_trainer_resume_continues_bit_for_bit(toy, tmp_path):
+    cfg = load_run_config(config(epochs=3, checkpoint_every=1))
+    reference = Trainer(cfg, run_dir=tmp_path / "ref", data=toy)
+    ref = reference.run()
+
+    class Crash(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 6:
+                raise KeyboardInterrupt  # dies in epoch 2, after the epoch-1 checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, run_dir=tmp_path / "run", data=toy, callbacks=[Crash()]).run()
+    resumed = Trainer(cfg, run_dir=tmp_path / "run", data=toy, resume_from=tmp_path / "run" / RESUME_NAME)
+    res = resumed.run()
+    assert res.status == "completed" and res.steps == ref.steps == 12
+    assert [s["total"] for s in res.history["steps"]] == [s["total"] for s in ref.history["steps"]]
+    assert [e["step"] for e in res.history["evals"]] == [4, 8, 12] and res.best_acc_cls == ref.best_acc_cls
+    a, b = trainable_state(reference.model), trainable_state(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = load_run_config(config(epochs=3, checkpoint_every=1, lr=1e-2))
+    from gist_engine.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="different config"):
+        Trainer(other, data=toy, resume_from=tmp_path / "run" / RESUME_NAME).run()
+
+
+def test_kill_and_restart_marks_interrupted_and_resume_continues_from_the_checkpoint(manager_factory, tmp_path):
+    gate = threading.Event()
+
+    class HoldInEpoch3(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 10:  # epoch 3 of 4; checkpoints were written after epochs 1 and 2
+                gate.set()
+                wait_for(lambda: first._dead, what="the simulated crash")
+
+    first = manager_factory(callbacks=lambda cfg, run_dir: [HoldInEpoch3()])
+    cfg = config("crashy", epochs=4, checkpoint_every=1)
+    run_id = first.submit(cfg)
+    waiting = first.submit(config("never started"))
+    assert gate.wait(60)
+    first._simulate_crash()  # no status written: the store still says running / queued
+    assert first.get(run_id).status == "running" and first.get(waiting).status == "queued"
+    time.sleep(0.3)
+
+    second = manager_factory(stale_after=0.25)
+    snap = second.get(run_id)
+    assert snap.status == "interrupted" and "no heartbeat" in snap.error and snap.can_resume
+    assert second.get(waiting).status == "interrupted"
+    assert second.resume(run_id) == run_id
+    snap = second.wait(run_id, timeout=60)
+    assert snap.status == "completed" and snap.step == 16 and snap.resumed == 1 and snap.error is None
+    assert second.evaluations(run_id)["step"].tolist() == [4, 8, 12, 16]
+    assert not (snap.run_dir / RESUME_NAME).exists() and snap.has_checkpoint  # nothing left to resume
+
+    reference = second.wait(second.submit(config("reference", epochs=4, checkpoint_every=1)), timeout=60)
+    got, want = second.metrics(run_id), second.metrics(reference.id)
+    assert got["step"].tolist() == list(range(1, 17))
+    pd.testing.assert_frame_equal(got.drop(columns="images_per_second"), want.drop(columns="images_per_second"))
+    assert snap.acc_cls == reference.acc_cls and snap.best_acc_cls == reference.best_acc_cls
+
+    again = second.rerun(waiting)
+    assert again != waiting and second.wait(again, timeout=60).status == "completed"
+    with pytest.raises(RunError, match="only interrupted"):
+        second.resume(run_id)
+
+
+def test_shutdown_interrupts_running_and_queued_runs(manager_factory, tmp_path):
+    mgr = manager_factory(callbacks=lambda cfg, run_dir: [Slow(0.02)])
+    running, queued = mgr.submit(config(epochs=50)), mgr.submit(config())
+    wait_for(lambda: mgr.get(running).step >= 1, what="the run to start")
+    mgr.shutdown(timeout=30)
+    view = manager_factory(start=False)
+    assert view.get(running).status == "interrupted" and view.get(queued).status == "interrupted"
+
+
+# ------------------------------------------------------------------------------------------- groups, export
+def test_group_statistics_equal_a_hand_computation(manager_factory):
+    mgr = manager_factory()
+    group_id = mgr.submit_group({**config(epochs=2), "method": "full"}, seeds=[3, 4, 5], name="cmp")
+    group = mgr.groups()[0]
+    assert group["id"] == group_id and group["seeds"] == [3, 4, 5] and len(group["runs"]) == 6
+    for run_id in group["runs"]:
+        assert mgr.wait(run_id, timeout=60).status == "completed"
+    res = mgr.group_results(group_id)
+    by = {(s.seed, s.gist_enabled): s for s in res["runs"]}
+    plain = np.array([by[(s, False)].acc_cls for s in (3, 4, 5)])
+    gist = np.array([by[(s, True)].acc_cls for s in (3, 4, 5)])
+    d = gist - plain
+    got = res["delta_acc_cls"]
+    assert got["deltas"] == pytest.approx(d.tolist()) and got["mean"] == pytest.approx(d.mean())
+    if d.std(ddof=1) > 0:
+        half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+        assert got["std"] == pytest.approx(d.std(ddof=1))
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+        assert got["p_value"] == pytest.approx(stats.ttest_rel(gist, plain).pvalue)
+    best = np.array([by[(s, True)].best_acc_cls - by[(s, False)].best_acc_cls for s in (3, 4, 5)])
+    assert res["delta_best_acc_cls"]["mean"] == pytest.approx(best.mean())
+    assert res["extra_params"] == 32 and res["table"]["seed"].tolist() == [3, 4, 5]
+    assert res["text"] == format_table(res) and "mean delta" in res["text"]
+    assert by[(3, True)].name == "cmp-gist-seed3" and by[(3, True)].config["train"]["seed"] == 3
+
+
+def test_export_round_trips_csv_and_parquet(manager_factory, tmp_path):
+    mgr = manager_factory()
+    group_id = mgr.submit_group(config(epochs=2), seeds=2)
+    for s in mgr.list():
+        mgr.wait(s.id, timeout=60)
+    snaps = mgr.list()
+    run_id = snaps[0].id
+    for fmt in ("csv", "parquet"):
+        out = mgr.export(run_id, to=fmt, path=tmp_path / "folder")
+        assert out == tmp_path / "folder" / f"{run_id}.{fmt}"
+        back = read_export(out)
+        pd.testing.assert_frame_equal(back["metrics"], mgr.metrics(run_id), check_exact=False, rtol=1e-12)
+        pd.testing.assert_frame_equal(back["evaluations"], mgr.evaluations(run_id).drop(columns="split"),
+                                      check_exact=False, rtol=1e-12)
+        assert json.loads(out.with_name(out.name + ".json").read_text())["id"] == run_id
+
+        out = mgr.export(group_id, to=fmt, path=tmp_path / f"group.{fmt}")
+        back = read_export(out)
+        assert set(back["metrics"]["run_id"]) == {s.id for s in snaps}
+        for s in snaps:
+            mine = back["metrics"][back["metrics"]["run_id"] == s.id].drop(columns="run_id").reset_index(drop=True)
+            pd.testing.assert_frame_equal(mine, mgr.metrics(s.id), check_exact=False, rtol=1e-12)
+            evals = back["evaluations"][back["evaluations"]["run_id"] == s.id].drop(columns="run_id")
+            assert evals["acc_cls"].tolist() == mgr.evaluations(s.id)["acc_cls"].tolist()
+        side = json.loads(out.with_name(out.name + ".json").read_text())
+        assert side["delta_acc_cls"]["n"] == 2 and [r["seed"] for r in side["seeds"]] == [0, 1]
+        assert side["delta_acc_cls"] == pytest.approx(mgr.group_results(group_id)["delta_acc_cls"])
+    default = mgr.export(run_id)
+    assert default == mgr.root / "exports" / f"{run_id}.csv" and default.is_file()
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(RunError, match="pip install mlflow"):
+            mgr.export(run_id, to="mlflow")
+
+
+def test_export_to_mlflow_when_installed(manager_factory, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    mgr = manager_factory()
+    run_id = mgr.submit(config(epochs=1))
+    mgr.wait(run_id, timeout=60)
+    mid = mgr.export(run_id, to="mlflow", path=tmp_path / "mlruns")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    history = client.get_metric_history(mid, "total")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert client.get_run(mid).data.params["method"] == "lora"
+
+
+# -------------------------------------------------------------------------------------------------- schema
+def test_schema_is_versioned_and_migrates(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs.sqlite3")
+    assert store.version == runs_module.SCHEMA_VERSION
+    with store.write() as c:
+        c.execute("INSERT INTO groups (id, name, created, seeds, config) VALUES ('g1', 'kept', 0, '[]', '{}')")
+    store.close()
+    v2 = {**runs_module.MIGRATIONS, 2: ("ALTER TABLE groups ADD COLUMN note TEXT DEFAULT 'new'",)}
+    monkeypatch.setattr(runs_module, "MIGRATIONS", v2)
+    monkeypatch.setattr(runs_module, "SCHEMA_VERSION", 2)
+    store = RunStore(tmp_path / "runs.sqlite3")
+    with store.read() as c:
+        assert tuple(c.execute("SELECT name, note FROM groups").fetchone()) == ("kept", "new")
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.version == 2
+    store.close()
+    monkeypatch.setattr(runs_module, "SCHEMA_VERSION", 1)
+    with pytest.raises(StoreError, match="newer"):
+        RunStore(tmp_path / "runs.sqlite3")
