@@ -219,16 +219,29 @@ def load_weights_file(model: VisionTransformer, path: str | Path) -> None:
 
 def backbone_info(name: str) -> dict:
     """The registry facts of a backbone for `list --json` (registered names) or a generic timm entry."""
+    from .text.backbones import is_text_backbone, text_backbone_info
+
+    if is_text_backbone(name):
+        return text_backbone_info(name)
     spec = BACKBONES.get(name)
     if spec is None:
-        return {"title": name, "source": "timm model hub", "offline": False, "licence": "see the model card"}
+        return {"title": name, "source": "timm model hub", "offline": False, "licence": "see the model card",
+                "modality": "image"}
     return {"title": spec.title, "default_size": spec.default_size, "patch_size": spec.patch_size,
             "source": spec.source, "licence": spec.licence, "offline": spec.offline, "mean": spec.mean,
-            "std": spec.std}
+            "std": spec.std, "modality": "image"}
 
 
 def backbone_data_config(name: str, image_size: int = 0) -> dict:
-    """Mean, std and input size of a backbone without building it (what the data pipeline needs first)."""
+    """Mean, std and input size of a backbone without building it (what the data pipeline needs first).
+
+    A text backbone gives `gist_engine.text.backbones.text_data_config(name)`: image_size 0, empty mean/std and
+    "tokenizer" (the backbone name, which `load_dataset(..., tokenizer=...)` resolves).
+    """
+    from .text.backbones import is_text_backbone, text_data_config
+
+    if is_text_backbone(name):
+        return text_data_config(name)
     spec = BACKBONES.get(name)
     if spec is not None:
         return {"mean": spec.mean, "std": spec.std, "image_size": image_size or spec.default_size}
@@ -256,6 +269,9 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
         (model, data_config) where data_config has "mean", "std" and "image_size".
     """
     info = backbone_data_config(name, image_size)  # also rejects unknown names
+    if info.get("modality") == "text":
+        raise BackboneError(f"backbone {name!r} is a text encoder: build it with build_model (a GistTextEncoder) "
+                            "or gist_engine.text.create_text_backbone")
     spec = BACKBONES.get(name)
     if spec is not None:
         if info["image_size"] % spec.patch_size:

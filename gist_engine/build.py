@@ -9,6 +9,7 @@ import torch
 from .backbones import BackboneError, create_backbone
 from .config import ConfigError, ModelConfig, parse
 from .model import GistViT
+from .text.backbones import is_text_backbone
 from .tuners import apply_tuner, count_parameters
 
 DEFAULT_NUM_CLASSES = 10  # for a model built without a dataset (describe, tests)
@@ -29,11 +30,17 @@ def build_model(config: ModelConfig | dict[str, Any], seed: int | None = None) -
         seed: If given, seeds torch before any parameter is initialised (same seed => same model).
 
     Returns:
-        The GistViT with its trainable parameters set; `model.data_config` holds mean/std/image_size.
+        The GistViT with its trainable parameters set; `model.data_config` holds mean/std/image_size. A text
+        backbone (`gist_engine.text.TEXT_BACKBONES` or `hf:<name>`) gives a GistTextEncoder instead (its
+        `data_config` names the tokenizer and max_length).
     """
     cfg = model_config(config)
     if seed is not None:
         torch.manual_seed(seed)
+    if is_text_backbone(cfg.backbone):  # a BERT/RoBERTa-family encoder: GistTextEncoder (gist_engine.text)
+        from .text.model import build_text_model
+
+        return build_text_model(cfg, cfg.num_classes or DEFAULT_NUM_CLASSES)
     vit, data_config = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights)
     patch = vit.patch_embed.patch_size[0]
     if data_config["image_size"] % patch:
@@ -63,8 +70,9 @@ def describe_model(model: GistViT, config: ModelConfig | dict[str, Any]) -> dict
         "tuner": cfg.method,
         "tuner_args": {k: v for k, v in vars(model.method_config).items()},
         "backbone": cfg.backbone,
-        "image_size": model.image_size,
-        "seq_len": model.num_extra_tokens + model.vit.patch_embed.num_patches,
+        "image_size": getattr(model, "image_size", None),  # None for a text model
+        "max_length": getattr(model, "max_length", None),  # None for an image model
+        "seq_len": model.seq_len,
         "sequence_layout": model.sequence_layout(),
         "summary": parameter_summary(model),
     }

@@ -83,6 +83,11 @@ class GistViT(nn.Module):
         return self.num_prefix_tokens + self.gist_length + self.num_prompt_tokens
 
     @property
+    def seq_len(self) -> int:
+        """Tokens inside the blocks: prefix + Gist + prompts + patches."""
+        return self.num_extra_tokens + self.vit.patch_embed.num_patches
+
+    @property
     def grid_size(self) -> tuple[int, int]:
         """The patch grid (rows, cols) for the backbone's image size."""
         return tuple(self.vit.patch_embed.grid_size)

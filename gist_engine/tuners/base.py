@@ -10,7 +10,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 # Parameters of the task, trained whatever the method: the new head and GIST's own (token, separate head).
-TASK_PARAMETERS = ("vit.head.", "gist_token", "gist_head.")
+# "head." is the head of a GistTextEncoder (GistViT's is "vit.head.").
+TASK_PARAMETERS = ("vit.head.", "gist_token", "gist_head.", "head.")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,11 @@ class TunerSpec:
     help: str  # one line for the CLI and the app
     identity_at_init: Callable[[Any], bool]  # config -> does the tuned model equal the base at step 0?
     variants: dict[str, dict] | None = None  # named presets of the options, if the method has any
+    apply_text: Callable[[Any, Any], None] | None = None  # (GistTextEncoder, config) -> None; None: images only
+
+    def apply_for(self, model: Any) -> Callable[[Any, Any], None] | None:
+        """The apply function for the model's modality (`model.modality`, "image" when absent); None if unsupported."""
+        return self.apply_text if getattr(model, "modality", "image") == "text" else self.apply
 
 
 def mark_trainable(model: nn.Module, trainable: Callable[[str], bool]) -> None:
@@ -44,3 +50,15 @@ def check_block(block: nn.Module, method: str) -> Block:
     if not all(hasattr(base, n) for n in needed):
         raise TypeError(f"{method} supports timm ViT blocks (pre-norm Block); got {type(base).__name__}")
     return base
+
+
+def text_layers(model: Any, method: str) -> list[nn.Module]:
+    """The BERT-style layers of a GistTextEncoder (`attention.self.query`, ..., `output.LayerNorm`), checked."""
+    layers = list(model.layers)
+    for layer in layers:
+        base = getattr(layer, "base_layer", layer)
+        ok = all(hasattr(base, n) for n in ("attention", "intermediate", "output")) and \
+            hasattr(base.attention, "self") and hasattr(base.attention, "output")
+        if not ok:
+            raise TypeError(f"{method} supports BERT-style encoder layers; got {type(base).__name__}")
+    return layers

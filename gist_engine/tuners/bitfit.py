@@ -15,6 +15,7 @@ class BitFitConfig:
 SPEC = TunerSpec(
     config=BitFitConfig,
     apply=lambda model, cfg: None,
+    apply_text=lambda model, cfg: None,  # nothing to add to a text encoder either
     trainable=lambda name: name.endswith(".bias"),
     help="BitFit: train the bias terms of the backbone.",
     identity_at_init=lambda cfg: True,

@@ -15,6 +15,7 @@ class FullConfig:
 SPEC = TunerSpec(
     config=FullConfig,
     apply=lambda model, cfg: None,
+    apply_text=lambda model, cfg: None,  # nothing to add to a text encoder either
     trainable=lambda name: True,
     help="Full fine-tuning: train every parameter.",
     identity_at_init=lambda cfg: True,

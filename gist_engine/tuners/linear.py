@@ -15,6 +15,7 @@ class LinearConfig:
 SPEC = TunerSpec(
     config=LinearConfig,
     apply=lambda model, cfg: None,
+    apply_text=lambda model, cfg: None,  # nothing to add to a text encoder either
     trainable=lambda name: False,
     help="Linear probe: train the classification head only.",
     identity_at_init=lambda cfg: True,

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, option
 from ..model import GistViT
-from .base import TunerSpec, check_block
+from .base import TunerSpec, check_block, text_layers
 
 
 @dataclass
@@ -66,9 +66,41 @@ def apply_lora(model: GistViT, cfg: LoRAConfig) -> None:
         attn.qkv = LoRAQKV(attn.qkv, cfg.rank, cfg.alpha, cfg.targets, cfg.dropout)
 
 
+class LoRALinear(nn.Module):
+    """A Linear layer plus a zero-initialised low-rank update: `base(x) + B A dropout(x) * alpha / r`."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.scaling = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+        self.lora_A = nn.Parameter(torch.empty(rank, base_layer.in_features))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as peft and the LoRA reference
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base_layer(x) + (self.dropout(x) @ self.lora_A.T) @ self.lora_B.T * self.scaling
+
+
+TEXT_TARGETS = {"q": "query", "k": "key", "v": "value"}  # BERT's separate projections of attention.self
+
+
+def apply_lora_text(model: nn.Module, cfg: LoRAConfig) -> None:
+    """Wrap the chosen query/key/value Linear layers of every text encoder layer with a LoRA update."""
+    for layer in text_layers(model, "lora"):
+        attn = layer.attention.self
+        for t in cfg.targets:
+            name = TEXT_TARGETS[t]
+            base = getattr(attn, name)
+            if not isinstance(base, nn.Linear):
+                raise TypeError(f"LoRA expects attention.self.{name} to be a Linear, got {type(base).__name__}")
+            setattr(attn, name, LoRALinear(base, cfg.rank, cfg.alpha, cfg.dropout))
+
+
 SPEC = TunerSpec(
     config=LoRAConfig,
     apply=apply_lora,
+    apply_text=apply_lora_text,
     trainable=lambda name: ".lora_" in name,
     help="LoRA: low-rank updates of the query and value projections.",
     identity_at_init=lambda cfg: True,

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..config import option
 from ..model import GistViT
-from .base import TunerSpec, check_block
+from .base import TunerSpec, check_block, text_layers
 
 
 @dataclass
@@ -56,9 +56,27 @@ def apply_ssf(model: GistViT, cfg: SSFConfig) -> None:
     vit.norm = SSF(vit.norm, model.embed_dim, std)
 
 
+TEXT_SSF_SITES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                  "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+
+
+def apply_ssf_text(model: nn.Module, cfg: SSFConfig) -> None:
+    """Scale-and-shift after the embedding LayerNorm and every linear and LayerNorm op of each text layer."""
+    emb = model.backbone.embeddings
+    emb.LayerNorm = SSF(emb.LayerNorm, model.embed_dim, cfg.init_std)
+    for layer in text_layers(model, "ssf"):
+        for site in TEXT_SSF_SITES:
+            parent_path, _, name = site.rpartition(".")
+            parent = layer.get_submodule(parent_path)
+            base = getattr(parent, name)
+            dim = base.out_features if isinstance(base, nn.Linear) else model.embed_dim
+            setattr(parent, name, SSF(base, dim, cfg.init_std))
+
+
 SPEC = TunerSpec(
     config=SSFConfig,
     apply=apply_ssf,
+    apply_text=apply_ssf_text,
     trainable=lambda name: ".ssf_" in name,
     help="SSF: learnable scale and shift after each linear and norm op.",
     identity_at_init=lambda cfg: cfg.init_std == 0,

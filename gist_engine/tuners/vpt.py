@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import option
 from ..model import GistViT
-from .base import TunerSpec
+from .base import TunerSpec, text_layers
 
 
 @dataclass
@@ -57,9 +57,48 @@ def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:
     model.num_prompt_tokens = cfg.length
 
 
+class TextPromptLayer(nn.Module):
+    """A text encoder layer that first writes its prompts into the prompt slots after [CLS] and the Gist tokens.
+
+    GistTextEncoder reserves the slots (zeros, attended: their mask is 1) so the sequence length and the attention
+    mask stay fixed through the encoder; the first layer (shallow) or every layer (deep) overwrites them.
+    """
+
+    def __init__(self, base_layer: nn.Module, prompt: nn.Parameter, offset: int, dropout: float) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.prompt = prompt  # (1, M, D)
+        self.offset = offset  # [CLS] + Gist tokens before the prompts
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        m, o = self.prompt.shape[1], self.offset
+        prompt = self.dropout(self.prompt.expand(hidden_states.shape[0], -1, -1)).to(hidden_states.dtype)  # (B, M, D)
+        x = torch.cat([hidden_states[:, :o], prompt, hidden_states[:, o + m:]], dim=1)  # (B, o + M + L - 1, D)
+        return self.base_layer(x, *args, **kwargs)
+
+
+def apply_vpt_text(model: nn.Module, cfg: VPTConfig) -> None:
+    """Prompt slots after [CLS] and the Gist tokens, filled by the first layer (shallow) or every layer (deep).
+
+    Prompts have no position embedding; init uniform(-v, v) with v = sqrt(6 / (D + D)) (Xavier's bound for a
+    D x D map: VPT's patch-based bound has no meaning for text).
+    """
+    bound = math.sqrt(6.0 / (2 * model.embed_dim))
+    offset = model.num_prefix_tokens + model.gist_length
+    layers = model.layers
+    text_layers(model, "vpt")
+    for i in range(len(layers) if cfg.deep else 1):
+        prompt = nn.Parameter(torch.empty(1, cfg.length, model.embed_dim))
+        nn.init.uniform_(prompt, -bound, bound)
+        layers[i] = TextPromptLayer(layers[i], prompt, offset, cfg.dropout)
+    model.num_prompt_tokens = cfg.length
+
+
 SPEC = TunerSpec(
     config=VPTConfig,
     apply=apply_vpt,
+    apply_text=apply_vpt_text,
     trainable=lambda name: name.endswith(".prompt"),
     help="VPT: learnable prompt tokens at the input (shallow) or at every block (deep).",
     identity_at_init=lambda cfg: False,
