@@ -1,5 +1,6 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
+from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
 from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
@@ -17,6 +18,15 @@ from .data import DATASETS, DatasetError, describe_datasets, load_dataset
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .stats import paired_delta
+from .text import (
+    TEXT_BACKBONES,
+    GistTextEncoder,
+    TokenAttention,
+    compute_token_attention,
+    import_text_table,
+    list_text_datasets,
+    text_dataset_preview,
+)
 from .train import Callback, Trainer, TrainResult, train
 from .tuners import TUNERS, apply_tuner, count_parameters
 
@@ -27,6 +37,7 @@ __all__ = [
     "DATASETS",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
+    "TEXT_BACKBONES",
     "TUNERS",
     "BackboneError",
     "Callback",
@@ -36,19 +47,24 @@ __all__ = [
     "DatasetError",
     "GistConfig",
     "GistOutput",
+    "GistTextEncoder",
     "GistViT",
     "ModelConfig",
     "RunConfig",
+    "TokenAttention",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "apply_tuner",
     "build_model",
+    "compute_token_attention",
     "count_parameters",
     "create_backbone",
     "describe_datasets",
     "describe_model",
     "gist_loss",
+    "import_text_table",
+    "list_text_datasets",
     "load_dataset",
     "load_model",
     "load_run_config",
@@ -57,5 +73,7 @@ __all__ = [
     "predict",
     "run_compare",
     "save_checkpoint",
+    "studio",
+    "text_dataset_preview",
     "train",
 ]

@@ -30,10 +30,12 @@ def _print_json(obj: Any) -> None:
 
 def catalogue() -> dict[str, Any]:
     """Everything selectable: backbones, tuners (options, variants), interaction losses, datasets, config keys."""
+    from .text.backbones import TEXT_BACKBONES
     from .tuners import describe_tuners
 
     out = {
         "backbones": {name: backbone_info(name) for name in BACKBONES},
+        "text_backbones": {name: backbone_info(name) for name in TEXT_BACKBONES},  # build GistTextEncoders
         "tuners": describe_tuners(),
         "losses": dict(INTERACTION_LOSS_HELP),
         "config": describe_fields(RunConfig),
@@ -57,6 +59,10 @@ def _list(args: argparse.Namespace) -> int:
     for name, info in cat["backbones"].items():
         print(f"  {name:14s} {info['title']}  [{'offline' if info['offline'] else 'needs network'}]")
     print("  (or any timm ViT name, e.g. vit_base_patch16_224.augreg_in21k — needs a network for its weights)")
+    print("Text backbones (GistTextEncoder):")
+    for name, info in cat["text_backbones"].items():
+        print(f"  {name:14s} {info['title']}  [{'offline' if info['offline'] else 'needs network'}]")
+    print("  (or hf:<BERT/RoBERTa-family hub name or folder>, e.g. hf:bert-base-uncased — hub names need a network)")
     print("Tuners (method):")
     for name, info in cat["tuners"].items():
         print(f"  {name:14s} {info['help']}")
@@ -82,7 +88,8 @@ def _describe(args: argparse.Namespace) -> int:
         _print_json(info)
     else:
         print(info["summary"])
-        print(f"backbone {info['backbone']} @ {info['image_size']} px, method {info['tuner']} {info['tuner_args']}, "
+        size = f"{info['image_size']} px" if info.get("image_size") else f"max_length {info.get('max_length')} tokens"
+        print(f"backbone {info['backbone']} @ {size}, method {info['tuner']} {info['tuner_args']}, "
               f"sequence {' + '.join(f'{n} {k}' for n, k in info['sequence_layout'])} = {info['seq_len']} tokens")
     return 0
 
@@ -172,12 +179,126 @@ def _predict(args: argparse.Namespace) -> int:
     from .data import load_image_file, to_model_input
 
     model, _ = load_model(args.run)
+    if args.text:  # a text model's checkpoint: classify the given texts
+        results = predict(model, list(args.text), model.class_names, top_k=args.top_k)
+        for text, item in zip(args.text, results, strict=True):
+            item["text"] = text
+        _print_json(results if len(results) > 1 else results[0])
+        return 0
+    if not args.image:
+        raise ConfigError("predict: give --image FILE ... (or --text TEXT ... for a text model)")
     mc = model.data_config
     images = torch.stack([load_image_file(path, mc["image_size"]) for path in args.image])  # (B, 3, H, W)
     results = predict(model, to_model_input(images, mc["mean"], mc["std"]), model.class_names, top_k=args.top_k)
     for path, item in zip(args.image, results, strict=True):
         item["image"] = str(path)
     _print_json(results if len(results) > 1 else results[0])
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+@command("attention")
+def _attention(args: argparse.Namespace) -> int:
+    from .explain import attention_cli
+
+    if (args.run is None) == (args.config is None):
+        raise ConfigError("attention: give exactly one of --run DIR or --config FILE")
+    config = load_run_config(args.config, args.set) if args.config else None
+    summary = attention_cli(Path(args.run) if args.run else None, config, Path(args.image), Path(args.out))
+    layers = summary.get("layers", [])
+    for row in layers:
+        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"wrote {Path(args.out) / 'maps.npz'}, {Path(args.out) / 'attention.png'}, {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+@command("runs")
+def _runs(args: argparse.Namespace) -> int:
+    from .runs import RunError, RunManager
+
+    mgr = RunManager(args.root, start=False)  # a view of the store: marks dead processes' runs interrupted
+    try:
+        return RUNS_COMMANDS[args.runs_command](mgr, args)
+    except RunError as exc:  # unknown id, missing optional package, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        mgr.shutdown()
+
+
+def _runs_list(mgr, args: argparse.Namespace) -> int:
+    snaps = mgr.list(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json([s.to_dict() for s in snaps])
+        return 0
+    import datetime
+
+    print(f"{'id':<11} {'status':<11} {'progress':>8}  {'acc':>7}  {'best':>7}  {'group':<11} {'created':<16} name")
+    for s in snaps:
+        created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
+        print(f"{s.id:<11} {s.status:<11} {100 * s.progress:7.0f}%  {_percent(s.acc_cls):>7}  "
+              f"{_percent(s.best_acc_cls):>7}  {s.group_id or '-':<11} {created:<16} {s.name}")
+    return 0
+
+
+def _runs_show(mgr, args: argparse.Namespace) -> int:
+    if mgr.is_group(args.id):
+        res = mgr.group_results(args.id)
+        if args.json:
+            _print_json({k: v for k, v in res.items() if k not in ("runs", "table")} |
+                        {"runs": [s.to_dict() for s in res["runs"]]})
+        else:
+            print(f"group {args.id} ({res['group']['name']}): seeds {res['group']['seeds']}")
+            print(res["text"])
+        return 0
+    snap = mgr.get(args.id)
+    if args.json:
+        _print_json(snap.to_dict())
+        return 0
+    print(f"{snap.id} {snap.name}: {snap.status}, step {snap.step}/{snap.total_steps} (epoch {snap.epoch:.2f})")
+    print(f"  {snap.method}, GIST {'on' if snap.gist_enabled else 'off'}, seed {snap.seed}, group {snap.group_id}")
+    print(f"  test accuracy {_percent(snap.acc_cls)} (best {_percent(snap.best_acc_cls)}); trainable "
+          f"{snap.trainable_params}, GIST {snap.gist_params}")
+    if snap.latest:
+        print("  latest: " + ", ".join(f"{k} {v:.4g}" for k, v in snap.latest.items()))
+    print(f"  directory {snap.run_dir}")
+    if snap.error:
+        print(f"  error: {snap.error}")
+    return 0
+
+
+def _runs_export(mgr, args: argparse.Namespace) -> int:
+    where = mgr.export(args.id, to=args.to, path=args.out)
+    print(f"exported {args.id} to {where}" if args.to != "mlflow" else f"exported {args.id} as MLflow run {where}")
+    return 0
+
+
+RUNS_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "list": _runs_list, "show": _runs_show, "export": _runs_export}
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import default_bench_config, format_table, run_bench, write_report
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
+    try:
+        cfg = default_bench_config(args.device, backbone=args.backbone, image_size=args.image_size,
+                                   batch_size=args.batch_size, num_classes=args.num_classes, methods=methods,
+                                   repeats=args.repeats, steps=args.steps, warmup=args.warmup,
+                                   precision=args.precision, compile=args.compile or None,
+                                   compile_backend=args.compile_backend, compile_mode=args.compile_mode,
+                                   reference=False if args.no_reference else None)
+        save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
+        report = run_bench(cfg, log=lambda line: print(line, file=sys.stderr), on_row=save)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(format_table(report))
+    if args.json_out:
+        print(f"wrote {write_report(report, args.json_out)}")
     return 0
 
 
@@ -205,8 +326,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p = sub.add_parser("predict", help="classify images with a trained run's checkpoint")
     p.add_argument("--run", required=True, help="run directory (or checkpoint.safetensors)")
-    p.add_argument("--image", required=True, nargs="+", help="image file(s)")
+    p.add_argument("--image", nargs="+", help="image file(s)")
+    p.add_argument("--text", nargs="+", help="text(s) to classify, for a text model's run")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+    p = sub.add_parser("attention", help="CLS vs Gist attention maps, rollout and summary for one image")
+    p.add_argument("--run", help="run directory (its checkpoint); or --config for an untrained model")
+    config_args(p)
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--out", required=True, help="output directory for maps.npz, attention.png, summary.json")
+    p = sub.add_parser("bench", help="time training steps of every method, GIST off/on, against plain timm (+peft)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
+    p.add_argument("--backbone", help="backbone (random init); default: vit_base_patch16_224 on cuda, dinov2_s14 "
+                   "on cpu")
+    p.add_argument("--image-size", type=int, help="pixels; default 224 on cuda, 56 on cpu")
+    p.add_argument("--batch-size", type=int, help="default 128 on cuda, 8 on cpu")
+    p.add_argument("--num-classes", type=int, help="classes of the head (default 100)")
+    p.add_argument("--methods", help="comma-separated methods (default linear,adapter,lora,vpt,ssf)")
+    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5 cuda, 3 cpu)")
+    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 1 cpu)")
+    p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 5 cuda, 1 cpu)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on cuda, fp32 on cpu")
+    p.add_argument("--compile", action="store_true", help="compile our steps; adds compiled reference rows")
+    p.add_argument("--compile-backend", help="torch.compile backend (default inductor)")
+    p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
+    p.add_argument("--no-reference", action="store_true", help="skip the plain timm / peft reference rows")
+    p.add_argument("--json-out", metavar="FILE", help="write the report as JSON (rewritten after every case)")
+    p = sub.add_parser("runs", help="the run store of the app: list, show and export background runs")
+    p.add_argument("--root", default=None, help="data directory (default: $GIST_DATA_DIR or the user data dir)")
+    runs = p.add_subparsers(dest="runs_command", required=True)
+    q = runs.add_parser("list", help="runs, newest first")
+    q.add_argument("--status", default=None, help="only runs with this status (queued, running, completed, ...)")
+    q.add_argument("--limit", type=int, default=None, help="at most this many runs")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q = runs.add_parser("show", help="one run (or a group's paired statistics)")
+    q.add_argument("id", help="run id or group id")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q = runs.add_parser("export", help="a run or group to CSV/Parquet tables or to MLflow")
+    q.add_argument("id", help="run id or group id")
+    q.add_argument("--to", choices=("csv", "parquet", "mlflow"), default="csv", help="export format")
+    q.add_argument("--out", default=None, help="folder to write (mlflow: tracking folder or URI)")
     return parser
 
 

@@ -1,0 +1,37 @@
+"""What is GIST? The token, the two heads and the BKLD, drawn from the live model's real token sequence."""
+
+import charts
+import state
+import streamlit as st
+
+import gist_engine as ge
+
+st.title("What is GIST?")
+cfg = state.draft()
+info = ge.studio.describe_config(cfg)
+st.markdown(f"""
+A **Vision Transformer** cuts an image into patches and reads them as a sequence of tokens. A special **CLS token**
+collects what the network knows about the whole image; a small classifier head reads it. **Parameter-efficient
+fine-tuning (PEFT)** keeps the big pretrained network frozen and trains only a few new parameters (here:
+`{cfg['method']}`, {info['plain_trainable_params']:,} of {info['total_params']:,} parameters).
+
+**GIST** (Ruan et al., ACM MM 2024) adds two things:
+1. a learnable **Gist token** placed right after CLS ({info['gist_params']:,} parameters: one vector of
+   {info['embed_dim']} numbers). It has no position, sees every patch, and gathers *task-specific* knowledge;
+2. **knowledge interaction**: the same head reads the CLS token and the Gist token, and the loss pulls their two
+   predictions together with a **bidirectional KL divergence (BKLD)** — each learns from the other.
+""")
+st.plotly_chart(charts.token_diagram(info["sequence_layout"], info["num_layers"], cfg["method"]), key="about.diagram")
+st.caption(f"The real sequence of the model on the Launch page ({info['backbone']} at {info['image_size']} px): "
+           + " + ".join(f"{n} {k}" for k, n in info["sequence_layout"]) + f" = {info['seq_len']} tokens.")
+st.latex(r"L = \mathrm{CE}(S_{cls}, y) + 0.5\,\mathrm{CE}(S_{gist}, y) + 0.75\,"
+         r"[\mathrm{KL}(p\,\|\,q) + \mathrm{KL}(q\,\|\,p)],\quad p = \mathrm{softmax}(S_{cls}/3),\ "
+         r"q = \mathrm{softmax}(S_{gist}/3)")
+st.markdown("""
+At test time only the CLS prediction is used; the Gist token stays in the sequence. On the **Live run** page you can
+watch each of these terms while a run trains; on **Compare**, whether GIST helped over several seeds; on
+**Attention**, where the CLS and Gist tokens look in the image.
+""")
+cols = st.columns(3)
+cols[0].page_link(state.LAUNCH, label="Try it: launch a run", icon=":material/rocket_launch:")
+cols[1].page_link(state.ATTENTION, label="See the attention maps", icon=":material/visibility:")

@@ -1,0 +1,58 @@
+"""Attention: CLS and Gist maps over an image per layer and head, rollout, similarity per layer, snapshots, IG."""
+
+import charts
+import state
+import streamlit as st
+import widgets
+
+import gist_engine as ge
+
+mgr = state.manager()
+st.title("Where do CLS and Gist look?")
+runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}
+options = ["untrained", *runs]
+wanted = st.query_params.get("run")
+choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,
+                      format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
+                      else state.run_label(runs[i]))
+snap = runs.get(choice)
+source = state.draft() if snap is None else snap.run_dir
+cfg = state.draft() if snap is None else snap.config
+size = cfg.get("image_size") or 224
+steps = ge.studio.run_snapshots(snap.run_dir) if snap else []
+kinds = (["Probe set over training"] if steps else []) + ["Dataset sample", "Upload an image"]
+kind = st.segmented_control("Image", kinds, default=kinds[0], key=f"attn.kind.{choice}")
+try:
+    if kind == "Probe set over training":
+        step = st.select_slider("Training step", steps, value=steps[-1], help="Snapshots recorded while training")
+        maps = ge.studio.run_snapshot(snap.run_dir, step)
+        index = st.radio("Probe image", range(len(maps.images)), horizontal=True)
+    elif kind == "Upload an image":
+        upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
+        if upload is None:
+            st.stop()
+        maps, index = ge.studio.attention_for(source, ge.studio.decode_image(upload.getvalue())), 0
+    else:
+        sample = ge.studio.dataset_samples(cfg["data"]["dataset"], n=8, size=size)
+        index = st.radio("Test image", range(len(sample["images"])), horizontal=True,
+                         format_func=lambda i: f"#{i} ({sample['class_names'][sample['labels'][i]]})")
+        maps, index = ge.studio.attention_for(source, sample["images"][index]), index
+except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError) as exc:
+    st.error(str(exc))
+    st.stop()
+
+c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+layer = c1.slider("Layer", 0, maps.num_layers - 1, maps.num_layers - 1)
+head = c2.selectbox("Head", [None, *range(maps.num_heads)], format_func=lambda h: "mean of heads" if h is None
+                    else f"head {h}")
+rollout = c3.toggle("Rollout", help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer")
+widgets.map_pair(maps, index, layer, head, rollout)
+if maps.has_gist:
+    st.plotly_chart(charts.similarity_figure(maps.summary(index), maps.step), key="attn.sim")
+st.subheader("Attribution: CLS head vs Gist head")
+if st.button("Compute Integrated Gradients (captum)", icon=":material/bolt:"):
+    with st.spinner("Integrating gradients ..."):
+        attr, resized = ge.studio.attributions_for(source, maps.images[index])
+    widgets.attribution_pair(attr, resized)
+    if kind == "Probe set over training":
+        st.caption("Attributions use the run's final checkpoint, not the snapshot's step.")

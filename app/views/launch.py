@@ -1,0 +1,80 @@
+"""Launch: backbone, dataset, PEFT method and GIST options; their cost and time; one run or a paired comparison."""
+
+import state
+import streamlit as st
+import widgets
+
+import gist_engine as ge
+
+cat = ge.studio.studio_catalogue()
+sections = cat["sections"]
+cfg = state.draft()
+helps = {f["name"]: f["help"] for f in sections["model"]}
+
+st.title("Launch a run")
+st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
+           "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
+intro, presets = st.columns([1, 2], vertical_alignment="center")
+intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
+preset = presets.pills("Start from", list(ge.studio.PRESETS), key="preset", label_visibility="collapsed")
+if preset and st.session_state.get("preset_applied") != preset:
+    st.session_state["preset_applied"] = preset
+    state.apply_preset(ge.studio.PRESETS[preset])
+    st.rerun()
+
+left, right = st.columns(2, gap="large")
+with left:
+    st.subheader("Backbone and data")
+    backbones = cat["image_backbones"]
+    names = list(backbones)
+    cfg["backbone"] = st.selectbox("Backbone", names, index=names.index(cfg["backbone"]) if cfg["backbone"] in names
+                                   else 0, format_func=lambda n: f"{backbones[n]['title']} ({n})",
+                                   help=helps["backbone"], key=state.launch_key("backbone"), persist_state="session")
+    patch = backbones[cfg["backbone"]]["patch_size"]
+    size = cfg.get("image_size") or backbones[cfg["backbone"]]["default_size"]
+    cfg["image_size"] = st.number_input(
+        "Image size (px)", min_value=patch, max_value=1022, step=patch, value=max(patch, size // patch * patch),
+        help=f"{helps['image_size']} A multiple of the patch size, {patch}.", key=state.launch_key(f"size.{patch}"))
+    datasets = {d["dataset"]: d for d in ge.studio.list_datasets(state.data_root())}
+    current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else "mnist5k"
+    cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),
+                                          format_func=lambda d: datasets[d]["title"], key=state.launch_key("dataset"),
+                                          help="Registered datasets and your uploads (Datasets page).")
+    widgets.dataset_card(datasets[cfg["data"]["dataset"]])
+with right:
+    st.subheader("PEFT method")
+    tuners = list(cat["tuners"])
+    method = st.selectbox("Method", tuners, index=tuners.index(cfg["method"]), key=state.launch_key("method"),
+                          help=helps["method"], persist_state="session")
+    if method != cfg["method"]:
+        cfg["method"], cfg["method_args"] = method, {}
+    st.caption(cat["tuners"][method]["help"])
+    cfg["method_args"] = widgets.config_form(cat["tuners"][method]["options"], cfg["method_args"],
+                                             state.launch_key(f"args.{method}"))
+    st.subheader("GIST")
+    cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2)
+with st.expander("Data, training and backbone options"):
+    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=state.launch_key("name"),
+                                help="A label in the run list (empty = method and GIST on/off).") or None
+    key = state.launch_key
+    cfg["data"].update(widgets.config_form(sections["data"], cfg["data"], key("data"), skip=["dataset"], columns=3))
+    cfg["train"] = widgets.config_form(sections["train"], cfg["train"], key("train"), columns=3)
+    cfg.update(widgets.config_form(sections["model"], cfg, key("model"), columns=3,
+                                   skip=["backbone", "image_size", "method", "num_classes"]))
+
+st.subheader("Before you launch")
+try:
+    ge.load_run_config(cfg)
+except ge.ConfigError as exc:
+    st.error(f"Fix this option first: {exc}")
+    st.stop()
+info = widgets.cost_panel(cfg)
+one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
+n_seeds = seeds.number_input("Seeds", min_value=1, max_value=20, value=3, key="launch.seeds",
+                             help="Runs per arm of the paired comparison (plain and GIST share each seed).")
+if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
+    state.open_run(state.manager().submit(cfg, name=cfg.get("name")))
+if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:", disabled=info is None):
+    st.switch_page(state.COMPARE, query_params={"group": state.manager().submit_group(cfg, int(n_seeds))})
+with st.expander("Copy as CLI"):
+    widgets.copy_as_cli(cfg, key="launch.cli")

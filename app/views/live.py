@@ -1,0 +1,78 @@
+"""Live run: progress and ETA, the BKLD decomposition and accuracies updating as it trains; stop; ?run= in the URL."""
+
+import time
+
+import charts
+import pandas as pd
+import state
+import streamlit as st
+import widgets
+
+import gist_engine as ge
+
+mgr = state.manager()
+runs = mgr.list(limit=200)
+st.title("Live run")
+if not runs:
+    st.info("No runs yet: start one on the Launch page.")
+    st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
+    st.stop()
+by_id = {r.id: r for r in runs}
+wanted = st.query_params.get("run")
+if wanted and wanted not in by_id:
+    try:
+        by_id = {wanted: mgr.get(wanted), **by_id}  # older than the list's limit
+    except ge.studio.run_not_found_error():
+        st.warning(f"No run with id {wanted!r}; showing the newest run instead.")
+run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
+                      format_func=lambda i: state.run_label(by_id[i]))
+st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
+snap = mgr.get(run_id)
+cfg = snap.config
+head, stop = st.columns([5, 1], vertical_alignment="center")
+with head:
+    state.status_badge(snap.status)
+    st.caption(f"{cfg.get('backbone')} @ {cfg.get('image_size')} px · {snap.method} · GIST "
+               f"{'on' if snap.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snap.seed}"
+               + (f" · {widgets.fmt_params(snap.trainable_params)} trainable" if snap.trainable_params else ""))
+if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
+    mgr.stop(run_id)
+    st.rerun()
+
+
+@st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
+def live_view() -> None:
+    """Polls the store: only new steps are fetched; the whole page reruns once when the run ends."""
+    tick = time.perf_counter()
+    s = mgr.get(run_id)
+    cache = st.session_state.setdefault(state.METRICS_KEY, {})
+    old = cache.get(run_id)
+    since = int(old["step"].iloc[-1]) if old is not None and len(old) else 0
+    new = mgr.metrics(run_id, since_step=since)
+    metrics = new if old is None or not len(old) else pd.concat([old, new], ignore_index=True)
+    cache[run_id] = metrics
+    st.progress(min(1.0, s.progress), text=widgets.eta_text(s))
+    if s.error:
+        st.error(f"This run {s.status}: {s.error}")
+    if not len(metrics):
+        st.info("Preparing the data and the model; the first curve point appears after the first step.")
+    else:
+        loss, acc = st.columns(2)
+        loss.plotly_chart(charts.loss_figure(metrics), key="live.loss")
+        acc.plotly_chart(charts.accuracy_figure(mgr.evaluations(run_id)), key="live.acc")
+    times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
+    times.append(1000 * (time.perf_counter() - tick))
+    st.caption(f"step {s.step} · refreshed in {times[-1]:.0f} ms")
+    if s.status != snap.status:
+        st.rerun()  # the status changed: redraw the page (stops polling once the run has ended)
+
+
+live_view()
+with st.expander("Copy as CLI"):
+    widgets.copy_as_cli(cfg, key="live.cli")
+links = st.columns(3)
+links[0].page_link(state.ATTENTION, label="Attention maps of this run", icon=":material/visibility:",
+                   query_params={"run": run_id})
+if snap.group_id:
+    links[1].page_link(state.COMPARE, label="Its paired comparison", icon=":material/compare_arrows:",
+                       query_params={"group": snap.group_id})

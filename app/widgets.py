@@ -1,0 +1,241 @@
+"""Forms generated from the engine's config dataclasses (help -> widget help) and small shared displays."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import gist_engine as ge
+
+LABELS = {"ce_weight": "Gist CE weight", "loss": "Interaction loss", "loss_weight": "Interaction weight",
+          "init": "Init range", "shared_head": "Shared head", "lr": "Learning rate", "few_shot": "Few-shot k",
+          "enabled": "GIST on", "length": "Gist tokens", "temperature": "Temperature", "cpu_threads": "CPU threads",
+          "eval_batch_size": "Eval batch size", "attention_every": "Attention snapshot every"}
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def _placeholder(help_text: str) -> str:
+    """What an empty optional field means, read from its help ('empty = all' -> 'all')."""
+    found = re.search(r"empty\s*=\s*([^;.(]+)", help_text or "")
+    return found.group(1).strip() if found else "empty"
+
+
+def _float_step(default: Any) -> float:
+    if isinstance(default, (int, float)) and default:
+        return 10.0 ** math.floor(math.log10(abs(default)))
+    return 0.1
+
+
+def field_widget(field: dict[str, Any], key: str, value: Any) -> Any:
+    """One widget for one config field (a `describe_fields` dict), keeping its value in the session.
+
+    choices -> selectbox, bool -> toggle, int/float (min/max) -> number_input (empty allowed when optional),
+    str -> text_input (empty = None when optional). The field's help text becomes the widget's help.
+    """
+    kind, label, help_ = field["type"], _label(field["name"]), field["help"] or None
+    optional = "None" in kind
+    base = kind.replace(" | None", "").replace("None | ", "")
+    common = {"key": key, "help": help_, "persist_state": "session"}
+    if field["choices"]:
+        choices = list(field["choices"])
+        return st.selectbox(label, choices, index=choices.index(value) if value in choices else 0, **common)
+    if base == "bool":
+        return st.toggle(label, value=bool(value), **common)
+    if base in ("int", "float"):
+        is_int = base == "int"
+        cast = int if is_int else float
+        lo, hi = field["min"], field["max"]
+        return st.number_input(
+            label, min_value=None if lo is None else cast(lo), max_value=None if hi is None else cast(hi),
+            value=None if value is None else cast(value), step=1 if is_int else _float_step(field["default"]),
+            format=None if is_int else "%g", placeholder=_placeholder(field["help"]) if optional else None, **common)
+    text = st.text_input(label, value="" if value is None else str(value), **common)
+    return None if optional and not text.strip() else text
+
+
+def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: str, skip: Iterable[str] = (),
+                columns: int = 2) -> dict[str, Any]:
+    """Widgets for every field (except `skip`) laid out in `columns`; returns {name: value}."""
+    shown = [f for f in fields if f["name"] not in set(skip)]
+    cols = st.columns(columns)
+    out = {}
+    for i, f in enumerate(shown):
+        with cols[i % columns]:
+            out[f["name"]] = field_widget(f, f"{key}.{f['name']}", values.get(f["name"], f["default"]))
+    return out
+
+
+def thumbnails(thumbs: dict[str, np.ndarray], max_classes: int = 10) -> None:
+    """A grid of example images: one column per class, its examples stacked, the class name as caption."""
+    names = list(thumbs)[:max_classes]
+    if not names:
+        return
+    cols = st.columns(max(len(names), 8))  # at least 8 slots: a few classes still get small thumbnails
+    for col, name in zip(cols, names, strict=False):
+        stack = np.concatenate(list(thumbs[name]), axis=0)  # (k * S, S, 3)
+        col.image(stack, caption=name, width="stretch")
+    if len(thumbs) > max_classes:
+        st.caption(f"... and {len(thumbs) - max_classes} more classes")
+
+
+def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> None:
+    """The YAML and the `python -m gist_engine` line that reproduce a run (st.code has a copy button)."""
+    try:
+        text = ge.studio.config_yaml(config)
+    except ge.ConfigError as exc:
+        st.warning(f"Not a valid config yet: {exc}")
+        return
+    file = f"{config.get('name') or 'run'}.yaml"
+    st.code(ge.studio.cli_command(config, file, group_seeds=seeds), language="bash")
+    st.code(text, language="yaml")
+    st.download_button("Download YAML", text, file_name=file, mime="application/x-yaml", key=f"{key}.yaml",
+                       icon=":material/download:")
+
+
+def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
+    """The history table: one row per run, newest first."""
+    rows = [{"id": s.id, "name": s.name, "status": s.status, "method": s.method, "GIST": s.gist_enabled,
+             "seed": s.seed, "dataset": (s.config.get("data") or {}).get("dataset"),
+             "backbone": s.config.get("backbone"),
+             "acc CLS %": None if s.acc_cls is None else round(100 * s.acc_cls, 2),
+             "best %": None if s.best_acc_cls is None else round(100 * s.best_acc_cls, 2),
+             "progress": s.progress, "trainable": s.trainable_params, "group": s.group_id,
+             "created": pd.Timestamp(s.created, unit="s", tz="UTC").tz_localize(None).floor("s")}
+            for s in snapshots]
+    return pd.DataFrame(rows, columns=["id", "name", "status", "method", "GIST", "seed", "dataset", "backbone",
+                                       "acc CLS %", "best %", "progress", "trainable", "group", "created"])
+
+
+def eta_text(snapshot: Any) -> str:
+    """'step 12 / 32 · ETA 0:41' for the progress bar."""
+    eta = snapshot.eta_seconds
+    eta_s = "" if eta is None else f" · ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+    return f"{snapshot.status}: step {snapshot.step} / {snapshot.total_steps}{eta_s}"
+
+
+def fmt_params(n: int | None) -> str:
+    """12,345 -> '12.3K'; None -> 'n/a'."""
+    if n is None:
+        return "n/a"
+    for unit, scale in (("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def dataset_card(entry: dict[str, Any]) -> None:
+    """Where a dataset comes from, its size and licence, and a few thumbnails per class."""
+    size = f"{entry['images']:,} images" if entry.get("images") else "size unknown until read"
+    classes = f", {entry['classes']} classes" if entry.get("classes") else ""
+    st.caption(f"**{entry['title']}** — {size}{classes}. Source: {entry['source']}. Licence: {entry['licence']}.")
+    if entry.get("installed") is False:
+        st.warning("Not available on this machine yet (it needs a download or a package).")
+        return
+    try:
+        preview = ge.studio.dataset_preview(entry["dataset"], per_class=3, size=40)
+    except (ge.DatasetError, OSError) as exc:
+        st.warning(f"Cannot preview it here: {exc}")
+        return
+    thumbnails(preview["thumbnails"])
+
+
+def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Trainable parameters, GIST's extra parameters, the token sequence and a run-time estimate for a config."""
+    try:
+        with st.spinner("Building the model to count its parameters ..."):
+            info = ge.studio.describe_config(config)
+            est = ge.studio.estimate_run(config)
+    except (ge.ConfigError, ge.BackboneError, ge.DatasetError, ValueError) as exc:
+        st.error(f"This configuration cannot be built: {exc}")
+        return None
+    c1, c2, c3, c4 = st.columns(4)
+    pct = 100 * info["trainable_params"] / info["total_params"]
+    c1.metric("Trainable parameters", fmt_params(info["trainable_params"]), help=info["summary"])
+    c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")
+    c3.metric("Share of the model", f"{pct:.3f}%", help=f"of {info['total_params']:,} parameters")
+    minutes, seconds = divmod(round(est["seconds"]), 60)
+    c4.metric("Estimated time here", f"{minutes}:{seconds:02d} min", help=(
+        f"{est['steps']} steps of {est['train_images']} training images, {est['evals']} evaluation(s) of "
+        f"{est['test_images']} images; measured {1000 * est['train_s_per_image']:.1f} ms per training image "
+        f"on {est['device']} (a rough estimate: other runs share the CPU)"))
+    layout = " + ".join(f"{n} {k}" for k, n in info["sequence_layout"])
+    st.caption(f"Token sequence inside the {info['num_layers']} blocks: {layout} = {info['seq_len']} tokens · "
+               f"{info['backbone']} at {info['image_size']} px ({info['grid'][0]}x{info['grid'][1]} patches)")
+    return info
+
+
+def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool) -> None:
+    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range)."""
+    image = maps.images[index]
+    cols = st.columns([1, 1, 1, 1.1])
+    cols[0].image(image, caption="input", width="stretch")
+    cols[3].caption("Bright = where the token looks. Each row of attention is how much the CLS (or Gist) token "
+                    "reads from each patch in that layer; *rollout* multiplies the layers together (with the "
+                    "residual path) to show what reaches the token by the end. Each map uses its own colour range.")
+    for col, name in zip(cols[1:3], ("cls", "gist"), strict=True):
+        per_head = getattr(maps, f"{name}_maps")
+        if per_head is None:
+            col.info("No Gist token in this model (GIST off).")
+            continue
+        if rollout:
+            heat, what = getattr(maps, f"{name}_rollout")[index, layer], f"rollout through layer {layer}"
+        elif head is None:
+            heat, what = per_head[index, layer].mean(axis=0), f"layer {layer}, mean of heads"
+        else:
+            heat, what = per_head[index, layer, head], f"layer {layer}, head {head}"
+        label = "CLS" if name == "cls" else "Gist"
+        logits = getattr(maps, f"{name}_logits")
+        pred = "" if logits is None else f" · predicts {int(logits[index].argmax())}"
+        col.image(ge.studio.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
+
+
+def attribution_pair(attr: Any, image: np.ndarray) -> None:
+    """Integrated-Gradients maps of the CLS head and the Gist head (absolute values, shared colour scale)."""
+    maps = [("CLS head", attr.cls_grid[0])] + ([("Gist head", attr.gist_grid[0])] if attr.gist_grid is not None else [])
+    top = max(float(np.abs(m).max()) for _, m in maps) or 1.0
+    cols = st.columns([1, 1, 1, 1.1])
+    for col, (name, grid) in zip(cols[1:3], maps, strict=False):
+        col.image(ge.studio.overlay(image, np.abs(grid), cmap="viridis", vmin=0.0, vmax=top), width="stretch",
+                  caption=f"{name}: |IG| for class {int(attr.target[0])}")
+    cols[0].image(image, caption="input", width="stretch")
+    cols[3].caption(f"Integrated Gradients ({attr.n_steps} steps) on the patch embedding; a shared colour scale, "
+                    f"so the two heads' reliance on each patch can be compared.")
+
+
+def compare_summary(results: dict[str, Any], chosen: list[Any]) -> None:
+    """The headline numbers of a comparison: mean gain with its CI, seeds paired, GIST's parameter cost."""
+    d, extra = results.get("delta_acc_cls"), results.get("extra_params")
+    done = sum(r.status not in ("queued", "running") for r in chosen)
+    k1, k2, k3 = st.columns(3)
+    if d:
+        ci = "" if d["ci_low"] is None else f"95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+        k1.metric("Mean accuracy gain (GIST − plain)", f"{100 * d['mean']:+.2f} points", help=ci or None)
+        p_value = None if d["p_value"] is None else f"paired t-test p = {d['p_value']:.3g}"
+        k2.metric("Seeds paired", d["n"], help=p_value)
+    else:
+        k1.info("No finished plain/GIST pair yet: deltas appear when both runs of a seed have finished.")
+    if done < len(chosen):
+        k2.progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
+    if extra is not None:
+        plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
+        share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
+        k3.metric("Parameter cost of GIST", f"+{extra:,}", help=f"extra trainable parameters{share}")
+
+
+def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
+    """Per-seed accuracies (%) of both arms and their delta, indexed by seed."""
+    names = {"plain_acc_cls": "plain %", "gist_acc_cls": "GIST %", "plain_best_acc_cls": "plain best %",
+             "gist_best_acc_cls": "GIST best %", "gist_acc_gist": "Gist head %", "gist_agreement": "agreement %"}
+    frame = pd.DataFrame(results["seeds"]).set_index("seed")
+    frame = frame[[c for c in names if c in frame]].astype(float)
+    frame.insert(2, "Δ points", frame["gist_acc_cls"] - frame["plain_acc_cls"])
+    return (100 * frame).round(2).rename(columns=names)

@@ -1,0 +1,322 @@
+"""Import an uploaded zip of an ImageFolder (class sub-folders) safely: caps, no path escapes, verified images."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import stat
+import struct
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .images import DatasetError
+from .readers import IMAGE_EXTENSIONS
+
+DATASETS_SUBDIR = "datasets"  # uploads live in <data_dir>/datasets/<name>/<class>/...
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SKIPPED_PREFIXES = ("__MACOSX/",)  # archive metadata folders, skipped silently
+THUMB_SIZE = 64  # side of the preview thumbnails in the report
+THUMBS_PER_CLASS = 4
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Caps applied before anything is decoded or written (defaults suit a teaching/research upload)."""
+
+    max_zip_bytes: int = 200 * 2**20  # the archive itself
+    max_entries: int = 20_000  # members of the archive (files and folders)
+    max_total_bytes: int = 1 * 2**30  # all members uncompressed, as the archive declares and as read
+    max_file_bytes: int = 32 * 2**20  # one member uncompressed
+    max_ratio: float = 100.0  # uncompressed / compressed size of one member (zip bombs)
+    max_pixels: int = 40_000_000  # width * height of one image (PIL's MAX_IMAGE_PIXELS idea, stricter)
+    min_classes: int = 2
+    min_per_class: int = 2  # fewer images than this in a class: the class is dropped with a reason
+
+
+@dataclass
+class ImportReport:
+    """What `import_imagefolder_zip` found and did; `ok` is False when `errors` is non-empty (nothing written)."""
+
+    name: str
+    path: Path | None = None  # the stored folder, once written
+    classes: dict[str, int] = field(default_factory=dict)  # accepted images per class, sorted by class name
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (archive member, reason)
+    errors: list[str] = field(default_factory=list)  # fatal problems: nothing was written
+    warnings: list[str] = field(default_factory=list)
+    thumbnails: dict[str, list[np.ndarray]] = field(default_factory=dict)  # class -> (64, 64, 3) uint8 each
+    bytes_written: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the dataset was accepted (and written, unless it was a dry run)."""
+        return not self.errors
+
+    @property
+    def accepted(self) -> int:
+        """Accepted images over all classes."""
+        return sum(self.classes.values())
+
+    @property
+    def dataset(self) -> str | None:
+        """The `data.dataset` value that selects the stored folder, e.g. `imagefolder:/data/datasets/pets`."""
+        return f"imagefolder:{self.path}" if self.path is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without thumbnails)."""
+        return {"name": self.name, "ok": self.ok, "path": str(self.path) if self.path else None,
+                "dataset": self.dataset, "classes": dict(self.classes), "accepted": self.accepted,
+                "rejected": [list(r) for r in self.rejected], "errors": list(self.errors),
+                "warnings": list(self.warnings), "bytes_written": self.bytes_written}
+
+
+def datasets_root(root: str | Path) -> Path:
+    """The folder holding uploaded datasets: `<root>/datasets`."""
+    return Path(root) / DATASETS_SUBDIR
+
+
+def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...] | str:
+    """The member's path components, or a rejection reason for an absolute or escaping path."""
+    raw = info.filename
+    name = raw.replace("\\", "/")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if any(p == ".." for p in parts):
+        return "path escapes the archive (..)"
+    if any(ord(c) < 32 for c in name):
+        return "control character in the name"
+    return parts
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    mode = info.external_attr >> 16
+    return info.create_system == 3 and stat.S_ISLNK(mode)  # 3 = Unix
+
+
+def _common_root(paths: list[tuple[str, ...]]) -> int:
+    """1 when every file sits under one top folder that itself holds class folders (a zipped folder), else 0."""
+    if paths and len({p[0] for p in paths}) == 1 and any(len(p) >= 3 for p in paths):
+        return 1
+    return 0
+
+
+def _thumbnail(img: Image.Image) -> np.ndarray:
+    thumb = img.convert("RGB")
+    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    canvas = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), (255, 255, 255))
+    canvas.paste(thumb, ((THUMB_SIZE - thumb.width) // 2, (THUMB_SIZE - thumb.height) // 2))
+    return np.asarray(canvas)  # (64, 64, 3)
+
+
+def _check_image(data: bytes, limits: UploadLimits) -> tuple[str | None, np.ndarray | None]:
+    """(rejection reason or None, a thumbnail): header, pixel cap, PIL verify, then a full decode."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > limits.max_pixels:
+                    return f"{w}x{h} = {w * h:,} pixels exceeds the cap of {limits.max_pixels:,}", None
+                img.verify()  # structure and checksums, no decode
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # verify() misses truncated pixel data
+                return None, _thumbnail(img)
+    except UnidentifiedImageError:
+        return "not an image PIL can read (corrupt or wrong extension)", None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"decompression bomb: {exc}", None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        return f"corrupt image: {exc}", None
+
+
+def _open_zip(source: bytes | str | Path | BinaryIO, limits: UploadLimits) -> zipfile.ZipFile | str:
+    """The open archive, or a fatal error message (too large, not a zip)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        size, fh = len(source), io.BytesIO(bytes(source))
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            return f"{path} is not a file"
+        size, fh = path.stat().st_size, path.open("rb")
+    else:
+        fh = source
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(0)
+    if size > limits.max_zip_bytes:
+        return f"the archive is {size / 2**20:.1f} MiB; the cap is {limits.max_zip_bytes / 2**20:.0f} MiB"
+    try:
+        return zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return f"not a readable zip archive ({exc})"
+
+
+def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, root: str | Path,
+                           limits: UploadLimits | None = None, overwrite: bool = False,
+                           dry_run: bool = False) -> ImportReport:
+    """Validate a zip of class sub-folders and store it under `<root>/datasets/<name>/<class>/...`.
+
+    Layout accepted: `<class>/<image>` or one top folder `<top>/<class>/<image>` (deeper sub-folders are kept).
+    Every member is checked before anything is written: the archive size and member count, absolute paths,
+    `..` components and symlinks (rejected), each member's size and compression ratio, the total unpacked size
+    (as declared and as actually read), the extension, and the image itself (pixel cap, PIL verify, full
+    decode). Bad members are listed with a reason and skipped; a fatal problem (not a zip, caps exceeded,
+    fewer than two classes, name taken) writes nothing. The write is atomic (a temp folder, then a rename).
+
+    Args:
+        source: The zip as bytes, a path or a binary file object.
+        name: The dataset's name: letters, digits, `_`, `.`, `-` (1-64 characters, not starting with a symbol).
+        root: The data directory (the app's GIST_DATA_DIR).
+        limits: Caps (default `UploadLimits()`).
+        overwrite: Replace an existing dataset of that name.
+        dry_run: Validate only; nothing is written (`path` stays None).
+
+    Returns:
+        An ImportReport; `report.dataset` is the `data.dataset` value selecting it.
+    """
+    limits = limits or UploadLimits()
+    report = ImportReport(name=name)
+    if not NAME_PATTERN.match(name or ""):
+        report.errors.append(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-' (starting with a "
+                             "letter or digit)")
+        return report
+    dest = datasets_root(root) / name
+    if dest.exists() and not overwrite and not dry_run:
+        report.errors.append(f"a dataset named {name!r} already exists ({dest}); choose another name")
+        return report
+    archive = _open_zip(source, limits)
+    if isinstance(archive, str):
+        report.errors.append(archive)
+        return report
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > limits.max_entries:
+            report.errors.append(f"the archive has {len(infos):,} entries; the cap is {limits.max_entries:,}")
+            return report
+        declared = sum(i.file_size for i in infos)
+        if declared > limits.max_total_bytes:
+            report.errors.append(f"the archive unpacks to {declared / 2**20:.1f} MiB; the cap is "
+                                 f"{limits.max_total_bytes / 2**20:.0f} MiB")
+            return report
+        files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
+        for info in infos:
+            if info.is_dir() or info.filename.startswith(SKIPPED_PREFIXES):
+                continue
+            parts = _member_parts(info)
+            if isinstance(parts, str):
+                report.rejected.append((info.filename, parts))
+            elif _is_symlink(info):
+                report.rejected.append((info.filename, "symbolic link"))
+            elif info.flag_bits & 0x1:
+                report.rejected.append((info.filename, "encrypted"))
+            elif any(p.startswith(".") for p in parts):
+                report.rejected.append((info.filename, "hidden file or folder"))
+            else:
+                files.append((info, parts))
+        strip = _common_root([p for _, p in files])
+        accepted: list[tuple[zipfile.ZipInfo, tuple[str, ...], bytes]] = []
+        read_total = 0
+        for info, parts in files:
+            rel = parts[strip:]
+            reason = None
+            if len(rel) < 2:
+                reason = "not inside a class folder (expected <class>/<image>)"
+            elif not info.filename.lower().endswith(IMAGE_EXTENSIONS):
+                reason = f"not an image file (extension {PurePosixPath(info.filename).suffix or 'none'!s})"
+            elif info.file_size > limits.max_file_bytes:
+                reason = f"{info.file_size / 2**20:.1f} MiB uncompressed; the cap is " \
+                         f"{limits.max_file_bytes / 2**20:.0f} MiB"
+            elif info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                reason = (f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 exceeds "
+                          f"{limits.max_ratio:.0f}:1 (zip bomb?)")
+            if reason:
+                report.rejected.append((info.filename, reason))
+                continue
+            try:
+                with archive.open(info) as fh:
+                    data = fh.read(limits.max_file_bytes + 1)  # never more than the cap, whatever the header says
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
+                report.rejected.append((info.filename, f"cannot be extracted ({exc})"))
+                continue
+            read_total += len(data)
+            if len(data) > limits.max_file_bytes or read_total > limits.max_total_bytes:
+                report.errors.append(f"{info.filename} unpacks to more than its header declares; the archive "
+                                     "was refused")
+                return report
+            reason, thumb = _check_image(data, limits)
+            if reason:
+                report.rejected.append((info.filename, reason))
+                continue
+            accepted.append((info, rel, data))
+            cls = rel[0]
+            thumbs = report.thumbnails.setdefault(cls, [])
+            if len(thumbs) < THUMBS_PER_CLASS:
+                thumbs.append(thumb)
+    counts: dict[str, int] = {}
+    for _, rel, _ in accepted:
+        counts[rel[0]] = counts.get(rel[0], 0) + 1
+    small = sorted(c for c, n in counts.items() if n < limits.min_per_class)
+    for c in small:
+        report.warnings.append(f"class {c!r} has {counts[c]} image(s) (< {limits.min_per_class}); it was dropped")
+        report.thumbnails.pop(c, None)
+    accepted = [a for a in accepted if a[1][0] not in small]
+    report.classes = {c: counts[c] for c in sorted(counts) if c not in small}
+    if len(report.classes) < limits.min_classes:
+        found = ", ".join(report.classes) or "none"
+        report.errors.append(f"{len(report.classes)} class folder(s) with images ({found}); classification "
+                             f"needs at least {limits.min_classes} (expected <class>/<image> entries)")
+        return report
+    report.warnings += [f"class {c!r} has only {n} images: its test split will be tiny"
+                        for c, n in report.classes.items() if n < 5]
+    if dry_run:
+        return report
+    _write(dest, accepted, report, overwrite)
+    return report
+
+
+def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        for _, rel, data in accepted:
+            target = tmp.joinpath(*rel)
+            if tmp.resolve() not in target.resolve().parents:  # belt and braces after the checks above
+                raise DatasetError(f"refusing to write outside the dataset folder: {'/'.join(rel)}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            report.bytes_written += len(data)
+        if dest.exists() and overwrite:
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        report.path = dest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
+    """Datasets stored by `import_imagefolder_zip` under `<root>/datasets`: name, path, classes, images."""
+    base = datasets_root(root)
+    if not base.is_dir():
+        return []
+    out = []
+    for entry in sorted(base.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        classes = {c.name: sum(1 for f in c.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
+                   for c in sorted(entry.iterdir()) if c.is_dir() and not c.name.startswith(".")}
+        out.append({"name": entry.name, "path": str(entry), "dataset": f"imagefolder:{entry}",
+                    "classes": classes, "images": sum(classes.values())})
+    return out
+
+
+__all__ = ["ImportReport", "UploadLimits", "datasets_root", "import_imagefolder_zip", "list_uploaded_datasets"]

@@ -1,0 +1,214 @@
+"""One AppTest per page: the real RunManager training a tiny ViT (test_vit, digits, 32 px), a fake for speed."""
+
+from __future__ import annotations
+
+import copy
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest
+
+import gist_engine as ge
+from tests import app_fakes
+
+APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+TINY = {"name": "tiny", "backbone": "test_vit", "image_size": 32, "method": "linear", "method_args": {},
+        "gist": {"enabled": True}, "data": {"dataset": "digits", "train_size": 64, "test_size": 40},
+        "train": {"epochs": 1, "batch_size": 16, "attention_every": 2}}
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory):
+    """A real RunManager in its own data dir with a finished run (snapshots), a paired group and a failed run."""
+    root = tmp_path_factory.mktemp("app_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GIST_DATA_DIR", str(root))
+        mgr = ge.studio.open_run_manager(root, torch_threads=0)
+        done = mgr.submit(TINY)
+        gid = mgr.submit_group({**TINY, "name": "pair"}, 1)
+        bad = mgr.submit({**TINY, "name": "too-big", "data": {"dataset": "digits", "train_size": 5000}})
+        for run in mgr.list():
+            mgr.wait(run.id, timeout=180)
+        mgr.ids = {"done": done, "group": gid, "failed": bad}
+        yield mgr
+        mgr.shutdown(timeout=30)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> app_fakes.FakeRunManager:
+    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path))
+    return app_fakes.seeded(tmp_path)
+
+
+def open_page(manager, page: str | None = None, draft: dict | None = None, **query: str | list[str]) -> AppTest:
+    """The app with `manager` injected and the tiny config (or `draft`) as the launch draft, on `page`."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["gist_manager"] = manager
+    at.session_state["launch_draft"] = copy.deepcopy(draft or TINY)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "error", "warning", "success", "title", "subheader")
+             for e in at.get(kind)]
+    return "\n".join(map(str, parts))
+
+
+def test_launch_page_shows_cost_and_launches(real) -> None:
+    at = open_page(real)
+    assert at.title[0].value == "Launch a run"
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["GIST adds"] == "+32"  # test_vit: one 32-d Gist token
+    assert "Estimated time here" in labels
+    assert any("python -m gist_engine train --config tiny.yaml" in c.value for c in at.code)
+    assert "Handwritten digits" in _texts(at) and at.image, "the dataset and its thumbnails"
+    before = {r.id for r in real.list()}
+    next(b for b in at.button if b.label == "Launch run").click().run()
+    new = {r.id for r in real.list()} - before
+    assert len(new) == 1 and at.title[0].value == "Live run" and at.query_params["run"] in new
+    real.wait(new.pop(), timeout=120)
+
+
+def test_launch_page_rejects_bad_options_by_name(fake) -> None:
+    at = open_page(fake)
+    next(n for n in at.number_input if n.label == "Temperature").set_value(0.0).run()
+    assert any("temperature" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_launch_presets_reset_the_form(fake) -> None:
+    at = open_page(fake, draft={**ge.studio.DEMO_CONFIG, "data": {"dataset": "mnist5k", "train_size": 100}})
+    assert next(s for s in at.selectbox if s.label == "Backbone").value == "dinov2_s14"
+    at.pills[0].set_value("Smoke test (tiny random ViT, seconds)").run()
+    assert not at.exception
+    assert next(s for s in at.selectbox if s.label == "Backbone").value == "test_vit"
+    assert next(s for s in at.selectbox if s.label == "Dataset").value == "digits"
+    assert at.session_state["launch_draft"]["train"]["epochs"] == 20
+
+
+def test_launch_paired_comparison_opens_compare(fake) -> None:
+    at = open_page(fake)
+    groups = set(fake.group_meta)
+    next(b for b in at.button if b.label.startswith("Launch plain vs GIST")).click().run()
+    assert len(set(fake.group_meta) - groups) == 1
+    assert at.title[0].value == "Compare plain and GIST"
+
+
+def test_live_page_curves_stop_and_reattach(real) -> None:
+    run_id = real.submit({**TINY, "name": "long", "train": {"epochs": 500, "batch_size": 16}})
+    for _ in range(600):  # wait for the first steps (the worker may still finish an earlier run)
+        if real.get(run_id).step >= 2:
+            break
+        real.wait(run_id, timeout=0.1)
+    at = open_page(real, "views/live.py", run=run_id)
+    assert at.get("progress") and "step" in _texts(at)
+    assert len(at.get("plotly_chart")) == 2, "loss terms and accuracy"
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert real.wait(run_id, timeout=60).status == "stopped"
+    assert at.query_params["run"] == run_id
+
+
+def test_live_page_shows_a_failed_run_plainly(real) -> None:
+    at = open_page(real, "views/live.py", run=real.ids["failed"])
+    assert any("train_size=5000" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_compare_page_real_group(real) -> None:
+    at = open_page(real, "views/compare.py", group=real.ids["group"])
+    labels = {m.label: m.value for m in at.metric}
+    assert "Mean accuracy gain (GIST − plain)" in labels and labels["Parameter cost of GIST"] == "+32"
+    assert "Published numbers, not runs of this app" in _texts(at)
+    published = at.dataframe[-1].value
+    assert "method (published)" in published.columns and len(published) == 10
+
+
+def test_compare_page_deltas_with_ci(fake) -> None:
+    at = open_page(fake, "views/compare.py", group=next(iter(fake.group_meta)))
+    assert {m.label: m.value for m in at.metric}["Mean accuracy gain (GIST − plain)"] == "+2.00 points"
+    assert len(at.get("plotly_chart")) == 3  # deltas, overlaid accuracy, overlaid loss
+    ids = [r.id for r in fake.list() if r.group_id][:2]
+    at = open_page(fake, "views/compare.py", runs=ids)
+    assert any(m.label == "Mean accuracy gain (GIST − plain)" for m in at.metric)
+
+
+def test_attention_page_snapshots_of_a_real_run(real) -> None:
+    at = open_page(real, "views/attention.py", run=real.ids["done"])
+    assert at.title[0].value == "Where do CLS and Gist look?"
+    assert at.select_slider[0].options == ["0", "2", "4"]  # 4 steps, a snapshot every 2
+    captions = [c for img in at.image for c in img.captions]
+    assert captions[0] == "input" and captions[1].startswith("CLS → patches, layer 1")
+    assert captions[2].startswith("Gist → patches")
+    assert at.get("plotly_chart"), "similarity per layer"
+    at.select_slider[0].set_value(0).run()
+    at.toggle[0].set_value(True).run()  # rollout
+    assert not at.exception and any("rollout through layer" in c for img in at.image for c in img.captions)
+    next(b for b in at.button if b.label.startswith("Compute Integrated Gradients")).click().run()
+    assert not at.exception and any("|IG|" in c for img in at.image for c in img.captions)
+
+
+def test_attention_page_untrained_and_upload(fake) -> None:
+    at = open_page(fake, "views/attention.py")
+    assert len(at.image) >= 1 and not at.select_slider  # dataset sample, no snapshots
+    at.segmented_control[0].set_value("Upload an image").run()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(buf, "PNG")
+    at.file_uploader[0].upload("x.png", buf.getvalue(), "image/png").run()
+    assert not at.exception and next(c for img in at.image for c in img.captions) == "input"
+
+
+def test_runs_page_filters_and_actions(real) -> None:
+    at = open_page(real, "views/runs.py")
+    assert len(at.dataframe[0].value) == len(real.list())
+    at.multiselect[0].set_value(["failed"]).run()
+    assert list(at.dataframe[0].value.status) == ["failed"]
+    assert any(b.label == "Export table (CSV)" for b in at.download_button)
+
+
+def test_datasets_page_upload_validates(fake, tmp_path: Path) -> None:
+    at = open_page(fake, "views/datasets.py")
+    assert "mnist5k" in list(at.dataframe[0].value.dataset)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c in ("ants", "bees"):
+            for i in range(3):
+                png = io.BytesIO()
+                Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(png, "PNG")
+                zf.writestr(f"{c}/{i}.png", png.getvalue())
+        zf.writestr("../escape.png", b"x")
+    at.file_uploader[0].upload("bugs.zip", buf.getvalue(), "application/zip")
+    at.text_input[0].set_value("bugs")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Stored 6 images in 2 classes" in s.value for s in at.success)
+    assert "escapes" in at.dataframe[-1].value.iloc[0]["reason"]
+    assert (tmp_path / "datasets" / "bugs" / "ants").is_dir()
+    at.switch_page("views/launch.py").run()
+    assert "Uploaded: bugs" in next(s for s in at.selectbox if s.label == "Dataset").options
+
+
+def test_about_page_draws_the_real_sequence(fake) -> None:
+    at = open_page(fake, "views/about.py")
+    assert "1 CLS + 1 Gist + 16 patches = 18 tokens" in _texts(at)
+    assert at.get("plotly_chart")
+
+
+def test_runs_page_exports_a_run(real) -> None:
+    at = open_page(real, "views/runs.py")
+    rows = list(at.dataframe[0].value.id)
+    at.session_state["runs.table"] = {"selection": {"rows": [rows.index(real.ids["done"])], "columns": []}}
+    at.run()
+    next(b for b in at.button if b.label == "Export to CSV").click().run()
+    assert not at.exception and any("Exported to" in s.value for s in at.success)
+    assert any(b.label == "Download the CSV" for b in at.download_button)

@@ -1,0 +1,258 @@
+"""End to end in Debian's Chromium: launch a tiny run, watch its curves update, stop it, open the attention page.
+
+Starts `streamlit run app/streamlit_app.py` on a free port with a fresh GIST_DATA_DIR, drives /usr/bin/chromium
+through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ and always
+stops the server. `GIST_E2E_DEMO=1` also times the offline demo run (DINOv2-S, MNIST, 112 px) from page load to
+its first curve point and the live fragment's rerun time (the figures in the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free port with its own data directory; killed afterwards whatever happens."""
+    port, data = _free_port(), tmp_path_factory.mktemp("e2e_data")
+    env = {**os.environ, "GIST_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    log = (ARTIFACTS / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start; see {ARTIFACTS / 'server.log'}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str, tmp_path_factory: pytest.TempPathFactory):
+    """A Chromium page (fresh profile) on the app."""
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium_profile")), executable_path=str(CHROMIUM), headless=True,
+            args=FLAGS, viewport={"width": 1400, "height": 1800})
+        context.set_default_timeout(60_000)
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            yield page
+        finally:
+            context.close()
+
+
+@contextlib.contextmanager
+def _keep_failure(page, name: str) -> Iterator[None]:
+    """On an error, keep what the browser showed (tests/artifacts/FAILED-<name>.png) and re-raise."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"FAILED-{name}.png"))
+        raise
+
+
+def _settle(page) -> None:
+    """Wait until lazily loaded components (plotly, LaTeX) have replaced their skeletons."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
+
+
+def _shot(page, name: str) -> None:
+    _settle(page)
+    time.sleep(0.8)  # let plotly finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+# Points in the first trace of the first plotly chart (the loss curve); plotly decodes the binary arrays that the
+# Python figure sends into _fullData.
+POINTS_JS = ("() => { const p = document.querySelector('.js-plotly-plot');"
+             " return p && p._fullData && p._fullData.length ? p._fullData[0].x.length : 0; }")
+
+
+def _points(page) -> int:
+    """Points of the loss curve on the page, 0 when there is none yet."""
+    return page.evaluate(POINTS_JS)
+
+
+def _caption_ms(page) -> float | None:
+    found = re.search(r"refreshed in (\d+) ms", page.inner_text("body"))
+    return float(found.group(1)) if found else None
+
+
+def test_first_visit_to_a_deep_url_gets_the_site_map(server: str, page) -> None:
+    """Runs first: a fresh server's first visit is /about, which must still run the st.navigation site map."""
+    _visit(server, page, "about", "What is GIST?")
+    _shot(page, "00_about")
+
+
+def _visit(server: str, page, path: str, title: str) -> None:
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=title).first.wait_for(timeout=90_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSpinner\"]')")
+    page.get_by_role("link", name="Launch").first.wait_for()  # the st.navigation site map, not a bare page
+    _settle(page)
+    assert not page.locator("[data-testid='stException']").count(), page.inner_text("body")[:2000]
+
+
+def test_launch_watch_stop_inspect(server: str, page) -> None:
+    with _keep_failure(page, "launch_watch_stop_inspect"):
+        _launch_watch_stop_inspect(server, page)
+
+
+def _launch_watch_stop_inspect(server: str, page) -> None:
+    page.goto(server)
+    page.get_by_text("Estimated time here").wait_for(timeout=120_000)
+    _shot(page, "01_launch")
+    page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
+    page.get_by_text("test_vit at 32 px").wait_for()  # the token-sequence caption of the tiny ViT
+    page.get_by_text("+32").wait_for()  # its Gist token: 32 parameters
+    page.get_by_text("Data, training and backbone options").click()  # the forms generated from TrainConfig
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("200")  # long enough to watch and stop it
+    epochs.press("Enter")
+    page.get_by_role("button", name="Launch run").click()
+    page.wait_for_url(re.compile(r"/live\?run=\w+"))
+    run_id = page.url.split("run=")[1]
+    page.get_by_text(re.compile(r"step \d+ / 3200")).wait_for(timeout=90_000)  # 200 epochs x 16 steps
+    page.wait_for_function(f"() => ({POINTS_JS})() > 0", timeout=90_000)
+    first = _points(page)
+    page.wait_for_function(f"() => ({POINTS_JS})() > {first}", timeout=60_000)  # redrawn while it trains
+    assert _points(page) > first
+    time.sleep(1.0)
+    page.screenshot(path=str(ARTIFACTS / "02_live_training.png"))
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text(re.compile(r"^stopped$")).first.wait_for(timeout=60_000)
+    _shot(page, "03_live_stopped")
+    page.reload()  # the URL re-attaches to the same run
+    page.get_by_text(re.compile(r"^stopped$")).first.wait_for()
+    assert run_id in page.url
+    page.get_by_text("Attention maps of this run").click()
+    page.get_by_text("Where do CLS and Gist look?").wait_for()
+    page.get_by_text("CLS → patches").first.wait_for(timeout=90_000)
+    _shot(page, "04_attention")
+
+
+def test_paired_comparison_and_history(server: str, page) -> None:
+    """A plain-vs-GIST group of one seed (2 short runs): the compare page's deltas, then the run history."""
+    with _keep_failure(page, "paired_comparison"):
+        page.goto(server)
+        page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
+        page.get_by_text("test_vit at 32 px").wait_for()
+        page.get_by_text("Data, training and backbone options").click()
+        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        epochs.fill("3")
+        epochs.press("Enter")
+        seeds = page.get_by_role("spinbutton", name="Seeds", exact=True)
+        seeds.fill("2")
+        seeds.press("Enter")
+        page.get_by_role("button", name=re.compile(r"Launch plain vs GIST × 2 seeds")).click()
+        page.wait_for_url(re.compile(r"/compare\?group=\w+"))
+        page.get_by_text("Mean accuracy gain (GIST − plain)").wait_for(timeout=120_000)  # a first seed finished
+        page.get_by_text(re.compile(r"\d of 4 runs finished")).wait_for(state="detached", timeout=120_000)
+        _shot(page, "05_compare")
+        _visit(server, page, "runs", "Runs")
+        page.get_by_text("5 of 5 runs").wait_for()
+        _shot(page, "06_runs")
+
+
+@pytest.mark.skipif(os.environ.get("GIST_E2E_DEMO") != "1", reason="set GIST_E2E_DEMO=1 to time the demo run")
+def test_demo_run_figures(server: str, page) -> None:
+    """Page load -> first curve point of the offline demo run, and the live fragment's rerun time (median)."""
+    start = time.perf_counter()
+    page.goto(server)
+    page.get_by_text("CPU demo (DINOv2-S, MNIST, minutes)").click()
+    page.get_by_text("Estimated time here").wait_for(timeout=180_000)
+    ready = time.perf_counter() - start
+    page.get_by_role("button", name="Launch run").click()
+    clicked = time.perf_counter()
+    page.wait_for_function(f"() => ({POINTS_JS})() > 0", timeout=600_000)
+    first_point, after_click = time.perf_counter() - start, time.perf_counter() - clicked
+    samples = []
+    for _ in range(20):
+        ms = _caption_ms(page)
+        if ms is not None:
+            samples.append(ms)
+        time.sleep(1.0)
+    _shot(page, "06_demo_live")
+    page.get_by_role("button", name="Stop").click()
+    report = (f"page load -> first curve point: {first_point:.1f} s (launch page ready with parameters and "
+              f"estimate {ready:.1f} s; Launch click -> first point {after_click:.1f} s); live fragment rerun "
+              f"median {statistics.median(samples):.0f} ms over {len(samples)} samples")
+    (ARTIFACTS / "figures.txt").write_text(report + "\n")
+    print(report)
+
+
+def test_dataset_upload(server: str, page, tmp_path: Path) -> None:
+    """A zip with two classes, a path escape and a text file: stored, with the rejects listed."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for k, name in enumerate(("circles", "squares")):
+            for i in range(4):
+                buf = io.BytesIO()
+                Image.fromarray(np.full((24, 24, 3), 60 * k + 20 * i, np.uint8)).save(buf, "PNG")
+                zf.writestr(f"shapes/{name}/{i}.png", buf.getvalue())
+        zf.writestr("shapes/README.txt", "not an image")
+        zf.writestr(zipfile.ZipInfo("../../escape.png"), b"x")
+    with _keep_failure(page, "dataset_upload"):
+        page.goto(f"{server}/datasets")
+        page.locator("input[type=file]").set_input_files(str(archive))
+        page.get_by_role("textbox", name="Dataset name").fill("shapes")
+        page.get_by_role("button", name="Validate and import").click()
+        page.get_by_text("Stored 8 images in 2 classes").wait_for()
+        page.get_by_text("Rejected (2)").wait_for()  # README.txt outside a class folder, ../../escape.png
+        _shot(page, "07_datasets_upload")
