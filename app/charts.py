@@ -23,13 +23,17 @@ def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "ste
 
 
 def loss_figure(metrics: pd.DataFrame) -> go.Figure:
-    """The BKLD decomposition per step: CE of both heads, both KL directions and the total."""
+    """The BKLD decomposition per step: CE of both heads and the total (left axis), both KL directions (right)."""
     fig = go.Figure()
     for key, label in LOSS_LABELS.items():
         if key in metrics and metrics[key].notna().any():
-            fig.add_scatter(x=metrics["step"], y=metrics[key], name=label, mode="lines",
-                            line={"color": COLOURS[key], "width": 3 if key == "total" else 1.8})
-    return _layout(fig, "Loss terms (BKLD decomposition)", "loss")
+            kl = key.startswith("kl_")
+            fig.add_scatter(x=metrics["step"], y=metrics[key], name=label, mode="lines", yaxis="y2" if kl else "y",
+                            line={"color": COLOURS[key], "width": 3 if key == "total" else 1.8,
+                                  "dash": "dot" if kl else "solid"})
+    fig.update_layout(yaxis2={"title": "KL (dotted)", "overlaying": "y", "side": "right", "rangemode": "tozero",
+                              "showgrid": False})
+    return _layout(fig, "Loss terms (BKLD decomposition)", "cross-entropy, total")
 
 
 def accuracy_figure(evals: pd.DataFrame) -> go.Figure:

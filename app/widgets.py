@@ -25,7 +25,7 @@ def _label(name: str) -> str:
 
 def _placeholder(help_text: str) -> str:
     """What an empty optional field means, read from its help ('empty = all' -> 'all')."""
-    found = re.search(r"empty\s*=\s*([^;.(]+)", help_text or "")
+    found = re.search(r"empty\s*=\s*([^;.()]+)", help_text or "")
     return found.group(1).strip() if found else "empty"
 
 
@@ -239,3 +239,17 @@ def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
     frame = frame[[c for c in names if c in frame]].astype(float)
     frame.insert(2, "Δ points", frame["gist_acc_cls"] - frame["plain_acc_cls"])
     return (100 * frame).round(2).rename(columns=names)
+
+
+def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any) -> None:
+    """The run name and the data, training and backbone forms (edits `cfg` in place); `key(name)` makes keys."""
+    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"),
+                                help="A label in the run list (empty = method and GIST on/off).") or None
+    st.markdown("**Data**")
+    cfg["data"].update(config_form(sections["data"], cfg["data"], key("data"), columns=3,
+                                   skip=["dataset", "max_length"]))  # max_length: text models only
+    st.markdown("**Training**")
+    cfg["train"] = config_form(sections["train"], cfg["train"], key("train"), columns=3)
+    st.markdown("**Backbone**")
+    cfg.update(config_form(sections["model"], cfg, key("model"), columns=3,
+                           skip=["backbone", "image_size", "method", "num_classes"]))

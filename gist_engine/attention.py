@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -485,3 +486,38 @@ __all__ = [
     "load_snapshot", "map_cosine", "map_entropy", "maps_from_attention", "max_entropy", "save_npz",
     "snapshot_dir", "to_uint8_images", "unwrap_module",
 ]
+
+
+class TrainerSnapshots:
+    """Trainer callback recording `train.attention_every` snapshots of a fixed probe batch of the test split.
+
+    Adapts `attention.AttentionSnapshots` (which takes the model) to the Trainer's events; files go to
+    `<run_dir>/attention/` where the attention page finds them.
+    """
+
+    def __init__(self, run_dir: Path, every: int, probe_images: int) -> None:
+        self.run_dir, self.every, self.k = Path(run_dir), every, probe_images
+        self.snapshots: Any = None
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Pick the probe images (seeded, from the first test batch) and record step 0."""
+        x, _ = next(trainer.data.test.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
+        probe = choose_probe_images(x, self.k, seed=trainer.config.data.seed)
+        self.snapshots = AttentionSnapshots(self.run_dir, self.every, probe)
+        if trainer.step == 0:
+            self.snapshots.on_train_start(trainer.model)  # the probe images and step 0
+        else:  # a resumed run: its probe images are stored already; record where it resumes
+            self.snapshots.record(trainer.model, trainer.step)
+
+    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
+        """Record every `every` steps."""
+        if self.snapshots is not None:
+            self.snapshots.on_step_end(trainer.model, step)
+
+    def on_eval_end(self, trainer: Any, step: int, metrics: dict[str, Any]) -> None:
+        """Nothing to do."""
+
+    def on_train_end(self, trainer: Any, result: Any) -> None:
+        """Record the last step too (completed or stopped runs)."""
+        if self.snapshots is not None and result.status in ("completed", "stopped") and trainer.step:
+            self.snapshots.on_train_end(trainer.model, trainer.step)

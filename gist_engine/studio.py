@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {"CPU demo (DINOv2-S, MNIST, minutes)": DEM
                                       "Smoke test (tiny random ViT, seconds)": SMOKE_CONFIG}
 
 # Published VTAB-1k results, ViT-B/16 ImageNet-21k: (mean of 19 tasks, mean of the 3 group means), percent.
-# Source: the NOAH paper's table and the V-PETL Bench compilation (../shared/GIST_METHOD.md); not measured here
+# Source: the NOAH paper's table (Zhang et al., 2022) and the V-PETL Bench compilation; published, not measured here
 # and not checkpoint-matched to GIST's AugReg backbone.
 PUBLISHED_VTAB1K: tuple[tuple[str, float, float], ...] = (
     ("Full fine-tuning", 65.57, 68.97), ("Linear probe", 52.94, 57.64), ("VPT-Deep", 69.43, 71.97),
@@ -123,51 +123,8 @@ def data_root() -> Path:
     return Path(data_dir())
 
 
-class AttentionSnapshotCallback:
-    """Trainer callback recording `train.attention_every` snapshots of a fixed probe batch of the test split.
-
-    Adapts `attention.AttentionSnapshots` (which takes the model) to the Trainer's events; files go to
-    `<run_dir>/attention/` where the attention page finds them.
-    """
-
-    def __init__(self, run_dir: Path, every: int, probe_images: int) -> None:
-        self.run_dir, self.every, self.k = Path(run_dir), every, probe_images
-        self.snapshots: Any = None
-
-    def on_train_start(self, trainer: Any) -> None:
-        """Pick the probe images (seeded, from the first test batch) and record step 0."""
-        from .attention import AttentionSnapshots, choose_probe_images
-
-        x, _ = next(trainer.data.test.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
-        probe = choose_probe_images(x, self.k, seed=trainer.config.data.seed)
-        self.snapshots = AttentionSnapshots(self.run_dir, self.every, probe)
-        if trainer.step == 0:
-            self.snapshots.on_train_start(trainer.model)  # the probe images and step 0
-        else:  # a resumed run: its probe images are stored already; record where it resumes
-            self.snapshots.record(trainer.model, trainer.step)
-
-    def on_step_end(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
-        """Record every `every` steps."""
-        if self.snapshots is not None:
-            self.snapshots.on_step_end(trainer.model, step)
-
-    def on_eval_end(self, trainer: Any, step: int, metrics: dict[str, Any]) -> None:
-        """Nothing to do."""
-
-    def on_train_end(self, trainer: Any, result: Any) -> None:
-        """Record the last step too (completed or stopped runs)."""
-        if self.snapshots is not None and result.status in ("completed", "stopped") and trainer.step:
-            self.snapshots.on_train_end(trainer.model, trainer.step)
-
-
-def snapshot_callbacks(config: RunConfig, run_dir: Path) -> list[Any]:
-    """`RunManager(callbacks=...)`: attention snapshots when the config asks for them (`train.attention_every`)."""
-    tc = config.train
-    return [AttentionSnapshotCallback(run_dir, tc.attention_every, tc.probe_images)] if tc.attention_every else []
-
-
 def open_run_manager(root: str | Path | None = None, **kwargs: Any) -> Any:
-    """A RunManager on `root` (default `data_root()`) whose runs record attention snapshots when asked.
+    """A RunManager on `root` (default `data_root()`); its runs record attention snapshots when asked (the Trainer).
 
     Args:
         root: The data directory.
@@ -175,7 +132,6 @@ def open_run_manager(root: str | Path | None = None, **kwargs: Any) -> Any:
     """
     from .runs import RunManager
 
-    kwargs.setdefault("callbacks", snapshot_callbacks)
     return RunManager(root=Path(root) if root is not None else data_root(), **kwargs)
 
 
@@ -562,7 +518,6 @@ __all__ = [
     "PUBLISHED_SOURCE",
     "PUBLISHED_VTAB1K",
     "SMOKE_CONFIG",
-    "AttentionSnapshotCallback",
     "attention_for",
     "attributions_for",
     "cli_command",
@@ -584,6 +539,5 @@ __all__ = [
     "run_not_found_error",
     "run_snapshot",
     "run_snapshots",
-    "snapshot_callbacks",
     "studio_catalogue",
 ]

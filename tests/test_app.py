@@ -108,8 +108,8 @@ def test_launch_paired_comparison_opens_compare(fake) -> None:
 
 def test_live_page_curves_stop_and_reattach(real) -> None:
     run_id = real.submit({**TINY, "name": "long", "train": {"epochs": 500, "batch_size": 16}})
-    for _ in range(600):  # wait for the first steps (the worker may still finish an earlier run)
-        if real.get(run_id).step >= 2:
+    for _ in range(600):  # wait for a first evaluation (the worker may still finish an earlier run)
+        if len(real.evaluations(run_id)):
             break
         real.wait(run_id, timeout=0.1)
     at = open_page(real, "views/live.py", run=run_id)

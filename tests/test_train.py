@@ -222,3 +222,13 @@ def test_cli_compare_writes_paired_statistics(tmp_path):
     deltas = [r["gist_acc_cls"] - r["plain_acc_cls"] for r in summary["seeds"]]
     assert d["deltas"] == pytest.approx(deltas) and d["mean"] == pytest.approx(sum(deltas) / 2)
     assert "mean delta" in out.stdout
+
+
+def test_trainer_records_attention_snapshots_when_asked(toy_data, tmp_path):
+    from gist_engine.attention import list_snapshots, load_snapshot
+
+    result = Trainer(config(epochs=1, attention_every=3, probe_images=2), run_dir=tmp_path, data=toy_data).run()
+    assert result.status == "completed" and result.steps == 8
+    assert list_snapshots(tmp_path) == [0, 3, 6, 8]  # step 0, every 3 steps, and the last step
+    maps = load_snapshot(tmp_path, 3)
+    assert maps.cls_maps.shape[0] == 2 and maps.gist_maps is not None

@@ -54,13 +54,7 @@ with right:
     st.subheader("GIST")
     cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2)
 with st.expander("Data, training and backbone options"):
-    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=state.launch_key("name"),
-                                help="A label in the run list (empty = method and GIST on/off).") or None
-    key = state.launch_key
-    cfg["data"].update(widgets.config_form(sections["data"], cfg["data"], key("data"), skip=["dataset"], columns=3))
-    cfg["train"] = widgets.config_form(sections["train"], cfg["train"], key("train"), columns=3)
-    cfg.update(widgets.config_form(sections["model"], cfg, key("model"), columns=3,
-                                   skip=["backbone", "image_size", "method", "num_classes"]))
+    widgets.advanced_options(cfg, sections, state.launch_key)
 
 st.subheader("Before you launch")
 try:

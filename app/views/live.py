@@ -59,7 +59,11 @@ def live_view() -> None:
     else:
         loss, acc = st.columns(2)
         loss.plotly_chart(charts.loss_figure(metrics), key="live.loss")
-        acc.plotly_chart(charts.accuracy_figure(mgr.evaluations(run_id)), key="live.acc")
+        evals = mgr.evaluations(run_id)
+        if len(evals):
+            acc.plotly_chart(charts.accuracy_figure(evals), key="live.acc")
+        else:
+            acc.info("Test accuracy of both heads and their agreement appear after the first evaluation.")
     times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
     times.append(1000 * (time.perf_counter() - tick))
     st.caption(f"step {s.step} · refreshed in {times[-1]:.0f} ms")

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .images import DatasetError
 from .readers import IMAGE_EXTENSIONS
@@ -110,11 +110,9 @@ def _common_root(paths: list[tuple[str, ...]]) -> int:
 
 
 def _thumbnail(img: Image.Image) -> np.ndarray:
-    thumb = img.convert("RGB")
-    thumb.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    canvas = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), (255, 255, 255))
-    canvas.paste(thumb, ((THUMB_SIZE - thumb.width) // 2, (THUMB_SIZE - thumb.height) // 2))
-    return np.asarray(canvas)  # (64, 64, 3)
+    """The image scaled (up or down) to fit 64x64, on white: (64, 64, 3) uint8."""
+    fitted = ImageOps.pad(img.convert("RGB"), (THUMB_SIZE, THUMB_SIZE), color=(255, 255, 255))
+    return np.asarray(fitted)
 
 
 def _check_image(data: bytes, limits: UploadLimits) -> tuple[str | None, np.ndarray | None]:
