@@ -1002,17 +1002,14 @@ class RunManager:
         cfg = trainer.config
         if self.data_loader is not None:
             return self.data_loader(cfg)
-        from .backbones import backbone_data_config
-        from .data import load_dataset
+        from .train import load_run_data
 
-        dc = backbone_data_config(cfg.backbone, cfg.image_size)
-        key = json.dumps([to_dict(cfg.data), dc["image_size"], list(dc["mean"]), list(dc["std"]),
-                          str(trainer.device)], sort_keys=True)
+        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
         with self._data_lock:
             if self._data_cache is not None and self._data_cache[0] == key:
                 return self._data_cache[1]
             self._data_cache = None  # free the previous dataset before loading the next
-            data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=trainer.device)
+            data = load_run_data(cfg, trainer.device)
             self._data_cache = (key, data)
             return data
 

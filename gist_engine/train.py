@@ -89,6 +89,16 @@ def package_versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+def load_run_data(config: RunConfig, device: torch.device | str = "cpu") -> Any:
+    """The `DatasetSplits` a run config asks for, prepared for its backbone (size and mean/std, or tokenizer)."""
+    from .backbones import backbone_data_config
+    from .data import load_dataset
+
+    dc = backbone_data_config(config.backbone, config.image_size)
+    return load_dataset(config.data, dc["image_size"], dc["mean"], dc["std"], device=device,
+                        tokenizer=dc.get("tokenizer"))  # a text backbone's tokenizer, else None
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -157,14 +167,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         """Load the data (unless given) and build the model on the device."""
-        from .backbones import backbone_data_config
-        from .data import load_dataset
-
         cfg = self.config
         if self.data is None:
-            dc = backbone_data_config(cfg.backbone, cfg.image_size)
-            self.data = load_dataset(cfg.data, dc["image_size"], dc["mean"], dc["std"], device=self.device,
-                                     tokenizer=dc.get("tokenizer"))  # a text backbone's tokenizer, else None
+            self.data = load_run_data(cfg, self.device)
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
             raise ConfigError(f"num_classes: {cfg.num_classes} but dataset {cfg.data.dataset!r} has "
                               f"{self.data.num_classes} classes (leave num_classes empty to use the dataset's)")
