@@ -58,6 +58,17 @@ def save_checkpoint(model: GistViT, path: str | Path, config: RunConfig, step: i
     return path
 
 
+def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the raw metadata of a safetensors file; a CheckpointError naming it if unreadable."""
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors {what}: {exc}") from None
+    return tensors, meta
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and decoded metadata of a checkpoint; never unpickles anything."""
     path = Path(path)
@@ -65,12 +76,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+    tensors, meta = _read_safetensors(path, "checkpoint")
     if meta.get("format") != "gist-studio/1" or "config" not in meta:
         raise CheckpointError(f"{path} is not a GIST Studio checkpoint (no config in its metadata)")
     try:
@@ -140,12 +146,7 @@ def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         path = path / RESUME_NAME
     if not path.is_file():
         raise CheckpointError(f"no resumable training state at {path}")
-    try:
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+    tensors, meta = _read_safetensors(path, "file")
     if meta.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"{path} is not a GIST Studio training state (format {meta.get('format')!r})")
     try:

@@ -26,6 +26,20 @@ def init_linear_(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
+def add_gist_parameters(module: nn.Module, gist: GistConfig, dim: int, num_classes: int) -> None:
+    """Give `module` GIST's own parts: `gist_token` (1, L, D) ~ U(-init, init), its dropout, and a separate
+    `gist_head` unless the head is shared (all None when GIST is off). Used by every GIST model."""
+    if gist.enabled:
+        module.gist_token = nn.Parameter(torch.empty(1, gist.length, dim))
+        nn.init.uniform_(module.gist_token, -gist.init, gist.init)
+        module.gist_dropout = nn.Dropout(gist.dropout)
+        module.gist_head = None if gist.shared_head else init_linear_(nn.Linear(dim, num_classes))
+    else:
+        module.register_parameter("gist_token", None)
+        module.gist_dropout = None
+        module.gist_head = None
+
+
 class GistViT(nn.Module):
     """Wraps (never copies) a timm VisionTransformer and inserts Gist tokens after its prefix tokens.
 
@@ -57,15 +71,7 @@ class GistViT(nn.Module):
         vit.reset_classifier(num_classes)
         init_linear_(vit.head)
         self.num_classes = num_classes
-        if gist.enabled:
-            self.gist_token = nn.Parameter(torch.empty(1, gist.length, self.embed_dim))
-            nn.init.uniform_(self.gist_token, -gist.init, gist.init)
-            self.gist_dropout = nn.Dropout(gist.dropout)
-            self.gist_head = None if gist.shared_head else init_linear_(nn.Linear(self.embed_dim, num_classes))
-        else:
-            self.register_parameter("gist_token", None)
-            self.gist_dropout = None
-            self.gist_head = None
+        add_gist_parameters(self, gist, self.embed_dim, num_classes)
 
     @property
     def gist_length(self) -> int:

@@ -18,33 +18,15 @@ from gist_engine import runs as runs_module
 from gist_engine.checkpoint import RESUME_NAME, trainable_state
 from gist_engine.compare import format_table
 from gist_engine.config import load_run_config
-from gist_engine.data import DatasetSplits, TensorSplit
+from gist_engine.data import DatasetSplits
 from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound, RunStore, StoreError, read_export
 from gist_engine.train import Callback, Trainer
-
-HALF = (0.5, 0.5, 0.5)
-COLOURS = torch.tensor([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40]], dtype=torch.uint8)
-
-
-def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """4 classes: a 12x12 square of the class's colour at a random place in a noisy 32x32 image."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 4
-    x = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    corners = torch.randint(0, 20, (n, 2), generator=g)
-    for i, c in enumerate(y.tolist()):
-        r, col = corners[i].tolist()
-        x[i, :, r:r + 12, col:col + 12] = COLOURS[c].view(3, 1, 1)
-    return x, y
+from tests.toydata import squares_splits
 
 
 @pytest.fixture(scope="module")
 def toy() -> DatasetSplits:
-    names = ["red", "green", "blue", "yellow"]
-    (xtr, ytr), (xte, yte) = squares(64, 0), squares(32, 1)
-    return DatasetSplits(train=TensorSplit(xtr, ytr, names, HALF, HALF, "cpu"), val=None,
-                         test=TensorSplit(xte, yte, names, HALF, HALF, "cpu"), class_names=names,
-                         info={"name": "squares"})
+    return squares_splits(64, 32)
 
 
 def config(name: str | None = None, **train) -> dict:

@@ -13,32 +13,12 @@ from gist_engine.checkpoint import CheckpointError, load_model, predict, read_ch
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
 from gist_engine.train import Callback, Trainer, param_groups, warmup_cosine
-
-HALF = (0.5, 0.5, 0.5)
-
-
-COLOURS = torch.tensor([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40]], dtype=torch.uint8)
-
-
-def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """4 classes: a 12x12 square of the class's colour at a random place in a noisy 32x32 image."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 4
-    x = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    corners = torch.randint(0, 20, (n, 2), generator=g)
-    for i, c in enumerate(y.tolist()):
-        r, col = corners[i].tolist()
-        x[i, :, r:r + 12, col:col + 12] = COLOURS[c].view(3, 1, 1)
-    return x, y
+from tests.toydata import squares_splits
 
 
 @pytest.fixture(scope="module")
 def toy_data() -> DatasetSplits:
-    names = ["red", "green", "blue", "yellow"]
-    (xtr, ytr), (xte, yte) = squares(128, 0), squares(64, 1)
-    return DatasetSplits(train=TensorSplit(xtr, ytr, names, HALF, HALF, "cpu"), val=None,
-                         test=TensorSplit(xte, yte, names, HALF, HALF, "cpu"), class_names=names,
-                         info={"name": "squares"})
+    return squares_splits(128, 64)
 
 
 def config(**train):

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import GistConfig
-from ..model import GistOutput, init_linear_
+from ..model import GistOutput, add_gist_parameters, init_linear_
 
 DEFAULT_MAX_LENGTH = 128  # DataConfig.max_length's default, for a model built without a RunConfig
 
@@ -59,15 +59,7 @@ class GistTextEncoder(nn.Module):
         self.num_classes = num_classes
         self.head_drop = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
         self.head = init_linear_(nn.Linear(self.embed_dim, num_classes))
-        if gist.enabled:
-            self.gist_token = nn.Parameter(torch.empty(1, gist.length, self.embed_dim))
-            nn.init.uniform_(self.gist_token, -gist.init, gist.init)
-            self.gist_dropout = nn.Dropout(gist.dropout)
-            self.gist_head = None if gist.shared_head else init_linear_(nn.Linear(self.embed_dim, num_classes))
-        else:
-            self.register_parameter("gist_token", None)
-            self.gist_dropout = None
-            self.gist_head = None
+        add_gist_parameters(self, gist, self.embed_dim, num_classes)
 
     # ------------------------------------------------------------------------------------------------ layout
     @property

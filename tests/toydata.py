@@ -1,0 +1,31 @@
+"""A tiny in-memory image problem the trainer can learn in seconds: coloured squares at random places."""
+
+from __future__ import annotations
+
+import torch
+
+from gist_engine.data import DatasetSplits, TensorSplit
+
+HALF = (0.5, 0.5, 0.5)
+NAMES = ["red", "green", "blue", "yellow"]
+COLOURS = torch.tensor([[230, 40, 40], [40, 230, 40], [40, 40, 230], [230, 230, 40]], dtype=torch.uint8)
+
+
+def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4 classes: a 12x12 square of the class's colour at a random place in a noisy 32x32 image."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randint(0, 100, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    corners = torch.randint(0, 20, (n, 2), generator=g)
+    for i, c in enumerate(y.tolist()):
+        r, col = corners[i].tolist()
+        x[i, :, r:r + 12, col:col + 12] = COLOURS[c].view(3, 1, 1)
+    return x, y
+
+
+def squares_splits(n_train: int, n_test: int) -> DatasetSplits:
+    """Train and test splits of the squares problem (different seeds), held in memory on the CPU."""
+    (xtr, ytr), (xte, yte) = squares(n_train, 0), squares(n_test, 1)
+    return DatasetSplits(train=TensorSplit(xtr, ytr, NAMES, HALF, HALF, "cpu"), val=None,
+                         test=TensorSplit(xte, yte, NAMES, HALF, HALF, "cpu"), class_names=NAMES,
+                         info={"name": "squares"})
