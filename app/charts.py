@@ -13,7 +13,8 @@ LOSS_LABELS = {"ce_cls": "CE (CLS head)", "ce_gist": "CE (Gist head)", "kl_cls_g
 ACC_LABELS = {"acc_cls": "accuracy, CLS head", "acc_gist": "accuracy, Gist head", "agreement": "CLS/Gist agreement"}
 COLOURS = {"ce_cls": "#1f77b4", "ce_gist": "#ff7f0e", "kl_cls_gist": "#2ca02c", "kl_gist_cls": "#9467bd",
            "total": "#222222", "acc_cls": "#1f77b4", "acc_gist": "#ff7f0e", "agreement": "#8c8c8c",
-           "CLS": "#d62f6a", "Gist": "#f2b705", "registers": "#8c6bb1", "prompts": "#41ab5d", "patches": "#9ecae1"}
+           "CLS": "#d62f6a", "Gist": "#f2b705", "registers": "#8c6bb1", "prompts": "#41ab5d", "patches": "#9ecae1",
+           "tokens": "#9ecae1"}
 
 
 def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "step") -> go.Figure:
@@ -140,3 +141,43 @@ def class_counts(counts: Mapping[str, int]) -> go.Figure:
     """Images per class as bars."""
     fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), marker_color=COLOURS["patches"]))
     return _layout(fig, "Images per class", "images", height=240, x="class")
+
+
+def token_strip_figure(strip: pd.DataFrame, title: str, per_row: int = 12) -> go.Figure:
+    """A coloured token strip: each token in a cell shaded by its attention weight, wrapped `per_row` a row.
+
+    Args:
+        strip: `TokenAttention.strip` (position, token, kind, weight), in token order.
+        title: The figure title.
+        per_row: Tokens per row of the strip.
+    """
+    n = len(strip)
+    rows = max(1, -(-n // per_row))
+    z = [[None] * per_row for _ in range(rows)]
+    text = [[""] * per_row for _ in range(rows)]
+    hover = [[""] * per_row for _ in range(rows)]
+    for i, (tok, kind, w) in enumerate(zip(strip["token"], strip["kind"], strip["weight"], strict=True)):
+        r, c = divmod(i, per_row)
+        z[r][c], text[r][c] = float(w), str(tok)
+        hover[r][c] = f"#{i} {tok} ({kind}): {w:.4f}"
+    fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", customdata=hover,
+                               hovertemplate="%{customdata}<extra></extra>", colorscale="YlOrRd", zmin=0,
+                               xgap=2, ygap=2, colorbar={"title": "weight", "thickness": 12}))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(title=title, height=60 + 34 * rows, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      plot_bgcolor="white")
+    return fig
+
+
+def token_heatmap_figure(table: pd.DataFrame, title: str) -> go.Figure:
+    """Attention weights as a heat map: rows layers or heads (`TokenAttention.heatmap`), columns tokens."""
+    rows = [f"{table.index.name or 'row'} {i}" for i in table.index]
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=list(range(table.shape[1])), y=rows, colorscale="YlOrRd",
+                               zmin=0, customdata=[list(table.columns)] * len(rows),
+                               hovertemplate="%{y} · %{customdata}: %{z:.4f}<extra></extra>",
+                               colorbar={"title": "weight", "thickness": 12}))
+    ticks = list(range(table.shape[1]))
+    fig.update_xaxes(tickvals=ticks, ticktext=[c.split(":", 1)[1] for c in table.columns], tickangle=-60)
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, table.index.name or "", height=120 + 26 * len(rows), x="token")

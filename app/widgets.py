@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import charts
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -133,19 +134,33 @@ def fmt_params(n: int | None) -> str:
 
 
 def dataset_card(entry: dict[str, Any]) -> None:
-    """Where a dataset comes from, its size and licence, and a few thumbnails per class."""
-    size = f"{entry['images']:,} images" if entry.get("images") else "size unknown until read"
+    """Where a dataset comes from, its size and licence, and a few thumbnails (or documents, text) per class."""
+    text = entry.get("modality") == "text"
+    unit = "documents" if text else "images"
+    size = f"{entry['images']:,} {unit}" if entry.get("images") else "size unknown until read"
     classes = f", {entry['classes']} classes" if entry.get("classes") else ""
     st.caption(f"**{entry['title']}** — {size}{classes}. Source: {entry['source']}. Licence: {entry['licence']}.")
     if entry.get("installed") is False:
         st.warning("Not available on this machine yet (it needs a download or a package).")
         return
     try:
-        preview = ge.studio.dataset_preview(entry["dataset"], per_class=3, size=40)
+        preview = (ge.studio.text_preview(entry["dataset"], per_class=2, chars=160) if text
+                   else ge.studio.dataset_preview(entry["dataset"], per_class=3, size=40))
     except (ge.DatasetError, OSError) as exc:
         st.warning(f"Cannot preview it here: {exc}")
         return
-    thumbnails(preview["thumbnails"])
+    if text:
+        text_samples(preview["samples"])
+    else:
+        thumbnails(preview["thumbnails"])
+
+
+def text_samples(samples: dict[str, list[str]], max_classes: int = 10) -> None:
+    """Example documents of a text dataset: a table of class and (cut) text."""
+    rows = [{"class": c, "text": t} for c in list(samples)[:max_classes] for t in samples[c]]
+    st.dataframe(pd.DataFrame(rows, columns=["class", "text"]), hide_index=True, width="stretch", height=220)
+    if len(samples) > max_classes:
+        st.caption(f"... and {len(samples) - max_classes} more classes")
 
 
 def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -163,13 +178,18 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")
     c3.metric("Share of the model", f"{pct:.3f}%", help=f"of {info['total_params']:,} parameters")
     minutes, seconds = divmod(round(est["seconds"]), 60)
+    text = info.get("modality") == "text"
+    unit = "documents" if text else "images"
     c4.metric("Estimated time here", f"{minutes}:{seconds:02d} min", help=(
-        f"{est['steps']} steps of {est['train_images']} training images, {est['evals']} evaluation(s) of "
-        f"{est['test_images']} images; measured {1000 * est['train_s_per_image']:.1f} ms per training image "
-        f"on {est['device']} (a rough estimate: other runs share the CPU)"))
+        f"{est['steps']} steps of {est['train_images']} training {unit}, {est['evals']} evaluation(s) of "
+        f"{est['test_images']} {unit}; measured {1000 * est['train_s_per_image']:.1f} ms per training "
+        f"{unit[:-1]} on {est['device']} (a rough estimate: other runs share the CPU"
+        + ("; documents measured at full length" if text else "") + ")"))
     layout = " + ".join(f"{n} {k}" for k, n in info["sequence_layout"])
+    where = (f"{info['backbone']} at up to {info['max_length']} tokens" if text else
+             f"{info['backbone']} at {info['image_size']} px ({info['grid'][0]}x{info['grid'][1]} patches)")
     st.caption(f"Token sequence inside the {info['num_layers']} blocks: {layout} = {info['seq_len']} tokens · "
-               f"{info['backbone']} at {info['image_size']} px ({info['grid'][0]}x{info['grid'][1]} patches)")
+               f"{where}")
     return info
 
 
@@ -196,6 +216,59 @@ def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool)
         logits = getattr(maps, f"{name}_logits")
         pred = "" if logits is None else f" · predicts {int(logits[index].argmax())}"
         col.image(ge.studio.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
+
+
+def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
+    """The attention page of a text model: a sentence box (a test document by default), token strips for CLS and
+    Gist, and a heat map by layer, head or rollout."""
+    try:
+        sample = ge.studio.text_samples(cfg["data"]["dataset"], n=8)
+    except (ge.DatasetError, OSError) as exc:
+        st.warning(f"Cannot read test documents of {cfg['data']['dataset']}: {exc}")
+        sample = {"texts": [""], "labels": [0], "class_names": ["?"]}
+    texts, names = sample["texts"], sample["class_names"]
+    pick = st.selectbox("Test document", range(len(texts)), key=f"{key}.pick",
+                        format_func=lambda i: f"#{i} ({names[sample['labels'][i]]}) {texts[i][:70]}")
+    text = st.text_area("Text", value=texts[pick], height=110, key=f"{key}.text.{pick}",
+                        help="Any sentence or document; it is cut to the model's max_length tokens.")
+    if not text.strip():
+        st.info("Type a sentence to see where the CLS and Gist tokens look.")
+        return
+    try:
+        with st.spinner("Running the encoder ..."):
+            att = ge.studio.text_attention_for(source, text)
+    except (ValueError, RuntimeError) as exc:
+        st.error(str(exc))
+        return
+    pred = att.prediction()
+    gist = "" if pred["gist"] is None else f" · Gist head: **{pred['gist']['class']}** ({pred['gist']['prob']:.0%})"
+    st.markdown(f"CLS head predicts **{pred['cls']['class']}** ({pred['cls']['prob']:.0%}){gist} · "
+                f"{len(att.tokens)} tokens")
+    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    layer = c1.slider("Layer", 0, att.num_layers - 1, att.num_layers - 1, key=f"{key}.layer")
+    head = c2.selectbox("Head", [None, *range(att.num_heads)], key=f"{key}.head",
+                        format_func=lambda h: "mean of heads" if h is None else f"head {h}")
+    rollout = c3.toggle("Rollout", key=f"{key}.rollout",
+                        help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer (heads averaged)")
+    what = f"rollout through layer {layer}" if rollout else (
+        f"layer {layer}, " + ("mean of heads" if head is None else f"head {head}"))
+    for query, label in (("cls", "CLS"), ("gist", "Gist")):
+        if query == "gist" and att.gist is None:
+            st.info("No Gist token in this model (GIST off).")
+            continue
+        st.plotly_chart(charts.token_strip_figure(att.strip(query, layer, head, rollout), f"{label} → tokens, {what}"),
+                        key=f"{key}.strip.{query}")
+    queries = ["CLS"] + (["Gist"] if att.gist is not None else [])
+    q1, q2 = st.columns(2)
+    query = q1.segmented_control("Heat map of", queries, default="CLS", key=f"{key}.hq") or "CLS"
+    by = q2.segmented_control("Rows", ["layer", "head", "rollout"], default="rollout" if rollout else "layer",
+                              key=f"{key}.by", format_func=lambda b: {"layer": "layers (heads averaged)",
+                                                                      "head": f"heads of layer {layer}",
+                                                                      "rollout": "rollout per layer"}[b]) or "layer"
+    st.plotly_chart(charts.token_heatmap_figure(att.heatmap(query.lower(), by=by, layer=layer),
+                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat")
+    st.caption("Each row of attention is how much the CLS (or Gist) token reads from each token; rows sum to 1 over "
+               "all tokens ([CLS], [GIST] and [SEP] included). Integrated Gradients are for image models only.")
 
 
 def attribution_pair(attr: Any, image: np.ndarray) -> None:
@@ -239,6 +312,26 @@ def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
     frame = frame[[c for c in names if c in frame]].astype(float)
     frame.insert(2, "Δ points", frame["gist_acc_cls"] - frame["plain_acc_cls"])
     return (100 * frame).round(2).rename(columns=names)
+
+
+def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_help: str, length_field: dict[str, Any],
+               key: Any) -> str:
+    """The input size of a backbone (edits `cfg`): image size in px for a ViT, `data.max_length` for a text
+    encoder; returns the backbone's modality ("image" or "text"). `key(name)` makes widget keys."""
+    if backbone.get("modality", "image") == "text":
+        cfg["image_size"] = 0  # ignored by text models
+        cfg["data"]["max_length"] = st.number_input(
+            "Max length (tokens)", min_value=int(length_field["min"]), max_value=int(length_field["max"]),
+            value=int(cfg["data"].get("max_length") or length_field["default"]), step=16,
+            help=length_field["help"], key=key("data.max_length"))
+        return "text"
+    cfg["data"].pop("max_length", None)
+    patch = backbone["patch_size"]
+    size = cfg.get("image_size") or backbone["default_size"]
+    cfg["image_size"] = st.number_input(
+        "Image size (px)", min_value=patch, max_value=1022, step=patch, value=max(patch, size // patch * patch),
+        help=f"{size_help} A multiple of the patch size, {patch}.", key=key(f"size.{patch}"))
+    return "image"
 
 
 def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any) -> None:

@@ -40,7 +40,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "gist": {"enabled": True, "length": 1, "loss": "bkld", "ce_weight": 0.5, "loss_weight": 0.75,
              "temperature": 3.0},
     "data": {"dataset": "mnist5k", "train_size": 1000, "test_size": 500, "seed": 0},
-    "train": {"epochs": 1, "batch_size": 32, "lr": 0.001, "weight_decay": 0.0001, "warmup_epochs": 0.1,
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.005, "weight_decay": 0.0001, "warmup_epochs": 0.1,
               "seed": 0, "attention_every": 8},
 }
 
@@ -93,6 +93,13 @@ def studio_catalogue() -> dict[str, Any]:
     cat["sections"] = {"model": model, "gist": describe_fields(GistConfig), "data": describe_fields(DataConfig),
                        "train": describe_fields(TrainConfig)}
     return cat
+
+
+def is_text_backbone(name: str) -> bool:
+    """Whether a `backbone` value names a text encoder (a registered text backbone or `hf:<name>`)."""
+    from .text.backbones import is_text_backbone as _is_text
+
+    return _is_text(name)
 
 
 def config_yaml(config: RunConfig | dict[str, Any]) -> str:
@@ -150,26 +157,72 @@ def mlflow_available() -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- datasets
-def list_datasets(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Selectable datasets: registered ones without a folder argument, then uploads under `<root>/datasets`.
+def list_datasets(root: str | Path | None = None, modality: str | None = "image") -> list[dict[str, Any]]:
+    """Selectable datasets: registered ones without a folder argument, then (images) uploads under `<root>/datasets`.
+
+    Args:
+        root: The data directory of the uploads (default `data_root()`).
+        modality: "image" (default), "text", or None for both.
 
     Each entry: `dataset` (the `data.dataset` value), `title`, `source`, `licence`, `offline`, `installed`,
-    `images`, `classes`, `uploaded`.
+    `images` (documents for text), `classes`, `uploaded`, `modality`.
     """
     from .data import describe_datasets
 
     out = []
     for name, info in describe_datasets().items():
-        if info["usage"] != name or info.get("modality", "image") != "image":  # folders come as uploads; the app
-            continue  # trains image models only
+        kind = info.get("modality", "image")
+        if info["usage"] != name or modality not in (None, kind):  # folders come as uploads
+            continue
         out.append({"dataset": name, **{k: info[k] for k in ("title", "source", "licence", "offline", "installed",
-                                                             "images", "classes")}, "uploaded": False})
-    for up in list_uploaded_datasets(root if root is not None else data_root()):
-        out.append({"dataset": up["dataset"], "title": f"Uploaded: {up['name']}",
-                    "source": f"your zip upload, stored in {up['path']}", "licence": "that of your images",
-                    "offline": True, "installed": True, "images": up["images"], "classes": len(up["classes"]),
-                    "uploaded": True})
+                                                             "images", "classes")}, "uploaded": False,
+                    "modality": kind})
+    if modality in (None, "image"):
+        for up in list_uploaded_datasets(root if root is not None else data_root()):
+            out.append({"dataset": up["dataset"], "title": f"Uploaded: {up['name']}",
+                        "source": f"your zip upload, stored in {up['path']}", "licence": "that of your images",
+                        "offline": True, "installed": True, "images": up["images"], "classes": len(up["classes"]),
+                        "uploaded": True, "modality": "image"})
     return out
+
+
+def dataset_modality(dataset: str) -> str:
+    """"text" or "image": the modality of a `data.dataset` value (uploads and unknown names count as images)."""
+    from .data.registry import _lookup
+
+    try:
+        spec, _ = _lookup(dataset)
+    except Exception:  # an unknown or unreadable name: the image path reports it properly
+        return "image"
+    return getattr(spec, "modality", "image")
+
+
+@functools.lru_cache(maxsize=16)
+def text_preview(dataset: str, per_class: int = 3, chars: int = 300) -> dict[str, Any]:
+    """`text_dataset_preview` cached (a few documents per class, class counts); see there."""
+    from .text.data import text_dataset_preview
+
+    return text_dataset_preview(dataset, per_class=per_class, chars=chars)
+
+
+def text_samples(dataset: str, n: int = 8, seed: int = 0) -> dict[str, Any]:
+    """`n` test-split documents of a text dataset (seeded): for the attention page.
+
+    Returns:
+        `texts` (pairs joined with " [SEP] "), `labels` (n,), `class_names`.
+    """
+    from .data.registry import SPLIT_SEED, TEST_FRACTION
+    from .data.splits import fixed_split
+
+    raw = _raw_dataset(dataset)
+    pool = raw.test
+    if pool is None:
+        pool = raw.train.take(fixed_split(raw.train.labels, TEST_FRACTION, SPLIT_SEED)[1])
+    pick = np.sort(np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False))
+    texts, pairs = pool.source.take(pool.index[pick])
+    if pairs is not None:
+        texts = [f"{t} [SEP] {q}" for t, q in zip(texts, pairs, strict=True)]
+    return {"texts": list(texts), "labels": pool.labels[pick].tolist(), "class_names": list(raw.class_names)}
 
 
 def _raw_dataset(dataset: str) -> Any:
@@ -260,6 +313,8 @@ def import_dataset_zip(data: bytes, name: str, root: str | Path | None = None, o
 def _model_key(config: RunConfig | dict[str, Any]) -> tuple[str, RunConfig]:
     cfg = load_run_config(config)
     model_part = {k: v for k, v in to_dict(cfg).items() if k not in ("name", "data", "train")}
+    if is_text_backbone(cfg.backbone):  # a text model's length is part of it (positions, seq_len)
+        model_part["max_length"] = cfg.data.max_length
     return json.dumps(model_part, sort_keys=True), cfg
 
 
@@ -279,6 +334,8 @@ def _num_classes(cfg: RunConfig) -> int:
     if cfg.num_classes:
         return cfg.num_classes
     try:
+        if dataset_modality(cfg.data.dataset) == "text":
+            return len(text_preview(cfg.data.dataset, 1, 8)["class_names"])
         return len(dataset_preview(cfg.data.dataset, 1, 8)["class_names"])
     except Exception:  # a dataset that cannot be read now: the model is still describable
         return 10
@@ -316,7 +373,7 @@ def describe_config(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
     Returns:
         `describe_model`'s dict (trainable_params, total_params, gist_params, sequence_layout, seq_len, ...)
         plus `plain_trainable_params` (the same method without GIST), `num_classes`, `grid`, `embed_dim`,
-        `num_layers`, `num_heads`.
+        `num_layers`, `num_heads`, `modality` ("image" or "text"; `grid` is None for text).
     """
     from .build import describe_model
 
@@ -325,8 +382,12 @@ def describe_config(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
     info = describe_model(model, cfg)
     extra = info["gist_params"]
     info.update(plain_trainable_params=info["trainable_params"] - extra, num_classes=model.num_classes,
-                grid=list(model.grid_size), embed_dim=model.embed_dim, num_layers=len(model.vit.blocks),
-                num_heads=model.vit.blocks[0].attn.num_heads if hasattr(model.vit.blocks[0], "attn") else None)
+                embed_dim=model.embed_dim, modality=getattr(model, "modality", "image"))
+    if info["modality"] == "text":
+        info.update(grid=None, num_layers=len(model.layers), num_heads=model.backbone.config.num_attention_heads)
+    else:
+        info.update(grid=list(model.grid_size), num_layers=len(model.vit.blocks),
+                    num_heads=model.vit.blocks[0].attn.num_heads if hasattr(model.vit.blocks[0], "attn") else None)
     info["tuner_args"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                           for k, v in info["tuner_args"].items()}
     return info
@@ -337,7 +398,7 @@ def _expected_sizes(cfg: RunConfig) -> tuple[int, int]:
     from .data.registry import TEST_FRACTION
 
     dc = cfg.data
-    entry = next((d for d in list_datasets() if d["dataset"] == dc.dataset), None)
+    entry = next((d for d in list_datasets(modality=None) if d["dataset"] == dc.dataset), None)
     total = (entry or {}).get("images") or 1000
     classes = (entry or {}).get("classes") or 10
     test = round(TEST_FRACTION * total)
@@ -350,7 +411,8 @@ def _expected_sizes(cfg: RunConfig) -> tuple[int, int]:
 
 
 def _throughput(cfg: RunConfig, batch: int) -> dict[str, float]:
-    """Measured seconds per image for a training step and for inference, on random inputs, CPU or CUDA."""
+    """Measured seconds per image (document) for a training step and for inference, on random images or
+    max_length-token documents, CPU or CUDA."""
     import torch
 
     key = json.dumps([_model_key(cfg)[0], batch])
@@ -367,7 +429,10 @@ def _throughput(cfg: RunConfig, batch: int) -> dict[str, float]:
         build_s = time.perf_counter() - start
         if device.type != "cpu":
             model = copy.deepcopy(model).to(device)
-        x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
+        if getattr(model, "modality", "image") == "text":  # full-length documents: an upper bound per step
+            x = model.tokenize([" ".join(["word"] * model.max_length)] * batch)  # on the model's device
+        else:
+            x = torch.randn(batch, 3, model.image_size, model.image_size, device=device)
         y = torch.zeros(batch, dtype=torch.long, device=device)
         model.train()
         try:
@@ -432,6 +497,26 @@ def attention_for(source: str | Path | RunConfig | dict[str, Any], image: np.nda
         maps = compute_attention_maps(model, x, with_images=False)
     maps.images = resized[None]  # (1, S, S, 3)
     return maps
+
+
+def model_modality(source: str | Path | RunConfig | dict[str, Any]) -> str:
+    """"text" or "image": the modality of a run's (its directory) or a config's model (loads/builds it, cached)."""
+    return getattr(_model(source), "modality", "image")
+
+
+def text_attention_for(source: str | Path | RunConfig | dict[str, Any], text: str) -> Any:
+    """CLS/Gist attention over the tokens of one text for a text run (its directory) or an untrained config.
+
+    Returns:
+        `text.attention.TokenAttention` (numpy; `strip`, `heatmap`, `prediction`).
+    """
+    from .text.attention import compute_token_attention
+
+    model = _model(source)
+    if getattr(model, "modality", "image") != "text":
+        raise ValueError("not a text model: use attention_for with an image")
+    with _LOCK:  # the capture switches the attention implementation: one inspection of a cached model at a time
+        return compute_token_attention(model, text)
 
 
 def attributions_for(source: str | Path | RunConfig | dict[str, Any], image: np.ndarray, n_steps: int = 16,
@@ -523,16 +608,19 @@ __all__ = [
     "cli_command",
     "config_yaml",
     "data_root",
+    "dataset_modality",
     "dataset_preview",
     "dataset_samples",
     "decode_image",
     "describe_config",
     "estimate_run",
     "import_dataset_zip",
+    "is_text_backbone",
     "list_datasets",
     "mlflow_available",
     "model_for_config",
     "model_for_run",
+    "model_modality",
     "open_run_manager",
     "overlay",
     "pair_runs",
@@ -540,4 +628,7 @@ __all__ = [
     "run_snapshot",
     "run_snapshots",
     "studio_catalogue",
+    "text_attention_for",
+    "text_preview",
+    "text_samples",
 ]

@@ -212,3 +212,66 @@ def test_runs_page_exports_a_run(real) -> None:
     next(b for b in at.button if b.label == "Export to CSV").click().run()
     assert not at.exception and any("Exported to" in s.value for s in at.success)
     assert any(b.label == "Download the CSV" for b in at.download_button)
+
+
+TEXT_TINY = {"name": "tiny-text", "backbone": "test_bert", "method": "linear", "method_args": {},
+             "gist": {"enabled": True}, "data": {"dataset": "bbc_news", "few_shot": 2, "max_length": 32,
+                                                 "test_size": 20},
+             "train": {"epochs": 1, "batch_size": 8}}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory):
+    """A real RunManager in its own data dir with one finished tiny text run (test_bert on bbc_news, 2-shot)."""
+    root = tmp_path_factory.mktemp("app_text_data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GIST_DATA_DIR", str(root))
+        mgr = ge.studio.open_run_manager(root, torch_threads=0)
+        run_id = mgr.submit(TEXT_TINY)
+        assert mgr.wait(run_id, timeout=180).status == "completed", mgr.get(run_id).error
+        mgr.ids = {"done": run_id}
+        yield mgr
+        mgr.shutdown(timeout=30)
+
+
+def test_launch_page_offers_text_backbones_and_datasets(fake) -> None:
+    at = open_page(fake)
+    backbone = next(s for s in at.selectbox if s.label == "Backbone")
+    assert any(o.endswith("(test_bert)") for o in backbone.options)
+    assert any(o.endswith("(minilm_l6)") for o in backbone.options)
+    assert any(n.label == "Image size (px)" for n in at.number_input)
+    backbone.set_value("test_bert").run()
+    assert not at.exception, at.exception
+    labels = [n.label for n in at.number_input]
+    assert "Max length (tokens)" in labels and "Image size (px)" not in labels
+    datasets = next(s for s in at.selectbox if s.label == "Dataset")
+    assert datasets.value == "bbc_news" and len(datasets.options) == 2  # the text datasets only (bbc, tweets)
+    next(n for n in at.number_input if n.label == "Max length (tokens)").set_value(32).run()
+    assert not at.exception, at.exception
+    draft = at.session_state["launch_draft"]
+    assert draft["backbone"] == "test_bert" and draft["data"]["max_length"] == 32
+    assert "documents" in _texts(at) and not at.image, "a text preview, no thumbnails"
+    assert {"class", "text"} <= set(at.dataframe[0].value.columns)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["GIST adds"] == "+32" and "Estimated time here" in metrics  # test_bert: 32-d hidden states
+    assert "up to 32 tokens" in _texts(at)
+
+
+def test_attention_page_tokens_of_a_text_run(text_run) -> None:
+    at = open_page(text_run, "views/attention.py", draft=TEXT_TINY, run=text_run.ids["done"])
+    assert at.title[0].value == "Where do CLS and Gist look?"
+    assert at.text_area[0].value, "a test document by default"
+    assert "CLS head predicts" in _texts(at)
+    charts_ = at.get("plotly_chart")
+    assert len(charts_) == 3, "CLS strip, Gist strip, heat map"
+    at.text_area[0].set_value("the film was a great success at the box office").run()
+    assert not at.exception, at.exception
+    at.toggle[0].set_value(True).run()  # rollout
+    assert not at.exception, at.exception
+    next(s for s in at.selectbox if s.label == "Test document").set_value(1).run()
+    assert not at.exception and at.text_area[0].value != "the film was a great success at the box office"
+    next(s for s in at.selectbox if s.label == "Head").set_value(1).run()
+    assert not at.exception, at.exception
+    at.segmented_control[1].set_value("head").run()
+    assert not at.exception, at.exception
+    assert not at.image, "no image maps for a text model"

@@ -22,7 +22,8 @@ fine-tuning (PEFT)** keeps the big pretrained network frozen and trains only a f
    predictions together with a **bidirectional KL divergence (BKLD)** — each learns from the other.
 """)
 st.plotly_chart(charts.token_diagram(info["sequence_layout"], info["num_layers"], cfg["method"]), key="about.diagram")
-st.caption(f"The real sequence of the model on the Launch page ({info['backbone']} at {info['image_size']} px): "
+size = (f"up to {info['max_length']} tokens" if info.get("modality") == "text" else f"{info['image_size']} px")
+st.caption(f"The real sequence of the model on the Launch page ({info['backbone']} at {size}): "
            + " + ".join(f"{n} {k}" for k, n in info["sequence_layout"]) + f" = {info['seq_len']} tokens.")
 st.latex(r"L = \mathrm{CE}(S_{cls}, y) + 0.5\,\mathrm{CE}(S_{gist}, y) + 0.75\,"
          r"[\mathrm{KL}(p\,\|\,q) + \mathrm{KL}(q\,\|\,p)],\quad p = \mathrm{softmax}(S_{cls}/3),\ "

@@ -1,4 +1,4 @@
-"""Attention: CLS and Gist maps over an image per layer and head, rollout, similarity per layer, snapshots, IG."""
+"""Attention: CLS and Gist maps over an image (or the tokens of a text) per layer and head, rollout, snapshots, IG."""
 
 import charts
 import state
@@ -19,6 +19,14 @@ snap = runs.get(choice)
 source = state.draft() if snap is None else snap.run_dir
 cfg = state.draft() if snap is None else snap.config
 size = cfg.get("image_size") or 224
+try:
+    modality = ge.studio.model_modality(source)
+except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.BackboneError) as exc:
+    st.error(str(exc))
+    st.stop()
+if modality == "text":
+    widgets.text_attention(source, cfg, key=f"attn.text.{choice}")
+    st.stop()
 steps = ge.studio.run_snapshots(snap.run_dir) if snap else []
 kinds = (["Probe set over training"] if steps else []) + ["Dataset sample", "Upload an image"]
 kind = st.segmented_control("Image", kinds, default=kinds[0], key=f"attn.kind.{choice}")

@@ -10,6 +10,7 @@ cat = ge.studio.studio_catalogue()
 sections = cat["sections"]
 cfg = state.draft()
 helps = {f["name"]: f["help"] for f in sections["model"]}
+data_fields = {f["name"]: f for f in sections["data"]}
 
 st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
@@ -25,21 +26,22 @@ if preset and st.session_state.get("preset_applied") != preset:
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Backbone and data")
-    backbones = cat["image_backbones"]
+    backbones = {**cat["image_backbones"], **cat["text_backbones"]}
     names = list(backbones)
     cfg["backbone"] = st.selectbox("Backbone", names, index=names.index(cfg["backbone"]) if cfg["backbone"] in names
                                    else 0, format_func=lambda n: f"{backbones[n]['title']} ({n})",
-                                   help=helps["backbone"], key=state.launch_key("backbone"), persist_state="session")
-    patch = backbones[cfg["backbone"]]["patch_size"]
-    size = cfg.get("image_size") or backbones[cfg["backbone"]]["default_size"]
-    cfg["image_size"] = st.number_input(
-        "Image size (px)", min_value=patch, max_value=1022, step=patch, value=max(patch, size // patch * patch),
-        help=f"{helps['image_size']} A multiple of the patch size, {patch}.", key=state.launch_key(f"size.{patch}"))
-    datasets = {d["dataset"]: d for d in ge.studio.list_datasets(state.data_root())}
-    current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else "mnist5k"
+                                   help=helps["backbone"] + " Text backbones (BERT family) train on text datasets.",
+                                   key=state.launch_key("backbone"), persist_state="session")
+    modality = widgets.input_size(cfg, backbones[cfg["backbone"]], helps["image_size"], data_fields["max_length"],
+                                  state.launch_key)
+    datasets = {d["dataset"]: d for d in ge.studio.list_datasets(state.data_root(), modality=modality)}
+    fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
+    current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
     cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),
-                                          format_func=lambda d: datasets[d]["title"], key=state.launch_key("dataset"),
-                                          help="Registered datasets and your uploads (Datasets page).")
+                                          format_func=lambda d: datasets[d]["title"],
+                                          key=state.launch_key(f"dataset.{modality}"),
+                                          help=f"Registered {modality} datasets"
+                                          + (" and your uploads (Datasets page)." if modality == "image" else "."))
     widgets.dataset_card(datasets[cfg["data"]["dataset"]])
 with right:
     st.subheader("PEFT method")

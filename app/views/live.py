@@ -32,7 +32,9 @@ cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
     state.status_badge(snap.status)
-    st.caption(f"{cfg.get('backbone')} @ {cfg.get('image_size')} px · {snap.method} · GIST "
+    size = (f"{cfg['data'].get('max_length')} tokens" if ge.studio.is_text_backbone(cfg.get("backbone") or "")
+            else f"{cfg.get('image_size')} px")
+    st.caption(f"{cfg.get('backbone')} @ {size} · {snap.method} · GIST "
                f"{'on' if snap.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snap.seed}"
                + (f" · {widgets.fmt_params(snap.trainable_params)} trainable" if snap.trainable_params else ""))
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
