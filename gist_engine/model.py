@@ -26,21 +26,46 @@ def init_linear_(layer: nn.Linear) -> nn.Linear:
     return layer
 
 
-def add_gist_parameters(module: nn.Module, gist: GistConfig, dim: int, num_classes: int) -> None:
-    """Give `module` GIST's own parts: `gist_token` (1, L, D) ~ U(-init, init), its dropout, and a separate
-    `gist_head` unless the head is shared (all None when GIST is off). Used by every GIST model."""
-    if gist.enabled:
-        module.gist_token = nn.Parameter(torch.empty(1, gist.length, dim))
-        nn.init.uniform_(module.gist_token, -gist.init, gist.init)
-        module.gist_dropout = nn.Dropout(gist.dropout)
-        module.gist_head = None if gist.shared_head else init_linear_(nn.Linear(dim, num_classes))
-    else:
-        module.register_parameter("gist_token", None)
-        module.gist_dropout = None
-        module.gist_head = None
+class GistTokens:
+    """What every GIST model shares: its Gist tokens, their place after `num_prefix_tokens`, and their cost.
+
+    The model sets `num_prefix_tokens` and calls `add_gist_parameters` in its constructor.
+    """
+
+    num_prefix_tokens: int
+
+    def add_gist_parameters(self, gist: GistConfig, dim: int, num_classes: int) -> None:
+        """Add `gist_token` (1, L, D) ~ U(-init, init), its dropout, and a separate `gist_head` unless the head is
+        shared (all None when GIST is off)."""
+        if gist.enabled:
+            self.gist_token = nn.Parameter(torch.empty(1, gist.length, dim))
+            nn.init.uniform_(self.gist_token, -gist.init, gist.init)
+            self.gist_dropout = nn.Dropout(gist.dropout)
+            self.gist_head = None if gist.shared_head else init_linear_(nn.Linear(dim, num_classes))
+        else:
+            self.register_parameter("gist_token", None)
+            self.gist_dropout = None
+            self.gist_head = None
+
+    @property
+    def gist_length(self) -> int:
+        """Number of Gist tokens in the sequence (0 when GIST is off)."""
+        return 0 if self.gist_token is None else self.gist_token.shape[1]
+
+    @property
+    def gist_slice(self) -> slice:
+        """Where the Gist tokens sit in the block sequence."""
+        return slice(self.num_prefix_tokens, self.num_prefix_tokens + self.gist_length)
+
+    def gist_parameter_count(self) -> int:
+        """The parameters GIST itself adds: the Gist token(s) (and a separate Gist head if any)."""
+        params = [self.gist_token] if self.gist_token is not None else []
+        if self.gist_head is not None:
+            params += list(self.gist_head.parameters())
+        return sum(p.numel() for p in params)
 
 
-class GistViT(nn.Module):
+class GistViT(GistTokens, nn.Module):
     """Wraps (never copies) a timm VisionTransformer and inserts Gist tokens after its prefix tokens.
 
     The sequence inside the blocks is `[prefix (CLS, registers), Gist x L, (prompts), patches]`. The Gist tokens
@@ -71,17 +96,7 @@ class GistViT(nn.Module):
         vit.reset_classifier(num_classes)
         init_linear_(vit.head)
         self.num_classes = num_classes
-        add_gist_parameters(self, gist, self.embed_dim, num_classes)
-
-    @property
-    def gist_length(self) -> int:
-        """Number of Gist tokens in the sequence (0 when GIST is off)."""
-        return 0 if self.gist_token is None else self.gist_token.shape[1]
-
-    @property
-    def gist_slice(self) -> slice:
-        """Where the Gist tokens sit in the block sequence."""
-        return slice(self.num_prefix_tokens, self.num_prefix_tokens + self.gist_length)
+        self.add_gist_parameters(gist, self.embed_dim, num_classes)
 
     @property
     def num_extra_tokens(self) -> int:
@@ -102,13 +117,6 @@ class GistViT(nn.Module):
     def image_size(self) -> int:
         """The input image size in pixels (square)."""
         return int(self.vit.patch_embed.img_size[0])
-
-    def gist_parameter_count(self) -> int:
-        """The parameters GIST itself adds: the Gist token(s) (and a separate Gist head if any)."""
-        params = [self.gist_token] if self.gist_token is not None else []
-        if self.gist_head is not None:
-            params += list(self.gist_head.parameters())
-        return sum(p.numel() for p in params)
 
     def embed(self, x: Tensor) -> Tensor:
         """Patch embedding + position embedding + Gist insertion. (B, 3, H, W) -> (B, P + G + N, D)"""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import GistConfig
-from ..model import GistOutput, add_gist_parameters, init_linear_
+from ..model import GistOutput, GistTokens, init_linear_
 
 DEFAULT_MAX_LENGTH = 128  # DataConfig.max_length's default, for a model built without a RunConfig
 
@@ -25,7 +25,7 @@ def _bidirectional_mask_fn() -> Any:
     return create_bidirectional_mask
 
 
-class GistTextEncoder(nn.Module):
+class GistTextEncoder(GistTokens, nn.Module):
     """Wraps (never copies) a Hugging Face encoder and inserts Gist tokens right after [CLS].
 
     The sequence inside the layers is `[CLS, Gist x G, (prompts), tokens 1 .. L-1]`. The Gist tokens are inserted
@@ -59,23 +59,13 @@ class GistTextEncoder(nn.Module):
         self.num_classes = num_classes
         self.head_drop = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
         self.head = init_linear_(nn.Linear(self.embed_dim, num_classes))
-        add_gist_parameters(self, gist, self.embed_dim, num_classes)
+        self.add_gist_parameters(gist, self.embed_dim, num_classes)
 
     # ------------------------------------------------------------------------------------------------ layout
     @property
     def layers(self) -> nn.ModuleList:
         """The encoder's layers (tuners wrap their sub-modules, or the layers themselves for VPT)."""
         return self.backbone.encoder.layer
-
-    @property
-    def gist_length(self) -> int:
-        """Number of Gist tokens in the sequence (0 when GIST is off)."""
-        return 0 if self.gist_token is None else self.gist_token.shape[1]
-
-    @property
-    def gist_slice(self) -> slice:
-        """Where the Gist tokens sit in the layer sequence."""
-        return slice(self.num_prefix_tokens, self.num_prefix_tokens + self.gist_length)
 
     @property
     def num_extra_tokens(self) -> int:
@@ -96,13 +86,6 @@ class GistTextEncoder(nn.Module):
             layout.append(("prompts", self.num_prompt_tokens))
         layout.append(("tokens", self.max_length - 1))
         return layout
-
-    def gist_parameter_count(self) -> int:
-        """The parameters GIST itself adds: the Gist token(s) (and a separate Gist head if any)."""
-        params = [self.gist_token] if self.gist_token is not None else []
-        if self.gist_head is not None:
-            params += list(self.gist_head.parameters())
-        return sum(p.numel() for p in params)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def tokenize(self, texts: Sequence[str] | str, pairs: Sequence[str] | None = None,
