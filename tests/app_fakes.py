@@ -6,7 +6,7 @@ import copy
 import itertools
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,45 +14,10 @@ import pandas as pd
 
 import gist_engine as ge
 from gist_engine.config import to_dict
+from gist_engine.runs import RunNotFound, RunSnapshot  # the real types: the fake differs only in behaviour
 
 STEP_KEYS = ("ce_cls", "ce_gist", "kl_cls_gist", "kl_gist_cls", "interaction", "total", "lr",
              "images_per_second", "epoch")
-
-
-class RunNotFound(KeyError):
-    """Unknown run id."""
-
-
-@dataclass(frozen=True)
-class RunSnapshot:
-    """The spec's RunSnapshot."""
-
-    id: str
-    name: str
-    status: str
-    created: float
-    started: float | None
-    finished: float | None
-    heartbeat: float | None
-    step: int
-    total_steps: int
-    progress: float
-    eta_seconds: float | None
-    epoch: float
-    latest: dict[str, float]
-    last_eval: dict | None
-    best_acc_cls: float | None
-    acc_cls: float | None
-    error: str | None
-    config: dict
-    seed: int
-    gist_enabled: bool
-    method: str
-    group_id: str | None
-    trainable_params: int | None
-    gist_params: int | None
-    run_dir: Path
-    versions: dict = field(default_factory=dict)
 
 
 def _curves(steps: int, gist: bool, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -104,7 +69,7 @@ class FakeRunManager:
             best_acc_cls=None if last is None else last["acc_cls"], acc_cls=None if last is None else last["acc_cls"],
             error=error, config=cfg_d, seed=cfg.train.seed, gist_enabled=cfg.gist.enabled, method=cfg.method,
             group_id=group_id, trainable_params=2000 + (32 if cfg.gist.enabled else 0),
-            gist_params=32 if cfg.gist.enabled else 0, run_dir=run_dir)
+            gist_params=32 if cfg.gist.enabled else 0, run_dir=run_dir, versions={})
         self.frames[run_id] = (metrics, evals)
         return run_id
 
