@@ -34,10 +34,14 @@ class SSF(nn.Module):
         self.channel_dim = channel_dim
 
     def forward(self, x: Tensor) -> Tensor:
+        """Returns base(x) scaled and shifted per channel: (..., C), or (B, C, H, W) when channel_dim is 1."""
         y = self.base_layer(x)
+        # The float32 parameters are cast to y's dtype (a C-element copy): multiplying bf16 activations by float32
+        # parameters would promote the whole activation to float32, doubling its traffic, and take two kernels.
+        scale, shift = self.ssf_scale.to(y.dtype), self.ssf_shift.to(y.dtype)
         if self.channel_dim == 1:  # (B, C, H, W)
-            return y * self.ssf_scale.view(-1, 1, 1) + self.ssf_shift.view(-1, 1, 1)
-        return y * self.ssf_scale + self.ssf_shift
+            scale, shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
+        return torch.addcmul(shift, y, scale)
 
 
 def apply_ssf(model: GistViT, cfg: SSFConfig) -> None:
