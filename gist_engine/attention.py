@@ -19,6 +19,8 @@ import torch
 from timm.layers import Attention
 from torch import Tensor, nn
 
+from .fastpath import mixed_dtype
+
 SNAPSHOT_DIR = "attention"  # snapshots live in <run_dir>/attention/
 PROBE_FILE = "probe.npz"  # the probe images (uint8, de-normalised), written once at step 0
 STEP_FILE = "step_{:07d}.npz"
@@ -376,10 +378,13 @@ def compute_attention_maps(model: nn.Module, images: Tensor, with_images: bool =
         AttentionMaps of plain numpy arrays.
     """
     param = next(model.parameters())
-    x = images.to(device=param.device, dtype=param.dtype)
-    with eval_mode(model), torch.inference_mode(), capture_attention(model) as capture:
+    low = mixed_dtype(model)  # frozen weights stored in bf16 (a trainer's model): run under autocast, as it trains
+    x = images.to(device=param.device, dtype=torch.float32 if low is not None else param.dtype)
+    with eval_mode(model), torch.inference_mode(), capture_attention(model) as capture, \
+            torch.autocast(param.device.type, dtype=low or torch.bfloat16, enabled=low is not None):
         out = model(x)
-        attn = capture.stacked()  # (L, B, H, T, T)
+        attn = capture.stacked().float()  # (L, B, H, T, T)
+    out = tuple(o.float() if o is not None else None for o in out) if isinstance(out, tuple) else out.float()
     cls_logits, gist_logits = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
     maps = maps_from_attention(attn, model, cls_logits, gist_logits)
     norm = _data_config(model)

@@ -10,7 +10,8 @@ reference implementations written here with plain timm:
 - `+token` variants: one extra learnable token inserted after the CLS token in a plain timm forward, the shared
   head on both outputs, and `CE + 0.5 CE + 0.75 BKLD` (T = 3) written out here.
 - The references run the everyday loop: bf16 autocast where ours uses it, torch's default AdamW, no compile (with
-  `--compile`, compiled reference rows are added).
+  `--compile`, compiled reference rows are added). Ours runs as the trainer does: frozen weights stored in bf16 on
+  CUDA (`--frozen-dtype fp32` turns that off); `--cuda-graph` replays each step as a CUDA graph.
 
 Per case: warm-up steps (compilation included) are excluded; then `repeats` runs of `steps` steps are timed (CUDA
 events on GPU, perf_counter on CPU) and the median is kept. FLOPs of one step come from
@@ -38,7 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .fastpath import COMPILE_BACKEND, TrainStep, configure_device, enable_fused_attention, make_optimizer
+from .fastpath import (
+    COMPILE_BACKEND,
+    TrainStep,
+    cast_frozen_,
+    configure_device,
+    enable_fused_attention,
+    make_optimizer,
+    resolve_frozen_dtype,
+)
 
 METHODS = ("linear", "adapter", "lora", "vpt", "ssf")
 # Our method options in the benchmark (the defaults, written out so the table says what ran).
@@ -72,6 +81,8 @@ class BenchConfig:
     compile: bool = False
     compile_backend: str = COMPILE_BACKEND
     compile_mode: str | None = None  # torch.compile mode; None = default
+    frozen_dtype: str = "auto"  # our frozen weights (`train.frozen_dtype`): auto = bf16 on CUDA with bf16
+    cuda_graph: bool = False  # our steps replayed as CUDA graphs on CUDA (`train.cuda_graph`; not with compile)
     reference: bool = True
     seed: int = 0
 
@@ -108,6 +119,7 @@ class CaseResult:
     method: str
     gist: bool  # GIST on (ours) / the extra token + BKLD (reference)
     compiled: bool
+    graphed: bool = False  # ours: the timed steps replayed a captured CUDA graph
     step_ms: float | None = None  # median over repeats
     step_ms_repeats: list[float] = field(default_factory=list)
     images_per_second: float | None = None
@@ -295,6 +307,8 @@ class _Built:
     trainable: int
     compiled: Callable[[], bool] = lambda: False  # still compiled after the timed steps?
     compile_error: Callable[[], str | None] = lambda: None
+    graphed: Callable[[], bool] = lambda: False  # replaying a CUDA graph after the timed steps?
+    graph_error: Callable[[], str | None] = lambda: None
 
 
 def _ours(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _Built:
@@ -306,18 +320,22 @@ def _ours(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _B
                          "num_classes": cfg.num_classes, "method": method, "method_args": METHOD_ARGS.get(method, {}),
                          "gist": {"enabled": gist}}, seed=cfg.seed).to(device)
     enable_fused_attention(model)
+    frozen = resolve_frozen_dtype(cfg.frozen_dtype, device, cfg.resolved_precision)
+    if frozen is not None:
+        cast_frozen_(model, frozen)
     model.train()
     optimizer = make_optimizer(param_groups(model, WEIGHT_DECAY), LR, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     step = TrainStep(model, optimizer, params, device, cfg.resolved_precision, compile=cfg.compile,
-                     backend=cfg.compile_backend, mode=cfg.compile_mode)
+                     backend=cfg.compile_backend, mode=cfg.compile_mode, cuda_graph=cfg.cuda_graph)
 
     def count() -> None:
         step.forward_loss(x, y)[-1].backward()
         optimizer.zero_grad(set_to_none=True)
 
     return _Built(step=lambda: step(x, y), count=count, trainable=sum(p.numel() for p in params),
-                  compiled=lambda: step.compiled, compile_error=lambda: step.compile_error)
+                  compiled=lambda: step.compiled, compile_error=lambda: step.compile_error,
+                  graphed=lambda: step.graphed, graph_error=lambda: step.graph_error)
 
 
 def _reference(cfg: BenchConfig, method: str, token: bool, compiled: bool, x: Tensor, y: Tensor) -> _Built:
@@ -389,6 +407,9 @@ def _measure(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig, cei
     if row.compiled and not built.compiled():
         row.compiled = False
         row.note = (row.note + "; " if row.note else "") + f"compile failed, timed eagerly: {built.compile_error()}"
+    row.graphed = built.graphed()
+    if built.graph_error():
+        row.note = (row.note + "; " if row.note else "") + f"CUDA graph capture failed: {built.graph_error()}"
     if device.type == "cuda":
         row.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20
     row.flops_per_step = count_flops(built.count)
@@ -489,6 +510,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = print,
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is available")
+    resolve_frozen_dtype(cfg.frozen_dtype, device, cfg.resolved_precision)  # bf16 frozen weights need bf16
     settings = configure_device(device)
     bf16 = cfg.resolved_precision == "bf16"
     notes: list[str] = []
@@ -552,6 +574,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _run_as(row: dict[str, Any]) -> str:
+    """How a row's steps ran: compiled, graph (CUDA graph replays) or eager."""
+    return "compiled" if row["compiled"] else "graph" if row.get("graphed") else "eager"
+
+
 def _row_line(r: CaseResult) -> str:
     if r.step_ms is None:
         return f"{r.name:27s} failed: {r.note}"
@@ -559,7 +586,7 @@ def _row_line(r: CaseResult) -> str:
             f"({_fmt(r.pct_of_ceiling, '.1f')}% of ceiling)")
 
 
-HEADER = ("case", "impl", "compiled", "img/s", "ms/step", "GFLOP/img", "TFLOP/s", "%ceil", "peak MB", "vs ref",
+HEADER = ("case", "impl", "run as", "img/s", "ms/step", "GFLOP/img", "TFLOP/s", "%ceil", "peak MB", "vs ref",
           "GIST ovh %")
 
 
@@ -570,7 +597,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(" ".join(h.rjust(w) if i > 2 else h.ljust(w) for i, (h, w) in enumerate(zip(HEADER, widths,
                                                                                              strict=True))))
     for r in report["rows"]:
-        cells = (r["name"], r["impl"], "yes" if r["compiled"] else "no", _fmt(r["images_per_second"], ".1f"),
+        cells = (r["name"], r["impl"], _run_as(r), _fmt(r["images_per_second"], ".1f"),
                  _fmt(r["step_ms"], ".2f"), _fmt(r["gflop_per_image"], ".3g"), _fmt(r["tflops"], ".4f"),
                  _fmt(r["pct_of_ceiling"], ".1f"), _fmt(r["peak_mem_mb"], ".0f"),
                  _fmt(r["vs_reference"], ".2f") if r["vs_reference"] is not None else "",
@@ -580,6 +607,8 @@ def format_table(report: dict[str, Any]) -> str:
     cfg, env, ceiling = report["config"], report["environment"], report["ceiling"]
     where = env.get("gpu") or f"CPU ({env['threads']} threads)"
     lines.append(f"{cfg['backbone']} @ {cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['precision']}, "
+                 f"ours: frozen weights {cfg.get('frozen_dtype', 'fp32')}, CUDA graphs "
+                 f"{'on' if cfg.get('cuda_graph') and cfg['device'] == 'cuda' else 'off'}, "
                  f"{where}; median of {cfg['repeats']} x {cfg['steps']} steps after {cfg['warmup']} warm-up; "
                  f"ceiling {ceiling['tflops']:.3f} TFLOP/s ({ceiling['dtype']} matmul)")
     s = report["summary"]

@@ -302,6 +302,10 @@ class TrainConfig:
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.",
                             choices=("auto", "fp32", "bf16"))
+    frozen_dtype: str = option("auto", "Storage of the frozen backbone weights: fp32, bf16 (needs precision bf16; "
+                               "autocast rounds them to bf16 for every matmul anyway, and the residual stream then "
+                               "runs in bf16 too), or auto (bf16 when training in bf16 on CUDA).",
+                               choices=("auto", "fp32", "bf16"))
     max_steps: int | None = option(None, "Stop after this many optimisation steps (empty = no limit).", min=1)
     grad_clip: float | None = option(None, "Clip the gradient norm to this value (empty = off).", min=0.0,
                                      min_exclusive=True)
@@ -315,10 +319,20 @@ class TrainConfig:
                             "CUDA.", min=0, max=10_000)
     compile: bool = option(False, "Compile the forward + loss with torch.compile (falls back to eager with a "
                            "warning if compiling fails); pays off on long GPU runs.")
+    cuda_graph: bool = option(False, "On CUDA, capture the whole training step (forward, backward, AdamW) as a "
+                              "CUDA graph per batch shape after 3 eager steps and replay it: no Python per kernel, "
+                              "for small batches whose steps the CPU cannot launch fast enough. Experimental (see "
+                              "README, Speed); ignored with train.compile, whose modes do this themselves.")
     eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 256 on CPU.",
                                   min=0, max=65_536)
     cpu_threads: int = option(0, "torch threads on CPU; 0 = auto: the CPUs this process may use, less those other "
                               "processes keep busy (chosen once per process).", min=0, max=1024)
+
+    def validate(self) -> None:
+        """bf16 frozen weights only under bf16 autocast."""
+        if self.frozen_dtype == "bf16" and self.precision == "fp32":
+            raise ConfigError("train.frozen_dtype: bf16 frozen weights need train.precision bf16 (or auto on CUDA); "
+                              "precision is fp32")
 
 
 @dataclass

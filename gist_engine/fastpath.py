@@ -3,13 +3,17 @@
 What makes a step fast, and where each piece lives:
 
 - `TrainStep`: bf16 autocast (when asked), GIST loss, backward, optional gradient clipping and the optimiser step,
-  returning every loss term as ONE device tensor (no host synchronisation); `torch.compile` of the forward + loss
-  as an option that falls back to eager, with a warning, on any compile error (the failed try is undone).
+  returning every loss term as ONE device tensor (no host synchronisation); on CUDA the whole step (forward,
+  backward, clipping, AdamW) captured once per batch shape as a CUDA graph and replayed, so no Python runs per
+  kernel (a ViT-B step at batch 64 is otherwise bound by the CPU's kernel launches); `torch.compile` of the
+  forward + loss as an option; both fall back to eager, with a warning, on any error (the failed try is undone).
 - `make_optimizer`: AdamW, fused into one kernel per step on CUDA.
 - `enable_fused_attention`: timm's `F.scaled_dot_product_attention` path in every attention module (attention
   capture switches it off only while it records, see `attention.capture_attention`).
 - `configure_device`: cuDNN autotuning on CUDA; on CPU the torch thread count chosen for the CPUs this process may
   use (affinity, cgroup quota) and how busy they already are, see `choose_cpu_threads`.
+- `cast_frozen_`: the frozen weights stored in bf16 when training in bf16 (autocast rounds them to bf16 for every
+  matmul anyway; stored so, they are not re-cast every step and the residual stream runs in bf16 too).
 - `auto_log_every`: how often the trainer reads the loss terms back to the host (1 on CPU, 10 on CUDA).
 """
 
@@ -124,14 +128,45 @@ def enable_fused_attention(model: nn.Module) -> int:
     return count
 
 
+def cast_frozen_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Store every frozen floating-point parameter of `model` in `dtype`, in place; returns how many were cast.
+
+    Trainable parameters stay float32 (the optimiser's master weights). Run the model under `autocast` afterwards:
+    it mixes dtypes only through autocast's casts.
+    """
+    count = 0
+    for param in model.parameters():
+        if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            count += 1
+    return count
+
+
+def mixed_dtype(model: nn.Module) -> torch.dtype | None:
+    """The low-precision dtype of a model whose frozen weights `cast_frozen_` cast, or None for a uniform model."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    low = dtypes - {torch.float32}
+    return next(iter(low)) if len(dtypes) > 1 and len(low) == 1 else None
+
+
+def resolve_frozen_dtype(setting: str, device: torch.device, precision: str) -> torch.dtype | None:
+    """`train.frozen_dtype` resolved: bf16 (auto: on CUDA when training in bf16) or None (keep float32)."""
+    if setting == "bf16" or (setting == "auto" and device.type == "cuda" and precision == "bf16"):
+        if precision != "bf16":
+            raise ValueError("train.frozen_dtype: bf16 frozen weights need train.precision bf16 (autocast)")
+        return torch.bfloat16
+    return None
+
+
 def make_optimizer(groups: Iterable[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW over parameter groups: the fused single-kernel implementation on CUDA, torch's default elsewhere."""
     return torch.optim.AdamW(list(groups), lr=lr, fused=device.type == "cuda")
 
 
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> AbstractContextManager:
     """bf16 autocast on `device` when `precision` is "bf16"; a no-op context otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=cache_enabled)
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -165,7 +200,8 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
                  device: torch.device, precision: str = "fp32", grad_clip: float | None = None,
-                 compile: bool = False, backend: str | None = None, mode: str | None = None) -> None:
+                 compile: bool = False, backend: str | None = None, mode: str | None = None,
+                 cuda_graph: bool = False) -> None:
         self.model, self.optimizer, self.params = model, optimizer, params
         self.device, self.precision, self.grad_clip = device, precision, grad_clip
         self.compile_error: str | None = None
@@ -174,15 +210,29 @@ class TrainStep:
         if compile:
             self._compiled = torch.compile(self.forward_loss, backend=backend or COMPILE_BACKEND, mode=mode,
                                            dynamic=False)
+        # Whole-step CUDA graphs (eager model only: a compiled one is left to torch.compile's own modes).
+        self.graph_error: str | None = None
+        self._graphs: dict[tuple, _StepGraph] = {}
+        self._eager_steps = 0
+        self._lr: list[Tensor] = []
+        self._side: torch.cuda.Stream | None = None
+        self.cuda_graph = cuda_graph and device.type == "cuda" and not compile
+        if self.cuda_graph:
+            self._make_capturable()
+
+    @property
+    def graphed(self) -> bool:
+        """Whether steps replay a captured CUDA graph (False before the first capture and after a fallback)."""
+        return self.cuda_graph and bool(self._graphs)
 
     @property
     def compiled(self) -> bool:
         """Whether steps run compiled (False after a fallback)."""
         return self._compiled is not None
 
-    def forward_loss(self, x: Any, y: Tensor) -> Tensor:
+    def forward_loss(self, x: Any, y: Tensor, cache_enabled: bool = True) -> Tensor:
         """Eager forward + GIST loss: every term stacked, (len(LOSS_TERMS),); the last one, total, has a graph."""
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache_enabled):
             out = self.model(x)
         terms = gist_loss(out.cls_logits, out.gist_logits, y, self.model.gist_cfg)
         return torch.stack([terms[k].float() for k in LOSS_TERMS])  # (6,) total last
@@ -221,6 +271,11 @@ class TrainStep:
         Returns:
             The detached loss terms on the device, (len(LOSS_TERMS),) float32 in `LOSS_TERMS` order.
         """
+        if self.cuda_graph:
+            return self._graph_step(x, y)
+        return self._eager_step(x, y)
+
+    def _eager_step(self, x: Any, y: Tensor) -> Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self._compiled is None:
             values = self.forward_loss(x, y)
@@ -231,6 +286,117 @@ class TrainStep:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optimizer.step()
         return values.detach()
+
+
+    # ------------------------------------------------------------------------------------------ CUDA graphs
+    def _make_capturable(self) -> None:
+        """Each group's lr becomes a device tensor the graph reads (the scheduler's new value is copied into it
+        before every replay), and AdamW keeps its step count on the device (`capturable`)."""
+        for group in self.optimizer.param_groups:
+            lr = group["lr"]
+            group.setdefault("initial_lr", float(lr))  # schedulers scale this float, never the tensor
+            tensor = lr if isinstance(lr, Tensor) else torch.tensor(float(lr), device=self.device)
+            group["lr"] = tensor
+            self._lr.append(tensor)
+            if "capturable" in group:
+                group["capturable"] = True
+
+    def _sync_lr(self) -> None:
+        """Copy a scheduler's float lr (older torch replaces the tensor) into the tensor the graph reads."""
+        for group, tensor in zip(self.optimizer.param_groups, self._lr, strict=True):
+            if group["lr"] is not tensor:
+                tensor.fill_(float(group["lr"]))
+                group["lr"] = tensor
+
+    def _graph_step(self, x: Any, y: Tensor) -> Tensor:
+        """A replay of the step's graph for this batch shape; warm-up steps (real, eager) and the capture first."""
+        self._sync_lr()
+        key = (_shape_key(x), tuple(y.shape))
+        graph = self._graphs.get(key)
+        if graph is not None:
+            return graph.replay(x, y)
+        if self._eager_steps < GRAPH_WARMUP_STEPS or len(self._graphs) >= MAX_GRAPHS:
+            return self._warmup_step(x, y)  # lazy initialisations (cuBLAS, AdamW state) happen outside capture
+        try:
+            graph = self._capture(x, y)
+        except Exception as exc:
+            self.optimizer.zero_grad(set_to_none=True)
+            if _is_oom(exc):
+                raise
+            self.cuda_graph = False
+            self._graphs.clear()
+            self.graph_error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+            warnings.warn(f"CUDA graph capture failed ({self.graph_error}); training continues eagerly",
+                          RuntimeWarning, stacklevel=3)
+            try:
+                return self._eager_step(x, y)
+            except RuntimeError as after:  # a capture that failed half-way can leave CUDA's RNG unusable
+                raise RuntimeError(f"CUDA graph capture failed ({self.graph_error}) and left CUDA unusable for "
+                                   f"this process ({after}); run again with train.cuda_graph: false") from exc
+        self._graphs[key] = graph
+        return graph.replay(x, y)
+
+    def _warmup_step(self, x: Any, y: Tensor) -> Tensor:
+        """An eager step on a side stream, as CUDA graph capture requires of the steps before it."""
+        self._side = self._side or torch.cuda.Stream(self.device)
+        self._side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._side):
+            values = self._eager_step(x, y)
+        torch.cuda.current_stream(self.device).wait_stream(self._side)
+        self._eager_steps += 1
+        return values
+
+    def _capture(self, x: Any, y: Tensor) -> _StepGraph:
+        """Record (not run) one whole step on static copies of the batch; the gradients it writes are its own."""
+        static_x = _clone(x)
+        static_y = y.clone()
+        self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates its gradients in the pool
+        graph = torch.cuda.CUDAGraph()
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False  # cuDNN's FIND cannot run inside a capture (its key sees alignment)
+        try:
+            with torch.cuda.graph(graph):
+                values = self.forward_loss(static_x, static_y, cache_enabled=False)  # no cast cache outlives it
+                values[-1].backward()
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+                self.optimizer.step()
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        grads = [p.grad for p in self.params]  # kept alive: the graph writes them on every replay
+        return _StepGraph(graph, static_x, static_y, values.detach(), grads)
+
+
+GRAPH_WARMUP_STEPS = 3  # eager steps before the first capture (each one a real training step)
+MAX_GRAPHS = 2  # batch shapes captured per run (the full batch and an epoch's last one); others run eagerly
+
+
+class _StepGraph:
+    """A captured training step: its static inputs, its loss-terms output and the gradients it owns."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, x: Any, y: Tensor, values: Tensor, grads: list) -> None:
+        self.graph, self.x, self.y, self.values, self.grads = graph, x, y, values, grads
+
+    def replay(self, x: Any, y: Tensor) -> Tensor:
+        """Copy the batch in, run the step, return a copy of its loss terms (the graph overwrites its own)."""
+        _copy_into(self.x, x)
+        self.y.copy_(y)
+        self.graph.replay()
+        return self.values.clone()
+
+
+def _clone(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.clone()
+    return {k: v.clone() for k, v in x.items()}
+
+
+def _copy_into(static: Any, x: Any) -> None:
+    if isinstance(static, Tensor):
+        static.copy_(x)
+    else:
+        for k, v in static.items():
+            v.copy_(x[k])
 
 
 def _shape_key(x: Any) -> tuple:
@@ -253,5 +419,6 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
         torch.cuda.set_rng_state(state[1], device)
 
 
-__all__ = ["COMPILE_BACKEND", "TrainStep", "auto_log_every", "autocast", "choose_cpu_threads", "configure_device",
-           "enable_fused_attention", "eval_batch_size", "make_optimizer", "usable_cpus"]
+__all__ = ["COMPILE_BACKEND", "TrainStep", "auto_log_every", "autocast", "cast_frozen_", "choose_cpu_threads",
+           "configure_device", "enable_fused_attention", "eval_batch_size", "make_optimizer", "mixed_dtype",
+           "resolve_frozen_dtype", "usable_cpus"]

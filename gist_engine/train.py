@@ -16,7 +16,15 @@ import torch
 from .build import build_model
 from .config import ConfigError, RunConfig, load_run_config
 from .data.images import DatasetError
-from .fastpath import TrainStep, auto_log_every, configure_device, enable_fused_attention, eval_batch_size
+from .fastpath import (
+    TrainStep,
+    auto_log_every,
+    cast_frozen_,
+    configure_device,
+    enable_fused_attention,
+    eval_batch_size,
+    resolve_frozen_dtype,
+)
 from .losses import LOSS_TERMS
 from .model import GistViT
 from .tuners import count_parameters
@@ -26,7 +34,7 @@ COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "fail
 
 
 # Train options a resumed run may change: they decide speed and placement, not the result.
-RESUMABLE_CHANGES = ("device", "log_every", "compile", "eval_batch_size", "cpu_threads")
+RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch_size", "cpu_threads")
 
 
 class Callback:
@@ -177,6 +185,12 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
         enable_fused_attention(self.model)  # SDPA in training; attention capture turns it off only while it records
+        try:
+            frozen = resolve_frozen_dtype(cfg.train.frozen_dtype, self.device, self.precision)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (precision resolves to {self.precision} on {self.device.type})") from None
+        if frozen is not None:
+            cast_frozen_(self.model, frozen)  # trainable parameters stay float32
         configure_device(self.device, cfg.train.cpu_threads)
         self.config = model_cfg
 
@@ -248,7 +262,7 @@ class Trainer:
         # The fast path: the step leaves its loss terms on the device; they are read back (one host sync) every
         # `log_every` steps and at each epoch end, and every step is then reported in order with its own number.
         self.train_step = TrainStep(model, optimizer, params, self.device, self.precision, tc.grad_clip,
-                                    compile=tc.compile)
+                                    compile=tc.compile, cuda_graph=tc.cuda_graph)
         log_every = tc.log_every or auto_log_every(self.device)
         pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
         clock = {"train": 0.0, "images": 0, "tick": time.perf_counter()}
@@ -299,7 +313,8 @@ class Trainer:
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
                     scheduler.step()
                     self.step += 1
-                    pending.append((self.step, terms, scheduler.get_last_lr()[0],
+                    lr = tc.lr * warmup_cosine(scheduler.last_epoch, warmup, self.total_steps)  # a float: no sync
+                    pending.append((self.step, terms, lr,
                                     epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch),
                                     len(y)))
                     if len(pending) >= log_every and not report():

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #8 (speed), in ONE call on a lent GPU, under 8 minutes in all:
-#   1. the bench, eager: ViT-B/16 (random init) at 224 px, batch 128, bf16; every method with GIST off/on and the
-#      plain timm + hooked adapter / timm + peft LoRA references (targets: adapter+gist >= 2x the eager reference,
+#   0. the CUDA-only tests (CUDA graph replays equal eager steps);
+#   1. the bench as the trainer runs (bf16 frozen weights), then ours plain eager and with CUDA graphs: ViT-B/16
+#      (random init) at 224 px, batch 128, bf16; every method with GIST off/on and the plain timm + hooked adapter / timm + peft LoRA references (targets: adapter+gist >= 2x the eager reference,
 #      GIST overhead on adapter <= 2%);
 #   2. a VTAB-1k-protocol-shaped run through the Trainer on synthetic data: 1,000 training and 10,000 test random
 #      images at 224 px already on the GPU, adapter (gist) + GIST, batch 64, 100 epochs, 10 warm-up epochs, test
 #      evaluation every 10 epochs (target: <= 60 s wall time, model build included);
 #   3. the bench with --compile for the adapter (ours compiled vs the eager and the compiled reference).
+#   4. (optional) where the step's time goes: scripts/gpu_profile.py for adapter+GIST, frozen weights fp32 and bf16.
 # Each part has its own time limit; the JSON files are rewritten as results come, so a part cut short still
-# reports what it measured.
+# reports what it measured. PARTS picks parts (default "tests bench eager graph vtab compile"; "profile" adds the
+# kernel profile); FROZEN sets train.frozen_dtype of the VTAB and compiled runs (default auto: bf16 on CUDA);
+# GRAPH=true runs the VTAB run with train.cuda_graph.
 #
 # Usage (repository root):  bash scripts/gpu_check.sh      results go to $OUT (or /tmp/gpu_check_out)
 #   DRY_RUN=1 bash scripts/gpu_check.sh   the same steps on the CPU with tiny sizes (checks the script, not speed)
+# Measured on one H200 (2026-11-28): see README.md, "Speed".
 # On the device machine of this workplace: python3 is its own PyTorch (torch, timm, peft, pandas, ... are there);
 # other packages travel as wheels in .whl (see the device README): the script installs .whl/*.whl when the folder
 # exists, and stands in for platformdirs (two functions) when it is missing.
@@ -43,19 +48,41 @@ else
 fi
 export DRY_RUN="${DRY_RUN:-0}"
 
+PARTS=" ${PARTS:-tests bench eager graph vtab compile} "
+FROZEN="${FROZEN:-auto}"; export FROZEN
+T_BENCH="${T_BENCH:-170}"; T_VTAB="${T_VTAB:-110}"; T_COMPILE="${T_COMPILE:-180}"
+part() { [[ "$PARTS" == *" $1 "* ]]; }
+
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || echo "no nvidia-smi"
   "$PY" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
   "$PY" -c "import peft; print('peft', peft.__version__)" || echo "peft missing: the LoRA reference is skipped"
   "$PY" -c "import gist_engine" || { echo "gist_engine does not import: carry the missing wheels in .whl"; exit 3; }
-} 2>&1 | tee "$OUT/env.txt"
+} 2>&1 | tee "$OUT/log.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 3
 
-echo "== 1. bench, eager (limit 170 s)"
-timeout 170 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --json-out "$OUT/bench_eager.json" 2>&1 \
-  | tee "$OUT/bench_eager.log"
+part tests && { echo "== the CUDA tests: graph replays vs eager steps, the trainer with and without graphs (limit 90 s)"
+timeout 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_fast_paths.py 2>&1 | tail -15 | tee -a "$OUT/log.txt"; }
 
-echo "== 2. VTAB-1k-shaped synthetic run (limit 110 s)"
-timeout 110 "$PY" - "$OUT/vtab.json" <<'PY' 2>&1 | tee "$OUT/vtab.log"
+part bench && { echo "== bench, as the trainer runs (limit ${T_BENCH} s)"
+timeout "$T_BENCH" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --json-out "$OUT/bench_eager.json" 2>&1 \
+  | tee -a "$OUT/log.txt"; }
+
+part eager && { echo "== bench, ours plain eager: frozen weights fp32 (limit 60 s)"
+timeout 60 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --frozen-dtype fp32 \
+  --no-reference --json-out "$OUT/bench_plain_eager.json" 2>&1 | tee -a "$OUT/log.txt"; }
+
+part graph && { echo "== bench, ours with CUDA graph replays (limit 60 s)"
+timeout 60 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --cuda-graph \
+  --no-reference --json-out "$OUT/bench_graph.json" 2>&1 | tee -a "$OUT/log.txt"; }
+
+part profile && { echo "== profile of adapter+gist (limit 60 s)"
+for f in fp32 bf16; do
+  timeout 30 "$PY" scripts/gpu_profile.py --frozen-dtype "$f" $([ "$DEV" = cpu ] && echo --batch-size 4) 2>&1 \
+    | grep -v "^USDT\|^ERROR\|^STAGE" | tee -a "$OUT/profile.txt"
+done; }
+
+part vtab && { echo "== VTAB-1k-shaped synthetic run, frozen weights $FROZEN (limit ${T_VTAB} s)"
+timeout "$T_VTAB" "$PY" - "$OUT/vtab.json" <<'PY' 2>&1 | tee -a "$OUT/log.txt"; }
 """1,000 train / 10,000 test random 224 px images on the GPU, 100 epochs, eval every 10: wall time of the run."""
 import json
 import os
@@ -90,7 +117,9 @@ data_s = time.perf_counter() - wall
 cfg = {"backbone": "test_vit" if dry else "vit_base_patch16_224", "pretrained": False, "image_size": size,
        "method": "adapter", "method_args": {"variant": "gist"}, "gist": {"enabled": True},
        "train": {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": epochs / 10,
-                 "eval_every": epochs // 10 or 1, "device": dev}}
+                 "eval_every": epochs // 10 or 1, "device": dev,
+                 "frozen_dtype": os.environ.get("FROZEN", "fp32"), "precision": "bf16",
+                 "cuda_graph": os.environ.get("GRAPH", "false") == "true"}}
 evals = []
 
 
@@ -101,20 +130,36 @@ class Timer:
     def on_train_end(self, trainer, result): pass
 
 
-result = Trainer(cfg, data=data, callbacks=[Timer()]).run()
+trainer = Trainer(cfg, data=data, callbacks=[Timer()])
+eval_s = []
+real_evaluate = trainer.evaluate
+
+
+def timed_evaluate(*args, **kwargs):
+    tick = time.perf_counter()
+    metrics = real_evaluate(*args, **kwargs)  # ends with a read-back: the time is the GPU's
+    eval_s.append(round(time.perf_counter() - tick, 3))
+    return metrics
+
+
+trainer.evaluate = timed_evaluate
+result = trainer.run()
 sync()
 total = time.perf_counter() - wall
 out = {"status": result.status, "wall_s_with_model_build": total - data_s, "wall_s_total": total,
        "synthetic_data_s": data_s, "train_seconds": result.train_seconds,
        "images_per_second_train": result.images_per_second, "steps": result.steps, "evals": len(evals),
        "peak_mem_gb": 0 if dry else torch.cuda.max_memory_allocated() / 2**30,
-       "target_le_60s": total - data_s <= 60, "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(),
+       "frozen_dtype": cfg["train"]["frozen_dtype"], "cuda_graph": trainer.train_step.graphed,
+       "graph_error": trainer.train_step.graph_error, "eval_seconds": eval_s, "target_le_60s": total - data_s <= 60,
+       "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(),
        "error": result.error}
 print(json.dumps(out, indent=2))
 json.dump(out, open(sys.argv[1], "w"), indent=2)
 PY
 
-echo "== 3. bench --compile, adapter (limit 180 s)"
-timeout 180 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile "${COMPILE[@]}" \
-  --json-out "$OUT/bench_compile.json" 2>&1 | tee "$OUT/bench_compile.log"
+part compile && { echo "== bench --compile, adapter, frozen weights $FROZEN (limit ${T_COMPILE} s)"
+timeout "$T_COMPILE" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
+  "${COMPILE[@]}" --frozen-dtype "$FROZEN" $([ "$DEV" = cpu ] && [ "$FROZEN" = bf16 ] && echo --precision bf16) \
+  ${COMPILE_ARGS:-} --json-out "$OUT/bench_compile.json" 2>&1 | tee -a "$OUT/log.txt"; }
 echo "== done; results in $OUT"

@@ -1,0 +1,163 @@
+"""bf16 frozen weights and whole-step CUDA graphs: what they change (speed) and what they must not (the numbers)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gist_engine import build_model
+from gist_engine.attention import compute_attention_maps
+from gist_engine.config import ConfigError, load_run_config
+from gist_engine.data import DatasetSplits, TensorSplit
+from gist_engine.fastpath import TrainStep, cast_frozen_, make_optimizer, mixed_dtype, resolve_frozen_dtype
+from gist_engine.train import Trainer, param_groups, warmup_cosine
+
+CPU = torch.device("cpu")
+HALF = (0.5, 0.5, 0.5)
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def toy_data(device: str = "cpu") -> DatasetSplits:
+    g = torch.Generator().manual_seed(0)
+    names = ["a", "b", "c", "d"]
+
+    def split(n: int) -> TensorSplit:
+        y = torch.arange(n) % 4
+        x = torch.randint(0, 60, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        x[:, y % 3] += (40 * (1 + y)).to(torch.uint8).view(-1, 1, 1)  # a class-coloured tint
+        return TensorSplit(x.to(device), y.to(device), names, HALF, HALF, device)
+
+    return DatasetSplits(train=split(36), val=None, test=split(16), class_names=names, info={"name": "toy"})
+
+
+def model(seed: int = 0, method: str = "adapter") -> torch.nn.Module:
+    return build_model({"backbone": "test_vit", "method": method, "gist": {"dropout": 0.0}}, seed=seed).train()
+
+
+def step_for(net: torch.nn.Module, device: torch.device, precision: str, **kwargs) -> TrainStep:
+    opt = make_optimizer(param_groups(net, 1e-4), 1e-2, device)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ bf16 frozen weights
+def test_cast_frozen_stores_only_the_frozen_weights_in_bf16():
+    net = model()
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    cast = cast_frozen_(net)
+    assert cast > 0 and trainable
+    for name, p in net.named_parameters():
+        assert p.dtype == (torch.float32 if name in trainable else torch.bfloat16), name
+    assert mixed_dtype(net) is torch.bfloat16 and mixed_dtype(model()) is None
+
+
+def test_bf16_frozen_weights_train_like_fp32_frozen_weights_under_bf16_autocast():
+    """Autocast rounds every frozen matmul weight to bf16 anyway: the losses agree to bf16's precision."""
+    a, b = model(), model()
+    start = [p.detach().clone() for p in a.parameters()]
+    cast_frozen_(b)
+    step_a, step_b = step_for(a, CPU, "bf16"), step_for(b, CPU, "bf16")
+    g = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        x, y = torch.randn(6, 3, 32, 32, generator=g), torch.randint(0, 10, (6,), generator=g)
+        la, lb = step_a(x, y), step_b(x, y)
+        assert torch.isfinite(lb).all()
+        torch.testing.assert_close(lb, la, rtol=3e-2, atol=3e-2)
+    trained = [(pa, pb, s) for pa, pb, s in zip(a.parameters(), b.parameters(), start, strict=True)
+               if pa.requires_grad]
+    assert all(pb.dtype == torch.float32 for _, pb, _ in trained)  # the optimiser's weights stay float32
+    moved_a = torch.cat([(pa - s).flatten() for pa, _, s in trained])
+    moved_b = torch.cat([(pb - s).flatten() for _, pb, s in trained])
+    assert (moved_b - moved_a).norm() < 0.1 * moved_a.norm()  # the same updates, to bf16 rounding (3% here)
+
+
+def test_attention_maps_of_a_model_with_bf16_frozen_weights_are_float32_and_close():
+    net = model().eval()
+    ref = compute_attention_maps(net, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                                 with_images=False)
+    cast_frozen_(net)
+    maps = compute_attention_maps(net, torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+                                  with_images=False)
+    for name in ("cls_maps", "gist_maps", "cls_logits", "gist_logits"):
+        got = getattr(maps, name)
+        assert got.dtype == np.float32 and np.isfinite(got).all(), name
+        np.testing.assert_allclose(got, getattr(ref, name), atol=0.05, err_msg=name)
+
+
+def test_frozen_dtype_settings():
+    cuda, cpu = torch.device("cuda"), CPU
+    assert resolve_frozen_dtype("auto", cuda, "bf16") is torch.bfloat16
+    assert resolve_frozen_dtype("auto", cuda, "fp32") is None and resolve_frozen_dtype("auto", cpu, "bf16") is None
+    assert resolve_frozen_dtype("fp32", cuda, "bf16") is None
+    assert resolve_frozen_dtype("bf16", cpu, "bf16") is torch.bfloat16
+    with pytest.raises(ConfigError, match=r"frozen_dtype.*precision bf16"):
+        load_run_config({"train": {"frozen_dtype": "bf16", "precision": "fp32"}})
+    trainer = Trainer({"backbone": "test_vit", "train": {"frozen_dtype": "bf16", "device": "cpu"}},
+                      data=toy_data())  # precision auto is fp32 on the CPU
+    with pytest.raises(ConfigError, match=r"frozen_dtype.*fp32 on cpu"):
+        trainer.setup()
+
+
+def test_a_trainer_run_with_bf16_frozen_weights_on_cpu(tmp_path):
+    cfg = {"backbone": "test_vit", "method": "adapter",
+           "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "precision": "bf16", "frozen_dtype": "bf16",
+                     "device": "cpu", "attention_every": 3}}
+    trainer = Trainer(cfg, data=toy_data(), run_dir=tmp_path)
+    result = trainer.run()
+    assert result.status == "completed", result.error
+    assert mixed_dtype(trainer.model) is torch.bfloat16
+    assert all(math.isfinite(s["total"]) for s in result.history["steps"])
+    assert (tmp_path / "attention").is_dir() and any((tmp_path / "attention").glob("step_*.npz"))
+
+
+# ----------------------------------------------------------------------------------------------- CUDA graphs
+def test_cuda_graphs_are_off_on_the_cpu():
+    step = step_for(model(), CPU, "fp32", cuda_graph=True)
+    assert not step.cuda_graph and not step.graphed
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    assert torch.isfinite(step(x, y)).all()
+
+
+@cuda_only
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_replays_equal_eager_steps_with_a_schedule_and_a_last_batch(precision):
+    """Warm-up steps, the capture, replays, another batch shape and lr changes: the same numbers as eager."""
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    nets = [model().to(dev), model().to(dev)]
+    eager, graphed = step_for(nets[0], dev, precision), step_for(nets[1], dev, precision, cuda_graph=True)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(s.optimizer, lambda i: warmup_cosine(i, 2, 12))
+              for s in (eager, graphed)]
+    g = torch.Generator().manual_seed(0)
+    for i, batch in enumerate((8, 8, 8, 8, 8, 5, 8, 8, 5, 8, 8, 8)):
+        x = torch.randn(batch, 3, 32, 32, generator=g).to(dev)
+        y = torch.randint(0, 10, (batch,), generator=g).to(dev)
+        a, b = eager(x, y), graphed(x, y)
+        tol = 1e-4 if precision == "fp32" else 2e-2  # bf16: kernels may differ in summation order
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol / 10, msg=f"step {i + 1}")
+        for s in scheds:
+            s.step()
+    assert graphed.graphed and graphed.graph_error is None and len(graphed._graphs) == 2
+    if precision == "fp32":
+        for pa, pb in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+            torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
+
+
+@cuda_only
+def test_trainer_with_and_without_cuda_graphs_on_the_gpu():
+    base = {"backbone": "test_vit", "method": "adapter", "gist": {"dropout": 0.0},
+            "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 1, "device": "cuda",
+                      "grad_clip": 1.0, "log_every": 4}}
+    runs = []
+    for graph in (False, True):
+        cfg = load_run_config(base, [f"train.cuda_graph={str(graph).lower()}"])
+        trainer = Trainer(cfg, data=toy_data("cuda"))
+        runs.append(trainer.run())
+        assert runs[-1].status == "completed", runs[-1].error
+        assert trainer.train_step.graphed is graph
+    for a, b in zip(runs[0].history["steps"], runs[1].history["steps"], strict=True):
+        assert b["total"] == pytest.approx(a["total"], rel=1e-2, abs=1e-3) and b["lr"] == a["lr"]
