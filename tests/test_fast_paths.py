@@ -161,3 +161,23 @@ def test_trainer_with_and_without_cuda_graphs_on_the_gpu():
         assert trainer.train_step.graphed is graph
     for a, b in zip(runs[0].history["steps"], runs[1].history["steps"], strict=True):
         assert b["total"] == pytest.approx(a["total"], rel=1e-2, abs=1e-3) and b["lr"] == a["lr"]
+
+
+def test_text_models_train_with_bf16_frozen_weights_and_compiled():
+    """The text encoder's dict batches through the same step: bf16 frozen weights, and torch.compile (aot_eager)."""
+    texts = ["a good film", "terrible plot and acting", "fine", "what a wonderful day to be alive"]
+    y = torch.tensor([0, 1, 2, 0])
+    losses = {}
+    for case in ("fp32", "bf16 frozen", "compiled"):
+        net = build_model({"backbone": "test_bert", "method": "adapter", "num_classes": 3,
+                           "gist": {"dropout": 0.0}}, seed=0).train()
+        if case == "bf16 frozen":
+            cast_frozen_(net)
+        torch._dynamo.reset()
+        step = step_for(net, CPU, "bf16" if case == "bf16 frozen" else "fp32", compile=case == "compiled",
+                        backend="aot_eager")
+        batch = net.tokenize(texts, max_length=16)
+        losses[case] = torch.stack([step(batch, y) for _ in range(3)])
+        assert step.compiled is (case == "compiled")
+    torch.testing.assert_close(losses["compiled"], losses["fp32"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["bf16 frozen"], losses["fp32"], rtol=2e-2, atol=2e-2)

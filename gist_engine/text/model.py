@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,6 @@ from ..model import GistOutput, GistTokens, init_linear_
 DEFAULT_MAX_LENGTH = 128  # DataConfig.max_length's default, for a model built without a RunConfig
 
 
-@functools.cache
 def _bidirectional_mask_fn() -> Any:
     """transformers' mask builder (>= 4.56), or None on older versions (then the model's own 4-D mask)."""
     try:
@@ -48,6 +46,7 @@ class GistTextEncoder(GistTokens, nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, gist: GistConfig | None = None, tokenizer: Any = None,
                  max_length: int = 128) -> None:
         super().__init__()
+        self._create_mask = _bidirectional_mask_fn()  # transformers >= 4.56: its mask builder; else None
         gist = gist or GistConfig()
         self.backbone = backbone
         self.gist_cfg = gist
@@ -124,7 +123,7 @@ class GistTextEncoder(GistTokens, nn.Module):
     def encoder_mask(self, mask: Tensor, hidden: Tensor) -> Tensor | None:
         """The 2-D padding mask (B, T) as the installed transformers' layers expect it for the current attention
         implementation: None (no padding, SDPA), a boolean (B, 1, T, T) or an additive float (B, 1, T|1, T) mask."""
-        create = _bidirectional_mask_fn()
+        create = self._create_mask  # resolved once in __init__: torch.compile traces a plain attribute
         if create is not None:
             return create(config=self.backbone.config, inputs_embeds=hidden, attention_mask=mask)
         return self.backbone.get_extended_attention_mask(mask, mask.shape, dtype=hidden.dtype)  # (B, 1, 1, T)
