@@ -321,8 +321,9 @@ class TrainConfig:
                            "warning if compiling fails); pays off on long GPU runs.")
     cuda_graph: bool = option(False, "On CUDA, capture the whole training step (forward, backward, AdamW) as a "
                               "CUDA graph per batch shape after 3 eager steps and replay it: no Python per kernel, "
-                              "for small batches whose steps the CPU cannot launch fast enough. Experimental (see "
-                              "README, Speed); ignored with train.compile, whose modes do this themselves.")
+                              "for small batches whose steps the CPU cannot launch fast enough; image models only. "
+                              "Experimental (see README, Speed); ignored with train.compile, whose modes do this "
+                              "themselves.")
     eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 256 on CPU.",
                                   min=0, max=65_536)
     cpu_threads: int = option(0, "torch threads on CPU; 0 = auto: the CPUs this process may use, less those other "

@@ -311,6 +311,8 @@ class TrainStep:
     def _graph_step(self, x: Any, y: Tensor) -> Tensor:
         """A replay of the step's graph for this batch shape; warm-up steps (real, eager) and the capture first."""
         self._sync_lr()
+        if not isinstance(x, Tensor):  # text batches: a new padded length per batch, and mask checks on the host
+            return self._eager_step(x, y)
         key = (_shape_key(x), tuple(y.shape))
         graph = self._graphs.get(key)
         if graph is not None:
