@@ -17,7 +17,8 @@ import gist_engine as ge
 LABELS = {"ce_weight": "Gist CE weight", "loss": "Interaction loss", "loss_weight": "Interaction weight",
           "init": "Init range", "shared_head": "Shared head", "lr": "Learning rate", "few_shot": "Few-shot k",
           "enabled": "GIST on", "length": "Gist tokens", "temperature": "Temperature", "cpu_threads": "CPU threads",
-          "eval_batch_size": "Eval batch size", "attention_every": "Attention snapshot every"}
+          "eval_batch_size": "Eval batch size", "attention_every": "Attention snapshot every",
+          "frozen_dtype": "Frozen weights stored as", "cuda_graph": "CUDA graphs"}
 
 
 def _label(name: str) -> str:

@@ -311,7 +311,8 @@ class _Built:
     graph_error: Callable[[], str | None] = lambda: None
 
 
-def _ours(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _Built:
+def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _Built:
+    """Our model for `method` (GIST on/off) with the trainer's optimiser and step, on the fixed batch (x, y)."""
     from .build import build_model
     from .train import param_groups
 
@@ -338,7 +339,8 @@ def _ours(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _B
                   graphed=lambda: step.graphed, graph_error=lambda: step.graph_error)
 
 
-def _reference(cfg: BenchConfig, method: str, token: bool, compiled: bool, x: Tensor, y: Tensor) -> _Built:
+def reference_case(cfg: BenchConfig, method: str, token: bool, compiled: bool, x: Tensor, y: Tensor) -> _Built:
+    """The plain timm (+ peft) reference for `method`, with the extra token + BKLD when `token`."""
     from .backbones import create_backbone
 
     device = torch.device(cfg.device)
@@ -434,7 +436,7 @@ def _plan(cfg: BenchConfig, notes: list[str]) -> list[tuple[CaseResult, Callable
         for gist in (False, True):
             row = CaseResult(name=method + ("+gist" if gist else ""), impl="gist_engine", method=method, gist=gist,
                              compiled=cfg.compile)
-            plan.append((row, lambda x, y, m=method, g=gist: _ours(cfg, m, g, x, y)))
+            plan.append((row, lambda x, y, m=method, g=gist: our_case(cfg, m, g, x, y)))
     if not cfg.reference:
         return plan
     for method in cfg.methods:
@@ -451,7 +453,7 @@ def _plan(cfg: BenchConfig, notes: list[str]) -> list[tuple[CaseResult, Callable
                 name = f"ref_{method}" + ("+token" if token else "") + (" compiled" if compiled else "")
                 row = CaseResult(name=name, impl="reference", method=method, gist=token, compiled=compiled,
                                  note=label + (" + extra token + BKLD" if token else ""))
-                plan.append((row, lambda x, y, m=method, t=token, c=compiled: _reference(cfg, m, t, c, x, y)))
+                plan.append((row, lambda x, y, m=method, t=token, c=compiled: reference_case(cfg, m, t, c, x, y)))
     return plan
 
 
@@ -643,4 +645,4 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
 
 __all__ = ["DEFAULTS", "METHODS", "REFERENCES", "BenchConfig", "CaseResult", "ExtraTokenViT", "Reference",
            "add_hooked_adapters", "add_peft_lora", "count_flops", "default_bench_config", "format_table",
-           "matmul_ceiling", "reference_loss", "run_bench", "summarize", "write_report"]
+           "matmul_ceiling", "our_case", "reference_case", "reference_loss", "run_bench", "summarize", "write_report"]

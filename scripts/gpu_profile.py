@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gist_engine.bench import _ours, default_bench_config
+from gist_engine.bench import default_bench_config, our_case
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen).to(cfg.device)
     y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=gen).to(cfg.device)
-    built = _ours(cfg, args.method, not args.no_gist, x, y)
+    built = our_case(cfg, args.method, not args.no_gist, x, y)
     for _ in range(3):
         built.step()
     if cuda:
