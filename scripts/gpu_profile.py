@@ -50,9 +50,10 @@ def main() -> None:
     groups = {"gemm": 0.0, "attention": 0.0, "other": 0.0}
     for e in events:
         name = e.key.lower()
-        what = "gemm" if ("gemm" in name or "matmul" in name or "nvjet" in name or "cutlass" in name) else \
+        gemm = ("gemm", "matmul", "nvjet", "cutlass", "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+        what = "gemm" if any(g in name for g in gemm) else \
             "attention" if ("flash" in name or "fmha" in name or "attention" in name) else "other"
-        if not name.startswith("aten::"):  # kernels only, on CUDA; on CPU the aten ops are the work
+        if name.startswith("aten::") != cuda:  # on CUDA the kernels (not the aten ops launching them); on CPU the ops
             groups[what] += getattr(e, key) / args.steps / 1e3
     print(f"{args.method}{'' if args.no_gist else '+gist'}, frozen {args.frozen_dtype}, batch {cfg.batch_size}, "
           f"{cfg.device}: {total:.2f} ms of self time per step; kernels: "
