@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,10 @@ def _client(path: str | Path | None) -> tuple[Any, str]:
     uri = None
     if path is not None:
         uri = str(path) if "://" in str(path) or str(path).startswith("file:") else Path(path).resolve().as_uri()
+    if (uri or os.environ.get("MLFLOW_TRACKING_URI", "file:")).startswith("file:"):
+        # MLflow 3 refuses its folder store unless asked for it; a folder is what `--to mlflow --out DIR` promises
+        # (`mlflow ui --backend-store-uri DIR` reads it). A database URI (sqlite:///...) is passed through as is.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=uri) if uri else MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
