@@ -794,7 +794,8 @@ class RunManager:
             run_or_group_id: A run id or a group id.
             to: `csv` or `parquet` (via pandas), or `mlflow` (optional package).
             path: The file to write, or a folder for `<id>.<ext>` (default `root/exports/`); for mlflow, the
-                tracking folder or URI (default: mlflow's own, `MLFLOW_TRACKING_URI` or ./mlruns).
+                tracking folder or URI (default: `MLFLOW_TRACKING_URI` when set, else the folder
+                `root/exports/mlruns`, not MLflow's own default of a database in the working directory).
 
         Returns:
             The data file written (csv, parquet) or the MLflow run id (the parent run's for a group).
@@ -814,6 +815,8 @@ class RunManager:
             from .export_mlflow import export_group_to_mlflow, export_run_to_mlflow
 
             fn = export_group_to_mlflow if is_group else export_run_to_mlflow
+            if path is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+                path = self.root / "exports" / "mlruns"
             return fn(self, run_or_group_id, path)
         out = Path(path) if path is not None else self.root / "exports"
         if out.suffix.lower() != f".{to}":

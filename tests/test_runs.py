@@ -334,7 +334,7 @@ def test_export_round_trips_csv_and_parquet(manager_factory, tmp_path):
             mgr.export(run_id, to="mlflow")
 
 
-def test_export_to_mlflow_when_installed(manager_factory, tmp_path):
+def test_export_to_mlflow_when_installed(manager_factory, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -346,6 +346,10 @@ def test_export_to_mlflow_when_installed(manager_factory, tmp_path):
     history = client.get_metric_history(mid, "total")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert client.get_run(mid).data.params["method"] == "lora"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    again = mgr.export(run_id, to="mlflow")  # the default: a folder beside the CSV exports, not the working dir
+    client = MlflowClient(tracking_uri=(mgr.root / "exports" / "mlruns").resolve().as_uri())
+    assert client.get_run(again).data.params["method"] == "lora"
 
 
 # -------------------------------------------------------------------------------------------------- schema
