@@ -351,6 +351,17 @@ def test_export_to_mlflow_when_installed(manager_factory, tmp_path, monkeypatch)
     client = MlflowClient(tracking_uri=(mgr.root / "exports" / "mlruns").resolve().as_uri())
     assert client.get_run(again).data.params["method"] == "lora"
 
+    group_id = mgr.submit_group(config(epochs=1), seeds=2)  # a group: a parent run, one nested run per member
+    for s in mgr.list():
+        mgr.wait(s.id, timeout=60)
+    parent = mgr.export(group_id, to="mlflow", path=tmp_path / "mlruns")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    assert client.get_run(parent).data.params["seeds"] == "[0, 1]"
+    assert "delta_acc_cls_mean" in client.get_run(parent).data.metrics
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 4  # each seed with GIST off and on
+
 
 # -------------------------------------------------------------------------------------------------- schema
 def test_schema_is_versioned_and_migrates(tmp_path, monkeypatch):
