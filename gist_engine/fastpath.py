@@ -3,10 +3,12 @@
 What makes a step fast, and where each piece lives:
 
 - `TrainStep`: bf16 autocast (when asked), GIST loss, backward, optional gradient clipping and the optimiser step,
-  returning every loss term as ONE device tensor (no host synchronisation); on CUDA the whole step (forward,
-  backward, clipping, AdamW) captured once per batch shape as a CUDA graph and replayed, so no Python runs per
-  kernel (a ViT-B step at batch 64 is otherwise bound by the CPU's kernel launches); `torch.compile` of the
-  forward + loss as an option; both fall back to eager, with a warning, on any error (the failed try is undone).
+  returning every loss term as ONE device tensor (no host synchronisation). Two options: `torch.compile` of the
+  forward + loss, falling back to eager with a warning on any compile error (the failed try is undone); and, on
+  CUDA for image batches, the whole step (forward, backward, clipping, AdamW) captured once per batch shape as a
+  CUDA graph and replayed, so no Python runs per kernel (a small-batch ViT step otherwise waits on the CPU's
+  kernel launches); a failed capture falls back to eager with a warning, or stops with a clear error where it left
+  CUDA's random generator unusable.
 - `make_optimizer`: AdamW, fused into one kernel per step on CUDA.
 - `enable_fused_attention`: timm's `F.scaled_dot_product_attention` path in every attention module (attention
   capture switches it off only while it records, see `attention.capture_attention`).
@@ -287,7 +289,6 @@ class TrainStep:
         self.optimizer.step()
         return values.detach()
 
-
     # ------------------------------------------------------------------------------------------ CUDA graphs
     def _make_capturable(self) -> None:
         """Each group's lr becomes a device tensor the graph reads (the scheduler's new value is copied into it
@@ -318,7 +319,9 @@ class TrainStep:
         if graph is not None:
             return graph.replay(x, y)
         if self._eager_steps < GRAPH_WARMUP_STEPS or len(self._graphs) >= MAX_GRAPHS:
-            return self._warmup_step(x, y)  # lazy initialisations (cuBLAS, AdamW state) happen outside capture
+            # the first steps run eagerly, so that lazy initialisations (cuBLAS, AdamW's state) happen outside a
+            # capture; so do shapes beyond MAX_GRAPHS
+            return self._side_stream_step(x, y)
         try:
             graph = self._capture(x, y)
         except Exception as exc:
@@ -338,7 +341,7 @@ class TrainStep:
         self._graphs[key] = graph
         return graph.replay(x, y)
 
-    def _warmup_step(self, x: Any, y: Tensor) -> Tensor:
+    def _side_stream_step(self, x: Tensor, y: Tensor) -> Tensor:
         """An eager step on a side stream, as CUDA graph capture requires of the steps before it."""
         self._side = self._side or torch.cuda.Stream(self.device)
         self._side.wait_stream(torch.cuda.current_stream(self.device))
@@ -348,10 +351,9 @@ class TrainStep:
         self._eager_steps += 1
         return values
 
-    def _capture(self, x: Any, y: Tensor) -> _StepGraph:
+    def _capture(self, x: Tensor, y: Tensor) -> _StepGraph:
         """Record (not run) one whole step on static copies of the batch; the gradients it writes are its own."""
-        static_x = _clone(x)
-        static_y = y.clone()
+        static_x, static_y = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates its gradients in the pool
         graph = torch.cuda.CUDAGraph()
         benchmark = torch.backends.cudnn.benchmark
@@ -376,29 +378,15 @@ MAX_GRAPHS = 2  # batch shapes captured per run (the full batch and an epoch's l
 class _StepGraph:
     """A captured training step: its static inputs, its loss-terms output and the gradients it owns."""
 
-    def __init__(self, graph: torch.cuda.CUDAGraph, x: Any, y: Tensor, values: Tensor, grads: list) -> None:
+    def __init__(self, graph: torch.cuda.CUDAGraph, x: Tensor, y: Tensor, values: Tensor, grads: list) -> None:
         self.graph, self.x, self.y, self.values, self.grads = graph, x, y, values, grads
 
-    def replay(self, x: Any, y: Tensor) -> Tensor:
+    def replay(self, x: Tensor, y: Tensor) -> Tensor:
         """Copy the batch in, run the step, return a copy of its loss terms (the graph overwrites its own)."""
-        _copy_into(self.x, x)
+        self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
         return self.values.clone()
-
-
-def _clone(x: Any) -> Any:
-    if isinstance(x, Tensor):
-        return x.clone()
-    return {k: v.clone() for k, v in x.items()}
-
-
-def _copy_into(static: Any, x: Any) -> None:
-    if isinstance(static, Tensor):
-        static.copy_(x)
-    else:
-        for k, v in static.items():
-            v.copy_(x[k])
 
 
 def _shape_key(x: Any) -> tuple:
