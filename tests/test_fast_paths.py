@@ -11,26 +11,17 @@ import torch
 from gist_engine import build_model
 from gist_engine.attention import compute_attention_maps
 from gist_engine.config import ConfigError, load_run_config
-from gist_engine.data import DatasetSplits, TensorSplit
+from gist_engine.data import DatasetSplits
 from gist_engine.fastpath import TrainStep, cast_frozen_, make_optimizer, mixed_dtype, resolve_frozen_dtype
 from gist_engine.train import Trainer, param_groups, warmup_cosine
+from tests.toydata import squares_splits
 
 CPU = torch.device("cpu")
-HALF = (0.5, 0.5, 0.5)
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def toy_data(device: str = "cpu") -> DatasetSplits:
-    g = torch.Generator().manual_seed(0)
-    names = ["a", "b", "c", "d"]
-
-    def split(n: int) -> TensorSplit:
-        y = torch.arange(n) % 4
-        x = torch.randint(0, 60, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-        x[:, y % 3] += (40 * (1 + y)).to(torch.uint8).view(-1, 1, 1)  # a class-coloured tint
-        return TensorSplit(x.to(device), y.to(device), names, HALF, HALF, device)
-
-    return DatasetSplits(train=split(36), val=None, test=split(16), class_names=names, info={"name": "toy"})
+    return squares_splits(36, 16, device)
 
 
 def model(seed: int = 0, method: str = "adapter") -> torch.nn.Module:

@@ -23,9 +23,12 @@ def squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def squares_splits(n_train: int, n_test: int) -> DatasetSplits:
-    """Train and test splits of the squares problem (different seeds), held in memory on the CPU."""
+def squares_splits(n_train: int, n_test: int, device: str = "cpu") -> DatasetSplits:
+    """Train and test splits of the squares problem (different seeds), held in memory on `device`."""
     (xtr, ytr), (xte, yte) = squares(n_train, 0), squares(n_test, 1)
-    return DatasetSplits(train=TensorSplit(xtr, ytr, NAMES, HALF, HALF, "cpu"), val=None,
-                         test=TensorSplit(xte, yte, NAMES, HALF, HALF, "cpu"), class_names=NAMES,
+
+    def split(x: torch.Tensor, y: torch.Tensor) -> TensorSplit:
+        return TensorSplit(x.to(device), y.to(device), NAMES, HALF, HALF, device)
+
+    return DatasetSplits(train=split(xtr, ytr), val=None, test=split(xte, yte), class_names=NAMES,
                          info={"name": "squares"})
