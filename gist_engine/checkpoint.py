@@ -58,25 +58,29 @@ def save_checkpoint(model: GistViT, path: str | Path, config: RunConfig, step: i
     return path
 
 
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor and the raw metadata of a safetensors file; a CheckpointError naming it if unreadable."""
+def _read_safetensors(path: str | Path, file_name: str, what: str,
+                      readable: str) -> tuple[Path, dict[str, torch.Tensor], dict[str, str]]:
+    """The file (`path`, or `path/file_name` for a run folder), its tensors and raw metadata; never unpickles.
+
+    A missing file is "no {what} at ..."; an unreadable one "... is not a readable safetensors {readable}".
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    if not path.is_file():
+        raise CheckpointError(f"no {what} at {path}")
     try:
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors {what}: {exc}") from None
-    return tensors, meta
+        raise CheckpointError(f"{path} is not a readable safetensors {readable}: {exc}") from None
+    return path, tensors, meta
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and decoded metadata of a checkpoint; never unpickles anything."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    tensors, meta = _read_safetensors(path, "checkpoint")
+    path, tensors, meta = _read_safetensors(path, CHECKPOINT_NAME, "checkpoint", "checkpoint")
     if meta.get("format") != "gist-studio/1" or "config" not in meta:
         raise CheckpointError(f"{path} is not a GIST Studio checkpoint (no config in its metadata)")
     try:
@@ -141,12 +145,7 @@ def save_training_state(path: str | Path, model: GistViT, optimizer: torch.optim
 
 def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and decoded metadata (config, step, epoch, state) of a `save_training_state` file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESUME_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no resumable training state at {path}")
-    tensors, meta = _read_safetensors(path, "file")
+    path, tensors, meta = _read_safetensors(path, RESUME_NAME, "resumable training state", "file")
     if meta.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"{path} is not a GIST Studio training state (format {meta.get('format')!r})")
     try:
