@@ -247,8 +247,10 @@ class Trainer:
         warmup = round(tc.warmup_epochs * steps_per_epoch)
         optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr,
                                       fused=self.device.type == "cuda")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, warmup, self.total_steps))
+        def schedule(step: int) -> float:  # the lr multiplier; also what each step's reported lr is computed from
+            return warmup_cosine(step, warmup, self.total_steps)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
         if tc.attention_every and self.run_dir is not None:  # CLS/Gist maps of a probe batch every K steps
@@ -313,7 +315,7 @@ class Trainer:
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
                     scheduler.step()
                     self.step += 1
-                    lr = tc.lr * warmup_cosine(scheduler.last_epoch, warmup, self.total_steps)  # a float: no sync
+                    lr = tc.lr * schedule(scheduler.last_epoch)  # a float, not the optimiser's tensor: no sync
                     pending.append((self.step, terms, lr,
                                     epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch),
                                     len(y)))
