@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -57,20 +58,65 @@ def usable_cpus() -> int:
 
 @functools.cache
 def choose_cpu_threads() -> int:
-    """torch threads for this machine, chosen once per process: the usable CPUs less those others keep busy.
+    """torch threads for this machine, chosen once per process: the usable CPUs less those others keep busy now.
 
     An OpenMP thread that the OS has descheduled stalls every parallel op at its barrier: on a machine whose other
     processes already fill the CPUs, two threads ran a small ViT's training step 10-100x slower than one (measured
-    on a shared 2-CPU machine). So the count is `usable_cpus() - load + 1` (1-minute load average, which counts
-    this process too), between 1 and `usable_cpus()`. Chosen once, so that runs compared in one process (plain vs
-    GIST) use the same count; `train.cpu_threads` overrides it.
+    on a shared 2-CPU machine). So the count is the CPUs idle right now (`idle_cpus`, a 0.25 s sample of
+    /proc/stat), rounded, between 1 and `usable_cpus()` (which also applies a cgroup quota).
+
+    The 1-minute load average is only the fallback (no /proc/stat): it lags. A run's own load stays in it for a
+    minute, so a run started just after another one on an idle 2-CPU machine read ~1.0 and got one thread, half
+    the speed (measured). Chosen once, so that runs compared in one process (plain vs GIST) use the same count;
+    `train.cpu_threads` overrides it.
     """
     n = usable_cpus()
+    idle = idle_cpus()
+    if idle is None:
+        try:
+            idle = n - max(0.0, os.getloadavg()[0] - 1.0)  # the load average counts this process once it runs
+        except (AttributeError, OSError):
+            return n
+    return max(1, min(n, math.floor(idle + 0.5)))
+
+
+def idle_cpus(window: float = 0.25, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of the CPUs this process may run on are idle now: idle time over `window` seconds, in CPUs.
+
+    Reads the per-CPU lines of /proc/stat (user nice system idle iowait irq softirq steal ...) for the CPUs in the
+    affinity mask, twice, `window` seconds apart, while this process sleeps. Stolen time (a hypervisor running
+    someone else) counts as busy. None where /proc/stat is unreadable.
+    """
     try:
-        load = os.getloadavg()[0]
+        cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
     except (AttributeError, OSError):
-        return n
-    return max(1, min(n, math.floor(n - load) + 1))
+        cpus = None
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            lines = stat.read_text().splitlines()
+        except OSError:
+            return None
+        total = idle = 0
+        for line in lines:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or name == "cpu" or (cpus is not None and name not in cpus):
+                continue
+            fields = [int(v) for v in rest.split()[:8]]
+            total += sum(fields)
+            idle += sum(fields[3:5])  # idle + iowait
+        return (total, idle) if total else None
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(window)
+    second = sample()
+    if second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    n = len(cpus) if cpus else max(1, os.cpu_count() or 1)
+    return n * idle / total
 
 
 def _cgroup_cpu_quota() -> float | None:
@@ -410,5 +456,5 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
 
 
 __all__ = ["COMPILE_BACKEND", "TrainStep", "auto_log_every", "autocast", "cast_frozen_", "choose_cpu_threads",
-           "configure_device", "enable_fused_attention", "eval_batch_size", "make_optimizer", "mixed_dtype",
-           "resolve_frozen_dtype", "usable_cpus"]
+           "configure_device", "enable_fused_attention", "eval_batch_size", "idle_cpus", "make_optimizer",
+           "mixed_dtype", "resolve_frozen_dtype", "usable_cpus"]

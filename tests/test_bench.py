@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from gist_engine import build_model, cli
+from gist_engine import build_model, cli, fastpath
 from gist_engine.bench import ExtraTokenViT, add_hooked_adapters, count_flops, reference_loss
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
-from gist_engine.fastpath import TrainStep, choose_cpu_threads, eval_batch_size, make_optimizer, usable_cpus
+from gist_engine.fastpath import TrainStep, choose_cpu_threads, eval_batch_size, idle_cpus, make_optimizer, usable_cpus
 from gist_engine.losses import LOSS_TERMS, gist_loss
 from gist_engine.train import Callback, Trainer, param_groups, warmup_cosine
 
@@ -259,3 +259,35 @@ def test_device_choices():
     assert 1 <= choose_cpu_threads() <= usable_cpus()
     assert eval_batch_size(CPU) == 256 and eval_batch_size(torch.device("cuda")) == 1024
     assert eval_batch_size(CPU, 64) == 64
+
+
+def _stat(cpu0: tuple[int, int], cpu1: tuple[int, int]) -> str:
+    """A /proc/stat with two CPUs given as (busy ticks, idle ticks)."""
+    lines = [f"cpu  {cpu0[0] + cpu1[0]} 0 0 {cpu0[1] + cpu1[1]} 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {busy} 0 0 {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate((cpu0, cpu1))]
+    return "\n".join([*lines, "intr 1 2 3", "ctxt 99"]) + "\n"
+
+
+def test_idle_cpus_reads_the_affinity_cpus_over_a_window(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text(_stat((1000, 5000), (2000, 7000)))
+    # over the window cpu0 runs someone else's job the whole time, cpu1 idles 3/4 of it
+    monkeypatch.setattr(fastpath.time, "sleep", lambda s: stat.write_text(_stat((1100, 5000), (2025, 7075))))
+    monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert idle_cpus(stat=stat) == pytest.approx(2 * 75 / 200)
+    monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {1})  # only cpu1 is ours
+    stat.write_text(_stat((1000, 5000), (2000, 7000)))
+    assert idle_cpus(stat=stat) == pytest.approx(0.75)
+    assert idle_cpus(stat=tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(("idle", "load", "threads"), [
+    (2.0, 1.0, 2),  # idle machine whose load average still holds the previous run: both CPUs
+    (1.6, 0.0, 2), (1.4, 0.0, 1), (0.0, 3.0, 1),  # others busy now: fewer threads, never 0
+    (None, 1.0, 2), (None, 2.7, 1),  # no /proc/stat: the load average, less this process
+])
+def test_thread_count_follows_idle_cpus(monkeypatch, idle, load, threads):
+    monkeypatch.setattr(fastpath, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(fastpath, "idle_cpus", lambda: idle)
+    monkeypatch.setattr(fastpath.os, "getloadavg", lambda: (load, load, load))
+    assert choose_cpu_threads.__wrapped__() == threads
