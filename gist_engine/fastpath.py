@@ -62,8 +62,9 @@ def choose_cpu_threads() -> int:
 
     An OpenMP thread that the OS has descheduled stalls every parallel op at its barrier: on a machine whose other
     processes already fill the CPUs, two threads ran a small ViT's training step 10-100x slower than one (measured
-    on a shared 2-CPU machine). So the count is the CPUs idle right now (`idle_cpus`, a 0.25 s sample of
-    /proc/stat), rounded, between 1 and `usable_cpus()` (which also applies a cgroup quota).
+    on a shared 2-CPU machine). So the count is the CPUs idle now (`idle_cpus`: the most idle of four 0.125 s
+    slices of /proc/stat, so that a burst, e.g. the browser drawing the page that launched the run, is not taken
+    for a process that keeps a CPU busy), rounded, between 1 and `usable_cpus()` (which applies a cgroup quota).
 
     The 1-minute load average is only the fallback (no /proc/stat): it lags. A run's own load stays in it for a
     minute, so a run started just after another one on an idle 2-CPU machine read ~1.0 and got one thread, half
@@ -80,12 +81,13 @@ def choose_cpu_threads() -> int:
     return max(1, min(n, math.floor(idle + 0.5)))
 
 
-def idle_cpus(window: float = 0.25, stat: Path = Path("/proc/stat")) -> float | None:
-    """How many of the CPUs this process may run on are idle now: idle time over `window` seconds, in CPUs.
+def idle_cpus(window: float = 0.125, slices: int = 4, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of the CPUs this process may run on are idle: the most idle of `slices` `window`-second slices.
 
     Reads the per-CPU lines of /proc/stat (user nice system idle iowait irq softirq steal ...) for the CPUs in the
-    affinity mask, twice, `window` seconds apart, while this process sleeps. Stolen time (a hypervisor running
-    someone else) counts as busy. None where /proc/stat is unreadable.
+    affinity mask, `slices + 1` times, `window` seconds apart, while this process sleeps, and returns the idle time
+    of the idlest slice, in CPUs. A process that keeps a CPU busy is busy in every slice; a burst is not. Stolen
+    time (a hypervisor running someone else) counts as busy. None where /proc/stat is unreadable.
     """
     try:
         cpus = {f"cpu{i}" for i in os.sched_getaffinity(0)}
@@ -107,16 +109,18 @@ def idle_cpus(window: float = 0.25, stat: Path = Path("/proc/stat")) -> float | 
             idle += sum(fields[3:5])  # idle + iowait
         return (total, idle) if total else None
 
-    first = sample()
-    if first is None:
-        return None
-    time.sleep(window)
-    second = sample()
-    if second is None or second[0] <= first[0]:
-        return None
-    total, idle = second[0] - first[0], second[1] - first[1]
     n = len(cpus) if cpus else max(1, os.cpu_count() or 1)
-    return n * idle / total
+    best, last = None, sample()
+    for _ in range(slices):
+        if last is None:
+            return None
+        time.sleep(window)
+        now = sample()
+        if now is not None and now[0] > last[0]:
+            share = n * (now[1] - last[1]) / (now[0] - last[0])
+            best = share if best is None else max(best, share)
+        last = now
+    return best
 
 
 def _cgroup_cpu_quota() -> float | None:

@@ -268,16 +268,19 @@ def _stat(cpu0: tuple[int, int], cpu1: tuple[int, int]) -> str:
     return "\n".join([*lines, "intr 1 2 3", "ctxt 99"]) + "\n"
 
 
-def test_idle_cpus_reads_the_affinity_cpus_over_a_window(tmp_path, monkeypatch):
+def test_idle_cpus_reads_the_affinity_cpus_and_keeps_the_idlest_slice(tmp_path, monkeypatch):
     stat = tmp_path / "stat"
-    stat.write_text(_stat((1000, 5000), (2000, 7000)))
-    # over the window cpu0 runs someone else's job the whole time, cpu1 idles 3/4 of it
-    monkeypatch.setattr(fastpath.time, "sleep", lambda s: stat.write_text(_stat((1100, 5000), (2025, 7075))))
+    # (cpu0, cpu1) as (busy, idle) ticks at each read: cpu0 runs someone else's job throughout; cpu1 is busy with a
+    # burst in the first slice, then idles 3/4 of the second
+    reads = iter([((1000, 5000), (2000, 7000)), ((1100, 5000), (2100, 7000)), ((1200, 5000), (2125, 7075))])
+    monkeypatch.setattr(fastpath.time, "sleep", lambda s: stat.write_text(_stat(*next(reads))))
     monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert idle_cpus(stat=stat) == pytest.approx(2 * 75 / 200)
+    stat.write_text(_stat(*next(reads)))
+    assert idle_cpus(slices=2, stat=stat) == pytest.approx(2 * 75 / 200)
+    reads = iter([((1000, 5000), (2000, 7000)), ((1100, 5000), (2025, 7075))])
     monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {1})  # only cpu1 is ours
-    stat.write_text(_stat((1000, 5000), (2000, 7000)))
-    assert idle_cpus(stat=stat) == pytest.approx(0.75)
+    stat.write_text(_stat(*next(reads)))
+    assert idle_cpus(slices=1, stat=stat) == pytest.approx(0.75)
     assert idle_cpus(stat=tmp_path / "missing") is None
 
 
