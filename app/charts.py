@@ -47,6 +47,15 @@ def accuracy_figure(evals: pd.DataFrame) -> go.Figure:
     return _layout(fig, "Test accuracy and agreement", "%")
 
 
+def live_figures(drawn: dict[str, tuple], run_id: str, metrics: pd.DataFrame,
+                 evals: pd.DataFrame) -> tuple[go.Figure, go.Figure | None]:
+    """The live page's loss and accuracy figures (None before the first evaluation), rebuilt only when points were
+    added since `drawn[run_id]` = (metric rows, evaluations, loss figure, accuracy figure) was stored."""
+    if run_id not in drawn or drawn[run_id][:2] != (len(metrics), len(evals)):
+        drawn[run_id] = (len(metrics), len(evals), loss_figure(metrics), accuracy_figure(evals) if len(evals) else None)
+    return drawn[run_id][2], drawn[run_id][3]
+
+
 def delta_figure(results: Mapping[str, Any], key: str = "acc_cls") -> go.Figure:
     """Per-seed GIST-minus-plain accuracy deltas (points) and their mean with the 95% CI (error bar)."""
     fig = go.Figure()

@@ -19,6 +19,7 @@ MANAGER_KEY = "gist_manager"  # tests put a RunManager (or a fake with the same 
 DRAFT_KEY = "launch_draft"  # the config being edited on the launch page (a nested dict)
 LAUNCH_GEN_KEY = "launch_generation"  # bumped when a preset replaces the draft (fresh widget keys)
 METRICS_KEY = "live_metrics"  # run id -> metrics frame fetched so far (the live page fetches only new steps)
+FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figure, accuracy figure) last drawn
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
 
 ACTIVE = ("queued", "running")  # statuses that still change

@@ -20,7 +20,7 @@ STEP_KEYS = ("ce_cls", "ce_gist", "kl_cls_gist", "kl_gist_cls", "interaction", "
              "images_per_second", "epoch")
 
 
-def _curves(steps: int, gist: bool, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def curves(steps: int, gist: bool, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for s in range(1, steps + 1):
         ce = 2.3 * math.exp(-s / (steps / 3)) + 0.05 * ((s * 7 + seed) % 5) / 5
@@ -53,7 +53,7 @@ class FakeRunManager:
         cfg_d = to_dict(cfg)
         run_id = f"r{next(self._ids):04d}"
         done = steps if done is None else done
-        metrics, evals = _curves(steps, cfg.gist.enabled, cfg.train.seed)
+        metrics, evals = curves(steps, cfg.gist.enabled, cfg.train.seed)
         metrics = metrics[metrics.step <= done]
         evals = evals if status == "completed" else evals.iloc[0:0]
         last = evals.iloc[-1].to_dict() if len(evals) else None

@@ -44,7 +44,7 @@ if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", t
 
 @st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
 def live_view() -> None:
-    """Polls the store: only new steps are fetched; the whole page reruns once when the run ends."""
+    """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()
     s = mgr.get(run_id)
     cache = st.session_state.setdefault(state.METRICS_KEY, {})
@@ -60,10 +60,11 @@ def live_view() -> None:
         st.info("Preparing the data and the model; the first curve point appears after the first step.")
     else:
         loss, acc = st.columns(2)
-        loss.plotly_chart(charts.loss_figure(metrics), key="live.loss")
-        evals = mgr.evaluations(run_id)
-        if len(evals):
-            acc.plotly_chart(charts.accuracy_figure(evals), key="live.acc")
+        loss_fig, acc_fig = charts.live_figures(st.session_state.setdefault(state.FIGURES_KEY, {}), run_id,
+                                                metrics, mgr.evaluations(run_id))
+        loss.plotly_chart(loss_fig, key="live.loss")
+        if acc_fig is not None:
+            acc.plotly_chart(acc_fig, key="live.acc")
         else:
             acc.info("Test accuracy of both heads and their agreement appear after the first evaluation.")
     times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
