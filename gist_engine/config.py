@@ -324,7 +324,7 @@ class TrainConfig:
                               "for small batches whose steps the CPU cannot launch fast enough; image models only. "
                               "Experimental (see README, Speed); ignored with train.compile, whose modes do this "
                               "themselves.")
-    eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 256 on CPU.",
+    eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 64 on CPU.",
                                   min=0, max=65_536)
     cpu_threads: int = option(0, "torch threads on CPU; 0 = auto: the CPUs this process may use, less those other "
                               "processes keep busy (chosen once per process).", min=0, max=1024)

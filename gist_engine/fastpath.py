@@ -40,7 +40,9 @@ from .losses import LOSS_TERMS, gist_loss
 # first compile takes about a minute on a small CPU).
 COMPILE_BACKEND = os.environ.get("GIST_COMPILE_BACKEND", "inductor")
 LOG_EVERY_CUDA = 10  # steps between loss read-backs on CUDA when train.log_every is 0 (auto)
-EVAL_BATCH = {"cuda": 1024, "cpu": 256}  # evaluation batch by device type when train.eval_batch_size is 0 (auto)
+# Evaluation batch by device type when train.eval_batch_size is 0 (auto). On CPU a batch whose activations stay in
+# cache wins: DINOv2-S/14 at 112 px, 2 threads, evaluated 48 img/s at 64 against 40 at 256 (measured).
+EVAL_BATCH = {"cuda": 1024, "cpu": 64}
 
 
 # -------------------------------------------------------------------------------------------------- device setup
@@ -166,8 +168,8 @@ def auto_log_every(device: torch.device) -> int:
 
 
 def eval_batch_size(device: torch.device, requested: int = 0) -> int:
-    """The evaluation batch: `requested`, or large on CUDA (1024) and 256 on CPU."""
-    return requested or EVAL_BATCH.get(device.type, 256)
+    """The evaluation batch: `requested`, or large on CUDA (1024) and 64 on CPU."""
+    return requested or EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
 
 
 def enable_fused_attention(model: nn.Module) -> int:

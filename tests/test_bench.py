@@ -257,7 +257,7 @@ def test_a_non_finite_loss_is_reported_at_its_exact_step_with_log_every(toy_data
 
 def test_device_choices():
     assert 1 <= choose_cpu_threads() <= usable_cpus()
-    assert eval_batch_size(CPU) == 256 and eval_batch_size(torch.device("cuda")) == 1024
+    assert eval_batch_size(CPU) == 64 and eval_batch_size(torch.device("cuda")) == 1024
     assert eval_batch_size(CPU, 64) == 64
 
 
