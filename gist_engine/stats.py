@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 
 def paired_delta(plain: Sequence[float], gist: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -32,6 +31,8 @@ def paired_delta(plain: Sequence[float], gist: Sequence[float], confidence: floa
     if d.size < 2:
         return out
     std = float(d.std(ddof=1))
+    from scipy import stats  # imported here: scipy.stats takes ~1 s to import, and only comparisons need it
+
     half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1)) * std / math.sqrt(d.size)
     out.update(std=std, ci_low=out["mean"] - half, ci_high=out["mean"] + half)
     if std > 0:
