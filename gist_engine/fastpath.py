@@ -106,7 +106,10 @@ def idle_cpus(window: float = 0.125, slices: int = 4, stat: Path = Path("/proc/s
             name, _, rest = line.partition(" ")
             if not name.startswith("cpu") or name == "cpu" or (cpus is not None and name not in cpus):
                 continue
-            fields = [int(v) for v in rest.split()[:8]]
+            try:
+                fields = [int(v) for v in rest.split()[:8]]
+            except ValueError:  # not the kernel's format: no sample rather than a wrong one
+                return None
             total += sum(fields)
             idle += sum(fields[3:5])  # idle + iowait
         return (total, idle) if total else None

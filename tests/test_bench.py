@@ -282,6 +282,8 @@ def test_idle_cpus_reads_the_affinity_cpus_and_keeps_the_idlest_slice(tmp_path, 
     stat.write_text(_stat(*next(reads)))
     assert idle_cpus(slices=1, stat=stat) == pytest.approx(0.75)
     assert idle_cpus(stat=tmp_path / "missing") is None
+    stat.write_text("cpu0 1 2 3 4\ncpu1 12 x 7\n")
+    assert idle_cpus(slices=1, stat=stat) is None  # not the kernel's format: the caller falls back
 
 
 @pytest.mark.parametrize(("idle", "load", "threads"), [
