@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
+from gist_engine.runs import RunManager
 from tests import app_fakes
 
 APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
@@ -25,13 +28,24 @@ TINY = {"name": "tiny", "backbone": "test_vit", "image_size": 32, "method": "lin
 TIMEOUT = 60
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory):
-    """A real RunManager in its own data dir with a finished run (snapshots), a paired group and a failed run."""
-    root = tmp_path_factory.mktemp("app_data")
+@contextlib.contextmanager
+def _manager(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[RunManager]:
+    """A real RunManager (torch's threads left alone) in a fresh data dir that GIST_DATA_DIR points at; shut down
+    afterwards."""
+    root = tmp_path_factory.mktemp(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIST_DATA_DIR", str(root))
         mgr = ge.studio.open_run_manager(root, torch_threads=0)
+        try:
+            yield mgr
+        finally:
+            mgr.shutdown(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory):
+    """A real RunManager in its own data dir with a finished run (snapshots), a paired group and a failed run."""
+    with _manager(tmp_path_factory, "app_data") as mgr:
         done = mgr.submit(TINY)
         gid = mgr.submit_group({**TINY, "name": "pair"}, 1)
         bad = mgr.submit({**TINY, "name": "too-big", "data": {"dataset": "digits", "train_size": 5000}})
@@ -39,7 +53,6 @@ def real(tmp_path_factory: pytest.TempPathFactory):
             mgr.wait(run.id, timeout=180)
         mgr.ids = {"done": done, "group": gid, "failed": bad}
         yield mgr
-        mgr.shutdown(timeout=30)
 
 
 @pytest.fixture
@@ -246,15 +259,11 @@ TEXT_TINY = {"name": "tiny-text", "backbone": "test_bert", "method": "linear", "
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory: pytest.TempPathFactory):
     """A real RunManager in its own data dir with one finished tiny text run (test_bert on bbc_news, 2-shot)."""
-    root = tmp_path_factory.mktemp("app_text_data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GIST_DATA_DIR", str(root))
-        mgr = ge.studio.open_run_manager(root, torch_threads=0)
+    with _manager(tmp_path_factory, "app_text_data") as mgr:
         run_id = mgr.submit(TEXT_TINY)
         assert mgr.wait(run_id, timeout=180).status == "completed", mgr.get(run_id).error
         mgr.ids = {"done": run_id}
         yield mgr
-        mgr.shutdown(timeout=30)
 
 
 def test_launch_page_offers_text_backbones_and_datasets(fake) -> None:
