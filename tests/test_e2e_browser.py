@@ -165,8 +165,10 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     page.get_by_text(re.compile(r"step \d+ / 3200")).wait_for(timeout=90_000)  # 200 epochs x 16 steps
     page.wait_for_function(f"() => ({POINTS_JS})() > 0", timeout=90_000)
     first = _points(page)
-    page.wait_for_function(f"() => ({POINTS_JS})() > {first}", timeout=60_000)  # redrawn while it trains
-    assert _points(page) > first
+    # redrawn while it trains; the count is read inside the wait (a rerun may be re-rendering the chart just after)
+    later = page.wait_for_function(f"() => {{ const n = ({POINTS_JS})(); return n > {first} ? n : false; }}",
+                                   timeout=60_000).json_value()
+    assert later > first > 0
     time.sleep(1.0)
     page.screenshot(path=str(ARTIFACTS / "02_live_training.png"))
     page.get_by_role("button", name="Stop").click()
