@@ -15,7 +15,8 @@ What makes a step fast, and where each piece lives:
 - `configure_device`: cuDNN autotuning on CUDA; on CPU the torch thread count chosen for the CPUs this process may
   use (affinity, cgroup quota) and how busy they already are, see `choose_cpu_threads`.
 - `cast_frozen_`: the frozen weights stored in bf16 when training in bf16 (autocast rounds them to bf16 for every
-  matmul anyway; stored so, they are not re-cast every step and the residual stream runs in bf16 too).
+  matmul anyway; stored so, they are not re-cast every step and the residual stream runs in bf16 too), and the
+  frozen LayerNorms run in bf16 (`low_precision_frozen_norms_`: no float32 round trip of the stream per norm).
 - `auto_log_every`: how often the trainer reads the loss terms back to the host (1 on CPU, 10 on CUDA).
 """
 
@@ -32,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import Attention
+from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .losses import LOSS_TERMS, gist_loss
 
@@ -175,27 +179,83 @@ def eval_batch_size(device: torch.device, requested: int = 0) -> int:
     return requested or EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
 
 
-def enable_fused_attention(model: nn.Module) -> int:
-    """Switch every timm attention module to its fused (scaled_dot_product_attention) path; returns how many."""
+class PackedQKVAttention(Attention):
+    """timm's `Attention` whose fused path splits q, k, v from the qkv output's (B, N, 3, H, d) layout.
+
+    timm permutes qkv to (3, B, H, N, d) before splitting, so backward stacks the three gradients in that order and
+    copies them back to the (B, N, 3 * H * d) layout the qkv projection needs: one full-size copy per block. Split
+    on the packed axis instead, backward's stack writes that layout directly. Forward values are the same (the
+    same views go into `scaled_dot_product_attention`); the unfused path (attention capture) is timm's own.
+    """
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        if not self.fused_attn or getattr(self, "gate", None) is not None:
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, H, d) each
+        q, k = self.q_norm(q), self.k_norm(k)  # over d: the same on either layout
+        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
+        return self.proj_drop(self.proj(x))
+
+
+def enable_fused_attention(model: nn.Module, packed_qkv: bool = True) -> int:
+    """Switch every timm attention module to its fused (scaled_dot_product_attention) path; returns how many.
+
+    With `packed_qkv`, timm's own `Attention` modules become `PackedQKVAttention` (the same module, a backward
+    without one copy).
+    """
     count = 0
     for module in model.modules():
         if hasattr(module, "fused_attn") and hasattr(module, "qkv"):
+            if packed_qkv and type(module) is Attention:
+                module.__class__ = PackedQKVAttention
             module.fused_attn = True
             count += 1
     return count
 
 
-def cast_frozen_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+def cast_frozen_(model: nn.Module, dtype: torch.dtype = torch.bfloat16, norms: bool = True) -> int:
     """Store every frozen floating-point parameter of `model` in `dtype`, in place; returns how many were cast.
 
     Trainable parameters stay float32 (the optimiser's master weights). Run the model under `autocast` afterwards:
-    it mixes dtypes only through autocast's casts.
+    it mixes dtypes only through autocast's casts. With `norms`, the frozen LayerNorms then run in `dtype` too
+    (`low_precision_frozen_norms_`).
     """
     count = 0
     for param in model.parameters():
         if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
             param.data = param.data.to(dtype)
             count += 1
+    if norms:
+        low_precision_frozen_norms_(model)
+    return count
+
+
+def low_precision_frozen_norms_(model: nn.Module) -> int:
+    """Run every LayerNorm whose parameters are all frozen in autocast's dtype (timm's `fast_norm`); returns how
+    many.
+
+    Autocast runs LayerNorm in float32: on a bf16 residual stream each norm then costs a bf16 -> fp32 copy of its
+    input, a float32 norm and an fp32 -> bf16 copy for the next matmul, and the same three again backward. timm's
+    fast norm casts the input and weights to autocast's dtype and runs the norm there (its statistics still
+    accumulate in float32), so the output is the float32 norm rounded once to bf16, the value the next matmul read
+    anyway. A norm with a trainable weight or bias keeps autocast's float32 path (its gradients stay float32).
+    Plain `nn.LayerNorm` modules (the text encoders') become timm's `LayerNorm`, a subclass with the same state.
+    Without autocast a fast norm is `F.layer_norm`, as before.
+    """
+    count = 0
+    for module in model.modules():
+        if type(module) not in (nn.LayerNorm, TimmLayerNorm):
+            continue
+        if any(p.requires_grad for p in module.parameters()):
+            continue
+        if type(module) is nn.LayerNorm:
+            module.__class__ = TimmLayerNorm
+        module._fast_norm = True
+        count += 1
     return count
 
 
@@ -464,6 +524,6 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
         torch.cuda.set_rng_state(state[1], device)
 
 
-__all__ = ["COMPILE_BACKEND", "TrainStep", "auto_log_every", "autocast", "cast_frozen_", "choose_cpu_threads",
-           "configure_device", "enable_fused_attention", "eval_batch_size", "idle_cpus", "make_optimizer",
-           "mixed_dtype", "resolve_frozen_dtype", "usable_cpus"]
+__all__ = ["COMPILE_BACKEND", "PackedQKVAttention", "TrainStep", "auto_log_every", "autocast", "cast_frozen_",
+           "choose_cpu_threads", "configure_device", "enable_fused_attention", "eval_batch_size", "idle_cpus",
+           "low_precision_frozen_norms_", "make_optimizer", "mixed_dtype", "resolve_frozen_dtype", "usable_cpus"]

@@ -1,13 +1,19 @@
-"""The fused forward paths of LoRA (one low-rank addmm over the fused qkv) and SSF (one addcmul in the activation's
-dtype) compute the straightforward formulas, with the same gradients, and keep bf16 activations bf16 under autocast."""
+"""The fused forward paths of LoRA (one low-rank addmm over the fused qkv), SSF (one addcmul in the activation's
+dtype), the adapter (its scale on the up-projection's weights), the packed-qkv attention and the bf16 frozen norms
+compute the straightforward formulas, with the same gradients, and keep bf16 activations bf16 under autocast."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import Attention
+from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
 
+from gist_engine.attention import capture_attention
 from gist_engine.build import build_model
+from gist_engine.fastpath import PackedQKVAttention, cast_frozen_, enable_fused_attention, low_precision_frozen_norms_
+from gist_engine.tuners.adapter import Bottleneck
 from gist_engine.tuners.lora import LoRALinear, LoRAQKV
 from gist_engine.tuners.ssf import SSF
 
@@ -160,3 +166,91 @@ def test_autocast_bf16_keeps_lora_and_ssf_outputs_bf16() -> None:
     torch.testing.assert_close(got.float(), ssf_reference(ssf, y.float()), rtol=0.02, atol=0.05)
     got.float().sum().backward()
     assert ssf.ssf_scale.grad is not None and ssf.ssf_scale.grad.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ adapter
+@pytest.mark.parametrize("scale", [0.1, 1.0])
+def test_adapter_scale_on_the_weights_equals_scaling_the_output(scale: float) -> None:
+    adapter = Bottleneck(16, 4, scale, zero_init=False)
+    randomise(adapter, ("up.",), std=0.3)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(7))
+    got = adapter(x)
+    ref = adapter.up(adapter.act(adapter.down(x))) * scale
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
+    w = torch.randn(got.shape, generator=torch.Generator().manual_seed(8))
+    g_got, g_ref = grads(adapter, (got * w).sum()), grads(adapter, (ref * w).sum())
+    for name in g_ref:
+        torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+# ------------------------------------------------------------------------------------- packed-qkv attention
+def attention_pair(**kwargs) -> tuple[Attention, Attention]:
+    torch.manual_seed(0)
+    stock = Attention(16, num_heads=4, qkv_bias=True, **kwargs)
+    packed = Attention(16, num_heads=4, qkv_bias=True, **kwargs)
+    packed.load_state_dict(stock.state_dict())
+    enable_fused_attention(stock, packed_qkv=False)
+    enable_fused_attention(packed)
+    assert type(stock) is Attention and type(packed) is PackedQKVAttention
+    return stock, packed
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_packed_qkv_attention_equals_timm_attention(qk_norm: bool) -> None:
+    stock, packed = attention_pair(qk_norm=qk_norm, norm_layer=nn.LayerNorm if qk_norm else None)
+    x = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(1))
+    xs, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, ref = packed(xp), stock(xs)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    w = torch.randn(got.shape, generator=torch.Generator().manual_seed(2))
+    (got * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(xp.grad, xs.grad, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(packed.named_parameters(), stock.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert set(packed.state_dict()) == set(stock.state_dict())
+
+
+def test_packed_qkv_attention_in_a_lora_model_and_under_attention_capture() -> None:
+    stock, packed = (build("lora", {"rank": 2, "targets": "qv"}).eval() for _ in range(2))
+    randomise(stock, (".lora_B",), std=0.05)
+    packed.load_state_dict(stock.state_dict())
+    enable_fused_attention(stock, packed_qkv=False)
+    assert enable_fused_attention(packed) == len(packed.vit.blocks)
+    assert all(type(b.attn) is PackedQKVAttention for b in packed.vit.blocks)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(packed(x).cls_logits, stock(x).cls_logits, rtol=1e-5, atol=1e-5)
+    with capture_attention(packed) as cap, torch.no_grad():  # the unfused path: timm's own, hooks and all
+        out = packed(x)
+    maps = cap.stacked()
+    assert maps.shape[:2] == (len(packed.vit.blocks), 2)
+    torch.testing.assert_close(maps.sum(-1), torch.ones_like(maps.sum(-1)))
+    torch.testing.assert_close(out.cls_logits, stock(x).cls_logits, rtol=1e-5, atol=1e-5)
+    assert all(b.attn.fused_attn for b in packed.vit.blocks)
+
+
+# ---------------------------------------------------------------------------------------- bf16 frozen norms
+def test_frozen_layer_norms_run_in_bf16_under_autocast_and_trainable_ones_stay_float32() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LayerNorm(16), TimmLayerNorm(16), nn.LayerNorm(16))
+    for norm in net:
+        nn.init.normal_(norm.weight, 1.0, 0.3)
+        nn.init.normal_(norm.bias, 0.0, 0.3)
+    net[0].requires_grad_(False)
+    net[1].requires_grad_(False)
+    ref = [nn.LayerNorm(16) for _ in net]
+    for r, n in zip(ref, net, strict=True):
+        r.load_state_dict(n.state_dict())
+    keys = list(net.state_dict())
+    cast_frozen_(net)
+    assert type(net[0]) is TimmLayerNorm and type(net[1]) is TimmLayerNorm and type(net[2]) is nn.LayerNorm
+    assert list(net.state_dict()) == keys and net[2].weight.dtype == torch.float32
+    assert low_precision_frozen_norms_(net) == 2  # idempotent: the same two
+    x = torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(1)) * 3 + 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = [norm(x.bfloat16()) for norm in net[:2]]
+    for out, r in zip(outs, ref[:2], strict=True):
+        assert out.dtype == torch.bfloat16
+        expected = r(x.bfloat16().float()).bfloat16()  # the float32 norm of the bf16 input, rounded once
+        torch.testing.assert_close(out.float(), expected.float(), rtol=0.0, atol=2 ** -6)
+    torch.testing.assert_close(net[0](x.bfloat16()), outs[0])  # no autocast: the plain norm, in bf16

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..config import ConfigError, option
 from ..model import GistViT, init_linear_
@@ -43,7 +44,11 @@ class AdapterConfig:
 
 
 class Bottleneck(nn.Module):
-    """`scale * up(dropout(gelu(down(x))))`: D -> r -> D."""
+    """`scale * up(dropout(gelu(down(x))))`: D -> r -> D.
+
+    The scale multiplies the up-projection's (D, r) weight and bias, not its (B, T, D) output: the same function
+    without a full-size multiply forward and backward (two passes over the activations per adapter call).
+    """
 
     def __init__(self, dim: int, bottleneck: int, scale: float, zero_init: bool, dropout: float = 0.0) -> None:
         super().__init__()
@@ -56,7 +61,11 @@ class Bottleneck(nn.Module):
         self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.dropout(self.act(self.down(x)))) * self.scale
+        hidden = self.dropout(self.act(self.down(x)))
+        if self.scale == 1.0:
+            return self.up(hidden)
+        bias = None if self.up.bias is None else self.up.bias * self.scale
+        return F.linear(hidden, self.up.weight * self.scale, bias)
 
 
 class ParallelAdapterBlock(nn.Module):
