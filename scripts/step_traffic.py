@@ -44,8 +44,8 @@ def main() -> None:
           f"{args.batch_size}, {'fp32' if args.fp32 else 'bf16 autocast'}, frozen {args.frozen_dtype}"
           f"{', stock timm modules' if args.stock else ''}: {t['kernels']} kernels, {t['gb']:.2f} GB; "
           f"without matmuls and attention {t['other_kernels']} kernels, {t['other_gb']:.2f} GB")
-    table = summarize(records)
-    print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.top > 0:
+        print(summarize(records).head(args.top).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
 if __name__ == "__main__":

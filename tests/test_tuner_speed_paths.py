@@ -181,6 +181,16 @@ def test_adapter_scale_on_the_weights_equals_scaling_the_output(scale: float) ->
     g_got, g_ref = grads(adapter, (got * w).sum()), grads(adapter, (ref * w).sum())
     for name in g_ref:
         torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        up = adapter.up_weights(x)  # cast once for both sites of a block
+        assert all(t.dtype == torch.bfloat16 for t in up)
+        shared, alone = adapter(x, up), adapter(x)
+        ref = adapter.up(adapter.act(adapter.down(x))) * scale
+    assert shared.dtype == alone.dtype == torch.bfloat16
+    torch.testing.assert_close(shared, alone, rtol=0, atol=0)
+    torch.testing.assert_close(shared.float(), ref.float(), rtol=2e-2, atol=2e-2)
+    shared.float().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in adapter.parameters())
 
 
 # ------------------------------------------------------------------------------------- packed-qkv attention

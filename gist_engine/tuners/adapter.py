@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -47,7 +48,8 @@ class Bottleneck(nn.Module):
     """`scale * up(dropout(gelu(down(x))))`: D -> r -> D.
 
     The scale multiplies the up-projection's (D, r) weight and bias, not its (B, T, D) output: the same function
-    without a full-size multiply forward and backward (two passes over the activations per adapter call).
+    without a full-size multiply forward and backward (two passes over the activations per adapter call). A block
+    that calls its adapter twice prepares those weights once (`up_weights`) and passes them to both calls.
     """
 
     def __init__(self, dim: int, bottleneck: int, scale: float, zero_init: bool, dropout: float = 0.0) -> None:
@@ -60,12 +62,21 @@ class Bottleneck(nn.Module):
             nn.init.zeros_(self.up.weight)
         self.scale = scale
 
-    def forward(self, x: Tensor) -> Tensor:
+    def up_weights(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The up-projection's (D, r) weight and (D,) bias times the scale, in autocast's dtype when it is on for
+        `x`'s device (cast once here, not by every call that uses them)."""
+        weight, bias = self.up.weight, self.up.bias
+        if self.scale != 1.0:
+            weight, bias = weight * self.scale, None if bias is None else bias * self.scale
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+        return weight, bias
+
+    def forward(self, x: Tensor, up: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
+        """(..., D) -> (..., D); `up`: this adapter's `up_weights(x)` when the caller already has them."""
         hidden = self.dropout(self.act(self.down(x)))
-        if self.scale == 1.0:
-            return self.up(hidden)
-        bias = None if self.up.bias is None else self.up.bias * self.scale
-        return F.linear(hidden, self.up.weight * self.scale, bias)
+        return F.linear(hidden, *(up or self.up_weights(x)))
 
 
 class ParallelAdapterBlock(nn.Module):
@@ -82,12 +93,13 @@ class ParallelAdapterBlock(nn.Module):
 
     def forward(self, x: Tensor, **kwargs) -> Tensor:
         b = self.base_layer
+        up = self.adapter.up_weights(x)  # shared by both sites
         h = x + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
         if "attn" in self.sites:
-            h = h + self.adapter(x)
+            h = h + self.adapter(x, up)
         out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
         if "mlp" in self.sites:
-            out = out + self.adapter(h)
+            out = out + self.adapter(h, up)
         return out
 
 
