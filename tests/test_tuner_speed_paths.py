@@ -135,6 +135,29 @@ def test_ssf_forward_and_gradients_match_the_old_formula_in_fp32() -> None:
             torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
+def test_ssf_on_a_layer_norm_is_one_folded_norm_with_the_same_values_and_gradients() -> None:
+    m = ssf_modules()[1]
+    assert isinstance(m.base_layer, nn.LayerNorm)
+    with torch.no_grad():  # a norm with its own non-trivial affine
+        m.base_layer.weight.normal_(1.0, 0.3, generator=torch.Generator().manual_seed(9))
+        m.base_layer.bias.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(10))
+    x = ssf_input(m) * 2 + 0.5
+    got, ref = m(x), ssf_reference(m, x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn(got.shape, generator=torch.Generator().manual_seed(11))
+    g_got, g_ref = grads(m, (got * w).sum()), grads(m, (ref * w).sum())
+    for name in g_ref:
+        torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-5, msg=name)
+    m.base_layer.requires_grad_(False)
+    m.base_layer.to(torch.bfloat16)  # bf16 frozen weights (cast_frozen_)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x.bfloat16())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
+    low.float().sum().backward()
+    assert m.ssf_scale.grad.dtype == m.ssf_shift.grad.dtype == torch.float32
+
+
 def test_autocast_bf16_keeps_lora_and_ssf_outputs_bf16() -> None:
     lora = lora_module("qv")
     x = torch.randn(2, 5, lora.base_layer.in_features, generator=torch.Generator().manual_seed(6))
