@@ -78,9 +78,14 @@ def gist_loss(cls_logits: Tensor, gist_logits: Tensor | None, target: Tensor, cf
     ce_gist = F.cross_entropy(gist_logits, target)
     log_p = F.log_softmax(cls_logits / cfg.temperature, dim=-1)
     log_q = F.log_softmax(gist_logits / cfg.temperature, dim=-1)
-    interaction = INTERACTION_LOSSES[cfg.loss](log_p, log_q)
-    with torch.no_grad():  # both directions are always logged (the live curves' BKLD decomposition)
-        kl_pq, kl_qp = _kl(log_p, log_q), _kl(log_q, log_p)
+    # both directions are always logged (the live curves' BKLD decomposition); the KL losses reuse them
+    kl_pq, kl_qp = _kl(log_p, log_q), _kl(log_q, log_p)
+    if cfg.loss == "bkld":
+        interaction = kl_pq + kl_qp
+    elif cfg.loss in ("kl", "reverse_kl"):
+        interaction = kl_pq if cfg.loss == "kl" else kl_qp
+    else:
+        interaction = INTERACTION_LOSSES[cfg.loss](log_p, log_q)
     total = ce_cls + cfg.ce_weight * ce_gist + cfg.loss_weight * interaction
-    return {"ce_cls": ce_cls, "ce_gist": ce_gist, "kl_cls_gist": kl_pq, "kl_gist_cls": kl_qp,
+    return {"ce_cls": ce_cls, "ce_gist": ce_gist, "kl_cls_gist": kl_pq.detach(), "kl_gist_cls": kl_qp.detach(),
             "interaction": interaction, "total": total}
