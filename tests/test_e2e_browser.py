@@ -118,9 +118,10 @@ POINTS_JS = ("() => { const p = document.querySelector('.js-plotly-plot');"
              " return p && p._fullData && p._fullData.length ? p._fullData[0].x.length : 0; }")
 
 
-def _points(page) -> int:
-    """Points of the loss curve on the page, 0 when there is none yet."""
-    return page.evaluate(POINTS_JS)
+def _points_above(page, n: int, timeout: float) -> int:
+    """Waits until the loss curve has more than `n` points; returns the count seen."""
+    js = f"() => {{ const k = ({POINTS_JS})(); return k > {n} ? k : false; }}"
+    return page.wait_for_function(js, timeout=timeout).json_value()
 
 
 def _caption_ms(page) -> float | None:
@@ -163,11 +164,9 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     page.wait_for_url(re.compile(r"/live\?run=\w+"))
     run_id = page.url.split("run=")[1]
     page.get_by_text(re.compile(r"step \d+ / 3200")).wait_for(timeout=90_000)  # 200 epochs x 16 steps
-    page.wait_for_function(f"() => ({POINTS_JS})() > 0", timeout=90_000)
-    first = _points(page)
-    # redrawn while it trains; the count is read inside the wait (a rerun may be re-rendering the chart just after)
-    later = page.wait_for_function(f"() => {{ const n = ({POINTS_JS})(); return n > {first} ? n : false; }}",
-                                   timeout=60_000).json_value()
+    # the counts are read inside the waits: a rerun may be re-rendering the chart (no points) just after one
+    first = _points_above(page, 0, timeout=90_000)
+    later = _points_above(page, first, timeout=60_000)  # redrawn while it trains
     assert later > first > 0
     time.sleep(1.0)
     page.screenshot(path=str(ARTIFACTS / "02_live_training.png"))
@@ -216,7 +215,7 @@ def test_demo_run_figures(server: str, page) -> None:
     ready = time.perf_counter() - start
     page.get_by_role("button", name="Launch run").click()
     clicked = time.perf_counter()
-    page.wait_for_function(f"() => ({POINTS_JS})() > 0", timeout=600_000)
+    _points_above(page, 0, timeout=600_000)
     first_point, after_click = time.perf_counter() - start, time.perf_counter() - clicked
     samples = []
     for _ in range(20):
