@@ -83,6 +83,7 @@ class BenchConfig:
     compile_mode: str | None = None  # torch.compile mode; None = default
     frozen_dtype: str = "auto"  # our frozen weights (`train.frozen_dtype`): auto = bf16 on CUDA with bf16
     cuda_graph: bool = False  # our steps replayed as CUDA graphs on CUDA (`train.cuda_graph`; not with compile)
+    stock_modules: bool = False  # ours with timm's attention and autocast's float32 LayerNorms (an A/B of those)
     reference: bool = True
     seed: int = 0
 
@@ -320,10 +321,10 @@ def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) ->
     model = build_model({"backbone": cfg.backbone, "pretrained": False, "image_size": cfg.image_size,
                          "num_classes": cfg.num_classes, "method": method, "method_args": METHOD_ARGS.get(method, {}),
                          "gist": {"enabled": gist}}, seed=cfg.seed).to(device)
-    enable_fused_attention(model)
+    enable_fused_attention(model, packed_qkv=not cfg.stock_modules)
     frozen = resolve_frozen_dtype(cfg.frozen_dtype, device, cfg.resolved_precision)
     if frozen is not None:
-        cast_frozen_(model, frozen)
+        cast_frozen_(model, frozen, norms=not cfg.stock_modules)
     model.train()
     optimizer = make_optimizer(param_groups(model, WEIGHT_DECAY), LR, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -610,7 +611,8 @@ def format_table(report: dict[str, Any]) -> str:
     where = env.get("gpu") or f"CPU ({env['threads']} threads)"
     lines.append(f"{cfg['backbone']} @ {cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['precision']}, "
                  f"ours: frozen weights {cfg.get('frozen_dtype', 'fp32')}, CUDA graphs "
-                 f"{'on' if cfg.get('cuda_graph') and cfg['device'] == 'cuda' else 'off'}, "
+                 f"{'on' if cfg.get('cuda_graph') and cfg['device'] == 'cuda' else 'off'}"
+                 f"{', stock timm modules' if cfg.get('stock_modules') else ''}, "
                  f"{where}; median of {cfg['repeats']} x {cfg['steps']} steps after {cfg['warmup']} warm-up; "
                  f"ceiling {ceiling['tflops']:.3f} TFLOP/s ({ceiling['dtype']} matmul)")
     s = report["summary"]

@@ -292,6 +292,7 @@ def _bench(args: argparse.Namespace) -> int:
                                    precision=args.precision, compile=args.compile or None,
                                    compile_backend=args.compile_backend, compile_mode=args.compile_mode,
                                    frozen_dtype=args.frozen_dtype, cuda_graph=args.cuda_graph or None,
+                                   stock_modules=args.stock_modules or None,
                                    reference=False if args.no_reference else None)
         save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
         report = run_bench(cfg, log=lambda line: print(line, file=sys.stderr), on_row=save)
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frozen-dtype", choices=("fp32", "bf16", "auto"),
                    help="storage of our frozen weights (train.frozen_dtype); auto (default): bf16 on cuda")
     p.add_argument("--cuda-graph", action="store_true", help="replay our steps as CUDA graphs (train.cuda_graph)")
+    p.add_argument("--stock-modules", action="store_true",
+                   help="ours with timm's attention module and autocast's float32 LayerNorms (to time what the "
+                   "packed-qkv attention and the bf16 frozen norms give)")
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor)")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
     p.add_argument("--no-reference", action="store_true", help="skip the plain timm / peft reference rows")

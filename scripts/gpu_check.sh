@@ -11,10 +11,14 @@
 #      timm + peft LoRA references (targets: adapter+gist >= 2x the eager reference, GIST overhead on adapter
 #      <= 2%);
 #   3. the bench with --compile for the adapter;
-#   4. (optional, PARTS="... profile") where the step's time goes: scripts/gpu_profile.py for adapter+GIST.
+#   4. ours with --stock-modules (timm's attention, autocast's float32 LayerNorms): what the packed-qkv attention
+#      and the bf16 frozen norms give, against part 2's rows;
+#   5. (optional, PARTS="... profile") where the step's time goes: scripts/gpu_profile.py for adapter+GIST;
+#   6. (optional, PARTS="... autotune") the adapter compiled with max-autotune-no-cudagraphs (GEMM epilogue fusion;
+#      minutes of autotuning first).
 # Each part has its own time limit; the JSON files are rewritten as results come, so a part cut short still
-# reports what it measured. PARTS picks parts (default "tests vtab bench eager graph compile"; "profile" adds the
-# kernel profile); FROZEN sets train.frozen_dtype of the VTAB and compiled runs (default auto: bf16 on CUDA);
+# reports what it measured. PARTS picks parts (default "tests vtab bench stock eager graph compile"; "profile" adds
+# the kernel profile, "autotune" the max-autotune compile); FROZEN sets train.frozen_dtype of the VTAB and compiled runs (default auto: bf16 on CUDA);
 # VTAB_GRAPHS lists the train.cuda_graph settings the VTAB run is timed with (default "true false").
 #
 # Usage (repository root):  bash scripts/gpu_check.sh      results go to $OUT (or /tmp/gpu_check_out)
@@ -51,7 +55,7 @@ else
 fi
 export DRY_RUN="${DRY_RUN:-0}"
 
-PARTS=" ${PARTS:-tests vtab bench eager graph compile} "
+PARTS=" ${PARTS:-tests vtab bench stock eager graph compile} "
 FROZEN="${FROZEN:-auto}"; export FROZEN
 T_BENCH="${T_BENCH:-120}"; T_VTAB="${T_VTAB:-90}"; T_COMPILE="${T_COMPILE:-120}"
 part() { [[ "$PARTS" == *" $1 "* ]]; }
@@ -151,6 +155,10 @@ part bench && { echo "== bench, as the trainer runs (limit ${T_BENCH} s)"
 timeout "$T_BENCH" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --json-out "$OUT/bench_eager.json" 2>&1 \
   | tee -a "$OUT/log.txt"; }
 
+part stock && { echo "== bench, ours with timm's attention and float32 autocast LayerNorms (limit 40 s)"
+timeout 40 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --stock-modules \
+  --no-reference --json-out "$OUT/bench_stock.json" 2>&1 | tee -a "$OUT/log.txt"; }
+
 part eager && { echo "== bench, ours plain eager: frozen weights fp32 (limit 40 s)"
 timeout 40 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --frozen-dtype fp32 \
   --no-reference --json-out "$OUT/bench_plain_eager.json" 2>&1 | tee -a "$OUT/log.txt"; }
@@ -170,4 +178,8 @@ part compile && { echo "== bench --compile, adapter, frozen weights $FROZEN (lim
 timeout "$T_COMPILE" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
   "${COMPILE[@]}" --frozen-dtype "$FROZEN" $([ "$DEV" = cpu ] && [ "$FROZEN" = bf16 ] && echo --precision bf16) \
   ${COMPILE_ARGS:-} --json-out "$OUT/bench_compile.json" 2>&1 | tee -a "$OUT/log.txt"; }
+part autotune && { echo "== bench --compile max-autotune-no-cudagraphs, adapter (limit ${T_AUTOTUNE:-300} s)"
+timeout "${T_AUTOTUNE:-300}" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
+  "${COMPILE[@]}" --compile-mode max-autotune-no-cudagraphs --no-reference \
+  --json-out "$OUT/bench_autotune.json" 2>&1 | tee -a "$OUT/log.txt"; }
 echo "== done; results in $OUT"

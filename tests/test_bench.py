@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from gist_engine import bench as bench_module
 from gist_engine import build_model, cli, fastpath
 from gist_engine.bench import ExtraTokenViT, add_hooked_adapters, count_flops, reference_loss
 from gist_engine.config import load_run_config
@@ -84,13 +85,20 @@ def test_bench_cli_writes_well_formed_json(tmp_path, capsys):
     assert set(s["gist_overhead_pct"]) == {"linear", "adapter", "lora"}
 
 
-def test_bench_without_reference_times_only_ours(tmp_path):
+@pytest.mark.parametrize("stock", [False, True])
+def test_bench_without_reference_times_only_ours(tmp_path, capsys, monkeypatch, stock):
+    seen = []
+    real = bench_module.enable_fused_attention
+    monkeypatch.setattr(bench_module, "enable_fused_attention",
+                        lambda model, packed_qkv=True: seen.append(packed_qkv) or real(model, packed_qkv))
     out = tmp_path / "b.json"
     assert cli.main(["bench", "--device", "cpu", "--backbone", "test_vit", "--image-size", "32", "--batch-size", "2",
                      "--methods", "linear", "--repeats", "1", "--steps", "1", "--no-reference",
-                     "--json-out", str(out)]) == 0
+                     *(["--stock-modules"] if stock else []), "--json-out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["name"] for r in report["rows"]] == ["linear", "linear+gist"] and not report["config"]["reference"]
+    assert report["config"]["stock_modules"] is stock and seen == [not stock, not stock]
+    assert ("stock timm modules" in capsys.readouterr().out) is stock
 
 
 def test_bench_rejects_an_unknown_method(capsys):
