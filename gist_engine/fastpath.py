@@ -36,9 +36,9 @@ import torch
 from timm.layers import Attention
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .losses import LOSS_TERMS, gist_loss
+from .model import PackedQKVAttention
 
 # torch.compile backend; "aot_eager" traces and partitions without generating kernels (tests use it: inductor's
 # first compile takes about a minute on a small CPU).
@@ -177,28 +177,6 @@ def auto_log_every(device: torch.device) -> int:
 def eval_batch_size(device: torch.device, requested: int = 0) -> int:
     """The evaluation batch: `requested`, or large on CUDA (1024) and 64 on CPU."""
     return requested or EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
-
-
-class PackedQKVAttention(Attention):
-    """timm's `Attention` whose fused path splits q, k, v from the qkv output's (B, N, 3, H, d) layout.
-
-    timm permutes qkv to (3, B, H, N, d) before splitting, so backward stacks the three gradients in that order and
-    copies them back to the (B, N, 3 * H * d) layout the qkv projection needs: one full-size copy per block. Split
-    on the packed axis instead, backward's stack writes that layout directly. Forward values are the same (the
-    same views go into `scaled_dot_product_attention`); the unfused path (attention capture) is timm's own.
-    """
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        if not self.fused_attn or getattr(self, "gate", None) is not None:
-            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, H, d) each
-        q, k = self.q_norm(q), self.k_norm(k)  # over d: the same on either layout
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.attn_drop.p if self.training else 0.0)
-        x = self.norm(x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
-        return self.proj_drop(self.proj(x))
 
 
 def enable_fused_attention(model: nn.Module, packed_qkv: bool = True) -> int:

@@ -1,12 +1,23 @@
-"""GistViT: a timm VisionTransformer with a learnable Gist token and a CLS head and a Gist head."""
+"""GistViT: a timm VisionTransformer with a learnable Gist token and a CLS head and a Gist head.
+
+The heads read only the first rows of the last block's output (the prefix and Gist tokens), so `GistViT.forward`
+runs the last block for those rows alone where it can: all tokens still give the keys and values, but the queries,
+the projection, the MLP and every tuner after the attention see the head rows only. That is exact (the same
+values) and saves three quarters of the last block's work. It needs `PackedQKVAttention` (installed by
+`fastpath.enable_fused_attention`, as the trainer does) with its fused path on, and a block it knows: timm's `Block`
+or a tuner's wrapper that implements `forward_rows`; otherwise the block runs whole.
+"""
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .config import GistConfig
 
@@ -24,6 +35,55 @@ def init_linear_(layer: nn.Linear) -> nn.Linear:
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
+
+
+class PackedQKVAttention(Attention):
+    """timm's `Attention` whose fused path splits q, k, v from the qkv output's (B, N, 3, H, d) layout, and can
+    compute the output of the first `rows` queries only.
+
+    timm permutes qkv to (3, B, H, N, d) before splitting, so backward stacks the three gradients in that order and
+    copies them back to the (B, N, 3 * H * d) layout the qkv projection needs: one full-size copy per block. Split
+    on the packed axis instead, backward's stack writes that layout directly. Forward values are the same (the
+    same views go into `scaled_dot_product_attention`); the unfused path (attention capture) is timm's own.
+    """
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
+                rows: int | None = None) -> Tensor:
+        """(B, N, D) -> (B, N, D), or (B, rows, D): the first `rows` queries against all N keys and values."""
+        if not self.fused_attn or getattr(self, "gate", None) is not None:
+            if rows is not None:
+                raise RuntimeError("attention rows need the fused path (see rows_supported)")
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, H, d) each
+        if rows is not None:
+            q = q[:, :rows]
+        q, k = self.q_norm(q), self.k_norm(k)  # over d: the same on either layout
+        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = self.norm(x.transpose(1, 2).reshape(B, q.shape[1], self.num_heads * self.head_dim))
+        return self.proj_drop(self.proj(x))
+
+
+def rows_supported(block: nn.Module) -> bool:
+    """Whether `forward_rows` can run `block` (timm's pre-norm Block, or a wrapper that says so) right now."""
+    check = getattr(block, "rows_supported", None)
+    if check is not None:
+        return check()
+    attn = getattr(block, "attn", None)
+    return (type(block) is Block and type(attn) is PackedQKVAttention and attn.fused_attn
+            and getattr(attn, "gate", None) is None)
+
+
+def forward_rows(block: nn.Module, x: Tensor, rows: int) -> Tensor:
+    """A block's output for its first `rows` tokens, (B, N, D) -> (B, rows, D); see `rows_supported`."""
+    own = getattr(block, "forward_rows", None)
+    if own is not None:
+        return own(x, rows)
+    b = block
+    h = x[:, :rows] + b.drop_path1(b.ls1(b.attn(b.norm1(x), rows=rows)))
+    return h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
 
 
 class GistTokens:
@@ -147,9 +207,25 @@ class GistViT(GistTokens, nn.Module):
         head = self.gist_head if self.gist_head is not None else vit.head
         return GistOutput(cls_logits, head(gist_feat))
 
+    @property
+    def head_rows(self) -> int:
+        """The leading tokens the heads read: the prefix (CLS, registers) and the Gist tokens."""
+        return self.num_prefix_tokens + self.gist_length
+
     def forward(self, x: Tensor) -> GistOutput:
-        """(B, 3, H, W) -> GistOutput(cls_logits (B, C), gist_logits (B, C) or None)."""
-        return self.forward_head(self.forward_features(x))
+        """(B, 3, H, W) -> GistOutput(cls_logits (B, C), gist_logits (B, C) or None).
+
+        The last block runs for the head rows only where it can (see the module docstring); the logits are those
+        of `forward_head(forward_features(x))`.
+        """
+        blocks = self.vit.blocks
+        last = blocks[-1]
+        if not rows_supported(last):
+            return self.forward_head(self.forward_features(x))
+        x = self.embed(x)
+        for block in itertools.islice(blocks, len(blocks) - 1):
+            x = block(x)
+        return self.forward_head(self.vit.norm(forward_rows(last, x, self.head_rows)))
 
     def sequence_layout(self) -> list[tuple[str, int]]:
         """The token groups in block order with their lengths, e.g. [("CLS", 1), ("Gist", 1), ("patches", 64)]."""

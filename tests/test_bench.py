@@ -73,7 +73,8 @@ def test_bench_cli_writes_well_formed_json(tmp_path, capsys):
     # GIST adds one token (and, for a linear probe, the backward through every block)
     assert rows["adapter+gist"]["flops_per_step"] > rows["adapter"]["flops_per_step"]
     assert rows["linear+gist"]["flops_per_step"] > 1.5 * rows["linear"]["flops_per_step"]
-    assert rows["adapter"]["flops_per_step"] == rows["ref_adapter"]["flops_per_step"]  # the same computation
+    # the same model, but ours runs its last block for the head rows only (exact; model.forward_rows)
+    assert rows["adapter"]["flops_per_step"] < rows["ref_adapter"]["flops_per_step"]
     assert rows["adapter+gist"]["reference"] == "ref_adapter+token"
     assert rows["adapter+gist"]["vs_reference"] == pytest.approx(
         rows["adapter+gist"]["images_per_second"] / rows["ref_adapter+token"]["images_per_second"])
@@ -206,6 +207,7 @@ def plain_loop(cfg, data) -> list[dict[str, float]]:
 
     seed_everything(cfg.train.seed)
     model = build_model(load_run_config(cfg, ["num_classes=4"]), seed=cfg.train.seed).train()
+    fastpath.enable_fused_attention(model)  # the trainer's model (its forward is compared with timm's elsewhere)
     tc = cfg.train
     steps_per_epoch = math.ceil(len(data.train) / tc.batch_size)
     total, warmup = tc.epochs * steps_per_epoch, round(tc.warmup_epochs * steps_per_epoch)

@@ -100,3 +100,57 @@ def test_sequence_layout_and_build_model_data_config():
     assert model.sequence_layout() == [("CLS", 1), ("registers", 2), ("Gist", 2), ("prompts", 3), ("patches", 16)]
     assert model.num_extra_tokens == 8
     assert model.data_config == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "image_size": 32}
+
+
+# ------------------------------------------------------------------------ the last block for the head rows only
+ROW_CASES = [("linear", {}), ("adapter", {}), ("adapter", {"variant": "houlsby"}),
+             ("adapter", {"variant": "adaptformer"}), ("lora", {}), ("vpt", {}), ("vpt", {"deep": True}),
+             ("ssf", {"init_std": 0.3}), ("bitfit", {}), ("full", {})]
+
+
+def last_block_rows(model: GistViT, x: torch.Tensor) -> int:
+    """How many tokens the last block's second norm saw in a forward of `model`."""
+    seen = []
+    last = model.vit.blocks[-1]
+    norm2 = getattr(last, "base_layer", last)
+    norm2 = getattr(norm2, "base_layer", norm2).norm2
+    handle = norm2.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("backbone", ["test_vit", "test_vit_reg"])
+@pytest.mark.parametrize(("method", "args"), ROW_CASES)
+def test_the_last_block_runs_for_the_head_rows_only_with_the_same_logits_and_gradients(backbone, method, args):
+    from gist_engine.fastpath import enable_fused_attention
+
+    full = build_model({"backbone": backbone, "method": method, "method_args": args,
+                        "gist": {"dropout": 0.0}}, seed=0).train()
+    rows = copy.deepcopy(full)
+    enable_fused_attention(rows)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert last_block_rows(full, x) == full.seq_len
+    assert last_block_rows(rows, x) == rows.head_rows == rows.num_prefix_tokens + 1
+    want, got = full(x), rows(x)
+    for name in ("cls_logits", "gist_logits"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-6, msg=name)
+    (want.cls_logits.sum() + want.gist_logits.square().sum()).backward()
+    (got.cls_logits.sum() + got.gist_logits.square().sum()).backward()
+    for (name, a), b in zip(full.named_parameters(), rows.parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_attention_capture_and_gist_off_models_run_the_last_block_whole(images):
+    from gist_engine.attention import capture_attention
+    from gist_engine.fastpath import enable_fused_attention
+
+    model = build_model({"backbone": "test_vit", "method": "adapter", "gist": {"enabled": False}}, seed=0).eval()
+    enable_fused_attention(model)
+    assert last_block_rows(model, images) == model.head_rows == 1  # CLS only
+    with capture_attention(model) as cap:  # the unfused path records every query row of every block
+        assert last_block_rows(model, images) == model.seq_len
+    assert cap.stacked().shape[-2] == model.seq_len

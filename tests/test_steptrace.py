@@ -41,8 +41,12 @@ def test_the_fast_path_moves_no_float32_copy_of_the_residual_stream_and_no_qkv_c
     assert stream_casts(fast) == []
     assert sum(r.op == "clone" for r in stock) == blocks and not any(r.op == "clone" for r in fast)
     assert {r.dtypes[0] for r in fast if r.op.startswith("native_layer_norm")} == {"bfloat16"}
-    for kind in ("matmul", "attention"):  # the same GEMMs and attention kernels
-        assert sorted(r.bytes for r in fast if r.kind == kind) == sorted(r.bytes for r in stock if r.kind == kind)
+    def count(records, kind):
+        return sum(r.kind == kind for r in records), sum(r.bytes for r in records if r.kind == kind)
+
+    # the same GEMMs and attention kernels, the last block's smaller (its head rows only, model.forward_rows)
+    for kind in ("matmul", "attention"):
+        assert count(fast, kind)[0] == count(stock, kind)[0] and count(fast, kind)[1] < count(stock, kind)[1]
     t_stock, t_fast = totals(stock), totals(fast)
     assert t_fast["kernels"] < t_stock["kernels"] and t_fast["other_gb"] < 0.8 * t_stock["other_gb"]
 

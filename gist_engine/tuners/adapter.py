@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..config import ConfigError, option
-from ..model import GistViT, init_linear_
+from ..model import GistViT, init_linear_, rows_supported
 from .base import TunerSpec, check_block, text_layers
 
 # variant -> (default bottleneck, default output scale, zero-init up-projection, where it sits)
@@ -91,16 +91,26 @@ class ParallelAdapterBlock(nn.Module):
         self.adapter = adapter
         self.sites = sites
 
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
+    def forward(self, x: Tensor, rows: int | None = None, **kwargs) -> Tensor:
+        """(B, N, D) -> (B, N, D), or (B, rows, D) for the first `rows` tokens (see `model.forward_rows`)."""
         b = self.base_layer
         up = self.adapter.up_weights(x)  # shared by both sites
-        h = x + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
+        if rows is not None:
+            kwargs["rows"] = rows
+        x_rows = x if rows is None else x[:, :rows]
+        h = x_rows + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
         if "attn" in self.sites:
-            h = h + self.adapter(x, up)
+            h = h + self.adapter(x_rows, up)
         out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
         if "mlp" in self.sites:
             out = out + self.adapter(h, up)
         return out
+
+    def rows_supported(self) -> bool:
+        return rows_supported(self.base_layer)
+
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        return self(x, rows=rows)
 
 
 class SequentialAdapterMLP(nn.Module):

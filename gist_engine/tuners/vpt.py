@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import option
-from ..model import GistViT
+from ..model import GistViT, forward_rows, rows_supported
 from .base import TunerSpec, text_layers
 
 
@@ -37,11 +37,20 @@ class PromptBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, **kwargs) -> Tensor:
+        return self.base_layer(self._prompted(x), **kwargs)
+
+    def _prompted(self, x: Tensor) -> Tensor:
         m, o = self.prompt.shape[1], self.offset
         prompt = self.dropout(self.prompt.expand(x.shape[0], -1, -1)).to(x.dtype)  # (B, M, D)
         rest = x[:, o:] if self.insert else x[:, o + m:]  # (B, N, D) the patches
-        x = torch.cat([x[:, :o], prompt, rest], dim=1)  # (B, o + M + N, D)
-        return self.base_layer(x, **kwargs)
+        return torch.cat([x[:, :o], prompt, rest], dim=1)  # (B, o + M + N, D)
+
+    def rows_supported(self) -> bool:
+        return rows_supported(self.base_layer)
+
+    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
+        """The first `rows` tokens' output; they come before the prompts, so the prompts are keys and values only."""
+        return forward_rows(self.base_layer, self._prompted(x), rows)
 
 
 def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:
