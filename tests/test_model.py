@@ -154,3 +154,31 @@ def test_attention_capture_and_gist_off_models_run_the_last_block_whole(images):
     with capture_attention(model) as cap:  # the unfused path records every query row of every block
         assert last_block_rows(model, images) == model.seq_len
     assert cap.stacked().shape[-2] == model.seq_len
+
+
+@pytest.mark.parametrize(("method", "args", "grad_rows"), [
+    ("adapter", {}, 1),  # the Gist token
+    ("linear", {}, 1),
+    ("vpt", {"length": 3}, 4),  # the Gist token and the prompts VPT inserts in the first block
+    ("lora", {}, None),  # a trained qkv projection needs its whole input
+    ("ssf", {}, None),  # SSF trains the patch embedding: every row carries a gradient
+])
+def test_the_first_qkv_projection_back_propagates_to_the_rows_that_need_it_only(method, args, grad_rows):
+    from gist_engine.fastpath import enable_fused_attention
+
+    model = build_model({"backbone": "test_vit", "method": method, "method_args": args,
+                         "gist": {"dropout": 0.0}}, seed=0).train()
+    enable_fused_attention(model)
+    first = model.vit.blocks[0]
+    first = getattr(first, "base_layer", first)
+    first = getattr(first, "base_layer", first)
+    shapes = []
+    handle = first.attn.qkv.register_full_backward_hook(lambda mod, gin, gout: shapes.append(tuple(gout[0].shape)))
+    try:
+        out = model(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+        (out.cls_logits.sum() + out.gist_logits.sum()).backward()
+    finally:
+        handle.remove()
+    rows = model.seq_len if grad_rows is None else grad_rows
+    assert [s[:2] for s in shapes] == [(2, rows)]
+    assert model.gist_token.grad is not None and model.gist_token.grad.abs().sum() > 0

@@ -91,12 +91,13 @@ class ParallelAdapterBlock(nn.Module):
         self.adapter = adapter
         self.sites = sites
 
-    def forward(self, x: Tensor, rows: int | None = None, **kwargs) -> Tensor:
+    def forward(self, x: Tensor, rows: int | None = None, grad_rows: tuple[int, int] | None = None,
+                **kwargs) -> Tensor:
         """(B, N, D) -> (B, N, D), or (B, rows, D) for the first `rows` tokens (see `model.forward_rows`)."""
         b = self.base_layer
         up = self.adapter.up_weights(x)  # shared by both sites
-        if rows is not None:
-            kwargs["rows"] = rows
+        if rows is not None or grad_rows is not None:
+            kwargs.update(rows=rows, grad_rows=grad_rows)
         x_rows = x if rows is None else x[:, :rows]
         h = x_rows + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
         if "attn" in self.sites:
@@ -109,8 +110,8 @@ class ParallelAdapterBlock(nn.Module):
     def rows_supported(self) -> bool:
         return rows_supported(self.base_layer)
 
-    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
-        return self(x, rows=rows)
+    def forward_rows(self, x: Tensor, rows: int | None, grad_rows: tuple[int, int] | None) -> Tensor:
+        return self(x, rows=rows, grad_rows=grad_rows)
 
 
 class SequentialAdapterMLP(nn.Module):

@@ -48,9 +48,10 @@ class PromptBlock(nn.Module):
     def rows_supported(self) -> bool:
         return rows_supported(self.base_layer)
 
-    def forward_rows(self, x: Tensor, rows: int) -> Tensor:
-        """The first `rows` tokens' output; they come before the prompts, so the prompts are keys and values only."""
-        return forward_rows(self.base_layer, self._prompted(x), rows)
+    def forward_rows(self, x: Tensor, rows: int | None, grad_rows: tuple[int, int] | None) -> Tensor:
+        """`model.forward_rows` after the prompts are in: the head rows come before them, and in the first block
+        `grad_rows` covers them."""
+        return forward_rows(self.base_layer, self._prompted(x), rows, grad_rows)
 
 
 def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:
