@@ -15,7 +15,7 @@ block runs whole (attention capture, for one).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from timm.layers import Attention
@@ -74,16 +74,36 @@ class PackedQKVAttention(Attention):
         return self.proj_drop(self.proj(x))
 
     def _qkv(self, x: Tensor, grad_rows: tuple[int, int] | None) -> Tensor:
-        """The qkv projection of every row. With `grad_rows` (a, b) and a frozen projection, the other rows are
-        projected from a detached `x` and rows a:b written over them with a graph: backward then multiplies the
-        gradient of rows a:b only by the weight, not the whole (B, N, 3D) gradient."""
-        if (grad_rows is None or not (torch.is_grad_enabled() and x.requires_grad)
-                or any(p.requires_grad for p in self.qkv.parameters())):
-            return self.qkv(x)
-        a, b = grad_rows
-        qkv = self.qkv(x.detach())
-        qkv[:, a:b] = self.qkv(x[:, a:b])
-        return qkv
+        """The qkv projection of every row; with `grad_rows` and a frozen `nn.Linear` projection, backward
+        multiplies only those rows' gradient by the weight (`RowGradLinear`)."""
+        qkv = self.qkv
+        if (grad_rows is None or not (torch.is_grad_enabled() and x.requires_grad) or type(qkv) is not nn.Linear
+                or qkv.weight.requires_grad or (qkv.bias is not None and qkv.bias.requires_grad)):
+            return qkv(x)
+        return RowGradLinear.apply(x, qkv.weight, qkv.bias, *grad_rows)
+
+
+class RowGradLinear(torch.autograd.Function):
+    """`F.linear(x, weight, bias)` of a frozen layer whose input needs a gradient on rows a:b of dim 1 only.
+
+    Backward: a zero input gradient with `grad[:, a:b] @ weight` in those rows (no weight or bias gradient), where
+    autograd would multiply the whole (B, N, out) gradient by the weight. Forward is the plain projection, autocast
+    included.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, a: int, b: int) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.rows, ctx.x_shape, ctx.x_dtype = (a, b), x.shape, x.dtype
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        a, b = ctx.rows
+        grad_x = grad.new_zeros(ctx.x_shape, dtype=ctx.x_dtype)
+        grad_x[:, a:b] = (grad[:, a:b] @ weight.to(grad.dtype)).to(ctx.x_dtype)
+        return grad_x, None, None, None, None
 
 
 def rows_supported(block: nn.Module) -> bool:

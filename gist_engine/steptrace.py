@@ -9,6 +9,9 @@ flash kernel that CUDA runs for bf16 (one op forward, one backward; float32 runs
 same way). The optimiser step is left out (one fused
 AdamW kernel on CUDA).
 
+A custom autograd Function (`model.RowGradLinear`) is recorded by its forward ops, so the replay back-propagates
+through them with autograd's own formulas, not the Function's backward: the trace over-counts that backward.
+
 The byte counts are a model (each op reads its inputs and writes its outputs once), not a measurement; they say
 where a step's traffic goes and check that a change removed what it meant to remove. `scripts/step_traffic.py`
 prints them; a test keeps the fast path free of float32 copies of the residual stream.
@@ -126,7 +129,7 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
     F.scaled_dot_product_attention = _flash_attention
     try:
         with FakeTensorMode():
-            graph = make_fx(step)(*inputs("cuda", grads=False))
+            graph = make_fx(step)(*inputs("cuda", grads=True))  # requires_grad as trained: the same ops
     finally:
         F.scaled_dot_product_attention = _SDPA
     for node in graph.graph.nodes:  # factory ops of the graph: on the meta device for the replay

@@ -157,28 +157,51 @@ def test_attention_capture_and_gist_off_models_run_the_last_block_whole(images):
 
 
 @pytest.mark.parametrize(("method", "args", "grad_rows"), [
-    ("adapter", {}, 1),  # the Gist token
-    ("linear", {}, 1),
-    ("vpt", {"length": 3}, 4),  # the Gist token and the prompts VPT inserts in the first block
-    ("lora", {}, None),  # a trained qkv projection needs its whole input
-    ("ssf", {}, None),  # SSF trains the patch embedding: every row carries a gradient
+    ("adapter", {}, [(1, 2)]),  # the Gist token, after the CLS token
+    ("linear", {}, [(1, 2)]),
+    ("vpt", {"length": 3}, [(1, 5)]),  # the Gist token and the prompts VPT inserts in the first block
+    ("lora", {}, []),  # a trained qkv projection needs its whole input
+    ("ssf", {}, []),  # SSF trains the patch embedding: every row carries a gradient
 ])
-def test_the_first_qkv_projection_back_propagates_to_the_rows_that_need_it_only(method, args, grad_rows):
+def test_the_first_qkv_projection_back_propagates_to_the_rows_that_need_it_only(monkeypatch, method, args,
+                                                                                grad_rows):
+    from gist_engine import model as model_module
     from gist_engine.fastpath import enable_fused_attention
 
+    calls = []
+    real = model_module.RowGradLinear.apply
+    monkeypatch.setattr(model_module.RowGradLinear, "apply", lambda *a: calls.append(tuple(a[-2:])) or real(*a))
     model = build_model({"backbone": "test_vit", "method": method, "method_args": args,
                          "gist": {"dropout": 0.0}}, seed=0).train()
     enable_fused_attention(model)
-    first = model.vit.blocks[0]
-    first = getattr(first, "base_layer", first)
-    first = getattr(first, "base_layer", first)
-    shapes = []
-    handle = first.attn.qkv.register_full_backward_hook(lambda mod, gin, gout: shapes.append(tuple(gout[0].shape)))
-    try:
-        out = model(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-        (out.cls_logits.sum() + out.gist_logits.sum()).backward()
-    finally:
-        handle.remove()
-    rows = model.seq_len if grad_rows is None else grad_rows
-    assert [s[:2] for s in shapes] == [(2, rows)]
+    out = model(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    (out.cls_logits.sum() + out.gist_logits.sum()).backward()
+    assert calls == grad_rows
     assert model.gist_token.grad is not None and model.gist_token.grad.abs().sum() > 0
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert calls == grad_rows  # no gradient wanted: the plain projection
+
+
+def test_row_grad_linear_gives_autograd_s_gradient_in_its_rows_and_zero_elsewhere():
+    from gist_engine.model import RowGradLinear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 12).requires_grad_(False)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    w = torch.randn(3, 5, 12)
+    (layer(x) * w).sum().backward()
+    want = x.grad.clone()
+    x.grad = None
+    y = RowGradLinear.apply(x, layer.weight, layer.bias, 1, 3)
+    torch.testing.assert_close(y, layer(x))
+    (y * w).sum().backward()
+    torch.testing.assert_close(x.grad[:, 1:3], want[:, 1:3])
+    assert not x.grad[:, :1].any() and not x.grad[:, 3:].any()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 activations, float32 input and weight
+        y = RowGradLinear.apply(x, layer.weight, layer.bias, 1, 3)
+    assert y.dtype == torch.bfloat16
+    x.grad = None
+    (y.float() * w).sum().backward()
+    assert x.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad[:, 1:3], want[:, 1:3], rtol=0.02, atol=0.05)
