@@ -138,6 +138,35 @@ def test_graph_replays_equal_eager_steps_with_a_schedule_and_a_last_batch(precis
             torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
+@pytest.mark.parametrize("method", ["adapter", "lora", "vpt", "ssf"])
+def test_the_fast_path_model_equals_the_stock_model_in_bf16(device, method):
+    """bf16 frozen weights under bf16 autocast: the trainer's model (bf16 frozen norms, packed qkv, the row
+    shortcuts) against timm's modules and the whole forward, to bf16's precision."""
+    from gist_engine.fastpath import enable_fused_attention
+
+    dev = torch.device(device)
+    nets = [model(method=method).to(dev) for _ in range(2)]
+    for net, fast in zip(nets, (False, True), strict=True):
+        enable_fused_attention(net, packed_qkv=fast)
+        cast_frozen_(net, norms=fast)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (6,), generator=g).to(dev)
+    losses = []
+    for net in nets:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = net(x)
+        loss = torch.nn.functional.cross_entropy(out.cls_logits.float(), y) + out.gist_logits.float().square().mean()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=2e-2)
+    for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters(), strict=True):
+        if a.requires_grad:
+            assert b.grad.dtype == torch.float32, name
+            scale = a.grad.abs().max().clamp_min(1e-3)
+            assert (b.grad - a.grad).abs().max() <= 0.1 * scale, name
+
+
 @cuda_only
 def test_trainer_with_and_without_cuda_graphs_on_the_gpu():
     base = {"backbone": "test_vit", "method": "adapter", "gist": {"dropout": 0.0},
