@@ -11,7 +11,8 @@ What makes a step fast, and where each piece lives:
   CUDA's random generator unusable.
 - `make_optimizer`: AdamW, fused into one kernel per step on CUDA.
 - `enable_fused_attention`: timm's `F.scaled_dot_product_attention` path in every attention module (attention
-  capture switches it off only while it records, see `attention.capture_attention`).
+  capture switches it off only while it records, see `attention.capture_attention`), as `model.PackedQKVAttention`,
+  which also lets `GistViT.forward` take its two exact row shortcuts (see `model`).
 - `configure_device`: cuDNN autotuning on CUDA; on CPU the torch thread count chosen for the CPUs this process may
   use (affinity, cgroup quota) and how busy they already are, see `choose_cpu_threads`.
 - `cast_frozen_`: the frozen weights stored in bf16 when training in bf16 (autocast rounds them to bf16 for every

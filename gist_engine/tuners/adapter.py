@@ -93,7 +93,8 @@ class ParallelAdapterBlock(nn.Module):
 
     def forward(self, x: Tensor, rows: int | None = None, grad_rows: tuple[int, int] | None = None,
                 **kwargs) -> Tensor:
-        """(B, N, D) -> (B, N, D), or (B, rows, D) for the first `rows` tokens (see `model.forward_rows`)."""
+        """(B, N, D) -> (B, N, D), or (B, rows, D) for the first `rows` tokens; `grad_rows`: the rows of `x` that
+        need an input gradient (both: see `model.forward_rows`)."""
         b = self.base_layer
         up = self.adapter.up_weights(x)  # shared by both sites
         if rows is not None or grad_rows is not None:
