@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of issue #8 (speed), in ONE call on a lent GPU, about 6 minutes (under 10 if every
-# part runs to its limit):
+# The GPU checks of issue #8 (speed), in ONE call on a lent GPU, about 7 minutes (the parts' limits add up to
+# 600 s: give the call timeout_s 600, or drop a part with PARTS):
 #   0. the CUDA-only tests (CUDA graph replays equal eager steps; the trainer with and without graphs);
 #   1. a VTAB-1k-protocol-shaped run through the Trainer on synthetic data, with train.cuda_graph on and off:
 #      1,000 training and 10,000 test random images at 224 px already on the GPU, adapter (gist) + GIST, batch 64,
