@@ -42,10 +42,9 @@ from torch import Tensor, nn
 from .fastpath import (
     COMPILE_BACKEND,
     TrainStep,
-    cast_frozen_,
     configure_device,
-    enable_fused_attention,
     make_optimizer,
+    prepare_for_training,
     resolve_frozen_dtype,
 )
 
@@ -321,10 +320,7 @@ def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) ->
     model = build_model({"backbone": cfg.backbone, "pretrained": False, "image_size": cfg.image_size,
                          "num_classes": cfg.num_classes, "method": method, "method_args": METHOD_ARGS.get(method, {}),
                          "gist": {"enabled": gist}}, seed=cfg.seed).to(device)
-    enable_fused_attention(model, packed_qkv=not cfg.stock_modules)
-    frozen = resolve_frozen_dtype(cfg.frozen_dtype, device, cfg.resolved_precision)
-    if frozen is not None:
-        cast_frozen_(model, frozen, norms=not cfg.stock_modules)
+    prepare_for_training(model, device, cfg.resolved_precision, cfg.frozen_dtype, cfg.stock_modules)
     model.train()
     optimizer = make_optimizer(param_groups(model, WEIGHT_DECAY), LR, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -238,6 +238,19 @@ def low_precision_frozen_norms_(model: nn.Module) -> int:
     return count
 
 
+def prepare_for_training(model: nn.Module, device: torch.device, precision: str, frozen_dtype: str = "auto",
+                         stock_modules: bool = False) -> torch.dtype | None:
+    """The trainer's preparation of a model: fused attention (`enable_fused_attention`) and, where
+    `train.frozen_dtype` resolves to bf16, the frozen weights and norms in bf16 (`cast_frozen_`); returns that dtype
+    or None. `stock_modules`: keep timm's attention and autocast's float32 norms (the benchmark's A/B). Raises
+    ValueError for bf16 frozen weights without bf16 precision."""
+    enable_fused_attention(model, packed_qkv=not stock_modules)
+    frozen = resolve_frozen_dtype(frozen_dtype, device, precision)
+    if frozen is not None:
+        cast_frozen_(model, frozen, norms=not stock_modules)  # trainable parameters stay float32
+    return frozen
+
+
 def mixed_dtype(model: nn.Module) -> torch.dtype | None:
     """The low-precision dtype of a model whose frozen weights `cast_frozen_` cast, or None for a uniform model."""
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
@@ -505,4 +518,5 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
 
 __all__ = ["COMPILE_BACKEND", "PackedQKVAttention", "TrainStep", "auto_log_every", "autocast", "cast_frozen_",
            "choose_cpu_threads", "configure_device", "enable_fused_attention", "eval_batch_size", "idle_cpus",
-           "low_precision_frozen_norms_", "make_optimizer", "mixed_dtype", "resolve_frozen_dtype", "usable_cpus"]
+           "low_precision_frozen_norms_", "make_optimizer", "mixed_dtype", "prepare_for_training",
+           "resolve_frozen_dtype", "usable_cpus"]

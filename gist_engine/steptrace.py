@@ -72,6 +72,9 @@ class _OpLog(TorchDispatchMode):
         return out
 
 
+_SDPA = F.scaled_dot_product_attention  # restored after a trace
+
+
 def _flash_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
                      dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
                      **kwargs) -> Tensor:
@@ -82,8 +85,6 @@ def _flash_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
     return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, False,
                                                               scale=scale)[0]
 
-
-_SDPA = F.scaled_dot_product_attention
 
 
 @contextlib.contextmanager
@@ -103,7 +104,7 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
     """The aten ops of one forward + GIST loss + backward of an image `model` (a GistViT) as eager CUDA runs them.
 
     The model is not changed and needs no GPU: its parameters only lend their shapes, dtypes and `requires_grad`.
-    Prepare it as the trainer does (`enable_fused_attention`, `cast_frozen_` for bf16 frozen weights) and put it
+    Prepare it as the trainer does (`fastpath.prepare_for_training`) and put it
     in train mode. `bf16`: under bf16 autocast (the trainer's default on CUDA), else float32.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -120,16 +121,16 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
             out = torch.func.functional_call(model, dict(zip(names, state, strict=True)), (x,))
         return gist_loss(out.cls_logits, out.gist_logits, y, model.gist_cfg)["total"]
 
-    def inputs(device: str, grads: bool) -> list[Tensor]:
+    def inputs(device: str) -> list[Tensor]:  # the parameters require grad as in training: the same ops
         x = torch.empty(batch_size, 3, size, size, device=device)
         y = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return [x, y] + [torch.empty(t.shape, dtype=t.dtype, device=device).requires_grad_(grads and t.requires_grad)
+        return [x, y] + [torch.empty(t.shape, dtype=t.dtype, device=device).requires_grad_(t.requires_grad)
                          for _, t in named]
 
     F.scaled_dot_product_attention = _flash_attention
     try:
         with FakeTensorMode():
-            graph = make_fx(step)(*inputs("cuda", grads=True))  # requires_grad as trained: the same ops
+            graph = make_fx(step)(*inputs("cuda"))
     finally:
         F.scaled_dot_product_attention = _SDPA
     for node in graph.graph.nodes:  # factory ops of the graph: on the meta device for the replay
@@ -137,7 +138,7 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
             node.update_kwarg("device", torch.device("meta"))
     graph.recompile()
     with _OpLog() as log:
-        graph(*inputs("meta", grads=True)).backward()
+        graph(*inputs("meta")).backward()
     return log.records
 
 

@@ -16,15 +16,7 @@ import torch
 from .build import build_model
 from .config import ConfigError, RunConfig, load_run_config
 from .data.images import DatasetError
-from .fastpath import (
-    TrainStep,
-    auto_log_every,
-    cast_frozen_,
-    configure_device,
-    enable_fused_attention,
-    eval_batch_size,
-    resolve_frozen_dtype,
-)
+from .fastpath import TrainStep, auto_log_every, configure_device, eval_batch_size, prepare_for_training
 from .losses import LOSS_TERMS
 from .model import GistViT
 from .tuners import count_parameters
@@ -184,13 +176,10 @@ class Trainer:
         model_cfg = load_run_config(cfg, [f"num_classes={self.data.num_classes}"])
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
-        enable_fused_attention(self.model)  # SDPA in training; attention capture turns it off only while it records
-        try:
-            frozen = resolve_frozen_dtype(cfg.train.frozen_dtype, self.device, self.precision)
+        try:  # SDPA in training (attention capture turns it off only while it records), bf16 frozen weights
+            prepare_for_training(self.model, self.device, self.precision, cfg.train.frozen_dtype)
         except ValueError as exc:
             raise ConfigError(f"{exc} (precision resolves to {self.precision} on {self.device.type})") from None
-        if frozen is not None:
-            cast_frozen_(self.model, frozen)  # trainable parameters stay float32
         configure_device(self.device, cfg.train.cpu_threads)
         self.config = model_cfg
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from gist_engine.bench import METHOD_ARGS
 from gist_engine.build import build_model
-from gist_engine.fastpath import cast_frozen_, enable_fused_attention
+from gist_engine.fastpath import prepare_for_training
 from gist_engine.steptrace import summarize, totals, trace_cuda_step
 
 
@@ -33,11 +35,8 @@ def main() -> None:
     model = build_model({"backbone": args.backbone, "pretrained": False, "image_size": args.image_size,
                          "num_classes": 100, "method": args.method, "method_args": METHOD_ARGS[args.method],
                          "gist": {"enabled": not args.no_gist}}, seed=0).train()
-    enable_fused_attention(model, packed_qkv=not args.stock)
-    if args.frozen_dtype == "bf16" and not args.fp32:
-        import torch
-
-        cast_frozen_(model, torch.bfloat16, norms=not args.stock)
+    prepare_for_training(model, torch.device("cuda"), "fp32" if args.fp32 else "bf16",
+                         "fp32" if args.fp32 else args.frozen_dtype, stock_modules=args.stock)
     records = trace_cuda_step(model, args.batch_size, bf16=not args.fp32)
     t = totals(records)
     print(f"{args.method} (GIST {'off' if args.no_gist else 'on'}), {args.backbone} {args.image_size} px, batch "

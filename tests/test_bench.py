@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from gist_engine import bench as bench_module
 from gist_engine import build_model, cli, fastpath
 from gist_engine.bench import ExtraTokenViT, add_hooked_adapters, count_flops, reference_loss
 from gist_engine.config import load_run_config
@@ -89,8 +88,8 @@ def test_bench_cli_writes_well_formed_json(tmp_path, capsys):
 @pytest.mark.parametrize("stock", [False, True])
 def test_bench_without_reference_times_only_ours(tmp_path, capsys, monkeypatch, stock):
     seen = []
-    real = bench_module.enable_fused_attention
-    monkeypatch.setattr(bench_module, "enable_fused_attention",
+    real = fastpath.enable_fused_attention  # what prepare_for_training calls for the bench's models
+    monkeypatch.setattr(fastpath, "enable_fused_attention",
                         lambda model, packed_qkv=True: seen.append(packed_qkv) or real(model, packed_qkv))
     out = tmp_path / "b.json"
     assert cli.main(["bench", "--device", "cpu", "--backbone", "test_vit", "--image-size", "32", "--batch-size", "2",
