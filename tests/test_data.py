@@ -27,6 +27,7 @@ from gist_engine.data import (
 )
 from gist_engine.data.readers import FASHION_MNIST_DIR, read_digits
 from gist_engine.data.registry import _split
+from gist_engine.data.splits import stratified_subset
 
 HALF = (0.5, 0.5, 0.5)
 SIZE = 16  # small images keep every load fast
@@ -160,6 +161,21 @@ def test_train_test_val_sizes_are_stratified_and_disjoint() -> None:
     train, val, test = (set(pools[k].index.tolist()) for k in ("train", "val", "test"))
     assert not (train & val or train & test or val & test) and len(train | val | test) == 1797
     assert "fixed stratified split" in note
+
+
+def test_stratified_subset_apportions_by_largest_remainder() -> None:
+    labels = np.repeat([0, 1, 2], [7, 2, 1])  # n=5: shares 3.5, 1.0, 0.5 -> 3 + 1 + 0, one draw left for 0 or 2
+    outcomes = set()
+    for seed in range(20):
+        picked = stratified_subset(labels, 5, seed, 2, "train_size")
+        assert len(picked) == len(set(picked)) == 5 and np.all(np.diff(picked) > 0)
+        counts = tuple(np.bincount(labels[picked], minlength=3))
+        assert counts in {(4, 1, 0), (3, 1, 1)}  # floor or ceil of each share, summing to n
+        outcomes.add(counts)
+        assert np.array_equal(picked, stratified_subset(labels, 5, seed, 2, "train_size"))  # seeded
+    assert outcomes == {(4, 1, 0), (3, 1, 1)}  # the tie goes either way across seeds
+    assert not np.array_equal(stratified_subset(labels, 5, 0, 2, "x"), stratified_subset(labels, 5, 0, 3, "x"))
+    assert np.array_equal(stratified_subset(labels, 10, 0, 2, "x"), np.arange(10))
 
 
 def test_train_size_below_class_count_and_bad_sizes() -> None:

@@ -55,7 +55,10 @@ def fixed_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np
 
 
 def stratified_subset(labels: np.ndarray, n: int, seed: int, step: int, what: str) -> np.ndarray:
-    """`n` positions drawn without replacement, class proportions kept (sklearn's `resample(stratify=...)`).
+    """`n` positions drawn without replacement, class proportions kept.
+
+    Each class gets the floor of its share `n * n_c / N`; the draws left over go one each to the classes with the
+    largest remainders (ties in seeded random order), so the counts sum to `n` and no class gets more than it has.
 
     Args:
         labels: (N,) int class ids of the pool.
@@ -71,11 +74,14 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int, step: int, what: st
         raise DatasetError(f"{what}={n} but only {len(labels)} images are available for it")
     if n == len(labels):
         return np.arange(len(labels))
-    from sklearn.utils import resample  # local: sklearn's import is slow and only needed here
-
-    state = int(_rng(seed, step).integers(2**31))
-    picked = resample(np.arange(len(labels)), replace=False, n_samples=n, stratify=labels, random_state=state)
-    return np.sort(picked)
+    rng = _rng(seed, step)
+    classes, counts = np.unique(labels, return_counts=True)
+    take, remainder = np.divmod(counts * n, len(labels))  # share n * n_c / N in whole draws and a remainder
+    by_remainder = np.lexsort((rng.random(len(classes)), -remainder))  # largest remainder first
+    take[by_remainder[:n - int(take.sum())]] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+              for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked))
 
 
 def few_shot_subset(labels: np.ndarray, k: int, seed: int, class_names: Sequence[str]) -> np.ndarray:
