@@ -11,15 +11,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from timm.layers import Attention
 from torch import Tensor, nn
 
 from .fastpath import mixed_dtype
+
+if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of every CLI start)
+    import pandas as pd
 
 SNAPSHOT_DIR = "attention"  # snapshots live in <run_dir>/attention/
 PROBE_FILE = "probe.npz"  # the probe images (uint8, de-normalised), written once at step 0
@@ -244,6 +246,8 @@ class AttentionMaps:
         Args:
             image: Index of one image; None averages each number over the images.
         """
+        import pandas as pd
+
         sel = slice(None) if image is None else slice(image, image + 1)
         nan = np.full((len(self.cls_maps[sel]), self.num_layers), np.nan)  # (b, L)
         cls_mean, cls_roll = self.cls_mean[sel], self.cls_rollout[sel].astype(np.float32)

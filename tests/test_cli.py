@@ -77,3 +77,14 @@ def test_runs_list_show_and_export(tmp_path, capsys):
     except ImportError:
         assert main([*root, "export", run_id, "--to", "mlflow"]) == 2
         assert "pip install mlflow" in capsys.readouterr().err
+
+
+def test_a_training_start_loads_neither_sklearn_nor_pandas():
+    """Each is ~1 s or ~0.25 s of a CPU demo's minute: sklearn only reads the `digits` dataset, pandas only makes
+    tables (runs, attention summaries)."""
+    code = ("import sys, gist_engine; from gist_engine.config import DataConfig; "
+            "gist_engine.load_dataset(DataConfig(dataset='mnist5k', train_size=100, test_size=50), 16, (0.5,) * 3, "
+            "(0.5,) * 3); loaded = sorted({'sklearn', 'pandas'} & set(sys.modules)); "
+            "assert not loaded, f'{loaded} imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

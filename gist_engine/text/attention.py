@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from ..attention import attention_rollout, eval_mode, unwrap_module
+
+if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of every CLI start)
+    import pandas as pd
 
 QUERIES = ("cls", "gist")
 
@@ -117,6 +120,8 @@ class TokenAttention:
         Returns:
             Columns position, token, kind, weight (T rows, token order).
         """
+        import pandas as pd
+
         att, roll = self._rows(query)
         if rollout:
             weight = roll[layer]
@@ -136,6 +141,8 @@ class TokenAttention:
         Returns:
             A DataFrame indexed by layer/head with one column per token position (columns named "i:token").
         """
+        import pandas as pd
+
         att, roll = self._rows(query)
         table = {"layer": att.mean(axis=1), "head": att[layer], "rollout": roll}.get(by)
         if table is None:
@@ -146,6 +153,8 @@ class TokenAttention:
 
     def frame(self) -> pd.DataFrame:
         """Every weight in long form: query, layer, head, position, token, kind, weight (head -1 = rollout)."""
+        import pandas as pd
+
         parts = []
         for query in QUERIES:
             if query == "gist" and self.gist is None:
