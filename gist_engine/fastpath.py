@@ -23,9 +23,9 @@ What makes a step fast, and where each piece lives:
 
 from __future__ import annotations
 
-import functools
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -63,9 +63,33 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-@functools.cache
+_cpu_threads_lock = threading.Lock()
+_cpu_threads: int | None = None
+
+
 def choose_cpu_threads() -> int:
-    """torch threads for this machine, chosen once per process: the usable CPUs less those others keep busy now.
+    """torch threads for this machine, chosen once per process (`measure_cpu_threads`); thread-safe, so a caller
+    waits for a choice `choose_cpu_threads_in_background` has started rather than sampling again.
+
+    Chosen once, so that runs compared in one process (plain vs GIST) use the same count; `train.cpu_threads`
+    overrides it.
+    """
+    global _cpu_threads
+    with _cpu_threads_lock:
+        if _cpu_threads is None:
+            _cpu_threads = measure_cpu_threads()
+        return _cpu_threads
+
+
+def choose_cpu_threads_in_background() -> None:
+    """Start `choose_cpu_threads` on a daemon thread, so that its 0.5 s of sampling overlaps what the caller does
+    next (loading data, building the model: `idle_cpus` counts this process's own CPU time as idle)."""
+    if _cpu_threads is None:
+        threading.Thread(target=choose_cpu_threads, name="choose-cpu-threads", daemon=True).start()
+
+
+def measure_cpu_threads() -> int:
+    """The usable CPUs less those other processes keep busy now.
 
     An OpenMP thread that the OS has descheduled stalls every parallel op at its barrier: on a machine whose other
     processes already fill the CPUs, two threads ran a small ViT's training step 10-100x slower than one (measured
@@ -75,8 +99,7 @@ def choose_cpu_threads() -> int:
 
     The 1-minute load average is only the fallback (no /proc/stat): it lags. A run's own load stays in it for a
     minute, so a run started just after another one on an idle 2-CPU machine read ~1.0 and got one thread, half
-    the speed (measured). Chosen once, so that runs compared in one process (plain vs GIST) use the same count;
-    `train.cpu_threads` overrides it.
+    the speed (measured).
     """
     n = usable_cpus()
     idle = idle_cpus()
@@ -92,8 +115,9 @@ def idle_cpus(window: float = 0.125, slices: int = 4, stat: Path = Path("/proc/s
     """How many of the CPUs this process may run on are idle: the most idle of `slices` `window`-second slices.
 
     Reads the per-CPU lines of /proc/stat (user nice system idle iowait irq softirq steal ...) for the CPUs in the
-    affinity mask, `slices + 1` times, `window` seconds apart, while this process sleeps, and returns the idle time
-    of the idlest slice, in CPUs. A process that keeps a CPU busy is busy in every slice; a burst is not. Stolen
+    affinity mask, `slices + 1` times, `window` seconds apart, and returns the idle time of the idlest slice, in
+    CPUs. A process that keeps a CPU busy is busy in every slice; a burst is not. This process's own CPU time counts
+    as idle (its threads are the ones that will use the CPUs), so it may work while another thread samples. Stolen
     time (a hypervisor running someone else) counts as busy. None where /proc/stat is unreadable.
     """
     try:
@@ -120,16 +144,17 @@ def idle_cpus(window: float = 0.125, slices: int = 4, stat: Path = Path("/proc/s
         return (total, idle) if total else None
 
     n = len(cpus) if cpus else max(1, os.cpu_count() or 1)
-    best, last = None, sample()
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit: 1/ticks s
+    best, last, own = None, sample(), time.process_time()
     for _ in range(slices):
         if last is None:
             return None
         time.sleep(window)
-        now = sample()
+        now, own_now = sample(), time.process_time()
         if now is not None and now[0] > last[0]:
-            share = n * (now[1] - last[1]) / (now[0] - last[0])
+            share = min(n, n * (now[1] - last[1] + (own_now - own) * ticks) / (now[0] - last[0]))
             best = share if best is None else max(best, share)
-        last = now
+        last, own = now, own_now
     return best
 
 
@@ -517,6 +542,6 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
 
 
 __all__ = ["COMPILE_BACKEND", "PackedQKVAttention", "TrainStep", "auto_log_every", "autocast", "cast_frozen_",
-           "choose_cpu_threads", "configure_device", "enable_fused_attention", "eval_batch_size", "idle_cpus",
-           "low_precision_frozen_norms_", "make_optimizer", "mixed_dtype", "prepare_for_training",
-           "resolve_frozen_dtype", "usable_cpus"]
+           "choose_cpu_threads", "choose_cpu_threads_in_background", "configure_device", "enable_fused_attention",
+           "eval_batch_size", "idle_cpus", "low_precision_frozen_norms_", "make_optimizer", "measure_cpu_threads",
+           "mixed_dtype", "prepare_for_training", "resolve_frozen_dtype", "usable_cpus"]

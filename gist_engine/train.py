@@ -16,7 +16,14 @@ import torch
 from .build import build_model
 from .config import ConfigError, RunConfig, load_run_config
 from .data.images import DatasetError
-from .fastpath import TrainStep, auto_log_every, configure_device, eval_batch_size, prepare_for_training
+from .fastpath import (
+    TrainStep,
+    auto_log_every,
+    choose_cpu_threads_in_background,
+    configure_device,
+    eval_batch_size,
+    prepare_for_training,
+)
 from .losses import LOSS_TERMS
 from .model import GistViT
 from .tuners import count_parameters
@@ -168,6 +175,8 @@ class Trainer:
     def setup(self) -> None:
         """Load the data (unless given) and build the model on the device."""
         cfg = self.config
+        if self.device.type == "cpu" and not cfg.train.cpu_threads:
+            choose_cpu_threads_in_background()  # samples how busy the CPUs are while the data and model load
         if self.data is None:
             self.data = load_run_data(cfg, self.device)
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -283,6 +284,7 @@ def test_idle_cpus_reads_the_affinity_cpus_and_keeps_the_idlest_slice(tmp_path, 
     # burst in the first slice, then idles 3/4 of the second
     reads = iter([((1000, 5000), (2000, 7000)), ((1100, 5000), (2100, 7000)), ((1200, 5000), (2125, 7075))])
     monkeypatch.setattr(fastpath.time, "sleep", lambda s: stat.write_text(_stat(*next(reads))))
+    monkeypatch.setattr(fastpath.time, "process_time", lambda: 0.0)  # this process sleeps meanwhile
     monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {0, 1})
     stat.write_text(_stat(*next(reads)))
     assert idle_cpus(slices=2, stat=stat) == pytest.approx(2 * 75 / 200)
@@ -290,6 +292,16 @@ def test_idle_cpus_reads_the_affinity_cpus_and_keeps_the_idlest_slice(tmp_path, 
     monkeypatch.setattr(fastpath.os, "sched_getaffinity", lambda pid: {1})  # only cpu1 is ours
     stat.write_text(_stat(*next(reads)))
     assert idle_cpus(slices=1, stat=stat) == pytest.approx(0.75)
+    # cpu1 busy for a whole slice, 0.6 s of it this process's own work (e.g. loading data while a thread samples):
+    # 60 of its 100 ticks are ours, so 0.6 of the CPU is free for us; never more than the CPUs there are
+    for own_seconds, free in ((0.6, 0.6), (1.5, 1.0)):
+        reads = iter([((1000, 5000), (2000, 7000)), ((1000, 5000), (2100, 7000))])
+        own = iter([10.0, 10.0 + own_seconds])
+        monkeypatch.setattr(fastpath.time, "process_time", lambda own=own: next(own))
+        monkeypatch.setattr(fastpath.os, "sysconf", lambda name: 100)
+        stat.write_text(_stat(*next(reads)))
+        assert idle_cpus(slices=1, stat=stat) == pytest.approx(free)
+    monkeypatch.setattr(fastpath.time, "process_time", lambda: 0.0)
     assert idle_cpus(stat=tmp_path / "missing") is None
     stat.write_text("cpu0 1 2 3 4\ncpu1 12 x 7\n")
     assert idle_cpus(slices=1, stat=stat) is None  # not the kernel's format: the caller falls back
@@ -304,4 +316,21 @@ def test_thread_count_follows_idle_cpus(monkeypatch, idle, load, threads):
     monkeypatch.setattr(fastpath, "usable_cpus", lambda: 2)
     monkeypatch.setattr(fastpath, "idle_cpus", lambda: idle)
     monkeypatch.setattr(fastpath.os, "getloadavg", lambda: (load, load, load))
-    assert choose_cpu_threads.__wrapped__() == threads
+    assert fastpath.measure_cpu_threads() == threads
+
+
+def test_thread_count_chosen_in_the_background_is_sampled_once(monkeypatch):
+    calls = []
+
+    def slow_measure() -> int:
+        calls.append(1)
+        time.sleep(0.2)  # the caller asks while the background thread still samples
+        return 1
+
+    monkeypatch.setattr(fastpath, "_cpu_threads", None)
+    monkeypatch.setattr(fastpath, "measure_cpu_threads", slow_measure)
+    fastpath.choose_cpu_threads_in_background()
+    time.sleep(0.05)
+    assert fastpath.choose_cpu_threads() == 1 and fastpath.choose_cpu_threads() == 1
+    fastpath.choose_cpu_threads_in_background()  # already chosen: no second sample
+    assert len(calls) == 1
