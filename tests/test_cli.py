@@ -88,3 +88,11 @@ def test_a_training_start_loads_neither_sklearn_nor_pandas():
             "assert not loaded, f'{loaded} imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback():
+    proc = subprocess.Popen([sys.executable, "-m", "gist_engine", "list", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # like `| head -0`: the JSON goes to a closed pipe
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in err, err
