@@ -28,11 +28,22 @@ def _mse(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() - log_q.exp()).pow(2).sum(-1).mean()
 
 
+# The losses made of the two KL directions: name -> D(KL(p||q), KL(q||p)). `gist_loss` logs both directions
+# anyway, so it passes them in rather than computing them again.
+KL_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "bkld": lambda kl_pq, kl_qp: kl_pq + kl_qp,
+    "kl": lambda kl_pq, kl_qp: kl_pq,
+    "reverse_kl": lambda kl_pq, kl_qp: kl_qp,
+}
+
+
+def _from_kl(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    return lambda log_p, log_q: KL_LOSSES[name](_kl(log_p, log_q), _kl(log_q, log_p))
+
+
 # name -> D(log p_cls, log q_gist); p and q are the temperature-softened predictions of the two heads.
 INTERACTION_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "bkld": lambda log_p, log_q: _kl(log_p, log_q) + _kl(log_q, log_p),
-    "kl": lambda log_p, log_q: _kl(log_p, log_q),
-    "reverse_kl": lambda log_p, log_q: _kl(log_q, log_p),
+    **{name: _from_kl(name) for name in KL_LOSSES},
     "js": _js,
     "mse": _mse,
     "none": lambda log_p, log_q: log_p.new_zeros(()),
@@ -80,10 +91,8 @@ def gist_loss(cls_logits: Tensor, gist_logits: Tensor | None, target: Tensor, cf
     log_q = F.log_softmax(gist_logits / cfg.temperature, dim=-1)
     # both directions are always logged (the live curves' BKLD decomposition); the KL losses reuse them
     kl_pq, kl_qp = _kl(log_p, log_q), _kl(log_q, log_p)
-    if cfg.loss == "bkld":
-        interaction = kl_pq + kl_qp
-    elif cfg.loss in ("kl", "reverse_kl"):
-        interaction = kl_pq if cfg.loss == "kl" else kl_qp
+    if cfg.loss in KL_LOSSES:
+        interaction = KL_LOSSES[cfg.loss](kl_pq, kl_qp)
     else:
         interaction = INTERACTION_LOSSES[cfg.loss](log_p, log_q)
     total = ce_cls + cfg.ce_weight * ce_gist + cfg.loss_weight * interaction

@@ -6,8 +6,7 @@ CUDA's bf16 autocast policy and is recorded as an aten graph (`make_fx`), so aut
 ops; that graph then runs forward and backward on meta tensors, and every aten op that reads or writes memory is
 logged with the bytes of its inputs and outputs. Views are free and are not counted. Attention is traced as the
 flash kernel that CUDA runs for bf16 (one op forward, one backward; float32 runs another fused kernel, traced the
-same way). The optimiser step is left out (one fused
-AdamW kernel on CUDA).
+same way). The optimiser step is left out (one fused AdamW kernel on CUDA).
 
 A custom autograd Function (`model.RowGradLinear`) is recorded by its forward ops, so the replay back-propagates
 through them with autograd's own formulas, not the Function's backward: the trace over-counts that backward.
@@ -86,7 +85,6 @@ def _flash_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tenso
                                                               scale=scale)[0]
 
 
-
 @contextlib.contextmanager
 def _cuda_bf16_autocast() -> Iterator[None]:
     # torch.autocast("cuda") turns itself off on a machine without CUDA; the dispatcher's switch does not
@@ -104,8 +102,8 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
     """The aten ops of one forward + GIST loss + backward of an image `model` (a GistViT) as eager CUDA runs them.
 
     The model is not changed and needs no GPU: its parameters only lend their shapes, dtypes and `requires_grad`.
-    Prepare it as the trainer does (`fastpath.prepare_for_training`) and put it
-    in train mode. `bf16`: under bf16 autocast (the trainer's default on CUDA), else float32.
+    Prepare it as the trainer does (`fastpath.prepare_for_training`) and put it in train mode. `bf16`: under bf16
+    autocast (the trainer's default on CUDA), else float32.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.proxy_tensor import make_fx

@@ -39,11 +39,13 @@ def test_the_fast_path_moves_no_float32_copy_of_the_residual_stream_and_no_qkv_c
     # autocast's float32 LayerNorm: the stream up to fp32 and back, forward and backward, for every norm
     assert len(stream_casts(stock)) == 4 * norms - 2  # the final norm's output reaches the head as two rows only
     assert stream_casts(fast) == []
+
     def qkv_clones(records):  # full-size copies of the qkv gradient, (B, N, 3, H, d)
         return [r for r in records if r.op == "clone" and r.shapes[0][:2] == shape[:2]]
 
     assert len(qkv_clones(stock)) == blocks and qkv_clones(fast) == []
     assert {r.dtypes[0] for r in fast if r.op.startswith("native_layer_norm")} == {"bfloat16"}
+
     def count(records, kind):
         return sum(r.kind == kind for r in records), sum(r.bytes for r in records if r.kind == kind)
 
