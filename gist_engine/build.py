@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from .backbones import BackboneError, create_backbone
-from .config import ConfigError, ModelConfig, parse
+from .config import ConfigError, ModelConfig, parse, parse_method_args
 from .model import GistViT
 from .text.backbones import is_text_backbone
 from .tuners import apply_tuner, count_parameters
@@ -15,18 +17,19 @@ from .tuners import apply_tuner, count_parameters
 DEFAULT_NUM_CLASSES = 10  # for a model built without a dataset (describe, tests)
 
 
-def model_config(config: ModelConfig | dict[str, Any]) -> ModelConfig:
-    """The validated ModelConfig of a dict or dataclass (a RunConfig's model part included)."""
+def model_config(config: ModelConfig | Mapping[str, Any]) -> ModelConfig:
+    """A ModelConfig (or RunConfig) as it is, no second parse; a mapping of its keys parsed once (ConfigError)."""
     if isinstance(config, ModelConfig):
         return config
     return parse(ModelConfig, config)
 
 
-def build_model(config: ModelConfig | dict[str, Any], seed: int | None = None) -> GistViT:
+def build_model(config: ModelConfig | Mapping[str, Any], seed: int | None = None) -> GistViT:
     """Build the model a config describes: backbone, Gist token(s), heads and the PEFT method.
 
     Args:
-        config: A ModelConfig (or RunConfig), or a mapping of its keys (validated; unknown keys rejected).
+        config: A ModelConfig (or RunConfig), used as it is, or a mapping of its keys (parsed once; unknown keys
+            rejected by name).
         seed: If given, seeds torch before any parameter is initialised (same seed => same model).
 
     Returns:
@@ -59,16 +62,20 @@ def parameter_summary(model: GistViT) -> str:
             f" || gist params: {model.gist_parameter_count():,}")
 
 
-def describe_model(model: GistViT, config: ModelConfig | dict[str, Any]) -> dict[str, Any]:
-    """The facts `describe --json` prints: parameter counts, tuner, backbone, image size, sequence length."""
+def describe_model(model: GistViT, config: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The facts `describe --json` prints: parameter counts, tuner, backbone, image size, sequence length.
+
+    The tuner and its options come from `config` (the one the model was built from), the counts from the model.
+    """
     cfg = model_config(config)
+    options = parse_method_args(cfg.method, cfg.method_args)  # the typed options as they are; a dict parsed
     trainable, total = count_parameters(model)
     return {
         "trainable_params": trainable,
         "total_params": total,
         "gist_params": model.gist_parameter_count(),
         "tuner": cfg.method,
-        "tuner_args": {k: v for k, v in vars(model.method_config).items()},
+        "tuner_args": dataclasses.asdict(options),  # every option, defaults included
         "backbone": cfg.backbone,
         "image_size": getattr(model, "image_size", None),  # None for a text model
         "max_length": getattr(model, "max_length", None),  # None for an image model

@@ -528,7 +528,7 @@ class RunManager:
         """Queue one run; returns its id (status `queued`). Raises ConfigError for an invalid config."""
         cfg = load_run_config(config)
         if name is not None:
-            cfg.name = name
+            cfg = dataclasses.replace(cfg, name=name)  # the caller's config object stays as it was
         return self._insert([cfg])[0]
 
     def submit_group(self, config: RunConfig | dict[str, Any], seeds: int | Sequence[int],
@@ -542,7 +542,7 @@ class RunManager:
         """
         base = load_run_config(config)
         if name is not None:
-            base.name = name
+            base = dataclasses.replace(base, name=name)  # the caller's config object stays as it was
         if isinstance(seeds, int):
             if seeds < 1:
                 raise ConfigError(f"seeds: need at least one seed, got {seeds}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib.util
 import io
@@ -347,7 +348,7 @@ def model_for_config(config: RunConfig | dict[str, Any]) -> Any:
 
     cfg = load_run_config(config)
     if cfg.num_classes is None:
-        cfg.num_classes = _num_classes(cfg)
+        cfg = dataclasses.replace(cfg, num_classes=_num_classes(cfg))  # the caller's config object stays as it was
     key, cfg = _model_key(cfg)
     return _cached(key, lambda: build_model(cfg, seed=cfg.train.seed).eval())
 

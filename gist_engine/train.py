@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ class Trainer:
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
             raise ConfigError(f"num_classes: {cfg.num_classes} but dataset {cfg.data.dataset!r} has "
                               f"{self.data.num_classes} classes (leave num_classes empty to use the dataset's)")
-        model_cfg = load_run_config(cfg, [f"num_classes={self.data.num_classes}"])
+        model_cfg = replace(cfg, num_classes=self.data.num_classes)  # the parsed config, not parsed again
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
         try:  # SDPA in training (attention capture turns it off only while it records), bf16 frozen weights

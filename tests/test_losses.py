@@ -78,3 +78,18 @@ def test_bf16_logits_are_computed_in_float32_and_stay_finite():
     g = torch.tensor([[-80.0, 80.0, 0.0]], dtype=torch.bfloat16)
     terms = gist_loss(s, g, torch.tensor([0]), GistConfig(temperature=1.0))
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in terms.values())
+
+
+def test_the_loss_reads_the_gist_options_its_caller_passes():
+    """The run config's `gist` section is the loss's own config: its weights and temperature, nothing off a model."""
+    import inspect
+
+    from gist_engine import build, load_run_config, losses
+
+    run = load_run_config({"gist": {"loss": "js", "temperature": 2.0, "ce_weight": 0.25, "loss_weight": 1.5}})
+    terms = gist_loss(torch.tensor(CLS), torch.tensor(GIST), torch.tensor(TARGET), run.gist)
+    ref = reference("js", 2.0)
+    expected = ref["ce_cls"] + 0.25 * ref["ce_gist"] + 1.5 * ref["interaction"]
+    assert terms["total"].item() == pytest.approx(expected, rel=1e-5)
+    for module in (losses, build):
+        assert "gist_cfg" not in inspect.getsource(module), module.__name__

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, describe_fields, parse
+from ..config import ConfigError, Options, describe_fields, parse_method_args
 from . import adapter, bitfit, full, linear, lora, ssf, vpt
 from .base import TunerSpec, count_parameters, mark_trainable
 
@@ -19,17 +20,21 @@ TUNERS: dict[str, TunerSpec] = {
 }
 
 
-def parse_tuner_args(method: str, args: dict[str, Any] | None) -> Any:
-    """The validated options dataclass of `method` from a mapping (unknown or bad keys rejected by name)."""
-    if method not in TUNERS:
-        raise ConfigError(f"method: unknown tuner {method!r}; choose one of {', '.join(TUNERS)}")
-    return parse(TUNERS[method].config, args or {}, prefix="method_args")
+def parse_tuner_args(method: str, args: Mapping[str, Any] | Options | None) -> Options:
+    """The typed options of `method` (its class in METHOD_CONFIGS): an options object as it is, a mapping parsed.
+
+    Raises ConfigError for an unknown method, or naming the unknown or bad `method_args.<key>`.
+    """
+    return parse_method_args(method, args)
 
 
-def apply_tuner(model: Any, method: str, args: dict[str, Any] | None = None) -> Any:
-    """Add `method` to a GistViT or GistTextEncoder in place and set its trainable parameters; returns the options."""
+def apply_tuner(model: Any, method: str, args: Mapping[str, Any] | Options | None = None) -> Options:
+    """Add `method` to a GistViT or GistTextEncoder in place and set its trainable parameters; returns the options.
+
+    `args` is the method's typed options (a parsed `ModelConfig.method_args`), or a mapping parsed here once.
+    """
+    cfg = parse_method_args(method, args)
     spec = TUNERS[method]
-    cfg = parse_tuner_args(method, args)
     apply = spec.apply_for(model)
     if apply is None:
         supported = ", ".join(n for n, s in TUNERS.items() if s.apply_for(model) is not None)

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..config import ConfigError, option
+from ..config import ConfigError
+from ..config.methods import VARIANTS, AdapterConfig
 from ..model import GistViT, init_linear_, rows_supported
 from .base import TunerSpec, check_block, text_layers
-
-# variant -> (default bottleneck, default output scale, zero-init up-projection, where it sits)
-VARIANTS: dict[str, dict] = {
-    "gist": {"bottleneck": 4, "scale": 0.1, "zero_init": False, "sites": ("attn", "mlp"),
-             "help": "GIST's release: one adapter per block, read from the block input, added beside both "
-                     "sub-layers."},
-    "houlsby": {"bottleneck": 8, "scale": 1.0, "zero_init": True, "sites": ("after_mlp",),
-                "help": "Houlsby/NOAH style: a residual bottleneck applied to the FFN output."},
-    "adaptformer": {"bottleneck": 8, "scale": 0.1, "zero_init": True, "sites": ("mlp",),
-                    "help": "AdaptFormer: a bottleneck beside the MLP, zero-initialised up-projection."},
-}
-
-
-@dataclass
-class AdapterConfig:
-    """Options of the bottleneck adapter."""
-
-    variant: str = option("gist", "Adapter design: " + " ".join(f"{k}: {v['help']}" for k, v in VARIANTS.items()),
-                          choices=tuple(VARIANTS))
-    bottleneck: int | None = option(None, "Bottleneck width; empty = the variant's default (gist 4, houlsby 8, "
-                                    "adaptformer 8).", min=1, max=4096)
-    scale: float | None = option(None, "Output scale; empty = the variant's default (gist 0.1, houlsby 1, "
-                                 "adaptformer 0.1).", min=0.0, max=100.0)
-    dropout: float = option(0.0, "Dropout inside the bottleneck.", min=0.0, max=0.9)
-
-    def resolved(self) -> tuple[int, float, bool, tuple[str, ...]]:
-        """(bottleneck, scale, zero_init, sites) with the variant's defaults filled in."""
-        v = VARIANTS[self.variant]
-        bottleneck = v["bottleneck"] if self.bottleneck is None else self.bottleneck
-        scale = v["scale"] if self.scale is None else self.scale
-        return bottleneck, scale, v["zero_init"], v["sites"]
 
 
 class Bottleneck(nn.Module):

@@ -18,7 +18,7 @@ TASK_PARAMETERS = ("vit.head.", "gist_token", "gist_head.", "head.")
 class TunerSpec:
     """One PEFT method: its options, how it modifies a GistViT, and which parameters it trains."""
 
-    config: type  # dataclass of the method's options (fields declared with `config.option`)
+    config: type  # the method's options class, gist_engine.config.METHOD_CONFIGS[name] (the typed method_args)
     apply: Callable[[Any, Any], None]  # (GistViT, config) -> None; wraps modules of model.vit in place
     trainable: Callable[[str], bool]  # parameter name (as in GistViT.named_parameters) -> trained?
     help: str  # one line for the CLI and the app

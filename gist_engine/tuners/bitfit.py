@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..config.methods import BitFitConfig
 from .base import TunerSpec
-
-
-@dataclass
-class BitFitConfig:
-    """BitFit has no options."""
-
 
 SPEC = TunerSpec(
     config=BitFitConfig,

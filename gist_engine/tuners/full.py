@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..config.methods import FullConfig
 from .base import TunerSpec
-
-
-@dataclass
-class FullConfig:
-    """Full fine-tuning has no options."""
-
 
 SPEC = TunerSpec(
     config=FullConfig,

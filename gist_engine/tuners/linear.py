@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..config.methods import LinearConfig
 from .base import TunerSpec
-
-
-@dataclass
-class LinearConfig:
-    """Linear probing has no options."""
-
 
 SPEC = TunerSpec(
     config=LinearConfig,

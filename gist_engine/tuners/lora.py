@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, option
+from ..config.methods import LoRAConfig
 from ..model import GistViT
 from .base import TunerSpec, check_block, text_layers
-
-
-@dataclass
-class LoRAConfig:
-    """Options of LoRA."""
-
-    rank: int = option(8, "Rank r of the low-rank update B @ A.", min=1, max=1024)
-    alpha: float = option(8.0, "Scaling numerator: the update is multiplied by alpha / rank.", min=0.0, max=1e4)
-    targets: str = option("qv", "Which slices of the fused qkv projection get an update: letters from q, k, v.")
-    dropout: float = option(0.0, "Dropout on the LoRA input.", min=0.0, max=0.9)
-
-    def validate(self) -> None:
-        """Targets must be a non-empty set of q/k/v."""
-        if not self.targets or set(self.targets) - set("qkv") or len(set(self.targets)) != len(self.targets):
-            raise ConfigError(f"method_args.targets: {self.targets!r} must be distinct letters from 'qkv', e.g. 'qv'")
 
 
 class LoRAQKV(nn.Module):

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..config import option
+from ..config.methods import SSFConfig
 from ..model import GistViT
 from .base import TunerSpec, check_block, text_layers
-
-
-@dataclass
-class SSFConfig:
-    """Options of SSF."""
-
-    init_std: float = option(0.02, "Std of the init: scale ~ N(1, std), shift ~ N(0, std); 0 = identity.",
-                             min=0.0, max=1.0)
 
 
 class SSF(nn.Module):

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import option
+from ..config.methods import VPTConfig
 from ..model import GistViT, forward_rows, rows_supported
 from .base import TunerSpec, text_layers
-
-
-@dataclass
-class VPTConfig:
-    """Options of VPT."""
-
-    length: int = option(10, "Number of prompt tokens.", min=1, max=1024)
-    deep: bool = option(False, "Deep VPT: new prompts at every block; shallow: prompts at the input only.")
-    dropout: float = option(0.0, "Dropout on the prompt tokens.", min=0.0, max=0.9)
 
 
 class PromptBlock(nn.Module):

@@ -1,0 +1,61 @@
+"""Typed, validated run configuration, parsed once per run: option machinery, every method's options, the run tree."""
+
+from .methods import (
+    METHOD_CONFIGS,
+    VARIANTS,
+    AdapterConfig,
+    BitFitConfig,
+    FullConfig,
+    LinearConfig,
+    LoRAConfig,
+    SSFConfig,
+    VPTConfig,
+    parse_method_args,
+)
+from .options import (
+    ConfigError,
+    Options,
+    apply_overrides,
+    describe_fields,
+    load_yaml,
+    option,
+    parse,
+    to_dict,
+)
+from .run import (
+    INTERACTION_LOSS_NAMES,
+    DataConfig,
+    GistConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    load_run_config,
+)
+
+__all__ = [
+    "INTERACTION_LOSS_NAMES",
+    "METHOD_CONFIGS",
+    "VARIANTS",
+    "AdapterConfig",
+    "BitFitConfig",
+    "ConfigError",
+    "DataConfig",
+    "FullConfig",
+    "GistConfig",
+    "LinearConfig",
+    "LoRAConfig",
+    "ModelConfig",
+    "Options",
+    "RunConfig",
+    "SSFConfig",
+    "TrainConfig",
+    "VPTConfig",
+    "apply_overrides",
+    "describe_fields",
+    "load_run_config",
+    "load_yaml",
+    "option",
+    "parse",
+    "parse_method_args",
+    "to_dict",
+]

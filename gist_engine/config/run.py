@@ -1,0 +1,143 @@
+"""The run configuration tree: model (backbone, method, GIST), data and training options, parsed once per run."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .methods import parse_method_args
+from .options import ConfigError, Options, apply_overrides, load_yaml, option, parse, to_dict
+
+# Keys may be extended, never renamed.
+
+INTERACTION_LOSS_NAMES = ("bkld", "kl", "reverse_kl", "js", "mse", "none")
+
+
+@dataclass
+class GistConfig:
+    """The Gist token and the knowledge-interaction loss (Ruan et al., 2023)."""
+
+    enabled: bool = option(True, "Add the Gist token and the interaction loss; off = the plain PEFT method.")
+    length: int = option(1, "Number of Gist tokens L; with L > 1 their outputs are averaged.", min=1, max=64)
+    init: float = option(0.5, "The Gist token is initialised uniform(-init, init).", min=0.0, max=10.0)
+    dropout: float = option(0.1, "Dropout on the Gist token in training.", min=0.0, max=0.9)
+    shared_head: bool = option(True, "One head for CLS and Gist (as the paper); false = a separate Gist head.")
+    ce_weight: float = option(0.5, "Weight of the cross-entropy of the Gist head's prediction.", min=0.0, max=100.0)
+    loss: str = option("bkld", "Interaction loss between the CLS and Gist predictions.",
+                       choices=INTERACTION_LOSS_NAMES)
+    loss_weight: float = option(0.75, "Weight of the interaction loss.", min=0.0, max=100.0)
+    temperature: float = option(3.0, "Softmax temperature T of the interaction loss.", min=0.0, max=1000.0,
+                                min_exclusive=True)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a GistViT: backbone, PEFT method and GIST options."""
+
+    backbone: str = option("dinov2_s14", "A registered backbone, or a timm model name (hub weights need a network).")
+    pretrained: bool = option(True, "Load pretrained weights; false = random init (tests, speed measurements).")
+    weights: str | None = option(None, "A local weights file (.safetensors, .pth/.bin, ViT .npz) for the backbone.")
+    image_size: int = option(0, "Input size in pixels; 0 = the backbone's default.", min=0, max=4096)
+    num_classes: int | None = option(None, "Classes of the new head; empty = the dataset's (10 without one).",
+                                     min=2, max=100_000)
+    method: str = option("adapter", "PEFT method (tuner) name; see `python -m gist_engine list`.")
+    method_args: Options = option({}, "Options of the tuner, e.g. {variant: gist} or {rank: 8}.")
+    gist: GistConfig = option(GistConfig(), "Gist token and interaction loss options.")
+
+    def __post_init__(self) -> None:
+        """Type `method_args` with the options class of `method` (METHOD_CONFIGS): parsed here, once."""
+        self.method_args = parse_method_args(self.method, self.method_args)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and which part of it (VTAB-1k style sizes, few-shot)."""
+
+    dataset: str = option("mnist5k", "Dataset name (see `list`), or imagefolder:<dir>, vtab:<dir>.")
+    train_size: int | None = option(None, "Training images drawn (seeded) from the train split; empty = all.",
+                                    min=1)
+    val_size: int = option(0, "Validation images held out of the train split (0 = none).", min=0)
+    test_size: int | None = option(None, "Test images drawn (seeded) from the test split; empty = all.", min=1)
+    few_shot: int | None = option(None, "k training images per class (seeded); empty = off.", min=1)
+    seed: int = option(0, "Seed of the subsampling (the split itself is fixed per dataset).", min=0)
+    max_length: int = option(128, "Text datasets: tokens per document after truncation, [CLS] and [SEP] included "
+                             "(the Gist token comes on top); ignored for images.", min=4, max=8192)
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation schedule and where it runs."""
+
+    epochs: int = option(1, "Passes over the training set.", min=1, max=100_000)
+    batch_size: int = option(32, "Images per optimisation step.", min=1, max=65_536)
+    lr: float = option(1e-3, "Peak learning rate (AdamW).", min=0.0, max=10.0, min_exclusive=True)
+    weight_decay: float = option(1e-4, "AdamW weight decay (not on biases, norms, tokens, prompts).",
+                                 min=0.0, max=10.0)
+    warmup_epochs: float = option(0.0, "Linear warm-up length in epochs before the cosine decay.", min=0.0)
+    eval_every: int = option(1, "Evaluate on the test split every N epochs (and always at the end).", min=1)
+    seed: int = option(0, "Seed of the initialisation and the data order (same for plain and GIST runs).", min=0)
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.",
+                            choices=("auto", "fp32", "bf16"))
+    frozen_dtype: str = option("auto", "Storage of the frozen backbone weights: fp32, bf16 (needs precision bf16; "
+                               "autocast rounds them to bf16 for every matmul anyway, and the residual stream then "
+                               "runs in bf16 too), or auto (bf16 when training in bf16 on CUDA).",
+                               choices=("auto", "fp32", "bf16"))
+    max_steps: int | None = option(None, "Stop after this many optimisation steps (empty = no limit).", min=1)
+    grad_clip: float | None = option(None, "Clip the gradient norm to this value (empty = off).", min=0.0,
+                                     min_exclusive=True)
+    attention_every: int = option(0, "Record CLS/Gist attention maps of a probe batch every K steps (0 = off).",
+                                  min=0)
+    probe_images: int = option(4, "Images in the attention probe batch.", min=1, max=64)
+    checkpoint_every: int = option(0, "Write a resumable checkpoint every N epochs (0 = only the final one).",
+                                   min=0)
+    log_every: int = option(0, "Read the loss terms back from the device every N steps: every step is still "
+                            "reported (in a burst), a non-finite loss at its exact step; 0 = auto: 1 on CPU, 10 on "
+                            "CUDA.", min=0, max=10_000)
+    compile: bool = option(False, "Compile the forward + loss with torch.compile (falls back to eager with a "
+                           "warning if compiling fails); pays off on long GPU runs.")
+    cuda_graph: bool = option(False, "On CUDA, capture the whole training step (forward, backward, AdamW) as a "
+                              "CUDA graph per batch shape after 3 eager steps and replay it: no Python per kernel, "
+                              "for small batches whose steps the CPU cannot launch fast enough; image models only. "
+                              "Experimental (see README, Speed); ignored with train.compile, whose modes do this "
+                              "themselves.")
+    eval_batch_size: int = option(0, "Images per evaluation batch; 0 = auto: 1024 on CUDA, 64 on CPU.",
+                                  min=0, max=65_536)
+    cpu_threads: int = option(0, "torch threads on CPU; 0 = auto: the CPUs this process may use, less those other "
+                              "processes keep busy (chosen once per process).", min=0, max=1024)
+
+    def validate(self) -> None:
+        """bf16 frozen weights only under bf16 autocast."""
+        if self.frozen_dtype == "bf16" and self.precision == "fp32":
+            raise ConfigError("train.frozen_dtype: bf16 frozen weights need train.precision bf16 (or auto on CUDA); "
+                              "precision is fp32")
+
+
+@dataclass
+class RunConfig(ModelConfig):
+    """A whole run: the model (top-level keys), the data and the training schedule."""
+
+    name: str | None = option(None, "A label for the run (shown in the run list).")
+    data: DataConfig = option(DataConfig(), "Dataset and protocol options.")
+    train: TrainConfig = option(TrainConfig(), "Optimisation options.")
+
+
+def load_run_config(source: str | Path | typing.Mapping[str, Any] | RunConfig | None = None,
+                    overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """A validated RunConfig from a YAML file, a mapping or a RunConfig, with `key=value` overrides applied.
+
+    A RunConfig without overrides is returned as it is (it was validated when it was parsed); with overrides it is
+    written out (`to_dict`), changed and parsed again. Raises ConfigError naming the offending key.
+    """
+    overrides = list(overrides)
+    if isinstance(source, RunConfig):
+        if not overrides:
+            return source
+        data = to_dict(source)
+    elif isinstance(source, (str, Path)):
+        data = load_yaml(source)
+    else:
+        data = dict(source or {})
+    return parse(RunConfig, apply_overrides(data, overrides))
