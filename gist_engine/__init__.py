@@ -4,7 +4,6 @@ from . import studio  # engine-side helpers of the Streamlit app (cached models,
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
 from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
-from .compare import run_compare
 from .config import (
     ConfigError,
     DataConfig,
@@ -17,7 +16,7 @@ from .config import (
 from .data import DATASETS, DatasetError, describe_datasets, load_dataset
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
-from .stats import paired_delta
+from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare
 from .text import (
     TEXT_BACKBONES,
     GistTextEncoder,
@@ -51,6 +50,10 @@ __all__ = [
     "GistViT",
     "ModelConfig",
     "RunConfig",
+    "RunError",
+    "RunManager",
+    "RunNotFound",
+    "RunSnapshot",
     "TokenAttention",
     "TrainConfig",
     "TrainResult",

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+from tqdm import tqdm
+
 from .backbones import BACKBONES, BackboneError, backbone_info
-from .config import ConfigError, RunConfig, describe_fields, load_run_config
+from .build import build_model, describe_model
+from .checkpoint import CheckpointError, load_model, predict
+from .config import ConfigError, RunConfig, describe_fields, load_run_config, to_dict
+from .data import describe_datasets, load_image_file, to_model_input
+from .data.images import DatasetError
 from .losses import INTERACTION_LOSS_HELP
+from .runs import RunError, RunManager
+from .runs.compare import format_table, run_compare
+from .text.backbones import TEXT_BACKBONES
+from .train import COMPLETED, STOPPED, Trainer
+from .tuners import describe_tuners
+
+logger = logging.getLogger(__name__)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = {-1: logging.ERROR, 0: logging.INFO, 1: logging.DEBUG}  # -q, default, -v
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -30,23 +49,14 @@ def _print_json(obj: Any) -> None:
 
 def catalogue() -> dict[str, Any]:
     """Everything selectable: backbones, tuners (options, variants), interaction losses, datasets, config keys."""
-    from .text.backbones import TEXT_BACKBONES
-    from .tuners import describe_tuners
-
-    out = {
+    return {
         "backbones": {name: backbone_info(name) for name in BACKBONES},
         "text_backbones": {name: backbone_info(name) for name in TEXT_BACKBONES},  # build GistTextEncoders
         "tuners": describe_tuners(),
         "losses": dict(INTERACTION_LOSS_HELP),
         "config": describe_fields(RunConfig),
+        "datasets": describe_datasets(),
     }
-    try:
-        from .data import describe_datasets
-    except ImportError:  # the dataset registry is optional for model-only installs
-        out["datasets"] = {}
-    else:
-        out["datasets"] = describe_datasets()
-    return out
 
 
 @command("list")
@@ -80,8 +90,6 @@ def _list(args: argparse.Namespace) -> int:
 
 @command("describe")
 def _describe(args: argparse.Namespace) -> int:
-    from .build import build_model, describe_model
-
     cfg = load_run_config(args.config, args.set)
     info = describe_model(build_model(cfg), cfg)
     if args.json:
@@ -95,16 +103,17 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """A tqdm bar over the optimisation steps, with the latest loss and accuracy (a trainer callback)."""
+    """A tqdm bar over the optimisation steps, with the latest loss and accuracy (a trainer callback).
+
+    Hidden when the log shows no INFO lines (`-q`).
+    """
 
     def __init__(self, label: str = "") -> None:
         self.label, self.bar, self.postfix = label, None, {}
 
     def on_train_start(self, trainer) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(total=trainer.total_steps, desc=self.label or "train", unit="step", dynamic_ncols=True,
-                        file=sys.stderr)
+                        file=sys.stderr, disable=not logger.isEnabledFor(logging.INFO))
 
     def on_step_end(self, trainer, step: int, metrics: dict) -> None:
         self.postfix.update(loss=f"{metrics['total']:.3f}", img_s=f"{metrics['images_per_second']:.0f}")
@@ -136,16 +145,11 @@ def _summary_line(r) -> str:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from .config import to_dict
-    from .train import COMPLETED, STOPPED, Trainer
-
     cfg = load_run_config(args.config, args.set)
     out = Path(args.out)
     trainer = Trainer(cfg, callbacks=[ProgressBar(cfg.name or "")], run_dir=out)
     trainer.setup()
-    print(trainer.data.summary(), file=sys.stderr)
+    logger.info("%s", trainer.data.summary())
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(trainer.config), sort_keys=False))
     result = trainer.run()
@@ -159,8 +163,6 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import format_table, run_compare
-
     cfg = load_run_config(args.config, args.set)
     out = Path(args.out)
     summary = run_compare(cfg, args.seeds, out_dir=out,
@@ -173,11 +175,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from .checkpoint import load_model, predict
-    from .data import load_image_file, to_model_input
-
     model, _ = load_model(args.run)
     if args.text:  # a text model's checkpoint: classify the given texts
         results = predict(model, list(args.text), model.class_names, top_k=args.top_k)
@@ -202,7 +199,7 @@ def _percent(value: float | None) -> str:
 
 @command("attention")
 def _attention(args: argparse.Namespace) -> int:
-    from .explain import attention_cli
+    from .explain import attention_cli  # imported on use: captum and matplotlib add ~2 s to every command's start
 
     if (args.run is None) == (args.config is None):
         raise ConfigError("attention: give exactly one of --run DIR or --config FILE")
@@ -217,8 +214,6 @@ def _attention(args: argparse.Namespace) -> int:
 
 @command("runs")
 def _runs(args: argparse.Namespace) -> int:
-    from .runs import RunError, RunManager
-
     mgr = RunManager(args.root, start=False)  # a view of the store: marks dead processes' runs interrupted
     try:
         return RUNS_COMMANDS[args.runs_command](mgr, args)
@@ -234,8 +229,6 @@ def _runs_list(mgr, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([s.to_dict() for s in snaps])
         return 0
-    import datetime
-
     print(f"{'id':<11} {'status':<11} {'progress':>8}  {'acc':>7}  {'best':>7}  {'group':<11} {'created':<16} name")
     for s in snaps:
         created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
@@ -295,7 +288,7 @@ def _bench(args: argparse.Namespace) -> int:
                                    stock_modules=args.stock_modules or None,
                                    reference=False if args.no_reference else None)
         save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
-        report = run_bench(cfg, log=lambda line: print(line, file=sys.stderr), on_row=save)
+        report = run_bench(cfg, log=logger.info, on_row=save)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     print(format_table(report))
@@ -307,6 +300,11 @@ def _bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                           help="log DEBUG lines too")
+    verbosity.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                           help="log errors only (no progress bars)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -378,12 +376,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on stderr)."""
-    from .checkpoint import CheckpointError
-    from .data.images import DatasetError
-
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbosity)
+    logger.debug("command %s: %s", args.command, vars(args))
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, BackboneError, DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to `sys.stderr` as it is at each record (tests and tools replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler sets it; the property always answers sys.stderr
+        pass
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """Show the engine's log on stderr: -1 errors only (`-q`), 0 INFO and up (default), 1 DEBUG too (`-v`).
+
+    The only place that configures logging handlers: one handler on the root logger (other libraries' warnings
+    keep reaching it; `-q` lowers them to errors too), the level on the `gist_engine` logger. Calling it again
+    replaces the previous setting.
+    """
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    root.setLevel(logging.ERROR if verbosity < 0 else logging.WARNING)
+    logging.getLogger("gist_engine").setLevel(LOG_LEVELS[max(-1, min(1, verbosity))])

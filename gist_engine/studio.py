@@ -576,7 +576,7 @@ def pair_runs(snapshots: Sequence[Any]) -> dict[str, Any]:
         The shape of `RunManager.group_results`: `seeds` rows, `delta_acc_cls`, `delta_best_acc_cls`,
         `extra_params`, plus `unpaired` (ids of runs without a partner).
     """
-    from .compare import summarise
+    from .runs.compare import summarise
 
     by_key: dict[str, dict[bool, Any]] = {}
     for s in snapshots:

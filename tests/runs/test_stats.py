@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gist_engine.stats import paired_delta
+from gist_engine.runs.stats import paired_delta
 
 
 def test_paired_delta_by_hand():

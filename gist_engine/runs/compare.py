@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, load_run_config, to_dict
+from ..config import RunConfig, load_run_config, to_dict
+from ..train import Callback, Trainer, TrainResult
 from .stats import paired_delta
-from .train import Callback, Trainer, TrainResult
 
 ACCURACY_KEYS = ("acc_cls", "best_acc_cls")
 
@@ -102,3 +102,6 @@ def run_compare(config: RunConfig | dict[str, Any], seeds: int, out_dir: str | P
                         "train_seconds": r.train_seconds, "images_per_second": r.images_per_second,
                         "error": r.error} for s, e, r in results]
     return summary
+
+
+__all__ = ["ACCURACY_KEYS", "format_table", "paired_configs", "run_compare", "summarise"]

@@ -1,22 +1,16 @@
-"""Background runs that survive: a SQLite run store, the RunManager (queue, workers, stop, recovery), groups, export.
+"""The RunManager: queues runs, trains them on worker threads, heartbeats them, recovers a dead process's runs.
 
-Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user data dir):
-
-    runs.sqlite3          the store (WAL): runs, metrics (run, step, key, value), evaluations, groups
-    runs/<run_id>/        checkpoint.safetensors, resume.safetensors, result.json, attention/ snapshots
-    exports/              default target of `RunManager.export`
-
-Threads live here and nowhere else in the engine. Every public method is thread-safe. Writes go through one
-connection behind a lock (short transactions, metrics in batches); reads use pooled connections of their own, so
-polling never waits for training. Torch's intra-op thread pool is process-wide: a manager that starts its workers
-caps it (`torch.set_num_threads`, default: the usable CPUs) and each run picks its count below that cap.
+Every public method is thread-safe. Writes go through the store's one writer connection (short transactions,
+metrics in batches); reads use pooled connections of their own, so polling never waits for training. Torch's
+intra-op thread pool is process-wide: a manager that starts its workers caps it (`torch.set_num_threads`, default:
+the usable CPUs) and each run picks its count below that cap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -26,239 +20,49 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import platformdirs
 import torch
 
-from .backbones import BackboneError
-from .checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
+from ..backbones import BackboneError
+from ..checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..data.images import DatasetError
+from ..fastpath import usable_cpus
+from ..losses import LOSS_TERMS
+from ..train import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    STOPPED,
+    Callback,
+    Trainer,
+    TrainResult,
+    load_run_data,
+    package_versions,
+)
 from .compare import format_table, paired_configs, summarise
-from .config import ConfigError, RunConfig, load_run_config, to_dict
-from .data.images import DatasetError
-from .fastpath import usable_cpus
-from .losses import LOSS_TERMS
-from .train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, package_versions
-from .tuners import count_parameters
+from .export import export_runs
+from .recorder import StoreWriter
+from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 QUEUED, RUNNING, INTERRUPTED = "queued", "running", "interrupted"
 STATUSES = (QUEUED, RUNNING, COMPLETED, STOPPED, DIVERGED, FAILED, INTERRUPTED)
 ACTIVE = (QUEUED, RUNNING)
 RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safetensors (or restarts without one)
 STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
-EXPORT_FORMATS = ("csv", "parquet", "mlflow")
-DB_NAME = "runs.sqlite3"
 RUNS_DIR = "runs"
+EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
-
-# ----------------------------------------------------------------------------------------------------- schema
-# Schema migrations: version -> statements, applied in order inside one transaction; PRAGMA user_version holds the
-# version of a store. Add a new version to change the schema; never edit a released one.
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE groups (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL,
-            seeds TEXT NOT NULL, config TEXT NOT NULL, versions TEXT)""",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,
-            status TEXT NOT NULL, heartbeat REAL, config TEXT NOT NULL, seed INTEGER NOT NULL,
-            gist_enabled INTEGER NOT NULL, method TEXT NOT NULL, group_id TEXT, error TEXT, versions TEXT,
-            device TEXT, owner TEXT, owner_pid INTEGER, owner_host TEXT, stop_requested INTEGER NOT NULL DEFAULT 0,
-            step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0, epoch REAL NOT NULL DEFAULT 0,
-            steps_per_second REAL, latest TEXT, last_eval TEXT, acc_cls REAL, best_acc_cls REAL, acc_gist REAL,
-            agreement REAL, trainable_params INTEGER, gist_params INTEGER, total_params INTEGER,
-            resumed INTEGER NOT NULL DEFAULT 0)""",
-        "CREATE INDEX runs_by_status ON runs (status)",
-        "CREATE INDEX runs_by_group ON runs (group_id)",
-        """CREATE TABLE metrics (
-            run_id TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL,
-            PRIMARY KEY (run_id, step, key)) WITHOUT ROWID""",
-        """CREATE TABLE evaluations (
-            run_id TEXT NOT NULL, step INTEGER NOT NULL, split TEXT NOT NULL, epoch REAL, acc_cls REAL,
-            acc_gist REAL, agreement REAL, n INTEGER, per_class TEXT,
-            PRIMARY KEY (run_id, step, split)) WITHOUT ROWID""",
-    ),
-}
-
-
-class RunError(RuntimeError):
-    """A run-store request that cannot be done (wrong state, missing optional package); the message says why."""
-
-
-class RunNotFound(RunError, KeyError):
-    """No run (or group) with that id in the store."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "run not found"
-
-
-class StoreError(RunError):
-    """The store file cannot be used (written by a newer version, corrupt)."""
-
-
-def data_dir() -> Path:
-    """Where runs are kept: `$GIST_DATA_DIR`, else the user data directory of "gist-studio"."""
-    return Path(os.environ.get("GIST_DATA_DIR") or platformdirs.user_data_dir("gist-studio"))
-
-
-class RunStore:
-    """The SQLite file: one writer connection behind a lock, a pool of reader connections; WAL and a busy timeout.
-
-    Args:
-        path: The database file (created, with its folder, when missing; migrated to `SCHEMA_VERSION`).
-        busy_timeout: Seconds a statement waits for another process's lock before failing.
-    """
-
-    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._pool: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
-        self.migrate()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: safe against a killed process, fast commits
-        return conn
-
-    def migrate(self) -> int:
-        """Bring the file to `SCHEMA_VERSION` (one transaction); returns the version it had before."""
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = conn.execute("PRAGMA user_version").fetchone()[0]
-                if before > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} has schema version {before}, newer than this gist_engine "
-                                     f"understands ({SCHEMA_VERSION}); upgrade gist_engine or use another data dir")
-                for version in range(before + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[version]:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {version}")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return before
-
-    @property
-    def version(self) -> int:
-        """The schema version of the file."""
-        with self.read() as conn:
-            return conn.execute("PRAGMA user_version").fetchone()[0]
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on an exception) on the writer."""
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A pooled reader connection inside one read transaction (a consistent snapshot of the store)."""
-        with self._pool_lock:
-            conn = self._pool.pop() if self._pool else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            conn.execute("BEGIN")
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-            with self._pool_lock:
-                self._pool.append(conn)
-
-    def close(self) -> None:
-        """Close every connection (the store object must not be used afterwards)."""
-        with self._lock, self._pool_lock:
-            for conn in [self._writer, *self._pool]:
-                conn.close()
-            self._pool.clear()
-
-
-class _NullWrite:
-    """Stands in for the writer once a manager plays dead (`_simulate_crash`): every write is dropped."""
-
-    rowcount = 0
-
-    def execute(self, *args: Any) -> _NullWrite:
-        return self
-
-    executemany = execute
-
-    def fetchall(self) -> list:
-        return []
-
-    def fetchone(self) -> None:
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------- snapshots
-@dataclass(frozen=True)
-class RunSnapshot:
-    """A frozen view of one run, read from the store (safe to keep and pass between threads)."""
-
-    id: str
-    name: str
-    status: str
-    created: float
-    started: float | None
-    finished: float | None
-    heartbeat: float | None
-    step: int
-    total_steps: int
-    progress: float
-    eta_seconds: float | None
-    epoch: float
-    latest: dict[str, float]
-    last_eval: dict[str, Any] | None
-    best_acc_cls: float | None
-    acc_cls: float | None
-    error: str | None
-    config: dict[str, Any]
-    seed: int
-    gist_enabled: bool
-    method: str
-    group_id: str | None
-    trainable_params: int | None
-    gist_params: int | None
-    run_dir: Path
-    versions: dict[str, str]
-    acc_gist: float | None = None
-    agreement: float | None = None
-    total_params: int | None = None
-    device: str | None = None
-    owner_pid: int | None = None
-    resumed: int = 0
-    has_checkpoint: bool = False  # run_dir/checkpoint.safetensors exists (usable with checkpoint.load_model)
-    can_resume: bool = False  # `RunManager.resume` applies (it restarts from step 0 without resume.safetensors)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (run_dir as a string)."""
-        out = dataclasses.asdict(self)
-        out["run_dir"] = str(self.run_dir)
-        return out
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
@@ -290,97 +94,13 @@ def _device_key(device: str) -> str:
     return device
 
 
-# ------------------------------------------------------------------------------------------------ the callback
-class StoreWriter(Callback):
-    """Trainer callback that writes a run's metrics and evaluations into the store.
-
-    Step metrics are buffered and written in one transaction every `flush_every` steps or `flush_seconds`
-    seconds (and at every evaluation and at the end), so a reader sees whole steps, in order, while the run goes on.
-    """
-
-    def __init__(self, manager: RunManager, run_id: str, flush_every: int = 50, flush_seconds: float = 0.5) -> None:
-        self.manager, self.run_id = manager, run_id
-        self.flush_every, self.flush_seconds = flush_every, flush_seconds
-        self.rows: list[tuple[str, int, str, float]] = []
-        self.pending = 0
-        self.latest: dict[str, float] = {}
-        self.step = self.step0 = 0
-        self.t0 = self.last_flush = time.monotonic()
-
-    def on_train_start(self, trainer: Trainer) -> None:
-        """Record the resolved config and sizes; forget metrics past the starting step (a resumed run redoes them)."""
-        model = trainer.model
-        trainable, total = count_parameters(model)
-        self.step = self.step0 = trainer.step
-        self.t0 = self.last_flush = time.monotonic()
-        rid = self.run_id
-        with self.manager._write() as c:
-            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, trainer.step))
-            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, trainer.step))
-            latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
-                                    (rid, trainer.step)).fetchall())
-            c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
-                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
-                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0, json.dumps(latest),
-                       json.dumps(to_dict(trainer.config)), trainable, model.gist_parameter_count(), total,
-                       str(trainer.device), time.time(), rid))
-            _refresh_eval_summary(c, rid)
-
-    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-        """Buffer the step; write the buffer when it is large or old enough."""
-        rid = self.run_id
-        self.rows.extend((rid, step, k, float(v)) for k, v in metrics.items())
-        self.latest, self.step, self.pending = metrics, step, self.pending + 1
-        now = time.monotonic()
-        if self.pending >= self.flush_every or now - self.last_flush >= self.flush_seconds:
-            self.flush()
-
-    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
-        """Write the buffered steps and the evaluation together."""
-        self.flush(evaluation=(step, metrics))
-
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        """Write what is left in the buffer."""
-        self.flush()
-
-    def flush(self, evaluation: tuple[int, dict[str, Any]] | None = None) -> None:
-        """Write the buffered steps (and an evaluation) in one transaction."""
-        if not self.rows and evaluation is None:
-            return
-        rows, self.rows, self.pending = self.rows, [], 0
-        now = time.monotonic()
-        self.last_flush = now
-        rate = (self.step - self.step0) / (now - self.t0) if now > self.t0 and self.step > self.step0 else None
-        rid = self.run_id
-        with self.manager._write() as c:
-            if rows:
-                c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
-                c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
-                          "WHERE id = ?", (self.step, float(self.latest.get("epoch", 0.0)),
-                                           json.dumps(self.latest), rate, time.time(), rid))
-            if evaluation is not None:
-                step, m = evaluation
-                c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
-                          "agreement, n, per_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (rid, step, m.get("split", "test"), m.get("epoch"), m.get("acc_cls"), m.get("acc_gist"),
-                           m.get("agreement"), m.get("n"), json.dumps(m.get("per_class") or {})))
-                _refresh_eval_summary(c, rid)
+def _as_result(s: RunSnapshot) -> TrainResult:
+    """The TrainResult fields `compare.summarise` reads, from a stored run."""
+    return TrainResult(status=s.status, acc_cls=s.acc_cls, best_acc_cls=s.best_acc_cls, acc_gist=s.acc_gist,
+                       agreement=s.agreement, trainable_params=s.trainable_params or 0,
+                       gist_params=s.gist_params or 0, total_params=s.total_params or 0, steps=s.step)
 
 
-def _refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
-    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its evaluations."""
-    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
-                     "ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
-    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
-    if last is None:
-        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
-                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
-        return
-    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
-              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
-
-
-# -------------------------------------------------------------------------------------------------- the manager
 class RunManager:
     """Queues runs, trains them on background worker threads and keeps everything in a `RunStore`.
 
@@ -430,7 +150,7 @@ class RunManager:
         self._heartbeat_thread: threading.Thread | None = None
         self._thread_cap = 0  # set by start(); a ceiling re-applied after each run's setup
         self._halt = threading.Event()
-        self._closing = self._dead = False
+        self._closing = False
         self._data_lock = threading.Lock()
         self._data_cache: tuple[str, Any] | None = None
         self._versions: dict[str, str] | None = None
@@ -481,7 +201,7 @@ class RunManager:
                 self._stops.setdefault(run_id, INTERRUPTED)
             self._cond.notify_all()
         if queued:
-            with self._write() as c:
+            with self.store.write() as c:
                 c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND status = ?",
                               [(INTERRUPTED, time.time(), "interrupted: the run manager shut down before it started",
                                 rid, QUEUED) for rid in queued])
@@ -518,9 +238,11 @@ class RunManager:
                 stale.append((INTERRUPTED, now, f"interrupted at step {r['step']}: {why}; resume it from its last "
                                                 f"checkpoint or re-run it", r["id"], r["owner"]))
         if stale:
-            with self._write() as c:
+            with self.store.write() as c:
                 c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND owner IS ? "
                               "AND status IN ('queued', 'running')", stale)
+            for s in stale:
+                logger.warning("run %s %s", s[3], s[2])
         return [s[3] for s in stale]
 
     # ----------------------------------------------------------------------------------------------- submit
@@ -567,7 +289,7 @@ class RunManager:
             rows.append((secrets.token_hex(5), cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}", now, QUEUED,
                          now, json.dumps(to_dict(cfg)), cfg.train.seed, int(cfg.gist.enabled), cfg.method, group_id,
                          versions, _device_key(cfg.train.device), self.token, self.pid, self.host))
-        with self._write() as c:
+        with self.store.write() as c:
             if group:
                 c.execute("INSERT INTO groups (id, name, created, seeds, config, versions) VALUES (?, ?, ?, ?, ?, ?)",
                           group)
@@ -605,11 +327,11 @@ class RunManager:
                     self._stops.setdefault(run_id, STOPPED)
                     return
         if dequeued or (row["status"] == QUEUED and row["owner"] == self.token):
-            with self._write() as c:
+            with self.store.write() as c:
                 c.execute("UPDATE runs SET status = ?, finished = ?, error = NULL WHERE id = ? AND status = ?",
                           (STOPPED, time.time(), run_id, QUEUED))
         elif row["status"] in ACTIVE:
-            with self._write() as c:
+            with self.store.write() as c:
                 c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
 
     def delete(self, run_id: str, timeout: float = 60.0) -> None:
@@ -628,7 +350,7 @@ class RunManager:
                     raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
             elif row["status"] == RUNNING and row["owner"] != self.token:
                 raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
-        with self._write() as c:
+        with self.store.write() as c:
             for table, col in (("metrics", "run_id"), ("evaluations", "run_id"), ("runs", "id")):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
@@ -638,7 +360,7 @@ class RunManager:
         self._group_row(group_id)
         for snap in self.list(group_id=group_id):
             self.delete(snap.id)
-        with self._write() as c:
+        with self.store.write() as c:
             c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
 
     def resume(self, run_id: str) -> str:
@@ -650,7 +372,7 @@ class RunManager:
         row = self._row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
-        with self._write() as c:  # conditional: two concurrent resumes queue it once
+        with self.store.write() as c:  # conditional: two concurrent resumes queue it once
             claimed = c.execute("UPDATE runs SET status = ?, heartbeat = ?, owner = ?, owner_pid = ?, owner_host = ?, "
                                 "finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
                                 f"WHERE id = ? AND status IN ({', '.join('?' * len(RESUMABLE))})",
@@ -732,6 +454,8 @@ class RunManager:
             marks = ", ".join("?" * len(keys))
             rows = cur.execute(f"SELECT step{pivot} FROM metrics WHERE run_id = ? AND step > ? AND key IN ({marks}) "
                                "GROUP BY step ORDER BY step", [*keys, run_id, int(since_step), *keys]).fetchall()
+        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
         values = np.array(rows, dtype=np.float64).reshape(len(rows), len(keys) + 1)  # None (NaN, inf) -> nan
         frame = pd.DataFrame(values[:, 1:], columns=keys)
         frame.insert(0, "step", values[:, 0].astype(np.int64))
@@ -745,6 +469,8 @@ class RunManager:
                 raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
             rows = c.execute(f"SELECT {', '.join(cols)} FROM evaluations WHERE run_id = ? ORDER BY step, split",
                              (run_id,)).fetchall()
+        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
         df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
         df = df.astype({"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64",
                         "agreement": "float64"})  # None (no Gist head) -> NaN
@@ -780,6 +506,8 @@ class RunManager:
             latest[(s.seed, s.gist_enabled)] = s
         results = [(seed, enabled, _as_result(s)) for (seed, enabled), s in sorted(latest.items())
                    if s.trainable_params is not None]
+        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
         summary = summarise(results)
         summary.setdefault("extra_params", None)
         summary["runs"] = snaps
@@ -793,73 +521,12 @@ class RunManager:
     def export(self, run_or_group_id: str, to: str = "csv", path: str | Path | None = None) -> Path | str:
         """Export a run or a group as one CSV/Parquet file (plus a JSON sidecar), or to MLflow.
 
-        Args:
-            run_or_group_id: A run id or a group id.
-            to: `csv` or `parquet` (via pandas), or `mlflow` (optional package).
-            path: The file to write, or a folder for `<id>.<ext>` (default `root/exports/`); for mlflow, the
-                tracking folder or URI (default: `MLFLOW_TRACKING_URI` when set, else the folder
-                `root/exports/mlruns`, not MLflow's own default of a database in the working directory).
-
-        Returns:
-            The data file written (csv, parquet) or the MLflow run id (the parent run's for a group).
-
-        The file has one row per step: `step`, the step metrics and, at evaluation steps, `eval_epoch`,
-        `eval_acc_cls`, `eval_acc_gist`, `eval_agreement`, `eval_n`, `eval_per_class` (JSON text); a group's
-        file stacks its runs with `run_id`, `name`, `seed`, `gist_enabled`, `status` in front (see
-        `read_export`). The sidecar `<file>.json` holds the run's snapshot, or the group's statistics
-        (`group_results` without the frames) and its runs' snapshots.
+        See `export.export_runs`: `path` defaults to the folder `root/exports/` (for mlflow: `MLFLOW_TRACKING_URI`
+        when set, else `root/exports/mlruns`). Returns the data file written or the MLflow run id.
         """
-        if to not in EXPORT_FORMATS:
-            raise ValueError(f"to: {to!r} is not one of {', '.join(EXPORT_FORMATS)}")
-        is_group = self.is_group(run_or_group_id)
-        if not is_group:
-            self._row(run_or_group_id, "id")
-        if to == "mlflow":
-            from .export_mlflow import export_group_to_mlflow, export_run_to_mlflow
-
-            fn = export_group_to_mlflow if is_group else export_run_to_mlflow
-            if path is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-                path = self.root / "exports" / "mlruns"
-            return fn(self, run_or_group_id, path)
-        out = Path(path) if path is not None else self.root / "exports"
-        if out.suffix.lower() != f".{to}":
-            out = out / f"{run_or_group_id}.{to}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if is_group:
-            res = self.group_results(run_or_group_id)
-            snaps = res["runs"]
-            frame = pd.concat([self._export_frame(s.id).assign(
-                run_id=s.id, name=s.name, seed=s.seed, gist_enabled=s.gist_enabled, status=s.status)
-                for s in snaps], ignore_index=True) if snaps else pd.DataFrame({"step": []})
-            front = [c for c in ("run_id", "name", "seed", "gist_enabled", "status") if c in frame]
-            frame = frame[front + [c for c in frame.columns if c not in front]]
-            side = {k: v for k, v in res.items() if k not in ("runs", "table")}
-            side["runs"] = [s.to_dict() for s in snaps]
-        else:
-            frame, side = self._export_frame(run_or_group_id), self.get(run_or_group_id).to_dict()
-        if to == "csv":
-            frame.to_csv(out, index=False)
-        else:
-            frame.to_parquet(out, index=False)
-        out.with_name(out.name + ".json").write_text(json.dumps(side, indent=2, default=str))
-        return out
-
-    def _export_frame(self, run_id: str) -> pd.DataFrame:
-        """A run's metrics per step, outer-joined with its evaluations (`eval_*` columns) on the step."""
-        evals = self.evaluations(run_id).drop(columns="split")
-        evals["per_class"] = [json.dumps(v) for v in evals["per_class"]]
-        evals = evals.rename(columns={c: f"eval_{c}" for c in evals.columns if c != "step"})
-        return self.metrics(run_id).merge(evals, on="step", how="outer").sort_values("step", ignore_index=True)
+        return export_runs(self, run_or_group_id, self.root / EXPORTS_DIR, to=to, path=path)
 
     # --------------------------------------------------------------------------------------------- internals
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection | _NullWrite]:
-        if self._dead:
-            yield _NullWrite()
-            return
-        with self.store.write() as c:
-            yield c
-
     def _row(self, run_id: str, columns: str) -> sqlite3.Row:
         with self.store.read() as c:
             row = c.execute(f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -896,24 +563,11 @@ class RunManager:
             total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
             has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE)
 
-    def _simulate_crash(self) -> None:
-        """Tests only: behave as if this process had been killed (no more writes; the threads end soon)."""
-        self._dead = True
-        with self._cond:
-            self._closing = True
-            self._queue.clear()
-            for run_id in self._running:
-                self._stops.setdefault(run_id, INTERRUPTED)
-            self._cond.notify_all()
-        self._halt.set()
-        for t in self._threads:
-            t.join(30)
-
     def _heartbeat(self) -> None:
         last_recover = time.monotonic()
         while not self._halt.wait(self.heartbeat_every):
             try:
-                with self._write() as c:
+                with self.store.write() as c:
                     c.execute("UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN (?, ?)",
                               (time.time(), self.token, *ACTIVE))
                     flagged = [r[0] for r in c.execute("SELECT id FROM runs WHERE owner = ? AND stop_requested = 1 "
@@ -923,7 +577,8 @@ class RunManager:
                 if time.monotonic() - last_recover >= self.stale_after:
                     last_recover = time.monotonic()
                     self.recover()
-            except (sqlite3.Error, RunError):  # a busy or closed store: try again at the next beat
+            except (sqlite3.Error, RunError) as exc:  # a busy or closed store: try again at the next beat
+                logger.warning("run heartbeat skipped (%s); trying again in %g s", exc, self.heartbeat_every)
                 continue
 
     def _next(self) -> str | None:
@@ -950,7 +605,7 @@ class RunManager:
             try:
                 self._execute(run_id)
             except Exception:  # the store itself failed; the worker must live on
-                traceback.print_exc()
+                logger.exception("run worker: recording run %s failed", run_id)
             finally:
                 with self._cond:
                     self._busy[device] -= 1
@@ -962,7 +617,7 @@ class RunManager:
     def _execute(self, run_id: str) -> None:
         """Train one run to its end and record the outcome; every exception becomes a `failed` status."""
         now = time.time()
-        with self._write() as c:
+        with self.store.write() as c:
             claimed = c.execute("UPDATE runs SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
                                 "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
                                 "WHERE id = ? AND status = ?",
@@ -970,8 +625,9 @@ class RunManager:
             row = c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
         if not claimed or row is None:
             return
+        logger.debug("run %s: started by worker %s", run_id, threading.current_thread().name)
         run_dir = self.run_dir(run_id)
-        writer = StoreWriter(self, run_id, self.flush_every, self.flush_seconds)
+        writer = StoreWriter(self.store, run_id, self.flush_every, self.flush_seconds)
         status, error, result = FAILED, None, None
         try:
             cfg = load_run_config(json.loads(row["config"]))
@@ -991,25 +647,33 @@ class RunManager:
             tmp = run_dir / (RESULT_NAME + ".tmp")
             tmp.write_text(json.dumps(result.to_dict(), default=str))
             tmp.replace(run_dir / RESULT_NAME)
+        except USER_ERRORS as exc:  # a bad config, dataset or checkpoint: the message says it all
+            status, error = FAILED, _error_text(exc)
+            logger.error("run %s failed: %s", run_id, exc)
         except Exception as exc:
             status, error = FAILED, _error_text(exc)
+            logger.exception("run %s failed", run_id)
         finally:
             with contextlib.suppress(Exception):
                 writer.flush()
         reason = self._stops.get(run_id)
         if status == STOPPED and reason == INTERRUPTED:
             status, error = INTERRUPTED, "interrupted: the run manager shut down; resume it from its last checkpoint"
-        with self._write() as c:
+        with self.store.write() as c:
             c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
                       "WHERE id = ?", (status, error, time.time(), time.time(), run_id))
+        if result is not None and status == FAILED:  # the trainer's own failures: out of memory, an unreadable image
+            logger.error("run %s failed: %s", run_id, error)
+        elif status == DIVERGED:
+            logger.warning("run %s diverged: %s", run_id, error)
+        else:
+            logger.info("run %s: %s", run_id, status)
 
     def _load_data(self, trainer: Trainer) -> Any:
         """The run's dataset: `data_loader(config)`, or the cached last load when it matches."""
         cfg = trainer.config
         if self.data_loader is not None:
             return self.data_loader(cfg)
-        from .train import load_run_data
-
         key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
         with self._data_lock:
             if self._data_cache is not None and self._data_cache[0] == key:
@@ -1020,31 +684,4 @@ class RunManager:
             return data
 
 
-# ------------------------------------------------------------------------------------------------------ helpers
-def _as_result(s: RunSnapshot) -> TrainResult:
-    """The TrainResult fields `compare.summarise` reads, from a stored run."""
-    return TrainResult(status=s.status, acc_cls=s.acc_cls, best_acc_cls=s.best_acc_cls, acc_gist=s.acc_gist,
-                       agreement=s.agreement, trainable_params=s.trainable_params or 0,
-                       gist_params=s.gist_params or 0, total_params=s.total_params or 0, steps=s.step)
-
-
-
-def read_export(path: str | Path) -> dict[str, pd.DataFrame]:
-    """Split an exported file back into `metrics` and `evaluations` frames (as `RunManager.metrics` and
-    `RunManager.evaluations` return them, plus `run_id` for a group's file)."""
-    path = Path(path)
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    key = ["run_id"] if "run_id" in frame else []
-    evals = frame[[*key, "step", *[c for c in frame.columns if c.startswith("eval_")]]]
-    evals = evals[evals["eval_acc_cls"].notna()].rename(columns=lambda c: c.removeprefix("eval_"))
-    evals = evals.astype({"n": "int64"}).reset_index(drop=True)
-    evals["per_class"] = [json.loads(v) for v in evals["per_class"]]
-    steps = [c for c in frame.columns if c not in ("name", "seed", "gist_enabled", "status")
-             and not c.startswith("eval_")]
-    return {"metrics": frame[steps].dropna(subset=[c for c in steps if c not in ("run_id", "step")], how="all")
-            .reset_index(drop=True), "evaluations": evals}
-
-
-__all__ = ["ACTIVE", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES", "STEP_KEYS",
-           "RunError", "RunManager", "RunNotFound", "RunSnapshot", "RunStore", "StoreError", "StoreWriter",
-           "data_dir", "read_export"]
+__all__ = ["ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]

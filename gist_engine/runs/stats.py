@@ -38,3 +38,6 @@ def paired_delta(plain: Sequence[float], gist: Sequence[float], confidence: floa
     if std > 0:
         out["p_value"] = float(stats.ttest_rel(b, a).pvalue)
     return out
+
+
+__all__ = ["paired_delta"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from gist_engine.cli import main
+from gist_engine.runs import RunManager
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -46,8 +47,6 @@ def test_bad_input_exits_2_naming_the_key(capsys):
 
 
 def test_runs_list_show_and_export(tmp_path, capsys):
-    from gist_engine.runs import RunManager
-
     cfg = {"backbone": "test_vit", "image_size": 32, "method": "linear",
            "data": {"dataset": "digits", "train_size": 32, "test_size": 16},
            "train": {"epochs": 1, "batch_size": 16, "device": "cpu"}}

@@ -1,8 +1,9 @@
-"""Run store and RunManager: concurrency, polling, stop, failures, restart recovery + resume, groups, export."""
+"""RunManager: concurrency, polling, stop, failures (and their log), restart recovery + resume, groups."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import math
 import sqlite3
 import threading
@@ -14,58 +15,41 @@ import pytest
 import torch
 from scipy import stats
 
-from gist_engine import runs as runs_module
-from gist_engine.checkpoint import RESUME_NAME, trainable_state
-from gist_engine.compare import format_table
+from gist_engine.checkpoint import RESUME_NAME, CheckpointError, trainable_state
 from gist_engine.config import load_run_config
-from gist_engine.data import DatasetSplits
-from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound, RunStore, StoreError, read_export
+from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound
+from gist_engine.runs.compare import format_table
 from gist_engine.train import Callback, Trainer
-from tests.toydata import squares_splits
+from tests.runs.helpers import Slow, config, wait_for
 
 
-@pytest.fixture(scope="module")
-def toy() -> DatasetSplits:
-    return squares_splits(64, 32)
+class DroppedWrites:
+    """The writer connection of a killed process: every statement is taken and nothing reaches the file."""
+
+    rowcount = 0
+
+    def execute(self, *args) -> DroppedWrites:
+        return self
+
+    executemany = execute
+
+    def fetchall(self) -> list:
+        return []
+
+    def fetchone(self) -> None:
+        return None
 
 
-def config(name: str | None = None, **train) -> dict:
-    """64 images, batch 16: 4 steps per epoch."""
-    return {"backbone": "test_vit", "method": "lora", "name": name, "gist": {"dropout": 0.0},
-            "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "device": "cpu", **train}}
+def kill(manager: RunManager, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `manager` behave as if its process had been killed: from now on none of its writes reach the store,
+    and its threads end (a running run stops within a step, but nothing of its end is recorded)."""
 
+    @contextlib.contextmanager
+    def dropped():
+        yield DroppedWrites()
 
-class Slow(Callback):
-    """Makes every step last a little longer, so tests can act while a run goes on."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def on_step_end(self, trainer, step, metrics):
-        time.sleep(self.seconds)
-
-
-@pytest.fixture
-def manager_factory(tmp_path, toy):
-    made: list[RunManager] = []
-
-    def make(**kwargs) -> RunManager:
-        kwargs = {"torch_threads": 0, "data_loader": lambda cfg: toy, "heartbeat_every": 0.2, "flush_seconds": 0.05,
-                  **kwargs}
-        mgr = RunManager(kwargs.pop("root", tmp_path), **kwargs)
-        made.append(mgr)
-        return mgr
-
-    yield make
-    for mgr in made:
-        mgr.shutdown(timeout=30)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
+    monkeypatch.setattr(manager.store, "write", dropped)
+    manager.shutdown(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------------ basics
@@ -184,6 +168,24 @@ def test_an_exception_in_a_run_fails_it_with_the_traceback_and_the_worker_goes_o
         assert snap.status == "failed" and "train.device" in snap.error and "Traceback" not in snap.error
 
 
+def test_a_crashing_run_logs_its_traceback_and_ends_failed(manager_factory, caplog):
+    class Crash(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 3:
+                raise ZeroDivisionError("crash in step 3")
+
+    mgr = manager_factory(callbacks=lambda cfg, run_dir: [Crash()])
+    with caplog.at_level(logging.INFO, logger="gist_engine"):
+        run_id = mgr.submit(config("crashing"))
+        snap = mgr.wait(run_id, timeout=60)
+        wait_for(lambda: any(r.getMessage() == f"run {run_id}: failed" for r in caplog.records), what="the log")
+    assert snap.status == "failed" and "ZeroDivisionError: crash in step 3" in snap.error
+    crash = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert len(crash) == 1 and crash[0].name == "gist_engine.runs.manager"
+    assert crash[0].getMessage() == f"run {run_id} failed" and crash[0].exc_info[0] is ZeroDivisionError
+    assert "Traceback" in caplog.text and "on_step_end" in caplog.text and "crash in step 3" in caplog.text
+
+
 def test_delete_removes_rows_and_directory(manager_factory):
     mgr = manager_factory()
     run_id = mgr.submit(config())
@@ -216,27 +218,26 @@ def test_trainer_resume_continues_bit_for_bit(toy, tmp_path):
     a, b = trainable_state(reference.model), trainable_state(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = load_run_config(config(epochs=3, checkpoint_every=1, lr=1e-2))
-    from gist_engine.checkpoint import CheckpointError
-
     with pytest.raises(CheckpointError, match="different config"):
         Trainer(other, data=toy, resume_from=tmp_path / "run" / RESUME_NAME).run()
 
 
-def test_kill_and_restart_marks_interrupted_and_resume_continues_from_the_checkpoint(manager_factory, tmp_path):
+def test_kill_and_restart_marks_interrupted_and_resume_continues_from_the_checkpoint(manager_factory, tmp_path,
+                                                                                    monkeypatch):
     gate = threading.Event()
 
     class HoldInEpoch3(Callback):
         def on_step_end(self, trainer, step, metrics):
             if step == 10:  # epoch 3 of 4; checkpoints were written after epochs 1 and 2
                 gate.set()
-                wait_for(lambda: first._dead, what="the simulated crash")
+                wait_for(lambda: first._closing, what="the simulated crash")
 
     first = manager_factory(callbacks=lambda cfg, run_dir: [HoldInEpoch3()])
     cfg = config("crashy", epochs=4, checkpoint_every=1)
     run_id = first.submit(cfg)
     waiting = first.submit(config("never started"))
     assert gate.wait(60)
-    first._simulate_crash()  # no status written: the store still says running / queued
+    kill(first, monkeypatch)  # no status written: the store still says running / queued
     assert first.get(run_id).status == "running" and first.get(waiting).status == "queued"
     time.sleep(0.3)
 
@@ -271,7 +272,7 @@ def test_shutdown_interrupts_running_and_queued_runs(manager_factory, tmp_path):
     assert view.get(running).status == "interrupted" and view.get(queued).status == "interrupted"
 
 
-# ------------------------------------------------------------------------------------------- groups, export
+# -------------------------------------------------------------------------------------------------- groups
 def test_group_statistics_equal_a_hand_computation(manager_factory):
     mgr = manager_factory()
     group_id = mgr.submit_group({**config(epochs=2), "method": "full"}, seeds=[3, 4, 5], name="cmp")
@@ -296,89 +297,3 @@ def test_group_statistics_equal_a_hand_computation(manager_factory):
     assert res["extra_params"] == 32 and res["table"]["seed"].tolist() == [3, 4, 5]
     assert res["text"] == format_table(res) and "mean delta" in res["text"]
     assert by[(3, True)].name == "cmp-gist-seed3" and by[(3, True)].config["train"]["seed"] == 3
-
-
-def test_export_round_trips_csv_and_parquet(manager_factory, tmp_path):
-    mgr = manager_factory()
-    group_id = mgr.submit_group(config(epochs=2), seeds=2)
-    for s in mgr.list():
-        mgr.wait(s.id, timeout=60)
-    snaps = mgr.list()
-    run_id = snaps[0].id
-    for fmt in ("csv", "parquet"):
-        out = mgr.export(run_id, to=fmt, path=tmp_path / "folder")
-        assert out == tmp_path / "folder" / f"{run_id}.{fmt}"
-        back = read_export(out)
-        pd.testing.assert_frame_equal(back["metrics"], mgr.metrics(run_id), check_exact=False, rtol=1e-12)
-        pd.testing.assert_frame_equal(back["evaluations"], mgr.evaluations(run_id).drop(columns="split"),
-                                      check_exact=False, rtol=1e-12)
-        assert json.loads(out.with_name(out.name + ".json").read_text())["id"] == run_id
-
-        out = mgr.export(group_id, to=fmt, path=tmp_path / f"group.{fmt}")
-        back = read_export(out)
-        assert set(back["metrics"]["run_id"]) == {s.id for s in snaps}
-        for s in snaps:
-            mine = back["metrics"][back["metrics"]["run_id"] == s.id].drop(columns="run_id").reset_index(drop=True)
-            pd.testing.assert_frame_equal(mine, mgr.metrics(s.id), check_exact=False, rtol=1e-12)
-            evals = back["evaluations"][back["evaluations"]["run_id"] == s.id].drop(columns="run_id")
-            assert evals["acc_cls"].tolist() == mgr.evaluations(s.id)["acc_cls"].tolist()
-        side = json.loads(out.with_name(out.name + ".json").read_text())
-        assert side["delta_acc_cls"]["n"] == 2 and [r["seed"] for r in side["seeds"]] == [0, 1]
-        assert side["delta_acc_cls"] == pytest.approx(mgr.group_results(group_id)["delta_acc_cls"])
-    default = mgr.export(run_id)
-    assert default == mgr.root / "exports" / f"{run_id}.csv" and default.is_file()
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        with pytest.raises(RunError, match="pip install mlflow"):
-            mgr.export(run_id, to="mlflow")
-
-
-def test_export_to_mlflow_when_installed(manager_factory, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    mgr = manager_factory()
-    run_id = mgr.submit(config(epochs=1))
-    mgr.wait(run_id, timeout=60)
-    mid = mgr.export(run_id, to="mlflow", path=tmp_path / "mlruns")
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
-    history = client.get_metric_history(mid, "total")
-    assert [m.step for m in history] == [1, 2, 3, 4]
-    assert client.get_run(mid).data.params["method"] == "lora"
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    again = mgr.export(run_id, to="mlflow")  # the default: a folder beside the CSV exports, not the working dir
-    client = MlflowClient(tracking_uri=(mgr.root / "exports" / "mlruns").resolve().as_uri())
-    assert client.get_run(again).data.params["method"] == "lora"
-
-    group_id = mgr.submit_group(config(epochs=1), seeds=2)  # a group: a parent run, one nested run per member
-    for s in mgr.list():
-        mgr.wait(s.id, timeout=60)
-    parent = mgr.export(group_id, to="mlflow", path=tmp_path / "mlruns")
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
-    assert client.get_run(parent).data.params["seeds"] == "[0, 1]"
-    assert "delta_acc_cls_mean" in client.get_run(parent).data.metrics
-    children = client.search_runs([client.get_run(parent).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert len(children) == 4  # each seed with GIST off and on
-
-
-# -------------------------------------------------------------------------------------------------- schema
-def test_schema_is_versioned_and_migrates(tmp_path, monkeypatch):
-    store = RunStore(tmp_path / "runs.sqlite3")
-    assert store.version == runs_module.SCHEMA_VERSION
-    with store.write() as c:
-        c.execute("INSERT INTO groups (id, name, created, seeds, config) VALUES ('g1', 'kept', 0, '[]', '{}')")
-    store.close()
-    v2 = {**runs_module.MIGRATIONS, 2: ("ALTER TABLE groups ADD COLUMN note TEXT DEFAULT 'new'",)}
-    monkeypatch.setattr(runs_module, "MIGRATIONS", v2)
-    monkeypatch.setattr(runs_module, "SCHEMA_VERSION", 2)
-    store = RunStore(tmp_path / "runs.sqlite3")
-    with store.read() as c:
-        assert tuple(c.execute("SELECT name, note FROM groups").fetchone()) == ("kept", "new")
-        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.version == 2
-    store.close()
-    monkeypatch.setattr(runs_module, "SCHEMA_VERSION", 1)
-    with pytest.raises(StoreError, match="newer"):
-        RunStore(tmp_path / "runs.sqlite3")

@@ -1,0 +1,111 @@
+"""The trainer callback that records a run's progress, step metrics and evaluations in the run store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from ..config import to_dict
+from ..train import Callback, Trainer, TrainResult
+from ..tuners import count_parameters
+from .store import RunStore
+
+
+class StoreWriter(Callback):
+    """Trainer callback that writes a run's metrics and evaluations into the store.
+
+    Step metrics are buffered and written in one transaction every `flush_every` steps or `flush_seconds`
+    seconds (and at every evaluation and at the end), so a reader sees whole steps, in order, while the run goes on.
+
+    Args:
+        store: The run store (every write goes through its one writer connection).
+        run_id: The run's row in `runs`.
+        flush_every: Steps buffered before a write.
+        flush_seconds: Longest time a step stays in the buffer.
+    """
+
+    def __init__(self, store: RunStore, run_id: str, flush_every: int = 50, flush_seconds: float = 0.5) -> None:
+        self.store, self.run_id = store, run_id
+        self.flush_every, self.flush_seconds = flush_every, flush_seconds
+        self.rows: list[tuple[str, int, str, float]] = []
+        self.pending = 0
+        self.latest: dict[str, float] = {}
+        self.step = self.step0 = 0
+        self.t0 = self.last_flush = time.monotonic()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Record the resolved config and sizes; forget metrics past the starting step (a resumed run redoes them)."""
+        model = trainer.model
+        trainable, total = count_parameters(model)
+        self.step = self.step0 = trainer.step
+        self.t0 = self.last_flush = time.monotonic()
+        rid = self.run_id
+        with self.store.write() as c:
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, trainer.step))
+            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, trainer.step))
+            latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
+                                    (rid, trainer.step)).fetchall())
+            c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
+                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
+                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0, json.dumps(latest),
+                       json.dumps(to_dict(trainer.config)), trainable, model.gist_parameter_count(), total,
+                       str(trainer.device), time.time(), rid))
+            refresh_eval_summary(c, rid)
+
+    def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        """Buffer the step; write the buffer when it is large or old enough."""
+        rid = self.run_id
+        self.rows.extend((rid, step, k, float(v)) for k, v in metrics.items())
+        self.latest, self.step, self.pending = metrics, step, self.pending + 1
+        now = time.monotonic()
+        if self.pending >= self.flush_every or now - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
+        """Write the buffered steps and the evaluation together."""
+        self.flush(evaluation=(step, metrics))
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        """Write what is left in the buffer."""
+        self.flush()
+
+    def flush(self, evaluation: tuple[int, dict[str, Any]] | None = None) -> None:
+        """Write the buffered steps (and an evaluation) in one transaction."""
+        if not self.rows and evaluation is None:
+            return
+        rows, self.rows, self.pending = self.rows, [], 0
+        now = time.monotonic()
+        self.last_flush = now
+        rate = (self.step - self.step0) / (now - self.t0) if now > self.t0 and self.step > self.step0 else None
+        rid = self.run_id
+        with self.store.write() as c:
+            if rows:
+                c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
+                c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
+                          "WHERE id = ?", (self.step, float(self.latest.get("epoch", 0.0)),
+                                           json.dumps(self.latest), rate, time.time(), rid))
+            if evaluation is not None:
+                step, m = evaluation
+                c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
+                          "agreement, n, per_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (rid, step, m.get("split", "test"), m.get("epoch"), m.get("acc_cls"), m.get("acc_gist"),
+                           m.get("agreement"), m.get("n"), json.dumps(m.get("per_class") or {})))
+                refresh_eval_summary(c, rid)
+
+
+def refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
+    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its evaluations."""
+    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
+                     "ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
+    if last is None:
+        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
+                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
+        return
+    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
+              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
+
+
+__all__ = ["StoreWriter", "refresh_eval_summary"]
