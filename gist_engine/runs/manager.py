@@ -9,6 +9,7 @@ the usable CPUs) and each run picks its count below that cap.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
