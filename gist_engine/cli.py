@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backbones import BACKBONES, BackboneError, backbone_info
-from .config import ConfigError, RunConfig, describe_fields, load_run_config
-from .losses import INTERACTION_LOSS_HELP
+from .backbones import BackboneError
+from .catalog import catalogue
+from .config import ConfigError, load_run_config
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -26,27 +26,6 @@ def command(name: str) -> Callable:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
-
-
-def catalogue() -> dict[str, Any]:
-    """Everything selectable: backbones, tuners (options, variants), interaction losses, datasets, config keys."""
-    from .text.backbones import TEXT_BACKBONES
-    from .tuners import describe_tuners
-
-    out = {
-        "backbones": {name: backbone_info(name) for name in BACKBONES},
-        "text_backbones": {name: backbone_info(name) for name in TEXT_BACKBONES},  # build GistTextEncoders
-        "tuners": describe_tuners(),
-        "losses": dict(INTERACTION_LOSS_HELP),
-        "config": describe_fields(RunConfig),
-    }
-    try:
-        from .data import describe_datasets
-    except ImportError:  # the dataset registry is optional for model-only installs
-        out["datasets"] = {}
-    else:
-        out["datasets"] = describe_datasets()
-    return out
 
 
 @command("list")
