@@ -1,10 +1,11 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
-from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
+from .attention import list_snapshots, load_snapshot
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
-from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
-from .compare import run_compare
+from .catalog import catalogue
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
+from .compare import run_compare, summarise
 from .config import (
     ConfigError,
     DataConfig,
@@ -12,11 +13,20 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    describe_fields,
     load_run_config,
+    to_dict,
 )
 from .data import DATASETS, DatasetError, describe_datasets, load_dataset
+from .data.preview import dataset_preview, dataset_samples, text_dataset_samples
+from .data.registry import dataset_modality
+from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
+from .estimate import estimate_run_time, measure_throughput
+from .explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
+from .runs import RunManager, RunNotFound
+from .runs import data_dir as runs_data_dir
 from .stats import paired_delta
 from .text import (
     TEXT_BACKBONES,
@@ -24,6 +34,7 @@ from .text import (
     TokenAttention,
     compute_token_attention,
     import_text_table,
+    is_text_backbone,
     list_text_datasets,
     text_dataset_preview,
 )
@@ -34,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",
+    "CHECKPOINT_NAME",
     "DATASETS",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
@@ -51,29 +63,50 @@ __all__ = [
     "GistViT",
     "ModelConfig",
     "RunConfig",
+    "RunManager",
+    "RunNotFound",
     "TokenAttention",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "apply_tuner",
     "build_model",
+    "catalogue",
     "compute_token_attention",
     "count_parameters",
     "create_backbone",
+    "dataset_modality",
+    "dataset_preview",
+    "dataset_samples",
+    "decode_image",
     "describe_datasets",
+    "describe_fields",
     "describe_model",
+    "estimate_run_time",
+    "explain_image",
     "gist_loss",
+    "image_attention",
+    "import_imagefolder_zip",
     "import_text_table",
+    "is_text_backbone",
+    "list_snapshots",
     "list_text_datasets",
+    "list_uploaded_datasets",
     "load_dataset",
     "load_model",
     "load_run_config",
+    "load_snapshot",
+    "measure_throughput",
+    "overlay_heatmap",
     "paired_delta",
     "parameter_summary",
     "predict",
     "run_compare",
+    "runs_data_dir",
     "save_checkpoint",
-    "studio",
+    "summarise",
     "text_dataset_preview",
+    "text_dataset_samples",
+    "to_dict",
     "train",
 ]
