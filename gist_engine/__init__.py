@@ -1,5 +1,8 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
+import importlib
+from typing import Any
+
 from .attention import list_snapshots, load_snapshot
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
@@ -22,7 +25,6 @@ from .data.preview import dataset_preview, dataset_samples, text_dataset_samples
 from .data.registry import dataset_modality
 from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
-from .explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .runs import RunManager, RunNotFound
@@ -42,6 +44,18 @@ from .train import Callback, Trainer, TrainResult, train
 from .tuners import TUNERS, apply_tuner, count_parameters
 
 __version__ = "0.1.0"
+
+# Explanations need matplotlib (colour maps, figures) and captum, heavy to import (matplotlib ~0.3-1 s on 2 cores):
+# their names load on first use, so `import gist_engine` and the CLI's start-up stay as light as before.
+_LAZY = {"explain_image": ".explain", "image_attention": ".explain", "overlay_heatmap": ".explain"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names of `_LAZY`, imported from their module on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKBONES",
