@@ -1,4 +1,4 @@
-"""Process-wide app state: the one RunManager (st.cache_resource), page paths and session-state key names."""
+"""Process-wide app state: the one RunManager (st.cache_resource), the launch draft, page paths, session keys."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import services
 import streamlit as st
-
-import gist_engine as ge
 
 # Pages, as registered in streamlit_app.py (paths relative to it): the targets of st.switch_page / st.page_link.
 LAUNCH, LIVE, COMPARE = "views/launch.py", "views/live.py", "views/compare.py"
@@ -30,12 +30,12 @@ STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "st
 @st.cache_resource(show_spinner="Starting the run manager ...")
 def _manager(root: str) -> Any:
     """One RunManager per data directory for the whole server process (shared by every browser session)."""
-    return ge.studio.open_run_manager(root)
+    return services.open_run_manager(root)
 
 
 def data_root() -> Path:
     """The data directory: $GIST_DATA_DIR, else the user data directory (runs, uploads, the SQLite store)."""
-    return ge.studio.data_root()
+    return services.data_root()
 
 
 def manager() -> Any:
@@ -47,8 +47,18 @@ def manager() -> Any:
 def draft() -> dict[str, Any]:
     """The launch page's config being edited (starts as the offline CPU demo); persists across pages."""
     if DRAFT_KEY not in st.session_state:
-        st.session_state[DRAFT_KEY] = copy.deepcopy(ge.studio.DEMO_CONFIG)
+        st.session_state[DRAFT_KEY] = services.demo_config()
     return st.session_state[DRAFT_KEY]
+
+
+def run_metrics(mgr: Any, run_id: str) -> pd.DataFrame:
+    """A run's step metrics so far, kept in the session: each call fetches only the steps added since the last."""
+    cache = st.session_state.setdefault(METRICS_KEY, {})
+    old = cache.get(run_id)
+    since = int(old["step"].iloc[-1]) if old is not None and len(old) else 0
+    new = mgr.metrics(run_id, since_step=since)
+    cache[run_id] = new if old is None or not len(old) else pd.concat([old, new], ignore_index=True)
+    return cache[run_id]
 
 
 def launch_key(name: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import charts
 import numpy as np
 import pandas as pd
+import services
 import streamlit as st
 
 import gist_engine as ge
@@ -92,12 +93,12 @@ def thumbnails(thumbs: dict[str, np.ndarray], max_classes: int = 10) -> None:
 def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> None:
     """The YAML and the `python -m gist_engine` line that reproduce a run (st.code has a copy button)."""
     try:
-        text = ge.studio.config_yaml(config)
+        text = services.config_yaml(config)
     except ge.ConfigError as exc:
         st.warning(f"Not a valid config yet: {exc}")
         return
     file = f"{config.get('name') or 'run'}.yaml"
-    st.code(ge.studio.cli_command(config, file, group_seeds=seeds), language="bash")
+    st.code(services.cli_command(config, file, group_seeds=seeds), language="bash")
     st.code(text, language="yaml")
     st.download_button("Download YAML", text, file_name=file, mime="application/x-yaml", key=f"{key}.yaml",
                        icon=":material/download:")
@@ -124,6 +125,16 @@ def eta_text(snapshot: Any) -> str:
     return f"{snapshot.status}: step {snapshot.step} / {snapshot.total_steps}{eta_s}"
 
 
+def run_caption(snapshot: Any) -> str:
+    """One line about a run: backbone @ input size, method, GIST on/off, dataset, seed, trainable parameters."""
+    cfg = snapshot.config
+    size = (f"{cfg['data'].get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
+            else f"{cfg.get('image_size')} px")
+    return (f"{cfg.get('backbone')} @ {size} · {snapshot.method} · GIST "
+            f"{'on' if snapshot.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snapshot.seed}"
+            + (f" · {fmt_params(snapshot.trainable_params)} trainable" if snapshot.trainable_params else ""))
+
+
 def fmt_params(n: int | None) -> str:
     """12,345 -> '12.3K'; None -> 'n/a'."""
     if n is None:
@@ -145,8 +156,8 @@ def dataset_card(entry: dict[str, Any]) -> None:
         st.warning("Not available on this machine yet (it needs a download or a package).")
         return
     try:
-        preview = (ge.studio.text_preview(entry["dataset"], per_class=2, chars=160) if text
-                   else ge.studio.dataset_preview(entry["dataset"], per_class=3, size=40))
+        preview = (services.text_preview(entry["dataset"], per_class=2, chars=160) if text
+                   else services.dataset_preview(entry["dataset"], per_class=3, size=40))
     except (ge.DatasetError, OSError) as exc:
         st.warning(f"Cannot preview it here: {exc}")
         return
@@ -168,8 +179,8 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     """Trainable parameters, GIST's extra parameters, the token sequence and a run-time estimate for a config."""
     try:
         with st.spinner("Building the model to count its parameters ..."):
-            info = ge.studio.describe_config(config)
-            est = ge.studio.estimate_run(config)
+            info = services.describe_config(config)
+            est = services.estimate_run(config)
     except (ge.ConfigError, ge.BackboneError, ge.DatasetError, ValueError) as exc:
         st.error(f"This configuration cannot be built: {exc}")
         return None
@@ -216,14 +227,14 @@ def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool)
         label = "CLS" if name == "cls" else "Gist"
         logits = getattr(maps, f"{name}_logits")
         pred = "" if logits is None else f" · predicts {int(logits[index].argmax())}"
-        col.image(ge.studio.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
+        col.image(services.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
 
 
 def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
     """The attention page of a text model: a sentence box (a test document by default), token strips for CLS and
     Gist, and a heat map by layer, head or rollout."""
     try:
-        sample = ge.studio.text_samples(cfg["data"]["dataset"], n=8)
+        sample = ge.text_dataset_samples(cfg["data"]["dataset"], n=8)
     except (ge.DatasetError, OSError) as exc:
         st.warning(f"Cannot read test documents of {cfg['data']['dataset']}: {exc}")
         sample = {"texts": [""], "labels": [0], "class_names": ["?"]}
@@ -237,7 +248,7 @@ def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
         return
     try:
         with st.spinner("Running the encoder ..."):
-            att = ge.studio.text_attention_for(source, text)
+            att = services.text_attention_for(source, text)
     except (ValueError, RuntimeError) as exc:
         st.error(str(exc))
         return
@@ -278,7 +289,7 @@ def attribution_pair(attr: Any, image: np.ndarray) -> None:
     top = max(float(np.abs(m).max()) for _, m in maps) or 1.0
     cols = st.columns([1, 1, 1, 1.1])
     for col, (name, grid) in zip(cols[1:3], maps, strict=False):
-        col.image(ge.studio.overlay(image, np.abs(grid), cmap="viridis", vmin=0.0, vmax=top), width="stretch",
+        col.image(services.overlay(image, np.abs(grid), cmap="viridis", vmin=0.0, vmax=top), width="stretch",
                   caption=f"{name}: |IG| for class {int(attr.target[0])}")
     cols[0].image(image, caption="input", width="stretch")
     cols[3].caption(f"Integrated Gradients ({attr.n_steps} steps) on the patch embedding; a shared colour scale, "

@@ -1,9 +1,13 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
-from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
+import importlib
+from typing import Any
+
+from .attention import list_snapshots, load_snapshot
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
-from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
+from .catalog import catalogue
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
 from .config import (
     ConfigError,
     DataConfig,
@@ -11,18 +15,26 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    describe_fields,
     load_run_config,
+    to_dict,
 )
 from .data import DATASETS, DatasetError, describe_datasets, load_dataset
+from .data.preview import dataset_preview, dataset_samples, text_dataset_samples
+from .data.registry import dataset_modality
+from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
+from .estimate import estimate_run_time, measure_throughput
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
-from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare
+from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare, summarise
+from .runs import data_dir as runs_data_dir
 from .text import (
     TEXT_BACKBONES,
     GistTextEncoder,
     TokenAttention,
     compute_token_attention,
     import_text_table,
+    is_text_backbone,
     list_text_datasets,
     text_dataset_preview,
 )
@@ -31,8 +43,21 @@ from .tuners import TUNERS, apply_tuner, count_parameters
 
 __version__ = "0.1.0"
 
+# Explanations need matplotlib (colour maps, figures) and captum, heavy to import (matplotlib ~0.3-1 s on 2 cores):
+# their names load on first use, so `import gist_engine` and the CLI's start-up stay as light as before.
+_LAZY = {"explain_image": ".explain", "image_attention": ".explain", "overlay_heatmap": ".explain"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names of `_LAZY`, imported from their module on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BACKBONES",
+    "CHECKPOINT_NAME",
     "DATASETS",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
@@ -60,23 +85,42 @@ __all__ = [
     "Trainer",
     "apply_tuner",
     "build_model",
+    "catalogue",
     "compute_token_attention",
     "count_parameters",
     "create_backbone",
+    "dataset_modality",
+    "dataset_preview",
+    "dataset_samples",
+    "decode_image",
     "describe_datasets",
+    "describe_fields",
     "describe_model",
+    "estimate_run_time",
+    "explain_image",
     "gist_loss",
+    "image_attention",
+    "import_imagefolder_zip",
     "import_text_table",
+    "is_text_backbone",
+    "list_snapshots",
     "list_text_datasets",
+    "list_uploaded_datasets",
     "load_dataset",
     "load_model",
     "load_run_config",
+    "load_snapshot",
+    "measure_throughput",
+    "overlay_heatmap",
     "paired_delta",
     "parameter_summary",
     "predict",
     "run_compare",
+    "runs_data_dir",
     "save_checkpoint",
-    "studio",
+    "summarise",
     "text_dataset_preview",
+    "text_dataset_samples",
+    "to_dict",
     "train",
 ]

@@ -15,18 +15,16 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .backbones import BACKBONES, BackboneError, backbone_info
+from .backbones import BackboneError
 from .build import build_model, describe_model
+from .catalog import catalogue
 from .checkpoint import CheckpointError, load_model, predict
-from .config import ConfigError, RunConfig, describe_fields, load_run_config, to_dict
-from .data import describe_datasets, load_image_file, to_model_input
+from .config import ConfigError, load_run_config, to_dict
+from .data import load_image_file, to_model_input
 from .data.images import DatasetError
-from .losses import INTERACTION_LOSS_HELP
 from .runs import RunError, RunManager
 from .runs.compare import format_table, run_compare
-from .text.backbones import TEXT_BACKBONES
 from .train import COMPLETED, STOPPED, Trainer
-from .tuners import describe_tuners
 
 logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -45,18 +43,6 @@ def command(name: str) -> Callable:
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
-
-
-def catalogue() -> dict[str, Any]:
-    """Everything selectable: backbones, tuners (options, variants), interaction losses, datasets, config keys."""
-    return {
-        "backbones": {name: backbone_info(name) for name in BACKBONES},
-        "text_backbones": {name: backbone_info(name) for name in TEXT_BACKBONES},  # build GistTextEncoders
-        "tuners": describe_tuners(),
-        "losses": dict(INTERACTION_LOSS_HELP),
-        "config": describe_fields(RunConfig),
-        "datasets": describe_datasets(),
-    }
 
 
 @command("list")

@@ -243,6 +243,30 @@ def explain(model: nn.Module, images: Tensor, target: int | Sequence[int] | None
     return Attributions(**out)
 
 
+def explain_image(model: nn.Module, image: np.ndarray, target: int | None = None, n_steps: int = 16
+                  ) -> tuple[Attributions, np.ndarray]:
+    """`explain` (Integrated Gradients, CLS and Gist heads) of one RGB uint8 image (H, W, 3) of any size.
+
+    Returns:
+        (Attributions, the image resized to the model input, uint8 (S, S, 3)); the IG path runs `n_steps` points
+        per forward pass.
+    """
+    resized, x = prepare_image(model, image)
+    return explain(model, x, target=target, n_steps=n_steps, internal_batch_size=n_steps), resized
+
+
+def image_attention(model: nn.Module, image: np.ndarray) -> AttentionMaps:
+    """CLS/Gist attention maps of one RGB uint8 image (H, W, 3) of any size (resized to the model input).
+
+    Returns:
+        `AttentionMaps` of numpy arrays; `images` holds the resized image, uint8 (1, S, S, 3).
+    """
+    resized, x = prepare_image(model, image)
+    maps = compute_attention_maps(model, x, with_images=False)
+    maps.images = resized[None]  # (1, S, S, 3)
+    return maps
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
@@ -364,5 +388,5 @@ def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: 
 
 
 __all__ = ["Attributions", "attention_cli", "attention_figure", "attention_report", "attention_summary",
-           "explain", "grad_cam", "image_to_tensor", "integrated_gradients", "load_image", "overlay_heatmap",
-           "prepare_image", "resize_image", "upsample_grid"]
+           "explain", "explain_image", "grad_cam", "image_attention", "image_to_tensor", "integrated_gradients",
+           "load_image", "overlay_heatmap", "prepare_image", "resize_image", "upsample_grid"]

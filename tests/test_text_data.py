@@ -162,14 +162,13 @@ def test_import_text_table(tmp_path, tok):
 
 
 def test_previews_and_catalogue():
-    from gist_engine import studio, text_dataset_preview
-    from gist_engine.cli import catalogue
+    from gist_engine import catalogue, dataset_preview, text_dataset_preview
 
     preview = text_dataset_preview("bbc_news", per_class=2, chars=40)
     assert preview["counts"] == BBC and preview["total"] == 2225
     assert all(len(v) == 2 and len(v[0]) <= 43 for v in preview["samples"].values())
     with pytest.raises(DatasetError, match="no images"):
-        studio.dataset_preview("bbc_news")  # the image preview fails clearly instead of crashing
+        dataset_preview("bbc_news")  # the image preview fails clearly instead of crashing
     cat = catalogue()
     assert "minilm_l6" in cat["text_backbones"] and "minilm_l6" not in cat["backbones"]
     assert cat["tuners"]["lora"]["text"] is True

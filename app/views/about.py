@@ -1,14 +1,13 @@
 """What is GIST? The token, the two heads and the BKLD, drawn from the live model's real token sequence."""
 
 import charts
+import services
 import state
 import streamlit as st
 
-import gist_engine as ge
-
 st.title("What is GIST?")
 cfg = state.draft()
-info = ge.studio.describe_config(cfg)
+info = services.describe_config(cfg)
 st.markdown(f"""
 A **Vision Transformer** cuts an image into patches and reads them as a sequence of tokens. A special **CLS token**
 collects what the network knows about the whole image; a small classifier head reads it. **Parameter-efficient

@@ -1,6 +1,7 @@
 """Attention: CLS and Gist maps over an image (or the tokens of a text) per layer and head, rollout, snapshots, IG."""
 
 import charts
+import services
 import state
 import streamlit as st
 import widgets
@@ -20,31 +21,31 @@ source = state.draft() if snap is None else snap.run_dir
 cfg = state.draft() if snap is None else snap.config
 size = cfg.get("image_size") or 224
 try:
-    modality = ge.studio.model_modality(source)
+    modality = services.model_modality(source)
 except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.BackboneError) as exc:
     st.error(str(exc))
     st.stop()
 if modality == "text":
     widgets.text_attention(source, cfg, key=f"attn.text.{choice}")
     st.stop()
-steps = ge.studio.run_snapshots(snap.run_dir) if snap else []
+steps = ge.list_snapshots(snap.run_dir) if snap else []
 kinds = (["Probe set over training"] if steps else []) + ["Dataset sample", "Upload an image"]
 kind = st.segmented_control("Image", kinds, default=kinds[0], key=f"attn.kind.{choice}")
 try:
     if kind == "Probe set over training":
         step = st.select_slider("Training step", steps, value=steps[-1], help="Snapshots recorded while training")
-        maps = ge.studio.run_snapshot(snap.run_dir, step)
+        maps = ge.load_snapshot(snap.run_dir, step)
         index = st.radio("Probe image", range(len(maps.images)), horizontal=True)
     elif kind == "Upload an image":
         upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
         if upload is None:
             st.stop()
-        maps, index = ge.studio.attention_for(source, ge.studio.decode_image(upload.getvalue())), 0
+        maps, index = services.attention_for(source, ge.decode_image(upload.getvalue())), 0
     else:
-        sample = ge.studio.dataset_samples(cfg["data"]["dataset"], n=8, size=size)
+        sample = ge.dataset_samples(cfg["data"]["dataset"], n=8, size=size)
         index = st.radio("Test image", range(len(sample["images"])), horizontal=True,
                          format_func=lambda i: f"#{i} ({sample['class_names'][sample['labels'][i]]})")
-        maps, index = ge.studio.attention_for(source, sample["images"][index]), index
+        maps, index = services.attention_for(source, sample["images"][index]), index
 except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError) as exc:
     st.error(str(exc))
     st.stop()
@@ -60,7 +61,7 @@ if maps.has_gist:
 st.subheader("Attribution: CLS head vs Gist head")
 if st.button("Compute Integrated Gradients (captum)", icon=":material/bolt:"):
     with st.spinner("Integrating gradients ..."):
-        attr, resized = ge.studio.attributions_for(source, maps.images[index])
+        attr, resized = services.attributions_for(source, maps.images[index])
     widgets.attribution_pair(attr, resized)
     if kind == "Probe set over training":
         st.caption("Attributions use the run's final checkpoint, not the snapshot's step.")

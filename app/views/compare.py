@@ -2,11 +2,10 @@
 
 import charts
 import pandas as pd
+import services
 import state
 import streamlit as st
 import widgets
-
-import gist_engine as ge
 
 mgr = state.manager()
 st.title("Compare plain and GIST")
@@ -37,7 +36,7 @@ def results_view() -> None:
         chosen = results["runs"]
     else:
         chosen = [mgr.get(i) for i in picked]
-        results = ge.studio.pair_runs(chosen)
+        results = services.pair_runs(chosen)
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
@@ -59,6 +58,7 @@ def results_view() -> None:
 
 results_view()
 st.subheader("Reference: published VTAB-1k numbers")
-st.caption(f"**Published numbers, not runs of this app** — {ge.studio.PUBLISHED_SOURCE}. {ge.studio.GIST_CLAIM}")
-st.dataframe(pd.DataFrame(ge.studio.PUBLISHED_VTAB1K, columns=["method (published)", "mean of 19 tasks %",
-                                                              "mean of group means %"]), hide_index=True)
+published = services.load_published()
+st.caption(f"**Published numbers, not runs of this app** — {published['source']}. {published['claim']}")
+st.dataframe(pd.DataFrame(published["rows"], columns=list(published["columns"])).rename(columns=published["columns"]),
+             hide_index=True)

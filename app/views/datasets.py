@@ -2,14 +2,13 @@
 
 import charts
 import pandas as pd
+import services
 import state
 import streamlit as st
 import widgets
 
-import gist_engine as ge
-
 st.title("Datasets")
-entries = ge.studio.list_datasets(state.data_root())
+entries = services.list_datasets(state.data_root())
 table = pd.DataFrame(entries)[["dataset", "title", "images", "classes", "offline", "installed", "source", "licence"]]
 st.dataframe(table, hide_index=True, column_config={"source": st.column_config.TextColumn(width="large")})
 
@@ -26,8 +25,8 @@ if submitted and upload is None:
     st.warning("Choose a zip file first.")
 elif submitted:
     with st.spinner("Checking every file ..."):
-        report = ge.studio.import_dataset_zip(upload.getvalue(), name.strip() or upload.name.rsplit(".", 1)[0],
-                                              state.data_root(), overwrite=overwrite)
+        report = services.import_dataset_zip(upload.getvalue(), name.strip() or upload.name.rsplit(".", 1)[0],
+                                             state.data_root(), overwrite=overwrite)
     for error in report.errors:
         st.error(error)
     if report.ok:

@@ -1,12 +1,13 @@
 """Launch: backbone, dataset, PEFT method and GIST options; their cost and time; one run or a paired comparison."""
 
+import services
 import state
 import streamlit as st
 import widgets
 
 import gist_engine as ge
 
-cat = ge.studio.studio_catalogue()
+cat = services.catalogue()
 sections = cat["sections"]
 cfg = state.draft()
 helps = {f["name"]: f["help"] for f in sections["model"]}
@@ -17,10 +18,11 @@ st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** be
            "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
 intro, presets = st.columns([1, 2], vertical_alignment="center")
 intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
-preset = presets.pills("Start from", list(ge.studio.PRESETS), key="preset", label_visibility="collapsed")
+choices = services.load_presets()
+preset = presets.pills("Start from", list(choices), key="preset", label_visibility="collapsed")
 if preset and st.session_state.get("preset_applied") != preset:
     st.session_state["preset_applied"] = preset
-    state.apply_preset(ge.studio.PRESETS[preset])
+    state.apply_preset(choices[preset])
     st.rerun()
 
 left, right = st.columns(2, gap="large")
@@ -34,7 +36,7 @@ with left:
                                    key=state.launch_key("backbone"), persist_state="session")
     modality = widgets.input_size(cfg, backbones[cfg["backbone"]], helps["image_size"], data_fields["max_length"],
                                   state.launch_key)
-    datasets = {d["dataset"]: d for d in ge.studio.list_datasets(state.data_root(), modality=modality)}
+    datasets = {d["dataset"]: d for d in services.list_datasets(state.data_root(), modality=modality)}
     fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
     current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
     cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),

@@ -3,7 +3,6 @@
 import time
 
 import charts
-import pandas as pd
 import state
 import streamlit as st
 import widgets
@@ -22,7 +21,7 @@ wanted = st.query_params.get("run")
 if wanted and wanted not in by_id:
     try:
         by_id = {wanted: mgr.get(wanted), **by_id}  # older than the list's limit
-    except ge.studio.run_not_found_error():
+    except ge.RunNotFound:
         st.warning(f"No run with id {wanted!r}; showing the newest run instead.")
 run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
                       format_func=lambda i: state.run_label(by_id[i]))
@@ -32,11 +31,7 @@ cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
     state.status_badge(snap.status)
-    size = (f"{cfg['data'].get('max_length')} tokens" if ge.studio.is_text_backbone(cfg.get("backbone") or "")
-            else f"{cfg.get('image_size')} px")
-    st.caption(f"{cfg.get('backbone')} @ {size} · {snap.method} · GIST "
-               f"{'on' if snap.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snap.seed}"
-               + (f" · {widgets.fmt_params(snap.trainable_params)} trainable" if snap.trainable_params else ""))
+    st.caption(widgets.run_caption(snap))
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
@@ -47,12 +42,7 @@ def live_view() -> None:
     """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()
     s = mgr.get(run_id)
-    cache = st.session_state.setdefault(state.METRICS_KEY, {})
-    old = cache.get(run_id)
-    since = int(old["step"].iloc[-1]) if old is not None and len(old) else 0
-    new = mgr.metrics(run_id, since_step=since)
-    metrics = new if old is None or not len(old) else pd.concat([old, new], ignore_index=True)
-    cache[run_id] = metrics
+    metrics = state.run_metrics(mgr, run_id)
     st.progress(min(1.0, s.progress), text=widgets.eta_text(s))
     if s.error:
         st.error(f"This run {s.status}: {s.error}")

@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
+import services
 import state
 import streamlit as st
 import widgets
-
-import gist_engine as ge
 
 mgr = state.manager()
 st.title("Runs")
@@ -44,12 +43,12 @@ if b4.button("Delete selected", disabled=not (picked and confirm), icon=":materi
     st.rerun()
 if len(picked) == 1:
     with st.expander("Export this run's metrics"):
-        for kind in ["csv", *(["mlflow"] if ge.studio.mlflow_available() else [])]:
+        for kind in ["csv", *(["mlflow"] if services.mlflow_available() else [])]:
             if st.button(f"Export to {kind.upper()}", key=f"runs.export.{kind}"):
                 where = mgr.export(picked[0], kind)
                 st.success(f"Exported to {where}")
                 if kind == "csv" and Path(where).is_file():  # one row per step, evaluations joined in
                     st.download_button("Download the CSV", Path(where).read_bytes(), on_click="ignore",
                                        file_name=Path(where).name, mime="text/csv")
-        if not ge.studio.mlflow_available():
+        if not services.mlflow_available():
             st.caption("MLflow export appears here when the `mlflow` package is installed.")

@@ -177,6 +177,25 @@ def _lookup(dataset: str) -> tuple[DatasetSpec, str | None]:
     return spec, arg or None
 
 
+def read_dataset(dataset: str) -> RawDataset:
+    """The raw pools of a `data.dataset` value, read but not split (for previews and samples; downloads nothing new).
+
+    Raises:
+        DatasetError: for an unknown or malformed name, or when it cannot be read (e.g. needs a network).
+    """
+    spec, arg = _lookup(dataset)
+    return spec.read(arg)
+
+
+def dataset_modality(dataset: str) -> str:
+    """"image" or "text": the modality of a `data.dataset` value (`imagefolder:<dir>` uploads are images).
+
+    Raises:
+        DatasetError: for an unknown or malformed name.
+    """
+    return _lookup(dataset)[0].modality
+
+
 def _split(raw: RawDataset, cfg: DataConfig) -> tuple[dict[str, Pool | None], str]:
     """The train/val/test pools after the fixed split and the seeded subsampling, and a note saying how."""
     train, test = raw.train, raw.test

@@ -301,6 +301,25 @@ def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) ->
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def decode_image(data: bytes, max_pixels: int = UploadLimits.max_pixels) -> np.ndarray:
+    """One uploaded image file's bytes as RGB uint8 (H, W, 3), EXIF rotation applied.
+
+    Raises:
+        ValueError: for a file PIL cannot read, or one over `max_pixels` (width * height) or a decompression bomb.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise ValueError(f"the image has {img.size[0]}x{img.size[1]} pixels; the cap is {max_pixels:,}")
+                return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except UnidentifiedImageError:
+        raise ValueError("not an image file PIL can read") from None
+    except (OSError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode the image: {exc}") from None
+
+
 def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
     """Datasets stored by `import_imagefolder_zip` under `<root>/datasets`: name, path, classes, images."""
     base = datasets_root(root)
@@ -317,4 +336,5 @@ def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["ImportReport", "UploadLimits", "datasets_root", "import_imagefolder_zip", "list_uploaded_datasets"]
+__all__ = ["ImportReport", "UploadLimits", "datasets_root", "decode_image", "import_imagefolder_zip",
+           "list_uploaded_datasets"]

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit")
+import services
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
-from gist_engine.runs import RunManager
-from tests import app_fakes
+from tests.app import fakes as app_fakes
 
-APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
 TINY = {"name": "tiny", "backbone": "test_vit", "image_size": 32, "method": "linear", "method_args": {},
         "gist": {"enabled": True}, "data": {"dataset": "digits", "train_size": 64, "test_size": 40},
         "train": {"epochs": 1, "batch_size": 16, "attention_every": 2}}
@@ -29,13 +29,13 @@ TIMEOUT = 60
 
 
 @contextlib.contextmanager
-def _manager(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[RunManager]:
+def _manager(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[ge.RunManager]:
     """A real RunManager (torch's threads left alone) in a fresh data dir that GIST_DATA_DIR points at; shut down
     afterwards."""
     root = tmp_path_factory.mktemp(name)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GIST_DATA_DIR", str(root))
-        mgr = ge.studio.open_run_manager(root, torch_threads=0)
+        mgr = services.open_run_manager(root, torch_threads=0)
         try:
             yield mgr
         finally:
@@ -103,7 +103,7 @@ def test_launch_page_rejects_bad_options_by_name(fake) -> None:
 
 
 def test_launch_presets_reset_the_form(fake) -> None:
-    at = open_page(fake, draft={**ge.studio.DEMO_CONFIG, "data": {"dataset": "mnist5k", "train_size": 100}})
+    at = open_page(fake, draft={**services.demo_config(), "data": {"dataset": "mnist5k", "train_size": 100}})
     assert next(s for s in at.selectbox if s.label == "Backbone").value == "dinov2_s14"
     at.pills[0].set_value("Smoke test (tiny random ViT, seconds)").run()
     assert not at.exception

@@ -1,4 +1,4 @@
-"""An in-memory RunManager with the API of gist_engine.runs (/tmp/spec/runmanager_api.md) for fast AppTests."""
+"""An in-memory RunManager with the API of gist_engine.runs for fast AppTests."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import services
 
 import gist_engine as ge
-from gist_engine.config import to_dict
-from gist_engine.runs import RunNotFound, RunSnapshot  # the real types: the fake differs only in behaviour
+from gist_engine.runs import RunSnapshot  # the real type: the fake differs only in behaviour
 
 STEP_KEYS = ("ce_cls", "ce_gist", "kl_cls_gist", "kl_gist_cls", "interaction", "total", "lr",
              "images_per_second", "epoch")
@@ -50,7 +50,7 @@ class FakeRunManager:
             group_id: str | None = None, error: str | None = None, name: str | None = None) -> str:
         cfg = ge.load_run_config(config or {"backbone": "test_vit", "image_size": 32, "method": "linear",
                                              "data": {"dataset": "digits"}})
-        cfg_d = to_dict(cfg)
+        cfg_d = ge.to_dict(cfg)
         run_id = f"r{next(self._ids):04d}"
         done = steps if done is None else done
         metrics, evals = curves(steps, cfg.gist.enabled, cfg.train.seed)
@@ -79,11 +79,11 @@ class FakeRunManager:
                                              "data": {"dataset": "digits"}})
         for seed in range(seeds):
             for enabled in (False, True):
-                cfg = to_dict(base)
+                cfg = ge.to_dict(base)
                 cfg["train"]["seed"], cfg["gist"]["enabled"] = seed, enabled
                 self.add(cfg, group_id=gid)
         self.group_meta[gid] = {"id": gid, "name": "fake group", "created": time.time(), "seeds": list(range(seeds)),
-                                "config": to_dict(base)}
+                                "config": ge.to_dict(base)}
         return gid
 
     # ---------------------------------------------------------------- the API
@@ -99,7 +99,7 @@ class FakeRunManager:
 
     def get(self, run_id: str) -> RunSnapshot:
         if run_id not in self.runs:
-            raise RunNotFound(run_id)
+            raise ge.RunNotFound(run_id)
         return self.runs[run_id]
 
     def list(self, status: str | None = None, group_id: str | None = None, limit: int | None = None):
@@ -124,7 +124,7 @@ class FakeRunManager:
 
     def group_results(self, group_id: str) -> dict:
         runs = self.list(group_id=group_id)
-        out = ge.studio.pair_runs(runs)
+        out = services.pair_runs(runs)
         out["runs"] = runs
         out["table"] = pd.DataFrame(out["seeds"])
         return out
