@@ -1,7 +1,7 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
 from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
-from .backbones import BACKBONES, BackboneError, create_backbone
+from .backbones import BACKBONES, TEXT_BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
 from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
 from .compare import run_compare
@@ -14,19 +14,20 @@ from .config import (
     TrainConfig,
     load_run_config,
 )
-from .data import DATASETS, DatasetError, describe_datasets, load_dataset
+from .data import (
+    DATASETS,
+    DatasetError,
+    describe_datasets,
+    import_text_table,
+    list_text_datasets,
+    load_dataset,
+    text_dataset_preview,
+)
+from .inspect import TokenAttention, compute_token_attention
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .stats import paired_delta
-from .text import (
-    TEXT_BACKBONES,
-    GistTextEncoder,
-    TokenAttention,
-    compute_token_attention,
-    import_text_table,
-    list_text_datasets,
-    text_dataset_preview,
-)
+from .text_model import GistTextEncoder
 from .train import Callback, Trainer, TrainResult, train
 from .tuners import TUNERS, apply_tuner, count_parameters
 

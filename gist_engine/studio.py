@@ -97,7 +97,7 @@ def studio_catalogue() -> dict[str, Any]:
 
 def is_text_backbone(name: str) -> bool:
     """Whether a `backbone` value names a text encoder (a registered text backbone or `hf:<name>`)."""
-    from .text.backbones import is_text_backbone as _is_text
+    from .backbones import is_text_backbone as _is_text
 
     return _is_text(name)
 
@@ -188,7 +188,7 @@ def list_datasets(root: str | Path | None = None, modality: str | None = "image"
 
 def dataset_modality(dataset: str) -> str:
     """"text" or "image": the modality of a `data.dataset` value (uploads and unknown names count as images)."""
-    from .data.registry import _lookup
+    from .data.registry import lookup_dataset as _lookup
 
     try:
         spec, _ = _lookup(dataset)
@@ -200,7 +200,7 @@ def dataset_modality(dataset: str) -> str:
 @functools.lru_cache(maxsize=16)
 def text_preview(dataset: str, per_class: int = 3, chars: int = 300) -> dict[str, Any]:
     """`text_dataset_preview` cached (a few documents per class, class counts); see there."""
-    from .text.data import text_dataset_preview
+    from .data.preview import text_dataset_preview
 
     return text_dataset_preview(dataset, per_class=per_class, chars=chars)
 
@@ -226,7 +226,7 @@ def text_samples(dataset: str, n: int = 8, seed: int = 0) -> dict[str, Any]:
 
 
 def _raw_dataset(dataset: str) -> Any:
-    from .data.registry import _lookup
+    from .data.registry import lookup_dataset as _lookup
 
     spec, arg = _lookup(dataset)
     return spec.read(arg)
@@ -488,8 +488,8 @@ def attention_for(source: str | Path | RunConfig | dict[str, Any], image: np.nda
     Returns:
         `attention.AttentionMaps` (numpy arrays; `images` holds the resized image).
     """
-    from .attention import compute_attention_maps
-    from .explain import prepare_image
+    from .inspect.explain import prepare_image
+    from .inspect.maps import compute_attention_maps
 
     model = _model(source)
     resized, x = prepare_image(model, image)
@@ -510,7 +510,7 @@ def text_attention_for(source: str | Path | RunConfig | dict[str, Any], text: st
     Returns:
         `text.attention.TokenAttention` (numpy; `strip`, `heatmap`, `prediction`).
     """
-    from .text.attention import compute_token_attention
+    from .inspect.text import compute_token_attention
 
     model = _model(source)
     if getattr(model, "modality", "image") != "text":
@@ -526,7 +526,7 @@ def attributions_for(source: str | Path | RunConfig | dict[str, Any], image: np.
     Returns:
         (`explain.Attributions`, the image resized to the model input (S, S, 3)).
     """
-    from .explain import explain, prepare_image
+    from .inspect.explain import explain, prepare_image
 
     model = _model(source)
     resized, x = prepare_image(model, image)
@@ -538,21 +538,21 @@ def attributions_for(source: str | Path | RunConfig | dict[str, Any], image: np.
 def overlay(image: np.ndarray, heat: np.ndarray, cmap: str = "inferno", alpha: float = 0.55,
             vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """A heat map (any grid) blended over an RGB uint8 image; see `explain.overlay_heatmap`."""
-    from .explain import overlay_heatmap
+    from .inspect.explain import overlay_heatmap
 
     return overlay_heatmap(image, heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
 
 
 def run_snapshots(run_dir: str | Path) -> list[int]:
     """The training steps at which a run recorded attention snapshots (ascending; empty when none)."""
-    from .attention import list_snapshots
+    from .inspect.snapshots import list_snapshots
 
     return list_snapshots(run_dir)
 
 
 def run_snapshot(run_dir: str | Path, step: int) -> Any:
     """The attention maps of a run's probe images at `step` (`AttentionMaps` with the probe images)."""
-    from .attention import load_snapshot
+    from .inspect.snapshots import load_snapshot
 
     return load_snapshot(run_dir, step)
 
