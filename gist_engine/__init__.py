@@ -3,8 +3,7 @@
 import importlib
 from typing import Any
 
-from .attention import list_snapshots, load_snapshot
-from .backbones import BACKBONES, BackboneError, create_backbone
+from .backbones import BACKBONES, TEXT_BACKBONES, BackboneError, create_backbone, is_text_backbone
 from .build import build_model, describe_model, parameter_summary
 from .catalog import catalogue
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
@@ -19,25 +18,24 @@ from .config import (
     load_run_config,
     to_dict,
 )
-from .data import DATASETS, DatasetError, describe_datasets, load_dataset
-from .data.preview import dataset_preview, dataset_samples, text_dataset_samples
+from .data import (
+    DATASETS,
+    DatasetError,
+    describe_datasets,
+    import_text_table,
+    list_text_datasets,
+    load_dataset,
+)
+from .data.preview import dataset_preview, dataset_samples, text_dataset_preview, text_dataset_samples
 from .data.registry import dataset_modality
 from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
+from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare, summarise
 from .runs import data_dir as runs_data_dir
-from .text import (
-    TEXT_BACKBONES,
-    GistTextEncoder,
-    TokenAttention,
-    compute_token_attention,
-    import_text_table,
-    is_text_backbone,
-    list_text_datasets,
-    text_dataset_preview,
-)
+from .text_model import GistTextEncoder
 from .train import Callback, Trainer, TrainResult, train
 from .tuners import TUNERS, apply_tuner, count_parameters
 
@@ -45,7 +43,8 @@ __version__ = "0.1.0"
 
 # Explanations need matplotlib (colour maps, figures) and captum, heavy to import (matplotlib ~0.3-1 s on 2 cores):
 # their names load on first use, so `import gist_engine` and the CLI's start-up stay as light as before.
-_LAZY = {"explain_image": ".explain", "image_attention": ".explain", "overlay_heatmap": ".explain"}
+_LAZY = {"explain_image": ".inspect.explain", "image_attention": ".inspect.explain",
+         "overlay_heatmap": ".inspect.explain"}
 
 
 def __getattr__(name: str) -> Any:

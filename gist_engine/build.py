@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from .backbones import BackboneError, create_backbone
+from .backbones import BackboneError, create_backbone, is_text_backbone
 from .config import ConfigError, ModelConfig, parse, parse_method_args
 from .model import GistViT
-from .text.backbones import is_text_backbone
+from .text_model import build_text_model
 from .tuners import apply_tuner, count_parameters
 
 DEFAULT_NUM_CLASSES = 10  # for a model built without a dataset (describe, tests)
@@ -34,15 +34,13 @@ def build_model(config: ModelConfig | Mapping[str, Any], seed: int | None = None
 
     Returns:
         The GistViT with its trainable parameters set; `model.data_config` holds mean/std/image_size. A text
-        backbone (`gist_engine.text.TEXT_BACKBONES` or `hf:<name>`) gives a GistTextEncoder instead (its
+        backbone (`gist_engine.backbones.TEXT_BACKBONES` or `hf:<name>`) gives a GistTextEncoder instead (its
         `data_config` names the tokenizer and max_length).
     """
     cfg = model_config(config)
     if seed is not None:
         torch.manual_seed(seed)
-    if is_text_backbone(cfg.backbone):  # a BERT/RoBERTa-family encoder: GistTextEncoder (gist_engine.text)
-        from .text.model import build_text_model
-
+    if is_text_backbone(cfg.backbone):  # a BERT/RoBERTa-family encoder: GistTextEncoder (gist_engine.text_model)
         return build_text_model(cfg, cfg.num_classes or DEFAULT_NUM_CLASSES)
     vit, data_config = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights)
     patch = vit.patch_embed.patch_size[0]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backbones import BACKBONES, backbone_info
+from .backbones import BACKBONES, TEXT_BACKBONES, backbone_info
 from .config import RunConfig, describe_fields
 from .data import describe_datasets
 from .losses import INTERACTION_LOSS_HELP
-from .text.backbones import TEXT_BACKBONES
 from .tuners import describe_tuners
 
 

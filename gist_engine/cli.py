@@ -19,7 +19,7 @@ from .backbones import BackboneError
 from .build import build_model, describe_model
 from .catalog import catalogue
 from .checkpoint import CheckpointError, load_model, predict
-from .config import ConfigError, load_run_config, to_dict
+from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import load_image_file, to_model_input
 from .data.images import DatasetError
 from .runs import RunError, RunManager
@@ -183,10 +183,40 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: Path,
+                  model: Any = None) -> dict[str, Any]:
+    """The `attention` command: maps, figure and summary of one image for a run's or a config's model.
+
+    Args:
+        run_dir: A run directory: its model is loaded with `checkpoint.load_model` (trained parameters).
+        config: Used without `run_dir`: a run or model config (mapping, YAML path, RunConfig/ModelConfig), the
+            untrained model built with `build_model`.
+        image_path: Any image PIL reads.
+        out_dir: Where `maps.npz`, `attention.png`, `summary.json` go.
+        model: An already loaded model; takes precedence over `run_dir` and `config` (which are then labels).
+
+    Returns:
+        The summary written to `summary.json`.
+    """
+    from .inspect.explain import attention_report, read_image  # matplotlib (the figure): loaded by this command only
+
+    if model is None:
+        if run_dir is not None:
+            model, _ = load_model(run_dir)  # CheckpointError (a ValueError) when the run has no checkpoint
+        elif config is not None:
+            model = build_model(config if isinstance(config, ModelConfig) else load_run_config(config))
+        else:
+            raise ValueError("attention_cli: give a run directory or a config")
+    summary = attention_report(model, read_image(image_path), out_dir)
+    summary["image"] = str(image_path)
+    if run_dir is not None:
+        summary["run"] = str(run_dir)
+    Path(out_dir, "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
 @command("attention")
 def _attention(args: argparse.Namespace) -> int:
-    from .explain import attention_cli  # imported on use: captum and matplotlib add ~2 s to every command's start
-
     if (args.run is None) == (args.config is None):
         raise ConfigError("attention: give exactly one of --run DIR or --config FILE")
     config = load_run_config(args.config, args.set) if args.config else None

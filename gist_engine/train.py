@@ -252,7 +252,7 @@ class Trainer:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
         if tc.attention_every and self.run_dir is not None:  # CLS/Gist maps of a probe batch every K steps
-            from .attention import TrainerSnapshots
+            from .inspect.snapshots import TrainerSnapshots
 
             self.callbacks.append(TrainerSnapshots(self.run_dir, tc.attention_every, tc.probe_images))
         for cb in self.callbacks:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from gist_engine import build_model
-from gist_engine.attention import compute_attention_maps
 from gist_engine.config import ConfigError, load_run_config
 from gist_engine.data import DatasetSplits
 from gist_engine.fastpath import TrainStep, cast_frozen_, make_optimizer, mixed_dtype, resolve_frozen_dtype
+from gist_engine.inspect import compute_attention_maps
 from gist_engine.train import Trainer, param_groups, warmup_cosine
 from tests.toydata import squares_splits
 

@@ -145,8 +145,8 @@ def test_the_last_block_runs_for_the_head_rows_only_with_the_same_logits_and_gra
 
 
 def test_attention_capture_and_gist_off_models_run_the_last_block_whole(images):
-    from gist_engine.attention import capture_attention
     from gist_engine.fastpath import enable_fused_attention
+    from gist_engine.inspect import capture_attention
 
     model = build_model({"backbone": "test_vit", "method": "adapter", "gist": {"enabled": False}}, seed=0).eval()
     enable_fused_attention(model)

@@ -207,7 +207,7 @@ def test_cli_compare_writes_paired_statistics(tmp_path):
 
 
 def test_trainer_records_attention_snapshots_when_asked(toy_data, tmp_path):
-    from gist_engine.attention import list_snapshots, load_snapshot
+    from gist_engine.inspect import list_snapshots, load_snapshot
 
     result = Trainer(config(epochs=1, attention_every=3, probe_images=2), run_dir=tmp_path, data=toy_data).run()
     assert result.status == "completed" and result.steps == 8

@@ -10,9 +10,9 @@ from timm.layers import Attention
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
 
-from gist_engine.attention import capture_attention
 from gist_engine.build import build_model
 from gist_engine.fastpath import PackedQKVAttention, cast_frozen_, enable_fused_attention, low_precision_frozen_norms_
+from gist_engine.inspect import capture_attention
 from gist_engine.tuners.adapter import Bottleneck
 from gist_engine.tuners.lora import LoRALinear, LoRAQKV
 from gist_engine.tuners.ssf import SSF

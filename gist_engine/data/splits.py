@@ -1,4 +1,4 @@
-"""Dataset splits: uint8 tensors on the device or streamed files behind one interface; seeded sampling."""
+"""Dataset splits: uint8 tensors on the device, streamed files or tokenised text behind one interface; sampling."""
 
 from __future__ import annotations
 
@@ -98,6 +98,24 @@ def few_shot_subset(labels: np.ndarray, k: int, seed: int, class_names: Sequence
 
 # ----------------------------------------------------------------------------------------------------
 # Splits
+
+class Split(Protocol):
+    """What the trainer needs of a split, image or text: labels (N,) on the CPU and batches on the device.
+
+    `batches` yields (inputs, labels (B,)): normalised images (B, 3, H, W) for an ImageSplit, a dict of token ids
+    and masks (B, T) for a TextSplit.
+    """
+
+    labels: torch.Tensor
+    class_names: list[str]
+    storage: str
+
+    def __len__(self) -> int: ...
+    def class_counts(self) -> dict[str, int]: ...
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[Any, torch.Tensor]]: ...
+    def raw(self, idx: torch.Tensor | Sequence[int]) -> Any: ...
+
 
 class ImageSplit(abc.ABC):
     """One split (train, val or test): labels on the CPU, normalised batches on the device."""
@@ -215,13 +233,80 @@ class StreamingSplit(ImageSplit):
         return x.expand(-1, 3, -1, -1).contiguous()  # (k, 3, H, W)
 
 
+class TextSplit:
+    """One split of tokenised documents on the device (a `Split`, as ImageSplit: `batches`, `labels`, ...).
+
+    Token ids and masks are stored padded to the split's longest document (at most `max_length`); each batch is
+    cut to its own longest document, so short texts (tweets) cost short sequences.
+    """
+
+    storage = "memory"
+
+    def __init__(self, encoding: dict[str, torch.Tensor], labels: torch.Tensor, class_names: list[str],
+                 texts: list[str], device: torch.device | str, pairs: list[str] | None = None) -> None:
+        self.labels = labels.to(torch.int64).cpu()  # (N,)
+        self.class_names = list(class_names)
+        self.device = torch.device(device)
+        self.texts, self.pairs = list(texts), pairs
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        self.lengths = encoding["attention_mask"].sum(dim=1).cpu()  # (N,) tokens per document, on the CPU
+        self.tensors = {k: v.to(self.device) for k, v in encoding.items()}  # each (N, L)
+        self._device_labels = self.labels.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest document in tokens ([CLS] and [SEP] included)."""
+        return int(self.lengths.max()) if len(self) else 0
+
+    def class_counts(self) -> dict[str, int]:
+        """Documents per class, every class listed (zeros included), in class order."""
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts, strict=True))
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Tokenised batches on the device.
+
+        Args:
+            batch_size: Documents per batch.
+            shuffle: Visit the documents in the order `torch.randperm(len(self), generator=generator)`.
+            generator: A CPU generator: the same seed gives the same order.
+            drop_last: Skip a last batch smaller than `batch_size`.
+
+        Yields:
+            ({"input_ids": (B, T), "attention_mask": (B, T)[, "token_type_ids": (B, T)]}, labels (B,)), T the
+            longest document of the batch.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for i in range(0, stop, batch_size):
+            chunk = order[i:i + batch_size]  # (B,) on the CPU
+            width = int(self.lengths[chunk].max())  # no device sync: the lengths live on the CPU
+            index = chunk.to(self.device)
+            yield {k: v[index, :width] for k, v in self.tensors.items()}, self._device_labels[index]  # (B, T)
+
+    def raw(self, idx: torch.Tensor | Sequence[int]) -> list[str]:
+        """The documents at positions `idx` (pairs joined with ' [SEP] ')."""
+        positions = torch.as_tensor(idx, dtype=torch.int64).cpu().tolist()
+        if self.pairs is None:
+            return [self.texts[i] for i in positions]
+        return [f"{self.texts[i]} [SEP] {self.pairs[i]}" for i in positions]
+
+
 @dataclass
 class DatasetSplits:
     """A loaded dataset: train, optional val and test splits, class names and a JSON-ready description."""
 
-    train: ImageSplit
-    val: ImageSplit | None
-    test: ImageSplit
+    train: Split
+    val: Split | None
+    test: Split
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
 

@@ -1,8 +1,9 @@
-"""Import an uploaded zip of an ImageFolder (class sub-folders) safely: caps, no path escapes, verified images."""
+"""Uploads: an ImageFolder zip (caps, no path escapes, verified images) and a text table, checked, stored atomically."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -20,13 +21,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .images import DatasetError
 from .readers import IMAGE_EXTENSIONS
+from .text import LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, parse_text_table
 
 DATASETS_SUBDIR = "datasets"  # uploads live in <data_dir>/datasets/<name>/<class>/...
+TEXT_UPLOAD_SUBDIR = "text_datasets"  # text tables live in <root>/text_datasets/<name>.jsonl
+MAX_UPLOAD_BYTES = 100 * 2**20  # a text table
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SKIPPED_PREFIXES = ("__MACOSX/",)  # archive metadata folders, skipped silently
 THUMB_SIZE = 64  # side of the preview thumbnails in the report
 THUMBS_PER_CLASS = 4
 
+
+# ----------------------------------------------------------------------------------------------------
+# Image folders: a zip of class sub-folders
 
 @dataclass(frozen=True)
 class UploadLimits:
@@ -336,5 +343,107 @@ def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["ImportReport", "UploadLimits", "datasets_root", "decode_image", "import_imagefolder_zip",
+# ----------------------------------------------------------------------------------------------------
+# Text tables: a CSV/TSV/JSONL table checked and stored as JSONL
+
+@dataclass
+class TextImportReport:
+    """What `import_text_table` found and did; `ok` is False when `errors` is non-empty (nothing written)."""
+
+    name: str
+    path: Path | None = None
+    classes: dict[str, int] = field(default_factory=dict)  # documents per class
+    dropped_rows: int = 0  # rows with an empty text or label
+    pairs: bool = False  # whether it is a sentence-pair table (text_pair column)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the table was accepted (and written, unless it was a dry run)."""
+        return not self.errors
+
+    @property
+    def dataset(self) -> str | None:
+        """The `data.dataset` value that selects the stored table, e.g. `textfile:/data/text_datasets/x.jsonl`."""
+        return f"textfile:{self.path}" if self.path is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"name": self.name, "ok": self.ok, "path": str(self.path) if self.path else None,
+                "dataset": self.dataset, "classes": dict(self.classes), "documents": sum(self.classes.values()),
+                "dropped_rows": self.dropped_rows, "pairs": self.pairs, "errors": list(self.errors),
+                "warnings": list(self.warnings)}
+
+
+def import_text_table(source: bytes | str | Path, name: str, root: str | Path, filename: str | None = None,
+                      overwrite: bool = False, dry_run: bool = False, min_per_class: int = 3) -> TextImportReport:
+    """Check a CSV/TSV/JSONL table (`text`, `label`, optional `text_pair`) and store it as `<root>/text_datasets/
+    <name>.jsonl` (atomically).
+
+    Args:
+        source: The file's bytes or a path.
+        name: The dataset's name (letters, digits, `_`, `.`, `-`; 1-64 characters).
+        root: The data directory (the app's GIST_DATA_DIR).
+        filename: The uploaded file's name when `source` is bytes (its extension picks the format).
+        overwrite: Replace an existing dataset of that name.
+        dry_run: Check only; nothing is written.
+        min_per_class: Classes with fewer documents are an error (each class needs train and test documents).
+    """
+    report = TextImportReport(name=name)
+    if not NAME_PATTERN.match(name or ""):
+        report.errors.append(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        return report
+    dest = Path(root) / TEXT_UPLOAD_SUBDIR / f"{name}.jsonl"
+    if dest.exists() and not overwrite and not dry_run:
+        report.errors.append(f"a text dataset named {name!r} already exists ({dest}); choose another name")
+        return report
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    if len(data) > MAX_UPLOAD_BYTES:
+        report.errors.append(f"the file is {len(data) / 2**20:.1f} MiB; the cap is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB")
+        return report
+    try:
+        names, texts, labels, dropped = parse_text_table(Path(filename or str(source)), data)
+    except DatasetError as exc:
+        report.errors.append(str(exc))
+        return report
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    report.classes = {n: int(c) for n, c in zip(names, counts, strict=True)}
+    report.dropped_rows, report.pairs = dropped, texts.pairs is not None
+    if dropped:
+        report.warnings.append(f"{dropped} row(s) with an empty text or label were dropped")
+    small = [n for n, c in report.classes.items() if c < min_per_class]
+    if len(names) < 2 or small:
+        report.errors.append(f"{len(names)} class(es); classification needs at least 2, each with >= "
+                             f"{min_per_class} documents" + (f" (too few: {', '.join(small)})" if small else ""))
+        return report
+    if dry_run:
+        return report
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for i, (text, label) in enumerate(zip(texts.texts, labels, strict=True)):
+                row = {TEXT_COLUMN: text, LABEL_COLUMN: names[label]}
+                if texts.pairs is not None:
+                    row[PAIR_COLUMN] = texts.pairs[i]
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    report.path = dest
+    return report
+
+
+def list_text_datasets(root: str | Path) -> list[dict[str, Any]]:
+    """Tables stored by `import_text_table`: name, path and the `data.dataset` value of each."""
+    base = Path(root) / TEXT_UPLOAD_SUBDIR
+    if not base.is_dir():
+        return []
+    return [{"name": p.stem, "path": str(p), "dataset": f"textfile:{p}"} for p in sorted(base.glob("*.jsonl"))]
+
+
+__all__ = ["MAX_UPLOAD_BYTES", "TEXT_UPLOAD_SUBDIR", "ImportReport", "TextImportReport", "UploadLimits",
+           "datasets_root", "decode_image", "import_imagefolder_zip", "import_text_table", "list_text_datasets",
            "list_uploaded_datasets"]

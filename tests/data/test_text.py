@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from gist_engine import DATASETS, DataConfig, DatasetError, describe_datasets, load_dataset
-from gist_engine.backbones import backbone_data_config
-from gist_engine.data import NetworkNeededError
-from gist_engine.text import import_text_table, list_text_datasets, load_tokenizer
-from gist_engine.text.data import TextSplit
+from gist_engine.backbones import backbone_data_config, load_tokenizer
+from gist_engine.data import NetworkNeededError, TextSplit, import_text_table, list_text_datasets
 
 BBC = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}  # 2,225 articles
 BBC_TEST = {"business": 102, "entertainment": 77, "politics": 83, "sports": 102, "tech": 80}  # round(20%)
@@ -51,7 +49,7 @@ def test_tweets_sentiment_exact_counts_and_train_size(tok):
     counts = data.train.class_counts()
     total = sum(TWEETS.values())
     assert all(abs(counts[c] - 1000 * n / total) <= 1 for c, n in TWEETS.items())  # stratified
-    from gist_engine.text.data import read_tweets_sentiment
+    from gist_engine.data.text import read_tweets_sentiment
 
     raw = read_tweets_sentiment()
     assert dict(zip(raw.class_names, torch.bincount(torch.from_numpy(raw.train.labels)).tolist(),
@@ -114,7 +112,7 @@ def test_modalities_must_match(tok):
 
 
 def test_glue_fails_clearly_offline(monkeypatch, tok):
-    import gist_engine.backbones as backbones
+    import gist_engine.backbones.hub as backbones
 
     monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(NetworkNeededError, match=r"glue:sst2 .*(datasets|reached)"):

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attention import attention_rollout, eval_mode, unwrap_module
+from .capture import eval_mode, unwrap_module
+from .rollout import attention_rollout
 
 if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of every CLI start)
     import pandas as pd
@@ -47,10 +48,10 @@ def capture_text_attention(model: nn.Module) -> Iterator[TextAttentionCapture]:
     Yields:
         A TextAttentionCapture; `maps[i]` is layer i's attention (B, heads, T, T) of the latest forward pass.
     """
-    config = model.backbone.config
+    backbone = model.backbone
     modules = [unwrap_module(layer).attention.self for layer in model.layers]
     capture = TextAttentionCapture(len(modules))
-    saved = config._attn_implementation
+    saved = backbone.config._attn_implementation  # the implementation in use (transformers has no public getter)
     handles = []
 
     def recorder(index: int):
@@ -60,14 +61,14 @@ def capture_text_attention(model: nn.Module) -> Iterator[TextAttentionCapture]:
         return hook
 
     try:
-        config._attn_implementation = "eager"
+        backbone.set_attn_implementation("eager")
         for i, module in enumerate(modules):
             handles.append(module.register_forward_hook(recorder(i)))
         yield capture
     finally:
         for handle in handles:
             handle.remove()
-        config._attn_implementation = saved
+        backbone.set_attn_implementation(saved)
 
 
 @dataclass(eq=False)  # numpy fields
@@ -120,7 +121,7 @@ class TokenAttention:
         Returns:
             Columns position, token, kind, weight (T rows, token order).
         """
-        import pandas as pd
+        import pandas as pd  # heavy (~0.25 s): loaded only when a table is asked for
 
         att, roll = self._rows(query)
         if rollout:
@@ -141,7 +142,7 @@ class TokenAttention:
         Returns:
             A DataFrame indexed by layer/head with one column per token position (columns named "i:token").
         """
-        import pandas as pd
+        import pandas as pd  # heavy (~0.25 s): loaded only when a table is asked for
 
         att, roll = self._rows(query)
         table = {"layer": att.mean(axis=1), "head": att[layer], "rollout": roll}.get(by)
@@ -153,7 +154,7 @@ class TokenAttention:
 
     def frame(self) -> pd.DataFrame:
         """Every weight in long form: query, layer, head, position, token, kind, weight (head -1 = rollout)."""
-        import pandas as pd
+        import pandas as pd  # heavy (~0.25 s): loaded only when a table is asked for
 
         parts = []
         for query in QUERIES:

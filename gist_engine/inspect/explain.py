@@ -1,4 +1,4 @@
-"""Explanations: captum Integrated Gradients and GradCAM of the CLS/Gist heads, overlays, attention report."""
+"""Explanations: captum Integrated Gradients and GradCAM of the CLS/Gist heads, overlays, the attention report."""
 
 from __future__ import annotations
 
@@ -16,12 +16,19 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
-from .attention import AttentionMaps, compute_attention_maps, eval_mode, max_entropy, unwrap_module
+from .capture import eval_mode, unwrap_module
+from .maps import AttentionMaps, compute_attention_maps, max_entropy
 
 HEADS = ("cls", "gist")
 
 
 # ------------------------------------------------------------------------------------------------ images
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3) at its own size (any format PIL reads)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """An image file as RGB uint8 (size, size, 3): PIL, converted to RGB, resized directly (bilinear)."""
     with Image.open(path) as img:
@@ -156,7 +163,8 @@ def integrated_gradients(model: nn.Module, images: Tensor, head: str = "cls",
     Returns:
         (grid (B, gh, gw): attributions summed over channels, delta (B,), logit F(x) - F(baseline) (B,)).
     """
-    from captum.attr import LayerIntegratedGradients  # local: captum takes seconds to import
+    # captum is an optional dependency (the explain extra) and takes seconds to import: loaded on first use
+    from captum.attr import LayerIntegratedGradients
 
     gh, gw = model.grid_size
     param = next(model.parameters())
@@ -350,43 +358,6 @@ def attention_report(model: nn.Module, image: np.ndarray, out_dir: str | Path) -
     return summary
 
 
-def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: Path,
-                  model: nn.Module | None = None) -> dict[str, Any]:
-    """The `attention` command: maps, figure and summary of one image for a run's or a config's model.
-
-    Args:
-        run_dir: A run directory: its model is loaded with `checkpoint.load_model` (trained parameters).
-        config: Used without `run_dir`: a run or model config (mapping, YAML path, RunConfig/ModelConfig), the
-            untrained model built with `build_model`.
-        image_path: Any image PIL reads.
-        out_dir: Where `maps.npz`, `attention.png`, `summary.json` go.
-        model: An already loaded model; takes precedence over `run_dir` and `config` (which are then labels).
-
-    Returns:
-        The summary written to `summary.json`.
-    """
-    if model is None:
-        if run_dir is not None:
-            from .checkpoint import load_model
-
-            model, _ = load_model(run_dir)  # CheckpointError (a ValueError) when the run has no checkpoint
-        elif config is not None:
-            from .build import build_model
-            from .config import ModelConfig, load_run_config
-
-            model = build_model(config if isinstance(config, ModelConfig) else load_run_config(config))
-        else:
-            raise ValueError("attention_cli: give a run directory or a config")
-    with Image.open(image_path) as img:
-        image = np.asarray(img.convert("RGB"))
-    summary = attention_report(model, image, out_dir)
-    summary["image"] = str(image_path)
-    if run_dir is not None:
-        summary["run"] = str(run_dir)
-    Path(out_dir, "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return summary
-
-
-__all__ = ["Attributions", "attention_cli", "attention_figure", "attention_report", "attention_summary",
+__all__ = ["Attributions", "attention_figure", "attention_report", "attention_summary",
            "explain", "explain_image", "grad_cam", "image_attention", "image_to_tensor", "integrated_gradients",
-           "load_image", "overlay_heatmap", "prepare_image", "resize_image", "upsample_grid"]
+           "load_image", "overlay_heatmap", "prepare_image", "read_image", "resize_image", "upsample_grid"]

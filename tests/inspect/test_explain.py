@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 
 from gist_engine import build_model, load_run_config
-from gist_engine.attention import AttentionMaps, attention_modules, to_uint8_images, unwrap_module
-from gist_engine.explain import (
-    attention_cli,
+from gist_engine.cli import attention_cli
+from gist_engine.inspect import AttentionMaps, attention_modules, to_uint8_images, unwrap_module
+from gist_engine.inspect.explain import (
     attention_report,
     explain,
     grad_cam,

