@@ -1,9 +1,10 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
+__version__ = "0.1.0"  # first: the modules imported below may read it
+
 from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
-from .checkpoint import CheckpointError, load_model, predict, save_checkpoint
 from .compare import run_compare
 from .config import (
     ConfigError,
@@ -27,10 +28,8 @@ from .text import (
     list_text_datasets,
     text_dataset_preview,
 )
-from .train import Callback, Trainer, TrainResult, train
+from .train import Callback, CheckpointError, Trainer, TrainResult, load_model, predict, save_checkpoint, train
 from .tuners import TUNERS, apply_tuner, count_parameters
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",

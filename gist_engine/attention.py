@@ -18,7 +18,7 @@ import torch
 from timm.layers import Attention
 from torch import Tensor, nn
 
-from .fastpath import mixed_dtype
+from .speed import mixed_dtype
 
 if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of every CLI start)
     import pandas as pd

@@ -343,7 +343,7 @@ def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: 
     """
     if model is None:
         if run_dir is not None:
-            from .checkpoint import load_model
+            from .train.checkpoint import load_model
 
             model, _ = load_model(run_dir)  # CheckpointError (a ValueError) when the run has no checkpoint
         elif config is not None:

@@ -37,11 +37,11 @@ import platformdirs
 import torch
 
 from .backbones import BackboneError
-from .checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
+from .train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .compare import format_table, paired_configs, summarise
 from .config import ConfigError, RunConfig, load_run_config, to_dict
 from .data.images import DatasetError
-from .fastpath import usable_cpus
+from .speed import usable_cpus
 from .losses import LOSS_TERMS
 from .train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, package_versions
 from .tuners import count_parameters

@@ -354,7 +354,7 @@ def model_for_config(config: RunConfig | dict[str, Any]) -> Any:
 
 def model_for_run(run_dir: str | Path) -> Any:
     """A finished run's model from its checkpoint (cached by path and checkpoint time), eval mode, CPU."""
-    from .checkpoint import CHECKPOINT_NAME, load_model
+    from .train.checkpoint import CHECKPOINT_NAME, load_model
 
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
@@ -419,7 +419,7 @@ def _throughput(cfg: RunConfig, batch: int) -> dict[str, float]:
     with _LOCK:
         if key in _THROUGHPUT:
             return _THROUGHPUT[key]
-        from .fastpath import configure_device
+        from .speed import configure_device
         from .train import resolve_device
 
         device = resolve_device(cfg.train.device)
