@@ -8,8 +8,9 @@ logged with the bytes of its inputs and outputs. Views are free and are not coun
 flash kernel that CUDA runs for bf16 (one op forward, one backward; float32 runs another fused kernel, traced the
 same way). The optimiser step is left out (one fused AdamW kernel on CUDA).
 
-A custom autograd Function (`gist_engine.speed.RowGradLinear`) is recorded by its forward ops, so the replay back-propagates
-through them with autograd's own formulas, not the Function's backward: the trace over-counts that backward.
+A custom autograd Function (`gist_engine.speed.RowGradLinear`) is recorded by its forward ops, so the replay
+back-propagates through them with autograd's own formulas, not the Function's backward: the trace over-counts that
+backward.
 
 The byte counts are a model (each op reads its inputs and writes its outputs once), not a measurement; they say
 where a step's traffic goes and check that a change removed what it meant to remove. `benchmarks/step_traffic.py`

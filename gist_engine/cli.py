@@ -175,8 +175,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .train.checkpoint import load_model, predict
     from .data import load_image_file, to_model_input
+    from .train.checkpoint import load_model, predict
 
     model, _ = load_model(args.run)
     if args.text:  # a text model's checkpoint: classify the given texts
@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on stderr)."""
-    from .train.checkpoint import CheckpointError
     from .data.images import DatasetError
+    from .train.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:

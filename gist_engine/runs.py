@@ -37,13 +37,13 @@ import platformdirs
 import torch
 
 from .backbones import BackboneError
-from .train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .compare import format_table, paired_configs, summarise
 from .config import ConfigError, RunConfig, load_run_config, to_dict
 from .data.images import DatasetError
-from .speed import usable_cpus
 from .losses import LOSS_TERMS
+from .speed import usable_cpus
 from .train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, package_versions
+from .train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .tuners import count_parameters
 
 QUEUED, RUNNING, INTERRUPTED = "queued", "running", "interrupted"

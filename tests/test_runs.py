@@ -15,12 +15,12 @@ import torch
 from scipy import stats
 
 from gist_engine import runs as runs_module
-from gist_engine.checkpoint import RESUME_NAME, trainable_state
 from gist_engine.compare import format_table
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits
 from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound, RunStore, StoreError, read_export
 from gist_engine.train import Callback, Trainer
+from gist_engine.train.checkpoint import RESUME_NAME, trainable_state
 from tests.toydata import squares_splits
 
 
@@ -216,7 +216,7 @@ def test_trainer_resume_continues_bit_for_bit(toy, tmp_path):
     a, b = trainable_state(reference.model), trainable_state(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = load_run_config(config(epochs=3, checkpoint_every=1, lr=1e-2))
-    from gist_engine.checkpoint import CheckpointError
+    from gist_engine.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="different config"):
         Trainer(other, data=toy, resume_from=tmp_path / "run" / RESUME_NAME).run()

@@ -11,10 +11,10 @@ import yaml
 
 from gist_engine import TUNERS, BackboneError, GistConfig, build_model, count_parameters, gist_loss
 from gist_engine.build import describe_model
-from gist_engine.checkpoint import load_model, predict
 from gist_engine.text import GistTextEncoder, compute_token_attention, create_text_backbone, load_tokenizer
 from gist_engine.text import backbones as text_backbones
 from gist_engine.text.attention import capture_text_attention
+from gist_engine.train.checkpoint import load_model, predict
 from gist_engine.tuners import parse_tuner_args
 
 TEXTS = ["The bank cut interest rates.", "A much longer sentence about the striker who scored twice in the final.",

@@ -27,6 +27,15 @@ class PackedQKVAttention(SpeedWrapper):
         super().__init__(base_layer)
 
     @property
+    def fused_attn(self) -> bool:
+        """timm's switch of the base module (attention capture turns it off while it records)."""
+        return self.base_layer.fused_attn
+
+    @fused_attn.setter
+    def fused_attn(self, value: bool) -> None:
+        self.base_layer.fused_attn = value
+
+    @property
     def packed(self) -> bool:
         """Whether this module's own path runs now: enabled, timm's fused path on and no gate."""
         attn = self.base_layer

@@ -127,5 +127,12 @@ def install_tuner_shortcuts(model: nn.Module) -> dict[str, int]:
     return {w.__name__: sum(isinstance(m, w) for m in model.modules()) for w in SHORTCUTS.values()}
 
 
-__all__ = ["FoldedScaleAdapter", "FusedSSF", "SharedUpAdapterBlock", "folded_adapter", "folded_up_weights",
-           "SHORTCUTS", "install_tuner_shortcuts"]
+__all__ = [
+    "SHORTCUTS",
+    "FoldedScaleAdapter",
+    "FusedSSF",
+    "SharedUpAdapterBlock",
+    "folded_adapter",
+    "folded_up_weights",
+    "install_tuner_shortcuts",
+]

@@ -55,8 +55,8 @@ class TrainStep:
 
     With `compile=True` the forward + loss is compiled with `torch.compile` for the first batch shape it sees (static
     shapes, the fastest kernels); a batch of another shape (an epoch's smaller last batch) runs eagerly instead of
-    paying a second compilation. A compile error is caught: the step logs a warning, restores the random state the failed try
-    consumed, and from then on runs eagerly. Out-of-memory errors are re-raised.
+    paying a second compilation. A compile error is caught: the step logs a warning, restores the random state the
+    failed try consumed, and from then on runs eagerly. Out-of-memory errors are re-raised.
 
     Args:
         model: The GistViT (its trainable parameters set).
