@@ -1,8 +1,7 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
-__version__ = "0.1.0"  # first: the modules imported below may read it
-
 from . import studio  # engine-side helpers of the Streamlit app (cached models, previews, estimates)
+from ._version import __version__ as __version__
 from .backbones import BACKBONES, BackboneError, create_backbone
 from .build import build_model, describe_model, parameter_summary
 from .compare import run_compare

@@ -70,7 +70,8 @@ class GistViT(GistTokens, nn.Module):
 
     The sequence inside the blocks is `[prefix (CLS, registers), Gist x L, (prompts), patches]`. The Gist tokens
     are inserted after the position embedding is added, so they have none of their own. One new head is shared by
-    the CLS and Gist outputs (the paper's design) unless `shared_head` is off.
+    the CLS and Gist outputs (the paper's design) unless `shared_head` is off. This is the plain computation; the
+    trainer adds exact speed shortcuts as wrapper modules (`gist_engine.speed.install`).
 
     Args:
         vit: The backbone; its classifier is replaced by a new `num_classes` head (trunc-normal init).

@@ -88,7 +88,8 @@ class BlockRows(SpeedWrapper):
         return forward_rows(self.base_layer, x, rows, grad_rows)
 
     def extra_repr(self) -> str:
-        return f"head_rows={self.head_rows}, grad_rows={self.grad_rows}"
+        return ", ".join(f"{k}={v}" for k, v in (("head_rows", self.head_rows), ("grad_rows", self.grad_rows))
+                         if v is not None)
 
 
 # Parameters of a timm VisionTransformer that come after the blocks' input (everything else comes before it).

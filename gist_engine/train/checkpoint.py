@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .. import __version__
+from .._version import __version__
 from ..build import build_model
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..model import GistViT

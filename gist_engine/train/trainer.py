@@ -34,7 +34,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .schedule import warmup_cosine
-from .step import TrainStep, make_optimizer
+from .step import TrainStep, autocast, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         cls_pred, gist_pred, labels = [], [], []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for x, y in split.batches(batch_size):
                 out = model(x)
                 cls_pred.append(out.cls_logits.argmax(-1))
@@ -210,9 +210,6 @@ class Trainer:
             out["acc_gist"] = (gist_p == y).float().mean().item()
             out["agreement"] = (gist_p == cls_p).float().mean().item()
         return out
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     # ------------------------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
