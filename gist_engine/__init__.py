@@ -3,10 +3,10 @@
 import importlib
 from typing import Any
 
+from ._version import __version__ as __version__
 from .backbones import BACKBONES, TEXT_BACKBONES, BackboneError, create_backbone, is_text_backbone
 from .build import build_model, describe_model, parameter_summary
 from .catalog import catalogue
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
 from .config import (
     ConfigError,
     DataConfig,
@@ -37,9 +37,8 @@ from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, 
 from .runs import data_dir as runs_data_dir
 from .text_model import GistTextEncoder
 from .train import Callback, Trainer, TrainResult, train
+from .train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
 from .tuners import TUNERS, apply_tuner, count_parameters
-
-__version__ = "0.1.0"
 
 # Explanations need matplotlib (colour maps, figures) and captum, heavy to import (matplotlib ~0.3-1 s on 2 cores):
 # their names load on first use, so `import gist_engine` and the CLI's start-up stay as light as before.

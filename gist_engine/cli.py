@@ -18,13 +18,13 @@ from tqdm import tqdm
 from .backbones import BackboneError
 from .build import build_model, describe_model
 from .catalog import catalogue
-from .checkpoint import CheckpointError, load_model, predict
 from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import load_image_file, to_model_input
 from .data.images import DatasetError
 from .runs import RunError, RunManager
 from .runs.compare import format_table, run_compare
 from .train import COMPLETED, STOPPED, Trainer
+from .train.checkpoint import CheckpointError, load_model, predict
 
 logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -289,30 +289,6 @@ RUNS_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "list": _runs_list, "show": _runs_show, "export": _runs_export}
 
 
-@command("bench")
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import default_bench_config, format_table, run_bench, write_report
-
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
-    try:
-        cfg = default_bench_config(args.device, backbone=args.backbone, image_size=args.image_size,
-                                   batch_size=args.batch_size, num_classes=args.num_classes, methods=methods,
-                                   repeats=args.repeats, steps=args.steps, warmup=args.warmup,
-                                   precision=args.precision, compile=args.compile or None,
-                                   compile_backend=args.compile_backend, compile_mode=args.compile_mode,
-                                   frozen_dtype=args.frozen_dtype, cuda_graph=args.cuda_graph or None,
-                                   stock_modules=args.stock_modules or None,
-                                   reference=False if args.no_reference else None)
-        save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
-        report = run_bench(cfg, log=logger.info, on_row=save)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    print(format_table(report))
-    if args.json_out:
-        print(f"wrote {write_report(report, args.json_out)}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
@@ -350,29 +326,6 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p)
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--out", required=True, help="output directory for maps.npz, attention.png, summary.json")
-    p = sub.add_parser("bench", help="time training steps of every method, GIST off/on, against plain timm (+peft)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
-    p.add_argument("--backbone", help="backbone (random init); default: vit_base_patch16_224 on cuda, dinov2_s14 "
-                   "on cpu")
-    p.add_argument("--image-size", type=int, help="pixels; default 224 on cuda, 56 on cpu")
-    p.add_argument("--batch-size", type=int, help="default 128 on cuda, 8 on cpu")
-    p.add_argument("--num-classes", type=int, help="classes of the head (default 100)")
-    p.add_argument("--methods", help="comma-separated methods (default linear,adapter,lora,vpt,ssf)")
-    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5 cuda, 3 cpu)")
-    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 1 cpu)")
-    p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 5 cuda, 1 cpu)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on cuda, fp32 on cpu")
-    p.add_argument("--compile", action="store_true", help="compile our steps; adds compiled reference rows")
-    p.add_argument("--frozen-dtype", choices=("fp32", "bf16", "auto"),
-                   help="storage of our frozen weights (train.frozen_dtype); auto (default): bf16 on cuda")
-    p.add_argument("--cuda-graph", action="store_true", help="replay our steps as CUDA graphs (train.cuda_graph)")
-    p.add_argument("--stock-modules", action="store_true",
-                   help="ours with timm's attention module and autocast's float32 LayerNorms (to time what the "
-                   "packed-qkv attention and the bf16 frozen norms give)")
-    p.add_argument("--compile-backend", help="torch.compile backend (default inductor)")
-    p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
-    p.add_argument("--no-reference", action="store_true", help="skip the plain timm / peft reference rows")
-    p.add_argument("--json-out", metavar="FILE", help="write the report as JSON (rewritten after every case)")
     p = sub.add_parser("runs", help="the run store of the app: list, show and export background runs")
     p.add_argument("--root", default=None, help="data directory (default: $GIST_DATA_DIR or the user data dir)")
     runs = p.add_subparsers(dest="runs_command", required=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import DataConfig, RunConfig, load_run_config
 from .data import TEST_FRACTION
-from .fastpath import configure_device
+from .speed import configure_device
 from .train import resolve_device
 
 START_SECONDS = 0.5  # a run's own start-up beside the model build (store, threads), added to every estimate

@@ -1,27 +1,12 @@
-"""GistViT: a timm VisionTransformer with a learnable Gist token and a CLS head and a Gist head.
-
-Two exact shortcuts of `GistViT.forward` (the same logits and gradients as the plain forward), where the blocks
-allow them:
-- The heads read only the first rows of the last block's output (the prefix and Gist tokens), so the last block
-  runs for those rows alone: every token still gives keys and values, but the queries, the projection, the MLP and
-  every tuner after the attention see the head rows only (three quarters of the last block's work saved).
-- When nothing before the blocks is trained, only the Gist (and VPT's prompt) rows of the first block's input carry
-  a gradient, so the first block's qkv projection back-propagates to those rows only (its input gradient is a few
-  rows instead of a full matrix product; that gradient is what GIST adds to a method such as the adapter).
-Both need `PackedQKVAttention` (installed by `fastpath.enable_fused_attention`, as the trainer does) with its fused
-path on, and a block they know: timm's `Block` or a tuner's wrapper that implements `forward_rows`; otherwise the
-block runs whole (attention capture, for one).
-"""
+"""GistViT: a timm VisionTransformer with a learnable Gist token and a CLS head and a Gist head."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
-from timm.layers import Attention
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .config import GistConfig
 
@@ -39,93 +24,6 @@ def init_linear_(layer: nn.Linear) -> nn.Linear:
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
-
-
-class PackedQKVAttention(Attention):
-    """timm's `Attention` whose fused path splits q, k, v from the qkv output's (B, N, 3, H, d) layout, and can
-    compute the output of the first `rows` queries only.
-
-    timm permutes qkv to (3, B, H, N, d) before splitting, so backward stacks the three gradients in that order and
-    copies them back to the (B, N, 3 * H * d) layout the qkv projection needs: one full-size copy per block. Split
-    on the packed axis instead, backward's stack writes that layout directly. Forward values are the same (the
-    same views go into `scaled_dot_product_attention`); the unfused path (attention capture) is timm's own.
-    """
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
-                rows: int | None = None, grad_rows: tuple[int, int] | None = None) -> Tensor:
-        """(B, N, D) -> (B, N, D), or (B, rows, D): the first `rows` queries against all N keys and values.
-
-        `grad_rows` (a, b): only rows a:b of `x` need an input gradient (see `_qkv`).
-        """
-        if not self.fused_attn or getattr(self, "gate", None) is not None:
-            if rows is not None or grad_rows is not None:
-                raise RuntimeError("attention rows need the fused path (see rows_supported)")
-            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        B, N, _ = x.shape
-        qkv = self._qkv(x, grad_rows)
-        q, k, v = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).unbind(2)  # (B, N, H, d) each
-        if rows is not None:
-            q = q[:, :rows]
-        q, k = self.q_norm(q), self.k_norm(k)  # over d: the same on either layout
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           attn_mask=attn_mask, is_causal=is_causal,
-                                           dropout_p=self.attn_drop.p if self.training else 0.0)
-        x = self.norm(x.transpose(1, 2).reshape(B, q.shape[1], self.num_heads * self.head_dim))
-        return self.proj_drop(self.proj(x))
-
-    def _qkv(self, x: Tensor, grad_rows: tuple[int, int] | None) -> Tensor:
-        """The qkv projection of every row; with `grad_rows` and a frozen `nn.Linear` projection, backward
-        multiplies only those rows' gradient by the weight (`RowGradLinear`)."""
-        qkv = self.qkv
-        if (grad_rows is None or not (torch.is_grad_enabled() and x.requires_grad) or type(qkv) is not nn.Linear
-                or qkv.weight.requires_grad or (qkv.bias is not None and qkv.bias.requires_grad)):
-            return qkv(x)
-        return RowGradLinear.apply(x, qkv.weight, qkv.bias, *grad_rows)
-
-
-class RowGradLinear(torch.autograd.Function):
-    """`F.linear(x, weight, bias)` of a frozen layer whose input needs a gradient on rows a:b of dim 1 only.
-
-    Backward: a zero input gradient with `grad[:, a:b] @ weight` in those rows (no weight or bias gradient), where
-    autograd would multiply the whole (B, N, out) gradient by the weight. Forward is the plain projection, autocast
-    included.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, a: int, b: int) -> Tensor:
-        ctx.save_for_backward(weight)
-        ctx.rows, ctx.x_shape, ctx.x_dtype = (a, b), x.shape, x.dtype
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
-        (weight,) = ctx.saved_tensors
-        a, b = ctx.rows
-        grad_x = grad.new_zeros(ctx.x_shape, dtype=ctx.x_dtype)
-        grad_x[:, a:b] = (grad[:, a:b] @ weight.to(grad.dtype)).to(ctx.x_dtype)
-        return grad_x, None, None, None, None
-
-
-def rows_supported(block: nn.Module) -> bool:
-    """Whether `forward_rows` can run `block` (timm's pre-norm Block, or a wrapper that says so) right now."""
-    check = getattr(block, "rows_supported", None)
-    if check is not None:
-        return check()
-    attn = getattr(block, "attn", None)
-    return (type(block) is Block and type(attn) is PackedQKVAttention and attn.fused_attn
-            and getattr(attn, "gate", None) is None)
-
-
-def forward_rows(block: nn.Module, x: Tensor, rows: int | None = None,
-                 grad_rows: tuple[int, int] | None = None) -> Tensor:
-    """A block's output, (B, N, D) -> (B, N, D), or (B, rows, D) for its first `rows` tokens; `grad_rows` (a, b):
-    only rows a:b of `x` need an input gradient. See `rows_supported`."""
-    own = getattr(block, "forward_rows", None)
-    if own is not None:
-        return own(x, rows, grad_rows)
-    b = block
-    h = (x if rows is None else x[:, :rows]) + b.drop_path1(b.ls1(b.attn(b.norm1(x), rows=rows, grad_rows=grad_rows)))
-    return h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
 
 
 class GistTokens:
@@ -172,7 +70,8 @@ class GistViT(GistTokens, nn.Module):
 
     The sequence inside the blocks is `[prefix (CLS, registers), Gist x L, (prompts), patches]`. The Gist tokens
     are inserted after the position embedding is added, so they have none of their own. One new head is shared by
-    the CLS and Gist outputs (the paper's design) unless `shared_head` is off.
+    the CLS and Gist outputs (the paper's design) unless `shared_head` is off. This is the plain computation; the
+    trainer adds exact speed shortcuts as wrapper modules (`gist_engine.speed.install`).
 
     Args:
         vit: The backbone; its classifier is replaced by a new `num_classes` head (trunc-normal init).
@@ -222,23 +121,15 @@ class GistViT(GistTokens, nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         """Patch embedding + position embedding + Gist insertion. (B, 3, H, W) -> (B, P + G + N, D)"""
-        return self._embed(x)[0]
-
-    def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int] | None]:
-        """`embed` and the rows of its output that the trainable parameters reach before the first block (the Gist
-        tokens, and the prompts VPT inserts in it) when they are the only ones, else None."""
         vit = self.vit
         x = vit.patch_embed(x)
         x = vit._pos_embed(x)  # (B, P + N, D)
         x = vit.patch_drop(x)  # keeps the P prefix tokens; the Gist tokens come after it
-        only_inserted = not (x.requires_grad or any(p.requires_grad for p in vit.norm_pre.parameters()))
         if self.gist_token is not None:
             gist = self.gist_dropout(self.gist_token.expand(x.shape[0], -1, -1))  # (B, G, D)
             p = self.num_prefix_tokens
             x = torch.cat([x[:, :p], gist.to(x.dtype), x[:, p:]], dim=1)  # (B, P + G + N, D)
-        inserted = self.gist_length + self.num_prompt_tokens  # VPT inserts its prompts in the first block
-        grad_rows = (self.num_prefix_tokens, self.num_prefix_tokens + inserted) if only_inserted and inserted else None
-        return vit.norm_pre(x), grad_rows
+        return vit.norm_pre(x)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """All tokens after the final norm. (B, 3, H, W) -> (B, P + G + prompts + N, D)"""
@@ -263,21 +154,8 @@ class GistViT(GistTokens, nn.Module):
         return self.num_prefix_tokens + self.gist_length
 
     def forward(self, x: Tensor) -> GistOutput:
-        """(B, 3, H, W) -> GistOutput(cls_logits (B, C), gist_logits (B, C) or None).
-
-        The logits of `forward_head(forward_features(x))`, computed with the module docstring's two shortcuts where
-        the first and last blocks allow them.
-        """
-        blocks = self.vit.blocks
-        n = len(blocks)
-        last_rows = self.head_rows if rows_supported(blocks[-1]) else None
-        x, grad_rows = self._embed(x)
-        if not rows_supported(blocks[0]):
-            grad_rows = None
-        for i, block in enumerate(blocks):
-            rows, grads = (last_rows if i == n - 1 else None), (grad_rows if i == 0 else None)
-            x = block(x) if rows is None and grads is None else forward_rows(block, x, rows, grads)
-        return self.forward_head(self.vit.norm(x))
+        """(B, 3, H, W) -> GistOutput(cls_logits (B, C), gist_logits (B, C) or None)."""
+        return self.forward_head(self.forward_features(x))
 
     def sequence_layout(self) -> list[tuple[str, int]]:
         """The token groups in block order with their lengths, e.g. [("CLS", 1), ("Gist", 1), ("patches", 64)]."""

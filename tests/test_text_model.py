@@ -13,9 +13,9 @@ from gist_engine import TUNERS, BackboneError, GistConfig, build_model, count_pa
 from gist_engine.backbones import create_text_backbone, load_tokenizer
 from gist_engine.backbones import text as text_backbones
 from gist_engine.build import describe_model
-from gist_engine.checkpoint import load_model, predict
 from gist_engine.inspect.text import capture_text_attention, compute_token_attention
 from gist_engine.text_model import GistTextEncoder
+from gist_engine.train.checkpoint import load_model, predict
 from gist_engine.tuners import parse_tuner_args
 
 TEXTS = ["The bank cut interest rates.", "A much longer sentence about the striker who scored twice in the final.",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..fastpath import mixed_dtype
+from ..speed import mixed_dtype
 from .capture import capture_attention, eval_mode
 from .rollout import attention_rollout, map_cosine, map_entropy
 

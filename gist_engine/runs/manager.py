@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 from ..backbones import BackboneError
-from ..checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
-from ..fastpath import usable_cpus
 from ..losses import LOSS_TERMS
+from ..speed import usable_cpus
 from ..train import (
     COMPLETED,
     DIVERGED,
@@ -45,6 +44,7 @@ from ..train import (
     load_run_data,
     package_versions,
 )
+from ..train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .compare import format_table, paired_configs, summarise
 from .export import export_runs
 from .recorder import StoreWriter
@@ -112,7 +112,7 @@ class RunManager:
             heartbeats the runs it owns (submitted or resumed here) even before its workers start.
         torch_threads: Cap for `torch.set_num_threads` (process-wide), applied when the workers start and again as
             a ceiling after each run's setup (which picks its own count: `train.cpu_threads`, or as many as the
-            CPUs are idle); default: the usable CPUs (`fastpath.usable_cpus`). 0 leaves torch's setting alone.
+            CPUs are idle); default: the usable CPUs (`speed.usable_cpus`). 0 leaves torch's setting alone.
             Not cores - 1: on 2 CPUs that trained the app's CPU demo on one thread, 146 s against 72 s with
             two while the live page polled (measured); the server's reruns are short and get their share anyway.
         stale_after: Seconds without a heartbeat after which another process's queued/running run counts as dead
@@ -637,7 +637,7 @@ class RunManager:
             trainer = Trainer(cfg, callbacks=[writer, *extra], should_stop=lambda: run_id in self._stops,
                               run_dir=run_dir, resume_from=resume if resume.exists() else None)
             trainer.data = self._load_data(trainer)
-            trainer.setup()  # sets torch's threads for the device (fastpath.configure_device, train.cpu_threads)
+            trainer.setup()  # sets torch's threads for the device (speed.configure_device, train.cpu_threads)
             if self._thread_cap and torch.get_num_threads() > self._thread_cap:
                 torch.set_num_threads(self._thread_cap)  # the manager's cap is a ceiling: the server stays responsive
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..config import ConfigError
 from ..config.methods import VARIANTS, AdapterConfig
-from ..model import GistViT, init_linear_, rows_supported
+from ..model import GistViT, init_linear_
 from .base import TunerSpec, check_block, text_layers
 
 
 class Bottleneck(nn.Module):
-    """`scale * up(dropout(gelu(down(x))))`: D -> r -> D.
-
-    The scale multiplies the up-projection's (D, r) weight and bias, not its (B, T, D) output: the same function
-    without a full-size multiply forward and backward (two passes over the activations per adapter call). A block
-    that calls its adapter twice prepares those weights once (`up_weights`) and passes them to both calls.
-    """
+    """`scale * up(dropout(gelu(down(x))))`: D -> r -> D."""
 
     def __init__(self, dim: int, bottleneck: int, scale: float, zero_init: bool, dropout: float = 0.0) -> None:
         super().__init__()
@@ -30,21 +23,9 @@ class Bottleneck(nn.Module):
             nn.init.zeros_(self.up.weight)
         self.scale = scale
 
-    def up_weights(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The up-projection's (D, r) weight and (D,) bias times the scale, in autocast's dtype when it is on for
-        `x`'s device (cast once here, not by every call that uses them)."""
-        weight, bias = self.up.weight, self.up.bias
-        if self.scale != 1.0:
-            weight, bias = weight * self.scale, None if bias is None else bias * self.scale
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
-        return weight, bias
-
-    def forward(self, x: Tensor, up: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
-        """(..., D) -> (..., D); `up`: this adapter's `up_weights(x)` when the caller already has them."""
-        hidden = self.dropout(self.act(self.down(x)))
-        return F.linear(hidden, *(up or self.up_weights(x)))
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D) -> (..., D)."""
+        return self.scale * self.up(self.dropout(self.act(self.down(x))))
 
 
 class ParallelAdapterBlock(nn.Module):
@@ -59,28 +40,16 @@ class ParallelAdapterBlock(nn.Module):
         self.adapter = adapter
         self.sites = sites
 
-    def forward(self, x: Tensor, rows: int | None = None, grad_rows: tuple[int, int] | None = None,
-                **kwargs) -> Tensor:
-        """(B, N, D) -> (B, N, D), or (B, rows, D) for the first `rows` tokens; `grad_rows`: the rows of `x` that
-        need an input gradient (both: see `model.forward_rows`)."""
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, N, D)."""
         b = self.base_layer
-        up = self.adapter.up_weights(x)  # shared by both sites
-        if rows is not None or grad_rows is not None:
-            kwargs.update(rows=rows, grad_rows=grad_rows)
-        x_rows = x if rows is None else x[:, :rows]
-        h = x_rows + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
+        h = x + b.drop_path1(b.ls1(b.attn(b.norm1(x))))
         if "attn" in self.sites:
-            h = h + self.adapter(x_rows, up)
+            h = h + self.adapter(x)
         out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
         if "mlp" in self.sites:
-            out = out + self.adapter(h, up)
+            out = out + self.adapter(h)
         return out
-
-    def rows_supported(self) -> bool:
-        return rows_supported(self.base_layer)
-
-    def forward_rows(self, x: Tensor, rows: int | None, grad_rows: tuple[int, int] | None) -> Tensor:
-        return self(x, rows=rows, grad_rows=grad_rows)
 
 
 class SequentialAdapterMLP(nn.Module):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..config.methods import SSFConfig
 from ..model import GistViT
@@ -26,30 +24,12 @@ class SSF(nn.Module):
         self.channel_dim = channel_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        """Returns base(x) scaled and shifted per channel: (..., C), or (B, C, H, W) when channel_dim is 1."""
-        if type(self.base_layer) in (nn.LayerNorm, TimmLayerNorm) and self.base_layer.elementwise_affine:
-            return self._folded_norm(x)
+        """base(x) scaled and shifted per channel: (..., C), or (B, C, H, W) when channel_dim is 1."""
         y = self.base_layer(x)
-        # The float32 parameters are cast to y's dtype (a C-element copy): multiplying bf16 activations by float32
-        # parameters would promote the whole activation to float32, doubling its traffic, and take two kernels.
-        scale, shift = self.ssf_scale.to(y.dtype), self.ssf_shift.to(y.dtype)
+        scale, shift = self.ssf_scale, self.ssf_shift
         if self.channel_dim == 1:  # (B, C, H, W)
             scale, shift = scale.view(-1, 1, 1), shift.view(-1, 1, 1)
-        return torch.addcmul(shift, y, scale)
-
-    def _folded_norm(self, x: Tensor) -> Tensor:
-        """A LayerNorm's output scaled and shifted, as one LayerNorm: `(x^ * w + b) * s + t = x^ * (w * s) + (b * s
-        + t)`, so the norm's own backward yields the scale and shift gradients (no full-size multiply, sum or
-        addcmul forward or backward). Under autocast the norm runs in autocast's dtype (statistics in float32),
-        as the frozen norms of a bf16 model do (`fastpath.low_precision_frozen_norms_`); the folded (C,) weights
-        are cast to it, since CUDA's LayerNorm takes weights of the input's dtype."""
-        norm = self.base_layer
-        weight = norm.weight * self.ssf_scale
-        bias = self.ssf_shift if norm.bias is None else torch.addcmul(self.ssf_shift, norm.bias, self.ssf_scale)
-        device = x.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        with torch.autocast(device, enabled=False):
-            return F.layer_norm(x.to(dtype), norm.normalized_shape, weight.to(dtype), bias.to(dtype), norm.eps)
+        return y * scale + shift
 
 
 def apply_ssf(model: GistViT, cfg: SSFConfig) -> None:

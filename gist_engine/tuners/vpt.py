@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config.methods import VPTConfig
-from ..model import GistViT, forward_rows, rows_supported
+from ..model import GistViT
 from .base import TunerSpec, text_layers
 
 
@@ -26,22 +26,16 @@ class PromptBlock(nn.Module):
         self.insert = insert
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        return self.base_layer(self._prompted(x), **kwargs)
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, o + [M] + N, D) -> the base block's output for the prompted sequence (B, o + M + N, D)."""
+        return self.base_layer(self.prompted(x))
 
-    def _prompted(self, x: Tensor) -> Tensor:
+    def prompted(self, x: Tensor) -> Tensor:
+        """The block's input with this block's prompts in their slots. (B, o + [M] + N, D) -> (B, o + M + N, D)"""
         m, o = self.prompt.shape[1], self.offset
         prompt = self.dropout(self.prompt.expand(x.shape[0], -1, -1)).to(x.dtype)  # (B, M, D)
         rest = x[:, o:] if self.insert else x[:, o + m:]  # (B, N, D) the patches
         return torch.cat([x[:, :o], prompt, rest], dim=1)  # (B, o + M + N, D)
-
-    def rows_supported(self) -> bool:
-        return rows_supported(self.base_layer)
-
-    def forward_rows(self, x: Tensor, rows: int | None, grad_rows: tuple[int, int] | None) -> Tensor:
-        """`model.forward_rows` after the prompts are in: the head rows come before them, and in the first block
-        `grad_rows` covers them."""
-        return forward_rows(self.base_layer, self._prompted(x), rows, grad_rows)
 
 
 def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:

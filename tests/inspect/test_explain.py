@@ -167,7 +167,7 @@ def test_attention_report_with_a_loaded_model(tmp_path):
 
 
 def test_attention_cli_loads_a_run(tmp_path):
-    from gist_engine.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from gist_engine.train.checkpoint import CHECKPOINT_NAME, save_checkpoint
 
     config = load_run_config({"backbone": "test_vit", "method": "lora", "gist": {"length": 2}})
     model = build_model(config, seed=config.train.seed).eval()

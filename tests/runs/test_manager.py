@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import stats
 
-from gist_engine.checkpoint import RESUME_NAME, CheckpointError, trainable_state
 from gist_engine.config import load_run_config
 from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound
 from gist_engine.runs.compare import format_table
 from gist_engine.train import Callback, Trainer
+from gist_engine.train.checkpoint import RESUME_NAME, CheckpointError, trainable_state
 from tests.runs.helpers import Slow, config, wait_for
 
 

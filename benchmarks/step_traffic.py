@@ -1,6 +1,6 @@
-"""Kernels and bytes of one eager CUDA training step, traced on any machine (gist_engine.steptrace; no GPU needed).
+"""Kernels and bytes of one eager CUDA training step, traced on any machine (benchmarks.steptrace; no GPU needed).
 
-    python scripts/step_traffic.py [--method adapter] [--no-gist] [--frozen-dtype bf16] [--stock] [--top 20]
+    python -m benchmarks.step_traffic [--method adapter] [--no-gist] [--frozen-dtype bf16] [--stock] [--top 20]
 
 Builds the benchmark's model (ViT-B/16, random init, 224 px, batch 128) as the trainer prepares it on CUDA (fused
 attention, bf16 frozen weights, bf16 autocast) and prints the step's aten ops grouped by name: kernels and GB
@@ -14,10 +14,10 @@ import argparse
 
 import torch
 
-from gist_engine.bench import METHOD_ARGS
+from benchmarks.bench import METHOD_ARGS
+from benchmarks.steptrace import summarize, totals, trace_cuda_step
+from gist_engine import speed
 from gist_engine.build import build_model
-from gist_engine.fastpath import prepare_for_training
-from gist_engine.steptrace import summarize, totals, trace_cuda_step
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
     model = build_model({"backbone": args.backbone, "pretrained": False, "image_size": args.image_size,
                          "num_classes": 100, "method": args.method, "method_args": METHOD_ARGS[args.method],
                          "gist": {"enabled": not args.no_gist}}, seed=0).train()
-    prepare_for_training(model, torch.device("cuda"), "fp32" if args.fp32 else "bf16",
-                         "fp32" if args.fp32 else args.frozen_dtype, stock_modules=args.stock)
+    speed.install(model, torch.device("cuda"), precision="fp32" if args.fp32 else "bf16",
+                  frozen_dtype="fp32" if args.fp32 else args.frozen_dtype, cpu_threads=None, stock_modules=args.stock)
     records = trace_cuda_step(model, args.batch_size, bf16=not args.fp32)
     t = totals(records)
     print(f"{args.method} (GIST {'off' if args.no_gist else 'on'}), {args.backbone} {args.image_size} px, batch "

@@ -1,21 +1,20 @@
-"""The CUDA-step trace (gist_engine.steptrace) runs without a GPU and sees what the fast path removes."""
+"""The CUDA-step trace (benchmarks.steptrace) runs without a GPU and sees what the fast path removes."""
 
 from __future__ import annotations
 
 import torch
 
+from benchmarks.steptrace import summarize, totals, trace_cuda_step
+from gist_engine import speed
 from gist_engine.build import build_model
-from gist_engine.fastpath import cast_frozen_, enable_fused_attention
-from gist_engine.steptrace import summarize, totals, trace_cuda_step
 
 BATCH = 4
 
 
 def traced(stock: bool, method: str = "adapter", bf16: bool = True):
     model = build_model({"backbone": "test_vit", "method": method, "gist": {"enabled": True}}, seed=0).train()
-    enable_fused_attention(model, packed_qkv=not stock)
-    if bf16:
-        cast_frozen_(model, torch.bfloat16, norms=not stock)
+    speed.install(model, torch.device("cuda"), precision="bf16" if bf16 else "fp32",
+                  frozen_dtype="bf16" if bf16 else "fp32", cpu_threads=None, stock_modules=stock)
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
     records = trace_cuda_step(model, BATCH, bf16=bf16)
     assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())  # the model is left as it was
@@ -49,7 +48,7 @@ def test_the_fast_path_moves_no_float32_copy_of_the_residual_stream_and_no_qkv_c
     def count(records, kind):
         return sum(r.kind == kind for r in records), sum(r.bytes for r in records if r.kind == kind)
 
-    # the same GEMMs and attention kernels, the last block's smaller (its head rows only, model.forward_rows)
+    # the same GEMMs and attention kernels, the last block's smaller (its head rows only, speed.rows)
     for kind in ("matmul", "attention"):
         assert count(fast, kind)[0] == count(stock, kind)[0] and count(fast, kind)[1] < count(stock, kind)[1]
     t_stock, t_fast = totals(stock), totals(fast)

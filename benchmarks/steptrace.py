@@ -8,12 +8,13 @@ logged with the bytes of its inputs and outputs. Views are free and are not coun
 flash kernel that CUDA runs for bf16 (one op forward, one backward; float32 runs another fused kernel, traced the
 same way). The optimiser step is left out (one fused AdamW kernel on CUDA).
 
-A custom autograd Function (`model.RowGradLinear`) is recorded by its forward ops, so the replay back-propagates
-through them with autograd's own formulas, not the Function's backward: the trace over-counts that backward.
+A custom autograd Function (`gist_engine.speed.RowGradLinear`) is recorded by its forward ops, so the replay
+back-propagates through them with autograd's own formulas, not the Function's backward: the trace over-counts that
+backward.
 
 The byte counts are a model (each op reads its inputs and writes its outputs once), not a measurement; they say
-where a step's traffic goes and check that a change removed what it meant to remove. `scripts/step_traffic.py`
-prints them; a test keeps the fast path free of float32 copies of the residual stream.
+where a step's traffic goes and check that a change removed what it meant to remove. `benchmarks/step_traffic.py`
+prints them; a test keeps the installed model free of float32 copies of the residual stream.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.proxy_tensor import make_fx
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from gist_engine.losses import gist_loss
 
 # aten ops that only make views or allocate: no kernel, no traffic
 FREE_OPS = frozenset({
@@ -102,14 +107,9 @@ def trace_cuda_step(model: nn.Module, batch_size: int, bf16: bool = True) -> lis
     """The aten ops of one forward + GIST loss + backward of an image `model` (a GistViT) as eager CUDA runs them.
 
     The model is not changed and needs no GPU: its parameters only lend their shapes, dtypes and `requires_grad`.
-    Prepare it as the trainer does (`fastpath.prepare_for_training`) and put it in train mode. `bf16`: under bf16
+    Prepare it as the trainer does (`gist_engine.speed.install`) and put it in train mode. `bf16`: under bf16
     autocast (the trainer's default on CUDA), else float32.
     """
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    from .losses import gist_loss
-
     named = list(model.named_parameters()) + list(model.named_buffers())
     names = [n for n, _ in named]
     size = model.image_size

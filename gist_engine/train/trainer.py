@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -13,20 +14,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from .build import build_model
-from .config import ConfigError, RunConfig, load_run_config
-from .data.images import DatasetError
-from .fastpath import (
-    TrainStep,
-    auto_log_every,
-    choose_cpu_threads_in_background,
-    configure_device,
-    eval_batch_size,
-    prepare_for_training,
+from .. import speed
+from ..backbones import backbone_data_config
+from ..build import build_model
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..data import load_dataset
+from ..data.images import DatasetError
+from ..inspect.snapshots import TrainerSnapshots
+from ..losses import LOSS_TERMS
+from ..model import GistViT
+from ..tuners import count_parameters
+from .checkpoint import (
+    RESUME_NAME,
+    CheckpointError,
+    package_versions,
+    read_training_state,
+    restore_training_state,
+    save_checkpoint,
+    save_training_state,
 )
-from .losses import LOSS_TERMS
-from .model import GistViT
-from .tuners import count_parameters
+from .schedule import warmup_cosine
+from .step import TrainStep, autocast, make_optimizer
+
+log = logging.getLogger(__name__)
 
 # Statuses a run can end with (the run store adds queued, running and interrupted).
 COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
@@ -84,23 +94,8 @@ class TrainResult:
         return asdict(self)
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages a result depends on."""
-    import platform
-
-    import timm
-
-    from . import __version__
-
-    return {"gist_engine": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
 def load_run_data(config: RunConfig, device: torch.device | str = "cpu") -> Any:
     """The `DatasetSplits` a run config asks for, prepared for its backbone (size and mean/std, or tokenizer)."""
-    from .backbones import backbone_data_config
-    from .data import load_dataset
-
     dc = backbone_data_config(config.backbone, config.image_size)
     return load_dataset(config.data, dc["image_size"], dc["mean"], dc["std"], device=device,
                         tokenizer=dc.get("tokenizer"))  # a text backbone's tokenizer, else None
@@ -125,20 +120,12 @@ def resolve_device(name: str) -> torch.device:
 def param_groups(model: GistViT, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices only; none on biases, norms, tokens and prompts."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for name, p in speed.plain_named_parameters(model):  # the names of the model as built
         if not p.requires_grad:
             continue
         skip = p.ndim <= 1 or name.endswith(("token", ".prompt", "pos_embed")) or ".ssf_" in name
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, warmup_start: float = 1e-4) -> float:
-    """LR multiplier: linear warm-up from `warmup_start` to 1, then cosine decay to 0 at `total_steps`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class Trainer:
@@ -176,7 +163,7 @@ class Trainer:
         """Load the data (unless given) and build the model on the device."""
         cfg = self.config
         if self.device.type == "cpu" and not cfg.train.cpu_threads:
-            choose_cpu_threads_in_background()  # samples how busy the CPUs are while the data and model load
+            speed.choose_cpu_threads_in_background()  # samples how busy the CPUs are while the data and model load
         if self.data is None:
             self.data = load_run_data(cfg, self.device)
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
@@ -185,11 +172,12 @@ class Trainer:
         model_cfg = replace(cfg, num_classes=self.data.num_classes)  # the parsed config, not parsed again
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
-        try:  # SDPA in training (attention capture turns it off only while it records), bf16 frozen weights
-            prepare_for_training(self.model, self.device, self.precision, cfg.train.frozen_dtype)
+        try:  # every exact speed shortcut, bf16 frozen weights, the device's threads
+            report = speed.install(self.model, self.device, precision=self.precision,
+                                   frozen_dtype=cfg.train.frozen_dtype, cpu_threads=cfg.train.cpu_threads)
         except ValueError as exc:
             raise ConfigError(f"{exc} (precision resolves to {self.precision} on {self.device.type})") from None
-        configure_device(self.device, cfg.train.cpu_threads)
+        log.debug("speed shortcuts: %s", report.summary())
         self.config = model_cfg
 
     def evaluate(self, split: Any = None, batch_size: int | None = None) -> dict[str, Any]:
@@ -199,11 +187,11 @@ class Trainer:
         CUDA); predictions stay on the device until the end.
         """
         model, split = self.model, split or self.data.test
-        batch_size = batch_size or eval_batch_size(self.device, self.config.train.eval_batch_size)
+        batch_size = batch_size or speed.eval_batch_size(self.device, self.config.train.eval_batch_size)
         was_training = model.training
         model.eval()
         cls_pred, gist_pred, labels = [], [], []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for x, y in split.batches(batch_size):
                 out = model(x)
                 cls_pred.append(out.cls_logits.argmax(-1))
@@ -223,9 +211,6 @@ class Trainer:
             out["agreement"] = (gist_p == cls_p).float().mean().item()
         return out
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
     # ------------------------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train to the end; never raises for a diverged, stopped or out-of-memory run (see `TrainResult.status`)."""
@@ -243,8 +228,8 @@ class Trainer:
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
         warmup = round(tc.warmup_epochs * steps_per_epoch)
-        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr,
-                                      fused=self.device.type == "cuda")
+        optimizer = make_optimizer(param_groups(model, tc.weight_decay), tc.lr, self.device)
+
         def schedule(step: int) -> float:  # the lr multiplier; also what each step's reported lr is computed from
             return warmup_cosine(step, warmup, self.total_steps)
 
@@ -252,8 +237,6 @@ class Trainer:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
         if tc.attention_every and self.run_dir is not None:  # CLS/Gist maps of a probe batch every K steps
-            from .inspect.snapshots import TrainerSnapshots
-
             self.callbacks.append(TrainerSnapshots(self.run_dir, tc.attention_every, tc.probe_images))
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -262,8 +245,8 @@ class Trainer:
         # The fast path: the step leaves its loss terms on the device; they are read back (one host sync) every
         # `log_every` steps and at each epoch end, and every step is then reported in order with its own number.
         self.train_step = TrainStep(model, optimizer, params, self.device, self.precision, tc.grad_clip,
-                                    compile=tc.compile, cuda_graph=tc.cuda_graph)
-        log_every = tc.log_every or auto_log_every(self.device)
+                                    gist=cfg.gist, compile=tc.compile, cuda_graph=tc.cuda_graph)
+        log_every = tc.log_every or speed.auto_log_every(self.device)
         pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
         clock = {"train": 0.0, "images": 0, "tick": time.perf_counter()}
 
@@ -344,8 +327,6 @@ class Trainer:
         result.epochs_done = self.step / steps_per_epoch
         result.images_per_second = images_seen / train_time if train_time else 0.0
         if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
-            from .checkpoint import save_checkpoint
-
             save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
                             extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset})
         for cb in self.callbacks:
@@ -355,8 +336,6 @@ class Trainer:
     def _save_training_state(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult,
                              epochs_done: int) -> None:
         """The resumable state after `epochs_done` epochs (`resume.safetensors`) and the plain checkpoint."""
-        from .checkpoint import RESUME_NAME, save_checkpoint, save_training_state
-
         so_far = {k: getattr(result, k) for k in _RESUMED_FIELDS}
         save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
                             epochs_done, extra={"result": so_far})
@@ -365,8 +344,6 @@ class Trainer:
 
     def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
         """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""
-        from .checkpoint import CheckpointError, read_training_state, restore_training_state
-
         tensors, meta = read_training_state(self.resume_from)
         saved, now = dict(meta["config"]), _config_dict(self.config)
         for cfg in (saved, now):  # how and where it runs may change; what it computes may not
@@ -398,8 +375,6 @@ _RESUMED_FIELDS = ("acc_cls", "best_acc_cls", "best_step", "acc_gist", "agreemen
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
-    from .config import to_dict
-
     return to_dict(cfg)
 
 
@@ -408,5 +383,6 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
     return Trainer(config, **kwargs).run()
 
 
-__all__ = ["COMPLETED", "DIVERGED", "FAILED", "STOPPED", "Callback", "TrainResult", "Trainer", "train"]
+__all__ = ["COMPLETED", "DIVERGED", "FAILED", "RESUMABLE_CHANGES", "STOPPED", "Callback", "TrainResult", "Trainer",
+           "load_run_data", "param_groups", "resolve_device", "seed_everything", "train"]
 

@@ -1,7 +1,11 @@
 """Benchmark: training-step speed of our engine against a plain timm (+ peft) reference, in one process.
 
+    python -m benchmarks.bench [--device cpu|cuda] [--backbone B] [--image-size S] [--batch-size N]
+        [--methods linear,adapter,...] [--compile] [--cuda-graph] [--stock-modules] [--json-out FILE]
+
 For one backbone, image size, batch and device it times full training steps (forward, loss, backward, AdamW) of
-every chosen PEFT method with GIST off and on, through the same `fastpath.TrainStep` the trainer uses, and of the
+every chosen PEFT method with GIST off and on, installed (`gist_engine.speed.install`) and stepped
+(`gist_engine.train.TrainStep`) as the trainer does, and of the
 reference implementations written here with plain timm:
 
 - `ref_adapter`: GIST's adapter layout (D -> 4 -> D, GELU, x0.1, beside both sub-layers, reading the block input)
@@ -22,31 +26,37 @@ memory is `torch.cuda.max_memory_allocated` per case (not measured on CPU).
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib.util
 import json
+import logging
 import math
 import platform
 import statistics
+import sys
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .fastpath import (
-    COMPILE_BACKEND,
-    TrainStep,
-    configure_device,
-    make_optimizer,
-    prepare_for_training,
-    resolve_frozen_dtype,
-)
+from gist_engine import __version__, speed
+from gist_engine.backbones import BackboneError, create_backbone
+from gist_engine.build import build_model
+from gist_engine.config import ConfigError
+from gist_engine.speed import configure_device, resolve_frozen_dtype
+from gist_engine.train import param_groups
+from gist_engine.train.step import COMPILE_BACKEND, TrainStep, make_optimizer
+from gist_engine.tuners import TUNERS
+
+log = logging.getLogger(__name__)
 
 METHODS = ("linear", "adapter", "lora", "vpt", "ssf")
 # Our method options in the benchmark (the defaults, written out so the table says what ran).
@@ -212,7 +222,7 @@ def add_hooked_adapters(vit: nn.Module, bottleneck: int = 4, scale: float = 0.1)
 
 def add_peft_lora(vit: nn.Module, rank: int = 8) -> list[nn.Parameter]:
     """peft's LoRA (r, alpha = r, no dropout) on every `attn.qkv`; returns its parameters. ImportError without peft."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import LoraConfig, inject_adapter_in_model  # an optional package (requirements-bench.txt)
 
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=["qkv"]), vit)
     return [p for n, p in vit.named_parameters() if "lora_" in n]
@@ -235,22 +245,16 @@ REFERENCES: dict[str, Reference] = {
 
 # -------------------------------------------------------------------------------------------------- measuring
 def _flash_cpu_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return sdpa_flop_count(query, key, value)
 
 
 def _flash_cpu_backward_flops(grad_out: Any, query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None,
                               **kwargs: Any) -> int:
-    from torch.utils.flop_counter import sdpa_backward_flop_count
-
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs torch's counter sees while `fn()` runs (CPU flash attention included, which it does not count)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     aten = torch.ops.aten
     mapping = {}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -313,19 +317,18 @@ class _Built:
 
 def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) -> _Built:
     """Our model for `method` (GIST on/off) with the trainer's optimiser and step, on the fixed batch (x, y)."""
-    from .build import build_model
-    from .train import param_groups
-
     device = torch.device(cfg.device)
     model = build_model({"backbone": cfg.backbone, "pretrained": False, "image_size": cfg.image_size,
                          "num_classes": cfg.num_classes, "method": method, "method_args": METHOD_ARGS.get(method, {}),
                          "gist": {"enabled": gist}}, seed=cfg.seed).to(device)
-    prepare_for_training(model, device, cfg.resolved_precision, cfg.frozen_dtype, cfg.stock_modules)
+    speed.install(model, device, precision=cfg.resolved_precision, frozen_dtype=cfg.frozen_dtype, cpu_threads=None,
+                  stock_modules=cfg.stock_modules)  # the device is configured once, by run_bench
     model.train()
     optimizer = make_optimizer(param_groups(model, WEIGHT_DECAY), LR, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step = TrainStep(model, optimizer, params, device, cfg.resolved_precision, compile=cfg.compile,
-                     backend=cfg.compile_backend, mode=cfg.compile_mode, cuda_graph=cfg.cuda_graph)
+    step = TrainStep(model, optimizer, params, device, cfg.resolved_precision, gist=model.gist_cfg,
+                     compile=cfg.compile, backend=cfg.compile_backend, mode=cfg.compile_mode,
+                     cuda_graph=cfg.cuda_graph)
 
     def count() -> None:
         step.forward_loss(x, y)[-1].backward()
@@ -338,8 +341,6 @@ def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) ->
 
 def reference_case(cfg: BenchConfig, method: str, token: bool, compiled: bool, x: Tensor, y: Tensor) -> _Built:
     """The plain timm (+ peft) reference for `method`, with the extra token + BKLD when `token`."""
-    from .backbones import create_backbone
-
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     vit, _ = create_backbone(cfg.backbone, cfg.image_size, False, None)
@@ -372,8 +373,7 @@ def reference_case(cfg: BenchConfig, method: str, token: bool, compiled: bool, x
             if not state["compiled"] or isinstance(exc, torch.OutOfMemoryError):
                 raise
             state["error"] = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-            warnings.warn(f"reference torch.compile failed ({state['error']}); timing it eagerly",
-                          RuntimeWarning, stacklevel=2)
+            log.warning("reference torch.compile failed (%s); timing it eagerly", state["error"])
             state["forward"], state["compiled"] = model, False
             step()
 
@@ -424,8 +424,6 @@ def _measure(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig, cei
 
 def _plan(cfg: BenchConfig, notes: list[str]) -> list[tuple[CaseResult, Callable[[Tensor, Tensor], _Built]]]:
     """Every case to run, in order: ours (each method, GIST off then on), then the references."""
-    from .tuners import TUNERS
-
     plan: list[tuple[CaseResult, Callable[[Tensor, Tensor], _Built]]] = []
     for method in cfg.methods:
         if method not in TUNERS:
@@ -477,14 +475,10 @@ def _compare(rows: list[CaseResult]) -> None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, the device's name and the torch thread count."""
-    import timm
-
-    from . import __version__
-
     env = {"gist_engine": __version__, "torch": torch.__version__, "timm": timm.__version__,
            "python": platform.python_version(), "threads": torch.get_num_threads(), "cpu": platform.processor()}
     try:
-        import peft
+        import peft  # an optional package (requirements-bench.txt)
 
         env["peft"] = peft.__version__
     except ImportError:
@@ -641,6 +635,66 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench",
+                                description="time training steps of every method, GIST off/on, against plain timm "
+                                "(+peft)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
+    p.add_argument("--backbone", help="backbone (random init); default: vit_base_patch16_224 on cuda, dinov2_s14 "
+                   "on cpu")
+    p.add_argument("--image-size", type=int, help="pixels; default 224 on cuda, 56 on cpu")
+    p.add_argument("--batch-size", type=int, help="default 128 on cuda, 8 on cpu")
+    p.add_argument("--num-classes", type=int, help="classes of the head (default 100)")
+    p.add_argument("--methods", help="comma-separated methods (default linear,adapter,lora,vpt,ssf)")
+    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5 cuda, 3 cpu)")
+    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 1 cpu)")
+    p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 5 cuda, 1 cpu)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on cuda, fp32 on cpu")
+    p.add_argument("--compile", action="store_true", help="compile our steps; adds compiled reference rows")
+    p.add_argument("--frozen-dtype", choices=("fp32", "bf16", "auto"),
+                   help="storage of our frozen weights (train.frozen_dtype); auto (default): bf16 on cuda")
+    p.add_argument("--cuda-graph", action="store_true", help="replay our steps as CUDA graphs (train.cuda_graph)")
+    p.add_argument("--stock-modules", action="store_true",
+                   help="ours with timm's attention module and autocast's float32 LayerNorms (to time what the "
+                   "packed-qkv attention and the bf16 frozen norms give)")
+    p.add_argument("--compile-backend", help="torch.compile backend (default inductor)")
+    p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
+    p.add_argument("--no-reference", action="store_true", help="skip the plain timm / peft reference rows")
+    p.add_argument("--json-out", metavar="FILE", help="write the report as JSON (rewritten after every case)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; prints the table (and progress lines on stderr). Returns the exit status: 2 for a bad
+    option, with the reason on stderr."""
+    args = build_parser().parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
+    try:
+        cfg = default_bench_config(args.device, backbone=args.backbone, image_size=args.image_size,
+                                   batch_size=args.batch_size, num_classes=args.num_classes, methods=methods,
+                                   repeats=args.repeats, steps=args.steps, warmup=args.warmup,
+                                   precision=args.precision, compile=args.compile or None,
+                                   compile_backend=args.compile_backend, compile_mode=args.compile_mode,
+                                   frozen_dtype=args.frozen_dtype, cuda_graph=args.cuda_graph or None,
+                                   stock_modules=args.stock_modules or None,
+                                   reference=False if args.no_reference else None)
+        save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
+        report = run_bench(cfg, log=lambda line: print(line, file=sys.stderr), on_row=save)
+    except (ValueError, ConfigError, BackboneError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    if args.json_out:
+        print(f"wrote {write_report(report, args.json_out)}")
+    return 0
+
+
 __all__ = ["DEFAULTS", "METHODS", "REFERENCES", "BenchConfig", "CaseResult", "ExtraTokenViT", "Reference",
-           "add_hooked_adapters", "add_peft_lora", "count_flops", "default_bench_config", "format_table",
-           "matmul_ceiling", "our_case", "reference_case", "reference_loss", "run_bench", "summarize", "write_report"]
+           "add_hooked_adapters", "add_peft_lora", "build_parser", "count_flops", "default_bench_config",
+           "format_table", "main", "matmul_ceiling", "our_case", "reference_case", "reference_loss", "run_bench",
+           "summarize", "write_report"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from gist_engine.checkpoint import CheckpointError, load_model, predict, read_checkpoint, save_checkpoint
+from gist_engine import speed
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
-from gist_engine.fastpath import enable_fused_attention
 from gist_engine.train import Callback, Trainer, param_groups, warmup_cosine
+from gist_engine.train.checkpoint import CheckpointError, load_model, predict, read_checkpoint, save_checkpoint
 from tests.toydata import squares_splits
 
 
@@ -134,7 +134,7 @@ def test_checkpoint_round_trip_and_refusals(toy_data, tmp_path):
     trainer = Trainer(cfg, run_dir=tmp_path / "run", data=toy_data)
     trainer.run()
     model, loaded_cfg = load_model(tmp_path / "run")
-    enable_fused_attention(model)  # the trainer's attention modules: the same computation, bit for bit
+    speed.install(model, "cpu", cpu_threads=None)  # the trainer's modules: the same computation, bit for bit
     x, _ = next(toy_data.test.batches(8))
     trainer.model.eval()
     with torch.inference_mode():
@@ -152,7 +152,7 @@ def test_checkpoint_round_trip_and_refusals(toy_data, tmp_path):
 
     with pytest.raises(CheckpointError, match="shape mismatch"):
         save_checkpoint(build_model(other), tmp_path / "r8.safetensors", other)
-        from gist_engine.checkpoint import load_trainable_state
+        from gist_engine.train.checkpoint import load_trainable_state
 
         load_trainable_state(model, read_checkpoint(tmp_path / "r8.safetensors")[0])
     bad = tmp_path / "bad.safetensors"

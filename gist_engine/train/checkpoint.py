@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .build import build_model
-from .config import ConfigError, RunConfig, load_run_config, to_dict
-from .model import GistViT
+from .._version import __version__
+from ..build import build_model
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..model import GistViT
+from ..speed import plain_named_parameters
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 RESUME_NAME = "resume.safetensors"  # the training state a run continues from (see `save_training_state`)
@@ -27,9 +31,16 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not fit its model; the message names the file and the problem."""
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    return {"gist_engine": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
 def trainable_state(model: GistViT) -> dict[str, torch.Tensor]:
-    """The trained parameters (tuner, Gist token, heads) by name, as contiguous CPU float tensors."""
-    return {n: p.detach().float().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trained parameters (tuner, Gist token, heads) by name (as built: without speed wrappers), as contiguous
+    CPU float tensors."""
+    return {n: p.detach().float().cpu().contiguous() for n, p in plain_named_parameters(model) if p.requires_grad}
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -48,8 +59,6 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 def save_checkpoint(model: GistViT, path: str | Path, config: RunConfig, step: int = 0,
                     extra: dict[str, Any] | None = None) -> Path:
     """Save the trainable parameters with the resolved config, package versions and seed in the metadata."""
-    from .train import package_versions
-
     meta = {"config": json.dumps(to_dict(config)), "versions": json.dumps(package_versions()),
             "seed": str(config.train.seed), "step": str(step), "format": "gist-studio/1",
             "extra": json.dumps(extra or {})}
@@ -94,7 +103,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Copy checkpoint tensors into the model's trainable parameters, checking names and shapes first."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = {n: p for n, p in plain_named_parameters(model) if p.requires_grad}
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     wrong = [f"{n}: {tuple(tensors[n].shape)} vs model {tuple(p.shape)}" for n, p in params.items()

@@ -13,7 +13,7 @@
 #   3. the bench with --compile for the adapter;
 #   4. ours with --stock-modules (timm's attention, autocast's float32 LayerNorms): what the packed-qkv attention
 #      and the bf16 frozen norms give, against part 2's rows;
-#   5. (optional, PARTS="... profile") where the step's time goes: scripts/gpu_profile.py for adapter+GIST;
+#   5. (optional, PARTS="... profile") where the step's time goes: benchmarks/gpu_profile.py for adapter+GIST;
 #   6. (optional, PARTS="... autotune") the adapter compiled with max-autotune-no-cudagraphs (GEMM epilogue fusion;
 #      minutes of autotuning first).
 # Each part has its own time limit; the JSON files are rewritten as results come, so a part cut short still
@@ -21,8 +21,8 @@
 # the kernel profile, "autotune" the max-autotune compile); FROZEN sets train.frozen_dtype of the VTAB and compiled runs (default auto: bf16 on CUDA);
 # VTAB_GRAPHS lists the train.cuda_graph settings the VTAB run is timed with (default "true false").
 #
-# Usage (repository root):  bash scripts/gpu_check.sh      results go to $OUT (or /tmp/gpu_check_out)
-#   DRY_RUN=1 bash scripts/gpu_check.sh   the same steps on the CPU with tiny sizes (checks the script, not speed)
+# Usage (repository root):  bash benchmarks/gpu_check.sh      results go to $OUT (or /tmp/gpu_check_out)
+#   DRY_RUN=1 bash benchmarks/gpu_check.sh   the same steps on the CPU with tiny sizes (checks the script, not speed)
 # Measured on one H200 (2026-11-28): see README.md, "Speed".
 # On the device machine of this workplace: python3 is its own PyTorch (torch, timm, peft, pandas, ... are there);
 # other packages travel as wheels in .whl (see the device README): the script installs .whl/*.whl when the folder
@@ -68,7 +68,7 @@ part() { [[ "$PARTS" == *" $1 "* ]]; }
 [ "${PIPESTATUS[0]}" = 0 ] || exit 3
 
 part tests && { echo "== the CUDA tests: graph replays vs eager steps, the trainer with and without graphs (limit 60 s)"
-timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_fast_paths.py 2>&1 | tail -15 | tee -a "$OUT/log.txt"; }
+timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/train/test_step.py tests/speed/test_precision.py 2>&1 | tail -15 | tee -a "$OUT/log.txt"; }
 
 VTAB_PY="$(mktemp --suffix .py)"
 cat > "$VTAB_PY" <<'PY'
@@ -152,34 +152,34 @@ part vtab && for GRAPH in ${VTAB_GRAPHS:-true false}; do
 done
 
 part bench && { echo "== bench, as the trainer runs (limit ${T_BENCH} s)"
-timeout "$T_BENCH" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --json-out "$OUT/bench_eager.json" 2>&1 \
+timeout "$T_BENCH" "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --json-out "$OUT/bench_eager.json" 2>&1 \
   | tee -a "$OUT/log.txt"; }
 
 part stock && { echo "== bench, ours with timm's attention and float32 autocast LayerNorms (limit 40 s)"
-timeout 40 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --stock-modules \
+timeout 40 "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --methods adapter --stock-modules \
   --no-reference --json-out "$OUT/bench_stock.json" 2>&1 | tee -a "$OUT/log.txt"; }
 
 part eager && { echo "== bench, ours plain eager: frozen weights fp32 (limit 40 s)"
-timeout 40 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --frozen-dtype fp32 \
+timeout 40 "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --methods adapter --frozen-dtype fp32 \
   --no-reference --json-out "$OUT/bench_plain_eager.json" 2>&1 | tee -a "$OUT/log.txt"; }
 
 part graph && { echo "== bench, ours with CUDA graph replays (limit 40 s)"
-timeout 40 "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --cuda-graph \
+timeout 40 "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --methods adapter --cuda-graph \
   --no-reference --json-out "$OUT/bench_graph.json" 2>&1 | tee -a "$OUT/log.txt"; }
 
 part profile && { echo "== profile of adapter+gist (limit 60 s)"
 for f in fp32 bf16; do
-  timeout 30 "$PY" scripts/gpu_profile.py --frozen-dtype "$f" $([ "$DEV" = cpu ] && echo --batch-size 4) 2>&1 \
+  timeout 30 "$PY" -m benchmarks.gpu_profile --frozen-dtype "$f" $([ "$DEV" = cpu ] && echo --batch-size 4) 2>&1 \
     | grep -v "^USDT\|^ERROR\|^STAGE" | tee -a "$OUT/profile.txt"
 done; }
 
 
 part compile && { echo "== bench --compile, adapter, frozen weights $FROZEN (limit ${T_COMPILE} s)"
-timeout "$T_COMPILE" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
+timeout "$T_COMPILE" "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
   "${COMPILE[@]}" --frozen-dtype "$FROZEN" $([ "$DEV" = cpu ] && [ "$FROZEN" = bf16 ] && echo --precision bf16) \
   ${COMPILE_ARGS:-} --json-out "$OUT/bench_compile.json" 2>&1 | tee -a "$OUT/log.txt"; }
 part autotune && { echo "== bench --compile max-autotune-no-cudagraphs, adapter (limit ${T_AUTOTUNE:-300} s)"
-timeout "${T_AUTOTUNE:-300}" "$PY" -m gist_engine bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
+timeout "${T_AUTOTUNE:-300}" "$PY" -m benchmarks.bench --device "$DEV" "${SMALL[@]}" --methods adapter --compile \
   "${COMPILE[@]}" --compile-mode max-autotune-no-cudagraphs --no-reference \
   --json-out "$OUT/bench_autotune.json" 2>&1 | tee -a "$OUT/log.txt"; }
 echo "== done; results in $OUT"

@@ -1,4 +1,4 @@
-"""bf16 frozen weights and whole-step CUDA graphs: what they change (speed) and what they must not (the numbers)."""
+"""bf16 frozen weights and norms: what they change (speed) and what they must not (the numbers, to bf16's precision)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from gist_engine import build_model
+from gist_engine import build_model, speed
 from gist_engine.config import ConfigError, load_run_config
 from gist_engine.data import DatasetSplits
-from gist_engine.fastpath import TrainStep, cast_frozen_, make_optimizer, mixed_dtype, resolve_frozen_dtype
 from gist_engine.inspect import compute_attention_maps
-from gist_engine.train import Trainer, param_groups, warmup_cosine
+from gist_engine.speed.precision import cast_frozen_, mixed_dtype, resolve_frozen_dtype
+from gist_engine.train import Trainer, param_groups
+from gist_engine.train.step import TrainStep, make_optimizer
 from tests.toydata import squares_splits
 
 CPU = torch.device("cpu")
@@ -31,7 +32,7 @@ def model(seed: int = 0, method: str = "adapter") -> torch.nn.Module:
 def step_for(net: torch.nn.Module, device: torch.device, precision: str, **kwargs) -> TrainStep:
     opt = make_optimizer(param_groups(net, 1e-4), 1e-2, device)
     params = [p for g in opt.param_groups for p in g["params"]]
-    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, **kwargs)
+    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, gist=net.gist_cfg, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ bf16 frozen weights
@@ -104,52 +105,15 @@ def test_a_trainer_run_with_bf16_frozen_weights_on_cpu(tmp_path):
     assert (tmp_path / "attention").is_dir() and any((tmp_path / "attention").glob("step_*.npz"))
 
 
-# ----------------------------------------------------------------------------------------------- CUDA graphs
-def test_cuda_graphs_are_off_on_the_cpu():
-    step = step_for(model(), CPU, "fp32", cuda_graph=True)
-    assert not step.cuda_graph and not step.graphed
-    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    assert torch.isfinite(step(x, y)).all()
-
-
-@cuda_only
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_graph_replays_equal_eager_steps_with_a_schedule_and_a_last_batch(precision):
-    """Warm-up steps, the capture, replays, another batch shape and lr changes: the same numbers as eager."""
-    dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    nets = [model().to(dev), model().to(dev)]
-    eager, graphed = step_for(nets[0], dev, precision), step_for(nets[1], dev, precision, cuda_graph=True)
-    scheds = [torch.optim.lr_scheduler.LambdaLR(s.optimizer, lambda i: warmup_cosine(i, 2, 12))
-              for s in (eager, graphed)]
-    g = torch.Generator().manual_seed(0)
-    for i, batch in enumerate((8, 8, 8, 8, 8, 5, 8, 8, 5, 8, 8, 8)):
-        x = torch.randn(batch, 3, 32, 32, generator=g).to(dev)
-        y = torch.randint(0, 10, (batch,), generator=g).to(dev)
-        a, b = eager(x, y), graphed(x, y)
-        tol = 1e-4 if precision == "fp32" else 2e-2  # bf16: kernels may differ in summation order
-        torch.testing.assert_close(b, a, rtol=tol, atol=tol / 10, msg=f"step {i + 1}")
-        for s in scheds:
-            s.step()
-    assert graphed.graphed and graphed.graph_error is None and len(graphed._graphs) == 2
-    if precision == "fp32":
-        for pa, pb in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-            torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)
-
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda_only)])
 @pytest.mark.parametrize("method", ["adapter", "lora", "vpt", "ssf"])
 def test_the_fast_path_model_equals_the_stock_model_in_bf16(device, method):
     """bf16 frozen weights under bf16 autocast: the trainer's model (bf16 frozen norms, packed qkv, the row
     shortcuts) against timm's modules and the whole forward, to bf16's precision."""
-    from gist_engine.fastpath import enable_fused_attention
-
     dev = torch.device(device)
     nets = [model(method=method).to(dev) for _ in range(2)]
     for net, fast in zip(nets, (False, True), strict=True):
-        enable_fused_attention(net, packed_qkv=fast)
-        cast_frozen_(net, norms=fast)
+        speed.install(net, dev, precision="bf16", frozen_dtype="bf16", cpu_threads=None, stock_modules=not fast)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(6, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (6,), generator=g).to(dev)
     losses = []
@@ -165,39 +129,3 @@ def test_the_fast_path_model_equals_the_stock_model_in_bf16(device, method):
             assert b.grad.dtype == torch.float32, name
             scale = a.grad.abs().max().clamp_min(1e-3)
             assert (b.grad - a.grad).abs().max() <= 0.1 * scale, name
-
-
-@cuda_only
-def test_trainer_with_and_without_cuda_graphs_on_the_gpu():
-    base = {"backbone": "test_vit", "method": "adapter", "gist": {"dropout": 0.0},
-            "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 1, "device": "cuda",
-                      "grad_clip": 1.0, "log_every": 4}}
-    runs = []
-    for graph in (False, True):
-        cfg = load_run_config(base, [f"train.cuda_graph={str(graph).lower()}"])
-        trainer = Trainer(cfg, data=toy_data("cuda"))
-        runs.append(trainer.run())
-        assert runs[-1].status == "completed", runs[-1].error
-        assert trainer.train_step.graphed is graph
-    for a, b in zip(runs[0].history["steps"], runs[1].history["steps"], strict=True):
-        assert b["total"] == pytest.approx(a["total"], rel=1e-2, abs=1e-3) and b["lr"] == a["lr"]
-
-
-def test_text_models_train_with_bf16_frozen_weights_and_compiled():
-    """The text encoder's dict batches through the same step: bf16 frozen weights, and torch.compile (aot_eager)."""
-    texts = ["a good film", "terrible plot and acting", "fine", "what a wonderful day to be alive"]
-    y = torch.tensor([0, 1, 2, 0])
-    losses = {}
-    for case in ("fp32", "bf16 frozen", "compiled"):
-        net = build_model({"backbone": "test_bert", "method": "adapter", "num_classes": 3,
-                           "gist": {"dropout": 0.0}}, seed=0).train()
-        if case == "bf16 frozen":
-            cast_frozen_(net)
-        torch._dynamo.reset()
-        step = step_for(net, CPU, "bf16" if case == "bf16 frozen" else "fp32", compile=case == "compiled",
-                        backend="aot_eager")
-        batch = net.tokenize(texts, max_length=16)
-        losses[case] = torch.stack([step(batch, y) for _ in range(3)])
-        assert step.compiled is (case == "compiled")
-    torch.testing.assert_close(losses["compiled"], losses["fp32"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses["bf16 frozen"], losses["fp32"], rtol=2e-2, atol=2e-2)

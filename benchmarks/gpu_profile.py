@@ -1,6 +1,6 @@
 """Where a training step's GPU time goes: torch.profiler over a few steps of one bench case, top kernels by time.
 
-    python scripts/gpu_profile.py [--method adapter] [--no-gist] [--frozen-dtype bf16] [--steps 5] [--top 25]
+    python -m benchmarks.gpu_profile [--method adapter] [--no-gist] [--frozen-dtype bf16] [--steps 5] [--top 25]
 
 Uses the benchmark's model and step (ViT-B/16 at 224 px, batch 128, bf16 autocast on CUDA; the small CPU config
 otherwise) and prints the profiler's table sorted by device time, with the step time and how much of it is
@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gist_engine.bench import default_bench_config, our_case
+from benchmarks.bench import default_bench_config, our_case
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
-"""The fused forward paths of LoRA (one low-rank addmm over the fused qkv), SSF (one addcmul in the activation's
-dtype), the adapter (its scale on the up-projection's weights), the packed-qkv attention and the bf16 frozen norms
-compute the straightforward formulas, with the same gradients, and keep bf16 activations bf16 under autocast."""
+"""The speed wrappers of the tuners and layers: SSF as one addcmul in the activation's dtype or one folded norm
+(FusedSSF), the adapter's scale on the up-projection's weights (FoldedScaleAdapter), the packed-qkv attention and
+the bf16 frozen norms compute the plain modules' formulas, with the same gradients, and keep bf16 activations bf16
+under autocast."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
 
 from gist_engine.build import build_model
-from gist_engine.fastpath import PackedQKVAttention, cast_frozen_, enable_fused_attention, low_precision_frozen_norms_
 from gist_engine.inspect import capture_attention
+from gist_engine.speed import LowPrecisionLayerNorm, plain_named_parameters
+from gist_engine.speed.attention import PackedQKVAttention, enable_fused_attention
+from gist_engine.speed.precision import cast_frozen_, low_precision_frozen_norms_
+from gist_engine.speed.tuners import FoldedScaleAdapter, FusedSSF, folded_adapter, folded_up_weights
 from gist_engine.tuners.adapter import Bottleneck
-from gist_engine.tuners.lora import LoRALinear, LoRAQKV
 from gist_engine.tuners.ssf import SSF
 
 
@@ -32,15 +35,6 @@ def randomise(module: nn.Module, names: tuple[str, ...], std: float = 0.5, seed:
                 p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "scale" in name else 0.0))
 
 
-def lora_qkv_reference(m: LoRAQKV, x: Tensor) -> Tensor:
-    """The previous forward: chunk the (B, T, 3D) output, add each targeted slice's update, cat."""
-    out = m.base_layer(x)
-    qkv = dict(zip("qkv", out.chunk(3, dim=-1), strict=True))
-    for t in m.targets:
-        qkv[t] = qkv[t] + (x @ m.lora_A[t].T) @ m.lora_B[t].T * m.scaling
-    return torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=-1)
-
-
 def ssf_reference(m: SSF, x: Tensor) -> Tensor:
     """The previous forward: y * scale + shift in the parameters' dtype."""
     y = m.base_layer(x)
@@ -49,59 +43,14 @@ def ssf_reference(m: SSF, x: Tensor) -> Tensor:
     return y * m.ssf_scale + m.ssf_shift
 
 
-def lora_module(targets: str, rank: int = 2) -> LoRAQKV:
-    model = build("lora", {"rank": rank, "alpha": 3.0, "targets": targets})
-    randomise(model, (".lora_B",), std=0.05)  # an update of the base output's size, O(1)
-    m = model.vit.blocks[0].attn.qkv
-    assert isinstance(m, LoRAQKV)
-    return m
-
-
 def grads(m: nn.Module, loss: Tensor) -> dict[str, Tensor]:
     params = {n: p for n, p in m.named_parameters() if p.requires_grad}
     return dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
 
 
-@pytest.mark.parametrize("targets", ["q", "qv", "qkv", "kv"])
-def test_lora_qkv_forward_and_gradients_match_the_chunked_reference(targets: str) -> None:
-    m = lora_module(targets)
-    assert set(m.lora_A) == set(m.lora_B) == set(targets)
-    x = torch.randn(3, 5, m.base_layer.in_features, generator=torch.Generator().manual_seed(2))
-    w = torch.randn(3, 5, m.base_layer.out_features, generator=torch.Generator().manual_seed(3))
-    got, ref = m(x), lora_qkv_reference(m, x)
-    assert got.shape == ref.shape == (3, 5, 3 * m.base_layer.in_features)
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
-    g_got, g_ref = grads(m, (got * w).sum()), grads(m, (ref * w).sum())
-    assert set(g_got) == {f"lora_{ab}.{t}" for ab in "AB" for t in targets}
-    for name in g_ref:
-        torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-5, msg=name)
-
-
-def test_lora_qkv_untargeted_slices_are_exactly_the_base_output() -> None:
-    m = lora_module("kv")
-    x = torch.randn(2, 4, m.base_layer.in_features)
-    d = m.base_layer.in_features
-    assert torch.equal(m(x)[..., :d], m.base_layer(x)[..., :d])
-
-
-def test_lora_state_dict_keys_are_unchanged() -> None:
-    m = lora_module("qv", rank=4)
-    d = m.base_layer.in_features
-    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items() if "lora_" in k}
-    assert shapes == {"lora_A.q": (4, d), "lora_A.v": (4, d), "lora_B.q": (d, 4), "lora_B.v": (d, 4)}
-
-
-def test_lora_linear_matches_the_reference() -> None:
-    torch.manual_seed(0)
-    m = LoRALinear(nn.Linear(16, 24), rank=4, alpha=8.0, dropout=0.0)
-    randomise(m, ("lora_B",), std=0.05)
-    x = torch.randn(3, 5, 16)
-    got = m(x)
-    ref = m.base_layer(x) + (x @ m.lora_A.T) @ m.lora_B.T * m.scaling
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
-    g_got, g_ref = grads(m, got.square().sum()), grads(m, ref.square().sum())
-    for name in g_ref:
-        torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-5, msg=name)
+def fused(m: SSF) -> FusedSSF:
+    """The speed wrapper of an SSF module (the same parameters)."""
+    return FusedSSF(m)
 
 
 def ssf_modules() -> list[SSF]:
@@ -125,7 +74,7 @@ def test_ssf_forward_and_gradients_match_the_old_formula_in_fp32() -> None:
     assert [m.channel_dim for m in modules] == [1, -1, -1, -1]
     for m in modules:
         x = ssf_input(m)
-        got, ref = m(x), ssf_reference(m, x)
+        got, ref = fused(m)(x), ssf_reference(m, x)
         assert got.dtype == torch.float32 and got.shape == ref.shape
         torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
         w = torch.randn(got.shape, generator=torch.Generator().manual_seed(5))
@@ -142,7 +91,7 @@ def test_ssf_on_a_layer_norm_is_one_folded_norm_with_the_same_values_and_gradien
         m.base_layer.weight.normal_(1.0, 0.3, generator=torch.Generator().manual_seed(9))
         m.base_layer.bias.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(10))
     x = ssf_input(m) * 2 + 0.5
-    got, ref = m(x), ssf_reference(m, x)
+    got, ref = fused(m)(x), ssf_reference(m, x)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     w = torch.randn(got.shape, generator=torch.Generator().manual_seed(11))
     g_got, g_ref = grads(m, (got * w).sum()), grads(m, (ref * w).sum())
@@ -151,30 +100,20 @@ def test_ssf_on_a_layer_norm_is_one_folded_norm_with_the_same_values_and_gradien
     m.base_layer.requires_grad_(False)
     m.base_layer.to(torch.bfloat16)  # bf16 frozen weights (cast_frozen_)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = m(x.bfloat16())
+        low = fused(m)(x.bfloat16())
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
     low.float().sum().backward()
     assert m.ssf_scale.grad.dtype == m.ssf_shift.grad.dtype == torch.float32
 
 
-def test_autocast_bf16_keeps_lora_and_ssf_outputs_bf16() -> None:
-    lora = lora_module("qv")
-    x = torch.randn(2, 5, lora.base_layer.in_features, generator=torch.Generator().manual_seed(6))
-    ref = lora(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = lora(x.bfloat16())
-    assert got.dtype == torch.bfloat16
-    torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
-    got.float().sum().backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.parameters() if p.requires_grad)
-
+def test_autocast_bf16_keeps_ssf_outputs_bf16() -> None:
     for m in ssf_modules():
         x = ssf_input(m)
-        ref = m(x)
+        ref = fused(m)(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             base_dtype = m.base_layer(x.bfloat16()).dtype  # a norm may run in fp32 under autocast
-            got = m(x.bfloat16())
+            got = fused(m)(x.bfloat16())
         assert m.ssf_scale.dtype == m.ssf_shift.dtype == torch.float32
         assert got.dtype == base_dtype
         if not isinstance(m.base_layer, nn.LayerNorm):
@@ -184,7 +123,7 @@ def test_autocast_bf16_keeps_lora_and_ssf_outputs_bf16() -> None:
     ssf = SSF(nn.Identity(), 8, init_std=0.5)
     y = torch.randn(2, 3, 8).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = ssf(y)
+        got = fused(ssf)(y)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), ssf_reference(ssf, y.float()), rtol=0.02, atol=0.05)
     got.float().sum().backward()
@@ -197,7 +136,7 @@ def test_adapter_scale_on_the_weights_equals_scaling_the_output(scale: float) ->
     adapter = Bottleneck(16, 4, scale, zero_init=False)
     randomise(adapter, ("up.",), std=0.3)
     x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(7))
-    got = adapter(x)
+    got = FoldedScaleAdapter(adapter)(x)
     ref = adapter.up(adapter.act(adapter.down(x))) * scale
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)
     w = torch.randn(got.shape, generator=torch.Generator().manual_seed(8))
@@ -205,9 +144,9 @@ def test_adapter_scale_on_the_weights_equals_scaling_the_output(scale: float) ->
     for name in g_ref:
         torch.testing.assert_close(g_got[name], g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        up = adapter.up_weights(x)  # cast once for both sites of a block
+        up = folded_up_weights(adapter, x)  # cast once for both sites of a block
         assert all(t.dtype == torch.bfloat16 for t in up)
-        shared, alone = adapter(x, up), adapter(x)
+        shared, alone = folded_adapter(adapter, x, up), FoldedScaleAdapter(adapter)(x)
         ref = adapter.up(adapter.act(adapter.down(x))) * scale
     assert shared.dtype == alone.dtype == torch.bfloat16
     torch.testing.assert_close(shared, alone, rtol=0, atol=0)
@@ -223,6 +162,7 @@ def attention_pair(**kwargs) -> tuple[Attention, Attention]:
     packed = Attention(16, num_heads=4, qkv_bias=True, **kwargs)
     packed.load_state_dict(stock.state_dict())
     enable_fused_attention(stock, packed_qkv=False)
+    packed = PackedQKVAttention(packed)  # the root module: wrapped here (install wraps a model's submodules)
     enable_fused_attention(packed)
     assert type(stock) is Attention and type(packed) is PackedQKVAttention
     return stock, packed
@@ -241,7 +181,7 @@ def test_packed_qkv_attention_equals_timm_attention(qk_norm: bool) -> None:
     torch.testing.assert_close(xp.grad, xs.grad, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(packed.named_parameters(), stock.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
-    assert set(packed.state_dict()) == set(stock.state_dict())
+    assert {n for n, _ in plain_named_parameters(packed)} == set(stock.state_dict())  # the checkpoint names
 
 
 def test_packed_qkv_attention_in_a_lora_model_and_under_attention_capture() -> None:
@@ -276,8 +216,10 @@ def test_frozen_layer_norms_run_in_bf16_under_autocast_and_trainable_ones_stay_f
         r.load_state_dict(n.state_dict())
     keys = list(net.state_dict())
     cast_frozen_(net)
-    assert type(net[0]) is TimmLayerNorm and type(net[1]) is TimmLayerNorm and type(net[2]) is nn.LayerNorm
-    assert list(net.state_dict()) == keys and net[2].weight.dtype == torch.float32
+    assert type(net[0]) is LowPrecisionLayerNorm and type(net[1]) is LowPrecisionLayerNorm
+    assert type(net[0].base_layer) is nn.LayerNorm and type(net[1].base_layer) is TimmLayerNorm
+    assert type(net[2]) is nn.LayerNorm
+    assert [n for n, _ in plain_named_parameters(net)] == keys and net[2].weight.dtype == torch.float32
     assert low_precision_frozen_norms_(net) == 2  # idempotent: the same two
     x = torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(1)) * 3 + 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
