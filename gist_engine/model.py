@@ -57,6 +57,25 @@ class GistTokens:
         """Where the Gist tokens sit in the block sequence."""
         return slice(self.num_prefix_tokens, self.num_prefix_tokens + self.gist_length)
 
+    def get_classifier(self) -> nn.Module:
+        """The new classification head (timm's name); each model says where it keeps it."""
+        raise NotImplementedError
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the task, trained whatever the PEFT method: the new head, the Gist token(s) and a
+        separate Gist head if any (`tuners.mark_trainable` adds the method's own)."""
+        params = list(self.get_classifier().parameters())
+        if self.gist_token is not None:
+            params.append(self.gist_token)
+        if self.gist_head is not None:
+            params += list(self.gist_head.parameters())
+        return params
+
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        """The model's tokens, which AdamW does not decay (timm's `no_weight_decay()` set, as parameters): the
+        Gist token(s) here; a backbone adds its own (CLS and register tokens, position embedding)."""
+        return [self.gist_token] if self.gist_token is not None else []
+
     def gist_parameter_count(self) -> int:
         """The parameters GIST itself adds: the Gist token(s) (and a separate Gist head if any)."""
         params = [self.gist_token] if self.gist_token is not None else []
@@ -98,6 +117,17 @@ class GistViT(GistTokens, nn.Module):
         init_linear_(vit.head)
         self.num_classes = num_classes
         self.add_gist_parameters(gist, self.embed_dim, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        """The new head, shared by the CLS and Gist outputs unless `gist.shared_head` is off: timm's `vit.head`."""
+        return self.vit.get_classifier()
+
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        """The Gist token(s) and the ViT's own tokens: timm's `no_weight_decay()` names (position embedding, CLS
+        and distillation tokens) and the register tokens."""
+        names = sorted(set(self.vit.no_weight_decay()) | {"reg_token"})
+        vit_tokens = [getattr(self.vit, n, None) for n in names]
+        return super().no_weight_decay_parameters() + [p for p in vit_tokens if isinstance(p, nn.Parameter)]
 
     @property
     def num_extra_tokens(self) -> int:

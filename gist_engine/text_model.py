@@ -62,6 +62,10 @@ class GistTextEncoder(GistTokens, nn.Module):
         self.head = init_linear_(nn.Linear(self.embed_dim, num_classes))
         self.add_gist_parameters(gist, self.embed_dim, num_classes)
 
+    def get_classifier(self) -> nn.Module:
+        """The new head, shared by the [CLS] and Gist outputs unless `gist.shared_head` is off."""
+        return self.head
+
     # ------------------------------------------------------------------------------------------------ layout
     @property
     def layers(self) -> nn.ModuleList:

@@ -23,7 +23,7 @@ from ..data.images import DatasetError
 from ..inspect.snapshots import TrainerSnapshots
 from ..losses import LOSS_TERMS
 from ..model import GistViT
-from ..tuners import count_parameters
+from ..tuners import count_parameters, no_weight_decay_parameters
 from .checkpoint import (
     RESUME_NAME,
     CheckpointError,
@@ -118,13 +118,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def param_groups(model: GistViT, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only; none on biases, norms, tokens and prompts."""
+    """AdamW groups: decay on the trained weight matrices only; none on 1-D parameters (biases, norms, SSF's scales
+    and shifts) or on the tokens the model and its tuner layers name (`tuners.no_weight_decay_parameters`: Gist,
+    CLS and register tokens, position embedding, VPT's prompts)."""
+    exempt = {id(p) for p in no_weight_decay_parameters(model)}
     decay, no_decay = [], []
-    for name, p in speed.plain_named_parameters(model):  # the names of the model as built
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.endswith(("token", ".prompt", "pos_embed")) or ".ssf_" in name
-        (no_decay if skip else decay).append(p)
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or id(p) in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

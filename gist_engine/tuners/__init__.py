@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import ConfigError, Options, describe_fields, parse_method_args
 from . import adapter, bitfit, full, linear, lora, ssf, vpt
-from .base import TunerSpec, count_parameters, mark_trainable
+from .base import TunerLayer, TunerSpec, count_parameters, mark_trainable, no_weight_decay_parameters
 
 TUNERS: dict[str, TunerSpec] = {
     "linear": linear.SPEC,
@@ -41,7 +41,7 @@ def apply_tuner(model: Any, method: str, args: Mapping[str, Any] | Options | Non
         raise ConfigError(f"method: {method!r} does not support {getattr(model, 'modality', 'image')} backbones; "
                           f"choose one of {supported}")
     apply(model, cfg)
-    mark_trainable(model, spec.trainable)
+    mark_trainable(model, spec.trainable(model))
     return cfg
 
 
@@ -54,5 +54,5 @@ def describe_tuners() -> dict[str, Any]:
     return out
 
 
-__all__ = ["TUNERS", "TunerSpec", "apply_tuner", "count_parameters", "describe_tuners", "mark_trainable",
-           "parse_tuner_args"]
+__all__ = ["TUNERS", "TunerLayer", "TunerSpec", "apply_tuner", "count_parameters", "describe_tuners",
+           "mark_trainable", "no_weight_decay_parameters", "parse_tuner_args"]

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from ..config import ConfigError
 from ..config.methods import VARIANTS, AdapterConfig
 from ..model import GistViT, init_linear_
-from .base import TunerSpec, check_block, text_layers
+from .base import TunerLayer, TunerSpec, check_block, text_layers, tuner_layer_parameters
 
 
 class Bottleneck(nn.Module):
@@ -28,11 +28,13 @@ class Bottleneck(nn.Module):
         return self.scale * self.up(self.dropout(self.act(self.down(x))))
 
 
-class ParallelAdapterBlock(nn.Module):
+class ParallelAdapterBlock(TunerLayer):
     """A timm Block with an adapter added beside its attention and/or MLP sub-layer.
 
     `x = x + attn(norm1(x)) [+ A(x)]; x = x + mlp(norm2(x)) [+ A(x)]` — A reads the un-normalised stream.
     """
+
+    trained_names = ("adapter",)
 
     def __init__(self, base_layer: nn.Module, adapter: Bottleneck, sites: tuple[str, ...]) -> None:
         super().__init__()
@@ -52,8 +54,10 @@ class ParallelAdapterBlock(nn.Module):
         return out
 
 
-class SequentialAdapterMLP(nn.Module):
+class SequentialAdapterMLP(TunerLayer):
     """An MLP followed by a residual adapter: `h = mlp(x); h + A(h)`."""
+
+    trained_names = ("adapter",)
 
     def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
@@ -80,13 +84,15 @@ def apply_adapter(model: GistViT, cfg: AdapterConfig) -> None:
             blocks[i] = ParallelAdapterBlock(block, adapter, sites)
 
 
-class ResidualAdapterOutput(nn.Module):
+class ResidualAdapterOutput(TunerLayer):
     """A post-LN BERT sub-layer output (BertSelfOutput / BertOutput) with an adapter added to its residual input.
 
     `LN(dropout(dense(h)) + x)` becomes `LN(dropout(dense(h)) + x + A(x))`: A reads the sub-layer's input stream
     `x` (BERT's `input_tensor`) and is added beside the sub-layer, before its LayerNorm (GIST's parallel adapter
     on a post-LN encoder).
     """
+
+    trained_names = ("adapter",)
 
     def __init__(self, base_layer: nn.Module, adapter: Bottleneck) -> None:
         super().__init__()
@@ -121,7 +127,7 @@ SPEC = TunerSpec(
     config=AdapterConfig,
     apply=apply_adapter,
     apply_text=apply_adapter_text,
-    trainable=lambda name: ".adapter." in name,
+    trainable=tuner_layer_parameters,
     help="Bottleneck adapters (variants: gist, houlsby, adaptformer).",
     identity_at_init=lambda cfg: cfg.resolved()[2],
     variants={k: {key: v[key] for key in ("bottleneck", "scale", "help")} for k, v in VARIANTS.items()},

@@ -1,17 +1,56 @@
-"""What every tuner shares: the spec type, the one function that sets trainable parameters, and counting."""
+"""What every tuner shares: the spec type, the tuner layer base class, the one function that sets trainable
+parameters, and counting."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from timm.models.vision_transformer import Block
 from torch import nn
 
-# Parameters of the task, trained whatever the method: the new head and GIST's own (token, separate head).
-# "head." is the head of a GistTextEncoder (GistViT's is "vit.head.").
-TASK_PARAMETERS = ("vit.head.", "gist_token", "gist_head.", "head.")
+
+class TunerLayer(nn.Module):
+    """A module a tuner adds to the backbone (peft's "tuner layer"): it wraps a frozen `base_layer` and owns the
+    parameters the method trains.
+
+    Each subclass names them structurally: `trained_names`, its own attributes (parameters or submodules) that the
+    method trains, and `no_decay_names`, those of them that AdamW must not decay (tokens, like VPT's prompts).
+    """
+
+    trained_names: ClassVar[tuple[str, ...]] = ()
+    no_decay_names: ClassVar[tuple[str, ...]] = ()
+
+    def _named(self, names: tuple[str, ...]) -> Iterator[nn.Parameter]:
+        for name in names:
+            value = getattr(self, name)
+            yield from [value] if isinstance(value, nn.Parameter) else value.parameters()
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The parameters of `trained_names`."""
+        return list(self._named(self.trained_names))
+
+    def no_weight_decay_parameters(self) -> list[nn.Parameter]:
+        """The parameters of `no_decay_names`."""
+        return list(self._named(self.no_decay_names))
+
+
+def tuner_layers(model: nn.Module) -> list[TunerLayer]:
+    """Every tuner layer inside `model`, in module order."""
+    return [m for m in model.modules() if isinstance(m, TunerLayer)]
+
+
+def tuner_layer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What a tuner that adds modules trains: the `trained_parameters` of its tuner layers."""
+    return [p for layer in tuner_layers(model) for p in layer.trained_parameters()]
+
+
+def no_weight_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter AdamW must not decay beside the 1-D ones: the model's tokens (Gist, CLS, registers,
+    position embedding; `GistTokens.no_weight_decay_parameters`) and its tuner layers' tokens (VPT's prompts)."""
+    return model.no_weight_decay_parameters() + [p for layer in tuner_layers(model)
+                                                 for p in layer.no_weight_decay_parameters()]
 
 
 @dataclass(frozen=True)
@@ -20,7 +59,7 @@ class TunerSpec:
 
     config: type  # the method's options class, gist_engine.config.METHOD_CONFIGS[name] (the typed method_args)
     apply: Callable[[Any, Any], None]  # (GistViT, config) -> None; wraps modules of model.vit in place
-    trainable: Callable[[str], bool]  # parameter name (as in GistViT.named_parameters) -> trained?
+    trainable: Callable[[nn.Module], Iterable[nn.Parameter]]  # model -> the method's own trained parameters
     help: str  # one line for the CLI and the app
     identity_at_init: Callable[[Any], bool]  # config -> does the tuned model equal the base at step 0?
     variants: dict[str, dict] | None = None  # named presets of the options, if the method has any
@@ -31,10 +70,17 @@ class TunerSpec:
         return self.apply_text if getattr(model, "modality", "image") == "text" else self.apply
 
 
-def mark_trainable(model: nn.Module, trainable: Callable[[str], bool]) -> None:
-    """THE place where parameters are frozen or trained: the method's own + the task parameters, nothing else."""
-    for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith(TASK_PARAMETERS) or trainable(name))
+def mark_trainable(model: nn.Module, trainable: Iterable[nn.Parameter]) -> None:
+    """THE place where parameters are frozen or trained: the method's own (`trainable`) and the model's task
+    parameters (`GistTokens.task_parameters`: head, Gist token(s), a separate Gist head), nothing else."""
+    train = {id(p) for p in model.task_parameters()} | {id(p) for p in trainable}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in train)
+
+
+def biases(model: nn.Module) -> list[nn.Parameter]:
+    """The bias parameter of every module that has one (BitFit's trained set)."""
+    return [p for m in model.modules() for name, p in m.named_parameters(recurse=False) if name == "bias"]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -9,7 +9,7 @@ SPEC = TunerSpec(
     config=FullConfig,
     apply=lambda model, cfg: None,
     apply_text=lambda model, cfg: None,  # nothing to add to a text encoder either
-    trainable=lambda name: True,
+    trainable=lambda model: model.parameters(),
     help="Full fine-tuning: train every parameter.",
     identity_at_init=lambda cfg: True,
 )

@@ -9,7 +9,7 @@ SPEC = TunerSpec(
     config=LinearConfig,
     apply=lambda model, cfg: None,
     apply_text=lambda model, cfg: None,  # nothing to add to a text encoder either
-    trainable=lambda name: False,
+    trainable=lambda model: (),
     help="Linear probe: train the classification head only.",
     identity_at_init=lambda cfg: True,
 )

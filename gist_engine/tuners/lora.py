@@ -9,11 +9,13 @@ from torch import Tensor, nn
 
 from ..config.methods import LoRAConfig
 from ..model import GistViT
-from .base import TunerSpec, check_block, text_layers
+from .base import TunerLayer, TunerSpec, check_block, text_layers, tuner_layer_parameters
 
 
-class LoRAQKV(nn.Module):
+class LoRAQKV(TunerLayer):
     """timm's fused `qkv` Linear (D -> 3D) plus a zero-initialised low-rank update on chosen slices."""
+
+    trained_names = ("lora_A", "lora_B")
 
     def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, targets: str, dropout: float) -> None:
         super().__init__()
@@ -58,8 +60,10 @@ def apply_lora(model: GistViT, cfg: LoRAConfig) -> None:
         attn.qkv = LoRAQKV(attn.qkv, cfg.rank, cfg.alpha, cfg.targets, cfg.dropout)
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(TunerLayer):
     """A Linear layer plus a zero-initialised low-rank update: `base(x) + B A dropout(x) * alpha / r`."""
+
+    trained_names = ("lora_A", "lora_B")
 
     def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float) -> None:
         super().__init__()
@@ -100,7 +104,7 @@ SPEC = TunerSpec(
     config=LoRAConfig,
     apply=apply_lora,
     apply_text=apply_lora_text,
-    trainable=lambda name: ".lora_" in name,
+    trainable=tuner_layer_parameters,
     help="LoRA: low-rank updates of the query and value projections.",
     identity_at_init=lambda cfg: True,
 )

@@ -7,11 +7,13 @@ from torch import Tensor, nn
 
 from ..config.methods import SSFConfig
 from ..model import GistViT
-from .base import TunerSpec, check_block, text_layers
+from .base import TunerLayer, TunerSpec, check_block, text_layers, tuner_layer_parameters
 
 
-class SSF(nn.Module):
+class SSF(TunerLayer):
     """`base(x) * scale + shift` with per-channel scale and shift (channel_dim 1 for a conv output)."""
+
+    trained_names = ("ssf_scale", "ssf_shift")
 
     def __init__(self, base_layer: nn.Module, dim: int, init_std: float, channel_dim: int = -1) -> None:
         super().__init__()
@@ -69,7 +71,7 @@ SPEC = TunerSpec(
     config=SSFConfig,
     apply=apply_ssf,
     apply_text=apply_ssf_text,
-    trainable=lambda name: ".ssf_" in name,
+    trainable=tuner_layer_parameters,
     help="SSF: learnable scale and shift after each linear and norm op.",
     identity_at_init=lambda cfg: cfg.init_std == 0,
 )

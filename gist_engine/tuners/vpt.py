@@ -9,14 +9,17 @@ from torch import Tensor, nn
 
 from ..config.methods import VPTConfig
 from ..model import GistViT
-from .base import TunerSpec, text_layers
+from .base import TunerLayer, TunerSpec, text_layers, tuner_layer_parameters
 
 
-class PromptBlock(nn.Module):
+class PromptBlock(TunerLayer):
     """A block that first inserts (first block) or replaces (deep VPT, later blocks) the prompt tokens.
 
     Prompts sit after the prefix and Gist tokens and have no position embedding.
     """
+
+    trained_names = ("prompt",)
+    no_decay_names = ("prompt",)  # tokens, like the Gist token
 
     def __init__(self, base_layer: nn.Module, prompt: nn.Parameter, offset: int, insert: bool, dropout: float):
         super().__init__()
@@ -51,12 +54,15 @@ def apply_vpt(model: GistViT, cfg: VPTConfig) -> None:
     model.num_prompt_tokens = cfg.length
 
 
-class TextPromptLayer(nn.Module):
+class TextPromptLayer(TunerLayer):
     """A text encoder layer that first writes its prompts into the prompt slots after [CLS] and the Gist tokens.
 
     GistTextEncoder reserves the slots (zeros, attended: their mask is 1) so the sequence length and the attention
     mask stay fixed through the encoder; the first layer (shallow) or every layer (deep) overwrites them.
     """
+
+    trained_names = ("prompt",)
+    no_decay_names = ("prompt",)  # tokens, like the Gist token
 
     def __init__(self, base_layer: nn.Module, prompt: nn.Parameter, offset: int, dropout: float) -> None:
         super().__init__()
@@ -93,7 +99,7 @@ SPEC = TunerSpec(
     config=VPTConfig,
     apply=apply_vpt,
     apply_text=apply_vpt_text,
-    trainable=lambda name: name.endswith(".prompt"),
+    trainable=tuner_layer_parameters,
     help="VPT: learnable prompt tokens at the input (shallow) or at every block (deep).",
     identity_at_init=lambda cfg: False,
 )
