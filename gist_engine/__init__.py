@@ -1,8 +1,5 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
-import importlib
-from typing import Any
-
 from ._version import __version__ as __version__
 from .backbones import BACKBONES, TEXT_BACKBONES, BackboneError, create_backbone, is_text_backbone
 from .build import build_model, describe_model, parameter_summary
@@ -31,6 +28,7 @@ from .data.registry import dataset_modality
 from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
 from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
+from .inspect.explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare, summarise
@@ -39,19 +37,6 @@ from .text_model import GistTextEncoder
 from .train import Callback, Trainer, TrainResult, train
 from .train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
 from .tuners import TUNERS, apply_tuner, count_parameters
-
-# Explanations need matplotlib (colour maps, figures) and captum, heavy to import (matplotlib ~0.3-1 s on 2 cores):
-# their names load on first use, so `import gist_engine` and the CLI's start-up stay as light as before.
-_LAZY = {"explain_image": ".inspect.explain", "image_attention": ".inspect.explain",
-         "overlay_heatmap": ".inspect.explain"}
-
-
-def __getattr__(name: str) -> Any:
-    """The names of `_LAZY`, imported from their module on first use (PEP 562)."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "BACKBONES",

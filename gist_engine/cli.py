@@ -21,6 +21,7 @@ from .catalog import catalogue
 from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import load_image_file, to_model_input
 from .data.images import DatasetError
+from .inspect.explain import attention_report, read_image
 from .runs import RunError, RunManager
 from .runs.compare import format_table, run_compare
 from .train import COMPLETED, STOPPED, Trainer
@@ -198,8 +199,6 @@ def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: 
     Returns:
         The summary written to `summary.json`.
     """
-    from .inspect.explain import attention_report, read_image  # matplotlib (the figure): loaded by this command only
-
     if model is None:
         if run_dir is not None:
             model, _ = load_model(run_dir)  # CheckpointError (a ValueError) when the run has no checkpoint

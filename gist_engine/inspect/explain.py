@@ -7,17 +7,18 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
 from .capture import eval_mode, unwrap_module
 from .maps import AttentionMaps, compute_attention_maps, max_entropy
+
+if TYPE_CHECKING:  # matplotlib (the explain extra) loads where a colour map or a figure is drawn
+    from matplotlib.figure import Figure
 
 HEADS = ("cls", "gist")
 
@@ -93,6 +94,8 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, cmap: str = "inferno", 
     lo = float(np.min(heat)) if vmin is None else vmin
     hi = float(np.max(heat)) if vmax is None else vmax
     norm = np.clip((heat - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(heat, dtype=np.float32)
+    from matplotlib import colormaps  # optional dependency (the explain extra), ~0.3-1 s to import: on use
+
     colour = colormaps[cmap](norm)[..., :3]  # (H, W, 3) in 0..1
     out = (1 - alpha) * image.astype(np.float32) / 255 + alpha * colour
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
@@ -305,6 +308,8 @@ def attention_figure(maps: AttentionMaps, image: int = 0, cmap: str = "inferno",
     if maps.has_gist:
         rows.append(("Gist", maps.gist_mean[image], maps.gist_rollout[image, -1]))
     cols = maps.num_layers + 1
+    from matplotlib.figure import Figure  # optional dependency (the explain extra): on use
+
     fig = Figure(figsize=(1.5 * cols, 1.6 * len(rows) + 2.2), dpi=100, layout="constrained")
     grid = fig.add_gridspec(len(rows) + 1, cols, height_ratios=[1] * len(rows) + [1.3])
     base = maps.images[image] if maps.images is not None else None
