@@ -79,8 +79,8 @@ class BenchConfig:
 
     device: str = "cpu"
     backbone: str = "dinov2_s14"
-    image_size: int = 56
-    batch_size: int = 8
+    image_size: int = 112
+    batch_size: int = 32
     num_classes: int = 100
     methods: tuple[str, ...] = METHODS
     repeats: int = 3
@@ -94,6 +94,8 @@ class BenchConfig:
     cuda_graph: bool = False  # our steps replayed as CUDA graphs on CUDA (`train.cuda_graph`; not with compile)
     stock_modules: bool = False  # ours with timm's attention and autocast's float32 LayerNorms (an A/B of those)
     reference: bool = True
+    interleave: bool = False  # all cases built first, then each repeat times every case in turn (round robin)
+    threads: int = 0  # CPU: torch threads; 0 = the trainer's choice (the idle CPUs this process may use)
     seed: int = 0
 
     @property
@@ -104,9 +106,12 @@ class BenchConfig:
         return "bf16" if self.device == "cuda" else "fp32"
 
 
-# Device defaults: a small CPU config that finishes in well under a minute; the issue's GPU setting.
+# Device defaults. CPU: the offline demo's shape (DINOv2-S/14 at 112 px), batch 32, the adapter against its
+# reference, the cases interleaved so that a host whose speed drifts slows every case alike (docs/speed.md gives the
+# repeat-to-repeat spread measured on a 2-core host). CUDA: ViT-B/16 at 224 px, batch 128, every method.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {"backbone": "dinov2_s14", "image_size": 56, "batch_size": 8, "repeats": 3, "steps": 1, "warmup": 1},
+    "cpu": {"backbone": "dinov2_s14", "image_size": 112, "batch_size": 32, "methods": ("adapter",), "repeats": 5,
+            "steps": 2, "warmup": 1, "interleave": True},
     "cuda": {"backbone": "vit_base_patch16_224", "image_size": 224, "batch_size": 128, "repeats": 5, "steps": 10,
              "warmup": 5},
 }
@@ -388,6 +393,13 @@ def reference_case(cfg: BenchConfig, method: str, token: bool, compiled: bool, x
 
 
 def _measure(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig, ceiling: float) -> CaseResult:
+    built = _prepare(row, build, cfg)
+    times = [_timed(built.step, torch.device(cfg.device), cfg.steps) * 1e3 for _ in range(cfg.repeats)]
+    return _finish(row, built, times, cfg, ceiling)
+
+
+def _prepare(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig) -> _Built:
+    """Build a case and run its untimed warm-up steps."""
     device = torch.device(cfg.device)
     if cfg.compile:
         torch._dynamo.reset()  # drop the previous case's graphs (and the parameters they hold)
@@ -402,7 +414,25 @@ def _measure(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig, cei
         built.step()
     _sync(device)
     row.warmup_s = time.perf_counter() - tick
-    times = [_timed(built.step, device, cfg.steps) * 1e3 for _ in range(cfg.repeats)]
+    return built
+
+
+def _measure_interleaved(plan: list[tuple[CaseResult, Callable[[], _Built]]], cfg: BenchConfig,
+                         ceiling: float) -> list[CaseResult]:
+    """Every case built and warmed up first; then each repeat times every case in turn, so that a host whose speed
+    drifts (a shared CPU) slows all cases alike within a repeat."""
+    device = torch.device(cfg.device)
+    built = [_prepare(row, build, cfg) for row, build in plan]
+    times: list[list[float]] = [[] for _ in plan]
+    for _ in range(cfg.repeats):
+        for case_times, case in zip(times, built, strict=True):
+            case_times.append(_timed(case.step, device, cfg.steps) * 1e3)
+    return [_finish(row, case, t, cfg, ceiling) for (row, _), case, t in zip(plan, built, times, strict=True)]
+
+
+def _finish(row: CaseResult, built: _Built, times: list[float], cfg: BenchConfig, ceiling: float) -> CaseResult:
+    """Fill a row from its timed repeats (ms per step)."""
+    device = torch.device(cfg.device)
     if row.compiled and not built.compiled():
         row.compiled = False
         row.note = (row.note + "; " if row.note else "") + f"compile failed, timed eagerly: {built.compile_error()}"
@@ -418,7 +448,6 @@ def _measure(row: CaseResult, build: Callable[[], _Built], cfg: BenchConfig, cei
     row.gflop_per_image = row.flops_per_step / cfg.batch_size / 1e9
     row.tflops = row.flops_per_step / (row.step_ms / 1e3) / 1e12
     row.pct_of_ceiling = 100 * row.tflops / ceiling if ceiling > 0 else None
-    del built
     return row
 
 
@@ -504,7 +533,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = print,
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is available")
     resolve_frozen_dtype(cfg.frozen_dtype, device, cfg.resolved_precision)  # bf16 frozen weights need bf16
-    settings = configure_device(device)
+    settings = configure_device(device, cfg.threads)
     bf16 = cfg.resolved_precision == "bf16"
     notes: list[str] = []
     if device.type == "cpu":
@@ -526,9 +555,16 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = print,
                             "what": "best rate of a large square matmul in this process (start and end)"},
                 "rows": [asdict(r) for r in rows], "summary": summarize(rows), "notes": notes}
 
-    for row, build in _plan(cfg, notes):
+    plan = [(row, lambda b=build: b(x, y)) for row, build in _plan(cfg, notes)]
+    if cfg.interleave:
+        rows.extend(_measure_interleaved(plan, cfg, ceiling))  # a failure fails the whole run: no case is timed
+        if log:
+            for row in rows:
+                log(_row_line(row))
+        plan = []
+    for row, build in plan:
         try:
-            _measure(row, lambda b=build: b(x, y), cfg, ceiling)
+            _measure(row, build, cfg, ceiling)
         except Exception as exc:  # one broken case (OOM, a package version) must not lose the others' results
             what = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else \
                 f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
@@ -643,12 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     p.add_argument("--backbone", help="backbone (random init); default: vit_base_patch16_224 on cuda, dinov2_s14 "
                    "on cpu")
-    p.add_argument("--image-size", type=int, help="pixels; default 224 on cuda, 56 on cpu")
-    p.add_argument("--batch-size", type=int, help="default 128 on cuda, 8 on cpu")
+    p.add_argument("--image-size", type=int, help="pixels; default 224 on cuda, 112 on cpu")
+    p.add_argument("--batch-size", type=int, help="default 128 on cuda, 32 on cpu")
     p.add_argument("--num-classes", type=int, help="classes of the head (default 100)")
-    p.add_argument("--methods", help="comma-separated methods (default linear,adapter,lora,vpt,ssf)")
-    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5 cuda, 3 cpu)")
-    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 1 cpu)")
+    p.add_argument("--methods",
+                   help="comma-separated methods (default linear,adapter,lora,vpt,ssf on cuda; adapter on cpu)")
+    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5)")
+    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 2 cpu)")
     p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 5 cuda, 1 cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on cuda, fp32 on cpu")
     p.add_argument("--compile", action="store_true", help="compile our steps; adds compiled reference rows")
@@ -661,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-backend", help="torch.compile backend (default inductor)")
     p.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune-no-cudagraphs (default: torch's)")
     p.add_argument("--no-reference", action="store_true", help="skip the plain timm / peft reference rows")
+    p.add_argument("--threads", type=int, help="CPU: torch threads (default: the idle CPUs, as the trainer chooses)")
+    interleave = p.add_mutually_exclusive_group()
+    interleave.add_argument("--interleave", dest="interleave", action="store_true", default=None,
+                            help="build every case first, then time them in turn within each repeat (default on cpu)")
+    interleave.add_argument("--no-interleave", dest="interleave", action="store_false",
+                            help="time each case's repeats one case after another (default on cuda)")
     p.add_argument("--json-out", metavar="FILE", help="write the report as JSON (rewritten after every case)")
     return p
 
@@ -678,7 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    compile_backend=args.compile_backend, compile_mode=args.compile_mode,
                                    frozen_dtype=args.frozen_dtype, cuda_graph=args.cuda_graph or None,
                                    stock_modules=args.stock_modules or None,
-                                   reference=False if args.no_reference else None)
+                                   reference=False if args.no_reference else None, interleave=args.interleave,
+                                   threads=args.threads)
         save = (lambda partial: write_report(partial, args.json_out)) if args.json_out else None
         report = run_bench(cfg, log=lambda line: print(line, file=sys.stderr), on_row=save)
     except (ValueError, ConfigError, BackboneError) as exc:

@@ -76,6 +76,27 @@ def test_bench_without_reference_times_only_ours(tmp_path, capsys, monkeypatch, 
     assert ("stock timm modules" in capsys.readouterr().out) is stock
 
 
+@pytest.mark.parametrize("interleave", [True, False])
+def test_interleaved_cases_are_timed_in_turn_within_each_repeat(monkeypatch, interleave):
+    """Interleaved (the CPU default), a drifting host slows every case alike: each repeat times every case."""
+    order = []
+    real = bench._timed
+    def timed(fn, device, iters):
+        if "matmul_ceiling" not in fn.__qualname__:  # the training steps, not the ceiling's matmuls
+            order.append(fn)
+        return real(fn, device, iters)
+
+    monkeypatch.setattr(bench, "_timed", timed)
+    cfg = bench.default_bench_config("cpu", backbone="test_vit", image_size=32, batch_size=2, methods=("linear",),
+                                     repeats=2, steps=1, warmup=1, reference=False, interleave=interleave)
+    assert bench.default_bench_config("cpu").interleave is True
+    report = bench.run_bench(cfg, log=None)
+    assert [r["name"] for r in report["rows"]] == ["linear", "linear+gist"]
+    assert all(len(r["step_ms_repeats"]) == 2 for r in report["rows"])
+    a, b = order[0], next(fn for fn in order if fn is not order[0])
+    assert order == ([a, b, a, b] if interleave else [a, a, b, b])
+
+
 def test_bench_rejects_an_unknown_method(capsys):
     assert bench.main(["--device", "cpu", "--backbone", "test_vit", "--methods", "nope",
                      "--no-reference"]) == 2
