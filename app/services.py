@@ -18,7 +18,10 @@ import yaml
 
 import gist_engine as ge
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+_HERE = Path(__file__).resolve().parent
+# The example configs, presets and reference numbers: beside the modules in an installed gist_studio package,
+# beside app/ in a checkout.
+ASSETS = _HERE / "assets" if (_HERE / "assets").is_dir() else _HERE.parent / "assets"
 PRESETS_FILE = ASSETS / "presets.yaml"  # the launch page's presets: labels and the run config files they load
 PUBLISHED_FILE = ASSETS / "published" / "vtab1k.yaml"  # published VTAB-1k numbers shown beside the comparisons
 PRESET_KEYS = ("label", "config", "overrides")
