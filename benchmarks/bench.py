@@ -83,7 +83,7 @@ class BenchConfig:
     batch_size: int = 32
     num_classes: int = 100
     methods: tuple[str, ...] = METHODS
-    repeats: int = 3
+    repeats: int = 10
     steps: int = 1
     warmup: int = 1
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -107,11 +107,12 @@ class BenchConfig:
 
 
 # Device defaults. CPU: the offline demo's shape (DINOv2-S/14 at 112 px), batch 32, the adapter against its
-# reference, the cases interleaved so that a host whose speed drifts slows every case alike (docs/speed.md gives the
-# repeat-to-repeat spread measured on a 2-core host). CUDA: ViT-B/16 at 224 px, batch 128, every method.
+# reference, 10 single-step repeats with the cases interleaved, so that a host whose speed drifts slows every case
+# alike (about a minute; docs/speed.md gives the run-to-run spread measured on a 2-core host). CUDA: ViT-B/16 at
+# 224 px, batch 128, every method.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": {"backbone": "dinov2_s14", "image_size": 112, "batch_size": 32, "methods": ("adapter",), "repeats": 5,
-            "steps": 2, "warmup": 1, "interleave": True},
+    "cpu": {"backbone": "dinov2_s14", "image_size": 112, "batch_size": 32, "methods": ("adapter",), "repeats": 10,
+            "steps": 1, "warmup": 1, "interleave": True},
     "cuda": {"backbone": "vit_base_patch16_224", "image_size": 224, "batch_size": 128, "repeats": 5, "steps": 10,
              "warmup": 5},
 }
@@ -684,8 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="classes of the head (default 100)")
     p.add_argument("--methods",
                    help="comma-separated methods (default linear,adapter,lora,vpt,ssf on cuda; adapter on cpu)")
-    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5)")
-    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 2 cpu)")
+    p.add_argument("--repeats", type=int, help="timed repeats; the median is reported (default 5 cuda, 10 cpu)")
+    p.add_argument("--steps", type=int, help="training steps per timed repeat (default 10 cuda, 1 cpu)")
     p.add_argument("--warmup", type=int, help="untimed steps first, compilation included (default 5 cuda, 1 cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on cuda, fp32 on cpu")
     p.add_argument("--compile", action="store_true", help="compile our steps; adds compiled reference rows")
