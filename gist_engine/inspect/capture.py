@@ -49,11 +49,13 @@ class AttentionCapture:
         """Forget the recorded maps."""
         self.maps = [None] * len(self.maps)
 
+    unit = "blocks"  # what the model calls its layers, for the error message
+
     def stacked(self) -> Tensor:
         """All layers as one tensor (L, B, heads, T, T); raises if some block has not run."""
         missing = [i for i, m in enumerate(self.maps) if m is None]
         if missing:
-            raise RuntimeError(f"no attention recorded for blocks {missing}: run a forward in the context")
+            raise RuntimeError(f"no attention recorded for {self.unit} {missing}: run a forward in the context")
         return torch.stack(self.maps)  # (L, B, H, T, T)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .capture import eval_mode, unwrap_module
+from .capture import AttentionCapture, eval_mode, unwrap_module
 from .rollout import attention_rollout
 
 if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of every CLI start)
@@ -20,18 +20,10 @@ if TYPE_CHECKING:  # pandas loads only where a table is asked for (~0.25 s of ev
 QUERIES = ("cls", "gist")
 
 
-class TextAttentionCapture:
-    """What `capture_text_attention` records: each layer's post-softmax attention in the latest forward pass."""
+class TextAttentionCapture(AttentionCapture):
+    """What `capture_text_attention` records: each encoder layer's post-softmax attention in the latest forward."""
 
-    def __init__(self, num_layers: int) -> None:
-        self.maps: list[Tensor | None] = [None] * num_layers  # each (B, heads, T, T), detached
-
-    def stacked(self) -> Tensor:
-        """All layers as one tensor (L, B, heads, T, T); raises if some layer has not run."""
-        missing = [i for i, m in enumerate(self.maps) if m is None]
-        if missing:
-            raise RuntimeError(f"no attention recorded for layers {missing}: run a forward in the context")
-        return torch.stack(self.maps)  # (L, B, H, T, T)
+    unit = "layers"
 
 
 @contextlib.contextmanager

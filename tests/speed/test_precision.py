@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from gist_engine import build_model, speed
+from gist_engine import speed
 from gist_engine.config import ConfigError, load_run_config
 from gist_engine.data import DatasetSplits
 from gist_engine.inspect import compute_attention_maps
 from gist_engine.speed.precision import cast_frozen_, mixed_dtype, resolve_frozen_dtype
-from gist_engine.train import Trainer, param_groups
-from gist_engine.train.step import TrainStep, make_optimizer
+from gist_engine.train import Trainer
+from tests.models import model, step_for
 from tests.toydata import squares_splits
 
 CPU = torch.device("cpu")
@@ -23,16 +23,6 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 def toy_data(device: str = "cpu") -> DatasetSplits:
     return squares_splits(36, 16, device)
-
-
-def model(seed: int = 0, method: str = "adapter") -> torch.nn.Module:
-    return build_model({"backbone": "test_vit", "method": method, "gist": {"dropout": 0.0}}, seed=seed).train()
-
-
-def step_for(net: torch.nn.Module, device: torch.device, precision: str, **kwargs) -> TrainStep:
-    opt = make_optimizer(param_groups(net, 1e-4), 1e-2, device)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, gist=net.gist_cfg, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ bf16 frozen weights

@@ -11,7 +11,6 @@ from timm.layers import Attention
 from timm.layers import LayerNorm as TimmLayerNorm
 from torch import Tensor, nn
 
-from gist_engine.build import build_model
 from gist_engine.inspect import capture_attention
 from gist_engine.speed import LowPrecisionLayerNorm, plain_named_parameters
 from gist_engine.speed.attention import PackedQKVAttention, enable_fused_attention
@@ -19,20 +18,7 @@ from gist_engine.speed.precision import cast_frozen_, low_precision_frozen_norms
 from gist_engine.speed.tuners import FoldedScaleAdapter, FusedSSF, folded_adapter, folded_up_weights
 from gist_engine.tuners.adapter import Bottleneck
 from gist_engine.tuners.ssf import SSF
-
-
-def build(method: str, method_args: dict) -> nn.Module:
-    return build_model({"backbone": "test_vit", "pretrained": False, "image_size": 32, "num_classes": 10,
-                        "method": method, "method_args": method_args, "gist": {"enabled": True}}, seed=0)
-
-
-def randomise(module: nn.Module, names: tuple[str, ...], std: float = 0.5, seed: int = 1) -> None:
-    """Non-zero values for the named parameters (LoRA's B starts at zero, SSF at identity when init_std is 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if any(n in name for n in names):
-                p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "scale" in name else 0.0))
+from tests.models import build, randomise
 
 
 def ssf_reference(m: SSF, x: Tensor) -> Tensor:

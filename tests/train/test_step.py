@@ -16,6 +16,7 @@ from gist_engine.losses import LOSS_TERMS, gist_loss
 from gist_engine.train import Callback, Trainer, param_groups, seed_everything, warmup_cosine
 from gist_engine.train import step as step_module
 from gist_engine.train.step import TrainStep, make_optimizer
+from tests.models import model, step_for
 from tests.toydata import squares_splits
 
 HALF = (0.5, 0.5, 0.5)
@@ -44,16 +45,6 @@ def run_config(**train):
 
 def squares(device: str = "cpu") -> DatasetSplits:
     return squares_splits(36, 16, device)
-
-
-def model(seed: int = 0, method: str = "adapter") -> torch.nn.Module:
-    return build_model({"backbone": "test_vit", "method": method, "gist": {"dropout": 0.0}}, seed=seed).train()
-
-
-def step_for(net: torch.nn.Module, device: torch.device, precision: str, **kwargs) -> TrainStep:
-    opt = make_optimizer(param_groups(net, 1e-4), 1e-2, device)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, gist=net.gist_cfg, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- the step

@@ -7,22 +7,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from gist_engine.build import build_model
 from gist_engine.tuners.lora import LoRALinear, LoRAQKV
-
-
-def build(method: str, method_args: dict) -> nn.Module:
-    return build_model({"backbone": "test_vit", "pretrained": False, "image_size": 32, "num_classes": 10,
-                        "method": method, "method_args": method_args, "gist": {"enabled": True}}, seed=0)
-
-
-def randomise(module: nn.Module, names: tuple[str, ...], std: float = 0.5, seed: int = 1) -> None:
-    """Non-zero values for the named parameters (LoRA's B starts at zero)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if any(n in name for n in names):
-                p.copy_(torch.randn(p.shape, generator=g) * std + (1.0 if "scale" in name else 0.0))
+from tests.models import build, randomise
 
 
 def lora_qkv_reference(m: LoRAQKV, x: Tensor) -> Tensor:
