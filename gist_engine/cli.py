@@ -22,7 +22,7 @@ from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import load_image_file, to_model_input
 from .data.images import DatasetError
 from .inspect.explain import attention_report, read_image
-from .runs import RunError, RunManager
+from .runs import STATUSES, RunError, RunManager
 from .runs.compare import format_table, run_compare
 from .train import COMPLETED, STOPPED, Trainer
 from .train.checkpoint import CheckpointError, load_model, predict
@@ -130,10 +130,18 @@ def _summary_line(r) -> str:
             f"of {r.total_params:,} (GIST adds {r.gist_params:,})")
 
 
+def _output_dir(path: str) -> Path:
+    """`--out`: a directory, created when missing; a file of that name is refused."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file of that name exists; give a directory")
+    return out
+
+
 @command("train")
 def _train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args.set)
-    out = Path(args.out)
+    out = _output_dir(args.out)
     trainer = Trainer(cfg, callbacks=[ProgressBar(cfg.name or "")], run_dir=out)
     trainer.setup()
     logger.info("%s", trainer.data.summary())
@@ -151,7 +159,7 @@ def _train(args: argparse.Namespace) -> int:
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args.set)
-    out = Path(args.out)
+    out = _output_dir(args.out)
     summary = run_compare(cfg, args.seeds, out_dir=out,
                           callbacks=lambda seed, gist, c: [ProgressBar(f"seed {seed} {'GIST' if gist else 'plain'}")])
     _write_json(out / "compare.json", summary)
@@ -162,7 +170,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
+    if args.text and args.image:
+        raise ConfigError("predict: give --image FILE ... or --text TEXT ..., not both")
     model, _ = load_model(args.run)
+    modality = getattr(model, "modality", "image")
+    if (args.text and modality != "text") or (args.image and modality == "text"):
+        given, other = ("--text", "--image FILE ...") if args.text else ("--image", "--text TEXT ...")
+        kind = {"image": "an image", "text": "a text"}.get(modality, modality)
+        raise ConfigError(f"predict: {args.run} holds {kind} model, so {given} does not apply; give {other}")
     if args.text:  # a text model's checkpoint: classify the given texts
         results = predict(model, list(args.text), model.class_names, top_k=args.top_k)
         for text, item in zip(args.text, results, strict=True):
@@ -206,6 +221,9 @@ def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: 
             model = build_model(config if isinstance(config, ModelConfig) else load_run_config(config))
         else:
             raise ValueError("attention_cli: give a run directory or a config")
+    if getattr(model, "modality", "image") == "text":
+        raise ConfigError(f"attention: {run_dir or 'the config'} is a text model; this command draws image maps "
+                          "(the app's Attention page shows a text model's token attention)")
     summary = attention_report(model, read_image(image_path), out_dir)
     summary["image"] = str(image_path)
     if run_dir is not None:
@@ -288,6 +306,17 @@ RUNS_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "list": _runs_list, "show": _runs_show, "export": _runs_export}
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (must be >= 1)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
@@ -313,13 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p = sub.add_parser("compare", help="the config with GIST off and on over N seeds; writes OUT/compare.json")
     config_args(p)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (from train.seed on)")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (from train.seed on)")
     p.add_argument("--out", required=True, help="output directory")
     p = sub.add_parser("predict", help="classify images with a trained run's checkpoint")
     p.add_argument("--run", required=True, help="run directory (or checkpoint.safetensors)")
     p.add_argument("--image", nargs="+", help="image file(s)")
     p.add_argument("--text", nargs="+", help="text(s) to classify, for a text model's run")
-    p.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image")
     p = sub.add_parser("attention", help="CLS vs Gist attention maps, rollout and summary for one image")
     p.add_argument("--run", help="run directory (its checkpoint); or --config for an untrained model")
     config_args(p)
@@ -329,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="data directory (default: $GIST_DATA_DIR or the user data dir)")
     runs = p.add_subparsers(dest="runs_command", required=True)
     q = runs.add_parser("list", help="runs, newest first")
-    q.add_argument("--status", default=None, help="only runs with this status (queued, running, completed, ...)")
-    q.add_argument("--limit", type=int, default=None, help="at most this many runs")
+    q.add_argument("--status", default=None, choices=STATUSES, help="only runs with this status")
+    q.add_argument("--limit", type=_positive_int, default=None, help="at most this many runs")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q = runs.add_parser("show", help="one run (or a group's paired statistics)")
     q.add_argument("id", help="run id or group id")

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
+from ..data.images import DatasetError
 from .capture import eval_mode, unwrap_module
 from .maps import AttentionMaps, compute_attention_maps, max_entropy
 
@@ -25,9 +26,18 @@ HEADS = ("cls", "gist")
 
 # ------------------------------------------------------------------------------------------------ images
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3) at its own size (any format PIL reads)."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    """An image file as RGB uint8 (H, W, 3) at its own size (any format PIL reads).
+
+    Raises:
+        DatasetError: naming the file when it is missing, not an image, or corrupt.
+    """
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DatasetError(f"cannot read image {path}: not an image format PIL knows, or corrupt") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:  # missing, truncated, ...
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:

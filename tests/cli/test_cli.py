@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from gist_engine.cli import main
 from gist_engine.runs import RunManager
 
@@ -95,3 +97,49 @@ def test_a_reader_that_stops_reading_gets_no_traceback():
     proc.stdout.close()  # like `| head -0`: the JSON goes to a closed pipe
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------------ bad input, named, no traceback
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> str:
+    """A run of the tiny test ViT on 32 digits, one step: enough for predict and attention."""
+    out = tmp_path_factory.mktemp("image_run")
+    assert main(["-q", "train", "--set", "backbone=test_vit", "--set", "data.dataset=digits",
+                 "--set", "data.train_size=32", "--set", "data.test_size=16", "--set", "train.batch_size=32",
+                 "--out", str(out)]) == 0
+    return str(out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "--seeds", "0", "--out", "x"], "--seeds: 0 is out of range (must be >= 1)"),
+    (["predict", "--run", "x", "--image", "a.png", "--top-k", "-3"], "--top-k: -3 is out of range"),
+    (["runs", "list", "--status", "bogus"], "--status: invalid choice: 'bogus'"),
+    (["runs", "list", "--limit", "-1"], "--limit: -1 is out of range"),
+])
+def test_out_of_range_options_are_refused_by_name(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_refuses_the_other_modality_and_both_inputs(image_run, capsys):
+    assert main(["predict", "--run", image_run, "--text", "hello"]) == 2
+    assert "holds an image model, so --text does not apply; give --image FILE" in capsys.readouterr().err
+    assert main(["predict", "--run", image_run, "--text", "hello", "--image", "a.png"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_attention_names_an_unreadable_image(image_run, tmp_path, capsys):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not a picture")
+    for path in (tmp_path / "missing.png", not_an_image):
+        assert main(["attention", "--run", image_run, "--image", str(path), "--out", str(tmp_path / "a")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read image {path}" in err and "Traceback" not in err
+
+
+def test_train_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("")
+    assert main(["train", "--set", "backbone=test_vit", "--out", str(out)]) == 2
+    assert "a file of that name exists; give a directory" in capsys.readouterr().err
