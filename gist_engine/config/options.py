@@ -215,7 +215,8 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def describe_fields(cls: type) -> list[dict[str, Any]]:
-    """Name, type, default, help and constraints of every field of a config dataclass (for UIs and `list`)."""
+    """Name, type, default, help and constraints of every field of a config dataclass (for UIs and `list`); a
+    section (a dataclass-typed field such as `train`) also lists its own keys under `fields`."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -223,11 +224,14 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
         if dataclasses.is_dataclass(default):
             default = to_dict(default)
         meta = f.metadata
-        out.append({
+        row = {
             "name": f.name, "type": _type_name(hints[f.name]).replace("typing.", ""), "default": default,
             "help": meta.get("help", ""), "choices": list(meta["choices"]) if meta.get("choices") else None,
             "min": meta.get("min"), "max": meta.get("max"),
-        })
+        }
+        if dataclasses.is_dataclass(hints[f.name]):
+            row["fields"] = describe_fields(hints[f.name])
+        out.append(row)
     return out
 
 

@@ -58,12 +58,13 @@ class DatasetSpec:
     """One registered dataset: how to read it and what to tell the user about it."""
 
     title: str
-    read: Callable[[str | None], RawDataset]  # argument: the <dir> of "name:<dir>", else None
+    read: Callable[[str | None], RawDataset]  # argument: what follows "name:" (a folder, file or task), else None
     source: str
     licence: str
     offline: bool  # can work without a network
     test_split: str  # "official", or "fixed" (a stratified 80/20 split made here)
-    takes_path: bool = False  # named as "name:<dir>"
+    takes_path: bool = False  # named as "name:<argument>"
+    argument: str = "dir"  # what follows "name:" when takes_path: "dir", "file" or "task"
     installed: Callable[[], bool] | None = None  # whether it can be read now (None: unknown until read)
     images: int | None = None
     classes: int | None = None
@@ -141,17 +142,18 @@ DATASETS: dict[str, DatasetSpec] = {
     "textfile": DatasetSpec(
         "Your text table (CSV/TSV/JSONL)", read_textfile,
         "textfile:<file> with columns text and label (optional text_pair): .csv, .tsv or .jsonl",
-        "that of your documents", offline=True, test_split="fixed", takes_path=True, modality="text"),
+        "that of your documents", offline=True, test_split="fixed", takes_path=True, argument="file",
+        modality="text"),
     "glue": DatasetSpec(
         "GLUE task (sst2, cola, mrpc, qqp, mnli, qnli, rte, wnli)", read_glue,
         "glue:<task> from the Hugging Face hub via the `datasets` package, downloaded on first use; test = the "
         "validation split (GLUE's test labels are hidden)", "per task, see the GLUE paper (Wang et al., 2019)",
-        offline=False, test_split="official", takes_path=True, modality="text"),
+        offline=False, test_split="official", takes_path=True, argument="task", modality="text"),
 }
 
 
 def _usage(name: str, spec: DatasetSpec) -> str:
-    return f"{name}:<dir>" if spec.takes_path else name
+    return f"{name}:<{spec.argument}>" if spec.takes_path else name
 
 
 def describe_datasets() -> dict[str, dict[str, Any]]:
@@ -177,7 +179,9 @@ def lookup_dataset(dataset: str) -> tuple[DatasetSpec, str | None]:
         raise DatasetError(f"data.dataset: unknown dataset {dataset!r}; choose one of "
                            f"{', '.join(_usage(n, s) for n, s in DATASETS.items())}")
     if spec.takes_path and not arg:
-        raise DatasetError(f"data.dataset: {name} needs a folder, e.g. {name}:/path/to/data")
+        example = {"dir": "/path/to/data", "file": "/path/to/table.csv", "task": "sst2"}[spec.argument]
+        noun = {"dir": "a folder", "file": "a file", "task": "a task name"}[spec.argument]
+        raise DatasetError(f"data.dataset: {name} needs {noun}, e.g. {name}:{example}")
     if sep and not spec.takes_path:
         raise DatasetError(f"data.dataset: {name} takes no folder (got {dataset!r})")
     return spec, arg or None
