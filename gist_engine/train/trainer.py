@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -319,7 +320,12 @@ class Trainer:
                         result.status = STOPPED
                         break
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
-                    scheduler.step()
+                    if self.train_step.scaler is None:
+                        scheduler.step()
+                    else:  # fp16: a first step the scaler skipped (overflow) is no misordered scheduler call
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+                            scheduler.step()
                     self.step += 1
                     lr = tc.lr * schedule(scheduler.last_epoch)  # a float, not the optimiser's tensor: no sync
                     pending.append((self.step, terms, lr,
