@@ -41,8 +41,12 @@ def build_model(config: ModelConfig | Mapping[str, Any], seed: int | None = None
     if seed is not None:
         torch.manual_seed(seed)
     if is_text_backbone(cfg.backbone):  # a BERT/RoBERTa-family encoder: GistTextEncoder (gist_engine.text_model)
+        if cfg.drop_path_rate:
+            raise ConfigError(f"drop_path_rate: {cfg.drop_path_rate:g} is for image backbones (timm's stochastic "
+                              f"depth); text backbone {cfg.backbone!r} has none, set it to 0")
         return build_text_model(cfg, cfg.num_classes or DEFAULT_NUM_CLASSES)
-    vit, data_config = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights)
+    vit, data_config = create_backbone(cfg.backbone, cfg.image_size, cfg.pretrained, cfg.weights,
+                                       drop_path_rate=cfg.drop_path_rate)
     patch = vit.patch_embed.patch_size[0]
     if data_config["image_size"] % patch:
         raise BackboneError(f"image_size: {data_config['image_size']} is not a multiple of the patch size {patch}")

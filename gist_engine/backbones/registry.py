@@ -34,7 +34,7 @@ class BackboneSpec:
     """One registered backbone."""
 
     title: str
-    build: Callable[[int, bool], VisionTransformer]  # (image_size, pretrained) -> model without a head
+    build: Callable[..., VisionTransformer]  # (image_size, pretrained, drop_path_rate=0.0) -> model without a head
     default_size: int
     patch_size: int
     mean: tuple[float, float, float]
@@ -86,8 +86,9 @@ def _dinov2_native_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def _build_dinov2_s14(image_size: int, pretrained: bool) -> VisionTransformer:
-    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=image_size)
+def _build_dinov2_s14(image_size: int, pretrained: bool, drop_path_rate: float = 0.0) -> VisionTransformer:
+    model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=image_size,
+                              drop_path_rate=drop_path_rate)
     if pretrained:
         state = _dinov2_native_state()
         grid = model.patch_embed.grid_size
@@ -97,9 +98,9 @@ def _build_dinov2_s14(image_size: int, pretrained: bool) -> VisionTransformer:
     return model
 
 
-def _tiny_vit(**kwargs) -> Callable[[int, bool], VisionTransformer]:
-    def build(image_size: int, pretrained: bool) -> VisionTransformer:
-        return VisionTransformer(img_size=image_size, num_classes=0, **kwargs)
+def _tiny_vit(**kwargs) -> Callable[..., VisionTransformer]:
+    def build(image_size: int, pretrained: bool, drop_path_rate: float = 0.0) -> VisionTransformer:
+        return VisionTransformer(img_size=image_size, num_classes=0, drop_path_rate=drop_path_rate, **kwargs)
 
     return build
 
@@ -125,10 +126,12 @@ HUB_HELP = ("Offline, use backbone 'dinov2_s14' (pretrained, bundled in img-focu
             "'weights:', or 'pretrained: false'.")
 
 
-def _hub_model(name: str, image_size: int, pretrained: bool) -> VisionTransformer:
+def _hub_model(name: str, image_size: int, pretrained: bool, drop_path_rate: float = 0.0) -> VisionTransformer:
     kwargs = {"num_classes": 0}
     if image_size:
         kwargs["img_size"] = image_size
+    if drop_path_rate:
+        kwargs["drop_path_rate"] = drop_path_rate
     try:
         # Unreachable hub: use the local cache only, so a missing file fails at once instead of after retries.
         with hub_offline(pretrained and not hub_reachable()):
@@ -222,7 +225,8 @@ def backbone_data_config(name: str, image_size: int = 0) -> dict:
 
 
 def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
-                    weights: str | Path | None = None) -> tuple[VisionTransformer, dict]:
+                    weights: str | Path | None = None,
+                    drop_path_rate: float = 0.0) -> tuple[VisionTransformer, dict]:
     """Build a timm VisionTransformer without a head.
 
     Args:
@@ -230,6 +234,9 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
         image_size: Input size; 0 = the backbone's default. Must be a multiple of the patch size.
         pretrained: Load pretrained weights (registered offline weights, or the hub for timm names).
         weights: A local weights file loaded instead of pretrained weights.
+        drop_path_rate: timm's stochastic depth: block i's `drop_path1`/`drop_path2` (the attention and MLP
+            branches) get rate `drop_path_rate * i / (depth - 1)` (timm's linspace rule, as in the release's
+            train.py `create_model(..., drop_path_rate=args.drop_path)`); 0 = off (identity modules).
 
     Returns:
         (model, data_config) where data_config has "mean", "std" and "image_size".
@@ -243,9 +250,9 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
         if info["image_size"] % spec.patch_size:
             raise BackboneError(f"image_size: {info['image_size']} is not a multiple of {name}'s patch size "
                                 f"{spec.patch_size}")
-        model = spec.build(info["image_size"], pretrained and weights is None)
+        model = spec.build(info["image_size"], pretrained and weights is None, drop_path_rate=drop_path_rate)
     else:
-        model = _hub_model(name, image_size, pretrained and weights is None)
+        model = _hub_model(name, image_size, pretrained and weights is None, drop_path_rate)
     if weights is not None:
         load_weights_file(model, weights)
     return model, {"mean": info["mean"], "std": info["std"], "image_size": int(model.patch_embed.img_size[0])}

@@ -13,6 +13,7 @@ from .options import ConfigError, Options, apply_overrides, load_yaml, option, p
 # Keys may be extended, never renamed.
 
 INTERACTION_LOSS_NAMES = ("bkld", "kl", "reverse_kl", "js", "mse", "none")
+LR_SCHEDULES = ("cosine", "cosine_epoch")
 
 
 @dataclass
@@ -45,10 +46,16 @@ class ModelConfig:
     method: str = option("adapter", "PEFT method (tuner) name; see `python -m gist_engine list`.")
     method_args: Options = option({}, "Options of the tuner, e.g. {variant: gist} or {rank: 8}.")
     gist: GistConfig = option(GistConfig(), "Gist token and interaction loss options.")
+    drop_path_rate: float = option(0.0, "Stochastic depth (timm's drop_path_rate, [0, 1)): the attention and MLP "
+                                   "branches of block i are dropped per sample with rate i / (depth - 1) x this in "
+                                   "training; adapters beside them and prompts are not (the release's train.py "
+                                   "--drop-path). Image backbones only.", min=0.0, max=1.0)
 
     def __post_init__(self) -> None:
         """Type `method_args` with the options class of `method` (METHOD_CONFIGS): parsed here, once."""
         self.method_args = parse_method_args(self.method, self.method_args)
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(f"drop_path_rate: {self.drop_path_rate!r} is out of range (must be >= 0 and < 1)")
 
 
 @dataclass
@@ -76,11 +83,27 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "AdamW weight decay (not on biases, norms, tokens, prompts).",
                                  min=0.0, max=10.0)
     warmup_epochs: float = option(0.0, "Linear warm-up length in epochs before the cosine decay.", min=0.0)
+    lr_schedule: str = option("cosine", "cosine: per-step linear warm-up from 1e-4 x lr, cosine to 0 at the end; "
+                              "cosine_epoch: timm 0.6.13's CosineLRScheduler as the release steps it, once per epoch: "
+                              "warm-up from warmup_lr over warmup_epochs, a cosine over `epochs` (warm-up included) "
+                              "down to min_lr, then cooldown_epochs epochs at min_lr.",
+                              choices=LR_SCHEDULES)
+    warmup_lr: float = option(1e-7, "cosine_epoch: the learning rate of epoch 0, where the warm-up starts "
+                              "(timm's warmup_lr_init).", min=0.0, max=10.0)
+    min_lr: float = option(1e-8, "cosine_epoch: the learning rate the cosine ends at and the cool-down keeps "
+                           "(timm's lr_min).", min=0.0, max=10.0)
+    cooldown_epochs: int = option(0, "cosine_epoch: epochs at min_lr after `epochs` (the run lasts epochs + "
+                                  "cooldown_epochs epochs); must be 0 with the cosine schedule.", min=0,
+                                  max=100_000)
+    token_weight_decay: bool = option(False, "Decay the Gist token(s) and VPT's prompts like weight matrices (the "
+                                      "release decays the Gist token); false = no decay on them.")
+    drop_last: bool = option(False, "Drop the last partial training batch of every epoch (the release does).")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and always at the end).", min=1)
     seed: int = option(0, "Seed of the initialisation and the data order (same for plain and GIST runs).", min=0)
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.",
-                            choices=("auto", "fp32", "bf16"))
+    precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, or fp16 (fp16 autocast with a "
+                            "gradient scaler, as the release trains; no CUDA graphs).",
+                            choices=("auto", "fp32", "bf16", "fp16"))
     frozen_dtype: str = option("auto", "Storage of the frozen backbone weights: fp32, bf16 (needs precision bf16; "
                                "autocast rounds them to bf16 for every matmul anyway, and the residual stream then "
                                "runs in bf16 too), or auto (bf16 when training in bf16 on CUDA).",
@@ -109,10 +132,19 @@ class TrainConfig:
                               "processes keep busy (chosen once per process).", min=0, max=1024)
 
     def validate(self) -> None:
-        """bf16 frozen weights only under bf16 autocast."""
-        if self.frozen_dtype == "bf16" and self.precision == "fp32":
+        """bf16 frozen weights only under bf16 autocast; a cool-down only with the epoch schedule."""
+        if self.frozen_dtype == "bf16" and self.precision in ("fp32", "fp16"):
             raise ConfigError("train.frozen_dtype: bf16 frozen weights need train.precision bf16 (or auto on CUDA); "
-                              "precision is fp32")
+                              f"precision is {self.precision}")
+        if self.cooldown_epochs and self.lr_schedule != "cosine_epoch":
+            raise ConfigError(f"train.cooldown_epochs: {self.cooldown_epochs} cool-down epochs need "
+                              f"train.lr_schedule cosine_epoch (it is {self.lr_schedule}); set it to 0 or use "
+                              "cosine_epoch")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the run lasts: `epochs`, plus `cooldown_epochs` with the cosine_epoch schedule."""
+        return self.epochs + (self.cooldown_epochs if self.lr_schedule == "cosine_epoch" else 0)
 
 
 @dataclass

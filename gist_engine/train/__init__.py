@@ -1,7 +1,7 @@
 """Training: the trainer (a plain loop with callbacks), one optimisation step, the LR schedule, checkpoints."""
 
 from .checkpoint import CheckpointError, load_model, package_versions, predict, save_checkpoint
-from .schedule import warmup_cosine
+from .schedule import cosine_epoch_lr, warmup_cosine
 from .step import TrainStep, make_optimizer
 from .trainer import (
     COMPLETED,
@@ -16,10 +16,11 @@ from .trainer import (
     param_groups,
     resolve_device,
     seed_everything,
+    steps_per_epoch,
     train,
 )
 
 __all__ = ["COMPLETED", "DIVERGED", "FAILED", "RESUMABLE_CHANGES", "STOPPED", "Callback", "CheckpointError",
-           "TrainResult", "TrainStep", "Trainer", "load_model", "load_run_data", "make_optimizer", "package_versions",
-           "param_groups", "predict", "resolve_device", "save_checkpoint", "seed_everything", "train",
-           "warmup_cosine"]
+           "TrainResult", "TrainStep", "Trainer", "cosine_epoch_lr", "load_model", "load_run_data", "make_optimizer",
+           "package_versions", "param_groups", "predict", "resolve_device", "save_checkpoint", "seed_everything",
+           "steps_per_epoch", "train", "warmup_cosine"]

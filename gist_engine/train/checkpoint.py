@@ -118,12 +118,14 @@ def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], sourc
 
 def save_training_state(path: str | Path, model: GistViT, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler, config: RunConfig, step: int, epoch: int,
-                        extra: dict[str, Any] | None = None) -> Path:
+                        extra: dict[str, Any] | None = None,
+                        scaler: torch.amp.GradScaler | None = None) -> Path:
     """Write what a run needs to continue after `epoch` epochs, atomically, as one safetensors file.
 
     Tensors: the trainable parameters (`model.*`), the optimizer state (`optim.<index>.<name>`) and the torch,
     CUDA, numpy and python RNG states (`rng.*`). Metadata (JSON): the resolved config, step, epoch, optimizer
-    hyper-parameters, scheduler state and `extra` (e.g. the result so far). Nothing is pickled.
+    hyper-parameters, scheduler state, the fp16 gradient scaler's state (scale, growth tracker) if there is one,
+    and `extra` (e.g. the result so far). Nothing is pickled.
     """
     tensors = {f"model.{k}": v for k, v in trainable_state(model).items()}
     opt = optimizer.state_dict()
@@ -144,7 +146,8 @@ def save_training_state(path: str | Path, model: GistViT, optimizer: torch.optim
     tensors["rng.python"] = torch.tensor(py_state[1], dtype=torch.int64)
     state = {"param_groups": opt["param_groups"], "optim_scalars": optim_scalars,
              "scheduler": scheduler.state_dict(), "numpy": [np_state[0], *np_state[2:]],
-             "python": [py_state[0], py_state[2]], "extra": extra or {}}
+             "python": [py_state[0], py_state[2]], "extra": extra or {},
+             "scaler": scaler.state_dict() if scaler is not None else None}
     meta = {"format": RESUME_FORMAT, "config": json.dumps(to_dict(config)), "step": str(step), "epoch": str(epoch),
             "state": json.dumps(state, default=float)}
     path = Path(path)
@@ -167,8 +170,9 @@ def read_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
 
 def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: GistViT,
                            optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                           source: str = "training state") -> None:
-    """Load a `read_training_state` result into the model, optimizer, scheduler and the global RNGs."""
+                           source: str = "training state", scaler: torch.amp.GradScaler | None = None) -> None:
+    """Load a `read_training_state` result into the model, optimizer, scheduler, the global RNGs and the fp16
+    gradient scaler (when both the state and `scaler` have one)."""
     state = meta["state"]
     load_trainable_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
                          source=source)
@@ -184,6 +188,8 @@ def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{source}: its optimizer state does not fit the model ({exc})") from None
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
     cuda = [tensors[k] for k in cuda_keys]

@@ -1,4 +1,12 @@
-"""The learning-rate schedule: linear warm-up, then cosine decay to zero."""
+"""Learning-rate schedules: the per-step warm-up + cosine (the default), and timm 0.6.13's epoch-stepped cosine.
+
+`cosine_epoch_lr` is the release's schedule (JCruan519/GIST train.py, which builds timm 0.6.13's
+`scheduler/scheduler_factory.py:create_scheduler` -> `scheduler/cosine_lr.py:CosineLRScheduler` with
+t_initial=epochs, warmup_t=warmup_epochs, warmup_lr_init=warmup_lr, lr_min=min_lr, cycle_limit 1, warmup_prefix
+False, t_in_epochs True, and runs `get_cycle_length() + cooldown_epochs` epochs, stepping the scheduler once per
+epoch: `lr_scheduler.step(epoch + 1)` after each, so epoch e trains at `_get_lr(e)`). Written from the formula;
+no old timm is imported.
+"""
 
 from __future__ import annotations
 
@@ -13,4 +21,28 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, warmup_start: 
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-__all__ = ["warmup_cosine"]
+def cosine_epoch_lr(epoch: int, lr: float, epochs: int, warmup_epochs: float = 0.0, warmup_lr: float = 1e-7,
+                    min_lr: float = 1e-8) -> float:
+    """The learning rate of epoch `epoch` (from 0) under timm 0.6.13's CosineLRScheduler as the release uses it.
+
+    Warm-up (e < warmup_t): warmup_lr + e * (lr - warmup_lr) / warmup_t. Then, within the one cycle
+    (e < t_initial): min_lr + 0.5 * (lr - min_lr) * (1 + cos(pi * e / t_initial)) — the cosine counts from epoch 0,
+    so its length includes the warm-up (warmup_prefix False): epoch 10 of 100 is 0.9755 x lr, not lr. After the
+    cycle (the cool-down epochs): min_lr.
+
+    Args:
+        epoch: The epoch (timm's t), from 0.
+        lr: The peak learning rate (the scheduler's base value).
+        epochs: timm's t_initial: the cycle length in epochs (the run's `train.epochs`, cool-down excluded).
+        warmup_epochs: timm's warmup_t.
+        warmup_lr: timm's warmup_lr_init.
+        min_lr: timm's lr_min.
+    """
+    if epoch < warmup_epochs:
+        return warmup_lr + epoch * (lr - warmup_lr) / warmup_epochs
+    if epoch < epochs:  # i = t // t_initial == 0 < cycle_limit
+        return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * epoch / epochs))
+    return min_lr
+
+
+__all__ = ["cosine_epoch_lr", "warmup_cosine"]

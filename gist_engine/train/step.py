@@ -1,6 +1,7 @@
 """One optimisation step of a Gist model (eager, compiled or replayed as a CUDA graph), the optimiser, autocast.
 
-`TrainStep` runs bf16 autocast (when asked), the GIST loss, backward, optional gradient clipping and the optimiser
+`TrainStep` runs bf16 or fp16 autocast (when asked; fp16 with a gradient scaler, as the release's train.py trains
+with `--amp`: torch.autocast + a loss scaler), the GIST loss, backward, optional gradient clipping and the optimiser
 step, and returns every loss term as ONE device tensor (no host synchronisation). Two options: `torch.compile` of
 the forward + loss, falling back to eager with a logged warning on any compile error (the failed try is undone);
 and, on CUDA for image batches, the whole step (forward, backward, clipping, AdamW) captured once per batch shape
@@ -35,10 +36,19 @@ def make_optimizer(groups: Iterable[dict[str, Any]], lr: float, device: torch.de
     return torch.optim.AdamW(list(groups), lr=lr, fused=device.type == "cuda")
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> AbstractContextManager:
-    """bf16 autocast on `device` when `precision` is "bf16"; a no-op context otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+    """bf16 or fp16 autocast on `device` when `precision` is "bf16" or "fp16"; a no-op context otherwise."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
                           cache_enabled=cache_enabled)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """The gradient scaler fp16 training needs (torch.amp.GradScaler on the device's type), or None otherwise."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -49,9 +59,12 @@ def _is_oom(exc: BaseException) -> bool:
 class TrainStep:
     """One optimisation step of a Gist model (GistViT, or the text model): `terms = step(x, y)`, kept on the device.
 
-    The step is `zero_grad -> forward (autocast) + GIST loss -> backward -> clip -> optimizer.step`. It returns the
-    loss terms in `LOSS_TERMS` order as a detached float32 (len(LOSS_TERMS),) tensor on the device and never reads
-    anything back to the host, so a CUDA queue never drains between steps.
+    The step is `zero_grad -> forward (autocast) + GIST loss -> backward -> clip -> optimizer.step`; in fp16 the
+    backward runs on the scaled loss, the gradients are unscaled before clipping, and `scaler.step` skips the
+    optimiser step whose gradients overflowed (the loss itself stays finite: such a step is not a divergence). It
+    returns the loss terms in `LOSS_TERMS` order as a detached float32 (len(LOSS_TERMS),) tensor on the device and
+    never reads anything back to the host (except fp16's scaler, which checks the gradients on the host), so a CUDA
+    queue never drains between steps.
 
     With `compile=True` the forward + loss is compiled with `torch.compile` for the first batch shape it sees (static
     shapes, the fastest kernels); a batch of another shape (an epoch's smaller last batch) runs eagerly instead of
@@ -63,13 +76,14 @@ class TrainStep:
         optimizer: The optimiser over `params`.
         params: The trained parameters (for gradient clipping).
         device: The training device.
-        precision: "bf16" (autocast) or "fp32".
+        precision: "bf16" or "fp16" (autocast; fp16 with `scaler`) or "fp32".
         grad_clip: Max gradient norm, or None.
         gist: The run's GIST options (`RunConfig.gist`): the loss's terms, weights and temperature.
         compile: Compile the forward + loss.
         backend: torch.compile backend; None = `COMPILE_BACKEND`.
         mode: torch.compile mode (e.g. "max-autotune-no-cudagraphs"); None = torch's default.
-        cuda_graph: On CUDA, capture the whole step once per image-batch shape and replay it (eager model only).
+        cuda_graph: On CUDA, capture the whole step once per image-batch shape and replay it (eager model only;
+            not with fp16, whose scaler decides on the host whether a step runs: a logged note, then eager steps).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
@@ -78,6 +92,7 @@ class TrainStep:
                  cuda_graph: bool = False) -> None:
         self.model, self.gist, self.optimizer, self.params = model, gist, optimizer, params
         self.device, self.precision, self.grad_clip = device, precision, grad_clip
+        self.scaler = grad_scaler(device, precision)  # fp16 only; its state goes into the resume state
         self.compile_error: str | None = None
         self._shape: tuple | None = None  # the batch shape the compiled graph is for
         self._compiled: Callable[[Any, Tensor], Tensor] | None = None
@@ -91,6 +106,10 @@ class TrainStep:
         self._lr: list[Tensor] = []
         self._side: torch.cuda.Stream | None = None
         self.cuda_graph = cuda_graph and device.type == "cuda" and not compile
+        if self.cuda_graph and self.scaler is not None:
+            log.info("train.cuda_graph is not used with fp16 precision (the gradient scaler decides on the host "
+                     "whether each step runs); training runs eagerly")
+            self.cuda_graph = False
         if self.cuda_graph:
             self._make_capturable()
 
@@ -111,22 +130,27 @@ class TrainStep:
         terms = gist_loss(out.cls_logits, out.gist_logits, y, self.gist)
         return torch.stack([terms[k].float() for k in LOSS_TERMS])  # (6,) total last
 
+    def _backward(self, values: Tensor) -> None:
+        """Backward from the total loss (the last term), scaled by the fp16 gradient scaler if there is one."""
+        loss = values[-1]
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
     def _compiled_forward_backward(self, x: Any, y: Tensor) -> Tensor:
         shape = _shape_key(x)
         if self._shape is not None and shape != self._shape:  # another shape: eager, no second compilation
             values = self.forward_loss(x, y)
-            values[-1].backward()
+            self._backward(values)
             return values
         rng = _rng_state(self.device) if self._shape is None else None
         try:
             values = self._compiled(x, y)
-            values[-1].backward()  # a compiled backward is built lazily: its failure is a compile failure too
+            self._backward(values)  # a compiled backward is built lazily: its failure is a compile failure too
         except Exception as exc:
             if _is_oom(exc):
                 raise
             self._fall_back(exc, rng)
             values = self.forward_loss(x, y)
-            values[-1].backward()
+            self._backward(values)
         self._shape = shape
         return values
 
@@ -152,12 +176,19 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self._compiled is None:
             values = self.forward_loss(x, y)
-            values[-1].backward()
+            self._backward(values)
         else:
             values = self._compiled_forward_backward(x, y)
+        if self.scaler is None:
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optimizer.step()
+            return values.detach()
         if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped when the gradients hold an inf or a NaN
+        self.scaler.update()
         return values.detach()
 
     # ------------------------------------------------------------------------------------------ CUDA graphs
@@ -280,4 +311,4 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
 
 
 
-__all__ = ["COMPILE_BACKEND", "TrainStep", "autocast", "make_optimizer"]
+__all__ = ["AUTOCAST_DTYPES", "COMPILE_BACKEND", "TrainStep", "autocast", "grad_scaler", "make_optimizer"]

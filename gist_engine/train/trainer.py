@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from .checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from .schedule import warmup_cosine
+from .schedule import cosine_epoch_lr, warmup_cosine
 from .step import TrainStep, autocast, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -117,16 +118,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def param_groups(model: GistViT, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: GistViT, weight_decay: float, token_weight_decay: bool = False) -> list[dict[str, Any]]:
     """AdamW groups: decay on the trained weight matrices only; none on 1-D parameters (biases, norms, SSF's scales
     and shifts) or on the tokens the model and its tuner layers name (`tuners.no_weight_decay_parameters`: Gist,
-    CLS and register tokens, position embedding, VPT's prompts)."""
-    exempt = {id(p) for p in no_weight_decay_parameters(model)}
+    CLS and register tokens, position embedding, VPT's prompts). With `token_weight_decay` the Gist token(s) and
+    VPT's prompts are decayed too (the release's optim_factory.py decays its Gist token)."""
+    exempt = {id(p) for p in no_weight_decay_parameters(model, decay_tokens=token_weight_decay)}
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or id(p) in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Optimisation steps in one epoch of `n` training examples: ceil(n / batch_size), or n // batch_size with
+    `drop_last` (the release's data/loader.py: drop_last=is_training), e.g. 15 for 1,000 images at batch 64, not 16.
+
+    Raises:
+        ConfigError: with drop_last, a training set smaller than one batch (no step at all).
+    """
+    if drop_last:
+        if n < batch_size:
+            raise ConfigError(f"train.drop_last: the training set has {n} examples, fewer than one batch of "
+                              f"train.batch_size={batch_size}, so no step would run; lower the batch size or set "
+                              "train.drop_last: false")
+        return n // batch_size
+    return math.ceil(n / batch_size)
 
 
 class Trainer:
@@ -153,6 +171,7 @@ class Trainer:
         self.data = data
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.model: GistViT | None = None
+        self._scaler_state: dict[str, Any] | None = None  # the fp16 gradient scaler's state a resumed run restores
         self.step = 0
         self.total_steps = 0
         self.device = resolve_device(self.config.train.device)
@@ -224,14 +243,18 @@ class Trainer:
                              gist_params=model.gist_parameter_count(), device=str(self.device),
                              precision=self.precision, config=_config_dict(cfg), versions=package_versions(),
                              dataset=dict(data.info))
-        steps_per_epoch = math.ceil(len(data.train) / tc.batch_size)
-        self.total_steps = tc.epochs * steps_per_epoch
+        per_epoch = steps_per_epoch(len(data.train), tc.batch_size, tc.drop_last)
+        epochs = tc.total_epochs  # epochs + cool-down with the cosine_epoch schedule
+        self.total_steps = epochs * per_epoch
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
-        warmup = round(tc.warmup_epochs * steps_per_epoch)
-        optimizer = make_optimizer(param_groups(model, tc.weight_decay), tc.lr, self.device)
+        warmup = round(tc.warmup_epochs * per_epoch)
+        optimizer = make_optimizer(param_groups(model, tc.weight_decay, tc.token_weight_decay), tc.lr, self.device)
 
         def schedule(step: int) -> float:  # the lr multiplier; also what each step's reported lr is computed from
+            if tc.lr_schedule == "cosine_epoch":  # constant within an epoch: that epoch's value of timm's scheduler
+                return cosine_epoch_lr(step // per_epoch, tc.lr, tc.epochs, tc.warmup_epochs, tc.warmup_lr,
+                                       tc.min_lr) / tc.lr
             return warmup_cosine(step, warmup, self.total_steps)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -247,6 +270,8 @@ class Trainer:
         # `log_every` steps and at each epoch end, and every step is then reported in order with its own number.
         self.train_step = TrainStep(model, optimizer, params, self.device, self.precision, tc.grad_clip,
                                     gist=cfg.gist, compile=tc.compile, cuda_graph=tc.cuda_graph)
+        if self.train_step.scaler is not None and self._scaler_state:  # a resumed fp16 run: the scale it had
+            self.train_step.scaler.load_state_dict(self._scaler_state)
         log_every = tc.log_every or speed.auto_log_every(self.device)
         pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
         clock = {"train": 0.0, "images": 0, "tick": time.perf_counter()}
@@ -285,27 +310,32 @@ class Trainer:
 
         started = time.perf_counter()
         try:
-            for epoch in range(start_epoch, tc.epochs):
+            for epoch in range(start_epoch, epochs):
                 order = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)  # same order with GIST on/off
                 clock["tick"] = time.perf_counter()
-                for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order):
+                for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order, drop_last=tc.drop_last):
                     if self.step >= self.total_steps:
                         break
                     if self.should_stop():
                         result.status = STOPPED
                         break
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
-                    scheduler.step()
+                    if self.train_step.scaler is None:
+                        scheduler.step()
+                    else:  # fp16: a first step the scaler skipped (overflow) is no misordered scheduler call
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+                            scheduler.step()
                     self.step += 1
                     lr = tc.lr * schedule(scheduler.last_epoch)  # a float, not the optimiser's tensor: no sync
                     pending.append((self.step, terms, lr,
-                                    epoch + min(1.0, (self.step - epoch * steps_per_epoch) / steps_per_epoch),
+                                    epoch + min(1.0, (self.step - epoch * per_epoch) / per_epoch),
                                     len(y)))
                     if len(pending) >= log_every and not report():
                         break
                 if not report() or result.status != COMPLETED:
                     break
-                last_epoch = epoch + 1 == tc.epochs or self.step >= self.total_steps
+                last_epoch = epoch + 1 == epochs or self.step >= self.total_steps
                 if (epoch + 1) % tc.eval_every == 0 or last_epoch:
                     self._record_eval(result, epoch + 1)
                 if self.step >= self.total_steps:
@@ -325,7 +355,7 @@ class Trainer:
         train_time, images_seen = clock["train"], clock["images"]
         result.train_seconds = time.perf_counter() - started
         result.steps = self.step
-        result.epochs_done = self.step / steps_per_epoch
+        result.epochs_done = self.step / per_epoch
         result.images_per_second = images_seen / train_time if train_time else 0.0
         if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
             save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
@@ -339,14 +369,18 @@ class Trainer:
         """The resumable state after `epochs_done` epochs (`resume.safetensors`) and the plain checkpoint."""
         so_far = {k: getattr(result, k) for k in _RESUMED_FIELDS}
         save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
-                            epochs_done, extra={"result": so_far})
+                            epochs_done, extra={"result": so_far}, scaler=self.train_step.scaler)
         save_checkpoint(self.model, self.run_dir / "checkpoint.safetensors", self.config, step=self.step,
                         extra={"class_names": list(self.data.class_names), "dataset": self.config.data.dataset})
 
     def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
         """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""
         tensors, meta = read_training_state(self.resume_from)
-        saved, now = dict(meta["config"]), _config_dict(self.config)
+        try:  # parsed again: a state written before a key was added compares with that key's default
+            saved = _config_dict(load_run_config(meta["config"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"{self.resume_from}: its config is not valid here: {exc}") from None
+        now = _config_dict(self.config)
         for cfg in (saved, now):  # how and where it runs may change; what it computes may not
             cfg.pop("name", None)
             cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_CHANGES}
@@ -355,6 +389,7 @@ class Trainer:
             raise CheckpointError(f"{self.resume_from} was written for a different config (differs in {diff})")
         restore_training_state(tensors, meta, self.model, optimizer, scheduler, source=str(self.resume_from))
         self.step = meta["step"]
+        self._scaler_state = meta["state"].get("scaler")
         for key, value in meta["state"]["extra"].get("result", {}).items():
             setattr(result, key, value)
         return meta["epoch"]
@@ -385,5 +420,5 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
 
 
 __all__ = ["COMPLETED", "DIVERGED", "FAILED", "RESUMABLE_CHANGES", "STOPPED", "Callback", "TrainResult", "Trainer",
-           "load_run_data", "param_groups", "resolve_device", "seed_everything", "train"]
+           "load_run_data", "param_groups", "resolve_device", "seed_everything", "steps_per_epoch", "train"]
 

@@ -46,11 +46,19 @@ def tuner_layer_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for layer in tuner_layers(model) for p in layer.trained_parameters()]
 
 
-def no_weight_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
+def no_weight_decay_parameters(model: nn.Module, decay_tokens: bool = False) -> list[nn.Parameter]:
     """Every parameter AdamW must not decay beside the 1-D ones: the model's tokens (Gist, CLS, registers,
-    position embedding; `GistTokens.no_weight_decay_parameters`) and its tuner layers' tokens (VPT's prompts)."""
-    return model.no_weight_decay_parameters() + [p for layer in tuner_layers(model)
-                                                 for p in layer.no_weight_decay_parameters()]
+    position embedding; `GistTokens.no_weight_decay_parameters`) and its tuner layers' tokens (VPT's prompts).
+
+    With `decay_tokens` (`train.token_weight_decay`) the Gist token(s) and the tuner layers' tokens are left out,
+    so they are decayed, as the release decays its Gist token (a 3-D parameter its optim_factory.py does not
+    exempt); the backbone's own tokens (CLS, registers, position embedding: timm's `no_weight_decay()`) stay.
+    """
+    if not decay_tokens:
+        return model.no_weight_decay_parameters() + [p for layer in tuner_layers(model)
+                                                     for p in layer.no_weight_decay_parameters()]
+    gist = getattr(model, "gist_token", None)
+    return [p for p in model.no_weight_decay_parameters() if p is not gist]
 
 
 @dataclass(frozen=True)
