@@ -136,11 +136,11 @@ def hub_backbone(name: str) -> dict[str, dict[str, Any]]:
     if name in cat["backbones"] or name in cat["text_backbones"]:
         return {}
     try:
-        size = ge.backbones.backbone_data_config(name)["image_size"]
+        size = ge.backbone_data_config(name)["image_size"]
     except (ge.BackboneError, ValueError):
         return {}
     patch = re.search(r"patch(\d+)", name)
-    return {name: {**ge.backbones.backbone_info(name), "title": f"{name} (timm hub, needs a network)",
+    return {name: {**ge.backbone_info(name), "title": f"{name} (timm hub, needs a network)",
                    "default_size": size, "patch_size": int(patch.group(1)) if patch else 16}}
 
 

@@ -350,7 +350,7 @@ def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
     """A recipe select box (none by default): picking one fills the form with its values and records `recipe` in the
     config; `apply(config)` replaces the draft and resets the widgets (state.apply_preset). Edits made afterwards win
     over the recipe (load_run_config merges it under the config's own keys)."""
-    names = [None, *ge.config.RECIPES]
+    names = [None, *ge.RECIPES]
     current = cfg.get("recipe") if cfg.get("recipe") in names else None
     picked = st.selectbox("Recipe", names, index=names.index(current), key=key("recipe"),
                           format_func=lambda n: "none (the values below)" if n is None else n,
