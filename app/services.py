@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -120,6 +121,29 @@ def catalogue() -> dict[str, Any]:
     return cat
 
 
+def recipe_help() -> str:
+    """The help of the recipe select box: what a recipe is and where its values come from."""
+    return ("A named set of defaults from the official GIST release (docs/recipes.md): gist_release is the common "
+            "VTAB-1k protocol, vtab1k/<task> adds the task's classes, lr, weight decay and drop-path. Picking one "
+            "fills the form; your later edits win. Set the dataset to the task's vtab:<dir> folder yourself.")
+
+
+def hub_backbone(name: str) -> dict[str, dict[str, Any]]:
+    """{name: its catalogue entry} for a timm hub ViT that is not registered (e.g. a recipe's backbone), with the
+    default size from timm's pretrained config and the patch size from the name; {} for a registered or text name
+    or one timm does not know."""
+    cat = ge.catalogue()
+    if name in cat["backbones"] or name in cat["text_backbones"]:
+        return {}
+    try:
+        size = ge.backbone_data_config(name)["image_size"]
+    except (ge.BackboneError, ValueError):
+        return {}
+    patch = re.search(r"patch(\d+)", name)
+    return {name: {**ge.backbone_info(name), "title": f"{name} (timm hub, needs a network)",
+                   "default_size": size, "patch_size": int(patch.group(1)) if patch else 16}}
+
+
 def config_yaml(config: ge.RunConfig | dict[str, Any]) -> str:
     """The validated config as YAML (every key, defaults filled in), ready for `--config`."""
     return yaml.safe_dump(ge.to_dict(ge.load_run_config(config)), sort_keys=False)
@@ -220,7 +244,7 @@ def _inspection_lock() -> threading.Lock:
 
 def _model_key(config: ge.RunConfig | dict[str, Any]) -> tuple[str, ge.RunConfig]:
     cfg = ge.load_run_config(config)
-    model_part = {k: v for k, v in ge.to_dict(cfg).items() if k not in ("name", "data", "train")}
+    model_part = {k: v for k, v in ge.to_dict(cfg).items() if k not in ("name", "recipe", "data", "train")}
     if ge.is_text_backbone(cfg.backbone):  # a text model's length is part of it (positions, seq_len)
         model_part["max_length"] = cfg.data.max_length
     return json.dumps(model_part, sort_keys=True), cfg

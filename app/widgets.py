@@ -346,6 +346,28 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_help: str, le
     return "image"
 
 
+def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
+    """A recipe select box (none by default): picking one fills the form with its values and records `recipe` in the
+    config; `apply(config)` replaces the draft and resets the widgets (state.apply_preset). Edits made afterwards win
+    over the recipe (load_run_config merges it under the config's own keys)."""
+    names = [None, *ge.RECIPES]
+    current = cfg.get("recipe") if cfg.get("recipe") in names else None
+    picked = st.selectbox("Recipe", names, index=names.index(current), key=key("recipe"),
+                          format_func=lambda n: "none (the values below)" if n is None else n,
+                          help=services.recipe_help())
+    if picked == current:
+        return
+    if picked is None:
+        cfg["recipe"] = None
+        return
+    try:  # every key written out, as the form shows them; the dataset stays yours
+        apply(ge.to_dict(ge.load_run_config({"recipe": picked, "data": cfg["data"]})))
+    except ge.ConfigError as exc:
+        st.error(f"Recipe {picked} does not apply: {exc}")
+        return
+    st.rerun()
+
+
 def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any) -> None:
     """The run name and the data, training and backbone forms (edits `cfg` in place); `key(name)` makes keys."""
     cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"),

@@ -1,10 +1,19 @@
 """GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
 
 from ._version import __version__ as __version__
-from .backbones import BACKBONES, TEXT_BACKBONES, BackboneError, create_backbone, is_text_backbone
+from .backbones import (
+    BACKBONES,
+    TEXT_BACKBONES,
+    BackboneError,
+    backbone_data_config,
+    backbone_info,
+    create_backbone,
+    is_text_backbone,
+)
 from .build import build_model, describe_model, parameter_summary
 from .catalog import catalogue
 from .config import (
+    RECIPES,
     ConfigError,
     DataConfig,
     GistConfig,
@@ -44,6 +53,7 @@ __all__ = [
     "DATASETS",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
+    "RECIPES",
     "TEXT_BACKBONES",
     "TUNERS",
     "BackboneError",
@@ -67,6 +77,8 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "apply_tuner",
+    "backbone_data_config",
+    "backbone_info",
     "build_model",
     "catalogue",
     "compute_token_attention",

@@ -25,10 +25,12 @@ if preset and st.session_state.get("preset_applied") != preset:
     state.apply_preset(choices[preset])
     st.rerun()
 
+widgets.recipe_picker(cfg, state.launch_key, state.apply_preset)
+
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Backbone and data")
-    backbones = {**cat["image_backbones"], **cat["text_backbones"]}
+    backbones = {**cat["image_backbones"], **cat["text_backbones"], **services.hub_backbone(cfg["backbone"])}
     names = list(backbones)
     cfg["backbone"] = st.selectbox("Backbone", names, index=names.index(cfg["backbone"]) if cfg["backbone"] in names
                                    else 0, format_func=lambda n: f"{backbones[n]['title']} ({n})",

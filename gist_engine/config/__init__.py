@@ -22,6 +22,7 @@ from .options import (
     parse,
     to_dict,
 )
+from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
 from .run import (
     INTERACTION_LOSS_NAMES,
     DataConfig,
@@ -35,6 +36,8 @@ from .run import (
 __all__ = [
     "INTERACTION_LOSS_NAMES",
     "METHOD_CONFIGS",
+    "RECIPES",
+    "RECIPE_SOURCES",
     "VARIANTS",
     "AdapterConfig",
     "BitFitConfig",
@@ -57,5 +60,7 @@ __all__ = [
     "option",
     "parse",
     "parse_method_args",
+    "recipe_config",
+    "resolve_recipe",
     "to_dict",
 ]

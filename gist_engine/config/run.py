@@ -9,6 +9,7 @@ from typing import Any
 
 from .methods import parse_method_args
 from .options import ConfigError, Options, apply_overrides, load_yaml, option, parse, to_dict
+from .recipes import RECIPES, RecipeError, resolve_recipe
 
 # Keys may be extended, never renamed.
 
@@ -152,6 +153,9 @@ class RunConfig(ModelConfig):
     """A whole run: the model (top-level keys), the data and the training schedule."""
 
     name: str | None = option(None, "A label for the run (shown in the run list).")
+    recipe: str | None = option(None, "A named set of defaults applied under this config's own keys (they and any "
+                                "override win): gist_release (the official release's VTAB-1k protocol) or "
+                                "vtab1k/<task> (its per-task values; see docs/recipes.md).", choices=tuple(RECIPES))
     data: DataConfig = option(DataConfig(), "Dataset and protocol options.")
     train: TrainConfig = option(TrainConfig(), "Optimisation options.")
 
@@ -161,7 +165,9 @@ def load_run_config(source: str | Path | typing.Mapping[str, Any] | RunConfig | 
     """A validated RunConfig from a YAML file, a mapping or a RunConfig, with `key=value` overrides applied.
 
     A RunConfig without overrides is returned as it is (it was validated when it was parsed); with overrides it is
-    written out (`to_dict`), changed and parsed again. Raises ConfigError naming the offending key.
+    written out (`to_dict`), changed and parsed again. A `recipe` (given in the source or by an override) is merged
+    under the result here, once, before parsing (`gist_engine.config.recipes.resolve_recipe`); the RunConfig keeps
+    `recipe` and the resolved values. Raises ConfigError naming the offending key.
     """
     overrides = list(overrides)
     if isinstance(source, RunConfig):
@@ -172,4 +178,9 @@ def load_run_config(source: str | Path | typing.Mapping[str, Any] | RunConfig | 
         data = load_yaml(source)
     else:
         data = dict(source or {})
-    return parse(RunConfig, apply_overrides(data, overrides))
+    data = apply_overrides(data, overrides)
+    try:
+        data = resolve_recipe(data)
+    except RecipeError as exc:
+        raise ConfigError(str(exc)) from None
+    return parse(RunConfig, data)

@@ -19,6 +19,7 @@ import services
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
+from gist_engine.config.recipes import RECIPES
 from tests.app import fakes as app_fakes
 
 APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
@@ -110,6 +111,28 @@ def test_launch_presets_reset_the_form(fake) -> None:
     assert next(s for s in at.selectbox if s.label == "Backbone").value == "test_vit"
     assert next(s for s in at.selectbox if s.label == "Dataset").value == "digits"
     assert at.session_state["launch_draft"]["train"]["epochs"] == 20
+
+
+def test_launch_recipe_fills_the_form_and_is_submitted(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    # gist_release and vtab1k/cifar with keys RunConfig has without the training-protocol options
+    monkeypatch.setitem(RECIPES, "gist_release", {"backbone": "test_vit", "pretrained": False, "image_size": 32,
+                                                  "method": "linear", "train": {"epochs": 7, "batch_size": 16}})
+    monkeypatch.setitem(RECIPES, "vtab1k/cifar", {"num_classes": 12, "train": {"lr": 5e-3, "weight_decay": 5e-5}})
+    at = open_page(fake)
+    recipe = next(s for s in at.selectbox if s.label == "Recipe")
+    assert recipe.value is None, "no recipe by default"
+    recipe.set_value("vtab1k/cifar").run()
+    assert not at.exception, at.exception
+    draft = at.session_state["launch_draft"]
+    assert draft["recipe"] == "vtab1k/cifar" and draft["train"]["lr"] == 5e-3 and draft["num_classes"] == 12
+    assert draft["data"]["dataset"] == "digits", "the dataset stays the user's"
+    assert next(s for s in at.selectbox if s.label == "Recipe").value == "vtab1k/cifar"
+    before = set(fake.runs)
+    next(b for b in at.button if b.label == "Launch run").click().run()
+    (new,) = set(fake.runs) - before
+    submitted = fake.runs[new].config
+    assert submitted["recipe"] == "vtab1k/cifar" and submitted["train"]["epochs"] == 7
+    assert (submitted["train"]["lr"], submitted["train"]["weight_decay"], submitted["num_classes"]) == (5e-3, 5e-5, 12)
 
 
 def test_launch_paired_comparison_opens_compare(fake) -> None:
