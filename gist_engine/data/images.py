@@ -14,7 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_CHUNK = 512  # images per interpolate call: bounds the temporary memory of a resize
 MAX_LISTED = 5  # problem files named in one error message
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# What PIL raises for a missing, truncated or corrupt file, or a decompression bomb (after UnidentifiedImageError)
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class DatasetError(ValueError):
@@ -77,7 +78,7 @@ def load_image_file(path: str | Path, image_size: int) -> torch.Tensor:
             pixels = np.array(ImageOps.exif_transpose(img).convert("RGB"))  # (h, w, 3)
     except UnidentifiedImageError:
         raise DatasetError(f"cannot read image {path}: not an image format PIL knows, or corrupt") from None
-    except _PIL_ERRORS as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
     chw = torch.from_numpy(pixels).permute(2, 0, 1)  # (h, w, 3) -> (3, h, w)
     return resize_uint8(chw[None], image_size)[0]  # (3, S, S)
@@ -90,7 +91,7 @@ def check_image_file(path: str | Path) -> None:
             img.verify()
     except UnidentifiedImageError:
         raise DatasetError(f"cannot read image {path}: not an image format PIL knows, or corrupt") from None
-    except _PIL_ERRORS as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from ..data.images import DatasetError
+from ..data.images import IMAGE_DECODE_ERRORS, DatasetError
 from .capture import eval_mode, unwrap_module
 from .maps import AttentionMaps, compute_attention_maps, max_entropy
 
@@ -36,7 +36,7 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except UnidentifiedImageError:
         raise DatasetError(f"cannot read image {path}: not an image format PIL knows, or corrupt") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:  # missing, truncated, ...
+    except IMAGE_DECODE_ERRORS as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
