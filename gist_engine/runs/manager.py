@@ -445,7 +445,8 @@ class RunManager:
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
             if keys is None:
-                recorded = set(_loads(row["latest"], {})) or set(STEP_KEYS)
+                recorded = {k for k, v in _loads(row["latest"], {}).items()  # not `phase`, what the trainer does
+                            if isinstance(v, (int, float))} or set(STEP_KEYS)
                 keys = [k for k in STEP_KEYS if k in recorded] + sorted(recorded - set(STEP_KEYS))
             keys = list(keys)
             # Pivot inside SQLite (one row per step); plain tuples, not sqlite3.Row, for speed.
@@ -675,7 +676,8 @@ class RunManager:
         cfg = trainer.config
         if self.data_loader is not None:
             return self.data_loader(cfg)
-        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
+        probe = cfg.train.probe_size if cfg.train.probe_every else 0  # the accuracy probe's held-out images
+        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device), probe], sort_keys=True)
         with self._data_lock:
             if self._data_cache is not None and self._data_cache[0] == key:
                 return self._data_cache[1]
