@@ -1,8 +1,9 @@
-"""Live run: progress and ETA, the BKLD decomposition and accuracies updating as it trains; stop; ?run= in the URL."""
+"""Live run: what it does now, the BKLD decomposition and accuracies as it trains, its end metrics; stop, resume."""
 
 import time
 
 import charts
+import readouts
 import state
 import streamlit as st
 import widgets
@@ -35,6 +36,24 @@ with head:
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
+if snap.status in ("stopped", "interrupted", "failed"):
+    saved = (snap.run_dir / readouts.STATE_FILE).exists()
+    again = st.columns([1, 1, 3], vertical_alignment="center")
+    if again[0].button("Resume", icon=":material/play_arrow:", key="live.resume", disabled=not saved,
+                       help="Continue from the last training state saved (every train.checkpoint_every epochs)"
+                       if saved else "No training state was saved (train.checkpoint_every is 0): Rerun instead"):
+        mgr.resume(run_id)
+        st.rerun()
+    if again[1].button("Rerun", icon=":material/replay:", key="live.rerun",
+                       help="A new run with the same config (and group)"):
+        state.open_run(mgr.rerun(run_id))
+    again[2].caption(f"This run {snap.status} at step {snap.step} of {snap.total_steps}.")
+with st.popover("Chart options", icon=":material/tune:"):
+    options = {"smoothing": st.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="live.smoothing",
+                                      help="Exponential moving average of the loss curves, as on TensorBoard"),
+               "log": st.toggle("Log scale", key="live.log", help="A logarithmic loss axis"),
+               "raw": st.toggle("Raw terms", key="live.raw", help="Each loss term unweighted, as the trainer logs it "
+                                "(the KL terms are small: use the log scale)")}
 
 
 @st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
@@ -43,20 +62,30 @@ def live_view() -> None:
     tick = time.perf_counter()
     s = mgr.get(run_id)
     metrics = state.run_metrics(mgr, run_id)
-    st.progress(min(1.0, s.progress), text=widgets.eta_text(s))
+    readouts.set_tab_title(readouts.tab_title(s))
+    if s.status in state.ACTIVE:
+        st.progress(readouts.phase_fraction(s), text=readouts.phase_text(s))
+    elif s.status == "completed":
+        for col, (label, value, help_) in zip(st.columns(4), readouts.end_metrics(s), strict=False):
+            col.metric(label, value, help=help_, border=True)
     if s.error:
         st.error(f"This run {s.status}: {s.error}")
-    if not len(metrics):
-        st.info("Preparing the data and the model; the first curve point appears after the first step.")
+    evals = mgr.evaluations(run_id)
+    if not len(metrics) and s.status in state.ACTIVE:
+        st.info(f"{readouts.phase_text(s)}; the first curve point appears after the first step.",
+                icon=":material/hourglass_top:")
+    elif not len(metrics):
+        st.info(f"No training step was recorded: the run {s.status} before its first step.")
     else:
         loss, acc = st.columns(2)
         loss_fig, acc_fig = charts.live_figures(st.session_state.setdefault(state.FIGURES_KEY, {}), run_id,
-                                                metrics, mgr.evaluations(run_id))
-        loss.plotly_chart(loss_fig, key="live.loss")
+                                                metrics, evals, cfg.get("gist"), options)
+        loss.plotly_chart(loss_fig, key="live.loss", config=charts.MODEBAR)
         if acc_fig is not None:
-            acc.plotly_chart(acc_fig, key="live.acc")
+            acc.plotly_chart(acc_fig, key="live.acc", config=charts.MODEBAR)
         else:
-            acc.info("Test accuracy of both heads and their agreement appear after the first evaluation.")
+            acc.info("Accuracy of both heads and their agreement appear after the first evaluation (set "
+                     "train.probe_every for a curve during training).")
     times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
     times.append(1000 * (time.perf_counter() - tick))
     st.caption(f"step {s.step} · refreshed in {times[-1]:.0f} ms")
@@ -65,6 +94,13 @@ def live_view() -> None:
 
 
 live_view()
+data = st.columns(3)
+data[0].download_button("Download the step metrics (CSV)", lambda: mgr.metrics(run_id).to_csv(index=False),
+                        file_name=f"{run_id}-metrics.csv", mime="text/csv", icon=":material/download:",
+                        key="live.csv", on_click="ignore")
+data[1].download_button("Download the evaluations (CSV)", lambda: mgr.evaluations(run_id).to_csv(index=False),
+                        file_name=f"{run_id}-evaluations.csv", mime="text/csv", icon=":material/download:",
+                        key="live.evals_csv", on_click="ignore")
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli(cfg, key="live.cli")
 links = st.columns(3)
