@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import charts
+import pandas as pd
 import streamlit as st
 
 ALPHA = 0.05  # the significance level the verdict is stated at (two-sided paired t-test)
@@ -104,7 +106,7 @@ def plural(n: int, word: str) -> str:
 def phase_text(snapshot: Any) -> str:
     """What a run does now, in words: 'Preparing the data and the model', 'evaluating 500 test images (128 / 500)',
     'step 12 / 32', or its end status."""
-    phase = (snapshot.latest or {}).get("phase") or {}
+    phase = getattr(snapshot, "phase", None) or {}
     if snapshot.status == "queued":
         return "Queued: waiting for a free worker"
     if snapshot.status not in ("running",):
@@ -125,7 +127,7 @@ def phase_text(snapshot: Any) -> str:
 
 def phase_fraction(snapshot: Any) -> float:
     """The progress bar's value: the evaluation's share while evaluating, else the share of steps done."""
-    phase = (snapshot.latest or {}).get("phase") or {}
+    phase = getattr(snapshot, "phase", None) or {}
     if snapshot.status == "running" and phase.get("name") in ("evaluating", "probing") and phase.get("total"):
         return min(1.0, phase["done"] / phase["total"])
     return min(1.0, snapshot.progress)
@@ -133,7 +135,7 @@ def phase_fraction(snapshot: Any) -> float:
 
 def tab_title(snapshot: Any) -> str:
     """The browser tab's title for a live run: '42% · step 12/32 · GIST Studio', 'evaluating · ...', 'completed'."""
-    phase = ((snapshot.latest or {}).get("phase") or {}).get("name")
+    phase = (getattr(snapshot, "phase", None) or {}).get("name")
     if snapshot.status == "running" and snapshot.total_steps:
         doing = "evaluating" if phase == "evaluating" else f"step {snapshot.step}/{snapshot.total_steps}"
         return f"{100 * snapshot.progress:.0f}% · {doing} · GIST Studio"
@@ -162,3 +164,145 @@ def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
     rows.append(("Wall time", "n/a" if wall is None else f"{wall:.0f} s",
                  f"{plural(snapshot.step, 'step')} from start to end, data loading and evaluation included"))
     return rows
+
+
+def compare_headline(results: dict[str, Any], chosen: list[Any]) -> None:
+    """The numbers and the verdict on the page: mean gain, its 95% CI, p, seeds, GIST's parameter cost."""
+    d, extra = results.get("delta_acc_cls"), results.get("extra_params")
+    epochs = min((r.config.get("train") or {}).get("epochs", 1) for r in chosen)
+    v = verdict(d, epochs)
+    k = st.columns(5)
+    if d:
+        k[0].metric("Mean accuracy gain (GIST − plain)", v["value"])
+        k[1].metric("95% CI (points)", v["ci"].removeprefix("95% CI ") if d["ci_low"] is not None else "n/a",
+                    help=v["ci"])
+        k[2].metric("p-value", "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}", help=v["p"])
+        k[3].metric("Seeds paired", d["n"], help="Seeds with a finished plain and GIST run")
+    done = sum(r.status not in ("queued", "running") for r in chosen)
+    if done < len(chosen):
+        k[3].progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
+    if extra is not None:
+        plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
+        share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
+        k[4].metric("Parameter cost of GIST", f"+{extra:,}", help=f"extra trainable parameters{share}")
+    show_verdict(v)
+
+
+def seeds_table(results: dict[str, Any]) -> None:
+    """The per-seed table, its columns sized to fit."""
+    names = {"seed": "seed", "plain_acc_cls": "plain", "gist_acc_cls": "GIST", "delta": "Δ",
+             "gist_acc_gist": "Gist head", "gist_agreement": "agree", "plain_best_acc_cls": "plain best",
+             "gist_best_acc_cls": "GIST best"}
+    frame = pd.DataFrame(results["seeds"])
+    frame["delta"] = frame["gist_acc_cls"] - frame["plain_acc_cls"]
+    frame = frame[[c for c in names if c in frame]]
+    pct = {c: 100 * frame[c].astype(float) for c in frame if c != "seed"}
+    frame = frame.assign(**pct)
+    column = {c: st.column_config.NumberColumn(label, format="%+.2f" if c == "delta" else "%.2f", width="small",
+                                               help=f"{label}, % (test accuracy; agree = CLS/Gist agreement)")
+              for c, label in names.items() if c != "seed"}
+    st.dataframe(frame, hide_index=True, column_config={"seed": st.column_config.NumberColumn("seed", width="small"),
+                                                        **column}, width="stretch")
+
+def group_label(group: Mapping[str, Any], count: Mapping[str, int]) -> str:
+    """A paired group in the selector: 'name · 2 seeds paired of 3 · id', the counts from its runs now."""
+    paired = plural(count["paired"], "seed") + " paired" + (f" of {count['seeds']}" if count["seeds"] != count["paired"]
+                                                            else "")
+    return f"{group['name'] or group['id']} · {paired} · {group['id']}"
+
+
+def compare_options() -> tuple[str, float, bool]:
+    """Compare's chart options (a popover): the loss curve (CLS cross-entropy or the total), smoothing, log axis."""
+    with st.popover("Chart options", icon=":material/tune:"):
+        loss_key = st.radio("Loss curve", ["ce_cls", "total"], key="compare.loss_key", format_func={
+            "ce_cls": "Cross-entropy of the CLS head (the same quantity in both arms)",
+            "total": "Training objective (GIST's total: CE + weighted Gist CE + weighted interaction)"}.get)
+        smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="compare.smoothing",
+                              help="Exponential moving average of the loss curves, as on TensorBoard")
+        log = st.toggle("Log scale (loss)", key="compare.log")
+    return loss_key, smoothing, log
+
+
+def live_options() -> dict[str, Any]:
+    """The live page's chart options (a popover): smoothing, log axis, raw terms; `charts.loss_figure`'s keywords."""
+    with st.popover("Chart options", icon=":material/tune:"):
+        return {"smoothing": st.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="live.smoothing",
+                                       help="Exponential moving average of the loss curves, as on TensorBoard"),
+                "log": st.toggle("Log scale", key="live.log", help="A logarithmic loss axis"),
+                "raw": st.toggle("Raw terms", key="live.raw", help="Each loss term unweighted, as the trainer logs "
+                                 "it (the KL terms are small: use the log scale)")}
+
+
+def resume_or_rerun(mgr: Any, snapshot: Any, open_run: Any) -> None:
+    """Resume (from the last training state, when one was saved) and Rerun (same config, a new run) buttons for a
+    stopped, interrupted or failed run; `open_run(run_id)` goes to the new run's live page."""
+    saved = (snapshot.run_dir / STATE_FILE).exists()
+    cols = st.columns([1, 1, 3], vertical_alignment="center")
+    if cols[0].button("Resume", icon=":material/play_arrow:", key="live.resume", disabled=not saved,
+                      help="Continue from the last training state saved (every train.checkpoint_every epochs)"
+                      if saved else "No training state was saved (train.checkpoint_every is 0): Rerun instead"):
+        mgr.resume(snapshot.id)
+        st.rerun()
+    if cols[1].button("Rerun", icon=":material/replay:", key="live.rerun", help="A new run with the same config"):
+        open_run(mgr.rerun(snapshot.id))
+    cols[2].caption(f"This run {snapshot.status} at step {snapshot.step} of {snapshot.total_steps}.")
+
+
+def end_metrics_row(snapshot: Any) -> None:
+    """A finished run's metrics as a row: test accuracy, Gist head, agreement, wall time."""
+    for col, (label, value, help_) in zip(st.columns(4), end_metrics(snapshot), strict=False):
+        col.metric(label, value, help=help_, border=True)
+
+
+def csv_downloads(mgr: Any, run_id: str) -> None:
+    """Download buttons for a run's step metrics and evaluations (CSV, made when clicked)."""
+    cols = st.columns(3)
+    cols[0].download_button("Download the step metrics (CSV)", lambda: mgr.metrics(run_id).to_csv(index=False),
+                            file_name=f"{run_id}-metrics.csv", mime="text/csv", icon=":material/download:",
+                            key="live.csv", on_click="ignore")
+    cols[1].download_button("Download the evaluations (CSV)", lambda: mgr.evaluations(run_id).to_csv(index=False),
+                            file_name=f"{run_id}-evaluations.csv", mime="text/csv", icon=":material/download:",
+                            key="live.evals_csv", on_click="ignore")
+
+def compare_curves(mgr: Any, chosen: list[Any], group: bool, loss_key: str, smoothing: float, log: bool) -> None:
+    """Compare's curves, one line per run ('seed 0 · GIST'): accuracy over training (the accuracy probe, else the
+    test evaluations) and the loss `loss_key` (ce_cls: like with like; total: each arm's objective), with CSVs."""
+    named = len({r.name.rsplit("-seed", 1)[0].removesuffix("-gist").removesuffix("-plain") for r in chosen}) > 1
+    labels = {r.id: short_label(r, name=named and not group) for r in chosen}
+    evals = {labels[r.id]: mgr.evaluations(r.id) for r in chosen}
+    probed = any(len(charts.split_of(e, charts.PROBE)) for e in evals.values())
+    split = charts.PROBE if probed else charts.TEST
+    acc = {k: charts.split_of(e, split) for k, e in evals.items()}
+    losses = {labels[r.id]: mgr.metrics(r.id, keys=[loss_key]) for r in chosen}
+    c1, c2 = st.columns(2)
+    title = ("Accuracy over training, CLS head (probe of held-out training images)" if probed
+             else "Test accuracy, CLS head")
+    c1.plotly_chart(charts.overlay_figure(acc, "acc_cls", title, 100, "%"), key="compare.acc", config=charts.MODEBAR)
+    loss_title = "Cross-entropy of the CLS head (both arms)" if loss_key == "ce_cls" else \
+        "Training objective (GIST: its total; plain: CE)"
+    c2.plotly_chart(charts.overlay_figure(losses, loss_key, loss_title, y="loss", smoothing=smoothing, log=log),
+                    key="compare.loss", config=charts.MODEBAR)
+    c1.download_button("Accuracy data (CSV)", charts.curves_frame(acc, "acc_cls").to_csv(index=False),
+                       file_name="accuracy.csv", mime="text/csv", key="compare.acc_csv", on_click="ignore",
+                       icon=":material/download:")
+    c2.download_button("Loss data (CSV)", charts.curves_frame(losses, loss_key).to_csv(index=False),
+                       file_name=f"{loss_key}.csv", mime="text/csv", key="compare.loss_csv", on_click="ignore",
+                       icon=":material/download:")
+
+
+def live_status(snapshot: Any, has_steps: bool) -> None:
+    """The live page's state of a run: the tab title; while it runs, a progress bar saying what it does; at the end
+    the metrics row (completed) or the error; before any step, what is happening instead of an empty chart."""
+    set_tab_title(tab_title(snapshot))
+    active = snapshot.status in ("queued", "running")
+    if active:
+        st.progress(phase_fraction(snapshot), text=phase_text(snapshot))
+    elif snapshot.status == "completed":
+        end_metrics_row(snapshot)
+    if snapshot.error:
+        st.error(f"This run {snapshot.status}: {snapshot.error}")
+    if not has_steps and active:
+        st.info(f"{phase_text(snapshot)}; the first curve point appears after the first step.",
+                icon=":material/hourglass_top:")
+    elif not has_steps:
+        st.info(f"No training step was recorded: the run {snapshot.status} before its first step.")

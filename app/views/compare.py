@@ -18,17 +18,10 @@ mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key
                             default="Any runs" if wanted_runs or not groups else "Paired group")
 
 
-def group_label(g: str) -> str:
-    c = counts[g]
-    paired = readouts.plural(c["paired"], "seed") + " paired" + (f" of {c['seeds']}" if c["seeds"] != c["paired"]
-                                                                  else "")
-    return f"{groups[g]['name'] or g} · {paired} · {g}"
-
-
 if mode == "Paired group" and groups:
     ids = list(groups)
     gid = st.selectbox("Group", ids, index=ids.index(wanted_group) if wanted_group in ids else 0,
-                       format_func=group_label)
+                       format_func=lambda g: readouts.group_label(groups[g], counts[g]))
     st.query_params.update(group=gid)
     picked = [r.id for r in mgr.list(group_id=gid)]
 else:
@@ -37,52 +30,7 @@ else:
                             format_func=lambda i: state.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
 active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
-with st.popover("Chart options", icon=":material/tune:"):
-    loss_key = st.radio("Loss curve", ["ce_cls", "total"], key="compare.loss_key", format_func={
-        "ce_cls": "Cross-entropy of the CLS head (the same quantity in both arms)",
-        "total": "Training objective (GIST's total: CE + weighted Gist CE + weighted interaction)"}.get)
-    smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="compare.smoothing",
-                          help="Exponential moving average of the loss curves, as on TensorBoard")
-    log = st.toggle("Log scale (loss)", key="compare.log")
-
-
-def headline(results: dict, chosen: list) -> None:
-    """The numbers and the verdict on the page: mean gain, its 95% CI, p, seeds, GIST's parameter cost."""
-    d, extra = results.get("delta_acc_cls"), results.get("extra_params")
-    epochs = min((r.config.get("train") or {}).get("epochs", 1) for r in chosen)
-    v = readouts.verdict(d, epochs)
-    k = st.columns(5)
-    if d:
-        k[0].metric("Mean accuracy gain (GIST − plain)", v["value"])
-        k[1].metric("95% CI (points)", v["ci"].removeprefix("95% CI ") if d["ci_low"] is not None else "n/a",
-                    help=v["ci"])
-        k[2].metric("p-value", "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}", help=v["p"])
-        k[3].metric("Seeds paired", d["n"], help="Seeds with a finished plain and GIST run")
-    done = sum(r.status not in state.ACTIVE for r in chosen)
-    if done < len(chosen):
-        k[3].progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
-    if extra is not None:
-        plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
-        share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
-        k[4].metric("Parameter cost of GIST", f"+{extra:,}", help=f"extra trainable parameters{share}")
-    readouts.show_verdict(v)
-
-
-def seeds_view(results: dict) -> None:
-    """The per-seed table, its columns sized to fit."""
-    names = {"seed": "seed", "plain_acc_cls": "plain", "gist_acc_cls": "GIST", "delta": "Δ",
-             "gist_acc_gist": "Gist head", "gist_agreement": "agree", "plain_best_acc_cls": "plain best",
-             "gist_best_acc_cls": "GIST best"}
-    frame = pd.DataFrame(results["seeds"])
-    frame["delta"] = frame["gist_acc_cls"] - frame["plain_acc_cls"]
-    frame = frame[[c for c in names if c in frame]]
-    pct = {c: 100 * frame[c].astype(float) for c in frame if c != "seed"}
-    frame = frame.assign(**pct)
-    column = {c: st.column_config.NumberColumn(label, format="%+.2f" if c == "delta" else "%.2f", width="small",
-                                               help=f"{label}, % (test accuracy; agree = CLS/Gist agreement)")
-              for c, label in names.items() if c != "seed"}
-    st.dataframe(frame, hide_index=True, column_config={"seed": st.column_config.NumberColumn("seed", width="small"),
-                                                        **column}, width="stretch")
+loss_key, smoothing, log = readouts.compare_options()
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -97,33 +45,13 @@ def results_view() -> None:
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
-    headline(results, chosen)
+    readouts.compare_headline(results, chosen)
     if results.get("seeds") and results.get("delta_acc_cls"):
         chart, table = st.columns(2)
         chart.plotly_chart(charts.delta_figure(results), key="compare.delta", config=charts.MODEBAR)
         with table:
-            seeds_view(results)
-    named = len({r.name.rsplit("-seed", 1)[0].removesuffix("-gist").removesuffix("-plain") for r in chosen}) > 1
-    labels = {r.id: readouts.short_label(r, name=named and not gid) for r in chosen}
-    evals = {labels[r.id]: mgr.evaluations(r.id) for r in chosen}
-    probed = any(len(charts.split_of(e, charts.PROBE)) for e in evals.values())
-    split = charts.PROBE if probed else charts.TEST
-    acc = {k: charts.split_of(e, split) for k, e in evals.items()}
-    losses = {labels[r.id]: mgr.metrics(r.id, keys=[loss_key]) for r in chosen}
-    c1, c2 = st.columns(2)
-    title = ("Accuracy over training, CLS head (probe of held-out training images)" if probed
-             else "Test accuracy, CLS head")
-    c1.plotly_chart(charts.overlay_figure(acc, "acc_cls", title, 100, "%"), key="compare.acc", config=charts.MODEBAR)
-    loss_title = "Cross-entropy of the CLS head (both arms)" if loss_key == "ce_cls" else \
-        "Training objective (GIST: its total; plain: CE)"
-    c2.plotly_chart(charts.overlay_figure(losses, loss_key, loss_title, y="loss", smoothing=smoothing, log=log),
-                    key="compare.loss", config=charts.MODEBAR)
-    c1.download_button("Accuracy data (CSV)", charts.curves_frame(acc, "acc_cls").to_csv(index=False),
-                       file_name="accuracy.csv", mime="text/csv", key="compare.acc_csv", on_click="ignore",
-                       icon=":material/download:")
-    c2.download_button("Loss data (CSV)", charts.curves_frame(losses, loss_key).to_csv(index=False),
-                       file_name=f"{loss_key}.csv", mime="text/csv", key="compare.loss_csv", on_click="ignore",
-                       icon=":material/download:")
+            readouts.seeds_table(results)
+    readouts.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
     if results.get("unpaired"):
         st.caption(f"Without a partner (shown in the curves only): {', '.join(results['unpaired'])}")
     if active and not any(r.status in state.ACTIVE for r in chosen):

@@ -37,23 +37,8 @@ if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", t
     mgr.stop(run_id)
     st.rerun()
 if snap.status in ("stopped", "interrupted", "failed"):
-    saved = (snap.run_dir / readouts.STATE_FILE).exists()
-    again = st.columns([1, 1, 3], vertical_alignment="center")
-    if again[0].button("Resume", icon=":material/play_arrow:", key="live.resume", disabled=not saved,
-                       help="Continue from the last training state saved (every train.checkpoint_every epochs)"
-                       if saved else "No training state was saved (train.checkpoint_every is 0): Rerun instead"):
-        mgr.resume(run_id)
-        st.rerun()
-    if again[1].button("Rerun", icon=":material/replay:", key="live.rerun",
-                       help="A new run with the same config (and group)"):
-        state.open_run(mgr.rerun(run_id))
-    again[2].caption(f"This run {snap.status} at step {snap.step} of {snap.total_steps}.")
-with st.popover("Chart options", icon=":material/tune:"):
-    options = {"smoothing": st.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="live.smoothing",
-                                      help="Exponential moving average of the loss curves, as on TensorBoard"),
-               "log": st.toggle("Log scale", key="live.log", help="A logarithmic loss axis"),
-               "raw": st.toggle("Raw terms", key="live.raw", help="Each loss term unweighted, as the trainer logs it "
-                                "(the KL terms are small: use the log scale)")}
+    readouts.resume_or_rerun(mgr, snap, state.open_run)
+options = readouts.live_options()
 
 
 @st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
@@ -62,21 +47,9 @@ def live_view() -> None:
     tick = time.perf_counter()
     s = mgr.get(run_id)
     metrics = state.run_metrics(mgr, run_id)
-    readouts.set_tab_title(readouts.tab_title(s))
-    if s.status in state.ACTIVE:
-        st.progress(readouts.phase_fraction(s), text=readouts.phase_text(s))
-    elif s.status == "completed":
-        for col, (label, value, help_) in zip(st.columns(4), readouts.end_metrics(s), strict=False):
-            col.metric(label, value, help=help_, border=True)
-    if s.error:
-        st.error(f"This run {s.status}: {s.error}")
+    readouts.live_status(s, has_steps=bool(len(metrics)))
     evals = mgr.evaluations(run_id)
-    if not len(metrics) and s.status in state.ACTIVE:
-        st.info(f"{readouts.phase_text(s)}; the first curve point appears after the first step.",
-                icon=":material/hourglass_top:")
-    elif not len(metrics):
-        st.info(f"No training step was recorded: the run {s.status} before its first step.")
-    else:
+    if len(metrics):
         loss, acc = st.columns(2)
         loss_fig, acc_fig = charts.live_figures(st.session_state.setdefault(state.FIGURES_KEY, {}), run_id,
                                                 metrics, evals, cfg.get("gist"), options)
@@ -94,13 +67,7 @@ def live_view() -> None:
 
 
 live_view()
-data = st.columns(3)
-data[0].download_button("Download the step metrics (CSV)", lambda: mgr.metrics(run_id).to_csv(index=False),
-                        file_name=f"{run_id}-metrics.csv", mime="text/csv", icon=":material/download:",
-                        key="live.csv", on_click="ignore")
-data[1].download_button("Download the evaluations (CSV)", lambda: mgr.evaluations(run_id).to_csv(index=False),
-                        file_name=f"{run_id}-evaluations.csv", mime="text/csv", icon=":material/download:",
-                        key="live.evals_csv", on_click="ignore")
+readouts.csv_downloads(mgr, run_id)
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli(cfg, key="live.cli")
 links = st.columns(3)

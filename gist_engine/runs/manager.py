@@ -554,16 +554,18 @@ class RunManager:
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
         run_dir = self.run_dir(r["id"])
+        latest = _loads(r["latest"], {})
+        phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
         return RunSnapshot(
             id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
             finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
-            eta_seconds=eta, epoch=r["epoch"], latest=_loads(r["latest"], {}), last_eval=_loads(r["last_eval"]),
+            eta_seconds=eta, epoch=r["epoch"], latest=latest, last_eval=_loads(r["last_eval"]),
             best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=r["error"], config=json.loads(r["config"]),
             seed=r["seed"], gist_enabled=bool(r["gist_enabled"]), method=r["method"], group_id=r["group_id"],
             trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
             versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
             total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
-            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE)
+            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE, phase=phase)
 
     def _heartbeat(self) -> None:
         last_recover = time.monotonic()

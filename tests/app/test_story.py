@@ -159,8 +159,7 @@ def test_live_shows_a_failed_run_as_failed(fake) -> None:
 def test_live_says_what_a_running_run_does(fake) -> None:
     run_id = fake.add(status="running", steps=32, done=32)
     run = fake.runs[run_id]
-    fake.runs[run_id] = dataclasses.replace(run, latest={**run.latest, "phase": {"name": "evaluating", "done": 128,
-                                                                                  "total": 500}})
+    fake.runs[run_id] = dataclasses.replace(run, phase={"name": "evaluating", "done": 128, "total": 500})
     at = open_page(fake, "views/live.py", run=run_id)
     bar = at.get("progress")[0].proto
     assert bar.text == "Evaluating 500 test images (128 / 500) after step 32" and bar.value == 25

@@ -86,5 +86,5 @@ def test_the_store_keeps_probe_evaluations_apart_and_records_the_phase(toy, tmp_
     assert sorted(evals[evals["split"] == "probe"]["step"]) == [0, 4, 8]
     test = evals[evals["split"] == "test"]
     assert run.acc_cls == test["acc_cls"].iloc[-1] and run.best_acc_cls == test["acc_cls"].max()
-    assert run.last_eval["step"] == 8 and run.latest["phase"]["name"] in ("training", "saving")
-    assert "phase" not in mgr.metrics(run.id).columns
+    assert run.last_eval["step"] == 8 and run.phase["name"] in ("training", "saving")
+    assert "phase" not in mgr.metrics(run.id).columns and "phase" not in run.latest
