@@ -1,12 +1,15 @@
-"""Plotly figures of the app: loss terms, accuracies, paired deltas, per-layer similarity, the token diagram."""
+"""Plotly figures of the app: loss terms, accuracies, paired deltas, per-layer similarity, the token diagram; the
+smoothing and the loss decomposition they draw."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 LOSS_LABELS = {"ce_cls": "CE (CLS head)", "ce_gist": "CE (Gist head)", "kl_cls_gist": "KL(cls || gist)",
                "kl_gist_cls": "KL(gist || cls)", "total": "total loss"}
@@ -17,47 +20,152 @@ COLOURS = {"ce_cls": "#1f77b4", "ce_gist": "#ff7f0e", "kl_cls_gist": "#2ca02c", 
            "tokens": "#9ecae1"}
 
 
+PROBE, TEST = "probe", "test"  # evaluation splits: the trainer's accuracy probe (train.probe_every), the test split
+MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}  # st.plotly_chart(config=)
+
+
 def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "step") -> go.Figure:
-    fig.update_layout(title=title, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.25}, xaxis_title=x, yaxis_title=y)
+    """Title top left, legend in one row above the plot (never over an axis title), integer steps on x."""
+    fig.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, height=height,
+                      margin={"l": 10, "r": 10, "t": 72, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "left", "x": 0},
+                      xaxis_title=x, yaxis_title=y)
+    if x == "step":
+        fig.update_xaxes(tickformat="d", rangemode="tozero")
     return fig
 
 
-def loss_figure(metrics: pd.DataFrame) -> go.Figure:
-    """The BKLD decomposition per step: CE of both heads and the total (left axis), both KL directions (right)."""
+def _integer_ticks(fig: go.Figure, last_step: float) -> None:
+    """One tick per step when there are few steps (plotly would put ticks at 0.5, 1.5, ...)."""
+    if 0 < last_step <= 12:
+        fig.update_xaxes(dtick=1)
+
+
+def ema(values: Sequence[float] | pd.Series, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average with weight `weight` in [0, 1), debiased at the start
+    (the first point is kept as it is), NaNs skipped (kept as NaN). weight 0 returns the values unchanged.
+
+    Args:
+        values: (N,) the points of one curve, in step order.
+        weight: How much of the running average each point keeps, 0 (none) .. 0.99.
+    """
+    x = np.asarray(values, dtype=float)
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    if weight == 0.0:
+        return x.copy()
+    out = np.full_like(x, np.nan)
+    last, n = 0.0, 0
+    for i, v in enumerate(x):
+        if not np.isfinite(v):
+            continue
+        last, n = last * weight + (1 - weight) * v, n + 1
+        out[i] = last / (1 - weight ** n)
+    return out
+
+
+def loss_contributions(metrics: pd.DataFrame, gist: Mapping[str, Any] | None) -> pd.DataFrame:
+    """The training objective split into the weighted terms that add up to it, per step.
+
+    GIST's objective (gist_engine.losses.gist_loss) is `CE(cls) + ce_weight * CE(gist) + loss_weight * D`; for the
+    KL losses D is made of the two directions, so `loss_weight * KL(cls||gist)` and `loss_weight * KL(gist||cls)`
+    are shown apart (bkld: both; kl: the first; reverse_kl: the second); js and mse are one term. A plain run's
+    objective is CE(cls) alone.
+
+    Args:
+        metrics: Step metrics (step, ce_cls, ce_gist, kl_cls_gist, kl_gist_cls, interaction, total).
+        gist: The run's `gist` config (enabled, loss, ce_weight, loss_weight); None = GIST off.
+
+    Returns:
+        step and one column per contribution, named with its weight ("0.75 · KL(cls || gist)"); the columns
+        other than step sum to `total`.
+    """
+    out = pd.DataFrame({"step": metrics["step"], "CE (CLS head)": metrics["ce_cls"]})
+    if not gist or not gist.get("enabled", True):
+        return out
+    w_ce, w = float(gist.get("ce_weight", 0.5)), float(gist.get("loss_weight", 0.75))
+    out[f"{w_ce:g} · CE (Gist head)"] = w_ce * metrics["ce_gist"]
+    loss = gist.get("loss", "bkld")
+    parts = {"bkld": ("kl_cls_gist", "kl_gist_cls"), "kl": ("kl_cls_gist",), "reverse_kl": ("kl_gist_cls",)}
+    if loss in parts:
+        for key in parts[loss]:
+            out[f"{w:g} · {LOSS_LABELS[key]}"] = w * metrics[key]
+    elif loss != "none":
+        out[f"{w:g} · {loss.upper()} interaction"] = w * metrics["interaction"]
+    return out
+
+
+def loss_figure(metrics: pd.DataFrame, gist: Mapping[str, Any] | None = None, smoothing: float = 0.0,
+                log: bool = False, raw: bool = False) -> go.Figure:
+    """The training objective per step, as stacked weighted contributions that add up to it (the line on top is
+    the total), or with `raw` each unweighted term as a line (KL terms are small: use `log`)."""
     fig = go.Figure()
-    for key, label in LOSS_LABELS.items():
-        if key in metrics and metrics[key].notna().any():
-            kl = key.startswith("kl_")
-            fig.add_scatter(x=metrics["step"], y=metrics[key], name=label, mode="lines", yaxis="y2" if kl else "y",
-                            line={"color": COLOURS[key], "width": 3 if key == "total" else 1.8,
-                                  "dash": "dot" if kl else "solid"})
-    fig.update_layout(yaxis2={"title": "KL (dotted)", "overlaying": "y", "side": "right", "rangemode": "tozero",
-                              "showgrid": False})
-    return _layout(fig, "Loss terms (BKLD decomposition)", "cross-entropy, total")
+    if raw:
+        for key, label in LOSS_LABELS.items():
+            if key in metrics and metrics[key].notna().any() and (key == "total" or metrics[key].abs().sum() > 0):
+                fig.add_scatter(x=metrics["step"], y=ema(metrics[key], smoothing), name=label, mode="lines",
+                                line={"color": COLOURS[key], "width": 3 if key == "total" else 1.8})
+        title = "Loss terms, unweighted"
+    else:
+        parts = loss_contributions(metrics, gist)
+        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+        for colour, column in zip(colours, parts.columns[1:], strict=False):
+            fig.add_scatter(x=parts["step"], y=ema(parts[column], smoothing), name=column, mode="lines",
+                            stackgroup=None if log else "loss", line={"color": colour, "width": 1})
+        if "total" in metrics:
+            fig.add_scatter(x=metrics["step"], y=ema(metrics["total"], smoothing), name="total", mode="lines",
+                            line={"color": COLOURS["total"], "width": 2.5})
+        title = "Training objective = sum of the weighted terms" if gist and gist.get("enabled", True) \
+            else "Training objective (cross-entropy)"
+    if log:
+        fig.update_yaxes(type="log")
+    _integer_ticks(fig, float(metrics["step"].max()) if len(metrics) else 0)
+    return _layout(fig, title, "loss" + (" (log)" if log else ""))
+
+
+def split_of(evals: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The evaluations of one split (frames without a split column are the test split's)."""
+    if "split" not in evals:
+        return evals if split == TEST else evals.iloc[0:0]
+    return evals[evals["split"] == split]
 
 
 def accuracy_figure(evals: pd.DataFrame) -> go.Figure:
-    """Test accuracy of the CLS and Gist heads and their agreement at each evaluation (percent)."""
+    """Accuracy of the CLS and Gist heads and their agreement (percent, 0-100): the accuracy probe as lines during
+    training, the test evaluations as large markers."""
     fig = go.Figure()
+    probe, test = split_of(evals, PROBE), split_of(evals, TEST)
     for key, label in ACC_LABELS.items():
-        if key in evals and evals[key].notna().any():
-            fig.add_scatter(x=evals["step"], y=100 * evals[key], name=label, mode="lines+markers",
+        if key in probe and probe[key].notna().any():
+            fig.add_scatter(x=probe["step"], y=100 * probe[key], name=f"{label} (probe)", mode="lines+markers",
+                            marker={"size": 5}, legendgroup=key,
                             line={"color": COLOURS[key], "dash": "dot" if key == "agreement" else "solid"})
-    return _layout(fig, "Test accuracy and agreement", "%")
+        if key in test and test[key].notna().any():
+            fig.add_scatter(x=test["step"], y=100 * test[key], name=f"{label} (test)", mode="markers",
+                            marker={"color": COLOURS[key], "size": 12, "symbol": "diamond"}, legendgroup=key)
+    fig.update_yaxes(range=[0, 101])
+    _integer_ticks(fig, float(evals["step"].max()) if len(evals) else 0)
+    n = int(probe["n"].iloc[0]) if len(probe) and "n" in probe else 0
+    title = (f"Accuracy: probe of {n} held-out training images (lines), test (diamonds)" if n
+             else "Test accuracy and agreement")
+    return _layout(fig, title, "%")
 
 
-def live_figures(drawn: dict[str, tuple], run_id: str, metrics: pd.DataFrame,
-                 evals: pd.DataFrame) -> tuple[go.Figure, go.Figure | None]:
+def live_figures(drawn: dict[str, tuple], run_id: str, metrics: pd.DataFrame, evals: pd.DataFrame,
+                 gist: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None
+                 ) -> tuple[go.Figure, go.Figure | None]:
     """The live page's loss and accuracy figures (None before the first evaluation), rebuilt only when points were
-    added since `drawn[run_id]` = (metric rows, evaluations, loss figure, accuracy figure) was stored."""
-    if run_id not in drawn or drawn[run_id][:2] != (len(metrics), len(evals)):
-        drawn[run_id] = (len(metrics), len(evals), loss_figure(metrics), accuracy_figure(evals) if len(evals) else None)
+    added since `drawn[run_id]` = (metric rows, evaluations, loss figure, accuracy figure, options) was stored, or
+    the chart options (smoothing, log, raw) changed."""
+    options = dict(options or {})
+    if run_id not in drawn or drawn[run_id][:2] != (len(metrics), len(evals)) or drawn[run_id][4] != options:
+        drawn[run_id] = (len(metrics), len(evals), loss_figure(metrics, gist, **options),
+                         accuracy_figure(evals) if len(evals) else None, options)
     return drawn[run_id][2], drawn[run_id][3]
 
 
 def delta_figure(results: Mapping[str, Any], key: str = "acc_cls") -> go.Figure:
-    """Per-seed GIST-minus-plain accuracy deltas (points) and their mean with the 95% CI (error bar)."""
+    """Per-seed GIST-minus-plain accuracy deltas (bars) and their mean with the 95% CI (error bar)."""
     fig = go.Figure()
     rows = [r for r in results.get("seeds", []) if r.get(f"plain_{key}") is not None
             and r.get(f"gist_{key}") is not None]
@@ -67,22 +175,59 @@ def delta_figure(results: Mapping[str, Any], key: str = "acc_cls") -> go.Figure:
     if d:
         err = None if d["ci_high"] is None else {"type": "data", "array": [100 * (d["ci_high"] - d["mean"])],
                                                  "arrayminus": [100 * (d["mean"] - d["ci_low"])]}
-        fig.add_scatter(x=["mean (95% CI)"], y=[100 * d["mean"]], error_y=err, mode="markers", name="mean",
+        fig.add_scatter(x=["mean (95% CI)"], y=[100 * d["mean"]], error_y=err, mode="markers", name="mean ± 95% CI",
                         marker={"size": 14, "color": COLOURS["CLS"]})
     fig.add_hline(y=0, line_color="#888", line_width=1)
     return _layout(fig, "GIST minus plain, accuracy points", "Δ accuracy (points)", x="")
 
 
 def overlay_figure(curves: Mapping[str, pd.DataFrame], column: str, title: str, scale: float = 1.0,
-                   y: str = "") -> go.Figure:
-    """One line per run (label -> frame with `step` and `column`)."""
+                   y: str = "", smoothing: float = 0.0, log: bool = False) -> go.Figure:
+    """One line per run (label -> frame with `step` and `column`): GIST solid, plain dotted, one colour per seed
+    label; `smoothing` (EMA weight) and a `log` y axis as on TensorBoard."""
     fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+    seeds: dict[str, str] = {}
+    last = 0.0
     for label, frame in curves.items():
-        if column in frame and len(frame):
-            fig.add_scatter(x=frame["step"], y=scale * frame[column], name=label,
+        if column in frame and len(frame) and frame[column].notna().any():
+            base = label.replace(" · GIST", "").replace(" · plain", "")
+            colour = seeds.setdefault(base, palette[len(seeds) % len(palette)])
+            fig.add_scatter(x=frame["step"], y=ema(scale * frame[column], smoothing), name=label,
                             mode="lines+markers" if len(frame) < 20 else "lines",
-                            line={"dash": "solid" if "GIST" in label else "dot"})
-    return _layout(fig, title, y or column, height=340)
+                            line={"dash": "solid" if "GIST" in label else "dot", "color": colour})
+            last = max(last, float(frame["step"].max()))
+    if log:
+        fig.update_yaxes(type="log")
+    _integer_ticks(fig, last)
+    return _layout(fig, title, y or column, height=360)
+
+
+def curves_frame(curves: Mapping[str, pd.DataFrame], column: str) -> pd.DataFrame:
+    """The data of an overlay figure as one long table (run, step, value): what its CSV download holds."""
+    parts = [pd.DataFrame({"run": label, "step": f["step"], column: f[column]})
+             for label, f in curves.items() if column in f and len(f)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["run", "step", column])
+
+
+def attention_grid_figure(grids: Mapping[str, np.ndarray], title: str) -> go.Figure:
+    """Attention weights over the patch grid, one heat map per token (e.g. CLS, Gist), one shared colour scale with
+    its colour bar (the weights as they are: each row of attention sums to 1 over all tokens)."""
+    names = list(grids)
+    top = max(float(np.nanmax(g)) for g in grids.values()) if grids else 1.0
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} → patches" for n in names],
+                        horizontal_spacing=0.06)
+    for i, name in enumerate(names, start=1):
+        fig.add_trace(go.Heatmap(z=grids[name], colorscale="Inferno", zmin=0, zmax=top, coloraxis="coloraxis",
+                                 hovertemplate="row %{y}, column %{x}: %{z:.4f}<extra>" + name + "</extra>"),
+                      row=1, col=i)
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", showticklabels=False,
+                         row=1, col=i)
+        fig.update_xaxes(showticklabels=False, row=1, col=i)
+    fig.update_layout(coloraxis={"colorscale": "Inferno", "cmin": 0, "cmax": top,
+                                 "colorbar": {"title": "attention", "thickness": 12}},
+                      title=title, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    return fig
 
 
 def similarity_figure(summary: pd.DataFrame, step: int | None = None) -> go.Figure:

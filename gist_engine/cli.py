@@ -97,6 +97,7 @@ class ProgressBar:
 
     def __init__(self, label: str = "") -> None:
         self.label, self.bar, self.postfix = label, None, {}
+        self.eval_bar = None  # a second bar while the test split (or the accuracy probe) is evaluated
 
     def on_train_start(self, trainer) -> None:
         self.bar = tqdm(total=trainer.total_steps, desc=self.label or "train", unit="step", dynamic_ncols=True,
@@ -108,10 +109,25 @@ class ProgressBar:
         self.bar.update(1)
 
     def on_eval_end(self, trainer, step: int, metrics: dict) -> None:
-        self.postfix["acc"] = f"{100 * metrics['acc_cls']:.1f}%"
+        key = "acc" if metrics.get("split", "test") == "test" else metrics["split"]  # probe: the accuracy probe
+        self.postfix[key] = f"{100 * metrics['acc_cls']:.1f}%"
         self.bar.set_postfix(self.postfix)
 
+    def on_phase(self, trainer, phase: str, done: int, total: int) -> None:
+        if phase not in ("evaluating", "probing") or self.bar.disable:
+            return
+        if self.eval_bar is None:
+            what = "test images" if phase == "evaluating" else "probe images"
+            self.eval_bar = tqdm(total=total, desc=f"  evaluating {total} {what}", unit="img", leave=False,
+                                 dynamic_ncols=True, file=sys.stderr)
+        self.eval_bar.update(done - self.eval_bar.n)
+        if done >= total:
+            self.eval_bar.close()
+            self.eval_bar = None
+
     def on_train_end(self, trainer, result) -> None:
+        if self.eval_bar is not None:
+            self.eval_bar.close()
         self.bar.close()
 
 

@@ -35,7 +35,10 @@ try:
     if kind == "Probe set over training":
         step = st.select_slider("Training step", steps, value=steps[-1], help="Snapshots recorded while training")
         maps = ge.load_snapshot(snap.run_dir, step)
-        index = st.radio("Probe image", range(len(maps.images)), horizontal=True)
+        names = services.model_for_run(snap.run_dir).class_names or []
+        index = st.radio("Probe image", range(len(maps.images)), horizontal=True,
+                         format_func=lambda i: f"#{i} ({names[int(maps.labels[i])]})" if maps.labels is not None
+                         and int(maps.labels[i]) < len(names) else f"#{i}")
     elif kind == "Upload an image":
         upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
         if upload is None:
@@ -56,6 +59,16 @@ head = c2.selectbox("Head", [None, *range(maps.num_heads)], format_func=lambda h
                     else f"head {h}")
 rollout = c3.toggle("Rollout", help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer")
 widgets.map_pair(maps, index, layer, head, rollout)
+grids = {}
+for name, label in (("cls", "CLS"), ("gist", "Gist")):
+    per_head = getattr(maps, f"{name}_maps")
+    if per_head is not None:
+        grids[label] = (getattr(maps, f"{name}_rollout")[index, layer] if rollout else
+                        per_head[index, layer].mean(axis=0) if head is None else per_head[index, layer, head])
+what = f"rollout through layer {layer}" if rollout else f"layer {layer}, " + (
+    "mean of heads" if head is None else f"head {head}")
+st.plotly_chart(charts.attention_grid_figure(grids, f"Attention weights on the patch grid, {what} (one colour scale)"),
+                key="attn.grid", config=charts.MODEBAR)
 if maps.has_gist:
     st.plotly_chart(charts.similarity_figure(maps.summary(index), maps.step), key="attn.sim")
 st.subheader("Attribution: CLS head vs Gist head")

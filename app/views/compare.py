@@ -1,23 +1,27 @@
-"""Compare: GIST minus plain per seed and on average (95% CI), the parameter cost, overlaid curves, published rows."""
+"""Compare: GIST minus plain per seed and on average (95% CI, p, a verdict), like-for-like curves, published rows."""
 
 import charts
 import pandas as pd
+import readouts
 import services
 import state
 import streamlit as st
-import widgets
 
 mgr = state.manager()
 st.title("Compare plain and GIST")
 groups = {g["id"]: g for g in mgr.groups()}
-runs = {r.id: r for r in mgr.list(limit=500)}
+everything = mgr.list()
+runs = {r.id: r for r in everything[:500]}
+counts = {g: readouts.seeds_in(r for r in everything if r.group_id == g) for g in groups}  # from the runs there now
 wanted_group, wanted_runs = st.query_params.get("group"), st.query_params.get_all("runs")
 mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key="compare.mode",
                             default="Any runs" if wanted_runs or not groups else "Paired group")
+
+
 if mode == "Paired group" and groups:
     ids = list(groups)
     gid = st.selectbox("Group", ids, index=ids.index(wanted_group) if wanted_group in ids else 0,
-                       format_func=lambda g: f"{groups[g]['name'] or g} · {len(groups[g]['seeds'])} seeds · {g}")
+                       format_func=lambda g: readouts.group_label(groups[g], counts[g]))
     st.query_params.update(group=gid)
     picked = [r.id for r in mgr.list(group_id=gid)]
 else:
@@ -26,6 +30,7 @@ else:
                             format_func=lambda i: state.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
 active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
+loss_key, smoothing, log = readouts.compare_options()
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -40,16 +45,13 @@ def results_view() -> None:
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
-    widgets.compare_summary(results, chosen)
+    readouts.compare_headline(results, chosen)
     if results.get("seeds") and results.get("delta_acc_cls"):
         chart, table = st.columns(2)
-        chart.plotly_chart(charts.delta_figure(results), key="compare.delta")
-        table.dataframe(widgets.seeds_table(results))
-    evals = {state.run_label(r): mgr.evaluations(r.id) for r in chosen}
-    losses = {state.run_label(r): mgr.metrics(r.id, keys=["total"]) for r in chosen}
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.overlay_figure(evals, "acc_cls", "Test accuracy, CLS head", 100, "%"), key="compare.acc")
-    c2.plotly_chart(charts.overlay_figure(losses, "total", "Training loss", y="loss"), key="compare.loss")
+        chart.plotly_chart(charts.delta_figure(results), key="compare.delta", config=charts.MODEBAR)
+        with table:
+            readouts.seeds_table(results)
+    readouts.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
     if results.get("unpaired"):
         st.caption(f"Without a partner (shown in the curves only): {', '.join(results['unpaired'])}")
     if active and not any(r.status in state.ACTIVE for r in chosen):

@@ -1,8 +1,9 @@
-"""Live run: progress and ETA, the BKLD decomposition and accuracies updating as it trains; stop; ?run= in the URL."""
+"""Live run: what it does now, the BKLD decomposition and accuracies as it trains, its end metrics; stop, resume."""
 
 import time
 
 import charts
+import readouts
 import state
 import streamlit as st
 import widgets
@@ -35,6 +36,9 @@ with head:
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
+if snap.status in ("stopped", "interrupted", "failed"):
+    readouts.resume_or_rerun(mgr, snap, state.open_run)
+options = readouts.live_options()
 
 
 @st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
@@ -43,20 +47,18 @@ def live_view() -> None:
     tick = time.perf_counter()
     s = mgr.get(run_id)
     metrics = state.run_metrics(mgr, run_id)
-    st.progress(min(1.0, s.progress), text=widgets.eta_text(s))
-    if s.error:
-        st.error(f"This run {s.status}: {s.error}")
-    if not len(metrics):
-        st.info("Preparing the data and the model; the first curve point appears after the first step.")
-    else:
+    readouts.live_status(s, has_steps=bool(len(metrics)))
+    evals = mgr.evaluations(run_id)
+    if len(metrics):
         loss, acc = st.columns(2)
         loss_fig, acc_fig = charts.live_figures(st.session_state.setdefault(state.FIGURES_KEY, {}), run_id,
-                                                metrics, mgr.evaluations(run_id))
-        loss.plotly_chart(loss_fig, key="live.loss")
+                                                metrics, evals, cfg.get("gist"), options)
+        loss.plotly_chart(loss_fig, key="live.loss", config=charts.MODEBAR)
         if acc_fig is not None:
-            acc.plotly_chart(acc_fig, key="live.acc")
+            acc.plotly_chart(acc_fig, key="live.acc", config=charts.MODEBAR)
         else:
-            acc.info("Test accuracy of both heads and their agreement appear after the first evaluation.")
+            acc.info("Accuracy of both heads and their agreement appear after the first evaluation (set "
+                     "train.probe_every for a curve during training).")
     times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
     times.append(1000 * (time.perf_counter() - tick))
     st.caption(f"step {s.step} · refreshed in {times[-1]:.0f} ms")
@@ -65,6 +67,7 @@ def live_view() -> None:
 
 
 live_view()
+readouts.csv_downloads(mgr, run_id)
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli(cfg, key="live.cli")
 links = st.columns(3)

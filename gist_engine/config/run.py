@@ -115,6 +115,14 @@ class TrainConfig:
     attention_every: int = option(0, "Record CLS/Gist attention maps of a probe batch every K steps (0 = off).",
                                   min=0)
     probe_images: int = option(4, "Images in the attention probe batch.", min=1, max=64)
+    probe_every: int = option(0, "Accuracy probe: evaluate both heads on a fixed set of held-out training-split "
+                              "images (never the test set) every N steps and at step 0, recorded as evaluations of "
+                              "split 'probe' (the accuracy curve of a short run); 0 = off. Inference only: the "
+                              "training itself is unchanged.", min=0)
+    probe_size: int = option(128, "Accuracy probe: how many train-split images it holds, drawn (seeded by data.seed, "
+                             "class proportions kept) from those the training subset leaves out; the validation "
+                             "split is used instead when the training subset is the whole train split.", min=1,
+                             max=65_536)
     checkpoint_every: int = option(0, "Write a resumable checkpoint every N epochs (0 = only the final one).",
                                    min=0)
     log_every: int = option(0, "Read the loss terms back from the device every N steps: every step is still "

@@ -206,8 +206,10 @@ def dataset_modality(dataset: str) -> str:
     return lookup_dataset(dataset)[0].modality
 
 
-def _split(raw: RawDataset, cfg: DataConfig) -> tuple[dict[str, Pool | None], str]:
-    """The train/val/test pools after the fixed split and the seeded subsampling, and a note saying how."""
+def _split(raw: RawDataset, cfg: DataConfig, probe_size: int = 0) -> tuple[dict[str, Pool | None], str]:
+    """The train/val/test pools after the fixed split and the seeded subsampling, and a note saying how; with
+    `probe_size`, also a `probe` pool: up to that many train-split images the training subset left out (drawn after
+    it, on a stream of its own, so the training images stay the same), or None when it used them all."""
     train, test = raw.train, raw.test
     if test is None:
         train_pos, test_pos = fixed_split(train.labels, TEST_FRACTION, SPLIT_SEED)
@@ -228,13 +230,21 @@ def _split(raw: RawDataset, cfg: DataConfig) -> tuple[dict[str, Pool | None], st
             note += "; val held out of the train split (stratified, data.seed)"
     if cfg.few_shot is not None and cfg.train_size is not None:
         raise DatasetError("data: set few_shot (k images per class) or train_size, not both")
+    pool, kept = train, np.arange(len(train))
     if cfg.few_shot is not None:
-        train = train.take(few_shot_subset(train.labels, cfg.few_shot, cfg.seed, raw.class_names))
+        kept = few_shot_subset(train.labels, cfg.few_shot, cfg.seed, raw.class_names)
+        train = train.take(kept)
     elif cfg.train_size is not None:
-        train = train.take(stratified_subset(train.labels, cfg.train_size, cfg.seed, 2, "train_size"))
+        kept = stratified_subset(train.labels, cfg.train_size, cfg.seed, 2, "train_size")
+        train = train.take(kept)
     if cfg.test_size is not None:
         test = test.take(stratified_subset(test.labels, cfg.test_size, cfg.seed, 3, "test_size"))
-    return {"train": train, "val": val, "test": test}, note
+    pools = {"train": train, "val": val, "test": test}
+    if probe_size:
+        rest = np.setdiff1d(np.arange(len(pool)), kept)  # train-split images the training subset left out
+        n = min(probe_size, len(rest))
+        pools["probe"] = pool.take(rest[stratified_subset(pool.labels[rest], n, cfg.seed, 4, "probe")]) if n else None
+    return pools, note
 
 
 def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
@@ -255,7 +265,7 @@ def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
 
 def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = "cpu", *, max_memory_bytes: int | None = None,
-                 num_workers: int | None = None, tokenizer: Any = None) -> DatasetSplits:
+                 num_workers: int | None = None, tokenizer: Any = None, probe_size: int = 0) -> DatasetSplits:
     """Read a dataset, split and subsample it, resize it for the backbone and put it on the device.
 
     A dataset whose uint8 pixels (all splits, at `image_size`) fit in `max_memory_bytes` is decoded once and
@@ -272,6 +282,8 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         tokenizer: Text datasets: a Hugging Face tokenizer or a text backbone's name (what
             `backbone_data_config` gives for a text backbone); documents are truncated to `cfg.max_length`, and
             `image_size`, `mean` and `std` are ignored. Must be None for image datasets.
+        probe_size: Also hold a `probe` split of up to this many train-split images outside the training subset
+            (the trainer's accuracy probe, `train.probe_every`); 0 = none.
 
     Returns:
         DatasetSplits with train, val (None when val_size is 0), test, class names and `info`.
@@ -292,7 +304,7 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
     except NetworkNeededError as exc:
         offline = ", ".join(_usage(n, s) for n, s in DATASETS.items() if s.offline)
         raise NetworkNeededError(f"{exc} Datasets that work offline: {offline}.") from exc.__cause__
-    pools, note = _split(raw, cfg)
+    pools, note = _split(raw, cfg, probe_size)
     _check(cfg.dataset, raw, pools)
     if spec.modality == "text":
         info = {"name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
@@ -336,7 +348,8 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
     }
     logger.info("loaded %s: %s images (%s) in %.1f s", cfg.dataset, info["sizes"], info["storage"],
                 info["load_seconds"])
-    return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info)
+    return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info,
+                         probe=splits.get("probe"))
 
 
 

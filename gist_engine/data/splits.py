@@ -309,6 +309,7 @@ class DatasetSplits:
     test: Split
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    probe: Split | None = None  # held-out train-split images for the trainer's accuracy probe (train.probe_every)
 
     @property
     def num_classes(self) -> int:

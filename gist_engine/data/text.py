@@ -308,7 +308,8 @@ def build_text_splits(raw: RawDataset, pools: dict[str, Pool | None], info: dict
     })
     logger.info("loaded %s: %s documents, %.1f tokens on average, in %.1f s", info.get("name"), info["sizes"],
                 info["tokens_mean"], info["load_seconds"])
-    return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info)
+    return DatasetSplits(splits["train"], splits["val"], splits["test"], list(raw.class_names), info,
+                         probe=splits.get("probe"))
 
 
 __all__ = ["GLUE_TASKS", "LABEL_COLUMN", "PAIR_COLUMN", "TABLE_EXTENSIONS", "TEXT_COLUMN", "TextSource",

@@ -62,6 +62,7 @@ class AttentionMaps:
     images: np.ndarray | None = None  # (B, S, S, 3) uint8: the model inputs, de-normalised
     sequence_layout: tuple[tuple[str, int], ...] = ()  # token groups in block order, e.g. (("CLS", 1), ...)
     step: int | None = None  # training step of a snapshot
+    labels: np.ndarray | None = None  # (B,) int64 true classes of a snapshot's probe images, when recorded
 
     @property
     def has_gist(self) -> bool:

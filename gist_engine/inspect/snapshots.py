@@ -47,12 +47,13 @@ class AttentionSnapshots:
         probe_images: Normalised probe images (k, 3, H, W), e.g. from `choose_probe_images`.
     """
 
-    def __init__(self, out_dir: Path, every: int, probe_images: Tensor) -> None:
+    def __init__(self, out_dir: Path, every: int, probe_images: Tensor, probe_labels: Tensor | None = None) -> None:
         if every < 1:
             raise ValueError(f"every: must be >= 1, got {every}")
         self.dir = Path(out_dir) / SNAPSHOT_DIR
         self.every = every
         self.probe_images = probe_images.detach()
+        self.probe_labels = probe_labels  # (k,) their classes, stored beside the images for the attention page
         self.last_step: int | None = None
         self.bytes_written = 0
 
@@ -62,7 +63,10 @@ class AttentionSnapshots:
         norm = input_normalisation(model)
         if norm is not None:
             images = to_uint8_images(self.probe_images, *norm)  # (k, H, W, 3)
-            self.bytes_written += save_npz(self.dir / PROBE_FILE, {"images": images})
+            arrays = {"images": images}
+            if self.probe_labels is not None:
+                arrays["labels"] = self.probe_labels.detach().cpu().numpy().astype(np.int64)
+            self.bytes_written += save_npz(self.dir / PROBE_FILE, arrays)
         self.record(model, 0)
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
@@ -102,6 +106,7 @@ def load_snapshot(run_dir: str | Path, step: int) -> AttentionMaps:
     if maps.images is None and (folder / PROBE_FILE).exists():
         with np.load(folder / PROBE_FILE, allow_pickle=False) as data:
             maps.images = data["images"]
+            maps.labels = data["labels"] if "labels" in data.files else None
     return maps
 
 
@@ -118,9 +123,10 @@ class TrainerSnapshots:
 
     def on_train_start(self, trainer: Any) -> None:
         """Pick the probe images (seeded, from the first test batch) and record step 0."""
-        x, _ = next(trainer.data.test.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
+        x, y = next(trainer.data.test.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
         probe = choose_probe_images(x, self.k, seed=trainer.config.data.seed)
-        self.snapshots = AttentionSnapshots(self.run_dir, self.every, probe)
+        labels = choose_probe_images(y, self.k, seed=trainer.config.data.seed)  # (k,) the same seeded choice
+        self.snapshots = AttentionSnapshots(self.run_dir, self.every, probe, labels)
         if trainer.step == 0:
             self.snapshots.on_train_start(trainer.model)  # the probe images and step 0
         else:  # a resumed run: its probe images are stored already; record where it resumes

@@ -104,7 +104,8 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
 
 def export_frame(source: RunSource, run_id: str) -> pd.DataFrame:
     """A run's metrics per step, outer-joined with its evaluations (`eval_*` columns) on the step."""
-    evals = source.evaluations(run_id).drop(columns="split")
+    evals = source.evaluations(run_id)
+    evals = evals[evals["split"] == "test"].drop(columns="split")  # the accuracy probe's rows only draw curves
     evals["per_class"] = [json.dumps(v) for v in evals["per_class"]]
     evals = evals.rename(columns={c: f"eval_{c}" for c in evals.columns if c != "step"})
     return source.metrics(run_id).merge(evals, on="step", how="outer").sort_values("step", ignore_index=True)
@@ -190,7 +191,8 @@ def _log_run(client: Any, experiment_id: str, source: RunSource, run_id: str, pa
     for _, row in source.evaluations(run_id).iterrows():
         for key in ("acc_cls", "acc_gist", "agreement"):
             if row[key] is not None and math.isfinite(row[key]):
-                metrics.append(entities.Metric(f"eval_{key}", float(row[key]), stamp, int(row["step"])))
+                prefix = "eval" if row["split"] == "test" else row["split"]  # probe_acc_cls: the accuracy probe
+                metrics.append(entities.Metric(f"{prefix}_{key}", float(row[key]), stamp, int(row["step"])))
     for i in range(0, len(metrics), MAX_METRICS):
         client.log_batch(mid, metrics=metrics[i:i + MAX_METRICS])
     for name in ("checkpoint.safetensors", "result.json"):

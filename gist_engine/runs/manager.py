@@ -445,7 +445,8 @@ class RunManager:
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
             if keys is None:
-                recorded = set(_loads(row["latest"], {})) or set(STEP_KEYS)
+                recorded = {k for k, v in _loads(row["latest"], {}).items()  # not `phase`, what the trainer does
+                            if isinstance(v, (int, float))} or set(STEP_KEYS)
                 keys = [k for k in STEP_KEYS if k in recorded] + sorted(recorded - set(STEP_KEYS))
             keys = list(keys)
             # Pivot inside SQLite (one row per step); plain tuples, not sqlite3.Row, for speed.
@@ -553,16 +554,18 @@ class RunManager:
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
         run_dir = self.run_dir(r["id"])
+        latest = _loads(r["latest"], {})
+        phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
         return RunSnapshot(
             id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
             finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
-            eta_seconds=eta, epoch=r["epoch"], latest=_loads(r["latest"], {}), last_eval=_loads(r["last_eval"]),
+            eta_seconds=eta, epoch=r["epoch"], latest=latest, last_eval=_loads(r["last_eval"]),
             best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=r["error"], config=json.loads(r["config"]),
             seed=r["seed"], gist_enabled=bool(r["gist_enabled"]), method=r["method"], group_id=r["group_id"],
             trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
             versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
             total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
-            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE)
+            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE, phase=phase)
 
     def _heartbeat(self) -> None:
         last_recover = time.monotonic()
@@ -675,7 +678,8 @@ class RunManager:
         cfg = trainer.config
         if self.data_loader is not None:
             return self.data_loader(cfg)
-        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
+        probe = cfg.train.probe_size if cfg.train.probe_every else 0  # the accuracy probe's held-out images
+        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device), probe], sort_keys=True)
         with self._data_lock:
             if self._data_cache is not None and self._data_cache[0] == key:
                 return self._data_cache[1]

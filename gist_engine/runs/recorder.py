@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..config import to_dict
-from ..train import Callback, Trainer, TrainResult
+from ..train import TRAINING, Callback, Trainer, TrainResult
 from ..tuners import count_parameters
 from .store import RunStore
 
@@ -32,6 +32,8 @@ class StoreWriter(Callback):
         self.rows: list[tuple[str, int, str, float]] = []
         self.pending = 0
         self.latest: dict[str, float] = {}
+        self.phase: dict[str, Any] = {"name": TRAINING, "done": 0, "total": 0}  # what the trainer does now
+        self.phase_written = 0.0  # monotonic time of the last write of an evaluation's progress
         self.step = self.step0 = 0
         self.t0 = self.last_flush = time.monotonic()
 
@@ -49,7 +51,8 @@ class StoreWriter(Callback):
                                     (rid, trainer.step)).fetchall())
             c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
                       "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
-                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0, json.dumps(latest),
+                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0,
+                       json.dumps({**latest, "phase": self.phase}),
                        json.dumps(to_dict(trainer.config)), trainable, model.gist_parameter_count(), total,
                        str(trainer.device), time.time(), rid))
             refresh_eval_summary(c, rid)
@@ -66,6 +69,20 @@ class StoreWriter(Callback):
     def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
         """Write the buffered steps and the evaluation together."""
         self.flush(evaluation=(step, metrics))
+
+    def on_phase(self, trainer: Trainer, phase: str, done: int, total: int) -> None:
+        """Record what the trainer does now in the run's `latest` (key `phase`: name, done, total), so a page can
+        say "evaluating 500 test images" while no step comes; an evaluation's progress at most every
+        `flush_seconds` (its start and end always)."""
+        self.phase = {"name": phase, "done": done, "total": total}
+        now = time.monotonic()
+        if 0 < done < total and now - self.phase_written < self.flush_seconds:
+            return
+        self.phase_written = now
+        self.flush()  # the steps before it first, so the page never sees a phase ahead of its steps
+        with self.store.write() as c:
+            c.execute("UPDATE runs SET latest = ?, heartbeat = ? WHERE id = ?",
+                      (json.dumps({**self.latest, "phase": self.phase}), time.time(), self.run_id))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Write what is left in the buffer."""
@@ -85,7 +102,7 @@ class StoreWriter(Callback):
                 c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
                 c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
                           "WHERE id = ?", (self.step, float(self.latest.get("epoch", 0.0)),
-                                           json.dumps(self.latest), rate, time.time(), rid))
+                                           json.dumps({**self.latest, "phase": self.phase}), rate, time.time(), rid))
             if evaluation is not None:
                 step, m = evaluation
                 c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
@@ -96,10 +113,12 @@ class StoreWriter(Callback):
 
 
 def refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
-    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its evaluations."""
+    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its test evaluations (the
+    accuracy probe's evaluations, split "probe", only draw curves)."""
     last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
-                     "ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
-    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ?", (run_id,)).fetchone()[0]
+                     "AND split = 'test' ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ? AND split = 'test'",
+                     (run_id,)).fetchone()[0]
     if last is None:
         c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
                   "best_acc_cls = NULL WHERE id = ?", (run_id,))

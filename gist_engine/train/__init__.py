@@ -6,9 +6,14 @@ from .step import TrainStep, make_optimizer
 from .trainer import (
     COMPLETED,
     DIVERGED,
+    EVALUATING,
     FAILED,
+    PROBE_SPLIT,
+    PROBING,
     RESUMABLE_CHANGES,
+    SAVING,
     STOPPED,
+    TRAINING,
     Callback,
     Trainer,
     TrainResult,
@@ -20,7 +25,8 @@ from .trainer import (
     train,
 )
 
-__all__ = ["COMPLETED", "DIVERGED", "FAILED", "RESUMABLE_CHANGES", "STOPPED", "Callback", "CheckpointError",
+__all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
+           "STOPPED", "TRAINING", "Callback", "CheckpointError",
            "TrainResult", "TrainStep", "Trainer", "cosine_epoch_lr", "load_model", "load_run_data", "make_optimizer",
            "package_versions", "param_groups", "predict", "resolve_device", "save_checkpoint", "seed_everything",
            "steps_per_epoch", "train", "warmup_cosine"]

@@ -44,7 +44,13 @@ COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "fail
 
 
 # Train options a resumed run may change: they decide speed and placement, not the result.
-RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch_size", "cpu_threads")
+RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch_size", "cpu_threads", "probe_every",
+                     "probe_size")
+
+# What the trainer is doing, as `Callback.on_phase` reports it: training steps, evaluating the test split,
+# evaluating the accuracy probe, writing the checkpoint.
+TRAINING, EVALUATING, PROBING, SAVING = "training", "evaluating", "probing", "saving"
+PROBE_SPLIT = "probe"  # the split name of the accuracy probe's evaluations
 
 
 class Callback:
@@ -57,7 +63,13 @@ class Callback:
         """After optimisation step `step` (from 1): every loss term, lr, images/s, epoch."""
 
     def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
-        """After an evaluation: acc_cls, acc_gist, agreement, per_class, epoch, split."""
+        """After an evaluation: acc_cls, acc_gist, agreement, per_class, epoch, split ("test", or "probe" for the
+        accuracy probe of `train.probe_every`)."""
+
+    def on_phase(self, trainer: Trainer, phase: str, done: int, total: int) -> None:
+        """What the trainer does now (TRAINING, EVALUATING, PROBING, SAVING) and how far it is: `done` of `total`
+        examples of an evaluation (0 of 0 for the other phases). Reported as each phase starts and after every
+        evaluation batch."""
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Once, whatever the status."""
@@ -96,10 +108,12 @@ class TrainResult:
 
 
 def load_run_data(config: RunConfig, device: torch.device | str = "cpu") -> Any:
-    """The `DatasetSplits` a run config asks for, prepared for its backbone (size and mean/std, or tokenizer)."""
+    """The `DatasetSplits` a run config asks for, prepared for its backbone (size and mean/std, or tokenizer),
+    with the accuracy probe's held-out images when `train.probe_every` is set."""
     dc = backbone_data_config(config.backbone, config.image_size)
+    probe = config.train.probe_size if config.train.probe_every else 0
     return load_dataset(config.data, dc["image_size"], dc["mean"], dc["std"], device=device,
-                        tokenizer=dc.get("tokenizer"))  # a text backbone's tokenizer, else None
+                        tokenizer=dc.get("tokenizer"), probe_size=probe)  # tokenizer: a text backbone's, else None
 
 
 def seed_everything(seed: int) -> None:
@@ -174,6 +188,7 @@ class Trainer:
         self._scaler_state: dict[str, Any] | None = None  # the fp16 gradient scaler's state a resumed run restores
         self.step = 0
         self.total_steps = 0
+        self.phase = ""  # what it does now: TRAINING, EVALUATING, PROBING, SAVING (Callback.on_phase)
         self.device = resolve_device(self.config.train.device)
         precision = self.config.train.precision
         self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
@@ -200,25 +215,36 @@ class Trainer:
         log.debug("speed shortcuts: %s", report.summary())
         self.config = model_cfg
 
-    def evaluate(self, split: Any = None, batch_size: int | None = None) -> dict[str, Any]:
+    def evaluate(self, split: Any = None, batch_size: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """CLS accuracy, Gist-head accuracy, CLS/Gist agreement and per-class accuracy on a split (test default).
 
         Runs in inference mode (bf16 autocast on CUDA) with large batches (`train.eval_batch_size`, auto 1024 on
-        CUDA); predictions stay on the device until the end.
+        CUDA); predictions stay on the device until the end. It draws no random numbers and restores the model's
+        train/eval mode, so evaluating between steps leaves training unchanged. `progress(done, total)` is called
+        before the first batch and after each (examples).
         """
         model, split = self.model, split or self.data.test
         batch_size = batch_size or speed.eval_batch_size(self.device, self.config.train.eval_batch_size)
         was_training = model.training
         model.eval()
         cls_pred, gist_pred, labels = [], [], []
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for x, y in split.batches(batch_size):
-                out = model(x)
-                cls_pred.append(out.cls_logits.argmax(-1))
-                if out.gist_logits is not None:
-                    gist_pred.append(out.gist_logits.argmax(-1))
-                labels.append(y)
-        model.train(was_training)
+        done, total = 0, len(split)
+        if progress is not None:
+            progress(done, total)
+        try:
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                for x, y in split.batches(batch_size):
+                    out = model(x)
+                    cls_pred.append(out.cls_logits.argmax(-1))
+                    if out.gist_logits is not None:
+                        gist_pred.append(out.gist_logits.argmax(-1))
+                    labels.append(y)
+                    if progress is not None:
+                        done += len(y)
+                        progress(done, total)
+        finally:
+            model.train(was_training)
         cls_p, y = torch.cat(cls_pred).cpu(), torch.cat(labels).cpu()
         correct = (cls_p == y).float()
         per_class = {name: correct[y == c].mean().item() for c, name in enumerate(self.data.class_names)
@@ -264,6 +290,10 @@ class Trainer:
             self.callbacks.append(TrainerSnapshots(self.run_dir, tc.attention_every, tc.probe_images))
         for cb in self.callbacks:
             cb.on_train_start(self)
+        probe_split = self._probe_split()
+        if probe_split is not None and self.step == 0:
+            self._record_probe(result, probe_split, 0.0)  # the untrained heads: where the curve starts
+        self._phase(TRAINING)
 
         model.train()
         # The fast path: the step leaves its loss terms on the device; they are read back (one host sync) every
@@ -308,11 +338,16 @@ class Trainer:
             except Exception:
                 pending.clear()
 
+        def pending_epoch(epoch: int) -> float:  # the epoch position of the current step, as steps report it
+            return epoch + min(1.0, (self.step - epoch * per_epoch) / per_epoch)
+
         started = time.perf_counter()
         try:
             for epoch in range(start_epoch, epochs):
                 order = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)  # same order with GIST on/off
                 clock["tick"] = time.perf_counter()
+                if self.phase != TRAINING:  # after an evaluation
+                    self._phase(TRAINING)
                 for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order, drop_last=tc.drop_last):
                     if self.step >= self.total_steps:
                         break
@@ -328,11 +363,15 @@ class Trainer:
                             scheduler.step()
                     self.step += 1
                     lr = tc.lr * schedule(scheduler.last_epoch)  # a float, not the optimiser's tensor: no sync
-                    pending.append((self.step, terms, lr,
-                                    epoch + min(1.0, (self.step - epoch * per_epoch) / per_epoch),
-                                    len(y)))
+                    pending.append((self.step, terms, lr, pending_epoch(epoch), len(y)))
                     if len(pending) >= log_every and not report():
                         break
+                    if probe_split is not None and self.step % tc.probe_every == 0:
+                        if not report():  # the steps up to this one first, in order
+                            break
+                        self._record_probe(result, probe_split, pending_epoch(epoch))
+                        self._phase(TRAINING)
+                        clock["tick"] = time.perf_counter()  # the probe's time is not training time
                 if not report() or result.status != COMPLETED:
                     break
                 last_epoch = epoch + 1 == epochs or self.step >= self.total_steps
@@ -358,6 +397,7 @@ class Trainer:
         result.epochs_done = self.step / per_epoch
         result.images_per_second = images_seen / train_time if train_time else 0.0
         if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
+            self._phase(SAVING)
             save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
                             extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset})
         for cb in self.callbacks:
@@ -394,8 +434,35 @@ class Trainer:
             setattr(result, key, value)
         return meta["epoch"]
 
+    def _phase(self, phase: str, done: int = 0, total: int = 0) -> None:
+        self.phase = phase
+        for cb in self.callbacks:
+            on_phase = getattr(cb, "on_phase", None)  # callbacks written before on_phase existed have none
+            if on_phase is not None:
+                on_phase(self, phase, done, total)
+
+    def _probe_split(self) -> Any:
+        """The accuracy probe's split (`train.probe_every`): the held-out probe, else the validation split; None
+        when off or when the data has neither (logged)."""
+        if not self.config.train.probe_every:
+            return None
+        split = getattr(self.data, "probe", None)  # DatasetSplits made elsewhere may lack the field
+        split = self.data.val if split is None else split
+        if split is None:
+            log.info("train.probe_every: no held-out training images for the accuracy probe (the training subset "
+                     "is the whole train split); set data.train_size or data.val_size to have one")
+        return split
+
+    def _record_probe(self, result: TrainResult, split: Any, epoch: float) -> None:
+        """Evaluate the accuracy probe now and report it as an evaluation of split "probe" (not the result's)."""
+        metrics = self.evaluate(split, progress=lambda done, total: self._phase(PROBING, done, total))
+        metrics.update(step=self.step, epoch=epoch, split=PROBE_SPLIT)
+        result.history["evals"].append(metrics)
+        for cb in self.callbacks:
+            cb.on_eval_end(self, self.step, metrics)
+
     def _record_eval(self, result: TrainResult, epoch: int) -> None:
-        metrics = self.evaluate()
+        metrics = self.evaluate(progress=lambda done, total: self._phase(EVALUATING, done, total))
         metrics.update(step=self.step, epoch=epoch, split="test")
         result.history["evals"].append(metrics)
         result.acc_cls, result.acc_gist = metrics["acc_cls"], metrics["acc_gist"]
@@ -419,6 +486,7 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
     return Trainer(config, **kwargs).run()
 
 
-__all__ = ["COMPLETED", "DIVERGED", "FAILED", "RESUMABLE_CHANGES", "STOPPED", "Callback", "TrainResult", "Trainer",
+__all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
+           "STOPPED", "TRAINING", "Callback", "TrainResult", "Trainer",
            "load_run_data", "param_groups", "resolve_device", "seed_everything", "steps_per_epoch", "train"]
 

@@ -20,6 +20,7 @@ TINY = {"backbone": "test_vit", "image_size": 32, "method": "linear", "data": {"
         "train": {"epochs": 1, "batch_size": 16}}
 DEMO = "CPU demo (DINOv2-S, MNIST, minutes)"
 SMOKE = "Smoke test (tiny random ViT, seconds)"
+LONGER = "CPU demo over 4 epochs (for plain vs GIST, 3 seeds: ~50 min)"
 
 
 def test_demo_config_matches_the_shipped_yaml() -> None:
@@ -39,7 +40,7 @@ def _copy_assets(tmp_path: Path) -> Path:
 
 def test_presets_are_read_from_the_yaml_files(tmp_path: Path) -> None:
     presets = services.load_presets()
-    assert list(presets) == [DEMO, SMOKE] and services.demo_config() == presets[DEMO]
+    assert list(presets) == [DEMO, SMOKE, LONGER] and services.demo_config() == presets[DEMO]
     assert presets[SMOKE]["backbone"] == "test_vit" and presets[SMOKE]["train"]["epochs"] == 20
     index = _copy_assets(tmp_path)
     demo_file = tmp_path / "configs" / "demo_cpu.yaml"

@@ -1,0 +1,234 @@
+"""The pages tell the story honestly: Compare's verdict and counts, Live's phases and end state, Resume/Rerun, and
+the chart helpers (smoothing, the loss decomposition) they draw with."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("streamlit")
+import charts
+import readouts
+from streamlit.testing.v1 import AppTest
+
+import gist_engine as ge
+from tests.app import fakes as app_fakes
+
+APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> app_fakes.FakeRunManager:
+    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path))
+    return app_fakes.FakeRunManager(tmp_path)
+
+
+def open_page(manager, page: str, **query: str | list[str]) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["gist_manager"] = manager
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "error", "warning", "success")
+                     for e in at.get(kind))
+
+
+def noisy_group(fake: app_fakes.FakeRunManager, deltas: list[float]) -> str:
+    """A 3-seed group whose GIST - plain deltas are `deltas` (accuracy, 0..1)."""
+    gid = fake.add_group(seeds=len(deltas))
+    for run in fake.list(group_id=gid):
+        acc = 0.80 + (deltas[run.seed] if run.gist_enabled else 0.0)
+        fake.runs[run.id] = dataclasses.replace(run, acc_cls=acc, best_acc_cls=acc)
+    return gid
+
+
+def values(v) -> list:
+    """A plotly trace's x or y as a list (plotly 6 writes numpy arrays as base64 typed arrays)."""
+    if isinstance(v, dict):
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def spec(at: AppTest, title_part: str) -> dict:
+    for chart in at.get("plotly_chart"):
+        figure = json.loads(chart.proto.spec)
+        if title_part in json.dumps(figure["layout"].get("title", "")):
+            return figure
+    raise AssertionError(f"no chart titled with {title_part!r}")
+
+
+# ------------------------------------------------------------------------------------------------- Compare
+def test_compare_headline_shows_ci_p_and_not_significant_for_a_noisy_group(fake) -> None:
+    gid = noisy_group(fake, [0.01, -0.02, 0.005])
+    at = open_page(fake, "views/compare.py", group=gid)
+    metrics = {m.label: m.value for m in at.metric}
+    d = ge.paired_delta([0.80] * 3, [0.81, 0.78, 0.805])
+    assert metrics["Mean accuracy gain (GIST − plain)"] == f"{100 * d['mean']:+.2f} points"
+    assert metrics["95% CI (points)"] == f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+    assert metrics["p-value"] == f"{d['p_value']:.3g}" and metrics["Seeds paired"] == "3"
+    said = texts(at)
+    assert f"Not significant with 3 seeds (p = {d['p_value']:.3g})" in said and "includes 0" in said
+    assert "Too short to conclude: each run trained 1 epoch" in said and "Gist token starts random" in said
+
+
+def test_compare_counts_follow_the_runs_after_a_delete(fake) -> None:
+    gid = noisy_group(fake, [0.01, -0.02, 0.005])
+    at = open_page(fake, "views/compare.py", group=gid)
+    assert "3 seeds paired" in at.selectbox[0].format_func(gid)
+    fake.delete(next(r.id for r in fake.list(group_id=gid) if r.seed == 2 and r.gist_enabled))
+    at = open_page(fake, "views/compare.py", group=gid)
+    label = at.selectbox[0].format_func(gid)
+    assert "2 seeds paired of 3" in label and "3 seeds paired" not in label
+    assert {m.label: m.value for m in at.metric}["Seeds paired"] == "2"
+
+
+def test_compare_plots_cross_entropy_for_both_arms_by_default_with_short_legends(fake) -> None:
+    gid = fake.add_group(seeds=2)
+    at = open_page(fake, "views/compare.py", group=gid)
+    loss = spec(at, "Cross-entropy of the CLS head")
+    assert sorted(t["name"] for t in loss["data"]) == ["seed 0 · GIST", "seed 0 · plain", "seed 1 · GIST",
+                                                       "seed 1 · plain"]
+    run = next(r for r in fake.list(group_id=gid) if r.gist_enabled and r.seed == 0)
+    ce = fake.metrics(run.id, keys=["ce_cls"])["ce_cls"]
+    trace = next(t for t in loss["data"] if t["name"] == "seed 0 · GIST")
+    assert np.allclose(values(trace["y"]), charts.ema(ce, 0.6))  # CE of the CLS head, smoothed as the slider says
+    assert loss["layout"]["legend"]["y"] > 1, "the legend sits above the plot, clear of the axis titles"
+    at.radio[0].set_value("total").run()
+    assert spec(at, "Training objective (GIST: its total")
+    labels = [b.label for b in at.get("download_button")]
+    assert "Accuracy data (CSV)" in labels and "Loss data (CSV)" in labels
+
+
+def test_compare_shows_accuracy_over_training_from_the_probe(fake) -> None:
+    gid = fake.add_group(seeds=1)
+    for run in fake.list(group_id=gid):
+        metrics, test = fake.frames[run.id]
+        probe = pd.DataFrame([{"step": s, "epoch": s / 30, "acc_cls": 0.1 + 0.02 * s * (1.2 if run.gist_enabled
+                                                                                         else 1.0),
+                               "acc_gist": None, "agreement": None, "n": 64, "per_class": {}, "split": "probe"}
+                              for s in (0, 10, 20, 30)])
+        fake.frames[run.id] = (metrics, pd.concat([test.assign(split="test", n=40), probe], ignore_index=True))
+    at = open_page(fake, "views/compare.py", group=gid)
+    acc = spec(at, "Accuracy over training")
+    assert {t["name"]: values(t["x"]) for t in acc["data"]} == {"seed 0 · plain": [0, 10, 20, 30],
+                                                                "seed 0 · GIST": [0, 10, 20, 30]}
+
+
+# ------------------------------------------------------------------------------------------------- Live
+def test_live_end_state_shows_the_metrics_row(fake) -> None:
+    run_id = fake.add(config={"backbone": "test_vit", "image_size": 32, "method": "linear",
+                              "data": {"dataset": "digits"}})
+    fake.runs[run_id] = dataclasses.replace(fake.runs[run_id], acc_gist=0.656, agreement=0.776)
+    at = open_page(fake, "views/live.py", run=run_id)
+    metrics = {m.label: m.value for m in at.metric}
+    assert list(metrics) == ["Test accuracy", "Gist head", "Agreement", "Wall time"]
+    assert metrics["Test accuracy"] == "82.00%" and metrics["Gist head"] == "65.60%"
+    assert metrics["Agreement"] == "77.6%" and metrics["Wall time"] == "5 s"
+    loss = spec(at, "Training objective = sum of the weighted terms")
+    assert [t["name"] for t in loss["data"]] == ["CE (CLS head)", "0.5 · CE (Gist head)", "0.75 · KL(cls || gist)",
+                                                 "0.75 · KL(gist || cls)", "total"]
+    assert loss["layout"]["xaxis"]["tickformat"] == "d", "integer steps"
+    assert any("document.title" in h.proto.body for h in at.get("html")), "the browser tab's title"
+
+
+def test_live_shows_a_failed_run_as_failed(fake) -> None:
+    run_id = fake.add(status="failed", done=0, error="train_size=1000 but only 16 images are available for it")
+    at = open_page(fake, "views/live.py", run=run_id)
+    assert any("This run failed: train_size=1000" in e.value for e in at.error)
+    said = texts(at)
+    assert "Preparing" not in said and "failed before its first step" in said
+    assert not at.get("progress")
+
+
+def test_live_says_what_a_running_run_does(fake) -> None:
+    run_id = fake.add(status="running", steps=32, done=32)
+    run = fake.runs[run_id]
+    fake.runs[run_id] = dataclasses.replace(run, phase={"name": "evaluating", "done": 128, "total": 500})
+    at = open_page(fake, "views/live.py", run=run_id)
+    bar = at.get("progress")[0].proto
+    assert bar.text == "Evaluating 500 test images (128 / 500) after step 32" and bar.value == 25
+    preparing = fake.add(status="running", steps=32, done=0)
+    fake.runs[preparing] = dataclasses.replace(fake.runs[preparing], total_steps=0, progress=0.0)
+    at = open_page(fake, "views/live.py", run=preparing)
+    assert at.get("progress")[0].proto.text == "Preparing the data and the model"
+    assert "step 0 / 0" not in texts(at)
+
+
+def test_a_stopped_run_offers_resume_and_rerun(fake) -> None:
+    run_id = fake.add(status="stopped", done=10)
+    at = open_page(fake, "views/live.py", run=run_id)
+    buttons = {b.label: b for b in at.button}
+    assert buttons["Resume"].disabled, "no training state saved"
+    (fake.runs[run_id].run_dir / readouts.STATE_FILE).write_bytes(b"state")
+    at = open_page(fake, "views/live.py", run=run_id)
+    assert not next(b for b in at.button if b.label == "Resume").disabled
+    before = set(fake.runs)
+    next(b for b in at.button if b.label == "Rerun").click().run()
+    (new,) = set(fake.runs) - before
+    assert at.query_params["run"] == new and fake.runs[new].config == fake.runs[run_id].config
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def test_ema_is_tensorboards_smoothing() -> None:
+    x = np.array([1.0, 3.0, np.nan, 2.0, 5.0])
+    assert np.array_equal(charts.ema(x, 0.0), x, equal_nan=True)
+    assert np.allclose(charts.ema(np.full(6, 2.5), 0.9), 2.5), "debiased: a constant stays constant"
+    w, last, want = 0.6, 0.0, []
+    for i, v in enumerate([1.0, 3.0, 2.0, 5.0], start=1):
+        last = w * last + (1 - w) * v
+        want.append(last / (1 - w ** i))
+    out = charts.ema(x, w)
+    assert math.isnan(out[2]) and np.allclose(out[[0, 1, 3, 4]], want) and out[0] == 1.0
+    with pytest.raises(ValueError, match="smoothing"):
+        charts.ema(x, 1.0)
+
+
+@pytest.mark.parametrize("loss", ["bkld", "kl", "reverse_kl", "js", "mse", "none"])
+def test_loss_contributions_add_up_to_the_total(loss) -> None:
+    gist = ge.GistConfig(loss=loss, ce_weight=0.4, loss_weight=0.7, temperature=2.0)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for step in range(1, 4):
+        terms = ge.gist_loss(torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g),
+                             torch.randint(0, 5, (8,), generator=g), gist)
+        rows.append({"step": step, **{k: float(v) for k, v in terms.items()}})
+    metrics = pd.DataFrame(rows)
+    parts = charts.loss_contributions(metrics, dataclasses.asdict(gist))
+    assert np.allclose(parts.drop(columns="step").sum(axis=1), metrics["total"], rtol=1e-6)
+    plain = charts.loss_contributions(metrics, {**dataclasses.asdict(gist), "enabled": False})
+    assert list(plain.columns) == ["step", "CE (CLS head)"]
+
+
+def test_verdict_words() -> None:
+    one = readouts.verdict(ge.paired_delta([0.8], [0.82]), epochs=4)
+    assert "One paired seed" in one["statement"] and one["significant"] is None
+    sure = readouts.verdict(ge.paired_delta([0.80, 0.81, 0.79, 0.80], [0.85, 0.86, 0.83, 0.85]), epochs=4)
+    assert sure["significant"] and sure["statement"].startswith("Significant at the 5% level with 4 seeds")
+    assert "GIST is better" in sure["statement"] and not sure["warnings"]
+    assert readouts.verdict(None, epochs=1)["warnings"], "one epoch: too short, even before any pair"
+
+
+def test_the_longer_comparison_preset_is_the_demo_over_4_epochs() -> None:
+    demo = yaml.safe_load((ROOT / "assets" / "configs" / "demo_cpu.yaml").read_text())
+    longer = yaml.safe_load((ROOT / "assets" / "configs" / "demo_cpu_4epochs.yaml").read_text())
+    for cfg in (demo, longer):
+        cfg.pop("name")
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("epochs", "probe_every")}
+    assert demo == longer
+    assert ge.load_run_config(ROOT / "assets" / "configs" / "demo_cpu_4epochs.yaml").train.epochs == 4
