@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import BackboneError
-from ..config import ConfigError, RunConfig, load_run_config
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
 from ..runs import RunManager
 from ..runs.recorder import StoreWriter, train_start_info
-from ..train import COMPLETED, DIVERGED, FAILED, Callback, Trainer, TrainResult
+from ..train import COMPLETED, DIVERGED, FAILED, Callback, Trainer, TrainResult, load_run_data
 from ..train.checkpoint import RESUME_NAME, CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,21 @@ def _result_dict(result: TrainResult) -> dict[str, Any]:
     return out
 
 
+_data_cache: dict[str, Any] = {}  # a worker process's last dataset: Ray reuses workers for the next runs
+_data_lock = threading.Lock()
+
+
+def _cached_data(trainer: Trainer) -> Any:
+    """The run's dataset, reused while the data config, backbone, image size and device stay the same."""
+    cfg = trainer.config
+    key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
+    with _data_lock:
+        if key not in _data_cache:
+            _data_cache.clear()  # free the previous dataset before loading the next
+            _data_cache[key] = load_run_data(cfg, trainer.device)
+        return _data_cache[key]
+
+
 def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None) -> Iterator[list[tuple]]:
@@ -84,8 +99,7 @@ def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_secon
             extra = callbacks(cfg, folder) if callbacks else []
             trainer = Trainer(cfg, callbacks=[_Events(events), *extra], run_dir=folder,
                               resume_from=state if resume and state.exists() else None)
-            if data_loader is not None:
-                trainer.data = data_loader(cfg)
+            trainer.data = data_loader(cfg) if data_loader is not None else _cached_data(trainer)
             trainer.setup()
             result = trainer.run()
             if result.status in (COMPLETED, DIVERGED):
@@ -134,8 +148,9 @@ class RayBackend:
             the cluster this machine belongs to, "ray://host:10001" a remote one.
         cpus_per_trial, gpus_per_trial: Ray resources of each run (a GPU run should set train.device to cuda or
             auto).
-        ship_code: Send this gist_engine package to the workers (`runtime_env` py_modules); off when the nodes
-            have it installed.
+        ship_code: Send this gist_engine package to the workers (`runtime_env` py_modules, set when this backend
+            starts the Ray connection); default: when joining a cluster (`address` given). A local Ray's workers
+            import it from the driver's sys.path.
         flush_seconds: Longest time a step waits on its worker before it is sent to the driver.
         callbacks, data_loader: As RunManager's; run on the worker (they must pickle).
         init_kwargs: More `ray.init` arguments (e.g. num_cpus for a local Ray).
@@ -144,7 +159,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, root: str | Path | None = None, *, address: str | None = None, cpus_per_trial: float = 1.0,
-                 gpus_per_trial: float = 0.0, ship_code: bool = True, flush_seconds: float = 0.2,
+                 gpus_per_trial: float = 0.0, ship_code: bool | None = None, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None, init_kwargs: dict[str, Any] | None = None,
                  manager: RunManager | None = None, **_: Any) -> None:
@@ -159,16 +174,18 @@ class RayBackend:
                               f"{gpus_per_trial}")
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     **(init_kwargs or {}))
+            if ship_code is None:  # a local Ray's workers get the driver's sys.path; a cluster's nodes need the code
+                ship_code = address is not None
+            kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, **(init_kwargs or {})}
+            if ship_code:  # py_modules of a local folder: only at the job level (ray.init), not per task
+                kwargs["runtime_env"] = {**kwargs.get("runtime_env", {}), "py_modules": [str(PACKAGE_DIR)]}
+            ray.init(address=address, **kwargs)
         # A view of the store that never trains: it inserts and heartbeats the runs; a shared manager (the app's)
         # would also train them on its own workers.
         root = manager.root if manager is not None else root
         self.manager = RunManager(root, start=False)
-        runtime_env = {"py_modules": [str(PACKAGE_DIR)]} if ship_code else None
         self._task = ray.remote(train_events).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming",
-            runtime_env=runtime_env)
+            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming")
         self.flush_seconds, self.callbacks, self.data_loader = flush_seconds, callbacks, data_loader
         self._streams: dict[Any, _Stream] = {}  # generator -> stream
         self.latencies: list[float] = []  # seconds from a step on its worker to its row in the store

@@ -223,8 +223,9 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of a frame, its index as the first column(s)."""
+    axis = table.columns.name  # a pivoted matrix: its columns are values of that axis
     flat = table.reset_index()
-    header = [str(c) for c in flat.columns]
+    header = [str(c) if axis is None or c in table.index.names else f"{axis}={c}" for c in flat.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in flat.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
