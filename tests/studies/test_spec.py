@@ -69,3 +69,18 @@ def test_a_bad_spec_is_refused_by_name(change, named):
         load_study_spec(data)
     assert named in str(info.value)
     assert isinstance(info.value, ConfigError)  # the CLI prints `error: ...` and exits 2
+
+
+def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "assets" / "studies"
+    sizes = {p.stem: len(load_study_spec(p).planned_runs()) for p in sorted(folder.glob("*.yaml"))}
+    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "temperature": 16, "vtab1k": 570}
+    vtab = load_study_spec(folder / "vtab1k.yaml")
+    cells = {tuple(c.values.values()): c.config for c in vtab.cells()}
+    cifar = cells[("cifar", "lora")]
+    assert cifar.recipe == "vtab1k/cifar" and cifar.num_classes == 100 and cifar.train.lr == 5e-3
+    assert cifar.method == "lora" and cifar.data.dataset == "vtab:/data/vtab-1k/cifar" and vtab.seeds == [42, 43, 44]
+    setup = (folder.parents[1] / "setup.py").read_text()
+    assert '"gist_studio.assets": "assets"' in setup and '"**/*.yaml"' in setup  # assets/studies/ is package data
