@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunManager, RunStore, data_dir
+from ..runs import RunManager, RunNotFound, RunStore, data_dir
 from ..runs.store import DB_NAME
 from ..train.checkpoint import package_versions
 from .spec import StudyError, StudySpec
@@ -242,7 +243,8 @@ def delete_study(study_id: str, root: Root = None, runs: bool = False) -> None:
             root.path.parent if isinstance(root, RunStore) else root, start=False)
         try:
             for run_id in run_ids:
-                mgr.delete(run_id)
+                with contextlib.suppress(RunNotFound):  # deleted already (on the Runs page)
+                    mgr.delete(run_id)
         finally:
             if mgr is not root:
                 mgr.shutdown()
