@@ -39,22 +39,24 @@ class StoreWriter(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         """Record the resolved config and sizes; forget metrics past the starting step (a resumed run redoes them)."""
-        model = trainer.model
-        trainable, total = count_parameters(model)
-        self.step = self.step0 = trainer.step
+        self.record_start(train_start_info(trainer))
+
+    def record_start(self, info: dict[str, Any]) -> None:
+        """`on_train_start` from `train_start_info`'s dict (a run trained in another process reports it)."""
+        self.step = self.step0 = info["step"]
         self.t0 = self.last_flush = time.monotonic()
         rid = self.run_id
         with self.store.write() as c:
-            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, trainer.step))
-            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, trainer.step))
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, info["step"]))
+            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, info["step"]))
             latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
-                                    (rid, trainer.step)).fetchall())
+                                    (rid, info["step"])).fetchall())
             c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
                       "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
-                      (trainer.total_steps, trainer.step, latest.get("epoch") or 0.0,
-                       json.dumps({**latest, "phase": self.phase}),
-                       json.dumps(to_dict(trainer.config)), trainable, model.gist_parameter_count(), total,
-                       str(trainer.device), time.time(), rid))
+                      (info["total_steps"], info["step"], latest.get("epoch") or 0.0,
+                       json.dumps({**latest, "phase": self.phase}), json.dumps(info["config"]),
+                       info["trainable_params"], info["gist_params"], info["total_params"], info["device"],
+                       time.time(), rid))
             refresh_eval_summary(c, rid)
 
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
@@ -112,6 +114,15 @@ class StoreWriter(Callback):
                 refresh_eval_summary(c, rid)
 
 
+def train_start_info(trainer: Trainer) -> dict[str, Any]:
+    """What `StoreWriter.record_start` records when a run starts: step, total_steps, config (a dict), parameter
+    counts and device (plain values, so a run in another process can send them)."""
+    trainable, total = count_parameters(trainer.model)
+    return {"step": trainer.step, "total_steps": trainer.total_steps, "config": to_dict(trainer.config),
+            "trainable_params": trainable, "gist_params": trainer.model.gist_parameter_count(),
+            "total_params": total, "device": str(trainer.device)}
+
+
 def refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
     """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its test evaluations (the
     accuracy probe's evaluations, split "probe", only draw curves)."""
@@ -127,4 +138,4 @@ def refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
               (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
 
 
-__all__ = ["StoreWriter", "refresh_eval_summary"]
+__all__ = ["StoreWriter", "refresh_eval_summary", "train_start_info"]

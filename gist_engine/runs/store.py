@@ -21,7 +21,7 @@ DB_NAME = "runs.sqlite3"
 
 # Schema migrations: version -> statements, applied in order inside one transaction; PRAGMA user_version holds the
 # version of a store. Add a new version to change the schema; never edit a released one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE groups (
@@ -45,6 +45,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             run_id TEXT NOT NULL, step INTEGER NOT NULL, split TEXT NOT NULL, epoch REAL, acc_cls REAL,
             acc_gist REAL, agreement REAL, n INTEGER, per_class TEXT,
             PRIMARY KEY (run_id, step, split)) WITHOUT ROWID""",
+    ),
+    # Studies (gist_engine.studies): a study's spec and state, and one row per attempt of each of its runs.
+    2: (
+        """CREATE TABLE studies (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, spec TEXT NOT NULL,
+            status TEXT NOT NULL, backend TEXT NOT NULL, cells INTEGER NOT NULL, planned INTEGER NOT NULL,
+            started REAL, finished REAL, heartbeat REAL, error TEXT, owner_pid INTEGER, owner_host TEXT,
+            versions TEXT)""",
+        """CREATE TABLE study_runs (
+            study_id TEXT NOT NULL, cell INTEGER NOT NULL, cell_key TEXT NOT NULL, seed INTEGER NOT NULL,
+            arm TEXT NOT NULL, attempt INTEGER NOT NULL, run_id TEXT NOT NULL, created REAL NOT NULL,
+            backend TEXT, outcome TEXT, error TEXT,
+            PRIMARY KEY (study_id, cell, seed, arm, attempt))""",
+        "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
     ),
 }
 

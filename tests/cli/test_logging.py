@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from gist_engine.cli import main
+from gist_engine.runs import SCHEMA_VERSION
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -32,7 +33,8 @@ def test_the_levels_reach_the_engine_loggers(tmp_path, capsys):
     assert logging.getLogger("gist_engine.runs.manager").isEnabledFor(logging.INFO)
     assert main(["-v", "runs", "--root", str(tmp_path / "c"), "list"]) == 0
     err = capsys.readouterr().err
-    assert f"DEBUG gist_engine.runs.store: run store {tmp_path / 'c' / 'runs.sqlite3'}: schema version 0 -> 1" in err
+    store = tmp_path / "c" / "runs.sqlite3"
+    assert f"DEBUG gist_engine.runs.store: run store {store}: schema version 0 -> {SCHEMA_VERSION}" in err
     logging.getLogger("gist_engine.runs.manager").error("an error")
     assert capsys.readouterr().err == "ERROR gist_engine.runs.manager: an error\n"
 

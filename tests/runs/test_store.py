@@ -14,15 +14,16 @@ def test_schema_is_versioned_and_migrates(tmp_path, monkeypatch):
     with store.write() as c:
         c.execute("INSERT INTO groups (id, name, created, seeds, config) VALUES ('g1', 'kept', 0, '[]', '{}')")
     store.close()
-    v2 = {**store_module.MIGRATIONS, 2: ("ALTER TABLE groups ADD COLUMN note TEXT DEFAULT 'new'",)}
+    current = store_module.SCHEMA_VERSION
+    v2 = {**store_module.MIGRATIONS, current + 1: ("ALTER TABLE groups ADD COLUMN note TEXT DEFAULT 'new'",)}
     monkeypatch.setattr(store_module, "MIGRATIONS", v2)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current + 1)
     store = RunStore(tmp_path / "runs.sqlite3")
     with store.read() as c:
         assert tuple(c.execute("SELECT name, note FROM groups").fetchone()) == ("kept", "new")
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.version == 2
+    assert store.version == current + 1
     store.close()
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", current)
     with pytest.raises(StoreError, match="newer"):
         RunStore(tmp_path / "runs.sqlite3")

@@ -1,0 +1,43 @@
+"""Studies: paired sweeps of any config keys over seeds, run locally or on Ray, stored with the runs, read as tables.
+
+A study spec (YAML) names a base run config, a `grid` of config keys to lists of values, `seeds` and `paired`
+(plain and GIST per seed, the default). Every cell of the grid runs both arms for every seed; the runs are ordinary
+runs of the run store (`runs.sqlite3`), linked to their study in `studies` / `study_runs` (schema version 2), so
+the app's Live, Compare and Runs pages show them while they train, whichever backend executes them.
+
+Public API (what the CLI and the app's Studies page use):
+
+- `load_study_spec(path | mapping) -> StudySpec`: parse and validate a spec (every key and grid value by name).
+- `create_study(spec, root) -> id`, `run_study(spec | id, root, backend=...) -> id` (blocking),
+  `start_study(...) -> StudyJob` (a background thread), `resume_study(id, root)`: completed runs never run again;
+  a failed run is retried `retries` times, then the study goes on without it.
+- `list_studies(root)`, `get_study(id, root) -> StudyInfo`, `delete_study(id, root)`.
+- `study_runs(id, root)`: one row per planned run (cell, seed, arm, run id, status, accuracies): the grid of
+  statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
+  its 95% CI and paired-test p, status counts); `study_matrix(results, rows, cols)`, `study_curve(results, axis)`;
+  `export_study(id, to="csv" | "md" | "latex")`, `format_study(id)` (the CLI's text).
+- `BACKENDS`: "local" (the RunManager's worker threads) and "ray" (one Ray task per run; `pip install .[ray]`).
+
+`root` is the data directory of the run store (default `$GIST_DATA_DIR` or the user data dir), a `RunStore`, or a
+`RunManager` (its store is used).
+"""
+
+from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
+from .driver import StudyJob, create_study, resume_study, run_study, start_study
+from .results import (
+    STUDY_EXPORTS,
+    export_study,
+    format_study,
+    study_curve,
+    study_matrix,
+    study_results,
+    study_runs,
+)
+from .spec import ARMS, STUDY_KEYS, Cell, PlannedRun, StudyError, StudySpec, load_study_spec
+from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
+
+__all__ = ["ARMS", "BACKENDS", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun",
+           "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec", "StudyStore", "create_study",
+           "delete_study", "export_study", "format_study", "get_study", "list_studies", "load_study_spec",
+           "ray_available", "resume_study", "run_study", "start_study", "study_curve", "study_matrix",
+           "study_results", "study_runs"]

@@ -1,0 +1,268 @@
+"""A study's results as tables: runs by cell, per-cell paired statistics, the paper's matrix, curves, exports."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..runs.stats import paired_delta
+from .spec import StudyError, load_study_spec
+from .store import Root, StudyStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STUDY_EXPORTS = ("csv", "md", "latex")
+METRICS = ("acc_cls", "best_acc_cls", "acc_gist", "agreement")
+COUNTED = ("completed", "running", "queued", "failed", "interrupted", "stopped", "diverged", "pending")
+
+
+def _pd() -> Any:
+    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
+    return pd
+
+
+def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
+    """One row per planned run, in plan order: the grid of statuses.
+
+    Columns: cell (index), label, one column per axis (its value), seed, arm (plain/gist), run_id (None while not
+    submitted), group_id (the cell's paired group: the app's Compare page), attempts, status (`pending` while not
+    submitted), outcome (of the latest attempt), step, total_steps, acc_cls, best_acc_cls, acc_gist, agreement,
+    error. `attrs`: study (id), name, axes.
+    """
+    with StudyStore(root) as s:
+        info = s.get(study_id)
+        latest = s.latest(study_id)
+    spec = load_study_spec(info.spec)
+    rows = []
+    for p in spec.planned_runs():
+        r = latest.get((p.cell.index, p.seed, p.arm)) or {}
+        rows.append({"cell": p.cell.index, "label": p.cell.label, **p.cell.values, "seed": p.seed, "arm": p.arm,
+                     "run_id": r.get("run_id"), "group_id": r.get("group_id"), "attempts": r.get("attempt", 0),
+                     "status": r.get("status") or ("deleted" if r else "pending"), "outcome": r.get("outcome"),
+                     "step": r.get("step"), "total_steps": r.get("total_steps"),
+                     **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
+    df = _pd().DataFrame(rows)
+    df.attrs.update(study=study_id, name=info.name, axes=spec.axes)
+    return df
+
+
+def _mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """Mean and t-based confidence interval of the mean (None bounds with fewer than two values)."""
+    if not values:
+        return None, None, None
+    a = np.asarray(values, dtype=float)
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, None, None
+    from scipy import stats  # imported here: scipy.stats takes ~1 s to import, and only tables need it
+
+    half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    return mean, mean - half, mean + half
+
+
+def significance(p: float | None) -> str:
+    """The usual markers: *** p < 0.001, ** p < 0.01, * p < 0.05, else ''."""
+    if p is None or not math.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
+
+
+def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> pd.DataFrame:
+    """One row per cell: per-seed accuracies of both arms and the paired delta GIST - plain.
+
+    Args:
+        metric: acc_cls (final test accuracy, default), best_acc_cls (best over the evaluations, VTAB-1k's
+            number), acc_gist or agreement.
+
+    Returns:
+        Columns: cell, label, one per axis, seeds, plain, gist (lists over the seeds whose runs have the metric,
+        as fractions), n (paired seeds), plain_mean, plain_ci_low, plain_ci_high, gist_mean, gist_ci_low,
+        gist_ci_high, delta_mean, delta_std, delta_ci_low, delta_ci_high (95%, t), p_value (paired t-test),
+        significance, and the status counts of the cell's runs (completed, running, queued, failed, interrupted,
+        stopped, diverged, pending). `attrs`: study, name, axes, metric, paired.
+    """
+    if metric not in METRICS:
+        raise StudyError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
+    runs = study_runs(study_id, root)
+    axes = runs.attrs["axes"]
+    out = []
+    for cell, group in runs.groupby("cell", sort=True):
+        first = group.iloc[0]
+        row: dict[str, Any] = {"cell": int(cell), "label": first["label"], **{a: first[a] for a in axes}}
+        by_seed: dict[int, dict[str, float]] = {}
+        for r in group.itertuples(index=False):
+            value = getattr(r, metric)
+            if r.status in ("completed", "diverged") and value is not None and not _isnan(value):
+                by_seed.setdefault(int(r.seed), {})[r.arm] = float(value)
+        seeds = sorted(by_seed)
+        plain = [by_seed[s]["plain"] for s in seeds if "plain" in by_seed[s]]
+        gist = [by_seed[s]["gist"] for s in seeds if "gist" in by_seed[s]]
+        pairs = [s for s in seeds if {"plain", "gist"} <= set(by_seed[s])]
+        row.update(seeds=seeds, plain=plain, gist=gist, n=len(pairs))
+        for arm, values in (("plain", plain), ("gist", gist)):
+            row[f"{arm}_mean"], row[f"{arm}_ci_low"], row[f"{arm}_ci_high"] = _mean_ci(values)
+        d = paired_delta([by_seed[s]["plain"] for s in pairs], [by_seed[s]["gist"] for s in pairs]) if pairs else {}
+        row.update(delta_mean=d.get("mean"), delta_std=d.get("std"), delta_ci_low=d.get("ci_low"),
+                   delta_ci_high=d.get("ci_high"), p_value=d.get("p_value"),
+                   significance=significance(d.get("p_value")))
+        counts = group["status"].value_counts().to_dict()
+        row.update({k: int(counts.get(k, 0)) for k in COUNTED})
+        row["runs"] = len(group)
+        out.append(row)
+    df = _pd().DataFrame(out)
+    df.attrs.update(runs.attrs, metric=metric)
+    return df
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _points(value: Any, signed: bool = True) -> str:
+    if value is None or _isnan(value):
+        return "-"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def format_cell(row: Any) -> str:
+    """`+1.23 [-0.40, +2.86]*`: mean GIST - plain in points, its 95% CI, the significance marker."""
+    if row["delta_mean"] is None or _isnan(row["delta_mean"]):
+        return "-"
+    ci = (f" [{_points(row['delta_ci_low'])}, {_points(row['delta_ci_high'])}]"
+          if row["delta_ci_low"] is not None and not _isnan(row["delta_ci_low"]) else "")
+    return f"{_points(row['delta_mean'])}{ci}{row['significance']}"
+
+
+def study_matrix(results: pd.DataFrame, rows: str | None = None, cols: str | None = None,
+                 formatted: bool = True) -> pd.DataFrame:
+    """The paper's table: mean GIST - plain per cell, rows = one axis, columns = another.
+
+    Args:
+        results: `study_results`'s frame.
+        rows: The axis along the rows (default: the first axis; the other axes but `cols` join it as index levels).
+        cols: The axis along the columns (default: the second axis; none with a single axis: one column "GIST -
+            plain").
+        formatted: Strings `+1.23 [-0.40, +2.86]*` in percentage points (default); False: delta_mean as floats.
+    """
+    axes = list(results.attrs.get("axes", []))
+    pd = _pd()
+    if not axes:
+        value = format_cell(results.iloc[0]) if formatted else results.iloc[0]["delta_mean"]
+        return pd.DataFrame({"GIST - plain": [value]}, index=pd.Index(["base"], name="study"))
+    for name, axis in (("rows", rows), ("cols", cols)):
+        if axis is not None and axis not in axes:
+            raise StudyError(f"{name}: {axis!r} is not an axis of the study; axes: {', '.join(axes)}")
+    rows = rows or next(a for a in axes if a != cols)
+    cols = cols if cols is not None else next((a for a in axes if a != rows), None)
+    index = [rows, *[a for a in axes if a not in (rows, cols)]]
+    frame = results.copy()
+    frame["value"] = [format_cell(r) for _, r in frame.iterrows()] if formatted else frame["delta_mean"]
+    frame[index + ([cols] if cols else [])] = frame[index + ([cols] if cols else [])].map(_label)
+    if cols is None:
+        table = frame.set_index(index)[["value"]].rename(columns={"value": "GIST - plain"})
+    else:
+        table = frame.pivot_table(index=index, columns=cols, values="value", aggfunc="first", sort=False)
+        table.columns.name = cols
+    return table
+
+
+def _label(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float)) else json.dumps(value)
+
+
+def study_curve(results: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Accuracy of both arms and their difference against a numeric axis, with 95% CI bands (a plot's data).
+
+    Returns:
+        One row per cell sorted by `axis` (then the other axes): the axis and other axes' values, plain_mean,
+        plain_ci_low, plain_ci_high, gist_mean, gist_ci_low, gist_ci_high, delta_mean, delta_ci_low,
+        delta_ci_high, p_value, n (fractions, not points).
+
+    Raises:
+        StudyError: `axis` is not an axis of the study or not numeric.
+    """
+    axes = list(results.attrs.get("axes", []))
+    if axis not in axes:
+        raise StudyError(f"axis: {axis!r} is not an axis of the study; axes: {', '.join(axes) or 'none'}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in results[axis]):
+        raise StudyError(f"axis: {axis!r} is not numeric; a curve needs numbers (use study_matrix)")
+    others = [a for a in axes if a != axis]
+    cols = [axis, *others, "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean", "gist_ci_low", "gist_ci_high",
+            "delta_mean", "delta_ci_low", "delta_ci_high", "p_value", "n"]
+    curve = results.sort_values([*others, axis], kind="stable")[cols].reset_index(drop=True)
+    curve.attrs.update(results.attrs)
+    return curve
+
+
+def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> str:
+    """The CLI's `study show`: status, per cell the config values, per-seed accuracies of both arms, the paired
+    delta with its 95% CI and p, status counts; then the matrix."""
+    with StudyStore(root) as s:
+        info = s.get(study_id)
+    res = study_results(study_id, root, metric)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
+    lines = [f"study {info.id} ({info.name}): {info.status} on {info.backend}; {info.cells} cell(s), "
+             f"{info.planned} run(s): {counts}", f"metric: {metric} (%), delta = GIST - plain in points"]
+    for _, r in res.iterrows():
+        seeds = ", ".join(f"{sd}: {_points(p, False)}/{_points(g, False)}"
+                          for sd, p, g in zip(r["seeds"], r["plain"], r["gist"], strict=False))
+        status = ", ".join(f"{r[k]} {k}" for k in COUNTED if r[k])
+        p = "" if r["p_value"] is None or _isnan(r["p_value"]) else f", p = {r['p_value']:.3g}"
+        lines.append(f"[{r['cell']}] {r['label']}: plain {_points(r['plain_mean'], False)}, GIST "
+                     f"{_points(r['gist_mean'], False)}, delta {format_cell(r)} over {r['n']} seed(s){p}; "
+                     f"seeds plain/GIST {{{seeds}}}; runs: {status}")
+    if len(res):
+        lines += ["", markdown_table(study_matrix(res))]
+    return "\n".join(lines)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a frame, its index as the first column(s)."""
+    axis = table.columns.name  # a pivoted matrix: its columns are values of that axis
+    flat = table.reset_index()
+    header = [str(c) if axis is None or c in table.index.names else f"{axis}={c}" for c in flat.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in flat.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def export_study(study_id: str, to: str = "csv", path: str | Path | None = None, root: Root = None,
+                 metric: str = "acc_cls", rows: str | None = None, cols: str | None = None) -> str:
+    """The study's results as text; written to `path` too when given.
+
+    Args:
+        to: csv (one row per cell, every statistic; per-seed lists joined with ';'), md (the matrix as a Markdown
+            table) or latex (the matrix as a LaTeX tabular, pandas' Styler: needs jinja2).
+        rows, cols: The matrix's axes (see `study_matrix`).
+    """
+    if to not in STUDY_EXPORTS:
+        raise StudyError(f"--to: {to!r} is not one of {', '.join(STUDY_EXPORTS)}")
+    res = study_results(study_id, root, metric)
+    if to == "csv":
+        flat = res.copy()
+        for col in ("seeds", "plain", "gist"):
+            flat[col] = [";".join(str(v) for v in values) for values in flat[col]]
+        text = flat.to_csv(index=False)
+    else:
+        matrix = study_matrix(res, rows, cols)
+        caption = (f"{res.attrs['name']}: mean GIST - plain ({metric}, points) with its 95% CI; "
+                   "* p < 0.05, ** p < 0.01, *** p < 0.001 (paired t-test over seeds)")
+        if to == "md":
+            text = f"{markdown_table(matrix)}\n\n{caption}\n"
+        else:
+            text = matrix.to_latex(escape=True, caption=caption.replace("%", r"\%"))
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+__all__ = ["METRICS", "STUDY_EXPORTS", "export_study", "format_cell", "format_study", "markdown_table",
+           "significance", "study_curve", "study_matrix", "study_results", "study_runs"]

@@ -1,0 +1,297 @@
+"""Study specs: a base run config, a grid of config keys to sweep, seeds and arms, parsed and validated once."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, RunConfig, load_run_config, load_yaml, to_dict
+
+# The keys a study spec may have (anything else is refused by name).
+STUDY_KEYS = ("name", "description", "base", "set", "grid", "seeds", "paired", "retries")
+ARMS = ("plain", "gist")
+
+
+class StudyError(ConfigError):
+    """A study spec (or a request about a stored study) that cannot be used; the message names the key or id."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the values of every axis and the run config they give (before the arm and seed).
+
+    Attributes:
+        index: Position in the grid's cartesian product (row-major, axes in spec order).
+        key: A stable text key of the values (JSON of axis -> value), stored with each of the cell's runs.
+        values: Axis -> value; for a named axis (a mapping of labels) the value is the label.
+        config: The cell's validated RunConfig (recipe resolved); `gist.enabled` and `train.seed` are set per run.
+    """
+
+    index: int
+    key: str
+    values: dict[str, Any]
+    config: RunConfig
+
+    @property
+    def label(self) -> str:
+        """`axis=value, axis=value` (the grid order), for tables and progress bars."""
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.values.items()) or "base"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a study: a cell, a seed and an arm (`plain` = GIST off, `gist` = GIST on)."""
+
+    cell: Cell
+    seed: int
+    arm: str
+    config: RunConfig
+
+
+@dataclass
+class StudySpec:
+    """A parsed study: paired sweeps of any config keys over seeds.
+
+    Attributes:
+        name: The study's label.
+        base: The base run config as a mapping (from `base:` inline or a file, with `set:` applied); a recipe in
+            it, or one set by the grid, is resolved per cell.
+        grid: Axis -> values. An axis is a dotted config key (`gist.temperature: [1, 2, 3]`) or a named axis whose
+            values are labels of mappings of dotted keys set together (`task: {cifar: {recipe: vtab1k/cifar,
+            data.dataset: "vtab:/data/cifar"}}`), for keys that must move together.
+        seeds: The seeds every cell runs (both arms share each seed: same init of shared weights, same data order).
+        paired: Run every cell with GIST off and on (True); False runs only the base's `gist.enabled` arm.
+        retries: Times a failed run (or one whose worker died) is tried again before the study goes on without it.
+        description: Free text.
+    """
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any] | dict[str, dict[str, Any]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    paired: bool = True
+    retries: int = 1
+    description: str = ""
+
+    @property
+    def axes(self) -> list[str]:
+        """The grid's axes, in spec order."""
+        return list(self.grid)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The arms each cell runs: ("plain", "gist") when paired, else the base's arm alone."""
+        if self.paired:
+            return ARMS
+        return ("gist",) if load_run_config(self.base).gist.enabled else ("plain",)
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the grid (the cartesian product of the axes' values), validated; one cell for no grid."""
+        choices = [list(v) for v in self.grid.values()]  # a named axis: its labels
+        out = []
+        for index, combo in enumerate(itertools.product(*choices)):
+            values = dict(zip(self.grid, combo, strict=True))
+            data = copy.deepcopy(self.base)
+            for axis, value in values.items():
+                for key, v in _axis_settings(self.grid[axis], axis, value).items():
+                    _set_key(data, key, v)
+            try:
+                config = load_run_config(data)
+            except ConfigError as exc:
+                where = ", ".join(f"{k}={_show(v)}" for k, v in values.items())
+                raise StudyError(f"grid cell {where}: {exc}") from None
+            out.append(Cell(index, json.dumps(values, sort_keys=False, default=str), values, config))
+        return out
+
+    def planned_runs(self) -> list[PlannedRun]:
+        """Every run: seed-major (all cells of the first seed first, so results arrive across the grid), then cell,
+        then arm (plain before GIST)."""
+        cells = self.cells()
+        runs = []
+        for seed in self.seeds:
+            for cell in cells:
+                for arm in self.arms:
+                    cfg = copy.deepcopy(cell.config)
+                    cfg.train.seed = seed
+                    cfg.gist.enabled = arm == "gist"
+                    cfg.name = f"{self.name}[{cell.label}]-{arm}-seed{seed}"
+                    runs.append(PlannedRun(cell, seed, arm, cfg))
+        return runs
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-ready mapping that `load_study_spec` reads back to an equal spec (base inlined)."""
+        return {"name": self.name, "description": self.description, "base": copy.deepcopy(self.base),
+                "grid": copy.deepcopy(self.grid), "seeds": list(self.seeds), "paired": self.paired,
+                "retries": self.retries}
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _axis_settings(spec: list[Any] | dict[str, dict[str, Any]], axis: str, value: Any) -> dict[str, Any]:
+    """The dotted keys one axis value sets: {axis: value} for a key axis, the label's mapping for a named one."""
+    return dict(spec[value]) if isinstance(spec, dict) else {axis: value}
+
+
+def _set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested config mapping (creating the sections), refusing a path through a non-mapping."""
+    parts = dotted.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif isinstance(child, RunConfig) or dataclasses.is_dataclass(child):
+            child = node[part] = to_dict(child)
+        if not isinstance(child, dict):
+            raise StudyError(f"grid key {dotted}: {'.'.join(parts[: i + 1])} is not a section of the run config")
+        node = child
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _check_key(key: str, where: str) -> None:
+    if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+        raise StudyError(f"{where}: {key!r} is not a dotted config key (e.g. gist.temperature)")
+
+
+def _resolve_base(base: Any, origin: Path | None) -> dict[str, Any]:
+    """`base:` as a mapping of run-config keys, or the run config file it names (relative to the spec's folder,
+    then to the working directory)."""
+    if base is None:
+        return {}
+    if isinstance(base, typing.Mapping):
+        return copy.deepcopy(dict(base))
+    if isinstance(base, (str, Path)):
+        path = Path(base).expanduser()
+        candidates = [path] if path.is_absolute() else [*([origin / path] if origin else []), Path.cwd() / path]
+        for candidate in candidates:
+            if candidate.is_file():
+                return load_yaml(candidate)
+        raise StudyError(f"base: no run config file {str(base)!r} (looked in "
+                         f"{', '.join(str(c.parent) for c in candidates)}); give a path or an inline mapping")
+    raise StudyError(f"base: expected a run config mapping or a file path, got {type(base).__name__} {base!r}")
+
+
+def _parse_seeds(seeds: Any, first: int) -> list[int]:
+    if isinstance(seeds, bool):
+        raise StudyError(f"seeds: expected a number of seeds or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise StudyError(f"seeds: need at least one seed, got {seeds}")
+        return list(range(first, first + seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise StudyError(f"seeds: need distinct seeds >= 0, got {seeds}")
+        return list(seeds)
+    raise StudyError(f"seeds: expected a number of seeds or a list of seeds >= 0, got {seeds!r}")
+
+
+def _parse_grid(grid: Any) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
+    if grid is None:
+        return {}
+    if not isinstance(grid, typing.Mapping):
+        raise StudyError(f"grid: expected a mapping of config keys to lists of values, got {type(grid).__name__}")
+    out: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
+    for axis, values in grid.items():
+        _check_key(axis, "grid")
+        if isinstance(values, typing.Mapping):  # a named axis: label -> {dotted key: value}
+            if not values:
+                raise StudyError(f"grid.{axis}: a named axis needs at least one label")
+            named = {}
+            for label, settings in values.items():
+                if not isinstance(settings, typing.Mapping) or not settings:
+                    raise StudyError(f"grid.{axis}.{label}: expected a mapping of config keys to values")
+                for key in settings:
+                    _check_key(key, f"grid.{axis}.{label}")
+                named[str(label)] = dict(settings)
+            out[axis] = named
+        elif isinstance(values, list):
+            if not values:
+                raise StudyError(f"grid.{axis}: needs at least one value")
+            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+                raise StudyError(f"grid.{axis}: repeated values in {values}")
+            out[axis] = list(values)
+        else:
+            raise StudyError(f"grid.{axis}: expected a list of values, got {type(values).__name__} {values!r}")
+    return out
+
+
+def _check_axis_values(spec: StudySpec) -> None:
+    """Every grid value alone on the base: names a key or value that is wrong whatever the other axes are."""
+    for axis, values in spec.grid.items():
+        for value in values:
+            data = copy.deepcopy(spec.base)
+            settings = _axis_settings(values, axis, value)
+            for key, v in settings.items():
+                _set_key(data, key, v)
+            try:
+                load_run_config(data)
+            except ConfigError as exc:
+                raise StudyError(f"grid.{axis}: value {_show(value)}: {exc}") from None
+
+
+def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec) -> StudySpec:
+    """A validated StudySpec from a YAML file, a mapping, or a spec (returned as it is).
+
+    Every key of the spec, of its base run config and of every grid value is checked here, and every cell's run
+    config is parsed, so a bad spec is refused by name before anything runs.
+
+    Raises:
+        StudyError: naming the offending key or value (a ConfigError, so the CLI prints it and exits 2).
+    """
+    if isinstance(source, StudySpec):
+        return source
+    origin = None
+    if isinstance(source, (str, Path)):
+        data = load_yaml(source)
+        origin = Path(source).resolve().parent
+        default_name = Path(source).stem
+    elif isinstance(source, typing.Mapping):
+        data, default_name = dict(source), "study"
+    else:
+        raise StudyError(f"study spec: expected a YAML file or a mapping, got {type(source).__name__}")
+    unknown = [k for k in data if k not in STUDY_KEYS]
+    if unknown:
+        raise StudyError(f"unknown study key {unknown[0]!r}; valid keys: {', '.join(STUDY_KEYS)} "
+                         "(run config keys go under base:)")
+    base = _resolve_base(data.get("base"), origin)
+    sets = data.get("set") or {}
+    if not isinstance(sets, typing.Mapping):
+        raise StudyError(f"set: expected a mapping of dotted config keys to values, got {type(sets).__name__}")
+    for key, value in sets.items():
+        _check_key(key, "set")
+        _set_key(base, key, value)
+    try:
+        base_config = load_run_config(base)
+    except ConfigError as exc:
+        raise StudyError(f"base: {exc}") from None
+    name = data.get("name") or base_config.name or default_name
+    if not isinstance(name, str):
+        raise StudyError(f"name: expected a string, got {name!r}")
+    paired, retries = data.get("paired", True), data.get("retries", 1)
+    if not isinstance(paired, bool):
+        raise StudyError(f"paired: expected true or false, got {paired!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise StudyError(f"retries: expected an integer from 0 to 100, got {retries!r}")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise StudyError(f"description: expected a string, got {description!r}")
+    spec = StudySpec(name=name, base=base, grid=_parse_grid(data.get("grid")),
+                     seeds=_parse_seeds(data.get("seeds", 1), base_config.train.seed), paired=paired,
+                     retries=retries, description=description.strip())
+    try:
+        spec.cells()  # every combination parses (e.g. method_args.rank only where the method has a rank)
+    except StudyError:
+        _check_axis_values(spec)  # name the grid key and value when one is wrong on its own
+        raise
+    return spec
+
+
+__all__ = ["ARMS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "load_study_spec"]

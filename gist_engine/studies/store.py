@@ -1,0 +1,253 @@
+"""Studies in the run store: the `studies` and `study_runs` tables (schema version 2) and their queries."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runs import RunManager, RunNotFound, RunStore, data_dir
+from ..runs.store import DB_NAME
+from ..train.checkpoint import package_versions
+from .spec import StudyError, StudySpec
+
+CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED = "created", "running", "completed", "incomplete", "interrupted"
+STUDY_STATUSES = (CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED)
+STALE_AFTER = 60.0  # seconds without a driver heartbeat after which a running study counts as interrupted
+# What a run's attempt ended as (study_runs.outcome): the run's status, or `lost` when its worker died.
+LOST = "lost"
+RETRYABLE = ("failed", LOST)  # outcomes that use up one of the spec's retries
+
+Root = str | Path | RunStore | RunManager | None
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A frozen view of one study.
+
+    Attributes:
+        counts: Runs by the status of their latest attempt (`queued`, `running`, `completed`, `failed`, ...) and
+            `pending` for planned runs not submitted yet; they add up to `planned`.
+        status: created, running, completed (every run completed or diverged), incomplete (settled, some runs
+            failed or stopped), interrupted (its driver ended before the end: `study resume` goes on).
+    """
+
+    id: str
+    name: str
+    created: float
+    status: str
+    backend: str
+    cells: int
+    planned: int
+    counts: dict[str, int]
+    spec: dict[str, Any]
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    owner_pid: int | None = None
+
+    @property
+    def settled(self) -> int:
+        """Runs that will not run again: completed, diverged, stopped, or failed for good."""
+        return sum(v for k, v in self.counts.items() if k not in ("pending", "queued", "running", "interrupted"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def _pid_alive(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname() or os.name != "posix":
+        return True  # another host's driver: its heartbeat decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StudyStore:
+    """Study rows over a run store (the same SQLite file; every write through its one writer connection).
+
+    Args:
+        root: A data directory (its `runs.sqlite3`, opened and closed by this object), a `RunStore`, a
+            `RunManager` (its store), or None for `data_dir()`.
+    """
+
+    def __init__(self, root: Root = None) -> None:
+        if isinstance(root, RunManager):
+            self.store, self._owned = root.store, False
+        elif isinstance(root, RunStore):
+            self.store, self._owned = root, False
+        else:
+            self.store, self._owned = RunStore(Path(root if root is not None else data_dir()) / DB_NAME), True
+
+    def close(self) -> None:
+        """Close the store if this object opened it."""
+        if self._owned:
+            self.store.close()
+
+    def __enter__(self) -> StudyStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ writes
+    def create(self, spec: StudySpec, backend: str) -> str:
+        """Insert a new study (status `created`); returns its id (`s` + 10 hex digits)."""
+        study_id = "s" + secrets.token_hex(5)
+        cells = len(spec.cells())
+        with self.store.write() as c:
+            c.execute("INSERT INTO studies (id, name, created, spec, status, backend, cells, planned, versions) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (study_id, spec.name, time.time(), json.dumps(spec.to_dict()), CREATED, backend, cells,
+                       cells * len(spec.seeds) * len(spec.arms), json.dumps(package_versions())))
+        return study_id
+
+    def find(self, spec: StudySpec) -> str | None:
+        """The newest study with exactly this spec, or None."""
+        text = json.dumps(spec.to_dict())
+        with self.store.read() as c:
+            row = c.execute("SELECT id FROM studies WHERE spec = ? ORDER BY created DESC, rowid DESC LIMIT 1",
+                            (text,)).fetchone()
+        return row["id"] if row else None
+
+    def set_status(self, study_id: str, status: str, error: str | None = None) -> None:
+        """Record the study's state; `running` also records this process as its driver."""
+        now = time.time()
+        with self.store.write() as c:
+            if status == RUNNING:
+                c.execute("UPDATE studies SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
+                          "finished = NULL, error = NULL, owner_pid = ?, owner_host = ? WHERE id = ?",
+                          (status, now, now, os.getpid(), socket.gethostname(), study_id))
+            else:
+                c.execute("UPDATE studies SET status = ?, finished = ?, heartbeat = ?, error = ? WHERE id = ?",
+                          (status, now, now, error, study_id))
+
+    def set_backend(self, study_id: str, backend: str) -> None:
+        """The backend the study's driver uses now."""
+        with self.store.write() as c:
+            c.execute("UPDATE studies SET backend = ? WHERE id = ?", (backend, study_id))
+
+    def heartbeat(self, study_id: str) -> None:
+        """The driver is alive."""
+        with self.store.write() as c:
+            c.execute("UPDATE studies SET heartbeat = ? WHERE id = ?", (time.time(), study_id))
+
+    def link(self, study_id: str, cell: int, cell_key: str, seed: int, arm: str, attempt: int, run_id: str,
+             backend: str) -> None:
+        """Record attempt `attempt` (from 1) of a planned run as run `run_id`."""
+        with self.store.write() as c:
+            c.execute("INSERT INTO study_runs (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (study_id, cell, cell_key, seed, arm, attempt, run_id, time.time(), backend))
+
+    def set_outcome(self, study_id: str, run_id: str, outcome: str, error: str | None = None) -> None:
+        """What the latest attempt of run `run_id` ended as (a run status, or `lost`)."""
+        with self.store.write() as c:
+            c.execute("UPDATE study_runs SET outcome = ?, error = ? WHERE study_id = ? AND run_id = ? AND attempt = "
+                      "(SELECT MAX(attempt) FROM study_runs WHERE study_id = ? AND run_id = ?)",
+                      (outcome, error, study_id, run_id, study_id, run_id))
+
+    def delete(self, study_id: str) -> list[str]:
+        """Remove the study and its links (not its runs); returns the ids of the runs it linked."""
+        self.get(study_id)
+        with self.store.write() as c:
+            runs = [r[0] for r in c.execute("SELECT DISTINCT run_id FROM study_runs WHERE study_id = ?",
+                                            (study_id,)).fetchall()]
+            c.execute("DELETE FROM study_runs WHERE study_id = ?", (study_id,))
+            c.execute("DELETE FROM studies WHERE id = ?", (study_id,))
+        return runs
+
+    # ------------------------------------------------------------------------------------------------- reads
+    def attempts(self, study_id: str) -> list[dict[str, Any]]:
+        """Every attempt of every run of the study, with the run's current state (None fields for a deleted run):
+        cell, cell_key, seed, arm, attempt, run_id, backend, outcome, error, status, acc_cls, best_acc_cls, acc_gist,
+        agreement, step, total_steps, run_error."""
+        with self.store.read() as c:
+            rows = c.execute(
+                "SELECT sr.cell, sr.cell_key, sr.seed, sr.arm, sr.attempt, sr.run_id, sr.backend, sr.outcome, "
+                "sr.error, r.status, r.acc_cls, r.best_acc_cls, r.acc_gist, r.agreement, r.step, r.total_steps, "
+                "r.error AS run_error, r.group_id FROM study_runs sr LEFT JOIN runs r ON r.id = sr.run_id "
+                "WHERE sr.study_id = ? ORDER BY sr.cell, sr.seed, sr.arm, sr.attempt", (study_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def latest(self, study_id: str) -> dict[tuple[int, int, str], dict[str, Any]]:
+        """(cell, seed, arm) -> its latest attempt (see `attempts`), plus `retries_used` (failed or lost tries)."""
+        out: dict[tuple[int, int, str], dict[str, Any]] = {}
+        for row in self.attempts(study_id):
+            key = (row["cell"], row["seed"], row["arm"])
+            used = out[key]["retries_used"] if key in out else 0
+            row["retries_used"] = used + (row["outcome"] in RETRYABLE)
+            out[key] = row
+        return out
+
+    def get(self, study_id: str) -> StudyInfo:
+        """The study's current state; StudyError naming the id when there is none."""
+        with self.store.read() as c:
+            row = c.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+        if row is None:
+            raise StudyError(f"no study {study_id!r} in {self.store.path}; `study list` shows the studies")
+        return self._info(row)
+
+    def list(self) -> list[StudyInfo]:
+        """Every study, newest first."""
+        with self.store.read() as c:
+            rows = c.execute("SELECT * FROM studies ORDER BY created DESC, rowid DESC").fetchall()
+        return [self._info(r) for r in rows]
+
+    def _info(self, row: Any) -> StudyInfo:
+        counts: dict[str, int] = {}
+        for r in self.latest(row["id"]).values():
+            status = r["status"] or "deleted"
+            counts[status] = counts.get(status, 0) + 1
+        counts["pending"] = max(0, row["planned"] - sum(counts.values()))
+        status = row["status"]
+        if status == RUNNING and (not _pid_alive(row["owner_pid"], row["owner_host"])
+                                  or time.time() - (row["heartbeat"] or 0.0) > STALE_AFTER):
+            status = INTERRUPTED
+        return StudyInfo(id=row["id"], name=row["name"], created=row["created"], status=status,
+                         backend=row["backend"], cells=row["cells"], planned=row["planned"], counts=counts,
+                         spec=json.loads(row["spec"]), started=row["started"], finished=row["finished"],
+                         error=row["error"], owner_pid=row["owner_pid"])
+
+
+def list_studies(root: Root = None) -> list[StudyInfo]:
+    """Every study in the run store under `root`, newest first."""
+    with StudyStore(root) as s:
+        return s.list()
+
+
+def get_study(study_id: str, root: Root = None) -> StudyInfo:
+    """One study's state (StudyError for an unknown id)."""
+    with StudyStore(root) as s:
+        return s.get(study_id)
+
+
+def delete_study(study_id: str, root: Root = None, runs: bool = False) -> None:
+    """Forget a study; with `runs`, delete its runs too (through a RunManager view of the store)."""
+    with StudyStore(root) as s:
+        run_ids = s.delete(study_id)
+    if runs and run_ids:
+        mgr = root if isinstance(root, RunManager) else RunManager(
+            root.path.parent if isinstance(root, RunStore) else root, start=False)
+        try:
+            for run_id in run_ids:
+                with contextlib.suppress(RunNotFound):  # deleted already (on the Runs page)
+                    mgr.delete(run_id)
+        finally:
+            if mgr is not root:
+                mgr.shutdown()
+
+
+__all__ = ["STUDY_STATUSES", "Root", "StudyInfo", "StudyStore", "delete_study", "get_study", "list_studies"]
