@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import services
 import streamlit as st
+
+import gist_engine as ge
 
 # Pages, as registered in streamlit_app.py (paths relative to it): the targets of st.switch_page / st.page_link.
 LAUNCH, LIVE, COMPARE = "views/launch.py", "views/live.py", "views/compare.py"
@@ -21,6 +25,8 @@ LAUNCH_GEN_KEY = "launch_generation"  # bumped when a preset replaces the draft 
 METRICS_KEY = "live_metrics"  # run id -> metrics frame fetched so far (the live page fetches only new steps)
 FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figure, accuracy figure) last drawn
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
+RUNS_GEN_KEY = "runs.generation"  # bumped by a delete: the runs table and its confirmation start afresh
+RUNS_FLASH_KEY = "runs.flash"  # "Deleted N runs: ..." kept for the rerun after a delete
 
 ACTIVE = ("queued", "running")  # statuses that still change
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
@@ -88,3 +94,37 @@ def open_run(run_id: str) -> None:
 def status_badge(status: str) -> None:
     """A coloured badge for a run status."""
     st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
+
+
+def runs_table_key(*filters: Any) -> str:
+    """The runs table's widget key: new after a delete and when the filters change, so that no row stays selected
+    by its position once the rows under it have changed ("runs.table.0" for the first, unfiltered table)."""
+    gen = st.session_state.get(RUNS_GEN_KEY, 0)
+    return f"runs.table.{gen}" + (f".{_digest(*filters)}" if any(filters) and filters != ([], [], "any", "")
+                                  else "")
+
+
+def runs_confirm_key(picked: Sequence[str]) -> str:
+    """The delete confirmation's key: tied to the selected runs, so a new selection starts unconfirmed."""
+    return f"runs.confirm.{st.session_state.get(RUNS_GEN_KEY, 0)}.{_digest(*sorted(picked))}"
+
+
+def delete_runs(mgr: Any, run_ids: Sequence[str], names: dict[str, Any]) -> list[str]:
+    """Delete runs; returns the ids deleted. Afterwards the runs table and its confirmation start afresh (nothing
+    selected) and the next render of the runs page says "Deleted N runs: <names>" and what could not be deleted."""
+    deleted, errors = [], []
+    for run_id in run_ids:
+        try:
+            mgr.delete(run_id)
+            deleted.append(run_id)
+        except ge.RunError as exc:  # RunNotFound included
+            errors.append(f"Run {run_id} was not deleted: {exc}")
+    st.session_state[RUNS_GEN_KEY] = st.session_state.get(RUNS_GEN_KEY, 0) + 1
+    label = ", ".join(f"{names.get(i) or i} ({i})" for i in deleted)
+    done = [f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''}: {label}"] if deleted else []
+    st.session_state[RUNS_FLASH_KEY] = {"success": done, "error": errors}
+    return deleted

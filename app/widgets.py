@@ -118,6 +118,46 @@ def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
                                        "acc CLS %", "best %", "progress", "trainable", "group", "created"])
 
 
+_SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
+RUNS_COLUMNS = {  # the history table: every header readable, long texts (names, folders) cut with a tooltip
+    "id": st.column_config.TextColumn("id", width=_SMALL), "name": st.column_config.TextColumn("name", width="medium"),
+    "status": st.column_config.TextColumn("status", width=_NUM), "method": st.column_config.TextColumn("method",
+                                                                                                   width=_NUM),
+    "GIST": st.column_config.CheckboxColumn("GIST", width=_SMALL - 20),
+    "seed": st.column_config.NumberColumn("seed", width=_SMALL - 20, format="%d"),
+    "dataset": st.column_config.TextColumn("dataset", width="medium"),
+    "backbone": st.column_config.TextColumn("backbone", width=_NUM + 20),
+    "acc CLS %": st.column_config.NumberColumn("acc CLS %", width=_NUM, format="%.2f"),
+    "best %": st.column_config.NumberColumn("best %", width=_SMALL, format="%.2f"),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, width=_NUM),
+    "trainable": st.column_config.NumberColumn("trainable", width=_NUM, format="compact",
+                                               help="trainable parameters"),
+    "group": st.column_config.TextColumn("group", width=_SMALL),
+    "created": st.column_config.DatetimeColumn("created (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
+}
+
+
+def options_of(column: pd.Series) -> list[str]:
+    """The distinct values of a table column for a filter, sorted; missing values (None/NaN) left out."""
+    return sorted(column.dropna().astype(str).unique())
+
+
+def filter_runs(frame: pd.DataFrame, status: list[str], method: list[str], gist: str, text: str) -> pd.DataFrame:
+    """The rows of `runs_frame` that match the filters (empty = any): status, method, GIST "on"/"off"/"any", and a
+    case-insensitive text in the name, id, dataset, backbone or group (a missing value matches no text)."""
+    mask = pd.Series(True, index=frame.index)
+    if status:
+        mask &= frame.status.astype(str).isin(status)
+    if method:
+        mask &= frame.method.astype(str).isin(method)
+    if gist != "any":
+        mask &= frame.GIST.fillna(False).astype(bool).eq(gist == "on")
+    if text:
+        hay = frame[["name", "id", "dataset", "backbone", "group"]].astype(object).fillna("").astype(str)
+        mask &= hay.agg(" ".join, axis=1).str.contains(text, case=False, regex=False)
+    return frame[mask]
+
+
 def eta_text(snapshot: Any) -> str:
     """'step 12 / 32 · ETA 0:41' for the progress bar."""
     eta = snapshot.eta_seconds
