@@ -22,6 +22,7 @@ ATTENTION, RUNS, DATASETS, ABOUT = "views/attention.py", "views/runs.py", "views
 MANAGER_KEY = "gist_manager"  # tests put a RunManager (or a fake with the same API) here before the first run
 DRAFT_KEY = "launch_draft"  # the config being edited on the launch page (a nested dict)
 LAUNCH_GEN_KEY = "launch_generation"  # bumped when a preset replaces the draft (fresh widget keys)
+PRESET_KEY = "launch_preset"  # the preset (or recipe) the draft started from: its name names an unchanged copy
 METRICS_KEY = "live_metrics"  # run id -> metrics frame fetched so far (the live page fetches only new steps)
 FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figure, accuracy figure) last drawn
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
@@ -53,8 +54,40 @@ def manager() -> Any:
 def draft() -> dict[str, Any]:
     """The launch page's config being edited (starts as the offline CPU demo); persists across pages."""
     if DRAFT_KEY not in st.session_state:
-        st.session_state[DRAFT_KEY] = services.demo_config()
+        _start_from(services.demo_config())
     return st.session_state[DRAFT_KEY]
+
+
+def _start_from(config: dict[str, Any]) -> None:
+    """The draft becomes a copy of a preset, without its name (the name belongs to the preset: `run_name`)."""
+    st.session_state[PRESET_KEY] = copy.deepcopy(config)
+    st.session_state[DRAFT_KEY] = {**copy.deepcopy(config), "name": None}
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configs train the same thing (their names aside), compared with every default filled in."""
+    try:
+        a, b = (ge.to_dict(ge.load_run_config({**c, "name": None})) for c in (a, b))
+    except ge.ConfigError:
+        return False
+    return a == b
+
+
+def auto_name(cfg: dict[str, Any]) -> str:
+    """A run's name from what it trains: "<method> · <dataset> · <backbone>" (an upload by its folder's name)."""
+    kind, _, arg = str((cfg.get("data") or {}).get("dataset") or "").partition(":")
+    return f"{cfg.get('method')} · {Path(arg).name if arg else kind} · {cfg.get('backbone')}"
+
+
+def run_name(cfg: dict[str, Any]) -> str:
+    """The name a launch gives: the one typed in the form, else the preset's name while the form still equals
+    the preset, else `auto_name` (what it trains)."""
+    if cfg.get("name"):
+        return str(cfg["name"])
+    preset = st.session_state.get(PRESET_KEY) or {}
+    if preset.get("name") and _same_run(cfg, preset):
+        return str(preset["name"])
+    return auto_name(cfg)
 
 
 def run_metrics(mgr: Any, run_id: str) -> pd.DataFrame:
@@ -74,7 +107,7 @@ def launch_key(name: str) -> str:
 
 def apply_preset(config: dict[str, Any]) -> None:
     """Replace the launch draft with a preset and reset the launch page's widgets to show it."""
-    st.session_state[DRAFT_KEY] = copy.deepcopy(config)
+    _start_from(config)
     for key in [k for k in st.session_state if str(k).startswith("launch.")]:
         del st.session_state[key]
     st.session_state[LAUNCH_GEN_KEY] = st.session_state.get(LAUNCH_GEN_KEY, 0) + 1

@@ -20,6 +20,7 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    check_value,
     describe_fields,
     load_run_config,
     to_dict,
@@ -33,7 +34,7 @@ from .data import (
     load_dataset,
 )
 from .data.preview import dataset_preview, dataset_samples, text_dataset_preview, text_dataset_samples
-from .data.registry import dataset_modality
+from .data.registry import dataset_modality, split_sizes
 from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
 from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
@@ -81,6 +82,7 @@ __all__ = [
     "backbone_info",
     "build_model",
     "catalogue",
+    "check_value",
     "compute_token_attention",
     "count_parameters",
     "create_backbone",
@@ -113,6 +115,7 @@ __all__ = [
     "run_compare",
     "runs_data_dir",
     "save_checkpoint",
+    "split_sizes",
     "summarise",
     "text_dataset_preview",
     "text_dataset_samples",

@@ -74,3 +74,56 @@ def test_delete_clears_selection_and_confirmation_and_says_what_went(fake) -> No
     assert not next(c for c in at.checkbox if c.label.startswith("Confirm deleting")).value
     assert next(b for b in at.button if b.label == "Delete selected").disabled
     assert not at.success, "the message is shown once"
+
+
+# ---------------------------------------------------------------------------------------------- launch page
+def _number(at: AppTest, label: str):
+    return next(n for n in at.number_input if n.label == label)
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+@pytest.mark.parametrize(("label", "value", "reason"), [
+    ("Epochs", 0, "train.epochs: 0 is out of range (must be >= 1)"),
+    ("Batch size", 1_000_000, "train.batch_size: 1000000 is out of range (must be <= 65536)"),
+    ("Train size", -5, "data.train_size: -5 is out of range (must be >= 1)"),
+    ("Temperature", 0.0, "gist.temperature: 0.0 is out of range (must be > 0.0)"),
+])
+def test_invalid_numbers_block_launch_with_the_reason_inline(fake, label: str, value: float, reason: str) -> None:
+    at = open_page(fake)
+    assert not _button(at, "Launch run").disabled
+    _number(at, label).set_value(value).run()
+    assert not at.exception, at.exception
+    assert _number(at, label).value == value, "the form keeps what was typed"
+    errors = [e.value for e in at.error]
+    assert f"{label} — {reason}" in errors, errors  # visible text under the field, not a tooltip
+    assert _button(at, "Launch run").disabled and _button(at, "Launch plain vs GIST").disabled
+
+
+def test_a_run_starts_with_the_values_the_form_shows(fake) -> None:
+    at = open_page(fake)
+    _number(at, "Epochs").set_value(0).run()
+    _number(at, "Epochs").set_value(2).run()
+    assert not [e.value for e in at.error]
+    before = set(fake.runs)
+    _button(at, "Launch run").click().run()
+    (new,) = set(fake.runs) - before
+    assert fake.runs[new].config["train"]["epochs"] == 2
+
+
+def test_seeds_out_of_range_block_the_comparison(fake) -> None:
+    at = open_page(fake)
+    _number(at, "Seeds").set_value(0).run()
+    assert any(e.value.startswith("Seeds — 0 is out of range") for e in at.error)
+    assert _button(at, "Launch plain vs GIST").disabled and not _button(at, "Launch run").disabled
+
+
+def test_engine_config_refuses_zero_epochs() -> None:
+    import gist_engine as ge
+
+    with pytest.raises(ge.ConfigError, match=r"train\.epochs: 0 is out of range \(must be >= 1\)"):
+        ge.load_run_config({"train": {"epochs": 0}})
+    with pytest.raises(ge.ConfigError, match=r"train\.epochs"):
+        ge.load_run_config({}, ["train.epochs=0"])
