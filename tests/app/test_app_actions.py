@@ -127,3 +127,92 @@ def test_engine_config_refuses_zero_epochs() -> None:
         ge.load_run_config({"train": {"epochs": 0}})
     with pytest.raises(ge.ConfigError, match=r"train\.epochs"):
         ge.load_run_config({}, ["train.epochs=0"])
+
+
+def _upload(root: Path, name: str = "bugs", per_class: int = 10) -> str:
+    """A 20-image ImageFolder upload (two classes) in the data dir; its `data.dataset` value."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    import gist_engine as ge
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c, shade in (("ants", 40), ("bees", 200)):
+            for i in range(per_class):
+                png = io.BytesIO()
+                Image.fromarray(np.full((8, 8, 3), shade + i, np.uint8)).save(png, "PNG")
+                zf.writestr(f"{c}/{i}.png", png.getvalue())
+    report = ge.import_imagefolder_zip(buf.getvalue(), name, root)
+    assert report.ok, report.errors
+    return report.dataset
+
+
+def test_oversized_train_size_is_caught_before_launch_and_fitted(fake, tmp_path: Path) -> None:
+    dataset = _upload(tmp_path)
+    draft = {**TINY, "name": None, "data": {"dataset": dataset, "train_size": 1000, "test_size": 40}}
+    at = open_page(fake, draft=draft)
+    errors = [e.value for e in at.error]
+    assert "Train size — data.train_size is 1,000 but the train split holds 16 images" in errors, errors
+    assert "Test size — data.test_size is 40 but the test split holds 4 images" in errors, errors
+    assert _button(at, "Launch run").disabled, "blocked before any run"
+    fit = _button(at, "Fit the sizes to the dataset")
+    assert fit.label == "Fit the sizes to the dataset (Train size 16, Test size 4)"
+    fit.click().run()
+    assert not at.exception, at.exception
+    assert (_number(at, "Train size").value, _number(at, "Test size").value) == (16, 4)
+    assert not [e.value for e in at.error] and not _button(at, "Launch run").disabled
+    assert any("Available: 16 training and 4 test images" in c.value for c in at.caption)
+    before = set(fake.runs)
+    _button(at, "Launch run").click().run()
+    (new,) = set(fake.runs) - before
+    run = fake.runs[new]
+    assert (run.config["data"]["train_size"], run.config["data"]["test_size"]) == (16, 4)
+    assert run.name == "linear · bugs · test_vit", "named after what it trains"
+
+
+def test_runs_keep_a_preset_name_only_while_the_form_equals_the_preset(fake) -> None:
+    at = open_page(fake)
+    at.pills[0].set_value("Smoke test (tiny random ViT, seconds)").run()
+    assert any("The run is named **smoke-digits-tiny-vit**" in c.value for c in at.caption)
+    _number(at, "Epochs").set_value(3).run()
+    assert any("The run is named **linear · digits · test_vit**" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    next(t for t in at.text_input if t.label == "Run name").set_value("mine").run()
+    before = set(fake.runs)
+    _button(at, "Launch run").click().run()
+    (new,) = set(fake.runs) - before
+    assert fake.runs[new].name == "mine" and fake.runs[new].config["train"]["epochs"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- labels
+WIDGETS = ("selectbox", "multiselect", "number_input", "text_input", "text_area", "toggle", "checkbox", "slider",
+           "select_slider", "radio", "button", "pills", "segmented_control", "file_uploader", "color_picker",
+           "date_input", "time_input")
+
+
+def _duplicate_labels(at: AppTest) -> list[str]:
+    labels = Counter(w.label for kind in WIDGETS for w in at.get(kind) if getattr(w, "label", None))
+    return sorted(label for label, n in labels.items() if n > 1)
+
+
+def test_no_two_fields_share_a_label_on_launch_for_any_method(fake) -> None:
+    at = open_page(fake)
+    method = next(s for s in at.selectbox if s.label == "Method")
+    for name in method.options:
+        next(s for s in at.selectbox if s.label == "Method").set_value(name).run()
+        assert not at.exception, at.exception
+        assert not _duplicate_labels(at), (name, _duplicate_labels(at))
+    labels = {w.label for kind in WIDGETS for w in at.get(kind)}
+    assert {"Seed", "Data seed", "Gist dropout", "Drop-path rate"} <= labels
+    next(s for s in at.selectbox if s.label == "Backbone").set_value("test_bert").run()
+    assert not at.exception and not _duplicate_labels(at)
+
+
+@pytest.mark.parametrize("page", ["views/runs.py", "views/datasets.py", "views/about.py"])
+def test_no_two_fields_share_a_label(fake, page: str) -> None:
+    at = open_page(fake, page)
+    assert not _duplicate_labels(at), _duplicate_labels(at)
