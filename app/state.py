@@ -28,6 +28,8 @@ FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figur
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
 RUNS_GEN_KEY = "runs.generation"  # bumped by a delete: the runs table and its confirmation start afresh
 RUNS_FLASH_KEY = "runs.flash"  # "Deleted N runs: ..." kept for the rerun after a delete
+DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its picker and confirmation start afresh
+DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
 ACTIVE = ("queued", "running")  # statuses that still change
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
@@ -161,3 +163,15 @@ def delete_runs(mgr: Any, run_ids: Sequence[str], names: dict[str, Any]) -> list
     done = [f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''}: {label}"] if deleted else []
     st.session_state[RUNS_FLASH_KEY] = {"success": done, "error": errors}
     return deleted
+
+
+def delete_upload(name: str, images: int) -> None:
+    """Delete an uploaded dataset; the next render of the datasets page says what was deleted, with its picker and
+    confirmation cleared."""
+    try:
+        ge.delete_uploaded_dataset(name, data_root())
+        said = {"success": [f"Deleted the upload {name} ({images:,} images)."]}
+    except ge.DatasetError as exc:
+        said = {"error": [f"The upload {name} was not deleted: {exc}"]}
+    st.session_state[DATASETS_GEN_KEY] = st.session_state.get(DATASETS_GEN_KEY, 0) + 1
+    st.session_state[DATASETS_FLASH_KEY] = said

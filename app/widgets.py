@@ -175,6 +175,31 @@ RUNS_COLUMNS = {  # the history table: every header readable, long texts (names,
 }
 
 
+DATASET_COLUMNS = {
+    "dataset": st.column_config.TextColumn("dataset", width="medium", help="the data.dataset value of a config"),
+    "title": st.column_config.TextColumn("title", width="medium"),
+    "modality": st.column_config.TextColumn("kind", width=_SMALL - 20),
+    "images": st.column_config.NumberColumn("images", width=_SMALL, format="localized",
+                                            help="images (documents for text datasets) over all splits"),
+    "classes": st.column_config.NumberColumn("classes", width=_SMALL - 10),
+    "offline": st.column_config.CheckboxColumn("offline", width=_SMALL - 20),
+    "installed": st.column_config.CheckboxColumn("installed", width=_SMALL),
+    "uploaded": st.column_config.DatetimeColumn("uploaded (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
+    "source": st.column_config.TextColumn("source", width="large"),
+    "licence": st.column_config.TextColumn("licence", width="medium"),
+}
+
+
+def datasets_frame(entries: list[dict[str, Any]], uploads: list[dict[str, Any]]) -> pd.DataFrame:
+    """The datasets table: the uploads first, newest first (when stored), then the registered datasets."""
+    when = {u["dataset"]: pd.Timestamp(u["created"], unit="s").floor("s") for u in uploads}
+    rank = {u["dataset"]: i for i, u in enumerate(uploads)}
+    rows = sorted(entries, key=lambda e: (not e.get("uploaded"), rank.get(e["dataset"], 0)))
+    frame = pd.DataFrame(rows, columns=[c for c in DATASET_COLUMNS if c != "uploaded"])
+    frame.insert(7, "uploaded", [when.get(d) for d in frame.dataset])
+    return frame
+
+
 def options_of(column: pd.Series) -> list[str]:
     """The distinct values of a table column for a filter, sorted; missing values (None/NaN) left out."""
     return sorted(column.dropna().astype(str).unique())
@@ -430,7 +455,8 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _split_sizes(dataset: str, val_size: int, seed: int) -> dict[str, Any]:
+def split_sizes(dataset: str, val_size: int, seed: int) -> dict[str, Any]:
+    """`ge.split_sizes` of a dataset, cached (cleared when an upload is deleted)."""
     return ge.split_sizes(ge.DataConfig(dataset=dataset, val_size=val_size, seed=seed))
 
 
@@ -440,7 +466,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
     otherwise one line says what is available. `key(name)` makes the launch page's widget keys."""
     data = cfg["data"]
     try:
-        sizes = _split_sizes(data["dataset"], int(data.get("val_size") or 0), int(data.get("seed") or 0))
+        sizes = split_sizes(data["dataset"], int(data.get("val_size") or 0), int(data.get("seed") or 0))
     except (ge.DatasetError, OSError) as exc:
         show_problem(f"Dataset — {exc}", problems)
         return

@@ -35,7 +35,7 @@ from .data import (
 )
 from .data.preview import dataset_preview, dataset_samples, text_dataset_preview, text_dataset_samples
 from .data.registry import dataset_modality, split_sizes
-from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
+from .data.upload import decode_image, delete_uploaded_dataset, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
 from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
@@ -90,6 +90,7 @@ __all__ = [
     "dataset_preview",
     "dataset_samples",
     "decode_image",
+    "delete_uploaded_dataset",
     "describe_datasets",
     "describe_fields",
     "describe_model",

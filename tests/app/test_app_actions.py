@@ -216,3 +216,27 @@ def test_no_two_fields_share_a_label_on_launch_for_any_method(fake) -> None:
 def test_no_two_fields_share_a_label(fake, page: str) -> None:
     at = open_page(fake, page)
     assert not _duplicate_labels(at), _duplicate_labels(at)
+
+
+# ---------------------------------------------------------------------------------------------- datasets page
+def test_uploads_are_listed_newest_first_and_deletable(fake, tmp_path: Path) -> None:
+    import os
+
+    old, new = _upload(tmp_path, "older"), _upload(tmp_path, "newer")
+    os.utime(old.partition(":")[2], (1_000_000_000, 1_000_000_000))
+    at = open_page(fake, "views/datasets.py")
+    table = at.dataframe[0].value
+    assert list(table.dataset[:2]) == [new, old] and "mnist5k" in list(table.dataset)
+    assert table.uploaded.notna().sum() == 2
+    delete = next(b for b in at.button if b.label == "Delete upload")
+    assert delete.disabled
+    next(s for s in at.selectbox if s.label == "Upload to delete").set_value("newer").run()
+    assert next(b for b in at.button if b.label == "Delete upload").disabled, "needs the confirmation"
+    next(c for c in at.checkbox if c.label.startswith("Confirm deleting newer")).check().run()
+    next(b for b in at.button if b.label == "Delete upload").click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["Deleted the upload newer (20 images)."]
+    assert not (tmp_path / "datasets" / "newer").exists() and (tmp_path / "datasets" / "older").is_dir()
+    assert new not in list(at.dataframe[0].value.dataset)
+    assert next(s for s in at.selectbox if s.label == "Upload to delete").value is None
+    assert next(b for b in at.button if b.label == "Delete upload").disabled
