@@ -240,3 +240,35 @@ def test_uploads_are_listed_newest_first_and_deletable(fake, tmp_path: Path) -> 
     assert new not in list(at.dataframe[0].value.dataset)
     assert next(s for s in at.selectbox if s.label == "Upload to delete").value is None
     assert next(b for b in at.button if b.label == "Delete upload").disabled
+
+
+# ---------------------------------------------------------------------------------------------- offline, themes
+def test_page_icon_is_a_local_file_not_a_web_font(fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ":material/..." page icon makes the browser fetch the favicon from fonts.gstatic.com (Streamlit 1.67's
+    frontend), which fails offline; a file is served by the app's own server."""
+    import streamlit
+
+    seen = {}
+    real = streamlit.set_page_config
+    monkeypatch.setattr(streamlit, "set_page_config", lambda **kw: (seen.update(kw), real(**kw))[1])
+    open_page(fake)
+    icon = Path(str(seen["page_icon"]))
+    assert icon.is_file() and icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", seen
+    assert "icon.png" in (APP.parents[1] / "setup.py").read_text(), "the icon ships in the wheel"
+
+
+def test_settings_menu_and_os_theme() -> None:
+    config = tomllib.loads((APP.parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] in ("viewer", "auto"), "'minimal' hides the menu and its theme choice"
+    theme = config.get("theme", {})
+    assert "base" not in theme, "a base would force light or dark"
+    assert theme["light"] and theme["dark"], "both variants: the theme follows the system and can be switched"
+
+
+def test_about_diagram_labels_the_cls_gist_arrow_as_the_bkld(fake) -> None:
+    import json
+
+    at = open_page(fake, "views/about.py")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    texts = [a.get("text", "") for a in spec["layout"]["annotations"]]
+    assert "<b>BKLD</b> (bidirectional KL)" in texts, texts
