@@ -230,11 +230,12 @@ def eta_text(snapshot: Any) -> str:
 
 def run_caption(snapshot: Any) -> str:
     """One line about a run: backbone @ input size, method, GIST on/off, dataset, seed, trainable parameters."""
-    cfg = snapshot.config
-    size = (f"{cfg['data'].get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
+    cfg = snapshot.config or {}
+    data = cfg.get("data") or {}  # a missing key reads "None", never a KeyError
+    size = (f"{data.get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
             else f"{cfg.get('image_size')} px")
     return (f"{cfg.get('backbone')} @ {size} · {snapshot.method} · GIST "
-            f"{'on' if snapshot.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snapshot.seed}"
+            f"{'on' if snapshot.gist_enabled else 'off'} · {data.get('dataset')} · seed {snapshot.seed}"
             + (f" · {fmt_params(snapshot.trainable_params)} trainable" if snapshot.trainable_params else ""))
 
 
@@ -452,6 +453,35 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
         problem = f"Image size (px) — image_size: {size} is smaller than one patch ({patch} px)"
     show_problem(problem, problems)
     return "image"
+
+
+def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str]) -> dict[str, Any] | None:
+    """What stands before a launch, after the forms have collected their refused values in `problems`: the whole
+    config parsed, the data sizes checked against the dataset, then the cost panel. Returns the cost panel's info,
+    or None (with every reason listed) while anything blocks a launch."""
+    if not problems:
+        try:
+            ge.load_run_config(cfg)
+        except ge.ConfigError as exc:
+            show_problem(f"Fix this option first: {exc}", problems)
+    if not problems:
+        size_check(cfg, key, problems)
+    info = None if problems else cost_panel(cfg)
+    if problems:
+        st.warning(f"Launch is blocked until {'this value is' if len(problems) == 1 else 'these values are'} "
+                   "fixed: " + "; ".join(problems), icon=":material/block:")
+    return info
+
+
+def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
+    """The number of seeds of a paired comparison (any value can be typed; one outside 1..`most` is said under the
+    launch buttons) and whether it is within range."""
+    n = where.number_input("Seeds", value=3, step=1, key="launch.seeds",
+                           help=f"Runs per arm of the paired comparison (plain and GIST share each seed), 1 to {most}.")
+    ok = n is not None and 1 <= n <= most
+    if not ok:
+        st.error(f"Seeds — {n} is out of range (must be 1 to {most})", icon=":material/error:")
+    return n, ok
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

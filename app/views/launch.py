@@ -5,16 +5,12 @@ import state
 import streamlit as st
 import widgets
 
-import gist_engine as ge
-
-cat = services.catalogue()
+cat, MAX_SEEDS = services.catalogue(), 20  # MAX_SEEDS: runs per arm the page offers for a paired comparison
 sections = cat["sections"]
 cfg = state.draft()
-helps = {f["name"]: f["help"] for f in sections["model"]}
 model_fields = {f["name"]: f for f in sections["model"]}
 data_fields = {f["name"]: f for f in sections["data"]}
 problems: list[str] = []  # every refused value, said under its widget; any one blocks Launch
-MAX_SEEDS = 20  # runs per arm the page offers for a paired comparison
 
 st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
@@ -37,7 +33,8 @@ with left:
     names = list(backbones)
     cfg["backbone"] = st.selectbox("Backbone", names, index=names.index(cfg["backbone"]) if cfg["backbone"] in names
                                    else 0, format_func=lambda n: f"{backbones[n]['title']} ({n})",
-                                   help=helps["backbone"] + " Text backbones (BERT family) train on text datasets.",
+                                   help=f"{model_fields['backbone']['help']} Text backbones (BERT family) train on "
+                                        "text datasets.",
                                    key=state.launch_key("backbone"), persist_state="session")
     modality = widgets.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
                                   data_fields["max_length"], state.launch_key, problems)
@@ -54,7 +51,7 @@ with right:
     st.subheader("PEFT method")
     tuners = list(cat["tuners"])
     method = st.selectbox("Method", tuners, index=tuners.index(cfg["method"]), key=state.launch_key("method"),
-                          help=helps["method"], persist_state="session")
+                          help=model_fields["method"]["help"], persist_state="session")
     if method != cfg["method"]:
         cfg["method"], cfg["method_args"] = method, {}
     st.caption(cat["tuners"][method]["help"])
@@ -68,31 +65,15 @@ with st.expander("Data, training and backbone options"):
     widgets.advanced_options(cfg, sections, state.launch_key, problems, state.auto_name(cfg))
 
 st.subheader("Before you launch")
-if not problems:
-    try:
-        ge.load_run_config(cfg)
-    except ge.ConfigError as exc:
-        widgets.show_problem(f"Fix this option first: {exc}", problems)
-if not problems:
-    widgets.size_check(cfg, state.launch_key, problems)
-info = None if problems else widgets.cost_panel(cfg)
-if problems:
-    st.warning(f"Launch is blocked until {'this value is' if len(problems) == 1 else 'these values are'} fixed: "
-               + "; ".join(problems), icon=":material/block:")
+info = widgets.launch_checks(cfg, state.launch_key, problems)  # None while anything blocks a launch
 name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
-n_seeds = seeds.number_input("Seeds", value=3, step=1, key="launch.seeds",
-                             help=f"Runs per arm of the paired comparison (plain and GIST share each seed), "
-                                  f"1 to {MAX_SEEDS}.")
-seeds_ok = n_seeds is not None and 1 <= n_seeds <= MAX_SEEDS
-blocked = info is None or bool(problems)
-if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=blocked):
+n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)
+if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
     state.open_run(state.manager().submit(cfg, name=name))
 if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
-               disabled=blocked or not seeds_ok):
+               disabled=info is None or not seeds_ok):
     st.switch_page(state.COMPARE, query_params={"group": state.manager().submit_group(cfg, int(n_seeds), name=name)})
-if not seeds_ok:
-    st.error(f"Seeds — {n_seeds} is out of range (must be 1 to {MAX_SEEDS})", icon=":material/error:")
 st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli({**cfg, "name": name}, key="launch.cli")

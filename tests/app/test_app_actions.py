@@ -22,7 +22,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> app_fakes.FakeRunMa
 
 
 def _select(at: AppTest, rows: list[int]) -> AppTest:
-    gen = at.session_state["runs.generation"] if "runs.generation" in at.session_state else 0
+    gen = at.session_state.get("runs.generation", 0)
     key = f"runs.table.{gen}"  # state.runs_table_key() of an unfiltered table
     at.session_state[key] = {"selection": {"rows": rows, "columns": []}}
     return at.run()
@@ -127,6 +127,8 @@ def test_engine_config_refuses_zero_epochs() -> None:
         ge.load_run_config({"train": {"epochs": 0}})
     with pytest.raises(ge.ConfigError, match=r"train\.epochs"):
         ge.load_run_config({}, ["train.epochs=0"])
+    with pytest.raises(ge.ConfigError, match=r"few_shot .* or train_size, not both"):  # refused before any run
+        ge.load_run_config({"data": {"few_shot": 2, "train_size": 20}})
 
 
 def _upload(root: Path, name: str = "bugs", per_class: int = 10) -> str:
