@@ -455,16 +455,17 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
     return "image"
 
 
-def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str]) -> dict[str, Any] | None:
+def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed: bool | None = True
+                  ) -> dict[str, Any] | None:
     """What stands before a launch, after the forms have collected their refused values in `problems`: the whole
-    config parsed, the data sizes checked against the dataset, then the cost panel. Returns the cost panel's info,
-    or None (with every reason listed) while anything blocks a launch."""
+    config parsed, the data sizes checked against the dataset (unless it is not `installed` yet: a run downloads
+    it), then the cost panel. Returns the cost panel's info, or None (every reason listed) while anything blocks."""
     if not problems:
         try:
             ge.load_run_config(cfg)
         except ge.ConfigError as exc:
             show_problem(f"Fix this option first: {exc}", problems)
-    if not problems:
+    if not problems and installed is not False:
         size_check(cfg, key, problems)
     info = None if problems else cost_panel(cfg)
     if problems:

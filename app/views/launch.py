@@ -65,7 +65,7 @@ with st.expander("Data, training and backbone options"):
     widgets.advanced_options(cfg, sections, state.launch_key, problems, state.auto_name(cfg))
 
 st.subheader("Before you launch")
-info = widgets.launch_checks(cfg, state.launch_key, problems)  # None while anything blocks a launch
+info = widgets.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data"]["dataset"]].get("installed"))
 name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
 n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)

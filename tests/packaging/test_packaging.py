@@ -276,6 +276,7 @@ def test_the_wheel(tmp_path):
     assets = {"gist_studio/assets/" + p.relative_to(ROOT / "assets").as_posix()
               for p in (ROOT / "assets").rglob("*.yaml")}
     assert assets and assets <= names, assets - names
+    assert "gist_studio/icon.png" in names, "the favicon streamlit_app.py serves"
     assert not any(n.startswith(("tests/", "benchmarks/", "app/", "docs/")) for n in names)
     assert f"{dist_info}/licenses/LICENSE" in names
     assert "gist-engine = gist_engine.__main__:run" in entry_points
