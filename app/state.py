@@ -135,12 +135,12 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
-def runs_table_key(*filters: Any) -> str:
+def runs_table_key(status: list[str], method: list[str], gist: str, text: str) -> str:
     """The runs table's widget key: new after a delete and when the filters change, so that no row stays selected
     by its position once the rows under it have changed ("runs.table.0" for the first, unfiltered table)."""
     gen = st.session_state.get(RUNS_GEN_KEY, 0)
-    return f"runs.table.{gen}" + (f".{_digest(*filters)}" if any(filters) and filters != ([], [], "any", "")
-                                  else "")
+    unfiltered = not (status or method or text) and gist == "any"
+    return f"runs.table.{gen}" + ("" if unfiltered else f".{_digest(status, method, gist, text)}")
 
 
 def runs_confirm_key(picked: Sequence[str]) -> str:
