@@ -11,7 +11,7 @@ setup(
     packages=[*find_packages(include=["gist_engine", "gist_engine.*"]), "gist_studio", "gist_studio.assets"],
     package_dir={"gist_studio": "app", "gist_studio.assets": "assets"},
     package_data={
-        "gist_studio": ["views/*.py"],
+        "gist_studio": ["views/*.py", "icon.png"],
         "gist_studio.assets": ["**/*.yaml", "**/*.yml", "**/*.json", "**/*.csv", "**/*.toml"],
     },
 )

@@ -16,8 +16,9 @@ SETTINGS: dict[str, str | int | bool] = {
     "server.maxUploadSize": 200,  # MiB; the dataset importer applies its own, stricter caps
     "runner.postScriptGC": False,  # a full gc.collect(2) after every rerun stalled training beside the live page
     "browser.gatherUsageStats": False,
-    "client.toolbarMode": "minimal",
-    "theme.primaryColor": "#d62f6a",
+    "client.toolbarMode": "viewer",  # the menu keeps Settings: System, Light or Dark theme
+    "theme.light.primaryColor": "#d62f6a",  # two variants: the theme follows the operating system's preference
+    "theme.dark.primaryColor": "#e8578a",
 }
 
 USAGE = f"""usage: gist-studio [STREAMLIT OPTIONS]

@@ -152,7 +152,7 @@ def config_yaml(config: ge.RunConfig | dict[str, Any]) -> str:
 def cli_command(config: ge.RunConfig | dict[str, Any], config_file: str = "run.yaml", group_seeds: int = 0) -> str:
     """The shell line that reproduces a run (or, with `group_seeds`, a paired comparison) from its YAML file."""
     cfg = ge.load_run_config(config)
-    label = cfg.name or f"{cfg.method}-{'gist' if cfg.gist.enabled else 'plain'}"
+    label = re.sub(r"[^\w.-]+", "-", cfg.name or f"{cfg.method}-{'gist' if cfg.gist.enabled else 'plain'}").strip("-")
     if group_seeds:
         return f"python -m gist_engine compare --config {config_file} --seeds {group_seeds} --out runs/{label}"
     return f"python -m gist_engine train --config {config_file} --out runs/{label}"

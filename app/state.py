@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import services
 import streamlit as st
+
+import gist_engine as ge
 
 # Pages, as registered in streamlit_app.py (paths relative to it): the targets of st.switch_page / st.page_link.
 LAUNCH, LIVE, COMPARE = "views/launch.py", "views/live.py", "views/compare.py"
@@ -18,9 +22,14 @@ ATTENTION, RUNS, DATASETS, ABOUT = "views/attention.py", "views/runs.py", "views
 MANAGER_KEY = "gist_manager"  # tests put a RunManager (or a fake with the same API) here before the first run
 DRAFT_KEY = "launch_draft"  # the config being edited on the launch page (a nested dict)
 LAUNCH_GEN_KEY = "launch_generation"  # bumped when a preset replaces the draft (fresh widget keys)
+PRESET_KEY = "launch_preset"  # the preset (or recipe) the draft started from: its name names an unchanged copy
 METRICS_KEY = "live_metrics"  # run id -> metrics frame fetched so far (the live page fetches only new steps)
 FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figure, accuracy figure) last drawn
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
+RUNS_GEN_KEY = "runs.generation"  # bumped by a delete: the runs table and its confirmation start afresh
+RUNS_FLASH_KEY = "runs.flash"  # "Deleted N runs: ..." kept for the rerun after a delete
+DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its picker and confirmation start afresh
+DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
 ACTIVE = ("queued", "running")  # statuses that still change
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
@@ -47,8 +56,40 @@ def manager() -> Any:
 def draft() -> dict[str, Any]:
     """The launch page's config being edited (starts as the offline CPU demo); persists across pages."""
     if DRAFT_KEY not in st.session_state:
-        st.session_state[DRAFT_KEY] = services.demo_config()
+        _start_from(services.demo_config())
     return st.session_state[DRAFT_KEY]
+
+
+def _start_from(config: dict[str, Any]) -> None:
+    """The draft becomes a copy of a preset, without its name (the name belongs to the preset: `run_name`)."""
+    st.session_state[PRESET_KEY] = copy.deepcopy(config)
+    st.session_state[DRAFT_KEY] = {**copy.deepcopy(config), "name": None}
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configs train the same thing (their names aside), compared with every default filled in."""
+    try:
+        a, b = (ge.to_dict(ge.load_run_config({**c, "name": None})) for c in (a, b))
+    except ge.ConfigError:
+        return False
+    return a == b
+
+
+def auto_name(cfg: dict[str, Any]) -> str:
+    """A run's name from what it trains: "<method> · <dataset> · <backbone>" (an upload by its folder's name)."""
+    kind, _, arg = str((cfg.get("data") or {}).get("dataset") or "").partition(":")
+    return f"{cfg.get('method')} · {Path(arg).name if arg else kind} · {cfg.get('backbone')}"
+
+
+def run_name(cfg: dict[str, Any]) -> str:
+    """The name a launch gives: the one typed in the form, else the preset's name while the form still equals
+    the preset, else `auto_name` (what it trains)."""
+    if cfg.get("name"):
+        return str(cfg["name"])
+    preset = st.session_state.get(PRESET_KEY) or {}
+    if preset.get("name") and _same_run(cfg, preset):
+        return str(preset["name"])
+    return auto_name(cfg)
 
 
 def run_metrics(mgr: Any, run_id: str) -> pd.DataFrame:
@@ -68,7 +109,7 @@ def launch_key(name: str) -> str:
 
 def apply_preset(config: dict[str, Any]) -> None:
     """Replace the launch draft with a preset and reset the launch page's widgets to show it."""
-    st.session_state[DRAFT_KEY] = copy.deepcopy(config)
+    _start_from(config)
     for key in [k for k in st.session_state if str(k).startswith("launch.")]:
         del st.session_state[key]
     st.session_state[LAUNCH_GEN_KEY] = st.session_state.get(LAUNCH_GEN_KEY, 0) + 1
@@ -88,3 +129,49 @@ def open_run(run_id: str) -> None:
 def status_badge(status: str) -> None:
     """A coloured badge for a run status."""
     st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
+
+
+def runs_table_key(status: list[str], method: list[str], gist: str, text: str) -> str:
+    """The runs table's widget key: new after a delete and when the filters change, so that no row stays selected
+    by its position once the rows under it have changed ("runs.table.0" for the first, unfiltered table)."""
+    gen = st.session_state.get(RUNS_GEN_KEY, 0)
+    unfiltered = not (status or method or text) and gist == "any"
+    return f"runs.table.{gen}" + ("" if unfiltered else f".{_digest(status, method, gist, text)}")
+
+
+def runs_confirm_key(picked: Sequence[str]) -> str:
+    """The delete confirmation's key: tied to the selected runs, so a new selection starts unconfirmed."""
+    return f"runs.confirm.{st.session_state.get(RUNS_GEN_KEY, 0)}.{_digest(*sorted(picked))}"
+
+
+def delete_runs(mgr: Any, run_ids: Sequence[str], names: dict[str, Any]) -> list[str]:
+    """Delete runs; returns the ids deleted. Afterwards the runs table and its confirmation start afresh (nothing
+    selected) and the next render of the runs page says "Deleted N runs: <names>" and what could not be deleted."""
+    deleted, errors = [], []
+    for run_id in run_ids:
+        try:
+            mgr.delete(run_id)
+            deleted.append(run_id)
+        except ge.RunError as exc:  # RunNotFound included
+            errors.append(f"Run {run_id} was not deleted: {exc}")
+    st.session_state[RUNS_GEN_KEY] = st.session_state.get(RUNS_GEN_KEY, 0) + 1
+    label = ", ".join(f"{names.get(i) or i} ({i})" for i in deleted)
+    done = [f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''}: {label}"] if deleted else []
+    st.session_state[RUNS_FLASH_KEY] = {"success": done, "error": errors}
+    return deleted
+
+
+def delete_upload(name: str, images: int) -> None:
+    """Delete an uploaded dataset; the next render of the datasets page says what was deleted, with its picker and
+    confirmation cleared."""
+    try:
+        ge.delete_uploaded_dataset(name, data_root())
+        said = {"success": [f"Deleted the upload {name} ({images:,} images)."]}
+    except ge.DatasetError as exc:
+        said = {"error": [f"The upload {name} was not deleted: {exc}"]}
+    st.session_state[DATASETS_GEN_KEY] = st.session_state.get(DATASETS_GEN_KEY, 0) + 1
+    st.session_state[DATASETS_FLASH_KEY] = said

@@ -13,7 +13,10 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:  # a checkout without `pip install -e .`: the pages import gist_engine from here
     sys.path.insert(0, ROOT)
 
-st.set_page_config(page_title="GIST Studio", page_icon=":material/token:", layout="wide")
+# The favicon is a file served by this server: a ":material/..." page icon makes the browser fetch it from
+# fonts.gstatic.com, which fails offline (the pages' material icons come from the font Streamlit bundles).
+ICON = Path(__file__).resolve().with_name("icon.png")
+st.set_page_config(page_title="GIST Studio", page_icon=str(ICON), layout="wide")
 
 PAGES = {
     "Train": [

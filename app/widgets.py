@@ -15,15 +15,19 @@ import streamlit as st
 
 import gist_engine as ge
 
+# Labels of config fields, by name or by "section.name" (checked first): no two widgets on one page share a label.
 LABELS = {"ce_weight": "Gist CE weight", "loss": "Interaction loss", "loss_weight": "Interaction weight",
           "init": "Init range", "shared_head": "Shared head", "lr": "Learning rate", "few_shot": "Few-shot k",
           "enabled": "GIST on", "length": "Gist tokens", "temperature": "Temperature", "cpu_threads": "CPU threads",
           "eval_batch_size": "Eval batch size", "attention_every": "Attention snapshot every",
-          "frozen_dtype": "Frozen weights stored as", "cuda_graph": "CUDA graphs"}
+          "frozen_dtype": "Frozen weights stored as", "cuda_graph": "CUDA graphs", "drop_path_rate": "Drop-path rate",
+          "data.seed": "Data seed", "train.seed": "Seed", "gist.dropout": "Gist dropout",
+          "adapter.dropout": "Adapter dropout", "lora.dropout": "LoRA dropout", "vpt.dropout": "Prompt dropout",
+          "vpt.length": "Prompt tokens", "ssf.init_std": "SSF init std"}
 
 
-def _label(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " ").capitalize())
+def _label(name: str, scope: str = "") -> str:
+    return LABELS.get(f"{scope}.{name}") or LABELS.get(name) or name.replace("_", " ").capitalize()
 
 
 def _placeholder(help_text: str) -> str:
@@ -38,13 +42,39 @@ def _float_step(default: Any) -> float:
     return 0.1
 
 
-def field_widget(field: dict[str, Any], key: str, value: Any) -> Any:
+def value_problem(field: dict[str, Any], value: Any, path: str, label: str | None = None) -> str | None:
+    """Why a form value is refused, in words ('Epochs — train.epochs: 0 is out of range (must be >= 1)'), from the
+    field's own choices and range (`ge.check_value`: the check the config parser makes), or None when it is fine."""
+    label = label or _label(field["name"])
+    if value is None and "None" not in field["type"]:
+        return f"{label} — {path}: needs a value"
+    try:
+        ge.check_value(field, value, path)
+    except ge.ConfigError as exc:
+        return f"{label} — {exc}"
+    return None
+
+
+def show_problem(problem: str | None, problems: list[str] | None) -> None:
+    """Say why a value is refused right under its widget (visible text, not a tooltip) and collect the reason."""
+    if problem is None:
+        return
+    st.error(problem, icon=":material/error:")
+    if problems is not None:
+        problems.append(problem)
+
+
+def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None = None, scope: str = "",
+                 problems: list[str] | None = None) -> Any:
     """One widget for one config field (a `describe_fields` dict), keeping its value in the session.
 
-    choices -> selectbox, bool -> toggle, int/float (min/max) -> number_input (empty allowed when optional),
-    str -> text_input (empty = None when optional). The field's help text becomes the widget's help.
+    choices -> selectbox, bool -> toggle, int/float -> number_input (empty allowed when optional), str -> text_input
+    (empty = None when optional). The field's help text becomes the widget's help; `scope` picks its label
+    (LABELS' "scope.name"). Numbers take any value: one outside the field's range is shown as typed with the reason
+    under it and added to `problems` (the browser keeps no hidden last valid value); `path` names the key there.
     """
-    kind, label, help_ = field["type"], _label(field["name"]), field["help"] or None
+    kind, label, help_ = field["type"], _label(field["name"], scope), field["help"] or None
+    path = path or field["name"]
     optional = "None" in kind
     base = kind.replace(" | None", "").replace("None | ", "")
     common = {"key": key, "help": help_, "persist_state": "session"}
@@ -56,24 +86,32 @@ def field_widget(field: dict[str, Any], key: str, value: Any) -> Any:
     if base in ("int", "float"):
         is_int = base == "int"
         cast = int if is_int else float
-        lo, hi = field["min"], field["max"]
-        return st.number_input(
-            label, min_value=None if lo is None else cast(lo), max_value=None if hi is None else cast(hi),
-            value=None if value is None else cast(value), step=1 if is_int else _float_step(field["default"]),
+        # no min_value/max_value: the browser would keep the last valid value behind a red border
+        number = st.number_input(
+            label, value=None if value is None else cast(value), step=1 if is_int else _float_step(field["default"]),
             format=None if is_int else "%g", placeholder=_placeholder(field["help"]) if optional else None, **common)
+        show_problem(value_problem(field, number, path, label), problems)
+        return number
     text = st.text_input(label, value="" if value is None else str(value), **common)
     return None if optional and not text.strip() else text
 
 
 def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: str, skip: Iterable[str] = (),
-                columns: int = 2) -> dict[str, Any]:
-    """Widgets for every field (except `skip`) laid out in `columns`; returns {name: value}."""
+                columns: int = 2, path: str = "", scope: str | None = None,
+                problems: list[str] | None = None) -> dict[str, Any]:
+    """Widgets for every field (except `skip`) laid out in `columns`; returns {name: value}.
+
+    `path` is the config section ("train", "method_args", "" for top-level keys) named in the reasons a value is
+    refused (added to `problems`); `scope` picks the labels (default `path`; a tuner's name for its options).
+    """
     shown = [f for f in fields if f["name"] not in set(skip)]
     cols = st.columns(columns)
     out = {}
     for i, f in enumerate(shown):
         with cols[i % columns]:
-            out[f["name"]] = field_widget(f, f"{key}.{f['name']}", values.get(f["name"], f["default"]))
+            out[f["name"]] = field_widget(f, f"{key}.{f['name']}", values.get(f["name"], f["default"]),
+                                          path=f"{path}.{f['name']}" if path else f["name"],
+                                          scope=path if scope is None else scope, problems=problems)
     return out
 
 
@@ -97,7 +135,7 @@ def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> Non
     except ge.ConfigError as exc:
         st.warning(f"Not a valid config yet: {exc}")
         return
-    file = f"{config.get('name') or 'run'}.yaml"
+    file = re.sub(r"[^\w.-]+", "-", config.get("name") or "run").strip("-") + ".yaml"  # "a · b" -> "a-b.yaml"
     st.code(services.cli_command(config, file, group_seeds=seeds), language="bash")
     st.code(text, language="yaml")
     st.download_button("Download YAML", text, file_name=file, mime="application/x-yaml", key=f"{key}.yaml",
@@ -118,6 +156,71 @@ def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
                                        "acc CLS %", "best %", "progress", "trainable", "group", "created"])
 
 
+_SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
+RUNS_COLUMNS = {  # the history table: every header readable, long texts (names, folders) cut with a tooltip
+    "id": st.column_config.TextColumn("id", width=_SMALL), "name": st.column_config.TextColumn("name", width="medium"),
+    "status": st.column_config.TextColumn("status", width=_NUM), "method": st.column_config.TextColumn("method",
+                                                                                                   width=_NUM),
+    "GIST": st.column_config.CheckboxColumn("GIST", width=_SMALL - 20),
+    "seed": st.column_config.NumberColumn("seed", width=_SMALL - 20, format="%d"),
+    "dataset": st.column_config.TextColumn("dataset", width="medium"),
+    "backbone": st.column_config.TextColumn("backbone", width=_NUM + 20),
+    "acc CLS %": st.column_config.NumberColumn("acc CLS %", width=_NUM, format="%.2f"),
+    "best %": st.column_config.NumberColumn("best %", width=_SMALL, format="%.2f"),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, width=_NUM),
+    "trainable": st.column_config.NumberColumn("trainable", width=_NUM, format="compact",
+                                               help="trainable parameters"),
+    "group": st.column_config.TextColumn("group", width=_SMALL),
+    "created": st.column_config.DatetimeColumn("created (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
+}
+
+
+DATASET_COLUMNS = {
+    "dataset": st.column_config.TextColumn("dataset", width="medium", help="the data.dataset value of a config"),
+    "title": st.column_config.TextColumn("title", width="medium"),
+    "modality": st.column_config.TextColumn("kind", width=_SMALL - 20),
+    "images": st.column_config.NumberColumn("images", width=_SMALL, format="localized",
+                                            help="images (documents for text datasets) over all splits"),
+    "classes": st.column_config.NumberColumn("classes", width=_SMALL - 10),
+    "offline": st.column_config.CheckboxColumn("offline", width=_SMALL - 20),
+    "installed": st.column_config.CheckboxColumn("installed", width=_SMALL),
+    "uploaded": st.column_config.DatetimeColumn("uploaded (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
+    "source": st.column_config.TextColumn("source", width="large"),
+    "licence": st.column_config.TextColumn("licence", width="medium"),
+}
+
+
+def datasets_frame(entries: list[dict[str, Any]], uploads: list[dict[str, Any]]) -> pd.DataFrame:
+    """The datasets table: the uploads first, newest first (when stored), then the registered datasets."""
+    when = {u["dataset"]: pd.Timestamp(u["created"], unit="s").floor("s") for u in uploads}
+    rank = {u["dataset"]: i for i, u in enumerate(uploads)}
+    rows = sorted(entries, key=lambda e: (not e.get("uploaded"), rank.get(e["dataset"], 0)))
+    frame = pd.DataFrame(rows, columns=[c for c in DATASET_COLUMNS if c != "uploaded"])
+    frame.insert(7, "uploaded", [when.get(d) for d in frame.dataset])
+    return frame
+
+
+def options_of(column: pd.Series) -> list[str]:
+    """The distinct values of a table column for a filter, sorted; missing values (None/NaN) left out."""
+    return sorted(column.dropna().astype(str).unique())
+
+
+def filter_runs(frame: pd.DataFrame, status: list[str], method: list[str], gist: str, text: str) -> pd.DataFrame:
+    """The rows of `runs_frame` that match the filters (empty = any): status, method, GIST "on"/"off"/"any", and a
+    case-insensitive text in the name, id, dataset, backbone or group (a missing value matches no text)."""
+    mask = pd.Series(True, index=frame.index)
+    if status:
+        mask &= frame.status.astype(str).isin(status)
+    if method:
+        mask &= frame.method.astype(str).isin(method)
+    if gist != "any":
+        mask &= frame.GIST.fillna(False).astype(bool).eq(gist == "on")
+    if text:
+        hay = frame[["name", "id", "dataset", "backbone", "group"]].astype(object).fillna("").astype(str)
+        mask &= hay.agg(" ".join, axis=1).str.contains(text, case=False, regex=False)
+    return frame[mask]
+
+
 def eta_text(snapshot: Any) -> str:
     """'step 12 / 32 · ETA 0:41' for the progress bar."""
     eta = snapshot.eta_seconds
@@ -127,11 +230,12 @@ def eta_text(snapshot: Any) -> str:
 
 def run_caption(snapshot: Any) -> str:
     """One line about a run: backbone @ input size, method, GIST on/off, dataset, seed, trainable parameters."""
-    cfg = snapshot.config
-    size = (f"{cfg['data'].get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
+    cfg = snapshot.config or {}
+    data = cfg.get("data") or {}  # a missing key reads "None", never a KeyError
+    size = (f"{data.get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
             else f"{cfg.get('image_size')} px")
     return (f"{cfg.get('backbone')} @ {size} · {snapshot.method} · GIST "
-            f"{'on' if snapshot.gist_enabled else 'off'} · {cfg['data']['dataset']} · seed {snapshot.seed}"
+            f"{'on' if snapshot.gist_enabled else 'off'} · {data.get('dataset')} · seed {snapshot.seed}"
             + (f" · {fmt_params(snapshot.trainable_params)} trainable" if snapshot.trainable_params else ""))
 
 
@@ -326,24 +430,103 @@ def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
     return (100 * frame).round(2).rename(columns=names)
 
 
-def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_help: str, length_field: dict[str, Any],
-               key: Any) -> str:
+def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[str, Any],
+               length_field: dict[str, Any], key: Any, problems: list[str] | None = None) -> str:
     """The input size of a backbone (edits `cfg`): image size in px for a ViT, `data.max_length` for a text
-    encoder; returns the backbone's modality ("image" or "text"). `key(name)` makes widget keys."""
+    encoder; returns the backbone's modality ("image" or "text"). `key(name)` makes widget keys; a value out of
+    the field's range (or an image smaller than one patch) is shown with its reason and added to `problems`."""
     if backbone.get("modality", "image") == "text":
         cfg["image_size"] = 0  # ignored by text models
-        cfg["data"]["max_length"] = st.number_input(
-            "Max length (tokens)", min_value=int(length_field["min"]), max_value=int(length_field["max"]),
-            value=int(cfg["data"].get("max_length") or length_field["default"]), step=16,
+        length = cfg["data"]["max_length"] = st.number_input(
+            "Max length (tokens)", value=int(cfg["data"].get("max_length") or length_field["default"]), step=16,
             help=length_field["help"], key=key("data.max_length"))
+        show_problem(value_problem(length_field, length, "data.max_length", "Max length (tokens)"), problems)
         return "text"
     cfg["data"].pop("max_length", None)
     patch = backbone["patch_size"]
-    size = cfg.get("image_size") or backbone["default_size"]
-    cfg["image_size"] = st.number_input(
-        "Image size (px)", min_value=patch, max_value=1022, step=patch, value=max(patch, size // patch * patch),
-        help=f"{size_help} A multiple of the patch size, {patch}.", key=key(f"size.{patch}"))
+    size = cfg.get("image_size") or backbone["default_size"]  # 0 = the backbone's default size: shown as such
+    size = cfg["image_size"] = st.number_input(
+        "Image size (px)", step=patch, value=max(patch, size // patch * patch),
+        help=f"{size_field['help']} A multiple of the patch size, {patch}.", key=key(f"size.{patch}"))
+    problem = value_problem(size_field, size, "image_size", "Image size (px)")
+    if problem is None and size is not None and size < patch:
+        problem = f"Image size (px) — image_size: {size} is smaller than one patch ({patch} px)"
+    show_problem(problem, problems)
     return "image"
+
+
+def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed: bool | None = True
+                  ) -> dict[str, Any] | None:
+    """What stands before a launch, after the forms have collected their refused values in `problems`: the whole
+    config parsed, the data sizes checked against the dataset (unless it is not `installed` yet: a run downloads
+    it), then the cost panel. Returns the cost panel's info, or None (every reason listed) while anything blocks."""
+    if not problems:
+        try:
+            ge.load_run_config(cfg)
+        except ge.ConfigError as exc:
+            show_problem(f"Fix this option first: {exc}", problems)
+    if not problems and installed is not False:
+        size_check(cfg, key, problems)
+    info = None if problems else cost_panel(cfg)
+    if problems:
+        st.warning(f"Launch is blocked until {'this value is' if len(problems) == 1 else 'these values are'} "
+                   "fixed: " + "; ".join(problems), icon=":material/block:")
+    return info
+
+
+def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
+    """The number of seeds of a paired comparison (any value can be typed; one outside 1..`most` is said under the
+    launch buttons) and whether it is within range."""
+    n = where.number_input("Seeds", value=3, step=1, key="launch.seeds",
+                           help=f"Runs per arm of the paired comparison (plain and GIST share each seed), 1 to {most}.")
+    ok = n is not None and 1 <= n <= most
+    if not ok:
+        st.error(f"Seeds — {n} is out of range (must be 1 to {most})", icon=":material/error:")
+    return n, ok
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def split_sizes(dataset: str, val_size: int, seed: int) -> dict[str, Any]:
+    """`ge.split_sizes` of a dataset, cached (cleared when an upload is deleted)."""
+    return ge.split_sizes(ge.DataConfig(dataset=dataset, val_size=val_size, seed=seed))
+
+
+def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
+    """Check the data sizes against what the chosen dataset holds per split (`ge.split_sizes`), before a run: each
+    size too large is said (and added to `problems`) with a button that sets the sizes to what is available;
+    otherwise one line says what is available. `key(name)` makes the launch page's widget keys."""
+    data = cfg["data"]
+    try:
+        sizes = split_sizes(data["dataset"], int(data.get("val_size") or 0), int(data.get("seed") or 0))
+    except (ge.DatasetError, OSError) as exc:
+        show_problem(f"Dataset — {exc}", problems)
+        return
+    unit = "documents" if services.dataset_modality(data["dataset"]) == "text" else "images"
+    fits, said = {}, []
+    for name, have, what in (("train_size", sizes["train"], "the train split"),
+                             ("test_size", sizes["test"], "the test split"),
+                             ("few_shot", sizes["min_per_class"], "its smallest class in the train split")):
+        want = data.get(name)
+        if want is not None and want > have:
+            fits[name] = have
+            said.append(f"{_label(name, 'data')} — data.{name} is {want:,} but {what} holds {have:,} {unit}")
+    available = (f"{sizes['train']:,} training and {sizes['test']:,} test {unit}"
+                 + (f" ({sizes['val']:,} held out for validation)" if sizes["val"] else ""))
+    if not fits:
+        st.caption(f"Available: {available}; {sizes['split']}.")
+        return
+    for line in said:
+        show_problem(line, problems)
+
+    def fit() -> None:
+        for name, n in fits.items():
+            data[name] = n
+            st.session_state[key(f"data.{name}")] = n
+
+    new = ", ".join(f"{_label(n, 'data')} {v:,}" for n, v in fits.items())
+    st.button(f"Fit the sizes to the dataset ({new})",
+              on_click=fit, icon=":material/fit_screen:", key=key("fit_sizes"),
+              help=f"Sets the sizes to what the dataset holds: {available}.")
 
 
 def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
@@ -368,15 +551,19 @@ def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
     st.rerun()
 
 
-def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any) -> None:
-    """The run name and the data, training and backbone forms (edits `cfg` in place); `key(name)` makes keys."""
-    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"),
-                                help="A label in the run list (empty = method and GIST on/off).") or None
+def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any,
+                     problems: list[str] | None = None, auto_name: str = "") -> None:
+    """The run name and the data, training and backbone forms (edits `cfg` in place); `key(name)` makes keys;
+    refused values go to `problems`; `auto_name` is the name a run gets when the name is left empty."""
+    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"), placeholder=auto_name,
+                                help="A label in the run list; empty = the preset's name while the form still "
+                                     "equals that preset, else method · dataset · backbone.") or None
     st.markdown("**Data**")
-    cfg["data"].update(config_form(sections["data"], cfg["data"], key("data"), columns=3,
-                                   skip=["dataset", "max_length"]))  # max_length: text models only
+    cfg["data"].update(config_form(sections["data"], cfg["data"], key("data"), columns=3, path="data",
+                                   skip=["dataset", "max_length"], problems=problems))  # max_length: text only
     st.markdown("**Training**")
-    cfg["train"] = config_form(sections["train"], cfg["train"], key("train"), columns=3)
+    cfg["train"] = config_form(sections["train"], cfg["train"], key("train"), columns=3, path="train",
+                               problems=problems)
     st.markdown("**Backbone**")
-    cfg.update(config_form(sections["model"], cfg, key("model"), columns=3,
+    cfg.update(config_form(sections["model"], cfg, key("model"), columns=3, problems=problems,
                            skip=["backbone", "image_size", "method", "num_classes"]))

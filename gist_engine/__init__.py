@@ -20,6 +20,7 @@ from .config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    check_value,
     describe_fields,
     load_run_config,
     to_dict,
@@ -33,8 +34,8 @@ from .data import (
     load_dataset,
 )
 from .data.preview import dataset_preview, dataset_samples, text_dataset_preview, text_dataset_samples
-from .data.registry import dataset_modality
-from .data.upload import decode_image, import_imagefolder_zip, list_uploaded_datasets
+from .data.registry import dataset_modality, split_sizes
+from .data.upload import decode_image, delete_uploaded_dataset, import_imagefolder_zip, list_uploaded_datasets
 from .estimate import estimate_run_time, measure_throughput
 from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
@@ -112,6 +113,7 @@ __all__ = [
     "backbone_info",
     "build_model",
     "catalogue",
+    "check_value",
     "compute_token_attention",
     "count_parameters",
     "create_backbone",
@@ -121,6 +123,7 @@ __all__ = [
     "dataset_samples",
     "decode_image",
     "delete_study",
+    "delete_uploaded_dataset",
     "describe_datasets",
     "describe_fields",
     "describe_model",
@@ -159,6 +162,7 @@ __all__ = [
     "study_matrix",
     "study_results",
     "study_runs",
+    "split_sizes",
     "summarise",
     "text_dataset_preview",
     "text_dataset_samples",

@@ -20,7 +20,11 @@ fine-tuning (PEFT)** keeps the big pretrained network frozen and trains only a f
 2. **knowledge interaction**: the same head reads the CLS token and the Gist token, and the loss pulls their two
    predictions together with a **bidirectional KL divergence (BKLD)** — each learns from the other.
 """)
-st.plotly_chart(charts.token_diagram(info["sequence_layout"], info["num_layers"], cfg["method"]), key="about.diagram")
+diagram = charts.token_diagram(info["sequence_layout"], info["num_layers"], cfg["method"])
+if any(kind == "Gist" for kind, _ in info["sequence_layout"]):  # the CLS <-> Gist arrow is the BKLD: say so on it
+    diagram.add_annotation(x=sum(diagram.layout.xaxis.range) / 2, y=4.13, showarrow=False,
+                           text="<b>BKLD</b> (bidirectional KL)", font={"color": "#555"})
+st.plotly_chart(diagram, key="about.diagram")
 size = (f"up to {info['max_length']} tokens" if info.get("modality") == "text" else f"{info['image_size']} px")
 st.caption(f"The real sequence of the model on the Launch page ({info['backbone']} at {size}): "
            + " + ".join(f"{n} {k}" for k, n in info["sequence_layout"]) + f" = {info['seq_len']} tokens.")

@@ -1,4 +1,4 @@
-"""Datasets: what can be trained on, and uploading your own ImageFolder zip (validated before it is stored)."""
+"""Datasets: what can be trained on; uploading your own ImageFolder zip (validated before it is stored); deleting it."""
 
 import charts
 import pandas as pd
@@ -7,10 +7,13 @@ import state
 import streamlit as st
 import widgets
 
+import gist_engine as ge
+
 st.title("Datasets")
-entries = services.list_datasets(state.data_root())
-table = pd.DataFrame(entries)[["dataset", "title", "images", "classes", "offline", "installed", "source", "licence"]]
-st.dataframe(table, hide_index=True, column_config={"source": st.column_config.TextColumn(width="large")})
+for kind, lines in st.session_state.pop(state.DATASETS_FLASH_KEY, {}).items():  # what the last delete did
+    for line in lines:
+        getattr(st, kind)(line)
+listing = st.container()  # filled at the end, so that an upload made below is listed at once
 
 st.subheader("Upload your own images")
 st.caption("A **zip of class folders**: `cat/001.jpg`, `cat/002.png`, `dog/001.jpg`, ... (one top folder around them "
@@ -30,6 +33,7 @@ elif submitted:
     for error in report.errors:
         st.error(error)
     if report.ok:
+        widgets.split_sizes.clear()  # a replaced upload has new sizes
         st.success(f"Stored {report.accepted} images in {len(report.classes)} classes as `{report.dataset}`: "
                    "choose it on the Launch page.")
     for warning in report.warnings:
@@ -39,6 +43,28 @@ elif submitted:
         widgets.thumbnails({c: t for c, t in report.thumbnails.items() if t})
     if report.rejected:
         st.write(f"**Rejected ({len(report.rejected)})**")
-        st.dataframe(pd.DataFrame(report.rejected, columns=["file in the zip", "reason"]), hide_index=True)
+        st.dataframe(pd.DataFrame(report.rejected, columns=["file in the zip", "reason"]), hide_index=True,
+                     column_config={"file in the zip": st.column_config.TextColumn(width="medium"),
+                                    "reason": st.column_config.TextColumn(width="large")})
     if report.ok:
         st.page_link(state.LAUNCH, label="Launch a run on it", icon=":material/rocket_launch:")
+
+with listing:
+    entries = services.list_datasets(state.data_root(), modality=None)
+    uploads = ge.list_uploaded_datasets(state.data_root())  # newest first
+    st.dataframe(widgets.datasets_frame(entries, uploads), hide_index=True, column_config=widgets.DATASET_COLUMNS)
+    if uploads:
+        with st.expander(f"Delete an upload ({len(uploads)} stored)"):
+            gen = st.session_state.get(state.DATASETS_GEN_KEY, 0)
+            names = {u["name"]: u for u in uploads}
+            pick = st.selectbox("Upload to delete", list(names), index=None, key=f"datasets.pick.{gen}",
+                                placeholder="choose an upload", format_func=lambda n: f"{n} ({names[n]['images']:,} "
+                                                                                      "images)")
+            sure = st.checkbox(f"Confirm deleting {pick or 'it'} and its images", disabled=pick is None,
+                               key=f"datasets.confirm.{gen}.{pick}")
+            if st.button("Delete upload", disabled=not (pick and sure), icon=":material/delete:"):
+                state.delete_upload(pick, names[pick]["images"])
+                services.dataset_preview.clear()  # the previews and split sizes of a folder that is gone
+                widgets.split_sizes.clear()
+                st.rerun()
+            st.caption("Runs trained on an upload keep their results; they cannot be rerun once it is gone.")

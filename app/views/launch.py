@@ -5,13 +5,12 @@ import state
 import streamlit as st
 import widgets
 
-import gist_engine as ge
-
-cat = services.catalogue()
+cat, MAX_SEEDS = services.catalogue(), 20  # MAX_SEEDS: runs per arm the page offers for a paired comparison
 sections = cat["sections"]
 cfg = state.draft()
-helps = {f["name"]: f["help"] for f in sections["model"]}
+model_fields = {f["name"]: f for f in sections["model"]}
 data_fields = {f["name"]: f for f in sections["data"]}
+problems: list[str] = []  # every refused value, said under its widget; any one blocks Launch
 
 st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
@@ -34,10 +33,11 @@ with left:
     names = list(backbones)
     cfg["backbone"] = st.selectbox("Backbone", names, index=names.index(cfg["backbone"]) if cfg["backbone"] in names
                                    else 0, format_func=lambda n: f"{backbones[n]['title']} ({n})",
-                                   help=helps["backbone"] + " Text backbones (BERT family) train on text datasets.",
+                                   help=f"{model_fields['backbone']['help']} Text backbones (BERT family) train on "
+                                        "text datasets.",
                                    key=state.launch_key("backbone"), persist_state="session")
-    modality = widgets.input_size(cfg, backbones[cfg["backbone"]], helps["image_size"], data_fields["max_length"],
-                                  state.launch_key)
+    modality = widgets.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
+                                  data_fields["max_length"], state.launch_key, problems)
     datasets = {d["dataset"]: d for d in services.list_datasets(state.data_root(), modality=modality)}
     fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
     current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
@@ -51,30 +51,29 @@ with right:
     st.subheader("PEFT method")
     tuners = list(cat["tuners"])
     method = st.selectbox("Method", tuners, index=tuners.index(cfg["method"]), key=state.launch_key("method"),
-                          help=helps["method"], persist_state="session")
+                          help=model_fields["method"]["help"], persist_state="session")
     if method != cfg["method"]:
         cfg["method"], cfg["method_args"] = method, {}
     st.caption(cat["tuners"][method]["help"])
     cfg["method_args"] = widgets.config_form(cat["tuners"][method]["options"], cfg["method_args"],
-                                             state.launch_key(f"args.{method}"))
+                                             state.launch_key(f"args.{method}"), path="method_args", scope=method,
+                                             problems=problems)
     st.subheader("GIST")
-    cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2)
+    cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2,
+                                      path="gist", problems=problems)
 with st.expander("Data, training and backbone options"):
-    widgets.advanced_options(cfg, sections, state.launch_key)
+    widgets.advanced_options(cfg, sections, state.launch_key, problems, state.auto_name(cfg))
 
 st.subheader("Before you launch")
-try:
-    ge.load_run_config(cfg)
-except ge.ConfigError as exc:
-    st.error(f"Fix this option first: {exc}")
-    st.stop()
-info = widgets.cost_panel(cfg)
+info = widgets.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data"]["dataset"]].get("installed"))
+name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
-n_seeds = seeds.number_input("Seeds", min_value=1, max_value=20, value=3, key="launch.seeds",
-                             help="Runs per arm of the paired comparison (plain and GIST share each seed).")
+n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)
 if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
-    state.open_run(state.manager().submit(cfg, name=cfg.get("name")))
-if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:", disabled=info is None):
-    st.switch_page(state.COMPARE, query_params={"group": state.manager().submit_group(cfg, int(n_seeds))})
+    state.open_run(state.manager().submit(cfg, name=name))
+if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
+               disabled=info is None or not seeds_ok):
+    st.switch_page(state.COMPARE, query_params={"group": state.manager().submit_group(cfg, int(n_seeds), name=name)})
+st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):
-    widgets.copy_as_cli(cfg, key="launch.cli")
+    widgets.copy_as_cli({**cfg, "name": name}, key="launch.cli")

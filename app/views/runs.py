@@ -9,25 +9,23 @@ import widgets
 
 mgr = state.manager()
 st.title("Runs")
+for kind, lines in st.session_state.pop(state.RUNS_FLASH_KEY, {}).items():  # what the last delete did
+    for line in lines:
+        getattr(st, kind)(line)
 frame = widgets.runs_frame(mgr.list())
 if frame.empty:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 f1, f2, f3, f4 = st.columns([2, 2, 1, 2])
-status = f1.multiselect("Status", sorted(frame.status.unique()), placeholder="any status")
-method = f2.multiselect("Method", sorted(frame.method.unique()), placeholder="any method")
+status = f1.multiselect("Status", widgets.options_of(frame.status), placeholder="any status")
+method = f2.multiselect("Method", widgets.options_of(frame.method), placeholder="any method")
 gist = f3.selectbox("GIST", ["any", "on", "off"])
 text = f4.text_input("Search", placeholder="name, id, dataset, group")
-mask = frame.status.isin(status or frame.status) & frame.method.isin(method or frame.method)
-shown = frame[mask & (frame.GIST.eq(gist == "on") if gist != "any" else True)]
-if text:
-    hay = shown[["name", "id", "dataset", "group"]].astype(str).agg(" ".join, axis=1)
-    shown = shown[hay.str.contains(text, case=False, regex=False)]
-event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs.table",
-                     column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1),
-                                    "created": st.column_config.DatetimeColumn("created (UTC)")})
-picked = [shown.iloc[i]["id"] for i in event.selection.rows]
+shown = widgets.filter_runs(frame, status, method, gist, text)
+event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
+                     key=state.runs_table_key(status, method, gist, text), column_config=widgets.RUNS_COLUMNS)
+picked = [shown.iloc[i]["id"] for i in event.selection.rows if i < len(shown)]
 st.caption(f"{len(shown)} of {len(frame)} runs · select rows to act on them")
 b1, b2, b3, b4 = st.columns(4)
 if b1.button("Open in live view", disabled=len(picked) != 1, icon=":material/monitoring:"):
@@ -36,11 +34,11 @@ if b2.button("Compare selected", disabled=len(picked) < 2, icon=":material/compa
     st.switch_page(state.COMPARE, query_params={"runs": picked})
 b3.download_button("Export table (CSV)", shown.to_csv(index=False), file_name="gist_runs.csv", mime="text/csv",
                    icon=":material/download:")
-confirm = b4.checkbox(f"Confirm deleting {len(picked)} run(s)", disabled=not picked)
+confirm = b4.checkbox(f"Confirm deleting {len(picked)} run(s)", disabled=not picked,
+                      key=state.runs_confirm_key(picked))  # a new selection needs a new confirmation
 if b4.button("Delete selected", disabled=not (picked and confirm), icon=":material/delete:"):
-    for run_id in picked:
-        mgr.delete(run_id)
-    st.rerun()
+    state.delete_runs(mgr, picked, dict(zip(frame.id, frame.name, strict=True)))
+    st.rerun()  # a fresh table: no row selected, the confirmation cleared, what was deleted said on top
 if len(picked) == 1:
     with st.expander("Export this run's metrics"):
         for kind in ["csv", *(["mlflow"] if services.mlflow_available() else [])]:

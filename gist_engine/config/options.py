@@ -156,6 +156,16 @@ def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"{key}: {value!r} is out of range (must be <= {hi})")
 
 
+def check_value(field: typing.Mapping[str, Any], value: Any, key: str | None = None) -> None:
+    """Check one value against a `describe_fields` row's choices and range (what `parse` checks for that key), so a
+    form can say why a value is refused before the whole config is parsed; None passes (optional fields).
+
+    Raises:
+        ConfigError: naming `key` (default the field's name), e.g. "train.epochs: 0 is out of range (must be >= 1)".
+    """
+    _check_range(value, field, key or field["name"])
+
+
 def parse(cls: type[T], data: typing.Mapping[str, Any] | T | None, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping, rejecting unknown keys and bad values by name.
 
@@ -227,7 +237,7 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
         row = {
             "name": f.name, "type": _type_name(hints[f.name]).replace("typing.", ""), "default": default,
             "help": meta.get("help", ""), "choices": list(meta["choices"]) if meta.get("choices") else None,
-            "min": meta.get("min"), "max": meta.get("max"),
+            "min": meta.get("min"), "max": meta.get("max"), "min_exclusive": bool(meta.get("min_exclusive")),
         }
         if dataclasses.is_dataclass(hints[f.name]):
             row["fields"] = describe_fields(hints[f.name])

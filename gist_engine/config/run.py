@@ -73,6 +73,11 @@ class DataConfig:
     max_length: int = option(128, "Text datasets: tokens per document after truncation, [CLS] and [SEP] included "
                              "(the Gist token comes on top); ignored for images.", min=4, max=8192)
 
+    def validate(self) -> None:
+        """few_shot and train_size both choose the training images: one of them."""
+        if self.few_shot is not None and self.train_size is not None:
+            raise ConfigError("data: set few_shot (k images per class) or train_size, not both")
+
 
 @dataclass
 class TrainConfig:

@@ -247,6 +247,25 @@ def _split(raw: RawDataset, cfg: DataConfig, probe_size: int = 0) -> tuple[dict[
     return pools, note
 
 
+def split_sizes(cfg: DataConfig) -> dict[str, Any]:
+    """What a data config can draw from, read before a run (labels only; no image is decoded): so a form can check
+    train_size, test_size and few_shot against the dataset and offer sizes that fit.
+
+    Returns:
+        `train` (images of the train split, less those val_size holds out), `test` (the test split), `val`,
+        `classes`, `min_per_class` (fewest training images of one class: the largest few_shot), `split` (how).
+
+    Raises:
+        DatasetError: when the dataset cannot be read, or val_size does not fit.
+    """
+    raw = read_dataset(cfg.dataset)
+    pools, note = _split(raw, DataConfig(dataset=cfg.dataset, val_size=cfg.val_size, seed=cfg.seed))
+    counts = np.bincount(pools["train"].labels, minlength=len(raw.class_names))  # (classes,)
+    return {"train": len(pools["train"]), "test": len(pools["test"]),
+            "val": 0 if pools["val"] is None else len(pools["val"]), "classes": len(raw.class_names),
+            "min_per_class": int(counts.min()) if len(counts) else 0, "split": note}
+
+
 def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
     """Reject what cannot be trained or scored: one class, labels out of range, an empty split."""
     if len(raw.class_names) < 2:

@@ -328,7 +328,8 @@ def decode_image(data: bytes, max_pixels: int = UploadLimits.max_pixels) -> np.n
 
 
 def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
-    """Datasets stored by `import_imagefolder_zip` under `<root>/datasets`: name, path, classes, images."""
+    """Datasets stored by `import_imagefolder_zip` under `<root>/datasets`, newest first: name, path, `dataset`
+    (the `data.dataset` value), classes {class: images}, images, `created` (when stored, seconds since the epoch)."""
     base = datasets_root(root)
     if not base.is_dir():
         return []
@@ -339,8 +340,22 @@ def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
         classes = {c.name: sum(1 for f in c.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
                    for c in sorted(entry.iterdir()) if c.is_dir() and not c.name.startswith(".")}
         out.append({"name": entry.name, "path": str(entry), "dataset": f"imagefolder:{entry}",
-                    "classes": classes, "images": sum(classes.values())})
-    return out
+                    "classes": classes, "images": sum(classes.values()), "created": entry.stat().st_mtime})
+    return sorted(out, key=lambda d: -d["created"])  # stable: equal times keep the names' order
+
+
+def delete_uploaded_dataset(name: str, root: str | Path) -> Path:
+    """Remove an upload stored by `import_imagefolder_zip` (its folder `<root>/datasets/<name>`); runs trained on
+    it keep their results. Returns the folder removed.
+
+    Raises:
+        DatasetError: when `name` is not an upload there.
+    """
+    path = datasets_root(root) / name
+    if not NAME_PATTERN.match(name) or not path.is_dir():
+        raise DatasetError(f"no uploaded dataset {name!r} in {datasets_root(root)}")
+    shutil.rmtree(path)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def test_about_page_draws_the_real_sequence(fake) -> None:
 def test_runs_page_exports_a_run(real) -> None:
     at = open_page(real, "views/runs.py")
     rows = list(at.dataframe[0].value.id)
-    at.session_state["runs.table"] = {"selection": {"rows": [rows.index(real.ids["done"])], "columns": []}}
+    at.session_state["runs.table.0"] = {"selection": {"rows": [rows.index(real.ids["done"])], "columns": []}}
     at.run()
     next(b for b in at.button if b.label == "Export to CSV").click().run()
     assert not at.exception and any("Exported to" in s.value for s in at.success)

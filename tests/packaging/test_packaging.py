@@ -195,8 +195,11 @@ def test_launcher_settings_equal_the_checkout_config():
     from app import launcher
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
-    flat = {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
-    assert flat == launcher.SETTINGS
+    def flat(table: dict, prefix: str = "") -> dict:  # {"theme": {"light": {"primaryColor": x}}} -> theme.light...
+        return {k: v for key, value in table.items() for k, v in (
+            flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}).items()}
+
+    assert flat(config) == launcher.SETTINGS
     argv = launcher.streamlit_argv(["--server.port", "9999"])
     assert argv[:2] == ["run", str(ROOT / "app" / "streamlit_app.py")]
     assert "--server.headless=true" in argv and "--runner.postScriptGC=false" in argv
@@ -274,6 +277,7 @@ def test_the_wheel(tmp_path):
     assets = {"gist_studio/assets/" + p.relative_to(ROOT / "assets").as_posix()
               for p in (ROOT / "assets").rglob("*.yaml")}
     assert assets and assets <= names, assets - names
+    assert "gist_studio/icon.png" in names, "the favicon streamlit_app.py serves"
     assert not any(n.startswith(("tests/", "benchmarks/", "app/", "docs/")) for n in names)
     assert f"{dist_info}/licenses/LICENSE" in names
     assert "gist-engine = gist_engine.__main__:run" in entry_points
