@@ -251,8 +251,7 @@ def _runs(args: argparse.Namespace) -> int:
     try:
         return RUNS_COMMANDS[args.runs_command](mgr, args)
     except RunError as exc:  # unknown id, missing optional package, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     finally:
         mgr.shutdown()
 
@@ -319,7 +318,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
+    parser = CliParser(prog="python -m gist_engine", description=__doc__)
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
                            help="log DEBUG lines too")
@@ -371,16 +370,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError, RunError)  # exit 2 with their message
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one `error: ...` line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def fail(message: object) -> int:
+    """Print `error: <message>` as one line on stderr (newlines folded); returns the exit status 2."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on stderr)."""
+    """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on one stderr line)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbosity)
     logger.debug("command %s: %s", args.command, vars(args))
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, BackboneError, DatasetError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return fail(exc)
+    except OSError as exc:  # a path the user gave: missing, a file where a folder belongs, no permission, disk full
+        logger.debug("%s", exc, exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}; check the path and its permissions (and the free disk space)")
 
 
 class _StderrHandler(logging.StreamHandler):
