@@ -169,8 +169,9 @@ class RunStore:
             try:
                 before = conn.execute("PRAGMA user_version").fetchone()[0]
                 if before > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} has schema version {before}, newer than this gist_engine "
-                                     f"understands ({SCHEMA_VERSION}); upgrade gist_engine or use another data dir")
+                    raise StoreError(f"run store {self.path} has schema version {before}, newer than this "
+                                     f"gist_engine understands ({SCHEMA_VERSION}); upgrade gist_engine, or set "
+                                     "GIST_DATA_DIR (--root) to another data directory")
                 for version in range(before + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[version]:
                         conn.execute(statement)
