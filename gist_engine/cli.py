@@ -172,6 +172,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.text and args.image:
         raise ConfigError("predict: give --image FILE ... or --text TEXT ..., not both")
+    if args.text_pair and not args.text:
+        raise ConfigError("predict: --text-pair needs --text (the first text of each pair)")
     model, _ = load_model(args.run)
     modality = getattr(model, "modality", "image")
     if (args.text and modality != "text") or (args.image and modality == "text"):
@@ -179,11 +181,7 @@ def _predict(args: argparse.Namespace) -> int:
         kind = {"image": "an image", "text": "a text"}.get(modality, modality)
         raise ConfigError(f"predict: {args.run} holds {kind} model, so {given} does not apply; give {other}")
     if args.text:  # a text model's checkpoint: classify the given texts
-        results = predict(model, list(args.text), model.class_names, top_k=args.top_k)
-        for text, item in zip(args.text, results, strict=True):
-            item["text"] = text
-        _print_json(results if len(results) > 1 else results[0])
-        return 0
+        return _predict_texts(model, args)
     if not args.image:
         raise ConfigError("predict: give --image FILE ... (or --text TEXT ... for a text model)")
     mc = model.data_config
@@ -191,6 +189,18 @@ def _predict(args: argparse.Namespace) -> int:
     results = predict(model, to_model_input(images, mc["mean"], mc["std"]), model.class_names, top_k=args.top_k)
     for path, item in zip(args.image, results, strict=True):
         item["image"] = str(path)
+    _print_json(results if len(results) > 1 else results[0])
+    return 0
+
+
+def _predict_texts(model: Any, args: argparse.Namespace) -> int:
+    """`predict --text ... [--text-pair ...]`: classify texts (or sentence pairs) with a text model's run."""
+    pairs = list(args.text_pair) if args.text_pair else None
+    results = predict(model, list(args.text), model.class_names, top_k=args.top_k, text_pairs=pairs)
+    for i, item in enumerate(results):
+        item["text"] = args.text[i]
+        if pairs is not None:
+            item["text_pair"] = pairs[i]
     _print_json(results if len(results) > 1 else results[0])
     return 0
 
@@ -347,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory (or checkpoint.safetensors)")
     p.add_argument("--image", nargs="+", help="image file(s)")
     p.add_argument("--text", nargs="+", help="text(s) to classify, for a text model's run")
+    p.add_argument("--text-pair", nargs="+", help="the second text of each pair, for a model trained on sentence "
+                   "pairs (text + text_pair); one per --text")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image")
     p = sub.add_parser("attention", help="CLS vs Gist attention maps, rollout and summary for one image")
     p.add_argument("--run", help="run directory (its checkpoint); or --config for an untrained model")
