@@ -407,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except USER_ERRORS as exc:
         return fail(exc)
+    except BrokenPipeError:  # the reader stopped reading: __main__ ends quietly with status 1
+        raise
     except OSError as exc:  # a path the user gave: missing, a file where a folder belongs, no permission, disk full
         logger.debug("%s", exc, exc_info=True)
         where = f"{exc.filename}: " if exc.filename else ""
