@@ -1,6 +1,6 @@
 # GIST Studio: the Streamlit app on a slim Python, as a non-root user, offline on its defaults.
 #   docker build -t gist-studio .
-#   docker run -p 8501:8501 -v gist-data:/data gist-studio        -> http://localhost:8501
+#   docker run -p 127.0.0.1:8501:8501 -v gist-data:/data gist-studio   -> http://localhost:8501 (this host only)
 # CPU-only torch wheels make a much smaller image (pip's --extra-index-url; any PEP 503 index that has them):
 #   docker build --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu -t gist-studio .
 FROM python:3.11-slim
@@ -37,6 +37,9 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
     CMD python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read() != b'ok')"
 
+# .streamlit/config.toml binds 127.0.0.1 (this machine only); inside a container that would be unreachable through
+# `docker run -p`, so the image listens on every interface of the container. Publish it to this host only with
+# `-p 127.0.0.1:8501:8501`; `-p 8501:8501` exposes the app (which has no login) to the network.
 CMD ["streamlit", "run", "app/streamlit_app.py", \
      "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true", \
      "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"]

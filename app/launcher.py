@@ -11,6 +11,7 @@ APP = Path(__file__).resolve().with_name("streamlit_app.py")
 # The settings of the repository's .streamlit/config.toml (a test keeps the two equal), given as command-line
 # options so that they hold from any working directory; options given to `gist-studio` come later and win.
 SETTINGS: dict[str, str | int | bool] = {
+    "server.address": "127.0.0.1",  # this machine only (the app has no login); --server.address 0.0.0.0 serves all
     "server.fileWatcherType": "none",  # torch's lazy modules break the file watcher
     "server.headless": True,
     "server.maxUploadSize": 200,  # MiB; the dataset importer applies its own, stricter caps
@@ -24,8 +25,9 @@ SETTINGS: dict[str, str | int | bool] = {
 USAGE = f"""usage: gist-studio [STREAMLIT OPTIONS]
 
 Start GIST Studio (the Streamlit app) on its offline defaults, then browse to http://localhost:8501.
-Every option is passed on to `streamlit run` (see `streamlit run --help`), e.g. --server.port 8502 or
---server.address 0.0.0.0. Runs and uploads live in $GIST_DATA_DIR, else the user data directory.
+It listens on 127.0.0.1 only (the app has no login); --server.address 0.0.0.0 serves every network interface.
+Every option is passed on to `streamlit run` (see `streamlit run --help`), e.g. --server.port 8502.
+Runs and uploads live in $GIST_DATA_DIR, else the user data directory.
 
 app: {APP}"""
 

@@ -50,7 +50,13 @@ def data_root() -> Path:
 def manager() -> Any:
     """The RunManager: an injected one (tests) or the process-wide one for `data_root()`."""
     injected = st.session_state.get(MANAGER_KEY)
-    return injected if injected is not None else _manager(str(data_root()))
+    if injected is not None:
+        return injected
+    try:
+        return _manager(str(data_root()))
+    except services.ge.StoreError as exc:  # damaged, read-only, newer: the message names the file and what to do
+        st.error(str(exc), icon=":material/database:")
+        st.stop()
 
 
 def draft() -> dict[str, Any]:

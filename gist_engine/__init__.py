@@ -41,7 +41,7 @@ from .inspect import TokenAttention, compute_token_attention, list_snapshots, lo
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
-from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare, summarise
+from .runs import RunError, RunManager, RunNotFound, RunSnapshot, StoreError, paired_delta, run_compare, summarise
 from .runs import data_dir as runs_data_dir
 from .studies import BACKENDS as STUDY_BACKENDS
 from .studies import (
@@ -100,6 +100,7 @@ __all__ = [
     "RunManager",
     "RunNotFound",
     "RunSnapshot",
+    "StoreError",
     "StudyError",
     "StudyInfo",
     "StudyJob",

@@ -200,6 +200,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.text and args.image:
         raise ConfigError("predict: give --image FILE ... or --text TEXT ..., not both")
+    if args.text_pair and not args.text:
+        raise ConfigError("predict: --text-pair needs --text (the first text of each pair)")
     model, _ = load_model(args.run)
     modality = getattr(model, "modality", "image")
     if (args.text and modality != "text") or (args.image and modality == "text"):
@@ -207,11 +209,7 @@ def _predict(args: argparse.Namespace) -> int:
         kind = {"image": "an image", "text": "a text"}.get(modality, modality)
         raise ConfigError(f"predict: {args.run} holds {kind} model, so {given} does not apply; give {other}")
     if args.text:  # a text model's checkpoint: classify the given texts
-        results = predict(model, list(args.text), model.class_names, top_k=args.top_k)
-        for text, item in zip(args.text, results, strict=True):
-            item["text"] = text
-        _print_json(results if len(results) > 1 else results[0])
-        return 0
+        return _predict_texts(model, args)
     if not args.image:
         raise ConfigError("predict: give --image FILE ... (or --text TEXT ... for a text model)")
     mc = model.data_config
@@ -219,6 +217,18 @@ def _predict(args: argparse.Namespace) -> int:
     results = predict(model, to_model_input(images, mc["mean"], mc["std"]), model.class_names, top_k=args.top_k)
     for path, item in zip(args.image, results, strict=True):
         item["image"] = str(path)
+    _print_json(results if len(results) > 1 else results[0])
+    return 0
+
+
+def _predict_texts(model: Any, args: argparse.Namespace) -> int:
+    """`predict --text ... [--text-pair ...]`: classify texts (or sentence pairs) with a text model's run."""
+    pairs = list(args.text_pair) if args.text_pair else None
+    results = predict(model, list(args.text), model.class_names, top_k=args.top_k, text_pairs=pairs)
+    for i, item in enumerate(results):
+        item["text"] = args.text[i]
+        if pairs is not None:
+            item["text_pair"] = pairs[i]
     _print_json(results if len(results) > 1 else results[0])
     return 0
 
@@ -279,8 +289,7 @@ def _runs(args: argparse.Namespace) -> int:
     try:
         return RUNS_COMMANDS[args.runs_command](mgr, args)
     except RunError as exc:  # unknown id, missing optional package, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     finally:
         mgr.shutdown()
 
@@ -460,7 +469,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="python -m gist_engine", description=__doc__)
+    parser = CliParser(prog="python -m gist_engine", description=__doc__)
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
                            help="log DEBUG lines too")
@@ -489,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory (or checkpoint.safetensors)")
     p.add_argument("--image", nargs="+", help="image file(s)")
     p.add_argument("--text", nargs="+", help="text(s) to classify, for a text model's run")
+    p.add_argument("--text-pair", nargs="+", help="the second text of each pair, for a model trained on sentence "
+                   "pairs (text + text_pair); one per --text")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image")
     p = sub.add_parser("attention", help="CLS vs Gist attention maps, rollout and summary for one image")
     p.add_argument("--run", help="run directory (its checkpoint); or --config for an untrained model")
@@ -513,16 +524,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError, RunError)  # exit 2 with their message
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one `error: ...` line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def fail(message: object) -> int:
+    """Print `error: <message>` as one line on stderr (newlines folded); returns the exit status 2."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on stderr)."""
+    """Run the CLI; returns the exit status (2 for a bad config or input, with the reason on one stderr line)."""
     args = build_parser().parse_args(argv)
     configure_logging(args.verbosity)
     logger.debug("command %s: %s", args.command, vars(args))
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, BackboneError, DatasetError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:
+        return fail(exc)
+    except BrokenPipeError:  # the reader stopped reading: __main__ ends quietly with status 1
+        raise
+    except OSError as exc:  # a path the user gave: missing, a file where a folder belongs, no permission, disk full
+        logger.debug("%s", exc, exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}; check the path and its permissions (and the free disk space)")
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -126,12 +126,39 @@ HUB_HELP = ("Offline, use backbone 'dinov2_s14' (pretrained, bundled in img-focu
             "'weights:', or 'pretrained: false'.")
 
 
+VIT_HELP = ("choose a timm ViT with a class token, e.g. vit_small_patch16_224.augreg_in21k, or the offline "
+            "'dinov2_s14'")
+
+
+def check_timm_vit(name: str, kwargs: dict) -> None:
+    """Refuse a timm name GIST cannot wrap, before any weights are fetched: built on the meta device (no memory,
+    no download) with `kwargs`, it must be a VisionTransformer with a class token read by its head.
+
+    Raises:
+        BackboneError: naming the model, why (not a ViT, no class token) and what to choose instead.
+    """
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as exc:  # a non-ViT's constructor rejects img_size (or another ViT argument)
+        raise BackboneError(f"backbone {name!r} is not a Vision Transformer (timm: {exc}); GIST needs a timm "
+                            f"VisionTransformer: {VIT_HELP}") from None
+    if not isinstance(probe, VisionTransformer):
+        raise BackboneError(f"backbone {name!r} is a {type(probe).__name__}, not a timm VisionTransformer; "
+                            f"{VIT_HELP}")
+    if probe.cls_token is None or probe.global_pool != "token":
+        raise BackboneError(f"backbone {name!r} has no class token for its head (class token: "
+                            f"{probe.cls_token is not None}, global_pool {probe.global_pool!r}), and GIST reads the "
+                            f"CLS token; {VIT_HELP} (names with _gap_ or _nocls pool the patches instead)")
+
+
 def _hub_model(name: str, image_size: int, pretrained: bool, drop_path_rate: float = 0.0) -> VisionTransformer:
     kwargs = {"num_classes": 0}
     if image_size:
         kwargs["img_size"] = image_size
     if drop_path_rate:
         kwargs["drop_path_rate"] = drop_path_rate
+    check_timm_vit(name, kwargs)
     try:
         # Unreachable hub: use the local cache only, so a missing file fails at once instead of after retries.
         with hub_offline(pretrained and not hub_reachable()):
@@ -141,8 +168,6 @@ def _hub_model(name: str, image_size: int, pretrained: bool, drop_path_rate: flo
             f"backbone {name!r} needs its pretrained weights from the model hub, which could not be reached "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}). {HUB_HELP}"
         ) from None
-    if not isinstance(model, VisionTransformer):
-        raise BackboneError(f"backbone {name!r} is a {type(model).__name__}; GIST needs a timm VisionTransformer")
     return model
 
 
@@ -259,4 +284,4 @@ def create_backbone(name: str, image_size: int = 0, pretrained: bool = True,
 
 
 __all__ = ["BACKBONES", "HUB_HELP", "IMAGENET_MEAN", "IMAGENET_STD", "BackboneSpec", "backbone_data_config",
-           "backbone_info", "cache_dir", "create_backbone", "load_weights_file"]
+           "backbone_info", "cache_dir", "check_timm_vit", "create_backbone", "load_weights_file"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import field
@@ -13,6 +14,11 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# A decimal number in scientific or plain notation ("5e-5", "1E3", "-2.5e+1"): accepted by float options even when
+# PyYAML (YAML 1.1) left it a string. Not "nan"/"inf" (refused by name below) nor "1_000".
+NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+MAX_DEPTH = 32  # nesting a config may have (its own tree is 3 levels deep); deeper is refused before parsing
 
 
 class ConfigError(ValueError):
@@ -129,6 +135,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 5e-5 (no dot) as a string; YAML 1.2 and users call it a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         value = float(value)
@@ -245,17 +253,59 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
     return out
 
 
+def _depth(data: Any) -> int:
+    """How deep mappings and lists nest in `data` (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load` with one-line errors: malformed YAML (where and what) and nesting past `MAX_DEPTH`.
+
+    Raises:
+        ConfigError: naming `source` (a file name, or "override key"), the line and the problem.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(filter(None, [exc.context, exc.problem])) or "malformed"
+        raise ConfigError(f"{source} is not valid YAML{where}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:  # PyYAML's composer recurses once per level
+        raise ConfigError(f"{source} nests too deeply to read (more than {MAX_DEPTH} levels); a config nests "
+                          "3 levels (e.g. train: {lr: ...})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{source} nests more than {MAX_DEPTH} levels; a config nests 3 levels "
+                          "(e.g. train: {lr: ...})")
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with `yaml.safe_load`; a clear error for a missing or malformed file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        what = "is a directory; give a YAML file" if path.is_dir() else (exc.strerror or str(exc))
+        raise ConfigError(f"cannot read config file {path}: {what}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}); give a YAML file") from None
+    data = safe_load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -279,10 +329,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. gist.length=2)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+        value = safe_load_yaml(raw, f"override {key}={raw!r}") if raw.strip() else None
         node = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):

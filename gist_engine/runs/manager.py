@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ from ..train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .compare import format_table, paired_configs, summarise
 from .export import export_runs
 from .recorder import StoreWriter
-from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir
+from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir, disk_full_message, is_disk_full
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,6 +65,15 @@ RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
+_ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_requested"  # what liveness checks read
+
+
+# The managers alive in this process (token -> manager), so that a new manager can tell a run of a live sibling
+# from one whose manager is gone; and the outcomes a worker could not write (run id -> (status, error)), written at
+# the next heartbeat or start of any manager in this process that succeeds in writing.
+_MANAGERS: weakref.WeakValueDictionary[str, RunManager] = weakref.WeakValueDictionary()
+_UNRECORDED: dict[str, tuple[str, str]] = {}
+_UNRECORDED_LOCK = threading.Lock()
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
@@ -155,6 +165,8 @@ class RunManager:
         self._data_lock = threading.Lock()
         self._data_cache: tuple[str, Any] | None = None
         self._versions: dict[str, str] | None = None
+        self._owned: set[str] = set()  # runs this manager queued or runs now (added before their row is written)
+        _MANAGERS[self.token] = self
         self.recover()
         if start:
             self.start()
@@ -198,6 +210,7 @@ class RunManager:
             self._closing = True
             queued = list(self._queue)
             self._queue.clear()
+            self._owned.difference_update(queued)
             for run_id in self._running:
                 self._stops.setdefault(run_id, INTERRUPTED)
             self._cond.notify_all()
@@ -221,30 +234,75 @@ class RunManager:
         self.shutdown()
 
     def recover(self) -> list[str]:
-        """Mark runs that a dead process left `queued`/`running` as `interrupted`; returns their ids.
+        """Mark runs left `queued`/`running` by a dead owner as ended; returns their ids.
 
-        A run is dead when it belongs to another manager and its heartbeat is older than `stale_after` seconds,
-        or its owner process on this host no longer exists. Called at start-up and then every `stale_after` s.
+        A run is dead when its heartbeat is older than `stale_after` seconds, its owner process on this host no
+        longer exists, or its owner is a manager of this process that no longer handles it (its worker gave up, or
+        the manager is gone). It becomes `interrupted` (resumable), or the outcome its worker could not write (e.g.
+        `failed`, disk full). Called at start-up (one read; one write only when something is dead) and then at every
+        heartbeat, inside the heartbeat's own transaction (see `_heartbeat`): no extra store traffic.
         """
-        now = time.time()
         with self.store.read() as c:
-            rows = c.execute("SELECT id, owner, owner_pid, owner_host, heartbeat, step FROM runs WHERE status IN "
-                             "(?, ?) AND (owner IS NULL OR owner != ?)", (*ACTIVE, self.token)).fetchall()
-        stale = []
-        for r in rows:
-            age = now - (r["heartbeat"] or 0.0)
-            dead_pid = r["owner_host"] == self.host and r["owner_pid"] is not None and not _pid_alive(r["owner_pid"])
-            if age > self.stale_after or dead_pid:
-                why = f"its process (pid {r['owner_pid']}) ended" if dead_pid else f"no heartbeat for {age:.0f} s"
-                stale.append((INTERRUPTED, now, f"interrupted at step {r['step']}: {why}; resume it from its last "
-                                                f"checkpoint or re-run it", r["id"], r["owner"]))
-        if stale:
+            rows = c.execute(f"SELECT {_ACTIVE_COLUMNS} FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
+        ended = self._ended(rows, time.time())
+        if ended:
             with self.store.write() as c:
-                c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND owner IS ? "
-                              "AND status IN ('queued', 'running')", stale)
-            for s in stale:
-                logger.warning("run %s %s", s[3], s[2])
-        return [s[3] for s in stale]
+                self._write_ended(c, ended)
+            self._forget_recorded(ended)
+        return [e[4] for e in ended]
+
+    def _ended(self, rows: Sequence[sqlite3.Row], now: float) -> list[tuple]:
+        """The dead runs among active `rows`: (status, finished, error, heartbeat, id, owner) update tuples."""
+        with self._cond:
+            owned = set(self._owned)
+        with _UNRECORDED_LOCK:
+            unrecorded = dict(_UNRECORDED)
+        ended = []
+        for r in rows:
+            status, why = INTERRUPTED, None
+            age = now - (r["heartbeat"] or 0.0)
+            mine = r["owner"] == self.token
+            if mine and r["id"] in owned:
+                continue
+            if r["id"] in unrecorded:
+                status, why = unrecorded[r["id"]]
+            elif mine:
+                status, why = FAILED, (f"failed at step {r['step']}: its worker in this process stopped without "
+                                       "recording an outcome (see the log); re-run it")
+            elif age > self.stale_after:
+                why = f"no heartbeat for {age:.0f} s"
+            elif r["owner_host"] == self.host and r["owner_pid"] is not None:
+                if r["owner_pid"] == self.pid:
+                    sibling = _MANAGERS.get(r["owner"] or "")
+                    if sibling is None or not sibling._handles(r["id"]):
+                        why = "its run manager in this process no longer runs it"
+                elif not _pid_alive(r["owner_pid"]):
+                    why = f"its process (pid {r['owner_pid']}) ended"
+            if why is None:
+                continue
+            if status == INTERRUPTED:
+                why = f"interrupted at step {r['step']}: {why}; resume it from its last checkpoint or re-run it"
+            ended.append((status, now, why, now, r["id"], r["owner"]))
+        return ended
+
+    def _write_ended(self, c: sqlite3.Connection, ended: list[tuple]) -> None:
+        """Record `_ended`'s updates (only where the run is still active and still has that owner)."""
+        c.executemany("UPDATE runs SET status = ?, finished = ?, error = ?, heartbeat = ? WHERE id = ? "
+                      "AND owner IS ? AND status IN ('queued', 'running')", ended)
+
+    @staticmethod
+    def _forget_recorded(ended: list[tuple]) -> None:
+        """After `_write_ended` committed: log each run and drop the outcomes now in the store."""
+        with _UNRECORDED_LOCK:
+            for e in ended:
+                _UNRECORDED.pop(e[4], None)
+        for e in ended:
+            logger.warning("run %s %s: %s", e[4], e[0], e[2])
+
+    def _handles(self, run_id: str) -> bool:
+        """Whether this manager still queues or runs `run_id` (its workers alive)."""
+        with self._cond:
+            return run_id in self._owned
 
     # ----------------------------------------------------------------------------------------------- submit
     def submit(self, config: RunConfig | dict[str, Any], name: str | None = None) -> str:
@@ -290,13 +348,14 @@ class RunManager:
             rows.append((secrets.token_hex(5), cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}", now, QUEUED,
                          now, json.dumps(to_dict(cfg)), cfg.train.seed, int(cfg.gist.enabled), cfg.method, group_id,
                          versions, _device_key(cfg.train.device), self.token, self.pid, self.host))
-        with self.store.write() as c:
-            if group:
-                c.execute("INSERT INTO groups (id, name, created, seeds, config, versions) VALUES (?, ?, ?, ?, ?, ?)",
-                          group)
-            c.executemany("INSERT INTO runs (id, name, created, status, heartbeat, config, seed, gist_enabled, "
-                          "method, group_id, versions, device, owner, owner_pid, owner_host) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        with self._cond:
+            self._owned.update(r[0] for r in rows)
+        try:
+            self._write_rows(rows, group)
+        except BaseException:
+            with self._cond:
+                self._owned.difference_update(r[0] for r in rows)
+            raise
         with self._cond:
             for r in rows:
                 self._queue.append(r[0])
@@ -304,6 +363,15 @@ class RunManager:
             self._cond.notify_all()
         self._ensure_heartbeat()
         return [r[0] for r in rows]
+
+    def _write_rows(self, rows: list[tuple], group: tuple | None) -> None:
+        with self.store.write() as c:
+            if group:
+                c.execute("INSERT INTO groups (id, name, created, seeds, config, versions) VALUES (?, ?, ?, ?, ?, ?)",
+                          group)
+            c.executemany("INSERT INTO runs (id, name, created, status, heartbeat, config, seed, gist_enabled, "
+                          "method, group_id, versions, device, owner, owner_pid, owner_host) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _package_versions(self) -> dict[str, str]:
         if self._versions is None:
@@ -321,6 +389,7 @@ class RunManager:
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 self._device.pop(run_id, None)
+                self._owned.discard(run_id)
                 dequeued = True
             else:
                 dequeued = False
@@ -342,6 +411,7 @@ class RunManager:
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 self._device.pop(run_id, None)
+                self._owned.discard(run_id)
             if run_id in self._running:
                 self._stops[run_id] = "deleted"
                 deadline = time.monotonic() + timeout
@@ -373,12 +443,16 @@ class RunManager:
         row = self._row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
+        with self._cond:
+            self._owned.add(run_id)  # before the row says so: our own liveness check must not take it for dead
         with self.store.write() as c:  # conditional: two concurrent resumes queue it once
             claimed = c.execute("UPDATE runs SET status = ?, heartbeat = ?, owner = ?, owner_pid = ?, owner_host = ?, "
                                 "finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
                                 f"WHERE id = ? AND status IN ({', '.join('?' * len(RESUMABLE))})",
                                 (QUEUED, time.time(), self.token, self.pid, self.host, run_id, *RESUMABLE)).rowcount
         if not claimed:
+            with self._cond:
+                self._owned.discard(run_id)
             raise RunError(f"run {run_id} changed state meanwhile (now {self.get(run_id).status}); not resumed")
         with self._cond:
             self._queue.append(run_id)
@@ -568,22 +642,32 @@ class RunManager:
             has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE, phase=phase)
 
     def _heartbeat(self) -> None:
-        last_recover = time.monotonic()
+        """Every `heartbeat_every` s, one write transaction: beat for this manager's active runs, pick up stop
+        requests from other processes, and end dead runs (`_ended`: a dead owner pid is a cheap `kill(pid, 0)`, so
+        another process's crash shows within a beat or two), writing any outcome a worker could not write."""
+        last_problem = None
         while not self._halt.wait(self.heartbeat_every):
             try:
                 with self.store.write() as c:
+                    now = time.time()
                     c.execute("UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN (?, ?)",
-                              (time.time(), self.token, *ACTIVE))
-                    flagged = [r[0] for r in c.execute("SELECT id FROM runs WHERE owner = ? AND stop_requested = 1 "
-                                                       "AND status IN (?, ?)", (self.token, *ACTIVE)).fetchall()]
+                              (now, self.token, *ACTIVE))
+                    rows = c.execute(f"SELECT {_ACTIVE_COLUMNS} FROM runs WHERE status IN (?, ?)",
+                                     ACTIVE).fetchall()
+                    ended = self._ended(rows, now)
+                    if ended:
+                        self._write_ended(c, ended)
+                flagged = [r["id"] for r in rows if r["owner"] == self.token and r["stop_requested"]]
+                if ended:
+                    self._forget_recorded(ended)
                 for run_id in flagged:
                     self.stop(run_id)
-                if time.monotonic() - last_recover >= self.stale_after:
-                    last_recover = time.monotonic()
-                    self.recover()
-            except (sqlite3.Error, RunError) as exc:  # a busy or closed store: try again at the next beat
-                logger.warning("run heartbeat skipped (%s); trying again in %g s", exc, self.heartbeat_every)
+            except (sqlite3.Error, RunError) as exc:  # a busy or closed store, a full disk: try again next beat
+                level = logging.DEBUG if str(exc) == last_problem else logging.WARNING  # once, not every beat
+                last_problem = str(exc)
+                logger.log(level, "run heartbeat skipped (%s); trying again every %g s", exc, self.heartbeat_every)
                 continue
+            last_problem = None
 
     def _next(self) -> str | None:
         """The first queued run whose device has a free slot (call with the condition held)."""
@@ -614,12 +698,24 @@ class RunManager:
                 with self._cond:
                     self._busy[device] -= 1
                     self._running.discard(run_id)
+                    self._owned.discard(run_id)
                     self._device.pop(run_id, None)
                     self._stops.pop(run_id, None)
                     self._cond.notify_all()
 
     def _execute(self, run_id: str) -> None:
-        """Train one run to its end and record the outcome; every exception becomes a `failed` status."""
+        """Train one run and record its outcome; every exception becomes a `failed` status, and an outcome that
+        cannot be written (disk full) is kept for the heartbeat to write, so the run never stays `running`."""
+        try:
+            self._train_and_record(run_id)
+        except Exception as exc:  # the store refused a write: claim, metrics or the final status
+            error = disk_full_message(self.root) if is_disk_full(exc) else (
+                f"failed: its outcome could not be recorded ({type(exc).__name__}: {exc}); re-run it")
+            with _UNRECORDED_LOCK:
+                _UNRECORDED.setdefault(run_id, (FAILED, error))
+            logger.error("run %s: %s (recorded in the store once it takes writes again)", run_id, error)
+
+    def _train_and_record(self, run_id: str) -> None:
         now = time.time()
         with self.store.write() as c:
             claimed = c.execute("UPDATE runs SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
@@ -655,17 +751,28 @@ class RunManager:
             status, error = FAILED, _error_text(exc)
             logger.error("run %s failed: %s", run_id, exc)
         except Exception as exc:
-            status, error = FAILED, _error_text(exc)
-            logger.exception("run %s failed", run_id)
+            if is_disk_full(exc):  # a metric write or a checkpoint found no space: the message says so
+                status, error = FAILED, disk_full_message(self.root)
+                logger.error("run %s failed: %s", run_id, error)
+            else:
+                status, error = FAILED, _error_text(exc)
+                logger.exception("run %s failed", run_id)
         finally:
             with contextlib.suppress(Exception):
                 writer.flush()
         reason = self._stops.get(run_id)
         if status == STOPPED and reason == INTERRUPTED:
             status, error = INTERRUPTED, "interrupted: the run manager shut down; resume it from its last checkpoint"
-        with self.store.write() as c:
-            c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
-                      "WHERE id = ?", (status, error, time.time(), time.time(), run_id))
+        try:
+            with self.store.write() as c:
+                c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
+                          "WHERE id = ?", (status, error, time.time(), time.time(), run_id))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            with _UNRECORDED_LOCK:  # a completed run whose end cannot be written is not complete in the store
+                _UNRECORDED[run_id] = (FAILED, error if status == FAILED and error else disk_full_message(self.root))
+            raise
         if result is not None and status == FAILED:  # the trainer's own failures: out of memory, an unreadable image
             logger.error("run %s failed: %s", run_id, error)
         elif status == DIVERGED:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,53 @@ class RunNotFound(RunError, KeyError):
 
 
 class StoreError(RunError):
-    """The store file cannot be used (written by a newer version, corrupt)."""
+    """The store file cannot be used (damaged, read-only, written by a newer version, disk full); the message names
+    the file and what to do."""
+
+
+class StoreFull(StoreError):
+    """A write failed because the disk (or the file system's quota) is full."""
+
+
+def disk_full_message(folder: str | Path) -> str:
+    """The one message of a write that failed for want of disk space."""
+    return f"disk full: free space in {folder} and rerun"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it came from) is SQLite's SQLITE_FULL or the OS's ENOSPC/EDQUOT."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StoreFull):
+            return True
+        if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                                               or "disk is full" in str(exc)):
+            return True
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def store_error(exc: sqlite3.Error, path: Path) -> sqlite3.Error | StoreError:
+    """A StoreError saying what is wrong with the file `path` and what to do, for the errors a user must act on
+    (disk full, damaged, not a database, read-only, cannot open); other errors (busy, locked) are returned as they
+    are, for the caller to retry."""
+    code, text = getattr(exc, "sqlite_errorcode", None), str(exc)
+    if is_disk_full(exc):
+        return StoreFull(f"{disk_full_message(path.parent)} (writing {path.name}: {text})")
+    aside = f"{path.name} and its -wal/-shm files into {path.parent / time.strftime('damaged-%Y%m%d-%H%M%S')}/"
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreError(f"run store {path} is damaged ({text}); move {aside} to start an empty store, "
+                          "or restore it from a backup (the run folders beside it are kept)")
+    if code == sqlite3.SQLITE_READONLY or "readonly" in text:
+        return StoreError(f"run store {path} is read-only ({text}); make the file and its folder writable by this "
+                          "user, or set GIST_DATA_DIR to another data directory")
+    if code == sqlite3.SQLITE_CANTOPEN or "unable to open" in text:
+        return StoreError(f"cannot open run store {path} ({text}); check that its folder exists and is writable, "
+                          "or set GIST_DATA_DIR to another data directory")
+    return exc
 
 
 def data_dir() -> Path:
@@ -93,14 +141,28 @@ class RunStore:
 
     def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data directory {self.path.parent} ({exc.strerror or exc}); give a "
+                             "folder (GIST_DATA_DIR, --root) that can be created and written") from None
+        if self.path.is_file() and self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
+            raise StoreError(f"run store {self.path} is empty (0 bytes), but a store is never empty once created: it "
+                             "was truncated or a copy of it failed; restore it from a backup, or move it and any "
+                             "-wal/-shm file beside it to another folder to start an empty store")
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
-        self.migrate()
+        try:
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+            self.migrate()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, sqlite3.Error):
+                _raise_store_error(exc, self.path)
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
@@ -121,16 +183,19 @@ class RunStore:
             try:
                 before = conn.execute("PRAGMA user_version").fetchone()[0]
                 if before > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path} has schema version {before}, newer than this gist_engine "
-                                     f"understands ({SCHEMA_VERSION}); upgrade gist_engine or use another data dir")
+                    raise StoreError(f"run store {self.path} has schema version {before}, newer than this "
+                                     f"gist_engine understands ({SCHEMA_VERSION}); upgrade gist_engine, or set "
+                                     "GIST_DATA_DIR (--root) to another data directory")
                 for version in range(before + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[version]:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")
+                if before == SCHEMA_VERSION:  # a write that finds a read-only file now, not at the first run
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            conn.execute("COMMIT")
         if before < SCHEMA_VERSION:
             logger.log(logging.INFO if before else logging.DEBUG, "run store %s: schema version %d -> %d",
                        self.path, before, SCHEMA_VERSION)
@@ -147,36 +212,62 @@ class RunStore:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on an exception) on the writer."""
         with self._lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)  # also after a failed COMMIT (disk full): the writer must stay usable
+                    raise
+            except sqlite3.Error as exc:
+                _raise_store_error(exc, self.path)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A pooled reader connection inside one read transaction (a consistent snapshot of the store)."""
+        """A pooled reader connection inside one read transaction (a consistent snapshot of the store).
+
+        Raises:
+            StoreError: The file is damaged or cannot be opened (see `store_error`).
+        """
         with self._pool_lock:
             conn = self._pool.pop() if self._pool else None
-        if conn is None:
-            conn = self._connect()
         try:
-            conn.execute("BEGIN")
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-            with self._pool_lock:
-                self._pool.append(conn)
+            if conn is None:
+                conn = self._connect()
+            try:
+                conn.execute("BEGIN")
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    _rollback(conn)  # a read transaction: nothing to commit
+                with self._pool_lock:
+                    self._pool.append(conn)
+        except sqlite3.Error as exc:
+            _raise_store_error(exc, self.path)
 
     def close(self) -> None:
         """Close every connection (the store object must not be used afterwards)."""
         with self._lock, self._pool_lock:
-            for conn in [self._writer, *self._pool]:
-                conn.close()
+            for conn in [getattr(self, "_writer", None), *self._pool]:
+                if conn is not None:
+                    conn.close()
             self._pool.clear()
+
+
+def _raise_store_error(exc: sqlite3.Error, path: Path) -> None:
+    """Raise `store_error(exc, path)`: a StoreError from `exc`, or `exc` itself when it is no user's to fix."""
+    err = store_error(exc, path)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the connection's transaction if one is open (SQLite may have rolled it back itself, e.g. disk full)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 @dataclass(frozen=True)
@@ -227,4 +318,4 @@ class RunSnapshot:
 
 
 __all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore",
-           "StoreError", "data_dir"]
+           "StoreError", "StoreFull", "data_dir", "disk_full_message", "is_disk_full", "store_error"]

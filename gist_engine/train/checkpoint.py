@@ -214,12 +214,32 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Gi
     model = build_model(config, seed=config.train.seed)
     load_trainable_state(model, tensors, source=str(path))
     model.class_names = meta["extra"].get("class_names") or [str(i) for i in range(model.num_classes)]
+    model.text_pairs = meta["extra"].get("text_pairs")  # trained on sentence pairs; None: not recorded (older file)
     return model.to(device).eval(), config
+
+
+def check_text_pairs(model: Any, texts: list[str], text_pairs: list[str] | None) -> None:
+    """Refuse texts that do not match how the model was trained: one text each, or a pair (`model.text_pairs`,
+    set by `load_model`; when it is unknown, either is accepted).
+
+    Raises:
+        ConfigError: a pair model given single texts, a single-text model given pairs, or unequal counts.
+    """
+    trained_on_pairs = getattr(model, "text_pairs", None)
+    if text_pairs is not None and len(text_pairs) != len(texts):
+        raise ConfigError(f"predict: {len(texts)} text(s) but {len(text_pairs)} text pair(s); give one second text "
+                          "per text")
+    if trained_on_pairs and text_pairs is None:
+        raise ConfigError("predict: this model was trained on sentence pairs (text + text_pair), so one text alone "
+                          "means nothing to it; give the second text of each pair (--text-pair, or text_pairs=)")
+    if trained_on_pairs is False and text_pairs is not None:
+        raise ConfigError("predict: this model was trained on single texts, not sentence pairs; drop the second "
+                          "texts (--text-pair, text_pairs=)")
 
 
 @torch.inference_mode()
 def predict(model: GistViT, images: torch.Tensor | list[str], class_names: list[str] | None = None,
-            top_k: int = 5) -> list[dict[str, Any]]:
+            top_k: int = 5, text_pairs: list[str] | None = None) -> list[dict[str, Any]]:
     """Top-k classes of the CLS head (what GIST predicts at inference), with the Gist head's view beside it.
 
     Args:
@@ -227,9 +247,17 @@ def predict(model: GistViT, images: torch.Tensor | list[str], class_names: list[
         images: (B, 3, H, W) normalised float images; for a text model, a list of texts (tokenised here).
         class_names: Names for the class indices (default: the indices as strings).
         top_k: How many classes to return per image.
+        text_pairs: For a model trained on sentence pairs: the second text of each pair (as `text_pair` in its
+            dataset), one per text.
+
+    Raises:
+        ConfigError: texts that do not match how the model was trained (see `check_text_pairs`).
     """
     if isinstance(images, (list, tuple)):  # texts for a GistTextEncoder
-        out = model(model.tokenize(list(images)))
+        texts = list(images)
+        pairs = list(text_pairs) if text_pairs is not None else None
+        check_text_pairs(model, texts, pairs)
+        out = model(model.tokenize(texts, pairs))
     else:
         out = model(images.to(next(model.parameters()).device))
     probs = out.cls_logits.float().softmax(-1).cpu()

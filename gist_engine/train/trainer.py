@@ -399,7 +399,8 @@ class Trainer:
         if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
             self._phase(SAVING)
             save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
-                            extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset})
+                            extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset,
+                                   "text_pairs": getattr(data.train, "pairs", None) is not None})
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
@@ -411,7 +412,8 @@ class Trainer:
         save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
                             epochs_done, extra={"result": so_far}, scaler=self.train_step.scaler)
         save_checkpoint(self.model, self.run_dir / "checkpoint.safetensors", self.config, step=self.step,
-                        extra={"class_names": list(self.data.class_names), "dataset": self.config.data.dataset})
+                        extra={"class_names": list(self.data.class_names), "dataset": self.config.data.dataset,
+                               "text_pairs": getattr(self.data.train, "pairs", None) is not None})
 
     def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
         """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""

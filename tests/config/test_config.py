@@ -77,3 +77,24 @@ def test_example_configs_are_valid():
     for path in configs:
         cfg = load_run_config(path)
         assert cfg.name, path
+
+
+@pytest.mark.parametrize("text, value", [("5e-5", 5e-5), ("1E3", 1000.0), ("+2.5e+1", 25.0), (".5", 0.5),
+                                         ("3", 3.0)])
+def test_a_numeric_string_is_a_number_for_float_options(text, value):
+    """PyYAML (YAML 1.1) reads `5e-5` as a string; a float option takes it as the number it is."""
+    assert load_run_config({"gist": {"temperature": text}}).gist.temperature == value
+    assert load_run_config({}, [f"gist.temperature={text}"]).gist.temperature == value
+
+
+@pytest.mark.parametrize("text", ["fast", "nan", "inf", "1_000", "5e", "0x10", ""])
+def test_other_strings_are_not_numbers(text):
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a number"):
+        load_run_config({"train": {"lr": text}})
+
+
+def test_a_config_nested_too_deeply_is_refused_by_name(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("method_args: " + "{a: " * 40 + "1" + "}" * 40)
+    with pytest.raises(ConfigError, match="nests more than 32 levels"):
+        load_run_config(path)
