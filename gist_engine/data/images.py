@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import stat
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,10 +36,17 @@ class ImageFileError(DatasetError):
     """One image that cannot be used; `problem` says why: missing or unreadable, not a regular file, empty, not an
     image PIL can read, format not allowed, too many pixels, truncated or corrupt, unsupported colour mode."""
 
-    def __init__(self, name: str, problem: str, detail: str, todo: str):
-        super().__init__(f"cannot read image {name}: {problem} ({detail}) - {todo}" if detail
-                         else f"cannot read image {name}: {problem} - {todo}")
+    def __init__(self, message: str, problem: str = ""):
+        super().__init__(message)
         self.problem = problem
+
+    def __reduce__(self) -> tuple:  # pickled whole (DataLoader workers, process pools): message and problem
+        return type(self), (str(self), self.problem)
+
+    @classmethod
+    def of(cls, name: str, problem: str, detail: str, todo: str) -> ImageFileError:
+        """`cannot read image <name>: <problem> (<detail>) - <what to do>`."""
+        return cls(f"cannot read image {name}: {problem}{f' ({detail})' if detail else ''} - {todo}", problem)
 
 
 def _label(source: str | os.PathLike | bytes, name: str | None) -> str:
@@ -68,35 +74,34 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_PI
     label = _label(source, name)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
-            raise ImageFileError(label, "empty", "0 bytes", "upload a PNG or JPEG image")
+            raise ImageFileError.of(label, "empty", "0 bytes", "upload a PNG or JPEG image")
         fp: str | os.PathLike | io.BytesIO = io.BytesIO(bytes(source))
     else:
         try:
             st = os.stat(source)  # follows a link: its target must be a regular file (never a FIFO, device, dir)
         except OSError as exc:
-            raise ImageFileError(label, "missing or unreadable", exc.strerror or str(exc),
-                                 "check the path") from None
+            raise ImageFileError.of(label, "missing or unreadable", exc.strerror or str(exc),
+                                    "check the path") from None
         if not stat.S_ISREG(st.st_mode):
-            raise ImageFileError(label, "not a regular file", "a folder, device, pipe or socket",
-                                 "give an image file")
+            raise ImageFileError.of(label, "not a regular file", "a folder, device, pipe or socket",
+                                    "give an image file")
         if st.st_size == 0:
-            raise ImageFileError(label, "empty", "0 bytes", "replace it with a valid image or remove it")
+            raise ImageFileError.of(label, "empty", "0 bytes", "replace it with a valid image or remove it")
         fp = source
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap is stricter, below
-            img = Image.open(fp, formats=IMAGE_FORMATS)
+        img = Image.open(fp, formats=IMAGE_FORMATS)  # header only (no warnings filter: not thread-safe)
     except UnidentifiedImageError:
         raise _unidentified(fp, label) from None
     except Image.DecompressionBombError as exc:
-        raise ImageFileError(label, "too many pixels", str(exc), f"downscale it below {max_pixels:,} pixels") from None
+        raise ImageFileError.of(label, "too many pixels", str(exc),
+                                f"downscale it below {max_pixels:,} pixels") from None
     except IMAGE_DECODE_ERRORS as exc:
-        raise ImageFileError(label, "truncated or corrupt", str(exc), "re-export or re-download it") from None
+        raise ImageFileError.of(label, "truncated or corrupt", str(exc), "re-export or re-download it") from None
     try:
         w, h = img.size
         if w * h > max_pixels:
-            raise ImageFileError(label, "too many pixels", f"{w}x{h} = {w * h:,} pixels exceeds the cap of "
-                                 f"{max_pixels:,}", f"downscale it below {max_pixels:,} pixels")
+            raise ImageFileError.of(label, "too many pixels", f"{w}x{h} = {w * h:,} pixels exceeds the cap of "
+                                    f"{max_pixels:,}", f"downscale it below {max_pixels:,} pixels")
         yield img
     finally:
         img.close()
@@ -107,17 +112,15 @@ def _unidentified(fp: str | os.PathLike | io.BytesIO, label: str) -> ImageFileEr
     if isinstance(fp, io.BytesIO):
         fp.seek(0)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(fp) as other:  # header only: names the format to refuse
-                fmt = other.format
+        with Image.open(fp) as other:  # header only: names the format to refuse
+            fmt = other.format
     except Exception:  # any failure here means "not an image"; the refusal below says so
         fmt = None
     if fmt:
-        return ImageFileError(label, "format not allowed", f"{fmt}; allowed: {', '.join(IMAGE_FORMATS)}",
-                              "convert it to PNG or JPEG")
-    return ImageFileError(label, "not an image PIL can read", "",
-                          "remove it, or convert it to PNG or JPEG")
+        return ImageFileError.of(label, "format not allowed", f"{fmt}; allowed: {', '.join(IMAGE_FORMATS)}",
+                                 "convert it to PNG or JPEG")
+    return ImageFileError.of(label, "not an image PIL can read", "",
+                             "remove it, or convert it to PNG or JPEG")
 
 
 def _scaled_to_uint8(img: Image.Image) -> Image.Image:
@@ -183,9 +186,9 @@ def decode_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_
             raise
         except IMAGE_DECODE_ERRORS as exc:
             if "conversion" in str(exc) or "mode" in str(exc):
-                raise ImageFileError(label, "unsupported colour mode", f"{img.mode}: {exc}",
-                                     "convert it to an RGB PNG or JPEG") from None
-            raise ImageFileError(label, "truncated or corrupt", str(exc), "re-export or re-download it") from None
+                raise ImageFileError.of(label, "unsupported colour mode", f"{img.mode}: {exc}",
+                                        "convert it to an RGB PNG or JPEG") from None
+            raise ImageFileError.of(label, "truncated or corrupt", str(exc), "re-export or re-download it") from None
 
 
 def pixels_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -295,7 +298,8 @@ def check_image_file(path: str | Path) -> None:
         try:
             img.verify()
         except IMAGE_DECODE_ERRORS as exc:
-            raise ImageFileError(str(path), "truncated or corrupt", str(exc), "re-export or re-download it") from None
+            raise ImageFileError.of(str(path), "truncated or corrupt", str(exc),
+                                    "re-export or re-download it") from None
 
 
 class UnreadableImagesError(DatasetError):
