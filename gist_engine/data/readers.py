@@ -206,7 +206,8 @@ def _existing_dir(arg: str | None, kind: str) -> Path:
         raise DatasetError(f"{kind}: folder {root} does not exist" if not root.exists()
                            else f"{kind}: {root} is not a folder")
     pseudo = _pseudo_devices()
-    if os.stat(root).st_dev in pseudo or any(Path(root.resolve()).is_relative_to(p) for p in PSEUDO_FOLDERS):
+    # by device (a mount of /proc, /sys or /dev; /dev/shm is its own tmpfs: usable), by path for /proc and /sys
+    if os.stat(root).st_dev in pseudo or any(root.resolve().is_relative_to(p) for p in PSEUDO_FOLDERS[:2]):
         raise DatasetError(f"{kind}: {root} is on a kernel pseudo filesystem ({', '.join(PSEUDO_FOLDERS)}), not a "
                            "dataset; give the folder that holds your data")
     return root
