@@ -335,8 +335,8 @@ def estimate_run(config: ge.RunConfig | dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- attention
 def attention_for(source: Source, image: Any) -> Any:
-    """CLS/Gist attention maps (`ge.image_attention`) of one RGB uint8 image (H, W, 3) for a run (its directory)
-    or an untrained config's model; `images` holds the image resized to the model input."""
+    """CLS/Gist attention maps (`ge.image_attention`) of one image (a file's bytes, or RGB uint8 (H, W, 3)) for a
+    run (its directory) or an untrained config's model; `images` holds the image resized to the model input."""
     model = _model(source)
     with _inspection_lock():
         return ge.image_attention(model, image)

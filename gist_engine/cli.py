@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from tqdm import tqdm
 
@@ -19,9 +18,9 @@ from .backbones import BackboneError
 from .build import build_model, describe_model
 from .catalog import catalogue
 from .config import ConfigError, ModelConfig, load_run_config, to_dict
-from .data import load_image_file, to_model_input
+from .data import model_inputs
 from .data.images import DatasetError
-from .inspect.explain import attention_report, read_image
+from .inspect.explain import attention_report
 from .runs import STATUSES, RunError, RunManager
 from .runs.compare import format_table, run_compare
 from .studies import (
@@ -212,9 +211,8 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_texts(model, args)
     if not args.image:
         raise ConfigError("predict: give --image FILE ... (or --text TEXT ... for a text model)")
-    mc = model.data_config
-    images = torch.stack([load_image_file(path, mc["image_size"]) for path in args.image])  # (B, 3, H, W)
-    results = predict(model, to_model_input(images, mc["mean"], mc["std"]), model.class_names, top_k=args.top_k)
+    _, x = model_inputs(list(args.image), model.data_config)  # (B, 3, S, S): the shared decoder and transform
+    results = predict(model, x, model.class_names, top_k=args.top_k)
     for path, item in zip(args.image, results, strict=True):
         item["image"] = str(path)
     _print_json(results if len(results) > 1 else results[0])
@@ -262,7 +260,7 @@ def attention_cli(run_dir: Path | None, config: Any, image_path: Path, out_dir: 
     if getattr(model, "modality", "image") == "text":
         raise ConfigError(f"attention: {run_dir or 'the config'} is a text model; this command draws image maps "
                           "(the app's Attention page shows a text model's token attention)")
-    summary = attention_report(model, read_image(image_path), out_dir)
+    summary = attention_report(model, image_path, out_dir)  # the shared decoder (as predict); DatasetError if bad
     summary["image"] = str(image_path)
     if run_dir is not None:
         summary["run"] = str(run_dir)

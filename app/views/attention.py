@@ -43,7 +43,7 @@ try:
         upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
         if upload is None:
             st.stop()
-        maps, index = services.attention_for(source, ge.decode_image(upload.getvalue())), 0
+        maps, index = services.attention_for(source, upload.getvalue()), 0  # decoded by the engine, as predict
     else:
         sample = ge.dataset_samples(cfg["data"]["dataset"], n=8, size=size)
         index = st.radio("Test image", range(len(sample["images"])), horizontal=True,

@@ -1,6 +1,18 @@
 """Datasets for GIST runs: the registry, splits (fixed test split, VTAB-1k, few-shot), images, text, uploads."""
 
-from .images import DatasetError, UnreadableImagesError, load_image_file, resize_uint8, to_model_input
+from .images import (
+    BACKGROUND,
+    IMAGE_FORMATS,
+    MAX_IMAGE_PIXELS,
+    DatasetError,
+    ImageFileError,
+    UnreadableImagesError,
+    decode_image,
+    load_image_file,
+    model_inputs,
+    resize_uint8,
+    to_model_input,
+)
 from .preview import text_dataset_preview
 from .readers import FASHION_MNIST_DIR, NetworkNeededError, data_dir, fashion_mnist_dir
 from .registry import (
@@ -26,15 +38,19 @@ from .upload import (
 )
 
 __all__ = [
+    "BACKGROUND",
     "DATASETS",
     "FASHION_MNIST_DIR",
     "GLUE_TASKS",
+    "IMAGE_FORMATS",
     "IN_MEMORY_MAX_BYTES",
+    "MAX_IMAGE_PIXELS",
     "SPLIT_SEED",
     "TEST_FRACTION",
     "DatasetError",
     "DatasetSpec",
     "DatasetSplits",
+    "ImageFileError",
     "ImageSplit",
     "ImportReport",
     "NetworkNeededError",
@@ -47,6 +63,7 @@ __all__ = [
     "UnreadableImagesError",
     "UploadLimits",
     "data_dir",
+    "decode_image",
     "describe_datasets",
     "fashion_mnist_dir",
     "import_imagefolder_zip",
@@ -56,6 +73,7 @@ __all__ = [
     "load_dataset",
     "load_image_file",
     "lookup_dataset",
+    "model_inputs",
     "parse_text_table",
     "resize_uint8",
     "text_dataset_preview",

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import logging
 import math
 import os
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import platformdirs
 import torchvision.datasets
-from torchvision.datasets.folder import make_dataset
 
-from .images import MAX_LISTED, ArraySource, DatasetError, FileSource
+from .images import IMAGE_EXTENSIONS, MAX_LISTED, ArraySource, DatasetError, FileSource
 from .splits import ImageSource
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # the Debian package dataset-fashion-mnist
@@ -27,7 +28,10 @@ FASHION_MNIST_FILES = {
 }
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_WALK_ENTRIES = 2_000_000  # directory entries looked at under one dataset folder (ImageNet's train set: 1.3 M)
+MAX_WALK_DEPTH = 32  # folder levels below a dataset folder
+SKIPPED_NAMES = ("__MACOSX",)  # archive metadata folders of macOS zips: skipped like hidden entries
+PSEUDO_FOLDERS = ("/proc", "/sys", "/dev")  # kernel pseudo filesystems: never a dataset, and endless to walk
 VTAB_LISTS = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,7 @@ class RawDataset:
     val: Pool | None = None  # an official validation pool (VTAB val200), used when val_size > 0 ...
     train_beside_val: Pool | None = None  # ... together with this train pool (VTAB train800)
     where: str = ""  # the file or folder it was read from
+    skipped: dict[str, int] = field(default_factory=dict)  # entries of a folder not read, by reason
 
 
 def data_dir() -> Path:
@@ -200,29 +205,179 @@ def _existing_dir(arg: str | None, kind: str) -> Path:
     if not root.is_dir():
         raise DatasetError(f"{kind}: folder {root} does not exist" if not root.exists()
                            else f"{kind}: {root} is not a folder")
+    pseudo = _pseudo_devices()
+    # by device (a mount of /proc, /sys or /dev; /dev/shm is its own tmpfs: usable), by path for /proc and /sys
+    if os.stat(root).st_dev in pseudo or any(root.resolve().is_relative_to(p) for p in PSEUDO_FOLDERS[:2]):
+        raise DatasetError(f"{kind}: {root} is on a kernel pseudo filesystem ({', '.join(PSEUDO_FOLDERS)}), not a "
+                           "dataset; give the folder that holds your data")
     return root
 
 
-def _is_image_name(path: str) -> bool:
-    name = os.path.basename(path)
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)  # skips macOS "._x.jpg" files
+def _pseudo_devices() -> set[int]:
+    """The device ids of /proc, /sys and /dev (where they exist): a folder on one of them is refused."""
+    devices = set()
+    for folder in PSEUDO_FOLDERS:
+        with contextlib.suppress(OSError):
+            if os.path.ismount(folder):
+                devices.add(os.stat(folder).st_dev)
+    return devices
+
+
+def skip_reason(name: str) -> str | None:
+    """Why every dataset reader and the zip importer skip a file or folder of this name, or None.
+
+    `__MACOSX` (macOS archive metadata) and hidden names (a leading dot, e.g. `.DS_Store`, `._photo.jpg`).
+    """
+    if name in SKIPPED_NAMES:
+        return "macOS metadata (__MACOSX)"
+    if name.startswith("."):
+        return "hidden file or folder"
+    return None
+
+
+@dataclass
+class FolderWalk:
+    """A bounded walk of one dataset folder that never leaves it: links to folders are not followed, a link to a
+    file only when the file lies inside the folder; loops, pseudo filesystems and special files are refused."""
+
+    root: Path
+    kind: str
+    extensions: tuple[str, ...]
+    entries: int = 0
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> relative paths
+    _visited: set[tuple[int, int]] = field(default_factory=set)
+    _real_root: Path = field(init=False)
+    _pseudo: set[int] = field(default_factory=_pseudo_devices)
+
+    def __post_init__(self) -> None:
+        self._real_root = self.root.resolve()
+
+    def skip(self, path: Path, reason: str) -> None:
+        """Note an entry that is not read."""
+        self.skipped.setdefault(reason, []).append(str(path.relative_to(self.root)))
+
+    def listing(self, folder: Path, depth: int) -> list[os.DirEntry]:
+        """The entries of one folder, sorted by name, hidden and `__MACOSX` ones skipped; bounds checked."""
+        if depth > MAX_WALK_DEPTH:
+            raise DatasetError(f"{self.kind} {self.root}: folders nest deeper than {MAX_WALK_DEPTH} levels (at "
+                               f"{folder}); flatten the dataset or point {self.kind}: at its own folder")
+        info = os.stat(folder)
+        if info.st_dev in self._pseudo:
+            raise DatasetError(f"{self.kind} {self.root}: {folder} is on a kernel pseudo filesystem; remove it")
+        if (info.st_dev, info.st_ino) in self._visited:  # a bind mount or hard-linked folder: a loop
+            self.skip(folder, "folder loop (seen before)")
+            return []
+        self._visited.add((info.st_dev, info.st_ino))
+        try:
+            with os.scandir(folder) as it:
+                entries = []
+                for entry in it:
+                    self.entries += 1
+                    if self.entries > MAX_WALK_ENTRIES:
+                        raise DatasetError(f"{self.kind} {self.root}: more than {MAX_WALK_ENTRIES:,} entries; the walk "
+                                           f"stopped at {folder}. Point {self.kind}: at the dataset's own folder")
+                    reason = skip_reason(entry.name)
+                    if reason:
+                        self.skip(Path(entry.path), reason)
+                    else:
+                        entries.append(entry)
+        except PermissionError as exc:
+            raise DatasetError(f"{self.kind} {self.root}: cannot list {folder} ({exc.strerror})") from None
+        return sorted(entries, key=lambda e: e.name)
+
+    def is_folder(self, entry: os.DirEntry) -> bool:
+        """A real sub-folder to enter (a link to a folder is skipped and noted: it is never followed)."""
+        if entry.is_symlink():
+            if entry.is_dir():
+                self.skip(Path(entry.path), "link to a folder (not followed)")
+            return False
+        return entry.is_dir(follow_symlinks=False)
+
+    def is_data_file(self, entry: os.DirEntry) -> bool:
+        """A regular file with a wanted extension (a link only to a regular file inside the root)."""
+        path = Path(entry.path)
+        if not entry.name.lower().endswith(self.extensions):
+            if entry.is_file():
+                self.skip(path, "other file type (by extension)")
+            elif not entry.is_dir():
+                self.skip(path, "not a regular file")
+            return False
+        if entry.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(self._real_root):
+                self.skip(path, "link pointing outside the dataset folder")
+                return False
+            if not target.exists():
+                self.skip(path, "broken link")
+                return False
+            mode = os.stat(target).st_mode
+        else:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):
+            self.skip(path, "not a regular file")
+            return False
+        return True
+
+    def files(self, folder: Path, depth: int = 1) -> list[Path]:
+        """The data files under `folder`, in torchvision ImageFolder's order (sorted folder paths, sorted names)."""
+        found: dict[str, list[Path]] = {}
+        stack = [(folder, depth)]
+        while stack:
+            current, level = stack.pop()
+            here = found.setdefault(str(current), [])
+            for entry in self.listing(current, level):
+                if self.is_folder(entry):
+                    stack.append((Path(entry.path), level + 1))
+                elif self.is_data_file(entry):
+                    here.append(Path(entry.path))
+        return [p for key in sorted(found) for p in found[key]]
+
+    def counts(self) -> dict[str, int]:
+        """Skipped entries per reason."""
+        return {reason: len(paths) for reason, paths in self.skipped.items()}
+
+    def log(self) -> None:
+        """One log line naming what was skipped (a warning for links, loops and special files)."""
+        if not self.skipped:
+            return
+        text = "; ".join(f"{len(paths)} {reason} (e.g. {paths[0]})" for reason, paths in self.skipped.items())
+        unusual = any(r.startswith(("link", "folder loop", "not a regular")) for r in self.skipped)
+        logger.log(logging.WARNING if unusual else logging.INFO, "%s %s: skipped %s", self.kind, self.root, text)
 
 
 def read_imagefolder(arg: str | None) -> RawDataset:
-    """A folder of class sub-folders (`<dir>/<class>/**/<image>`), classes sorted; hidden entries skipped."""
+    """A folder of class sub-folders (`<dir>/<class>/**/<image>`), classes sorted.
+
+    The walk stays inside the folder (`FolderWalk`): hidden and `__MACOSX` entries, links to folders, links out of
+    the folder, special files and non-image files are skipped and counted in `RawDataset.skipped`.
+    """
     root = _existing_dir(arg, "imagefolder")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    walk = FolderWalk(root, "imagefolder", IMAGE_EXTENSIONS)
+    classes = []
+    for entry in walk.listing(root, 0):
+        if walk.is_folder(entry):
+            classes.append(entry.name)
+        elif entry.is_file():
+            walk.skip(Path(entry.path), "file outside a class folder")
     if not classes:
-        raise DatasetError(f"imagefolder {root}: no class sub-folders (expected {root}/<class>/<images>)")
-    samples = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, is_valid_file=_is_image_name,
-                           allow_empty=True)
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    empty = [c for i, c in enumerate(classes) if not np.any(labels == i)]
+        raise DatasetError(f"imagefolder {root}: no class sub-folders (expected {root}/<class>/<images>; links to "
+                           "folders are not followed)")
+    paths: list[Path] = []
+    labels: list[int] = []
+    empty = []
+    for i, c in enumerate(classes):
+        found = walk.files(root / c)
+        paths += found
+        labels += [i] * len(found)
+        if not found:
+            empty.append(c)
+    walk.log()
     if empty:
         names = ", ".join(map(repr, empty))
         raise DatasetError(f"imagefolder {root}: class folder(s) with no images: {names} (image files end in "
                            f"{', '.join(IMAGE_EXTENSIONS)})")
-    return RawDataset(classes, Pool.whole(FileSource([p for p, _ in samples]), labels), where=str(root))
+    return RawDataset(classes, Pool.whole(FileSource(paths), np.array(labels, dtype=np.int64)), where=str(root),
+                      skipped=walk.counts())
 
 
 def _read_list(root: Path, name: str) -> tuple[list[Path], np.ndarray] | None:
@@ -243,6 +398,9 @@ def _read_list(root: Path, name: str) -> tuple[list[Path], np.ndarray] | None:
             raise DatasetError(f"vtab: {list_file} line {lineno}: expected 'relative/path label' with a "
                                f"label >= 0, got {line.strip()!r}")
         path = root / parts[0]
+        if not path.resolve().is_relative_to(root.resolve()):  # `..`, an absolute path or a link out of the folder
+            raise DatasetError(f"vtab: {list_file} line {lineno}: {parts[0]!r} lies outside {root}; list files "
+                               "name images inside the task folder (copy them in, or point vtab: at their folder)")
         if not path.is_file():
             missing.append(f"{parts[0]} (line {lineno})")
         paths.append(path)

@@ -361,6 +361,7 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         "image_size": image_size, "num_classes": len(raw.class_names), "class_names": list(raw.class_names),
         "storage": "memory" if in_memory else "stream", "device": str(torch.device(device)),
         "pixel_bytes": stored,
+        "skipped": dict(raw.skipped),  # folder entries not read, by reason (hidden, __MACOSX, links, ...)
         "sizes": {k: len(s) if s is not None else 0 for k, s in splits.items()},
         "class_counts": {k: s.class_counts() if s is not None else None for k, s in splits.items()},
         "load_seconds": round(time.perf_counter() - start, 3),

@@ -10,24 +10,29 @@ import shutil
 import stat
 import struct
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .images import DatasetError
-from .readers import IMAGE_EXTENSIONS
+from .images import (
+    IMAGE_DECODE_ERRORS,
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    DatasetError,
+    decode_image,
+    load_image_file,
+    open_image,
+)
+from .readers import SKIPPED_NAMES, skip_reason
 from .text import LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, parse_text_table
 
 DATASETS_SUBDIR = "datasets"  # uploads live in <data_dir>/datasets/<name>/<class>/...
 TEXT_UPLOAD_SUBDIR = "text_datasets"  # text tables live in <root>/text_datasets/<name>.jsonl
 MAX_UPLOAD_BYTES = 100 * 2**20  # a text table
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SKIPPED_PREFIXES = ("__MACOSX/",)  # archive metadata folders, skipped silently
 THUMB_SIZE = 64  # side of the preview thumbnails in the report
 THUMBS_PER_CLASS = 4
 
@@ -44,7 +49,7 @@ class UploadLimits:
     max_total_bytes: int = 1 * 2**30  # all members uncompressed, as the archive declares and as read
     max_file_bytes: int = 32 * 2**20  # one member uncompressed
     max_ratio: float = 100.0  # uncompressed / compressed size of one member (zip bombs)
-    max_pixels: int = 40_000_000  # width * height of one image (PIL's MAX_IMAGE_PIXELS idea, stricter)
+    max_pixels: int = MAX_IMAGE_PIXELS  # width * height of one image, checked from its header
     min_classes: int = 2
     min_per_class: int = 2  # fewer images than this in a class: the class is dropped with a reason
 
@@ -60,6 +65,7 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)  # fatal problems: nothing was written
     warnings: list[str] = field(default_factory=list)
     thumbnails: dict[str, list[np.ndarray]] = field(default_factory=dict)  # class -> (64, 64, 3) uint8 each
+    skipped: int = 0  # __MACOSX metadata entries, skipped without a reason each (hidden entries are rejected)
     bytes_written: int = 0
 
     @property
@@ -82,7 +88,7 @@ class ImportReport:
         return {"name": self.name, "ok": self.ok, "path": str(self.path) if self.path else None,
                 "dataset": self.dataset, "classes": dict(self.classes), "accepted": self.accepted,
                 "rejected": [list(r) for r in self.rejected], "errors": list(self.errors),
-                "warnings": list(self.warnings), "bytes_written": self.bytes_written}
+                "warnings": list(self.warnings), "bytes_written": self.bytes_written, "skipped": self.skipped}
 
 
 def datasets_root(root: str | Path) -> Path:
@@ -116,30 +122,16 @@ def _common_root(paths: list[tuple[str, ...]]) -> int:
     return 0
 
 
-def _thumbnail(img: Image.Image) -> np.ndarray:
-    """The image scaled (up or down) to fit 64x64, on white: (64, 64, 3) uint8."""
-    fitted = ImageOps.pad(img.convert("RGB"), (THUMB_SIZE, THUMB_SIZE), color=(255, 255, 255))
-    return np.asarray(fitted)
-
-
-def _check_image(data: bytes, limits: UploadLimits) -> tuple[str | None, np.ndarray | None]:
-    """(rejection reason or None, a thumbnail): header, pixel cap, PIL verify, then a full decode."""
+def _check_image(data: bytes, limits: UploadLimits, name: str) -> tuple[str | None, np.ndarray | None]:
+    """(rejection reason or None, a thumbnail): the shared decoder's checks (format, pixel cap), PIL verify,
+    then the full decode that makes the thumbnail (the image as a model sees it, at THUMB_SIZE)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > limits.max_pixels:
-                    return f"{w}x{h} = {w * h:,} pixels exceeds the cap of {limits.max_pixels:,}", None
-                img.verify()  # structure and checksums, no decode
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()  # verify() misses truncated pixel data
-                return None, _thumbnail(img)
-    except UnidentifiedImageError:
-        return "not an image PIL can read (corrupt or wrong extension)", None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"decompression bomb: {exc}", None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        with open_image(data, limits.max_pixels, name) as img:
+            img.verify()  # structure and checksums, no decode
+        return None, load_image_file(data, THUMB_SIZE, limits.max_pixels, name).permute(1, 2, 0).numpy()
+    except DatasetError as exc:
+        return str(exc).removeprefix(f"cannot read image {name}: "), None
+    except (*IMAGE_DECODE_ERRORS, struct.error) as exc:
         return f"corrupt image: {exc}", None
 
 
@@ -214,17 +206,20 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
             return report
         files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
         for info in infos:
-            if info.is_dir() or info.filename.startswith(SKIPPED_PREFIXES):
+            if info.is_dir():
                 continue
             parts = _member_parts(info)
+            skipped = None if isinstance(parts, str) else next(filter(None, map(skip_reason, parts)), None)
             if isinstance(parts, str):
                 report.rejected.append((info.filename, parts))
+            elif any(p in SKIPPED_NAMES for p in parts):  # the folder readers skip them too (skip_reason)
+                report.skipped += 1
             elif _is_symlink(info):
                 report.rejected.append((info.filename, "symbolic link"))
             elif info.flag_bits & 0x1:
                 report.rejected.append((info.filename, "encrypted"))
-            elif any(p.startswith(".") for p in parts):
-                report.rejected.append((info.filename, "hidden file or folder"))
+            elif skipped:
+                report.rejected.append((info.filename, skipped))
             else:
                 files.append((info, parts))
         strip = _common_root([p for _, p in files])
@@ -257,7 +252,7 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
                 report.errors.append(f"{info.filename} unpacks to more than its header declares; the archive "
                                      "was refused")
                 return report
-            reason, thumb = _check_image(data, limits)
+            reason, thumb = _check_image(data, limits, info.filename)
             if reason:
                 report.rejected.append((info.filename, reason))
                 continue
@@ -306,25 +301,6 @@ def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def decode_image(data: bytes, max_pixels: int = UploadLimits.max_pixels) -> np.ndarray:
-    """One uploaded image file's bytes as RGB uint8 (H, W, 3), EXIF rotation applied.
-
-    Raises:
-        ValueError: for a file PIL cannot read, or one over `max_pixels` (width * height) or a decompression bomb.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.size[0] * img.size[1] > max_pixels:
-                    raise ValueError(f"the image has {img.size[0]}x{img.size[1]} pixels; the cap is {max_pixels:,}")
-                return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    except UnidentifiedImageError:
-        raise ValueError("not an image file PIL can read") from None
-    except (OSError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot decode the image: {exc}") from None
 
 
 def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:

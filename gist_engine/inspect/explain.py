@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -11,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from ..data.images import IMAGE_DECODE_ERRORS, DatasetError
+from ..data.images import ImageInput, load_image_file, model_inputs, pixels_to_tensor, to_model_input
+from ..speed import mixed_dtype
 from .capture import eval_mode, unwrap_module
 from .maps import AttentionMaps, compute_attention_maps, max_entropy
 
@@ -25,48 +26,33 @@ HEADS = ("cls", "gist")
 
 
 # ------------------------------------------------------------------------------------------------ images
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3) at its own size (any format PIL reads).
+def load_image(source: ImageInput, size: int) -> np.ndarray:
+    """An image (file, bytes or uint8 pixels) as the model sees it: RGB uint8 (size, size, 3).
 
-    Raises:
-        DatasetError: naming the file when it is missing, not an image, or corrupt.
+    The shared decoder and resize of training (`gist_engine.data.images.load_image_file`): allow-list, pixel cap,
+    EXIF orientation, modes made RGB over white, bicubic with antialias.
     """
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except UnidentifiedImageError:
-        raise DatasetError(f"cannot read image {path}: not an image format PIL knows, or corrupt") from None
-    except IMAGE_DECODE_ERRORS as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from None
-
-
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """An image file as RGB uint8 (size, size, 3): PIL, converted to RGB, resized directly (bilinear)."""
-    with Image.open(path) as img:
-        return resize_image(np.asarray(img.convert("RGB")), size)
+    return load_image_file(source, size).permute(1, 2, 0).numpy()  # (3, S, S) -> (S, S, 3)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize an RGB uint8 image (H, W, 3) (or grey (H, W)) to (size, size, 3), as the model input is made."""
-    img = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(img)
+    """Resize decoded uint8 pixels (H, W, 3) (or grey (H, W)) to (size, size, 3), as the model input is made."""
+    return load_image(np.asarray(image), size)
 
 
 def image_to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Normalise an RGB uint8 image (H, W, 3) to a model input (1, 3, H, W)."""
-    x = torch.tensor(np.asarray(image, dtype=np.uint8)).float().div(255).permute(2, 0, 1)  # (3, H, W)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return ((x - m) / s).unsqueeze(0)  # (1, 3, H, W)
+    """Normalise an RGB uint8 image (H, W, 3) to a model input (1, 3, H, W) (`to_model_input`)."""
+    return to_model_input(pixels_to_tensor(image)[None], mean, std)
 
 
-def prepare_image(model: nn.Module, image: np.ndarray) -> tuple[np.ndarray, Tensor]:
-    """(the image resized to the model input as uint8 (S, S, 3), the normalised input (1, 3, S, S))."""
-    resized = resize_image(image, model.image_size)
-    cfg = model.data_config
-    return resized, image_to_tensor(resized, cfg["mean"], cfg["std"])
+def prepare_image(model: nn.Module, image: ImageInput) -> tuple[np.ndarray, Tensor]:
+    """(the image resized to the model input as uint8 (S, S, 3), the normalised input (1, 3, S, S)).
+
+    `image` is a file path, a file's bytes or decoded uint8 pixels; give the file when there is one, so a large
+    JPEG is decoded exactly as `predict` and the dataset readers decode it.
+    """
+    resized, x = model_inputs(image, model.data_config)  # (1, 3, S, S) uint8 and float32
+    return resized[0].permute(1, 2, 0).numpy(), x
 
 
 # ------------------------------------------------------------------------------------------------ overlays
@@ -135,6 +121,19 @@ class Attributions:
     n_steps: int = 32
 
 
+def float32_model(model: nn.Module) -> nn.Module:
+    """`model` itself, or a float32 copy when its frozen weights are stored in bf16 (`speed.cast_frozen_`, the
+    trainer's default on CUDA).
+
+    Gradients need one dtype through the graph: the copy holds the same weights exactly (bf16 widens to float32
+    without rounding) and runs them in float32, so attributions are those of the stored weights, with IG's
+    completeness as tight as for a float32 model. The copy costs the model's size in float32, once per call.
+    """
+    if mixed_dtype(model) is None:
+        return model
+    return copy.deepcopy(model).float()
+
+
 def _head_forward(model: nn.Module, head: str) -> Callable[[Tensor], Tensor]:
     if head not in HEADS:
         raise ValueError(f"head: {head!r} is not one of {HEADS}")
@@ -179,6 +178,7 @@ def integrated_gradients(model: nn.Module, images: Tensor, head: str = "cls",
     # captum is an optional dependency (the explain extra) and takes seconds to import: loaded on first use
     from captum.attr import LayerIntegratedGradients
 
+    model = float32_model(model)
     gh, gw = model.grid_size
     param = next(model.parameters())
     x = images.to(device=param.device, dtype=param.dtype)
@@ -211,6 +211,7 @@ def grad_cam(model: nn.Module, images: Tensor, head: str = "cls",
     Returns:
         (B, gh, gw) non-negative maps: ReLU(sum_d mean_patches(grad_d) * activation_d).
     """
+    model = float32_model(model)
     gh, gw = model.grid_size
     extra = model.num_extra_tokens
     layer = unwrap_module(model.vit.blocks[-1]).norm1
@@ -249,6 +250,7 @@ def explain(model: nn.Module, images: Tensor, target: int | Sequence[int] | None
     Returns:
         Attributions of numpy arrays.
     """
+    model = float32_model(model)  # one float32 copy for every head and method (a model with bf16 frozen weights)
     param = next(model.parameters())
     with eval_mode(model):
         t = _targets(model, images.to(device=param.device, dtype=param.dtype), target)
@@ -264,9 +266,10 @@ def explain(model: nn.Module, images: Tensor, target: int | Sequence[int] | None
     return Attributions(**out)
 
 
-def explain_image(model: nn.Module, image: np.ndarray, target: int | None = None, n_steps: int = 16
+def explain_image(model: nn.Module, image: ImageInput, target: int | None = None, n_steps: int = 16
                   ) -> tuple[Attributions, np.ndarray]:
-    """`explain` (Integrated Gradients, CLS and Gist heads) of one RGB uint8 image (H, W, 3) of any size.
+    """`explain` (Integrated Gradients, CLS and Gist heads) of one image: a file, its bytes, or uint8 pixels
+    (H, W, 3) of any size, made a model input as training makes it (`prepare_image`).
 
     Returns:
         (Attributions, the image resized to the model input, uint8 (S, S, 3)); the IG path runs `n_steps` points
@@ -276,8 +279,9 @@ def explain_image(model: nn.Module, image: np.ndarray, target: int | None = None
     return explain(model, x, target=target, n_steps=n_steps, internal_batch_size=n_steps), resized
 
 
-def image_attention(model: nn.Module, image: np.ndarray) -> AttentionMaps:
-    """CLS/Gist attention maps of one RGB uint8 image (H, W, 3) of any size (resized to the model input).
+def image_attention(model: nn.Module, image: ImageInput) -> AttentionMaps:
+    """CLS/Gist attention maps of one image: a file, its bytes, or uint8 pixels (H, W, 3) of any size, made a model
+    input as training makes it (`prepare_image`).
 
     Returns:
         `AttentionMaps` of numpy arrays; `images` holds the resized image, uint8 (1, S, S, 3).
@@ -351,12 +355,13 @@ def attention_figure(maps: AttentionMaps, image: int = 0, cmap: str = "inferno",
     return fig
 
 
-def attention_report(model: nn.Module, image: np.ndarray, out_dir: str | Path) -> dict[str, Any]:
+def attention_report(model: nn.Module, image: ImageInput, out_dir: str | Path) -> dict[str, Any]:
     """Write `maps.npz`, `attention.png` and `summary.json` for one image; returns the summary.
 
     Args:
         model: A GistViT (e.g. built from a config or loaded from a run).
-        image: RGB uint8 (H, W, 3), any size: resized to the model input.
+        image: An image file, its bytes, or RGB uint8 pixels (H, W, 3) of any size: made a model input as training
+            makes it (`prepare_image`); DatasetError naming the file when it cannot be used.
         out_dir: Created if missing.
     """
     out_dir = Path(out_dir)
@@ -373,6 +378,6 @@ def attention_report(model: nn.Module, image: np.ndarray, out_dir: str | Path) -
     return summary
 
 
-__all__ = ["Attributions", "attention_figure", "attention_report", "attention_summary",
-           "explain", "explain_image", "grad_cam", "image_attention", "image_to_tensor", "integrated_gradients",
-           "load_image", "overlay_heatmap", "prepare_image", "read_image", "resize_image", "upsample_grid"]
+__all__ = ["Attributions", "attention_figure", "attention_report", "attention_summary", "explain", "explain_image",
+           "float32_model", "grad_cam", "image_attention", "image_to_tensor", "integrated_gradients", "load_image",
+           "overlay_heatmap", "prepare_image", "resize_image", "upsample_grid"]

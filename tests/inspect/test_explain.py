@@ -128,7 +128,7 @@ def test_image_loading_and_normalisation(tmp_path):
     img = load_image(tmp_path / "x.png", 32)
     assert img.shape == (32, 32, 3) and img.dtype == np.uint8
     model = _model()
-    resized, x = prepare_image(model, np.asarray(Image.open(tmp_path / "x.png").convert("RGB")))
+    resized, x = prepare_image(model, tmp_path / "x.png")  # the same decoder: alpha composited over white
     np.testing.assert_array_equal(resized, img)
     assert x.shape == (1, 3, 32, 32)
     cfg = model.data_config
