@@ -64,6 +64,7 @@ RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
+EXAMPLE_OWNER = "gallery:"  # owner prefix of runs imported from the gallery (read-only; see runs.gallery)
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
@@ -335,8 +336,22 @@ class RunManager:
             with self.store.write() as c:
                 c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
 
-    def delete(self, run_id: str, timeout: float = 60.0) -> None:
-        """Remove a run: stop it first if it runs here, then delete its rows and its directory."""
+    def _refuse_example(self, run_id: str, action: str) -> None:
+        """RunError when the run is a read-only gallery example."""
+        row = self._row(run_id, "name, owner")
+        if (row["owner"] or "").startswith(EXAMPLE_OWNER):
+            entry = row["owner"].removeprefix(EXAMPLE_OWNER)
+            raise RunError(f"cannot {action} {run_id} ({row['name']}): it is a read-only gallery example; "
+                           f"remove the whole example with `python -m gist_engine runs gallery remove {entry}` or "
+                           "on the Gallery page")
+
+    def delete(self, run_id: str, timeout: float = 60.0, *, examples: bool = False) -> None:
+        """Remove a run: stop it first if it runs here, then delete its rows and its directory.
+
+        A gallery example is refused (RunError) unless `examples` (as `gallery.remove_example` does).
+        """
+        if not examples:
+            self._refuse_example(run_id, "delete")
         row = self._row(run_id, "status, owner, owner_pid")
         with self._cond:
             if run_id in self._queue:
@@ -370,6 +385,7 @@ class RunManager:
         It continues after the last `train.checkpoint_every` epoch boundary written (`resume.safetensors`); the
         metrics after that step are recorded again. Without a training state it restarts from step 0.
         """
+        self._refuse_example(run_id, "resume")
         row = self._row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
@@ -388,7 +404,8 @@ class RunManager:
         return run_id
 
     def rerun(self, run_id: str) -> str:
-        """Queue a new run with the same config, name and group; returns the new id."""
+        """Queue a new run with the same config, name and group; returns the new id (refused for an example)."""
+        self._refuse_example(run_id, "re-run")
         row = self._row(run_id, "config, name, group_id")
         cfg = load_run_config(json.loads(row["config"]))
         cfg.name = row["name"]
@@ -553,6 +570,7 @@ class RunManager:
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
         run_dir = self.run_dir(r["id"])
+        example = (r["owner"] or "").startswith(EXAMPLE_OWNER)
         return RunSnapshot(
             id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
             finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
@@ -562,7 +580,8 @@ class RunManager:
             trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
             versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
             total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
-            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE)
+            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
+            example=example)
 
     def _heartbeat(self) -> None:
         last_recover = time.monotonic()
@@ -685,4 +704,4 @@ class RunManager:
             return data
 
 
-__all__ = ["ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]
+__all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]
