@@ -42,6 +42,14 @@ from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .runs import RunError, RunManager, RunNotFound, RunSnapshot, paired_delta, run_compare, summarise
 from .runs import data_dir as runs_data_dir
+from .runs.gallery import (
+    GalleryError,
+    gallery_examples,
+    import_gallery,
+    import_gallery_entry,
+    list_gallery,
+    remove_gallery_example,
+)
 from .text_model import GistTextEncoder
 from .train import Callback, Trainer, TrainResult, train
 from .train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
@@ -62,6 +70,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetError",
+    "GalleryError",
     "GistConfig",
     "GistOutput",
     "GistTextEncoder",
@@ -93,11 +102,15 @@ __all__ = [
     "describe_model",
     "estimate_run_time",
     "explain_image",
+    "gallery_examples",
     "gist_loss",
     "image_attention",
+    "import_gallery",
+    "import_gallery_entry",
     "import_imagefolder_zip",
     "import_text_table",
     "is_text_backbone",
+    "list_gallery",
     "list_snapshots",
     "list_text_datasets",
     "list_uploaded_datasets",
@@ -110,6 +123,7 @@ __all__ = [
     "paired_delta",
     "parameter_summary",
     "predict",
+    "remove_gallery_example",
     "run_compare",
     "runs_data_dir",
     "save_checkpoint",

@@ -28,13 +28,13 @@ from .runs.compare import format_table, run_compare
 from .runs.gallery import (
     bundle_size,
     export_bundle,
-    import_all,
-    import_bundle,
-    imported_examples,
-    list_bundles,
+    gallery_examples,
+    import_gallery,
+    import_gallery_entry,
+    list_gallery,
     read_index,
     record,
-    remove_example,
+    remove_gallery_example,
 )
 from .train import COMPLETED, STOPPED, Trainer
 from .train.checkpoint import CheckpointError, load_model, predict
@@ -320,8 +320,8 @@ RUNS_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
 
 # ----------------------------------------------------------------------------------- runs gallery ...
 def _gallery_list(mgr, args: argparse.Namespace) -> int:
-    bundles = list_bundles(args.gallery)
-    imported = imported_examples(mgr)
+    bundles = list_gallery(args.gallery)
+    imported = gallery_examples(mgr)
     if args.json:
         _print_json([{k: v for k, v in b.items() if k not in ("groups", "runs")} | {"imported": b["name"] in imported}
                      for b in bundles])
@@ -345,8 +345,8 @@ def _gallery_list(mgr, args: argparse.Namespace) -> int:
 def _gallery_import(mgr, args: argparse.Namespace) -> int:
     if bool(args.names) == args.all:
         raise ConfigError("runs gallery import: give entry names (see `runs gallery list`) or --all, not both")
-    results = (import_all(mgr, args.gallery) if args.all
-               else [import_bundle(mgr, name, args.gallery) for name in args.names])
+    results = (import_gallery(mgr, args.gallery) if args.all
+               else [import_gallery_entry(mgr, name, args.gallery) for name in args.names])
     for r in results:
         what = "imported" if r["imported"] else "already imported"
         groups = f", group {', '.join(r['groups'])}" if r["groups"] else ""
@@ -373,7 +373,7 @@ def _gallery_record(mgr, args: argparse.Namespace) -> int:
 
 
 def _gallery_remove(mgr, args: argparse.Namespace) -> int:
-    removed = remove_example(mgr, args.name)
+    removed = remove_gallery_example(mgr, args.name)
     print(f"removed the example {args.name} ({len(removed)} runs) from {mgr.root}")
     return 0
 

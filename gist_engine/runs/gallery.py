@@ -13,7 +13,7 @@ A gallery folder holds bundles and `gallery.yaml`, the index of entries with the
 (`record` re-runs a recipe and writes its bundle: `python -m gist_engine runs gallery record --all`).
 
 Imported runs keep their ids and are owned by `gallery:<name>` (`manager.EXAMPLE_OWNER`): the RunManager refuses
-to delete, resume or re-run them (`remove_example` takes a whole example out of a store), and their names and
+to delete, resume or re-run them (`remove_gallery_example` takes a whole example out of a store), and their names and
 group names start with "example · ". Importing twice changes nothing; importing a re-recorded bundle replaces
 the older version of that example.
 """
@@ -115,7 +115,7 @@ def bundle_size(bundle: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
 
 
-def list_bundles(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def list_gallery(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The gallery's entries in index order (then bundles missing from the index), each a manifest plus `path`,
     `size_bytes` and `recorded` (False for an index entry not recorded yet: only name, title, description)."""
     folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
@@ -140,7 +140,7 @@ def find_bundle(name: str, gallery_dir: str | Path | None = None) -> Path:
     if Path(name).is_dir() and (Path(name) / MANIFEST_NAME).is_file():
         return Path(name)
     folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
-    recorded = [b["name"] for b in list_bundles(folder) if b["recorded"]]
+    recorded = [b["name"] for b in list_gallery(folder) if b["recorded"]]
     if name not in recorded:
         raise GalleryError(f"no gallery entry {name!r} in {folder}; entries: {', '.join(recorded) or 'none'}")
     return folder / name
@@ -261,7 +261,7 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
 
 
 # ----------------------------------------------------------------------------------------------- import
-def imported_examples(mgr: RunManager) -> dict[str, list[str]]:
+def gallery_examples(mgr: RunManager) -> dict[str, list[str]]:
     """The examples in a store: entry name -> its run ids."""
     with mgr.store.read() as c:
         rows = c.execute("SELECT id, owner FROM runs WHERE owner LIKE ? ORDER BY created, rowid",
@@ -272,7 +272,7 @@ def imported_examples(mgr: RunManager) -> dict[str, list[str]]:
     return out
 
 
-def import_bundle(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path | None = None) -> dict[str, Any]:
+def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path | None = None) -> dict[str, Any]:
     """Import a bundle into a store as read-only examples (idempotent).
 
     Args:
@@ -300,12 +300,12 @@ def import_bundle(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path |
     if clash:
         raise GalleryError(f"runs {', '.join(r['id'] for r in clash)} of {name} are already in {mgr.root} as runs "
                            "of its own (the store it was recorded in?); import into another data directory")
-    present = imported_examples(mgr).get(name, [])
+    present = gallery_examples(mgr).get(name, [])
     if sorted(present) == sorted(run_ids):
         return result
     if present:
         logger.info("gallery %s: replacing the older recording (%d runs)", name, len(present))
-        remove_example(mgr, name)
+        remove_gallery_example(mgr, name)
     import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
 
     metrics = pd.read_parquet(path / METRICS_NAME)
@@ -345,21 +345,21 @@ def import_bundle(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path |
     return result | {"imported": True}
 
 
-def import_all(mgr: RunManager, gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Import every recorded entry of a gallery (see `import_bundle`)."""
-    return [import_bundle(mgr, b["path"]) for b in list_bundles(gallery_dir) if b["recorded"]]
+def import_gallery(mgr: RunManager, gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Import every recorded entry of a gallery (see `import_gallery_entry`)."""
+    return [import_gallery_entry(mgr, b["path"]) for b in list_gallery(gallery_dir) if b["recorded"]]
 
 
-def remove_example(mgr: RunManager, name: str) -> list[str]:
+def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
     """Take an imported example (its runs, files and groups) out of a store; returns the run ids removed.
 
     Raises:
         GalleryError: No example of that name in the store.
     """
-    run_ids = imported_examples(mgr).get(name)
+    run_ids = gallery_examples(mgr).get(name)
     if not run_ids:
         raise GalleryError(f"no gallery example {name!r} in {mgr.root}; imported: "
-                           f"{', '.join(imported_examples(mgr)) or 'none'}")
+                           f"{', '.join(gallery_examples(mgr)) or 'none'}")
     groups = {mgr.get(r).group_id for r in run_ids} - {None}
     for run_id in run_ids:
         mgr.delete(run_id, examples=True)
@@ -425,7 +425,24 @@ def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path
     return bundle
 
 
-__all__ = ["EXAMPLE_PREFIX", "FORMAT", "INDEX_NAME", "MANIFEST_NAME", "GalleryError", "bundle_size",
-           "default_gallery_dir", "entry_config", "export_bundle", "find_bundle", "import_all", "import_bundle",
-           "imported_examples", "list_bundles", "machine_info", "read_index", "read_manifest", "record",
-           "remove_example"]
+__all__ = [
+    "EXAMPLE_PREFIX",
+    "FORMAT",
+    "INDEX_NAME",
+    "MANIFEST_NAME",
+    "GalleryError",
+    "bundle_size",
+    "default_gallery_dir",
+    "entry_config",
+    "export_bundle",
+    "find_bundle",
+    "gallery_examples",
+    "import_gallery",
+    "import_gallery_entry",
+    "list_gallery",
+    "machine_info",
+    "read_index",
+    "read_manifest",
+    "record",
+    "remove_gallery_example",
+]
