@@ -355,9 +355,9 @@ def _gallery_import(mgr, args: argparse.Namespace) -> int:
 
 
 def _gallery_export(mgr, args: argparse.Namespace) -> int:
-    command = "python -m gist_engine " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
+    command = args.recorded_command or "python -m gist_engine " + shlex.join(sys.argv[1:])
     out = export_bundle(mgr, args.ids, Path(args.out) / args.name, args.name, title=args.title or "",
-                                description=args.description or "", command=args.command or command)
+                        description=args.description or "", command=command)
     print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
     return 0
 
@@ -411,8 +411,8 @@ def _gallery_parser(runs: Any) -> None:
     q.add_argument("--out", required=True, help="folder that receives the bundle folder NAME/")
     q.add_argument("--title", default=None, help="title shown in the gallery")
     q.add_argument("--description", default=None, help="one or two sentences shown in the gallery")
-    q.add_argument("--command", default=None, help="the command that produced the runs (kept in the manifest)")
-    q.set_defaults(argv=None)
+    q.add_argument("--recorded-command", default=None,
+                   help="the command that produced the runs (kept in the manifest; default: this export command)")
     q = sub.add_parser("record", help="re-run entries' recipes (gallery.yaml) in a temporary store; write bundles")
     q.add_argument("names", nargs="*", help="entry names")
     q.add_argument("--all", action="store_true", help="every entry of the index")

@@ -136,9 +136,9 @@ def list_gallery(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def find_bundle(name: str, gallery_dir: str | Path | None = None) -> Path:
-    """The folder of a recorded entry (a name of the gallery, or a bundle folder's path)."""
-    if Path(name).is_dir() and (Path(name) / MANIFEST_NAME).is_file():
-        return Path(name)
+    """The folder of a recorded entry (a name of the gallery, or a bundle folder's path: one with a `/`)."""
+    if (Path(name) / MANIFEST_NAME).is_file() or "/" in name or os.sep in name:
+        return Path(name)  # read_manifest says when it is not a bundle
     folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
     recorded = [b["name"] for b in list_gallery(folder) if b["recorded"]]
     if name not in recorded:
