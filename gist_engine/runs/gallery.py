@@ -231,7 +231,8 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
     if busy:
         raise GalleryError(f"runs {', '.join(busy)} are still {'/'.join(ACTIVE)}; export them when they end")
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))  # beside `out`: renamed into place at the end
     try:
         for r in runs:
             src, dst = mgr.run_dir(r["id"]), tmp / "runs" / r["id"]
@@ -252,7 +253,6 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.replace(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
