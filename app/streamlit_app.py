@@ -31,5 +31,6 @@ PAGES = {
     ],
     "Learn": [st.Page("views/about.py", title="What is GIST?", icon=":material/school:", url_path="about")],
 }
+PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery"))
 
 st.navigation(PAGES).run()
