@@ -33,6 +33,7 @@ EXPORTS = {"csv": ("CSV", "csv", "text/csv"), "md": ("Markdown", "md", "text/mar
 CELL_COLOURS = {"completed": "#c7e9c0", "diverged": "#fcbba1", "failed": "#fcbba1", "running": "#c6dbef",
                 "queued": "#eeeeee", "stopped": "#fdd0a2", "interrupted": "#dadaeb"}
 ARM_COLOURS = {"plain": "#1f77b4", "gist": "#d62f6a", "delta": "#222222"}
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per value of the other axes in a curve
 
 
 @st.cache_resource
@@ -229,25 +230,29 @@ def studies_frame(infos: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def header(info: Any, job: Any, where: Any) -> bool:
-    """Status, counts and the stop/resume buttons of a study; returns whether it is still running."""
+def summary(info: Any) -> None:
+    """A study's status badge, its counts of runs by status and its progress."""
+    state.status_badge(info.status)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
+    st.caption(f"{info.name} · {info.id} · {info.backend} · {info.cells} cell(s), {info.planned} runs: {counts}")
+    st.progress(info.settled / max(1, info.planned), text=f"{info.settled} of {info.planned} runs settled")
+
+
+def controls(info: Any, job: Any, where: Any) -> bool:
+    """The stop/resume buttons of a study and its driver's error; returns whether it is still running."""
     active = info.status == "running" or (job is not None and not job.done)
-    left, right = st.columns([5, 1], vertical_alignment="center")
-    with left:
-        state.status_badge(info.status)
-        counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
-        st.caption(f"{info.name} · {info.id} · {info.backend} · {info.cells} cell(s), {info.planned} runs: {counts}")
     if job is not None and job.error is not None:
         st.error(f"The study's driver stopped: {job.error}")
     if info.error and not active:
         st.caption(f"Last driver error: {info.error}")
     if job is not None and not job.done:
-        if right.button("Stop study", icon=":material/stop:", key="studies.stop"):
+        if st.button("Stop study", icon=":material/stop:", key="studies.stop",
+                     help="Stop its runs (resumable: Resume continues them from their last training state)."):
             job.stop()
             job.wait(60)
             st.rerun()
-    elif not active and info.status != "completed" and right.button("Resume", icon=":material/replay:",
-                                                                     key="studies.resume"):
+    elif not active and info.status != "completed" and st.button("Resume study", icon=":material/replay:",
+                                                                  key="studies.resume"):
         backend = info.backend if info.backend != "ray" or ge.ray_available() else "local"
         start(info.id, where, backend, **({"address": st.session_state.get("studies.address") or None}
                                           if backend == "ray" else {}))
@@ -297,13 +302,14 @@ def _label(key: Any) -> str:
 def matrix_figure(values: pd.DataFrame, text: pd.DataFrame, metric: str) -> go.Figure:
     """A heatmap of mean GIST - plain (points) per cell, each annotated `+1.23 [-0.40, +2.86]*`."""
     z = 100 * values.apply(pd.to_numeric, errors="coerce")
+    span = max(1.0, float(z.abs().max().max()) if z.notna().any().any() else 1.0)  # symmetric: white is 0
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[_label(c) for c in values.columns],
                                y=[_label(i) for i in values.index], text=text.to_numpy(), texttemplate="%{text}",
-                               colorscale="RdBu", zmid=0, colorbar={"title": "points"},
+                               colorscale="RdBu", zmin=-span, zmax=span, colorbar={"title": "points"},
                                hovertemplate="%{y} / %{x}: %{text}<extra></extra>"))
     fig.update_layout(title=f"GIST - plain, {METRICS[metric]} (points, 95% CI; * p<.05 ** p<.01 *** p<.001)",
                       height=max(260, 60 * len(values) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title=values.columns.name or "", yaxis_title=_label(values.index.names))
+                      xaxis_title=values.columns.name or "", yaxis_title=" · ".join(map(str, values.index.names)))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return fig
@@ -317,7 +323,8 @@ def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | N
         left, right = st.columns(2)
         rows = left.selectbox("Rows", axes, key="studies.rows")
         others = [a for a in axes if a != rows]
-        cols = right.selectbox("Columns", [*others, None], format_func=lambda a: a or NONE, key="studies.cols")
+        picked = right.selectbox("Columns", [*others, NONE], key="studies.cols")
+        cols = None if picked == NONE else picked
     table = ge.study_matrix(results, rows, cols)
     if not results["n"].sum():
         st.info("The matrix fills in as both arms of a seed complete.")
@@ -343,7 +350,7 @@ def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{METRICS[metric]} (%)", "GIST - plain (points)"))
     others = [a for a in curve.attrs.get("axes", []) if a != axis]
     groups = curve.groupby(others, sort=False) if others else [((), curve)]
-    for key, part in groups:
+    for i, (key, part) in enumerate(groups):
         tag = f" ({_label(key)})" if others else ""
         num = part.apply(pd.to_numeric, errors="coerce")
         for arm, col in (("plain", 1), ("gist", 1), ("delta", 2)):
@@ -351,7 +358,7 @@ def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
             _band(fig, num[axis], 100 * num[f"{arm}_ci_low"], 100 * num[f"{arm}_ci_high"], colour, col)
             name = {"plain": "plain", "gist": "GIST", "delta": "GIST - plain"}[arm] + tag
             fig.add_trace(go.Scatter(x=num[axis], y=100 * num[f"{arm}_mean"], mode="lines+markers", name=name,
-                                     line={"color": colour}), row=1, col=col)
+                                     line={"color": colour, "dash": DASHES[i % len(DASHES)]}), row=1, col=col)
     fig.add_hline(y=0, line={"color": "#888888", "dash": "dot"}, row=1, col=2)
     fig.update_xaxes(title_text=axis)
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})

@@ -27,7 +27,7 @@ study_id = st.selectbox("Study", list(by_id), index=list(by_id).index(wanted) if
                         format_func=lambda i: f"{by_id[i].name} · {by_id[i].status} · {i}")
 st.query_params["study"] = study_id  # a reload or a second tab re-attaches to this study
 job = sv.jobs().get(study_id)
-active = sv.header(by_id[study_id], job, where)
+active = sv.controls(by_id[study_id], job, where)
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -35,7 +35,7 @@ def study_view() -> None:
     """Polls the store while the study runs: its grid of runs, matrix, curve; the page reruns once it ends."""
     info = ge.get_study(study_id, where)
     runs = ge.study_runs(study_id, where)
-    st.progress(info.settled / max(1, info.planned), text=f"{info.settled} of {info.planned} runs settled")
+    sv.summary(info)
     st.subheader("Runs by cell")
     st.dataframe(sv.status_grid(runs), key="studies.grid")
     sv.cell_links(runs, state.manager())
