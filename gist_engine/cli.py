@@ -333,8 +333,8 @@ def _study_drive(args: argparse.Namespace, study_id: str) -> int:
                "gpus_per_trial": args.gpus_per_trial, "workers": args.workers}
     print(f"study {study_id}")
     sys.stdout.flush()
-    bar = tqdm(desc="study runs", unit="run", dynamic_ncols=True, file=sys.stderr,
-               disable=not logger.isEnabledFor(logging.INFO))
+    bar = tqdm(desc="study runs", unit="run", total=get_study(study_id, args.root).planned, dynamic_ncols=True,
+               file=sys.stderr, disable=not logger.isEnabledFor(logging.INFO))
 
     def progress(settled: int, planned: int) -> None:
         bar.total = planned

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones import BackboneError
-from ..config import ConfigError, RunConfig, load_run_config
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
 from ..runs import RunManager
 from ..runs.recorder import StoreWriter, train_start_info
-from ..train import COMPLETED, DIVERGED, FAILED, Callback, Trainer, TrainResult
+from ..train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, load_run_data
 from ..train.checkpoint import RESUME_NAME, CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,21 @@ def _result_dict(result: TrainResult) -> dict[str, Any]:
     return out
 
 
+_data_cache: dict[str, Any] = {}  # a worker process's last dataset: Ray reuses workers for the next runs
+_data_lock = threading.Lock()
+
+
+def _cached_data(trainer: Trainer) -> Any:
+    """The run's dataset, reused while the data config, backbone, image size and device stay the same."""
+    cfg = trainer.config
+    key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
+    with _data_lock:
+        if key not in _data_cache:
+            _data_cache.clear()  # free the previous dataset before loading the next
+            _data_cache[key] = load_run_data(cfg, trainer.device)
+        return _data_cache[key]
+
+
 def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None) -> Iterator[list[tuple]]:
@@ -74,6 +89,7 @@ def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_secon
         (no history) or {"status": "failed", "error": ...} when the run could not start.
     """
     events: queue.Queue = queue.Queue()
+    stop = threading.Event()  # set when the task is cancelled (the study stops, a stop is requested)
 
     def target() -> None:
         try:
@@ -82,10 +98,9 @@ def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_secon
             folder.mkdir(parents=True, exist_ok=True)
             state = folder / RESUME_NAME
             extra = callbacks(cfg, folder) if callbacks else []
-            trainer = Trainer(cfg, callbacks=[_Events(events), *extra], run_dir=folder,
+            trainer = Trainer(cfg, callbacks=[_Events(events), *extra], run_dir=folder, should_stop=stop.is_set,
                               resume_from=state if resume and state.exists() else None)
-            if data_loader is not None:
-                trainer.data = data_loader(cfg)
+            trainer.data = data_loader(cfg) if data_loader is not None else _cached_data(trainer)
             trainer.setup()
             result = trainer.run()
             if result.status in (COMPLETED, DIVERGED):
@@ -97,22 +112,27 @@ def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_secon
             events.put(("end", {"status": FAILED, "error": f"{type(exc).__name__}: {exc}\n\n"
                                                              f"{''.join(traceback.format_exception(exc))}"}))
 
-    threading.Thread(target=target, name="gist-ray-run", daemon=True).start()
+    thread = threading.Thread(target=target, name="gist-ray-run", daemon=True)
+    thread.start()
     batch: list[tuple] = []
     last = time.monotonic()
-    while True:
-        try:
-            event = events.get(timeout=flush_seconds)
-        except queue.Empty:
-            event = None
-        if event is not None:
-            batch.append(event)
-            if event[0] == "end":
+    try:
+        while True:
+            try:
+                event = events.get(timeout=flush_seconds)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                batch.append(event)
+                if event[0] == "end":
+                    yield batch
+                    return
+            if batch and (event is None or event[0] != "step" or time.monotonic() - last >= flush_seconds):
                 yield batch
-                return
-        if batch and (event is None or event[0] != "step" or time.monotonic() - last >= flush_seconds):
-            yield batch
-            batch, last = [], time.monotonic()
+                batch, last = [], time.monotonic()
+    finally:  # cancelled (KeyboardInterrupt) or closed: the trainer stops within a step, its worker is free again
+        stop.set()
+        thread.join(timeout=60)
 
 
 class _Stream:
@@ -134,8 +154,9 @@ class RayBackend:
             the cluster this machine belongs to, "ray://host:10001" a remote one.
         cpus_per_trial, gpus_per_trial: Ray resources of each run (a GPU run should set train.device to cuda or
             auto).
-        ship_code: Send this gist_engine package to the workers (`runtime_env` py_modules); off when the nodes
-            have it installed.
+        ship_code: Send this gist_engine package to the workers (`runtime_env` py_modules, set when this backend
+            starts the Ray connection); default: when joining a cluster (`address` given). A local Ray's workers
+            import it from the driver's sys.path.
         flush_seconds: Longest time a step waits on its worker before it is sent to the driver.
         callbacks, data_loader: As RunManager's; run on the worker (they must pickle).
         init_kwargs: More `ray.init` arguments (e.g. num_cpus for a local Ray).
@@ -144,7 +165,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, root: str | Path | None = None, *, address: str | None = None, cpus_per_trial: float = 1.0,
-                 gpus_per_trial: float = 0.0, ship_code: bool = True, flush_seconds: float = 0.2,
+                 gpus_per_trial: float = 0.0, ship_code: bool | None = None, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None, init_kwargs: dict[str, Any] | None = None,
                  manager: RunManager | None = None, **_: Any) -> None:
@@ -159,19 +180,22 @@ class RayBackend:
                               f"{gpus_per_trial}")
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                     **(init_kwargs or {}))
+            if ship_code is None:  # a local Ray's workers get the driver's sys.path; a cluster's nodes need the code
+                ship_code = address is not None
+            kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, **(init_kwargs or {})}
+            if ship_code:  # py_modules of a local folder: only at the job level (ray.init), not per task
+                kwargs["runtime_env"] = {**kwargs.get("runtime_env", {}), "py_modules": [str(PACKAGE_DIR)]}
+            ray.init(address=address, **kwargs)
         # A view of the store that never trains: it inserts and heartbeats the runs; a shared manager (the app's)
         # would also train them on its own workers.
         root = manager.root if manager is not None else root
         self.manager = RunManager(root, start=False)
-        runtime_env = {"py_modules": [str(PACKAGE_DIR)]} if ship_code else None
         self._task = ray.remote(train_events).options(
-            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming",
-            runtime_env=runtime_env)
+            num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming")
         self.flush_seconds, self.callbacks, self.data_loader = flush_seconds, callbacks, data_loader
         self._streams: dict[Any, _Stream] = {}  # generator -> stream
         self.latencies: list[float] = []  # seconds from a step on its worker to its row in the store
+        self._stop_checked = 0.0
 
     # -------------------------------------------------------------------------------------------------- runs
     def launch(self, run_id: str, resume: bool) -> None:
@@ -187,6 +211,7 @@ class RayBackend:
         """Read every event that arrives within `timeout` s into the store; returns the runs that ended."""
         done: list[tuple[str, str, str | None]] = []
         deadline = time.monotonic() + timeout
+        self._honour_stop_requests()
         while self._streams and not done:
             left = max(0.0, deadline - time.monotonic())
             ready, _ = self.ray.wait(list(self._streams), num_returns=1, timeout=left)
@@ -201,6 +226,24 @@ class RayBackend:
             time.sleep(min(timeout, 0.05))
         return done
 
+    def _honour_stop_requests(self) -> None:
+        """Cancel the tasks of runs whose stop was asked for (the app's Stop button, `RunManager.stop` elsewhere)."""
+        if time.monotonic() - self._stop_checked < 1.0 or not self._streams:
+            return
+        self._stop_checked = time.monotonic()
+        by_id = {s.run_id: s for s in self._streams.values() if s.stopping is None}
+        if not by_id:
+            return
+        ids = sorted(by_id)
+        with self.manager.store.read() as c:
+            flagged = [r[0] for r in c.execute(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(ids))}) AND "
+                                               "(stop_requested = 1 OR status = 'stopped')", ids).fetchall()]
+        for run_id in flagged:
+            s = by_id[run_id]
+            s.stopping = STOPPED
+            self.ray.cancel(s.generator)
+            logger.info("run %s: stop requested; cancelling its Ray task", run_id)
+
     def _read(self, s: _Stream) -> tuple[str, str, str | None] | None:
         """Write one batch of a stream's events; (run_id, outcome, error) when the run ended."""
         try:
@@ -208,8 +251,10 @@ class RayBackend:
         except StopIteration:
             return self._finish(s, FAILED, "the Ray task ended without a result")
         except self.ray.exceptions.TaskCancelledError:
-            return self._finish(s, s.stopping or INTERRUPTED, "interrupted: the study's driver stopped the run; "
-                                                              "`study resume` continues it")
+            if s.stopping == STOPPED:
+                return self._finish(s, STOPPED, None)
+            return self._finish(s, INTERRUPTED, "interrupted: the study's driver stopped the run; `study resume` "
+                                                "continues it")
         except self.ray.exceptions.RayError as exc:  # the worker died (killed, out of memory, node lost)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return self._finish(s, INTERRUPTED, f"interrupted: its Ray worker died ({type(exc).__name__}: "
@@ -238,9 +283,14 @@ class RayBackend:
         now = time.time()
         m = self.manager
         with m.store.write() as c:
-            c.execute("UPDATE runs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, owner = ?, "
-                      "owner_pid = ?, owner_host = ?, finished = NULL, error = NULL WHERE id = ?",
-                      (now, now, m.token, m.pid, m.host, s.run_id))
+            claimed = c.execute("UPDATE runs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
+                                "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
+                                "WHERE id = ? AND status = 'queued'", (now, now, m.token, m.pid, m.host,
+                                                                      s.run_id)).rowcount
+        if not claimed:  # stopped (or deleted) while it waited for a worker
+            s.stopping = STOPPED
+            self.ray.cancel(s.generator)
+            return
         s.writer.record_start(info)
         logger.debug("run %s: started on Ray worker %s", s.run_id, info.get("worker"))
 
@@ -285,6 +335,11 @@ class RayBackend:
         """Stop what still runs, shut the store view down, and disconnect from a Ray this backend started."""
         if self._streams:
             self.stop()
+        if self.latencies:
+            lat = sorted(self.latencies)
+            logger.info("ray: %d steps streamed; a step reached the run store %.3f s (median; 95th percentile "
+                        "%.3f s) after it ran on its worker", len(lat), lat[len(lat) // 2],
+                        lat[min(len(lat) - 1, int(0.95 * len(lat)))])
         self.manager.shutdown()
         if self._owns_ray:
             self.ray.shutdown()

