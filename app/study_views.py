@@ -278,7 +278,7 @@ def _cell_text(r: Any) -> str:
     return str(r.status) + (f" (try {r.attempts})" if r.attempts and r.attempts > 1 else "")
 
 
-def cell_links(runs: pd.DataFrame, mgr: Any) -> None:
+def cell_links(runs: pd.DataFrame) -> None:
     """Pick a cell; open its runs in Compare (its paired group) or one of them in Live."""
     cell, run, compare, live = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
     label = cell.selectbox("Cell", list(dict.fromkeys(runs["label"])), key="studies.cell")
@@ -287,8 +287,8 @@ def cell_links(runs: pd.DataFrame, mgr: Any) -> None:
     names = {r.run_id: f"seed {r.seed} · {r.arm} · {r.status} · {r.run_id}" for r in mine.itertuples()}
     picked = run.selectbox("Run of the cell", ids, format_func=names.get, key="studies.cell_run")
     if compare.button("Compare", icon=":material/compare_arrows:", key="studies.open_compare", disabled=not ids):
-        groups = {getattr(mgr.get(i), "group_id", None) for i in ids}
-        gid = next(iter(groups)) if len(groups) == 1 else None
+        groups = set(mine["group_id"].dropna())  # the cell's paired group when all its runs have one
+        gid = next(iter(groups)) if len(groups) == 1 and mine["group_id"].notna().all() else None
         st.switch_page(state.COMPARE, query_params={"group": gid} if gid else {"runs": ids})
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)

@@ -38,7 +38,7 @@ def study_view() -> None:
     sv.summary(info)
     st.subheader("Runs by cell")
     st.dataframe(sv.status_grid(runs), key="studies.grid")
-    sv.cell_links(runs, state.manager())
+    sv.cell_links(runs)
     st.subheader("Results")
     metric = st.selectbox("Metric", list(sv.METRICS), format_func=sv.METRICS.get, key="studies.metric")
     results = ge.study_results(study_id, where, metric)

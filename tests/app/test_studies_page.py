@@ -61,6 +61,12 @@ def test_a_bad_axis_value_is_refused_by_name_before_anything_runs(mgr) -> None:
     assert at.button(key="studies.start").disabled
     at.text_input(key="studies.values1.gist.temperature").input("1, [3").run()  # not a list: named too
     assert "values of gist.temperature" in _texts(at, "error")
+    at.segmented_control(key="studies.source").set_value("Built-in spec").run()
+    picker = at.selectbox(key="studies.builtin")
+    assert {"temperature", "gist_length", "interaction_loss", "methods", "vtab1k"} <= set(picker.options)
+    picker.select_index(picker.options.index("temperature")).run()
+    assert not at.error, [e.value for e in at.error]
+    assert "**temperature**: 4 cell(s) × 2 seed(s) × 2 arm(s) = 16 runs" in _texts(at, "caption")
     assert not ge.list_studies(mgr) and not mgr.list(), "nothing stored, nothing ran"
 
 
