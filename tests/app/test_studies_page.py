@@ -113,3 +113,29 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
     at.button(key="studies.delete").click().run()
     assert not at.exception, at.exception
     assert not ge.list_studies(mgr) and len(mgr.list()) == 4, "the study is gone, its runs are kept"
+
+
+def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
+    at = open_studies(mgr)
+    at.session_state["launch_draft"] = {**TINY, "train": {**TINY["train"], "epochs": 6}}
+    at.text_input(key="studies.values1.gist.temperature").input("1, 3").run()
+    at.button(key="studies.start").click().run()
+    study_id = ge.list_studies(mgr)[0].id
+    deadline = time.monotonic() + 60
+    while not any(r.status == "running" for r in mgr.list()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at.run()
+    at.button(key="studies.stop").click().run()
+    assert not at.exception, at.exception
+    info = ge.get_study(study_id, mgr)
+    assert info.status == "interrupted" and info.counts.get("completed", 0) < 4, info
+    while any(r.status in ("queued", "running") for r in mgr.list()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at.run()
+    at.button(key="studies.resume").click().run()
+    assert not at.exception, at.exception
+    while ge.get_study(study_id, mgr).status in ("created", "running") and time.monotonic() < deadline + 60:
+        time.sleep(0.5)
+    info = ge.get_study(study_id, mgr)
+    assert info.status == "completed" and info.counts["completed"] == 4, info
+    assert len(mgr.list()) == 4, "stopped runs continued, none ran twice"
