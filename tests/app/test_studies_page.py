@@ -117,15 +117,12 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
 
 def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
     at = open_studies(mgr)
-    at.session_state["launch_draft"] = {**TINY, "train": {**TINY["train"], "epochs": 6}}
+    at.session_state["launch_draft"] = {**TINY, "train": {**TINY["train"], "epochs": 10}}
     at.text_input(key="studies.values1.gist.temperature").input("1, 3").run()
     at.button(key="studies.start").click().run()
     study_id = ge.list_studies(mgr)[0].id
     deadline = time.monotonic() + 60
-    while not any(r.status == "running" for r in mgr.list()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    at.run()
-    at.button(key="studies.stop").click().run()
+    at.button(key="studies.stop").click().run()  # at once: its first run is queued or training
     assert not at.exception, at.exception
     info = ge.get_study(study_id, mgr)
     assert info.status == "interrupted" and info.counts.get("completed", 0) < 4, info
