@@ -22,9 +22,8 @@ STUDIES = "views/studies.py"  # this page, as registered in streamlit_app.py
 BUILTIN_DIR = services.ASSETS / "studies"  # the built-in study specs
 SOURCES = ("Launch config + axes", "Built-in spec", "Spec file")
 NONE = "(none)"
-# study_results' metrics (gist_engine.studies.results.METRICS) with their labels.
-METRICS = {"acc_cls": "test accuracy, CLS head", "best_acc_cls": "best test accuracy, CLS head",
-           "acc_gist": "test accuracy, Gist head", "agreement": "CLS/Gist agreement"}
+# study_results' metrics that both arms have (the plain arm has no Gist head), with their labels.
+METRICS = {"acc_cls": "test accuracy, CLS head", "best_acc_cls": "best test accuracy, CLS head"}
 FIRST_AXES = ("gist.temperature", "gist.length", "gist.loss", "gist.loss_weight", "method", "data.dataset",
               "train.lr", "recipe")  # offered first: the method's open questions
 NOT_AXES = ("gist.enabled", "train.seed", "name")  # set per run by the study (arm, seed) or meaningless

@@ -33,8 +33,11 @@ active = sv.controls(by_id[study_id], job, where)
 @st.fragment(run_every=2.0 if active else None)
 def study_view() -> None:
     """Polls the store while the study runs: its grid of runs, matrix, curve; the page reruns once it ends."""
-    info = ge.get_study(study_id, where)
-    runs = ge.study_runs(study_id, where)
+    try:
+        info, runs = ge.get_study(study_id, where), ge.study_runs(study_id, where)
+    except ge.ConfigError as exc:  # e.g. a spec whose base no longer validates here
+        st.error(f"Cannot read this study: {exc}")
+        return
     sv.summary(info)
     st.subheader("Runs by cell")
     st.dataframe(sv.status_grid(runs), key="studies.grid")
