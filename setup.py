@@ -12,6 +12,7 @@ setup(
     package_dir={"gist_studio": "app", "gist_studio.assets": "assets"},
     package_data={
         "gist_studio": ["views/*.py", "icon.png"],
-        "gist_studio.assets": ["**/*.yaml", "**/*.yml", "**/*.json", "**/*.csv", "**/*.toml"],
+        "gist_studio.assets": ["**/*.yaml", "**/*.yml", "**/*.json", "**/*.csv", "**/*.toml",
+                               "gallery/**/*.parquet", "gallery/**/*.npz", "gallery/**/*.safetensors"],
     },
 )

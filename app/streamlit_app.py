@@ -23,6 +23,7 @@ PAGES = {
         st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
         st.Page("views/live.py", title="Live run", icon=":material/monitoring:", url_path="live"),
         st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+        st.Page("views/studies.py", title="Studies", icon=":material/grid_view:", url_path="studies"),
     ],
     "Inspect": [
         st.Page("views/attention.py", title="Attention", icon=":material/visibility:", url_path="attention"),
@@ -31,5 +32,6 @@ PAGES = {
     ],
     "Learn": [st.Page("views/about.py", title="What is GIST?", icon=":material/school:", url_path="about")],
 }
+PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery"))
 
 st.navigation(PAGES).run()

@@ -43,6 +43,14 @@ from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
 from .runs import RunError, RunManager, RunNotFound, RunSnapshot, StoreError, paired_delta, run_compare, summarise
 from .runs import data_dir as runs_data_dir
+from .runs.gallery import (
+    GalleryError,
+    gallery_examples,
+    import_gallery,
+    import_gallery_entry,
+    list_gallery,
+    remove_gallery_example,
+)
 from .studies import BACKENDS as STUDY_BACKENDS
 from .studies import (
     STUDY_EXPORTS,
@@ -90,6 +98,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DatasetError",
+    "GalleryError",
     "GistConfig",
     "GistOutput",
     "GistTextEncoder",
@@ -132,12 +141,16 @@ __all__ = [
     "explain_image",
     "export_study",
     "format_study",
+    "gallery_examples",
     "get_study",
     "gist_loss",
     "image_attention",
+    "import_gallery",
+    "import_gallery_entry",
     "import_imagefolder_zip",
     "import_text_table",
     "is_text_backbone",
+    "list_gallery",
     "list_snapshots",
     "list_studies",
     "list_text_datasets",
@@ -153,6 +166,7 @@ __all__ = [
     "parameter_summary",
     "predict",
     "ray_available",
+    "remove_gallery_example",
     "resume_study",
     "run_compare",
     "run_study",

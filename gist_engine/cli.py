@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,17 @@ from .data.images import DatasetError
 from .inspect.explain import attention_report
 from .runs import STATUSES, RunError, RunManager
 from .runs.compare import format_table, run_compare
+from .runs.gallery import (
+    bundle_size,
+    export_bundle,
+    gallery_examples,
+    import_gallery,
+    import_gallery_entry,
+    list_gallery,
+    read_index,
+    record,
+    remove_gallery_example,
+)
 from .studies import (
     BACKENDS,
     STUDY_EXPORTS,
@@ -454,6 +466,110 @@ def _add_study_parser(sub: Any) -> None:
     q.add_argument("--cols", default=None, help="md/latex: the axis along the columns")
 
 
+# ----------------------------------------------------------------------------------- runs gallery ...
+def _gallery_list(mgr, args: argparse.Namespace) -> int:
+    bundles = list_gallery(args.gallery)
+    imported = gallery_examples(mgr)
+    if args.json:
+        _print_json([{k: v for k, v in b.items() if k not in ("groups", "runs")} | {"imported": b["name"] in imported}
+                     for b in bundles])
+        return 0
+    for b in bundles:
+        state = "imported" if b["name"] in imported else ("not imported" if b["recorded"] else "not recorded")
+        print(f"{b['name']}: {b['title']} [{state}]")
+        if not b["recorded"]:
+            continue
+        m, v = b["machine"], b["versions"]
+        print(f"  {len(b['runs'])} runs, {b['size_bytes'] / 1e6:.2f} MB; recorded {b['date']} on {m['cpu']} "
+              f"({m['cores']} cores), gist_engine {v.get('gist_engine')}, torch {v.get('torch')}")
+        print(f"  command: {b['command']}")
+        for r in b["summary"]["runs"]:
+            gist = f", Gist head {_percent(r['acc_gist'])}" if r["acc_gist"] is not None else ""
+            print(f"    seed {r['seed']} {'GIST' if r['gist_enabled'] else 'plain':5s}: test accuracy "
+                  f"{_percent(r['acc_cls'])}{gist}")
+    return 0
+
+
+def _gallery_import(mgr, args: argparse.Namespace) -> int:
+    if bool(args.names) == args.all:
+        raise ConfigError("runs gallery import: give entry names (see `runs gallery list`) or --all, not both")
+    results = (import_gallery(mgr, args.gallery) if args.all
+               else [import_gallery_entry(mgr, name, args.gallery) for name in args.names])
+    for r in results:
+        what = "imported" if r["imported"] else "already imported"
+        groups = f", group {', '.join(r['groups'])}" if r["groups"] else ""
+        print(f"{r['name']}: {what} ({len(r['runs'])} runs{groups})")
+    return 0
+
+
+def _gallery_export(mgr, args: argparse.Namespace) -> int:
+    command = args.recorded_command or "python -m gist_engine " + shlex.join(sys.argv[1:])
+    out = export_bundle(mgr, args.ids, Path(args.out) / args.name, args.name, title=args.title or "",
+                        description=args.description or "", command=command)
+    print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
+    return 0
+
+
+def _gallery_record(mgr, args: argparse.Namespace) -> int:
+    names = [e["name"] for e in read_index(args.gallery)] if args.all else args.names
+    if not names or (args.all and args.names):
+        raise ConfigError("runs gallery record: give entry names (see gallery.yaml) or --all, not both")
+    for name in names:
+        out = record(name, args.gallery, out_dir=args.out)
+        print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
+    return 0
+
+
+def _gallery_remove(mgr, args: argparse.Namespace) -> int:
+    removed = remove_gallery_example(mgr, args.name)
+    print(f"removed the example {args.name} ({len(removed)} runs) from {mgr.root}")
+    return 0
+
+
+GALLERY_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "list": _gallery_list, "import": _gallery_import, "export": _gallery_export, "record": _gallery_record,
+    "remove": _gallery_remove}
+
+
+def _runs_gallery(mgr, args: argparse.Namespace) -> int:
+    return GALLERY_COMMANDS[args.gallery_command](mgr, args)
+
+
+RUNS_COMMANDS["gallery"] = _runs_gallery
+
+
+def _gallery_parser(runs: Any) -> None:
+    """`runs gallery list | import | export | record | remove`: the recorded examples (see gist_engine.runs.gallery)."""
+    p = runs.add_parser("gallery", help="recorded example runs: list, import into the store, export, re-record")
+    sub = p.add_subparsers(dest="gallery_command", required=True)
+
+    def gallery_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--gallery", default=None, help="gallery folder (default: the shipped assets/gallery)")
+
+    q = sub.add_parser("list", help="the gallery's entries: machine, date, version, command, numbers")
+    gallery_arg(q)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q = sub.add_parser("import", help="import entries into the store as read-only examples (twice changes nothing)")
+    q.add_argument("names", nargs="*", help="entry names")
+    q.add_argument("--all", action="store_true", help="every recorded entry")
+    gallery_arg(q)
+    q = sub.add_parser("export", help="write runs or groups of the store as a gallery bundle")
+    q.add_argument("ids", nargs="+", help="run ids and/or group ids")
+    q.add_argument("--name", required=True, help="the entry's name (letters, digits, - and _)")
+    q.add_argument("--out", required=True, help="folder that receives the bundle folder NAME/")
+    q.add_argument("--title", default=None, help="title shown in the gallery")
+    q.add_argument("--description", default=None, help="one or two sentences shown in the gallery")
+    q.add_argument("--recorded-command", default=None,
+                   help="the command that produced the runs (kept in the manifest; default: this export command)")
+    q = sub.add_parser("record", help="re-run entries' recipes (gallery.yaml) in a temporary store; write bundles")
+    q.add_argument("names", nargs="*", help="entry names")
+    q.add_argument("--all", action="store_true", help="every entry of the index")
+    gallery_arg(q)
+    q.add_argument("--out", default=None, help="folder for the bundles (default: the gallery folder itself)")
+    q = sub.add_parser("remove", help="take an imported example out of the store (its runs and files)")
+    q.add_argument("name", help="entry name")
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -519,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--to", choices=("csv", "parquet", "mlflow"), default="csv", help="export format")
     q.add_argument("--out", default=None, help="folder to write (mlflow: tracking folder or URI)")
     _add_study_parser(sub)
+    _gallery_parser(runs)
     return parser
 
 

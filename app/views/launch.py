@@ -17,15 +17,15 @@ st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** be
            "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
 intro, presets = st.columns([1, 2], vertical_alignment="center")
 intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
+if not state.manager().list(limit=1):  # a fresh data directory: the recorded examples show curves at once
+    intro.page_link("views/gallery.py", label="No runs yet? Import recorded examples", icon=":material/collections:")
 choices = services.load_presets()
 preset = presets.pills("Start from", list(choices), key="preset", label_visibility="collapsed")
 if preset and st.session_state.get("preset_applied") != preset:
     st.session_state["preset_applied"] = preset
     state.apply_preset(choices[preset])
     st.rerun()
-
 widgets.recipe_picker(cfg, state.launch_key, state.apply_preset)
-
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Backbone and data")

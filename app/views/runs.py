@@ -16,6 +16,7 @@ frame = widgets.runs_frame(mgr.list())
 if frame.empty:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
+    st.page_link("views/gallery.py", label="Or import the recorded examples (Gallery)", icon=":material/collections:")
     st.stop()
 f1, f2, f3, f4 = st.columns([2, 2, 1, 2])
 status = f1.multiselect("Status", widgets.options_of(frame.status), placeholder="any status")

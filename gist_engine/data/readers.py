@@ -198,7 +198,9 @@ def read_fashion_mnist(arg: str | None = None) -> RawDataset:
 # ----------------------------------------------------------------------------------------------------
 # Your own folders
 
-def _existing_dir(arg: str | None, kind: str) -> Path:
+def dataset_folder(arg: str | None, kind: str) -> Path:
+    """The folder `kind:<arg>` names; DatasetError when it is missing, not a folder or on a kernel pseudo
+    filesystem (/proc, /sys, /dev)."""
     if not arg:
         raise DatasetError(f"{kind}: give a folder, e.g. {kind}:/path/to/data")
     root = Path(arg).expanduser()
@@ -351,7 +353,7 @@ def read_imagefolder(arg: str | None) -> RawDataset:
     The walk stays inside the folder (`FolderWalk`): hidden and `__MACOSX` entries, links to folders, links out of
     the folder, special files and non-image files are skipped and counted in `RawDataset.skipped`.
     """
-    root = _existing_dir(arg, "imagefolder")
+    root = dataset_folder(arg, "imagefolder")
     walk = FolderWalk(root, "imagefolder", IMAGE_EXTENSIONS)
     classes = []
     for entry in walk.listing(root, 0):
@@ -421,7 +423,7 @@ def read_vtab(arg: str | None) -> RawDataset:
     official protocol is used instead: train from train800, val drawn from val200. Classes are the label ids
     0..K-1 (K = the largest label + 1).
     """
-    root = _existing_dir(arg, "vtab")
+    root = dataset_folder(arg, "vtab")
     lists = {name: _read_list(root, name) for name in VTAB_LISTS}
     if lists["test.txt"] is None:
         raise DatasetError(f"vtab: {root} has no test.txt (a VTAB-1k task folder has "

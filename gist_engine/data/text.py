@@ -19,7 +19,7 @@ import torch
 from ..backbones import hub
 from ..backbones.text import load_tokenizer
 from .images import DatasetError
-from .readers import NetworkNeededError, Pool, RawDataset, data_dir
+from .readers import FolderWalk, NetworkNeededError, Pool, RawDataset, data_dir, dataset_folder
 from .splits import DatasetSplits, TextSplit
 
 if TYPE_CHECKING:  # pandas loads only where a table is read (~0.25 s of every CLI start)
@@ -89,20 +89,22 @@ def _package_dir(package: str, *parts: str) -> Path:
 
 
 def _read_class_folders(root: Path, what: str) -> tuple[list[str], list[str], list[int]]:
-    """(class names, texts, labels) of `<root>/<class>/*.txt`: classes and files in sorted order."""
+    """(class names, texts, labels) of `<root>/<class>/**/*.txt`: classes sorted, files in the order of
+    `FolderWalk.files` (the image folders' walk: it never leaves `root`; hidden, `__MACOSX`, links to folders and
+    special files are skipped and logged)."""
     if not root.is_dir():
         raise DatasetError(f"{what}: {root} is not a folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    walk = FolderWalk(root, what, TEXT_EXTENSIONS)
+    classes = [entry.name for entry in walk.listing(root, 0) if walk.is_folder(entry)]
     texts, labels = [], []
     for c, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in TEXT_EXTENSIONS
-                       and not p.name.startswith("."))
-        for path in files:
+        for path in walk.files(root / name):
             try:
                 texts.append(_decode(path.read_bytes()).strip())
             except OSError as exc:
                 raise DatasetError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
             labels.append(c)
+    walk.log()
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
     empty = [name for name, n in zip(classes, counts, strict=True) if n == 0]
     if len(classes) < 2 or empty:
@@ -150,8 +152,8 @@ def read_tweets_sentiment(arg: str | None = None) -> RawDataset:
 
 def read_textfolder(arg: str | None) -> RawDataset:
     """textfolder:<dir>: one sub-folder per class (sorted names = class order) of UTF-8 .txt documents."""
-    root = Path(arg or "").expanduser()
-    classes, texts, labels = _read_class_folders(root, f"textfolder:{arg}")
+    root = dataset_folder(arg, "textfolder")
+    classes, texts, labels = _read_class_folders(root, "textfolder")
     return RawDataset(classes, Pool.whole(TextSource(texts), labels), where=str(root))
 
 

@@ -74,6 +74,7 @@ _ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_reque
 _MANAGERS: weakref.WeakValueDictionary[str, RunManager] = weakref.WeakValueDictionary()
 _UNRECORDED: dict[str, tuple[str, str]] = {}
 _UNRECORDED_LOCK = threading.Lock()
+EXAMPLE_OWNER = "gallery:"  # owner prefix of runs imported from the gallery (read-only; see runs.gallery)
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
@@ -404,8 +405,22 @@ class RunManager:
             with self.store.write() as c:
                 c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
 
-    def delete(self, run_id: str, timeout: float = 60.0) -> None:
-        """Remove a run: stop it first if it runs here, then delete its rows and its directory."""
+    def _refuse_example(self, run_id: str, action: str) -> None:
+        """RunError when the run is a read-only gallery example."""
+        row = self._row(run_id, "name, owner")
+        if (row["owner"] or "").startswith(EXAMPLE_OWNER):
+            entry = row["owner"].removeprefix(EXAMPLE_OWNER)
+            raise RunError(f"cannot {action} {run_id} ({row['name']}): it is a read-only gallery example; "
+                           f"remove the whole example with `python -m gist_engine runs gallery remove {entry}` or "
+                           "on the Gallery page")
+
+    def delete(self, run_id: str, timeout: float = 60.0, *, examples: bool = False) -> None:
+        """Remove a run: stop it first if it runs here, then delete its rows and its directory.
+
+        A gallery example is refused (RunError) unless `examples` (as `gallery.remove_example` does).
+        """
+        if not examples:
+            self._refuse_example(run_id, "delete")
         row = self._row(run_id, "status, owner, owner_pid")
         with self._cond:
             if run_id in self._queue:
@@ -440,6 +455,7 @@ class RunManager:
         It continues after the last `train.checkpoint_every` epoch boundary written (`resume.safetensors`); the
         metrics after that step are recorded again. Without a training state it restarts from step 0.
         """
+        self._refuse_example(run_id, "resume")
         row = self._row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
@@ -462,7 +478,8 @@ class RunManager:
         return run_id
 
     def rerun(self, run_id: str) -> str:
-        """Queue a new run with the same config, name and group; returns the new id."""
+        """Queue a new run with the same config, name and group; returns the new id (refused for an example)."""
+        self._refuse_example(run_id, "re-run")
         row = self._row(run_id, "config, name, group_id")
         cfg = load_run_config(json.loads(row["config"]))
         cfg.name = row["name"]
@@ -630,6 +647,7 @@ class RunManager:
         run_dir = self.run_dir(r["id"])
         latest = _loads(r["latest"], {})
         phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
+        example = (r["owner"] or "").startswith(EXAMPLE_OWNER)
         return RunSnapshot(
             id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
             finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
@@ -639,7 +657,8 @@ class RunManager:
             trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
             versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
             total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
-            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE, phase=phase)
+            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
+            phase=phase, example=example)
 
     def _heartbeat(self) -> None:
         """Every `heartbeat_every` s, one write transaction: beat for this manager's active runs, pick up stop
@@ -796,4 +815,4 @@ class RunManager:
             return data
 
 
-__all__ = ["ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]
+__all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]

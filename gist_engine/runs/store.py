@@ -309,6 +309,7 @@ class RunSnapshot:
     has_checkpoint: bool = False  # run_dir/checkpoint.safetensors exists (usable with checkpoint.load_model)
     can_resume: bool = False  # `RunManager.resume` applies (it restarts from step 0 without resume.safetensors)
     phase: dict[str, Any] | None = None  # what the trainer does now: name (training, evaluating, ...), done, total
+    example: bool = False  # a read-only gallery example (owner `gallery:<entry>`): no delete, resume or re-run
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (run_dir as a string)."""

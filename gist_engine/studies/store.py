@@ -123,10 +123,21 @@ class StudyStore:
         return row["id"] if row else None
 
     def set_status(self, study_id: str, status: str, error: str | None = None) -> None:
-        """Record the study's state; `running` also records this process as its driver."""
+        """Record the study's state; `running` also records this process as its driver.
+
+        Raises:
+            StudyError: `running` asked while another live driver (this process or another, heartbeat fresh) runs it.
+        """
         now = time.time()
         with self.store.write() as c:
             if status == RUNNING:
+                row = c.execute("SELECT status, owner_pid, owner_host, heartbeat FROM studies WHERE id = ?",
+                                (study_id,)).fetchone()
+                if (row is not None and row["status"] == RUNNING and _pid_alive(row["owner_pid"], row["owner_host"])
+                        and now - (row["heartbeat"] or 0.0) <= STALE_AFTER):
+                    raise StudyError(f"study {study_id} is already running (its driver is process "
+                                     f"{row['owner_pid']} on {row['owner_host']}); watch it with `study show "
+                                     f"{study_id}` or the Studies page, or stop it before resuming")
                 c.execute("UPDATE studies SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
                           "finished = NULL, error = NULL, owner_pid = ?, owner_host = ? WHERE id = ?",
                           (status, now, now, os.getpid(), socket.gethostname(), study_id))

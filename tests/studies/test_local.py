@@ -9,7 +9,9 @@ import pytest
 from gist_engine import cli
 from gist_engine.runs import RunManager
 from gist_engine.studies import (
+    StudyError,
     StudyStore,
+    create_study,
     export_study,
     get_study,
     list_studies,
@@ -76,6 +78,16 @@ def test_running_a_finished_study_again_runs_nothing(local_study):
     with StudyStore(root) as s:
         assert len(s.attempts(study_id)) == attempts == 16
     assert run_metrics(root) == before and len(list_studies(root)) == 1
+
+
+def test_a_study_whose_driver_is_alive_is_not_started_twice(tmp_path):
+    study_id = create_study(spec(), tmp_path, "local")
+    with StudyStore(tmp_path) as s:
+        s.set_status(study_id, "running")  # a live driver: this process, heartbeat fresh
+        with pytest.raises(StudyError, match="already running"):
+            run_study(study_id, tmp_path, "local", **LOCAL)
+        assert s.get(study_id).status == "running" and not s.attempts(study_id)  # untouched, nothing submitted
+        s.set_status(study_id, "interrupted")
 
 
 def test_exports(local_study, tmp_path):

@@ -1,0 +1,77 @@
+"""Gallery: runs recorded by GIST Studio itself (machine, date, version, command), imported as read-only examples."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import services
+import state
+import streamlit as st
+
+import gist_engine as ge
+
+FOLDER = Path(os.environ.get("GIST_GALLERY_DIR") or services.ASSETS / "gallery")
+DONE_KEY = "gallery.done"  # the message of the last import or removal, shown after the rerun
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
+
+
+def _delta(d: dict) -> str:
+    """'GIST − plain: +0.33 points, 95% CI [-0.92, +1.58], p = 0.37 (3 seeds)' from a paired_delta dict."""
+    text = f"GIST − plain: {100 * d['mean']:+.2f} points"
+    if d.get("ci_low") is not None:
+        text += f", 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p = {d['p_value']:.2f}"
+    return text + f" ({d['n']} seed{'s' if d['n'] != 1 else ''})"
+
+
+mgr = state.manager()  # a real RunManager: examples are written into its store
+st.title("Gallery")
+st.caption("Real runs recorded by this product, with the machine, date, versions and command that made them. "
+           "Import one to see its curves, numbers and attention at once; examples are read-only, listed beside "
+           "your own runs with names that start with “example ·”.")
+bundles = [b for b in ge.list_gallery(FOLDER) if b["recorded"]]
+if not bundles:
+    st.info(f"No recorded examples in {FOLDER}. Record them with `python -m gist_engine runs gallery record --all`.")
+    st.stop()
+if done := st.session_state.pop(DONE_KEY, None):
+    st.success(done)
+imported = ge.gallery_examples(mgr)
+missing = [b for b in bundles if b["name"] not in imported]
+if st.button(f"Import all ({len(missing)} not imported yet)", key="gallery.import_all", type="primary",
+             icon=":material/download:", disabled=not missing):
+    names = [r["name"] for r in ge.import_gallery(mgr, FOLDER) if r["imported"]]
+    st.session_state[DONE_KEY] = f"Imported {len(names)} examples: {', '.join(names)}"
+    st.rerun()
+
+for b in bundles:
+    name, m, v = b["name"], b["machine"], b["versions"]
+    with st.container(border=True):
+        st.subheader(b["title"])
+        st.write(b["description"])
+        st.caption(f"Recorded {b['date'][:16].replace('T', ' ')} UTC on {m['cpu']} ({m['cores']} cores"
+                   f"{', ' + m['gpu'] if m.get('gpu') else ''}) · "
+                   f"gist_engine {v.get('gist_engine')}, torch {v.get('torch')}, timm {v.get('timm')} · "
+                   f"{len(b['runs'])} runs · {b['size_bytes'] / 1e6:.1f} MB")
+        st.code(b["command"], language="bash")
+        rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain", "test acc %": _pct(r["acc_cls"]),
+                 "best %": _pct(r["best_acc_cls"]), "Gist head %": _pct(r["acc_gist"]),
+                 "agreement %": _pct(r["agreement"]), "steps": r["step"]} for r in b["summary"]["runs"]]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
+        for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls")):
+            st.markdown(f"**{_delta(g['delta_acc_cls'])}**")
+        left, right = st.columns(2)
+        if name in imported:
+            if left.button("Open", key=f"gallery.open.{name}", icon=":material/open_in_new:"):
+                if b["groups"]:  # a paired group: Compare; one run: its live page (switch_page ends this script)
+                    st.switch_page(state.COMPARE, query_params={"group": b["groups"][0]["id"]})
+                state.open_run(b["runs"][0]["id"])
+            if right.button("Remove from my runs", key=f"gallery.remove.{name}", icon=":material/delete:"):
+                ge.remove_gallery_example(mgr, name)
+                st.session_state[DONE_KEY] = f"Removed the example {name} from your runs"
+                st.rerun()
+        elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:"):
+            ge.import_gallery_entry(mgr, b["path"])
+            st.session_state[DONE_KEY] = f"Imported {b['title']} ({len(b['runs'])} runs): open it below"
+            st.rerun()

@@ -1,0 +1,448 @@
+"""The gallery of recorded runs: small versioned bundles exported from a run store, imported as read-only examples.
+
+A bundle is one folder (format `gist-studio-gallery/1`):
+
+    <name>/manifest.json        format, name, title, description, date, machine, versions, command, recipe, the
+                                store rows of its groups and runs, and a summary of their numbers
+    <name>/metrics.parquet      run_id, step, key, value (every step metric, as stored)
+    <name>/evaluations.parquet  run_id, step, split, epoch, acc_cls, acc_gist, agreement, n, per_class (JSON text)
+    <name>/runs/<run_id>/       result.json, checkpoint.safetensors (the trainable parameters only) and
+                                attention/ (the float16 snapshots of the probe batch); never resume.safetensors
+
+A gallery folder holds bundles and `gallery.yaml`, the index of entries with the recipe each one is recorded from
+(`record` re-runs a recipe and writes its bundle: `python -m gist_engine runs gallery record --all`).
+
+Imported runs keep their ids and are owned by `gallery:<name>` (`manager.EXAMPLE_OWNER`): the RunManager refuses
+to delete, resume or re-run them (`remove_gallery_example` takes a whole example out of a store), and their names and
+group names start with "example · ". Importing twice changes nothing; importing a re-recorded bundle replaces
+the older version of that example.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..config import ConfigError, load_run_config
+from ..speed import usable_cpus
+from ..train import package_versions
+from ..train.checkpoint import CHECKPOINT_NAME
+from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RunManager
+from .store import RunError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "gist-studio-gallery/1"
+INDEX_NAME = "gallery.yaml"
+MANIFEST_NAME = "manifest.json"
+METRICS_NAME = "metrics.parquet"
+EVALUATIONS_NAME = "evaluations.parquet"
+EXAMPLE_PREFIX = "example · "  # in front of an imported run's and group's name
+RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # besides attention/*.npz; resume.safetensors stays out
+SNAPSHOT_DIR = "attention"
+LOCAL_COLUMNS = ("owner", "owner_pid", "owner_host", "heartbeat", "stop_requested")  # set by the importing store
+EVAL_COLUMNS = ("run_id", "step", "split", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class")
+RECORD_COMMAND = "python -m gist_engine runs gallery record {name}"
+
+
+class GalleryError(RunError):
+    """A bundle or gallery that cannot be used (missing, unknown format, clashing ids); the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- the folder
+def default_gallery_dir() -> Path:
+    """The shipped gallery: `$GIST_GALLERY_DIR`, else `assets/gallery` of a checkout, else the installed app's.
+
+    The installed app (`gist_studio`) is located with `importlib.util.find_spec`, never imported.
+    """
+    if os.environ.get("GIST_GALLERY_DIR"):
+        return Path(os.environ["GIST_GALLERY_DIR"])
+    checkout = Path(__file__).resolve().parents[2] / "assets" / "gallery"
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec("gist_studio")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "assets" / "gallery"
+    return checkout
+
+
+def read_index(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The entries of `gallery.yaml`: name, title, description, config (relative to the folder), overrides, seeds.
+
+    Raises:
+        GalleryError: No index, or an entry without a name or config.
+    """
+    folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        raise GalleryError(f"no gallery index at {path}; give the gallery folder (--gallery DIR)")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    entries = doc.get("entries") or []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry.get("name") or not entry.get("config"):
+            raise GalleryError(f"{path}: entry {i + 1} needs a name and a config")
+    return entries
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    """A bundle's manifest; GalleryError when the folder has none or an unknown format."""
+    path = Path(bundle) / MANIFEST_NAME
+    if not path.is_file():
+        raise GalleryError(f"{bundle} is not a gallery bundle (no {MANIFEST_NAME}); record it first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise GalleryError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}; upgrade gist_engine or "
+                           "re-record the bundle")
+    return manifest
+
+
+def bundle_size(bundle: str | Path) -> int:
+    """Bytes of every file in a bundle folder."""
+    return sum(p.stat().st_size for p in Path(bundle).rglob("*") if p.is_file())
+
+
+def list_gallery(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The gallery's entries in index order (then bundles missing from the index), each a manifest plus `path`,
+    `size_bytes` and `recorded` (False for an index entry not recorded yet: only name, title, description)."""
+    folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
+    entries = read_index(folder) if (folder / INDEX_NAME).is_file() else []
+    names = [e["name"] for e in entries]
+    names += sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST_NAME}") if p.parent.name not in names)
+    index = {e["name"]: e for e in entries}
+    out = []
+    for name in names:
+        path = folder / name
+        if (path / MANIFEST_NAME).is_file():
+            info = read_manifest(path) | {"recorded": True, "size_bytes": bundle_size(path)}
+        else:
+            info = {"name": name, "title": index[name].get("title", name),
+                    "description": index[name].get("description", ""), "recorded": False, "size_bytes": 0}
+        out.append(info | {"path": path})
+    return out
+
+
+def find_bundle(name: str, gallery_dir: str | Path | None = None) -> Path:
+    """The folder of a recorded entry (a name of the gallery, or a bundle folder's path: one with a `/`)."""
+    if (Path(name) / MANIFEST_NAME).is_file() or "/" in name or os.sep in name:
+        return Path(name)  # read_manifest says when it is not a bundle
+    folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
+    recorded = [b["name"] for b in list_gallery(folder) if b["recorded"]]
+    if name not in recorded:
+        raise GalleryError(f"no gallery entry {name!r} in {folder}; entries: {', '.join(recorded) or 'none'}")
+    return folder / name
+
+
+# ---------------------------------------------------------------------------------------------- machine
+def machine_info() -> dict[str, Any]:
+    """The machine a bundle is recorded on: CPU model, logical cores, usable cores, OS, the GPU when present."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux: platform's answer stands
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cpus(), "os": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- export
+def _store_rows(mgr: RunManager, run_ids: Sequence[str]) -> tuple[list[dict], list[dict], Any, Any]:
+    """The runs' rows, their groups' rows, metrics and evaluations frames, read in one snapshot of the store."""
+    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
+    marks = ", ".join("?" * len(run_ids))
+    with mgr.store.read() as c:
+        runs = [dict(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY created, rowid",
+                                           list(run_ids)).fetchall()]
+        group_ids = sorted({r["group_id"] for r in runs if r["group_id"]})
+        groups = [dict(r) for r in c.execute(f"SELECT * FROM groups WHERE id IN ({', '.join('?' * len(group_ids))})"
+                                             " ORDER BY created, rowid", group_ids).fetchall()]
+        metrics = c.execute(f"SELECT run_id, step, key, value FROM metrics WHERE run_id IN ({marks}) "
+                            "ORDER BY run_id, step, key", list(run_ids)).fetchall()
+        evals = c.execute(f"SELECT {', '.join(EVAL_COLUMNS)} FROM evaluations WHERE run_id IN ({marks}) "
+                          "ORDER BY run_id, step, split", list(run_ids)).fetchall()
+    metrics = pd.DataFrame([tuple(r) for r in metrics], columns=["run_id", "step", "key", "value"]).astype(
+        {"run_id": "str", "step": "int64", "key": "str", "value": "float64"})
+    evals = pd.DataFrame([tuple(r) for r in evals], columns=list(EVAL_COLUMNS)).astype(
+        {"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64", "agreement": "float64"})
+    return runs, groups, metrics, evals
+
+
+def _summary(mgr: RunManager, runs: list[dict], groups: list[dict]) -> dict[str, Any]:
+    """The numbers the gallery page shows: per run its accuracies, per group the paired delta."""
+    out: dict[str, Any] = {"runs": [{k: r[k] for k in ("id", "name", "seed", "gist_enabled", "status", "acc_cls",
+                                                       "best_acc_cls", "acc_gist", "agreement", "step",
+                                                       "trainable_params")} for r in runs]}
+    out["groups"] = []
+    for g in groups:
+        res = mgr.group_results(g["id"])
+        out["groups"].append({"id": g["id"], "name": g["name"], "delta_acc_cls": res.get("delta_acc_cls"),
+                              "text": res["text"]})
+    return out
+
+
+def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: str, *, title: str = "",
+                  description: str = "", command: str = "", recipe: dict[str, Any] | None = None) -> Path:
+    """Write runs (and whole groups) of a store as a bundle folder `out` (replaced when it exists).
+
+    Args:
+        mgr: The store to read.
+        ids: Run ids and/or group ids (a group brings all its runs).
+        out: The bundle folder to write.
+        name: The entry's name (letters, digits, `-`, `_`); imported runs are owned by `gallery:<name>`.
+        title, description: What the gallery page shows.
+        command: The exact command that produced the runs (kept in the manifest).
+        recipe: How `record` reproduces it (config, overrides, seeds), when it came from the index.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        GalleryError: No ids, a bad name, or a run that is still queued or running. RunNotFound: an unknown id.
+    """
+    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise GalleryError(f"bundle name {name!r}: use letters, digits, '-' and '_'")
+    if not ids:
+        raise GalleryError("export: give at least one run or group id")
+    run_ids: list[str] = []
+    for some_id in ids:
+        members = [s.id for s in mgr.list(group_id=some_id)] if mgr.is_group(some_id) else [mgr.get(some_id).id]
+        run_ids += [r for r in members if r not in run_ids]
+    runs, groups, metrics, evals = _store_rows(mgr, run_ids)
+    busy = [r["id"] for r in runs if r["status"] in ACTIVE]
+    if busy:
+        raise GalleryError(f"runs {', '.join(busy)} are still {'/'.join(ACTIVE)}; export them when they end")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))  # beside `out`: renamed into place at the end
+    try:
+        for r in runs:
+            src, dst = mgr.run_dir(r["id"]), tmp / "runs" / r["id"]
+            dst.mkdir(parents=True)
+            for file_name in RUN_FILES:
+                if (src / file_name).is_file():
+                    shutil.copy2(src / file_name, dst / file_name)
+            if (src / SNAPSHOT_DIR).is_dir():  # float16 maps and uint8 probe images, as recorded
+                shutil.copytree(src / SNAPSHOT_DIR, dst / SNAPSHOT_DIR)
+        metrics.to_parquet(tmp / METRICS_NAME, index=False)
+        evals.to_parquet(tmp / EVALUATIONS_NAME, index=False)
+        manifest = {
+            "format": FORMAT, "name": name, "title": title or name, "description": description,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(), "versions": package_versions(), "command": command, "recipe": recipe,
+            "groups": groups, "runs": [{k: v for k, v in r.items() if k not in LOCAL_COLUMNS} for r in runs],
+            "summary": _summary(mgr, runs, groups)}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("gallery bundle %s: %d runs, %d bytes", out, len(runs), bundle_size(out))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- import
+def gallery_examples(mgr: RunManager) -> dict[str, list[str]]:
+    """The examples in a store: entry name -> its run ids."""
+    with mgr.store.read() as c:
+        rows = c.execute("SELECT id, owner FROM runs WHERE owner LIKE ? ORDER BY created, rowid",
+                         (EXAMPLE_OWNER + "%",)).fetchall()
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["owner"].removeprefix(EXAMPLE_OWNER), []).append(r["id"])
+    return out
+
+
+def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path | None = None) -> dict[str, Any]:
+    """Import a bundle into a store as read-only examples (idempotent).
+
+    Args:
+        mgr: The store to write.
+        bundle: An entry name of the gallery or a bundle folder.
+        gallery_dir: The gallery folder for a name (default `default_gallery_dir()`).
+
+    Returns:
+        `{"name", "runs": [ids], "groups": [ids], "imported": bool}`; `imported` is False when the same
+        recording was there already. An older recording of the same entry is replaced.
+
+    Raises:
+        GalleryError: Not a bundle, or one of its run ids is a run of this store's own (not an example).
+    """
+    path = find_bundle(str(bundle), gallery_dir)
+    manifest = read_manifest(path)
+    name, owner = manifest["name"], EXAMPLE_OWNER + manifest["name"]
+    run_ids = [r["id"] for r in manifest["runs"]]
+    group_ids = [g["id"] for g in manifest["groups"]]
+    result = {"name": name, "runs": run_ids, "groups": group_ids, "imported": False}
+    marks = ", ".join("?" * len(run_ids))
+    with mgr.store.read() as c:
+        clash = c.execute(f"SELECT id FROM runs WHERE id IN ({marks}) AND (owner IS NULL OR owner != ?)",
+                          [*run_ids, owner]).fetchall()
+    if clash:
+        raise GalleryError(f"runs {', '.join(r['id'] for r in clash)} of {name} are already in {mgr.root} as runs "
+                           "of its own (the store it was recorded in?); import into another data directory")
+    present = gallery_examples(mgr).get(name, [])
+    if sorted(present) == sorted(run_ids):
+        return result
+    if present:
+        logger.info("gallery %s: replacing the older recording (%d runs)", name, len(present))
+        remove_gallery_example(mgr, name)
+    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
+    metrics = pd.read_parquet(path / METRICS_NAME)
+    evals = pd.read_parquet(path / EVALUATIONS_NAME)
+    copied = []
+    try:
+        for run_id in run_ids:
+            src, dst = path / "runs" / run_id, mgr.run_dir(run_id)
+            if src.is_dir():
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+                copied.append(dst)
+        with mgr.store.write() as c:
+            columns = {row[1] for row in c.execute("PRAGMA table_info(runs)").fetchall()}
+            group_columns = {row[1] for row in c.execute("PRAGMA table_info(groups)").fetchall()}
+            for g in manifest["groups"]:
+                row = {k: v for k, v in g.items() if k in group_columns} | {"name": EXAMPLE_PREFIX + g["name"]}
+                c.execute(f"INSERT OR REPLACE INTO groups ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                          list(row.values()))
+            for r in manifest["runs"]:
+                row = {k: v for k, v in r.items() if k in columns} | {
+                    "name": EXAMPLE_PREFIX + r["name"], "owner": owner, "heartbeat": r.get("finished")}
+                c.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                          list(row.values()))
+            c.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)",
+                          [(str(a), int(b), str(k), None if pd.isna(v) else float(v))
+                           for a, b, k, v in metrics.itertuples(index=False)])
+            c.executemany(f"INSERT INTO evaluations ({', '.join(EVAL_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(EVAL_COLUMNS))})",
+                          [tuple(None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in row)
+                           for row in evals[list(EVAL_COLUMNS)].itertuples(index=False)])
+    except BaseException:
+        for dst in copied:
+            shutil.rmtree(dst, ignore_errors=True)
+        raise
+    logger.info("gallery %s: imported %d runs into %s", name, len(run_ids), mgr.root)
+    return result | {"imported": True}
+
+
+def import_gallery(mgr: RunManager, gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Import every recorded entry of a gallery (see `import_gallery_entry`)."""
+    return [import_gallery_entry(mgr, b["path"]) for b in list_gallery(gallery_dir) if b["recorded"]]
+
+
+def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
+    """Take an imported example (its runs, files and groups) out of a store; returns the run ids removed.
+
+    Raises:
+        GalleryError: No example of that name in the store.
+    """
+    run_ids = gallery_examples(mgr).get(name)
+    if not run_ids:
+        raise GalleryError(f"no gallery example {name!r} in {mgr.root}; imported: "
+                           f"{', '.join(gallery_examples(mgr)) or 'none'}")
+    groups = {mgr.get(r).group_id for r in run_ids} - {None}
+    for run_id in run_ids:
+        mgr.delete(run_id, examples=True)
+    with mgr.store.write() as c:
+        for group_id in groups:
+            if c.execute("SELECT 1 FROM runs WHERE group_id = ?", (group_id,)).fetchone() is None:
+                c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+    return run_ids
+
+
+# ----------------------------------------------------------------------------------------------- record
+def entry_config(entry: dict[str, Any], gallery_dir: str | Path) -> Any:
+    """The RunConfig of an index entry: its config file (relative to the gallery folder) and overrides."""
+    path = Path(gallery_dir) / entry["config"]
+    if not path.is_file():
+        raise ConfigError(f"gallery entry {entry['name']}: config {path} not found")
+    return load_run_config(path, list(entry.get("overrides") or []))
+
+
+def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path | None = None,
+           work_dir: str | Path | None = None, timeout: float | None = None) -> Path:
+    """Re-run an index entry's recipe in a fresh store and write its bundle.
+
+    Args:
+        name: The entry of `gallery.yaml`.
+        gallery_dir: The gallery folder with the index (default `default_gallery_dir()`).
+        out_dir: Where the bundle folder goes (default: the gallery folder, replacing the shipped bundle).
+        work_dir: The temporary data directory of the runs (default: a new temporary folder, removed after).
+        timeout: Longest wait for each run, seconds.
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        GalleryError: An unknown entry or a run that did not complete.
+    """
+    folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
+    entries = {e["name"]: e for e in read_index(folder)}
+    if name not in entries:
+        raise GalleryError(f"no entry {name!r} in {folder / INDEX_NAME}; entries: {', '.join(entries)}")
+    entry = entries[name]
+    cfg = entry_config(entry, folder)
+    seeds = int(entry.get("seeds") or 0)
+    recipe = {"config": entry["config"], "overrides": list(entry.get("overrides") or []), "seeds": seeds}
+    with tempfile.TemporaryDirectory(prefix=f"gist-gallery-{name}-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        started = time.monotonic()
+        mgr = RunManager(root)
+        try:
+            ids = [mgr.submit_group(cfg, seeds)] if seeds else [mgr.submit(cfg)]
+            snaps = [mgr.wait(s.id, timeout=timeout) for i in ids for s in
+                     (mgr.list(group_id=i) if mgr.is_group(i) else [mgr.get(i)])]
+            bad = [f"{s.id} {s.status}: {s.error}" for s in snaps if s.status != "completed"]
+            if bad:
+                raise GalleryError(f"gallery entry {name}: runs did not complete: {'; '.join(bad)}")
+            out = Path(out_dir) if out_dir is not None else folder
+            bundle = export_bundle(mgr, ids, out / name, name, title=entry.get("title", ""),
+                                   description=entry.get("description", ""),
+                                   command=RECORD_COMMAND.format(name=shlex.quote(name)), recipe=recipe)
+        finally:
+            mgr.shutdown()
+    logger.info("gallery %s recorded in %.0f s", name, time.monotonic() - started)
+    return bundle
+
+
+__all__ = [
+    "EXAMPLE_PREFIX",
+    "FORMAT",
+    "INDEX_NAME",
+    "MANIFEST_NAME",
+    "GalleryError",
+    "bundle_size",
+    "default_gallery_dir",
+    "entry_config",
+    "export_bundle",
+    "find_bundle",
+    "gallery_examples",
+    "import_gallery",
+    "import_gallery_entry",
+    "list_gallery",
+    "machine_info",
+    "read_index",
+    "read_manifest",
+    "record",
+    "remove_gallery_example",
+]

@@ -1,0 +1,80 @@
+"""The Gallery page: lists the shipped entries with their machine and command, imports one, opens and removes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+import services
+from streamlit.testing.v1 import AppTest
+
+import gist_engine as ge
+
+APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
+GALLERY = "views/gallery.py"
+ENTRY = "tiny-digits"
+
+
+@pytest.fixture
+def mgr(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path))
+    manager = services.open_run_manager(tmp_path, torch_threads=0, start=False)
+    yield manager
+    manager.shutdown(timeout=30)
+
+
+def _open(mgr, page: str | None = GALLERY) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["gist_manager"] = mgr
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _page_links(at: AppTest) -> list[str]:
+    return [el.proto.label for el in at.get("page_link")]
+
+
+def test_gallery_lists_entries_imports_one_opens_and_removes_it(mgr):
+    bundles = [b for b in ge.list_gallery(services.ASSETS / "gallery") if b["recorded"]]
+    at = _open(mgr)
+    assert [s.value for s in at.subheader] == [b["title"] for b in bundles]
+    assert [c.value for c in at.code] == [b["command"] for b in bundles]
+    captions = " ".join(c.value for c in at.caption)
+    assert all(b["machine"]["cpu"] in captions and b["date"][:10] in captions for b in bundles)
+    assert at.button(key="gallery.import_all").label == f"Import all ({len(bundles)} not imported yet)"
+
+    at.button(key=f"gallery.import.{ENTRY}").click().run()
+    assert not at.exception, at.exception
+    assert "Imported" in at.success[0].value and ENTRY in ge.gallery_examples(mgr)
+    runs = mgr.list()
+    assert runs and all(s.example and s.name.startswith("example · ") for s in runs)
+    assert not [b for b in at.button if b.key == f"gallery.import.{ENTRY}"]
+    assert at.button(key="gallery.import_all").label == f"Import all ({len(bundles) - 1} not imported yet)"
+
+    at.button(key=f"gallery.open.{ENTRY}").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params.get("group") == runs[0].group_id and at.title[0].value == "Compare plain and GIST"
+
+    at = _open(mgr)
+    at.button(key=f"gallery.remove.{ENTRY}").click().run()
+    assert not at.exception, at.exception
+    assert "Removed" in at.success[0].value and mgr.list() == []
+    assert at.button(key=f"gallery.import.{ENTRY}")
+
+
+def test_an_empty_store_is_offered_the_gallery(mgr):
+    at = _open(mgr, page=None)  # the default page: Launch
+    assert any("recorded examples" in label for label in _page_links(at))
+    at = _open(mgr, page="views/runs.py")
+    assert any("recorded examples" in label for label in _page_links(at))
+
+
+def test_examples_cannot_be_deleted_from_the_runs_store(mgr):
+    ge.import_gallery_entry(mgr, services.ASSETS / "gallery" / ENTRY)
+    with pytest.raises(ge.RunError, match="read-only gallery example"):
+        mgr.delete(mgr.list()[0].id)
