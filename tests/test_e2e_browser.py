@@ -41,15 +41,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app on a free port with its own data directory; killed afterwards whatever happens."""
-    port, data = _free_port(), tmp_path_factory.mktemp("e2e_data")
+@contextlib.contextmanager
+def _serve(data: Path, log_name: str) -> Iterator[str]:
+    """`streamlit run` of the app on a free port with `data` as its GIST_DATA_DIR (its output in
+    tests/artifacts/<log_name>); yields its URL once it answers the health check, and always stops it."""
+    port = _free_port()
     env = {**os.environ, "GIST_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):
-        old.unlink()
-    log = (ARTIFACTS / "server.log").open("w")
+    log = (ARTIFACTS / log_name).open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
          "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
@@ -64,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {ARTIFACTS / 'server.log'}")
+                raise RuntimeError(f"the server did not start; see {ARTIFACTS / log_name}")
             time.sleep(0.3)
         yield url
     finally:
@@ -75,6 +73,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free port with its own data directory; killed afterwards whatever happens."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    with _serve(tmp_path_factory.mktemp("e2e_data"), "server.log") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_server(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second server on an empty data directory: what a new user (a teacher before a class) starts with."""
+    with _serve(tmp_path_factory.mktemp("e2e_fresh_data"), "server_fresh.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -400,3 +415,58 @@ def test_oversized_train_size_is_fitted_then_run_shows_its_metrics(server: str, 
         assert "Preparing the data" not in page.inner_text("body")
         _no_exception(page)
         _shot(page, "11_live_finished")
+
+
+def test_study_of_two_cells(server: str, page) -> None:
+    """A study over the Launch page's config (the smoke preset, 2 epochs) with one axis of two values: its 4 runs
+    (2 cells x plain/GIST x 1 seed) settle and the page shows them."""
+    with _keep_failure(page, "study"):
+        _smoke_preset(page, server)
+        _type(page, "Epochs", "2")
+        page.get_by_role("link", name="Studies").first.click()  # the same session: the study starts from this draft
+        page.get_by_role("heading", name="Studies").first.wait_for()
+        _settle(page)
+        values = page.get_by_role("textbox", name="Values of axis 1")
+        if not values.is_visible():  # the "New study" expander opens by itself only while there is no study
+            page.get_by_text("New study").first.click()
+        values.fill("1, 3")
+        values.press("Enter")
+        page.get_by_text(re.compile(r"2 cell\(s\) × 1 seed\(s\) × 2 arm\(s\) = 4 runs")).wait_for()
+        page.get_by_role("button", name="Start study").click()
+        page.get_by_text("4 of 4 runs settled").first.wait_for(timeout=120_000)
+        _no_exception(page)
+        _shot(page, "12_studies", full_page=True)
+
+
+def test_gallery_first_chart_for_a_new_user(fresh_server: str, page) -> None:
+    """A new user on an empty data directory imports the CPU demo's 3-seed comparison from the Gallery with one click
+    and opens it on Compare: its verdict and numbers are there. Prints the page-load times (no assertion on them)."""
+    with _keep_failure(page, "gallery"):
+        start = time.perf_counter()
+        page.goto(f"{fresh_server}/gallery")
+        page.get_by_role("heading", name=re.compile(r"^CPU demo: plain vs GIST over 3 seeds")).wait_for()
+        page.get_by_role("button", name="Import", exact=True).first.click()  # the first entry: the CPU demo
+        ready = time.perf_counter() - start
+        clicked = time.perf_counter()
+        done = page.get_by_text(re.compile(r"^Imported CPU demo: plain vs GIST over 3 seeds .*\(6 runs\)"))
+        done.wait_for(timeout=120_000)
+        imported = time.perf_counter() - clicked
+        _shot(page, "13_gallery")
+        opened = time.perf_counter()
+        page.get_by_role("button", name="Open", exact=True).first.click()
+        page.wait_for_url(re.compile(r"/compare\?group=\w+"))
+        page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
+                               " return p && p._fullData && p._fullData.length && p.getBoundingClientRect().height; }",
+                               timeout=120_000)
+        first_chart, after_open = time.perf_counter() - start, time.perf_counter() - opened
+        page.get_by_text("Seeds paired").wait_for()
+        page.get_by_text(re.compile(r"^(Significant at|Not significant with|One paired seed)")).first.wait_for()
+        for label in ("Mean accuracy gain (GIST − plain)", "95% CI (points)", "p-value"):
+            page.get_by_test_id("stMetric").filter(has_text=label).wait_for()
+        _no_exception(page)
+        _shot(page, "14_compare_gallery")
+        report = (f"new user, fresh data dir: Gallery page open -> Import clicked {ready:.1f} s; import "
+                  f"{imported:.1f} s; Open (navigation to Compare) -> first plotly chart {after_open:.1f} s; "
+                  f"from opening the app: {first_chart:.1f} s to the first chart")
+        (ARTIFACTS / "figures_gallery.txt").write_text(report + "\n")
+        print(report)
