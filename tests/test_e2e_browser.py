@@ -233,10 +233,13 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     first = _points_above(page, 0, timeout=90_000)
     later = _points_above(page, first, timeout=60_000)  # redrawn while it trains
     assert later > first > 0
+    page.wait_for_function(r"() => /^\d+% · step \d+\/3200 · GIST Studio$/.test(document.title)")  # the tab says it
     time.sleep(1.0)
     page.screenshot(path=str(ARTIFACTS / "02_live_training.png"))
     page.get_by_role("button", name="Stop").click()
     page.get_by_text(re.compile(r"^stopped$")).first.wait_for(timeout=60_000)
+    for button in ("Resume", "Rerun"):  # a stopped run offers both
+        page.get_by_role("button", name=button, exact=True).wait_for()
     _shot(page, "03_live_stopped")
     page.reload()  # the URL re-attaches to the same run
     page.get_by_text(re.compile(r"^stopped$")).first.wait_for()
@@ -411,6 +414,7 @@ def test_oversized_train_size_is_fitted_then_run_shows_its_metrics(server: str, 
         for label in ("Test accuracy", "Gist head", "Agreement"):
             assert re.fullmatch(r"\d+\.\d+%", values[label]), values
         assert re.fullmatch(r"\d+ s", values["Wall time"]), values
+        page.get_by_text(re.compile(r"^step 3 · refreshed in")).wait_for()  # 3 epochs of one 16-image batch: as typed
         assert page.get_by_text(re.compile(r"^completed$")).count()
         assert "Preparing the data" not in page.inner_text("body")
         _no_exception(page)
