@@ -11,6 +11,7 @@ point and the live fragment's rerun time (the figures in the README).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -469,6 +470,15 @@ def test_gallery_first_chart_for_a_new_user(fresh_server: str, page) -> None:
             page.get_by_test_id("stMetric").filter(has_text=label).wait_for()
         _no_exception(page)
         _shot(page, "14_compare_gallery")
+        manifest = json.loads((ROOT / "assets" / "gallery" / "demo-cpu-3seeds" / "manifest.json").read_text())
+        gist_run = next(r["id"] for r in manifest["runs"] if r["gist_enabled"])  # imported under its own id
+        shown = time.perf_counter()
+        page.goto(f"{fresh_server}/attention?run={gist_run}")  # the example's snapshots over training
+        page.get_by_text("Probe set over training").wait_for(timeout=90_000)
+        page.get_by_text("CLS → patches").first.wait_for(timeout=90_000)
+        _no_exception(page)
+        _shot(page, "15_attention_gallery")
+        print(f"gallery example's attention page: {time.perf_counter() - shown:.1f} s")
         report = (f"new user, fresh data dir: Gallery page open -> Import clicked {ready:.1f} s; import "
                   f"{imported:.1f} s; Open (navigation to Compare) -> first plotly chart {after_open:.1f} s; "
                   f"from opening the app: {first_chart:.1f} s to the first chart")
