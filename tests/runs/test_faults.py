@@ -18,6 +18,7 @@ import pytest
 from gist_engine.cli import main
 from gist_engine.runs import RunManager, StoreError
 from gist_engine.runs import store as store_module
+from gist_engine.runs.store import SCHEMA_VERSION
 from tests.runs.helpers import Slow, config, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def _read_only(path: Path, good: bytes, monkeypatch: pytest.MonkeyPatch) -> None
     (_truncated, "is damaged (database disk image is malformed); move runs.sqlite3 and its -wal/-shm files into"),
     (_garbage, "is damaged (file is not a database); move runs.sqlite3"),
     (_empty, "is empty (0 bytes), but a store is never empty once created"),
-    (_newer, "has schema version 99, newer than this gist_engine understands (1); upgrade gist_engine"),
+    (_newer, f"has schema version 99, newer than this gist_engine understands ({SCHEMA_VERSION}); upgrade gist_engine"),
     (_read_only, "is read-only (attempt to write a readonly database); make the file and its folder writable"),
 ])
 def test_a_damaged_store_is_refused_by_name_and_never_replaced(tmp_path, monkeypatch, capsys, damage, says):
