@@ -25,10 +25,11 @@ MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scal
 
 
 def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "step") -> go.Figure:
-    """Title top left, legend in one row above the plot (never over an axis title), integer steps on x."""
+    """Title top left, legend in a column right of the plot (however many entries, never over the title or an axis
+    title), integer steps on x."""
     fig.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, height=height,
-                      margin={"l": 10, "r": 10, "t": 72, "b": 10},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "left", "x": 0},
+                      margin={"l": 10, "r": 10, "t": 48, "b": 10},
+                      legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02},
                       xaxis_title=x, yaxis_title=y)
     if x == "step":
         fig.update_xaxes(tickformat="d", rangemode="tozero")

@@ -400,26 +400,6 @@ def attribution_pair(attr: Any, image: np.ndarray) -> None:
                     f"so the two heads' reliance on each patch can be compared.")
 
 
-def compare_summary(results: dict[str, Any], chosen: list[Any]) -> None:
-    """The headline numbers of a comparison: mean gain with its CI, seeds paired, GIST's parameter cost."""
-    d, extra = results.get("delta_acc_cls"), results.get("extra_params")
-    done = sum(r.status not in ("queued", "running") for r in chosen)
-    k1, k2, k3 = st.columns(3)
-    if d:
-        ci = "" if d["ci_low"] is None else f"95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-        k1.metric("Mean accuracy gain (GIST − plain)", f"{100 * d['mean']:+.2f} points", help=ci or None)
-        p_value = None if d["p_value"] is None else f"paired t-test p = {d['p_value']:.3g}"
-        k2.metric("Seeds paired", d["n"], help=p_value)
-    else:
-        k1.info("No finished plain/GIST pair yet: deltas appear when both runs of a seed have finished.")
-    if done < len(chosen):
-        k2.progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
-    if extra is not None:
-        plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
-        share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
-        k3.metric("Parameter cost of GIST", f"+{extra:,}", help=f"extra trainable parameters{share}")
-
-
 def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
     """Per-seed accuracies (%) of both arms and their delta, indexed by seed."""
     names = {"plain_acc_cls": "plain %", "gist_acc_cls": "GIST %", "plain_best_acc_cls": "plain best %",
