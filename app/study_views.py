@@ -250,6 +250,9 @@ def controls(info: Any, job: Any, where: Any) -> bool:
             job.stop()
             job.wait(60)
             st.rerun()
+    elif info.example:  # imported from the gallery: read-only
+        st.caption(f"A read-only example from the gallery ({info.example}): remove it on the Gallery page; "
+                   "run its spec as a new study to train it here.")
     elif not active and info.status != "completed" and st.button("Resume study", icon=":material/replay:",
                                                                   key="studies.resume"):
         backend = info.backend if info.backend != "ray" or ge.ray_available() else "local"
@@ -383,7 +386,9 @@ def export_buttons(study_id: str, where: Any, metric: str, rows: str | None, col
 
 
 def delete_controls(info: Any, active: bool, where: Any) -> None:
-    """Delete the study (and optionally its runs) after a confirmation; not while it runs."""
+    """Delete the study (and optionally its runs) after a confirmation; not while it runs, nor a gallery example."""
+    if info.example:
+        return
     with st.expander("Delete this study"):
         runs = st.checkbox("Also delete its runs", key=f"studies.delete_runs.{info.id}")
         sure = st.checkbox(f"Confirm deleting study {info.id}", key=f"studies.delete_confirm.{info.id}")

@@ -38,8 +38,10 @@ from .runs.gallery import (
 from .studies import (
     BACKENDS,
     STUDY_EXPORTS,
+    StudyStore,
     create_study,
     export_study,
+    export_study_bundle,
     format_study,
     get_study,
     list_studies,
@@ -390,7 +392,9 @@ def _study_run(args: argparse.Namespace) -> int:
 
 
 def _study_resume(args: argparse.Namespace) -> int:
-    get_study(args.id, args.root)  # an unknown id is refused by name before anything starts
+    with StudyStore(args.root) as s:  # an unknown id or a gallery example is refused by name before anything starts
+        s.get(args.id)
+        s.refuse_example(args.id, "resume")
     return _study_drive(args, args.id)
 
 
@@ -483,11 +487,26 @@ def _gallery_list(mgr, args: argparse.Namespace) -> int:
         print(f"  {len(b['runs'])} runs, {b['size_bytes'] / 1e6:.2f} MB; recorded {b['date']} on {m['cpu']} "
               f"({m['cores']} cores), gist_engine {v.get('gist_engine')}, torch {v.get('torch')}")
         print(f"  command: {b['command']}")
+        if b.get("kind") == "study":  # a study: one line per cell of its table
+            _gallery_study_cells(b)
+            continue
         for r in b["summary"]["runs"]:
             gist = f", Gist head {_percent(r['acc_gist'])}" if r["acc_gist"] is not None else ""
             print(f"    seed {r['seed']} {'GIST' if r['gist_enabled'] else 'plain':5s}: test accuracy "
                   f"{_percent(r['acc_cls'])}{gist}")
     return 0
+
+
+def _gallery_study_cells(bundle: dict[str, Any]) -> None:
+    """The cells of a study bundle's table: mean test accuracy of both arms and GIST - plain with its 95% CI."""
+    print(f"  study {bundle['study']['id']} ({bundle['study']['name']}): {bundle['study']['cells']} cells, "
+          f"{bundle['study']['planned']} runs")
+    for r in bundle.get("results") or []:
+        ci = (f" [{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
+              if r.get("delta_ci_low") is not None else "")
+        delta = f"{100 * r['delta_mean']:+.2f}{ci} points" if r.get("delta_mean") is not None else "-"
+        print(f"    {r['label']}: plain {_percent(r['plain_mean'])}, GIST {_percent(r['gist_mean'])}, "
+              f"GIST - plain {delta} ({r['n']} seeds)")
 
 
 def _gallery_import(mgr, args: argparse.Namespace) -> int:
@@ -504,8 +523,17 @@ def _gallery_import(mgr, args: argparse.Namespace) -> int:
 
 def _gallery_export(mgr, args: argparse.Namespace) -> int:
     command = args.recorded_command or "python -m gist_engine " + shlex.join(sys.argv[1:])
-    out = export_bundle(mgr, args.ids, Path(args.out) / args.name, args.name, title=args.title or "",
-                        description=args.description or "", command=command)
+    if bool(args.ids) == bool(args.study):
+        raise ConfigError("runs gallery export: give run/group ids or --study ID, not both")
+    if args.with_checkpoints and not args.study:
+        raise ConfigError("runs gallery export: --with-checkpoints is for --study (run bundles always have them)")
+    if args.study:
+        out = export_study_bundle(mgr, args.study, Path(args.out) / args.name, args.name, title=args.title or "",
+                                  description=args.description or "", command=command,
+                                  checkpoints=args.with_checkpoints)
+    else:
+        out = export_bundle(mgr, args.ids, Path(args.out) / args.name, args.name, title=args.title or "",
+                            description=args.description or "", command=command)
     print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
     return 0
 
@@ -553,8 +581,11 @@ def _gallery_parser(runs: Any) -> None:
     q.add_argument("names", nargs="*", help="entry names")
     q.add_argument("--all", action="store_true", help="every recorded entry")
     gallery_arg(q)
-    q = sub.add_parser("export", help="write runs or groups of the store as a gallery bundle")
-    q.add_argument("ids", nargs="+", help="run ids and/or group ids")
+    q = sub.add_parser("export", help="write runs or groups (or a study) of the store as a gallery bundle")
+    q.add_argument("ids", nargs="*", help="run ids and/or group ids")
+    q.add_argument("--study", default=None, metavar="ID", help="export this study (its runs and rows) instead")
+    q.add_argument("--with-checkpoints", action="store_true",
+                   help="with --study: copy the runs' checkpoints too (default: numbers only, a few kB per run)")
     q.add_argument("--name", required=True, help="the entry's name (letters, digits, - and _)")
     q.add_argument("--out", required=True, help="folder that receives the bundle folder NAME/")
     q.add_argument("--title", default=None, help="title shown in the gallery")

@@ -10,6 +10,7 @@ import streamlit as st
 
 import gist_engine as ge
 
+STUDIES = "views/studies.py"
 FOLDER = Path(os.environ.get("GIST_GALLERY_DIR") or services.ASSETS / "gallery")
 DONE_KEY = "gallery.done"  # the message of the last import or removal, shown after the rerun
 
@@ -55,15 +56,25 @@ for b in bundles:
                    f"gist_engine {v.get('gist_engine')}, torch {v.get('torch')}, timm {v.get('timm')} · "
                    f"{len(b['runs'])} runs · {b['size_bytes'] / 1e6:.1f} MB")
         st.code(b["command"], language="bash")
-        rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain", "test acc %": _pct(r["acc_cls"]),
-                 "best %": _pct(r["best_acc_cls"]), "Gist head %": _pct(r["acc_gist"]),
-                 "agreement %": _pct(r["agreement"]), "steps": r["step"]} for r in b["summary"]["runs"]]
+        study = b.get("study") if b.get("kind") == "study" else None
+        if study:  # a study: its table, one row per cell
+            rows = [{"cell": r["label"], "seeds": r["n"], "plain %": _pct(r["plain_mean"]),
+                     "GIST %": _pct(r["gist_mean"]), "GIST − plain (points)": _pct(r["delta_mean"]),
+                     "95% CI": f"[{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
+                     if r.get("delta_ci_low") is not None else "", "p": r["p_value"]} for r in b["results"]]
+        else:
+            rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain",
+                     "test acc %": _pct(r["acc_cls"]), "best %": _pct(r["best_acc_cls"]),
+                     "Gist head %": _pct(r["acc_gist"]), "agreement %": _pct(r["agreement"]), "steps": r["step"]}
+                    for r in b["summary"]["runs"]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
-        for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls")):
+        for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls") and not study):
             st.markdown(f"**{_delta(g['delta_acc_cls'])}**")
         left, right = st.columns(2)
         if name in imported:
             if left.button("Open", key=f"gallery.open.{name}", icon=":material/open_in_new:"):
+                if study:  # a study: its matrix and curve on the Studies page
+                    st.switch_page(STUDIES, query_params={"study": study["id"]})
                 if b["groups"]:  # a paired group: Compare; one run: its live page (switch_page ends this script)
                     st.switch_page(state.COMPARE, query_params={"group": b["groups"][0]["id"]})
                 state.open_run(b["runs"][0]["id"])

@@ -6,11 +6,15 @@ A bundle is one folder (format `gist-studio-gallery/1`):
                                 store rows of its groups and runs, and a summary of their numbers
     <name>/metrics.parquet      run_id, step, key, value (every step metric, as stored)
     <name>/evaluations.parquet  run_id, step, split, epoch, acc_cls, acc_gist, agreement, n, per_class (JSON text)
-    <name>/runs/<run_id>/       result.json, checkpoint.safetensors (the trainable parameters only) and
+    <name>/runs/<run_id>/       result.json, checkpoint.safetensors (the trainable parameters only; optional) and
                                 attention/ (the float16 snapshots of the probe batch); never resume.safetensors
 
 A gallery folder holds bundles and `gallery.yaml`, the index of entries with the recipe each one is recorded from
 (`record` re-runs a recipe and writes its bundle: `python -m gist_engine runs gallery record --all`).
+
+A bundle's manifest may name a `kind` other than plain runs (no `kind`): a layer above the runs registers it with
+`register_kind` (gist_engine.studies registers `study`: a study's rows beside its runs). Its hooks add the kind's
+rows on import, take them out on removal, and record the index entries that name the kind (`study: <spec>`).
 
 Imported runs keep their ids and are owned by `gallery:<name>` (`manager.EXAMPLE_OWNER`): the RunManager refuses
 to delete, resume or re-run them (`remove_gallery_example` takes a whole example out of a store), and their names and
@@ -30,7 +34,8 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,48 @@ class GalleryError(RunError):
     """A bundle or gallery that cannot be used (missing, unknown format, clashing ids); the message says why."""
 
 
+@dataclass(frozen=True)
+class BundleKind:
+    """A kind of bundle beyond plain runs, handled by a layer above the runs (see `register_kind`).
+
+    Attributes:
+        name: The manifest's `kind`, and the key that marks an index entry of this kind (`study: <spec>`).
+        imported: (store, manifest, bundle folder) -> whether it added rows; called after the bundle's runs are
+            in the store, on every import (so it must be idempotent).
+        removing: (store, entry name, run ids) -> None; called before an example's runs leave the store.
+        record: (index entry, gallery folder, bundle folder to write, work dir or None, timeout or None) -> the
+            bundle folder: re-run the entry's recipe and export it.
+    """
+
+    name: str
+    imported: Callable[[RunManager, dict[str, Any], Path], bool]
+    removing: Callable[[RunManager, str, list[str]], None]
+    record: Callable[[dict[str, Any], Path, Path, Path | None, float | None], Path]
+
+
+KINDS: dict[str, BundleKind] = {}  # kind name -> its hooks; plain-run bundles have no kind
+
+
+def register_kind(kind: BundleKind) -> None:
+    """Handle bundles (and index entries) of `kind.name` with its hooks; registering a name again replaces it."""
+    KINDS[kind.name] = kind
+
+
+def _entry_kind(entry: dict[str, Any]) -> BundleKind | None:
+    """The registered kind an index entry names (a key such as `study`), or None for a run recipe (`config`)."""
+    return next((KINDS[k] for k in KINDS if entry.get(k)), None)
+
+
+def _bundle_kind(manifest: dict[str, Any], path: Path) -> BundleKind | None:
+    kind = manifest.get("kind")
+    if kind is None:
+        return None
+    if kind not in KINDS:
+        raise GalleryError(f"{path}: bundle kind {kind!r} is not known here (known: {', '.join(KINDS) or 'none'}); "
+                           "import it with the full gist_engine package")
+    return KINDS[kind]
+
+
 # ---------------------------------------------------------------------------------------------- the folder
 def default_gallery_dir() -> Path:
     """The shipped gallery: `$GIST_GALLERY_DIR`, else `assets/gallery` of a checkout, else the installed app's.
@@ -81,10 +128,11 @@ def default_gallery_dir() -> Path:
 
 
 def read_index(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """The entries of `gallery.yaml`: name, title, description, config (relative to the folder), overrides, seeds.
+    """The entries of `gallery.yaml`: name, title, description, config (relative to the folder), overrides, seeds;
+    or, instead of config/overrides/seeds, the key of a registered kind (`study: <spec>`) and its options.
 
     Raises:
-        GalleryError: No index, or an entry without a name or config.
+        GalleryError: No index, or an entry without a name, or without a config or a registered kind's key.
     """
     folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
     path = folder / INDEX_NAME
@@ -93,8 +141,8 @@ def read_index(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     entries = doc.get("entries") or []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not entry.get("name") or not entry.get("config"):
-            raise GalleryError(f"{path}: entry {i + 1} needs a name and a config")
+        if not isinstance(entry, dict) or not entry.get("name") or not (entry.get("config") or _entry_kind(entry)):
+            raise GalleryError(f"{path}: entry {i + 1} needs a name and one of: {', '.join(['config', *KINDS])}")
     return entries
 
 
@@ -200,7 +248,8 @@ def _summary(mgr: RunManager, runs: list[dict], groups: list[dict]) -> dict[str,
 
 
 def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: str, *, title: str = "",
-                  description: str = "", command: str = "", recipe: dict[str, Any] | None = None) -> Path:
+                  description: str = "", command: str = "", recipe: dict[str, Any] | None = None,
+                  checkpoints: bool = True, extra: dict[str, Any] | None = None) -> Path:
     """Write runs (and whole groups) of a store as a bundle folder `out` (replaced when it exists).
 
     Args:
@@ -211,6 +260,8 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
         title, description: What the gallery page shows.
         command: The exact command that produced the runs (kept in the manifest).
         recipe: How `record` reproduces it (config, overrides, seeds), when it came from the index.
+        checkpoints: Copy each run's checkpoint (its trainable parameters); without, a bundle holds numbers only.
+        extra: More manifest keys, from the layer that exports a registered kind (`kind` and its rows).
 
     Returns:
         The bundle folder.
@@ -238,7 +289,7 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
             src, dst = mgr.run_dir(r["id"]), tmp / "runs" / r["id"]
             dst.mkdir(parents=True)
             for file_name in RUN_FILES:
-                if (src / file_name).is_file():
+                if (src / file_name).is_file() and (checkpoints or file_name != CHECKPOINT_NAME):
                     shutil.copy2(src / file_name, dst / file_name)
             if (src / SNAPSHOT_DIR).is_dir():  # float16 maps and uint8 probe images, as recorded
                 shutil.copytree(src / SNAPSHOT_DIR, dst / SNAPSHOT_DIR)
@@ -249,7 +300,7 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": machine_info(), "versions": package_versions(), "command": command, "recipe": recipe,
             "groups": groups, "runs": [{k: v for k, v in r.items() if k not in LOCAL_COLUMNS} for r in runs],
-            "summary": _summary(mgr, runs, groups)}
+            "summary": _summary(mgr, runs, groups), **(extra or {})}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -289,6 +340,7 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
     """
     path = find_bundle(str(bundle), gallery_dir)
     manifest = read_manifest(path)
+    kind = _bundle_kind(manifest, path)
     name, owner = manifest["name"], EXAMPLE_OWNER + manifest["name"]
     run_ids = [r["id"] for r in manifest["runs"]]
     group_ids = [g["id"] for g in manifest["groups"]]
@@ -301,8 +353,8 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
         raise GalleryError(f"runs {', '.join(r['id'] for r in clash)} of {name} are already in {mgr.root} as runs "
                            "of its own (the store it was recorded in?); import into another data directory")
     present = gallery_examples(mgr).get(name, [])
-    if sorted(present) == sorted(run_ids):
-        return result
+    if sorted(present) == sorted(run_ids):  # the kind's rows are added when missing (an import cut short)
+        return result | {"imported": bool(kind and kind.imported(mgr, manifest, path))}
     if present:
         logger.info("gallery %s: replacing the older recording (%d runs)", name, len(present))
         remove_gallery_example(mgr, name)
@@ -341,6 +393,8 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
         for dst in copied:
             shutil.rmtree(dst, ignore_errors=True)
         raise
+    if kind is not None:
+        kind.imported(mgr, manifest, path)
     logger.info("gallery %s: imported %d runs into %s", name, len(run_ids), mgr.root)
     return result | {"imported": True}
 
@@ -361,6 +415,8 @@ def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
         raise GalleryError(f"no gallery example {name!r} in {mgr.root}; imported: "
                            f"{', '.join(gallery_examples(mgr)) or 'none'}")
     groups = {mgr.get(r).group_id for r in run_ids} - {None}
+    for kind in KINDS.values():  # e.g. the study whose runs these are
+        kind.removing(mgr, name, run_ids)
     for run_id in run_ids:
         mgr.delete(run_id, examples=True)
     with mgr.store.write() as c:
@@ -381,14 +437,15 @@ def entry_config(entry: dict[str, Any], gallery_dir: str | Path) -> Any:
 
 def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path | None = None,
            work_dir: str | Path | None = None, timeout: float | None = None) -> Path:
-    """Re-run an index entry's recipe in a fresh store and write its bundle.
+    """Re-run an index entry's recipe in a fresh store and write its bundle (an entry of a registered kind, such
+    as `study: <spec>`, by that kind's `record` hook).
 
     Args:
         name: The entry of `gallery.yaml`.
         gallery_dir: The gallery folder with the index (default `default_gallery_dir()`).
         out_dir: Where the bundle folder goes (default: the gallery folder, replacing the shipped bundle).
         work_dir: The temporary data directory of the runs (default: a new temporary folder, removed after).
-        timeout: Longest wait for each run, seconds.
+        timeout: Longest wait for each run (a kind's hook: for the whole recording), seconds.
 
     Returns:
         The bundle folder.
@@ -401,6 +458,10 @@ def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path
     if name not in entries:
         raise GalleryError(f"no entry {name!r} in {folder / INDEX_NAME}; entries: {', '.join(entries)}")
     entry = entries[name]
+    out = Path(out_dir) if out_dir is not None else folder
+    kind = _entry_kind(entry)
+    if kind is not None:
+        return kind.record(entry, folder, out / name, Path(work_dir) if work_dir is not None else None, timeout)
     cfg = entry_config(entry, folder)
     seeds = int(entry.get("seeds") or 0)
     recipe = {"config": entry["config"], "overrides": list(entry.get("overrides") or []), "seeds": seeds}
@@ -415,7 +476,6 @@ def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path
             bad = [f"{s.id} {s.status}: {s.error}" for s in snaps if s.status != "completed"]
             if bad:
                 raise GalleryError(f"gallery entry {name}: runs did not complete: {'; '.join(bad)}")
-            out = Path(out_dir) if out_dir is not None else folder
             bundle = export_bundle(mgr, ids, out / name, name, title=entry.get("title", ""),
                                    description=entry.get("description", ""),
                                    command=RECORD_COMMAND.format(name=shlex.quote(name)), recipe=recipe)
@@ -429,7 +489,10 @@ __all__ = [
     "EXAMPLE_PREFIX",
     "FORMAT",
     "INDEX_NAME",
+    "KINDS",
     "MANIFEST_NAME",
+    "RECORD_COMMAND",
+    "BundleKind",
     "GalleryError",
     "bundle_size",
     "default_gallery_dir",
@@ -444,5 +507,6 @@ __all__ = [
     "read_index",
     "read_manifest",
     "record",
+    "register_kind",
     "remove_gallery_example",
 ]

@@ -16,6 +16,8 @@ Public API (what the CLI and the app's Studies page use):
   statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
   its 95% CI and paired-test p, status counts); `study_matrix(results, rows, cols)`, `study_curve(results, axis)`;
   `export_study(id, to="csv" | "md" | "latex")`, `format_study(id)` (the CLI's text).
+- `export_study_bundle(mgr, id, out, name)`: a study as a gallery bundle of kind `study` (imported by
+  `runs.gallery.import_gallery_entry` as a read-only example study: `StudyInfo.example` names its entry).
 - `BACKENDS`: "local" (the RunManager's worker threads) and "ray" (one Ray task per run; `pip install .[ray]`).
 
 `root` is the data directory of the run store (default `$GIST_DATA_DIR` or the user data dir), a `RunStore`, or a
@@ -24,6 +26,7 @@ Public API (what the CLI and the app's Studies page use):
 
 from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
 from .driver import StudyJob, create_study, resume_study, run_study, start_study
+from .gallery import export_study_bundle
 from .results import (
     STUDY_EXPORTS,
     export_study,
@@ -38,6 +41,6 @@ from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_stud
 
 __all__ = ["ARMS", "BACKENDS", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun",
            "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec", "StudyStore", "create_study",
-           "delete_study", "export_study", "format_study", "get_study", "list_studies", "load_study_spec",
-           "ray_available", "resume_study", "run_study", "start_study", "study_curve", "study_matrix",
-           "study_results", "study_runs"]
+           "delete_study", "export_study", "export_study_bundle", "format_study", "get_study", "list_studies",
+           "load_study_spec", "ray_available", "resume_study", "run_study", "start_study", "study_curve",
+           "study_matrix", "study_results", "study_runs"]

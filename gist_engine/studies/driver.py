@@ -87,12 +87,14 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
             cpus_per_trial, gpus_per_trial, ship_code, flush_seconds, callbacks, data_loader, init_kwargs.
 
     Raises:
-        StudyError: bad spec, unknown id or backend, or runs of the study still active in another process.
+        StudyError: bad spec, unknown id or backend, a read-only gallery example, or runs of the study still active
+            in another process.
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     study_id = spec_or_id if _is_study_id(spec_or_id, root) else create_study(spec_or_id, root, backend, new=new)
     with StudyStore(root) as s:
+        s.refuse_example(study_id, "run")
         spec = load_study_spec(s.get(study_id).spec)
         if isinstance(root, RunManager):
             options.setdefault("manager", root)
@@ -105,9 +107,14 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
 
 
 def resume_study(study_id: str, root: Root = None, backend: str | None = None, **kwargs: Any) -> str:
-    """Continue a stored study (on its last backend unless another is given); see `run_study`."""
+    """Continue a stored study (on its last backend unless another is given); see `run_study`.
+
+    Raises:
+        StudyError: An unknown id, or a read-only gallery example.
+    """
     with StudyStore(root) as s:
         info = s.get(study_id)
+        s.refuse_example(study_id, "resume")
     return run_study(study_id, root, backend or info.backend, **kwargs)
 
 
@@ -283,6 +290,8 @@ def start_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root 
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     new = kwargs.pop("new", False)
     study_id = spec_or_id if _is_study_id(spec_or_id, root) else create_study(spec_or_id, root, backend, new=new)
+    with StudyStore(root) as s:
+        s.refuse_example(study_id, "run")
     job = StudyJob(study_id)
 
     def target() -> None:

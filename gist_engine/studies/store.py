@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import RunManager, RunNotFound, RunStore, data_dir
+from ..runs.manager import EXAMPLE_OWNER
 from ..runs.store import DB_NAME
 from ..train.checkpoint import package_versions
 from .spec import StudyError, StudySpec
@@ -37,6 +38,8 @@ class StudyInfo:
             `pending` for planned runs not submitted yet; they add up to `planned`.
         status: created, running, completed (every run completed or diverged), incomplete (settled, some runs
             failed or stopped), interrupted (its driver ended before the end: `study resume` goes on).
+        example: The gallery entry it was imported from (its runs are read-only examples: the study cannot be
+            deleted, resumed or run again), or None for a study of this store's own.
     """
 
     id: str
@@ -52,6 +55,7 @@ class StudyInfo:
     finished: float | None = None
     error: str | None = None
     owner_pid: int | None = None
+    example: str | None = None
 
     @property
     def settled(self) -> int:
@@ -115,12 +119,27 @@ class StudyStore:
         return study_id
 
     def find(self, spec: StudySpec) -> str | None:
-        """The newest study with exactly this spec, or None."""
+        """The newest study with exactly this spec, or None; gallery examples are never found (never continued)."""
         text = json.dumps(spec.to_dict())
         with self.store.read() as c:
-            row = c.execute("SELECT id FROM studies WHERE spec = ? ORDER BY created DESC, rowid DESC LIMIT 1",
-                            (text,)).fetchone()
-        return row["id"] if row else None
+            rows = c.execute("SELECT id FROM studies WHERE spec = ? ORDER BY created DESC, rowid DESC",
+                             (text,)).fetchall()
+        return next((r["id"] for r in rows if self.example(r["id"]) is None), None)
+
+    def example(self, study_id: str) -> str | None:
+        """The gallery entry whose read-only example the study is (its runs are owned by `gallery:<entry>`), or None."""
+        with self.store.read() as c:
+            row = c.execute("SELECT r.owner FROM study_runs sr JOIN runs r ON r.id = sr.run_id WHERE sr.study_id = ? "
+                            "AND r.owner LIKE ? LIMIT 1", (study_id, EXAMPLE_OWNER + "%")).fetchone()
+        return row["owner"].removeprefix(EXAMPLE_OWNER) if row else None
+
+    def refuse_example(self, study_id: str, action: str) -> None:
+        """StudyError when the study is a read-only gallery example (`action`: what was asked, e.g. "delete")."""
+        entry = self.example(study_id)
+        if entry is not None:
+            raise StudyError(f"cannot {action} study {study_id}: it is a read-only gallery example; remove the whole "
+                             f"example with `python -m gist_engine runs gallery remove {entry}` or on the Gallery "
+                             "page, or run its spec as a new study")
 
     def set_status(self, study_id: str, status: str, error: str | None = None) -> None:
         """Record the study's state; `running` also records this process as its driver.
@@ -170,9 +189,14 @@ class StudyStore:
                       "(SELECT MAX(attempt) FROM study_runs WHERE study_id = ? AND run_id = ?)",
                       (outcome, error, study_id, run_id, study_id, run_id))
 
-    def delete(self, study_id: str) -> list[str]:
-        """Remove the study and its links (not its runs); returns the ids of the runs it linked."""
+    def delete(self, study_id: str, *, examples: bool = False) -> list[str]:
+        """Remove the study and its links (not its runs); returns the ids of the runs it linked.
+
+        A gallery example is refused (StudyError) unless `examples` (as removing the gallery example does).
+        """
         self.get(study_id)
+        if not examples:
+            self.refuse_example(study_id, "delete")
         with self.store.write() as c:
             runs = [r[0] for r in c.execute("SELECT DISTINCT run_id FROM study_runs WHERE study_id = ?",
                                             (study_id,)).fetchall()]
@@ -230,7 +254,7 @@ class StudyStore:
         return StudyInfo(id=row["id"], name=row["name"], created=row["created"], status=status,
                          backend=row["backend"], cells=row["cells"], planned=row["planned"], counts=counts,
                          spec=json.loads(row["spec"]), started=row["started"], finished=row["finished"],
-                         error=row["error"], owner_pid=row["owner_pid"])
+                         error=row["error"], owner_pid=row["owner_pid"], example=self.example(row["id"]))
 
 
 def list_studies(root: Root = None) -> list[StudyInfo]:

@@ -78,3 +78,19 @@ def test_examples_cannot_be_deleted_from_the_runs_store(mgr):
     ge.import_gallery_entry(mgr, services.ASSETS / "gallery" / ENTRY)
     with pytest.raises(ge.RunError, match="read-only gallery example"):
         mgr.delete(mgr.list()[0].id)
+
+
+def test_a_gallery_study_opens_on_the_studies_page_read_only(mgr):
+    bundle = next(b for b in ge.list_gallery(services.ASSETS / "gallery") if b.get("kind") == "study")
+    name, study_id = bundle["name"], bundle["study"]["id"]
+    at = _open(mgr)
+    at.button(key=f"gallery.import.{name}").click().run()
+    assert not at.exception, at.exception
+    info = ge.get_study(study_id, mgr)
+    assert info.example == name and info.status == "completed" and info.name.startswith("example · ")
+    at.button(key=f"gallery.open.{name}").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Studies" and at.query_params.get("study") == study_id
+    assert len(at.get("plotly_chart")) >= 2  # its matrix and its curve
+    assert any("read-only example from the gallery" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key in ("studies.resume", "studies.delete")]

@@ -201,7 +201,8 @@ def test_the_shipped_gallery(tmp_path):
     assert REBUILT in bundles and all(b["recorded"] for b in bundles.values())
     for b in bundles.values():
         assert b["command"] == f"python -m gist_engine runs gallery record {b['name']}"
-        assert b["recipe"]["config"] == next(e["config"] for e in entries if e["name"] == b["name"])
+        entry = next(e for e in entries if e["name"] == b["name"])  # a run recipe (config) or a study (its spec)
+        assert (b["recipe"].get("config"), b["recipe"].get("study")) == (entry.get("config"), entry.get("study"))
         assert b["machine"]["cpu"] and b["date"] and b["versions"]["gist_engine"]
         assert all(r["status"] == "completed" and r["acc_cls"] is not None for r in b["summary"]["runs"])
     assert sum(b["size_bytes"] for b in bundles.values()) < 5_000_000
