@@ -307,3 +307,18 @@ def live_status(snapshot: Any, has_steps: bool) -> None:
                 icon=":material/hourglass_top:")
     elif not has_steps:
         st.info(f"No training step was recorded: the run {snapshot.status} before its first step.")
+
+
+def pct(value: float | None) -> float | None:
+    """A fraction as percent, 2 decimals (None stays None)."""
+    return None if value is None else round(100 * value, 2)
+
+
+def gallery_delta(d: dict) -> str:
+    """'GIST − plain: +0.33 points, 95% CI [-0.92, +1.58], p = 0.37 (3 seeds)' from a paired_delta dict."""
+    text = f"GIST − plain: {100 * d['mean']:+.2f} points"
+    if d.get("ci_low") is not None:
+        text += f", 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p = {d['p_value']:.2f}"
+    if d["n"] < 2:
+        return text + " (1 seed: no confidence interval, so no conclusion)"
+    return text + f" ({d['n']} seeds)"

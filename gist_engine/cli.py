@@ -48,7 +48,7 @@ from .studies import (
     run_study,
     study_results,
 )
-from .studies.results import METRICS
+from .studies.results import DELTA_METRICS
 from .train import COMPLETED, STOPPED, Trainer
 from .train.checkpoint import CheckpointError, load_model, predict
 
@@ -381,6 +381,11 @@ def _study_drive(args: argparse.Namespace, study_id: str) -> int:
     backend = args.backend or get_study(study_id, args.root).backend
     try:
         run_study(study_id, args.root, backend, progress=progress, **options)
+    except KeyboardInterrupt:  # the driver has marked the study and its runs interrupted (resumable)
+        bar.close()
+        print(f"error: interrupted; `python -m gist_engine study resume {study_id}` continues the study (completed "
+              "runs are kept)", file=sys.stderr)
+        return 130
     finally:
         bar.close()
     print(format_study(study_id, args.root))
@@ -449,7 +454,7 @@ def _add_study_parser(sub: Any) -> None:
     backend.add_argument("--gpus-per-trial", type=float, default=0.0, help="ray: GPUs per run")
     backend.add_argument("--workers", type=_positive_int, default=1, help="local: runs at once per device")
     metric = argparse.ArgumentParser(add_help=False)
-    metric.add_argument("--metric", choices=METRICS, default="acc_cls",
+    metric.add_argument("--metric", choices=DELTA_METRICS, default="acc_cls",
                         help="accuracy compared (best_acc_cls: best evaluation, as VTAB-1k reports)")
     q = studies.add_parser("run", parents=[root, backend], help="run a study spec (continues a study with the "
                                                                   "same spec unless --new)")

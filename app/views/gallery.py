@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import readouts
 import services
 import state
 import streamlit as st
@@ -13,18 +14,6 @@ import gist_engine as ge
 STUDIES = "views/studies.py"
 FOLDER = Path(os.environ.get("GIST_GALLERY_DIR") or services.ASSETS / "gallery")
 DONE_KEY = "gallery.done"  # the message of the last import or removal, shown after the rerun
-
-
-def _pct(value: float | None) -> float | None:
-    return None if value is None else round(100 * value, 2)
-
-
-def _delta(d: dict) -> str:
-    """'GIST − plain: +0.33 points, 95% CI [-0.92, +1.58], p = 0.37 (3 seeds)' from a paired_delta dict."""
-    text = f"GIST − plain: {100 * d['mean']:+.2f} points"
-    if d.get("ci_low") is not None:
-        text += f", 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p = {d['p_value']:.2f}"
-    return text + f" ({d['n']} seed{'s' if d['n'] != 1 else ''})"
 
 
 mgr = state.manager()  # a real RunManager: examples are written into its store
@@ -58,18 +47,19 @@ for b in bundles:
         st.code(b["command"], language="bash")
         study = b.get("study") if b.get("kind") == "study" else None
         if study:  # a study: its table, one row per cell
-            rows = [{"cell": r["label"], "seeds": r["n"], "plain %": _pct(r["plain_mean"]),
-                     "GIST %": _pct(r["gist_mean"]), "GIST − plain (points)": _pct(r["delta_mean"]),
+            rows = [{"cell": r["label"], "seeds": r["n"], "plain %": readouts.pct(r["plain_mean"]),
+                     "GIST %": readouts.pct(r["gist_mean"]), "GIST − plain (points)": readouts.pct(r["delta_mean"]),
                      "95% CI": f"[{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
                      if r.get("delta_ci_low") is not None else "", "p": r["p_value"]} for r in b["results"]]
         else:
             rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain",
-                     "test acc %": _pct(r["acc_cls"]), "best %": _pct(r["best_acc_cls"]),
-                     "Gist head %": _pct(r["acc_gist"]), "agreement %": _pct(r["agreement"]), "steps": r["step"]}
+                     "test acc %": readouts.pct(r["acc_cls"]), "best %": readouts.pct(r["best_acc_cls"]),
+                     "Gist head %": readouts.pct(r["acc_gist"]), "agreement %": readouts.pct(r["agreement"]),
+                     "steps": r["step"]}
                     for r in b["summary"]["runs"]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
         for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls") and not study):
-            st.markdown(f"**{_delta(g['delta_acc_cls'])}**")
+            st.markdown(f"**{readouts.gallery_delta(g['delta_acc_cls'])}**")
         left, right = st.columns(2)
         if name in imported:
             if left.button("Open", key=f"gallery.open.{name}", icon=":material/open_in_new:"):

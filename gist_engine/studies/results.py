@@ -17,7 +17,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 STUDY_EXPORTS = ("csv", "md", "latex")
-METRICS = ("acc_cls", "best_acc_cls", "acc_gist", "agreement")
+METRICS = ("acc_cls", "best_acc_cls", "acc_gist", "agreement")  # per run (study_runs)
+_LATEX_SPECIALS = {"%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+                   "<": r"$<$", ">": r"$>$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                   "\\": r"\textbackslash{}"}
+DELTA_METRICS = ("acc_cls", "best_acc_cls")  # both arms have them, so GIST - plain is defined (study_results)
 COUNTED = ("completed", "running", "queued", "failed", "interrupted", "stopped", "diverged", "pending")
 
 
@@ -87,8 +91,9 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
         significance, and the status counts of the cell's runs (completed, running, queued, failed, interrupted,
         stopped, diverged, pending). `attrs`: study, name, axes, metric, paired.
     """
-    if metric not in METRICS:
-        raise StudyError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
+    if metric not in DELTA_METRICS:
+        why = " (the plain arm has no Gist head, so GIST - plain is not defined)" if metric in METRICS else ""
+        raise StudyError(f"metric: {metric!r} cannot be compared{why}; use one of {', '.join(DELTA_METRICS)}")
     runs = study_runs(study_id, root)
     axes = runs.attrs["axes"]
     out = []
@@ -238,15 +243,20 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
     """The study's results as text; written to `path` too when given.
 
     Args:
-        to: csv (one row per cell, every statistic; per-seed lists joined with ';'), md (the matrix as a Markdown
-            table) or latex (the matrix as a LaTeX tabular, pandas' Styler: needs jinja2).
+        to: csv (one row per cell, every statistic; per-seed lists joined with ';'; accuracies in percent and
+            differences in percentage points, like md and latex), md (the matrix as a Markdown table) or latex
+            (the matrix as a booktabs LaTeX table, pandas' Styler: needs jinja2).
         rows, cols: The matrix's axes (see `study_matrix`).
     """
     if to not in STUDY_EXPORTS:
         raise StudyError(f"--to: {to!r} is not one of {', '.join(STUDY_EXPORTS)}")
     res = study_results(study_id, root, metric)
     if to == "csv":
-        flat = res.copy()
+        flat = res.copy()  # accuracies in percent and differences in points, as every other export shows them
+        for col in ("plain", "gist"):
+            flat[col] = [[round(100 * v, 4) for v in values] for values in flat[col]]
+        for col in [c for c in flat.columns if c.startswith(("plain_", "gist_", "delta_"))]:
+            flat[col] = _pd().to_numeric(flat[col], errors="coerce") * 100
         for col in ("seeds", "plain", "gist"):
             flat[col] = [";".join(str(v) for v in values) for values in flat[col]]
         text = flat.to_csv(index=False)
@@ -257,12 +267,14 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
         if to == "md":
             text = f"{markdown_table(matrix)}\n\n{caption}\n"
         else:
-            text = matrix.to_latex(escape=True, caption=caption.replace("%", r"\%"))
+            latex_caption = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in caption)
+            text = ("% booktabs table: needs \\usepackage{booktabs}\n"
+                    + matrix.to_latex(escape=True, caption=latex_caption))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text, encoding="utf-8")
     return text
 
 
-__all__ = ["METRICS", "STUDY_EXPORTS", "export_study", "format_cell", "format_study", "markdown_table",
+__all__ = ["DELTA_METRICS", "METRICS", "STUDY_EXPORTS", "export_study", "format_cell", "format_study", "markdown_table",
            "significance", "study_curve", "study_matrix", "study_results", "study_runs"]

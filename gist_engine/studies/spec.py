@@ -92,7 +92,7 @@ class StudySpec:
         return ("gist",) if load_run_config(self.base).gist.enabled else ("plain",)
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid (the cartesian product of the axes' values), validated; one cell for no grid."""
+        """Every cell of the grid (the cartesian product of the axes' values), validated."""
         choices = [list(v) for v in self.grid.values()]  # a named axis: its labels
         out = []
         for index, combo in enumerate(itertools.product(*choices)):
@@ -194,10 +194,11 @@ def _parse_seeds(seeds: Any, first: int) -> list[int]:
 
 
 def _parse_grid(grid: Any) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
-    if grid is None:
-        return {}
-    if not isinstance(grid, typing.Mapping):
+    if grid is not None and not isinstance(grid, typing.Mapping):
         raise StudyError(f"grid: expected a mapping of config keys to lists of values, got {type(grid).__name__}")
+    if not grid:  # an empty file, or a spec without axes, would silently train the base config as a "study"
+        raise StudyError("grid: give at least one axis to sweep, e.g. grid: {gist.temperature: [1, 3]} (for plain "
+                         "vs GIST over seeds without a sweep: python -m gist_engine compare --config FILE --seeds N)")
     out: dict[str, list[Any] | dict[str, dict[str, Any]]] = {}
     for axis, values in grid.items():
         _check_key(axis, "grid")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from gist_engine.cli import main
 from gist_engine.config import ConfigError
 from gist_engine.studies import StudyError, load_study_spec
 from tests.studies.helpers import BASE, spec
@@ -56,6 +57,8 @@ def test_a_grid_cell_may_need_another_axis():
      "grid cell method_args.rank=2, method=adapter: unknown config key 'method_args.rank'"),
     ({"grid": {"gist.temperature": []}}, "grid.gist.temperature: needs at least one value"),
     ({"grid": {"gist.temperature": 3}}, "grid.gist.temperature: expected a list"),
+    ({"grid": {}}, "grid: give at least one axis to sweep"),
+    ({"grid": None}, "grid: give at least one axis to sweep"),
     ({"seeds": 0}, "seeds: need at least one seed"),
     ({"retries": -1}, "retries: expected an integer"),
     ({"paired": "yes"}, "paired: expected true or false"),
@@ -84,3 +87,12 @@ def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
     assert cifar.method == "lora" and cifar.data.dataset == "vtab:/data/vtab-1k/cifar" and vtab.seeds == [42, 43, 44]
     setup = (folder.parents[1] / "setup.py").read_text()
     assert '"gist_studio.assets": "assets"' in setup and '"**/*.yaml"' in setup  # assets/studies/ is package data
+
+
+def test_an_empty_spec_file_is_refused_before_anything_runs(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["study", "run", str(empty), "--root", str(tmp_path / "data")]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: grid: give at least one axis to sweep")
+    assert "study " not in out  # no study was created, nothing trained
