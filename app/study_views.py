@@ -125,7 +125,8 @@ def axes_spec(cfg: dict[str, Any]) -> dict[str, Any]:
             grid[axis] = parse_values(text, axis)
     seeds, name = st.columns([1, 2])
     n = seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="studies.seeds",
-                           help="Seeds per cell; plain and GIST share each seed (same init and data order).")
+                           help="Seeds per cell; plain and GIST share each seed (same init and data order). One "
+                           "seed gives no confidence interval; 3 or more give a CI and a p-value.")
     title = name.text_input("Study name", value=f"{cfg.get('name') or 'study'}-sweep", key="studies.name")
     return {"name": title, "base": copy.deepcopy(cfg), "grid": grid, "seeds": int(n)}
 

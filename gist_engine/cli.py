@@ -489,7 +489,7 @@ def _gallery_list(mgr, args: argparse.Namespace) -> int:
         if not b["recorded"]:
             continue
         m, v = b["machine"], b["versions"]
-        print(f"  {len(b['runs'])} runs, {b['size_bytes'] / 1e6:.2f} MB; recorded {b['date']} on {m['cpu']} "
+        print(f"  {_count(len(b['runs']), 'run')}, {b['size_bytes'] / 1e6:.2f} MB; recorded {b['date']} on {m['cpu']} "
               f"({m['cores']} cores), gist_engine {v.get('gist_engine')}, torch {v.get('torch')}")
         print(f"  command: {b['command']}")
         if b.get("kind") == "study":  # a study: one line per cell of its table
@@ -522,7 +522,7 @@ def _gallery_import(mgr, args: argparse.Namespace) -> int:
     for r in results:
         what = "imported" if r["imported"] else "already imported"
         groups = f", group {', '.join(r['groups'])}" if r["groups"] else ""
-        print(f"{r['name']}: {what} ({len(r['runs'])} runs{groups})")
+        print(f"{r['name']}: {what} ({_count(len(r['runs']), 'run')}{groups})")
     return 0
 
 
@@ -555,7 +555,7 @@ def _gallery_record(mgr, args: argparse.Namespace) -> int:
 
 def _gallery_remove(mgr, args: argparse.Namespace) -> int:
     removed = remove_gallery_example(mgr, args.name)
-    print(f"removed the example {args.name} ({len(removed)} runs) from {mgr.root}")
+    print(f"removed the example {args.name} ({_count(len(removed), 'run')}) from {mgr.root}")
     return 0
 
 
@@ -604,6 +604,11 @@ def _gallery_parser(runs: Any) -> None:
     q.add_argument("--out", default=None, help="folder for the bundles (default: the gallery folder itself)")
     q = sub.add_parser("remove", help="take an imported example out of the store (its runs and files)")
     q.add_argument("name", help="entry name")
+
+
+def _count(n: int, word: str) -> str:
+    """(1, 'run') -> '1 run'; (3, 'run') -> '3 runs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _positive_int(text: str) -> int:

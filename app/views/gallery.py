@@ -43,7 +43,7 @@ for b in bundles:
         st.caption(f"Recorded {b['date'][:16].replace('T', ' ')} UTC on {m['cpu']} ({m['cores']} cores"
                    f"{', ' + m['gpu'] if m.get('gpu') else ''}) · "
                    f"gist_engine {v.get('gist_engine')}, torch {v.get('torch')}, timm {v.get('timm')} · "
-                   f"{len(b['runs'])} runs · {b['size_bytes'] / 1e6:.1f} MB")
+                   f"{readouts.plural(len(b['runs']), 'run')} · {b['size_bytes'] / 1e6:.1f} MB")
         st.code(b["command"], language="bash")
         study = b.get("study") if b.get("kind") == "study" else None
         if study:  # a study: its table, one row per cell
@@ -74,5 +74,6 @@ for b in bundles:
                 st.rerun()
         elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:"):
             ge.import_gallery_entry(mgr, b["path"])
-            st.session_state[DONE_KEY] = f"Imported {b['title']} ({len(b['runs'])} runs): open it below"
+            runs = readouts.plural(len(b["runs"]), "run")
+            st.session_state[DONE_KEY] = f"Imported {b['title']} ({runs}): open it below"
             st.rerun()
