@@ -87,7 +87,8 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n\n{''.join(traceback.format_exception(exc))}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host exists (`kill(pid, 0)`; True where that is no probe, e.g. Windows)."""
     if os.name != "posix":  # os.kill(pid, 0) is not a probe on Windows
         return True
     try:
@@ -277,7 +278,7 @@ class RunManager:
                     sibling = _MANAGERS.get(r["owner"] or "")
                     if sibling is None or not sibling._handles(r["id"]):
                         why = "its run manager in this process no longer runs it"
-                elif not _pid_alive(r["owner_pid"]):
+                elif not pid_alive(r["owner_pid"]):
                     why = f"its process (pid {r['owner_pid']}) ended"
             if why is None:
                 continue

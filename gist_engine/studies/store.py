@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import RunManager, RunNotFound, RunStore, data_dir
-from ..runs.manager import EXAMPLE_OWNER
+from ..runs.manager import EXAMPLE_OWNER, pid_alive
 from ..runs.store import DB_NAME
 from ..train.checkpoint import package_versions
 from .spec import StudyError, StudySpec
@@ -68,15 +68,9 @@ class StudyInfo:
 
 
 def _pid_alive(pid: int | None, host: str | None) -> bool:
-    if pid is None or host != socket.gethostname() or os.name != "posix":
+    if pid is None or host != socket.gethostname():
         return True  # another host's driver: its heartbeat decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 class StudyStore:
