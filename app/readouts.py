@@ -185,7 +185,7 @@ def compare_headline(results: dict[str, Any], chosen: list[Any]) -> None:
     if extra is not None:
         plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
         share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
-        k[4].metric("Parameter cost of GIST", f"+{extra:,}", help=f"extra trainable parameters{share}")
+        k[4].metric("GIST params", f"+{extra:,}", help=f"Parameter cost of GIST: extra trainable parameters{share}")
     show_verdict(v)
 
 
@@ -276,7 +276,7 @@ def compare_curves(mgr: Any, chosen: list[Any], group: bool, loss_key: str, smoo
     acc = {k: charts.split_of(e, split) for k, e in evals.items()}
     losses = {labels[r.id]: mgr.metrics(r.id, keys=[loss_key]) for r in chosen}
     c1, c2 = st.columns(2)
-    title = ("Accuracy over training, CLS head (probe of held-out training images)" if probed
+    title = ("CLS-head accuracy on the probe (held-out training images)" if probed
              else "Test accuracy, CLS head")
     c1.plotly_chart(charts.overlay_figure(acc, "acc_cls", title, 100, "%"), key="compare.acc", config=charts.MODEBAR)
     loss_title = "Cross-entropy of the CLS head (both arms)" if loss_key == "ce_cls" else \

@@ -187,7 +187,7 @@ def test_live_page_shows_a_failed_run_plainly(real) -> None:
 def test_compare_page_real_group(real) -> None:
     at = open_page(real, "views/compare.py", group=real.ids["group"])
     labels = {m.label: m.value for m in at.metric}
-    assert "GIST − plain" in labels and labels["Parameter cost of GIST"] == "+32"
+    assert "GIST − plain" in labels and labels["GIST params"] == "+32"
     assert "Published numbers, not runs of this app" in _texts(at)
     published = at.dataframe[-1].value
     assert "method (published)" in published.columns and len(published) == 10

@@ -125,7 +125,7 @@ def test_compare_shows_accuracy_over_training_from_the_probe(fake) -> None:
                               for s in (0, 10, 20, 30)])
         fake.frames[run.id] = (metrics, pd.concat([test.assign(split="test", n=40), probe], ignore_index=True))
     at = open_page(fake, "views/compare.py", group=gid)
-    acc = spec(at, "Accuracy over training")
+    acc = spec(at, "CLS-head accuracy on the probe")
     assert {t["name"]: values(t["x"]) for t in acc["data"]} == {"seed 0 · plain": [0, 10, 20, 30],
                                                                 "seed 0 · GIST": [0, 10, 20, 30]}
 
