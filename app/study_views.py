@@ -224,10 +224,10 @@ def start(spec_or_id: Any, where: Any, backend: str, **options: Any) -> None:
 # ------------------------------------------------------------------------------------------------- studies
 def studies_frame(infos: list[Any]) -> pd.DataFrame:
     """One row per study: id, name, status, backend, cells, runs and their status counts, created (UTC)."""
-    shown = ("completed", "running", "queued", "failed", "interrupted", "stopped")
+    shown = ("completed", "running", "queued", "failed", "interrupted")
     rows = [{"id": s.id, "name": s.name, "status": s.status, "backend": s.backend, "cells": s.cells,
              "runs": s.planned, **{k: s.counts.get(k, 0) for k in shown},
-             "other": sum(v for k, v in s.counts.items() if k not in (*shown, "pending")),  # diverged, deleted
+             "other": sum(v for k, v in s.counts.items() if k not in (*shown, "pending")),  # stopped, diverged, ...
              "pending": s.counts.get("pending", 0), "created": pd.to_datetime(s.created, unit="s")} for s in infos]
     return pd.DataFrame(rows)
 
