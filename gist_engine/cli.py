@@ -571,8 +571,9 @@ def _runs_gallery(mgr, args: argparse.Namespace) -> int:
 RUNS_COMMANDS["gallery"] = _runs_gallery
 
 
-def _gallery_parser(runs: Any) -> None:
-    """`runs gallery list | import | export | record | remove`: the recorded examples (see gist_engine.runs.gallery)."""
+def _gallery_parser(runs: Any) -> Any:
+    """`runs gallery list | import | export | record | remove`: the recorded examples (see gist_engine.runs.gallery);
+    returns its subparsers."""
     p = runs.add_parser("gallery", help="recorded example runs: list, import into the store, export, re-record")
     sub = p.add_subparsers(dest="gallery_command", required=True)
 
@@ -604,11 +605,18 @@ def _gallery_parser(runs: Any) -> None:
     q.add_argument("--out", default=None, help="folder for the bundles (default: the gallery folder itself)")
     q = sub.add_parser("remove", help="take an imported example out of the store (its runs and files)")
     q.add_argument("name", help="entry name")
+    return sub
 
 
 def _count(n: int, word: str) -> str:
     """(1, 'run') -> '1 run'; (3, 'run') -> '3 runs'."""
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _root_everywhere(*commands: argparse.ArgumentParser) -> None:
+    """Give each command a `--root` that fills its group's `--root` (`runs list --root DIR`)."""
+    for q in commands:
+        q.add_argument("--root", default=argparse.SUPPRESS, help="data directory (as `runs --root`)")
 
 
 def _positive_int(text: str) -> int:
@@ -676,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--to", choices=("csv", "parquet", "mlflow"), default="csv", help="export format")
     q.add_argument("--out", default=None, help="folder to write (mlflow: tracking folder or URI)")
     _add_study_parser(sub)
-    _gallery_parser(runs)
+    gallery = _gallery_parser(runs)
+    # `runs list --root DIR` as well as `runs --root DIR list` (like `study`)
+    _root_everywhere(*(q for name, q in runs.choices.items() if name != "gallery"), *gallery.choices.values())
     return parser
 
 

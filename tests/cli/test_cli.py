@@ -143,3 +143,11 @@ def test_train_refuses_an_output_path_that_is_a_file(tmp_path, capsys):
     out.write_text("")
     assert main(["train", "--set", "backbone=test_vit", "--out", str(out)]) == 2
     assert "a file of that name exists; give a directory" in capsys.readouterr().err
+
+
+def test_runs_commands_take_root_before_or_after_the_command(tmp_path, capsys):
+    for argv in (["runs", "--root", str(tmp_path), "list"], ["runs", "list", "--root", str(tmp_path)],
+                 ["runs", "gallery", "list", "--root", str(tmp_path)]):
+        assert main(argv) == 0, argv
+    assert (tmp_path / "runs.sqlite3").exists()  # the store the --root names, whichever place it was given
+    capsys.readouterr()
