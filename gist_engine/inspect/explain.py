@@ -365,8 +365,8 @@ def attention_report(model: nn.Module, image: ImageInput, out_dir: str | Path) -
         out_dir: Created if missing.
     """
     out_dir = Path(out_dir)
+    resized, x = prepare_image(model, image)  # a bad image is refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    resized, x = prepare_image(model, image)
     maps = compute_attention_maps(model, x, with_images=False)
     maps.images = resized[None]  # (1, S, S, 3)
     maps.save(out_dir / "maps.npz", dtype=np.float32)

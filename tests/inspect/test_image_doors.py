@@ -148,6 +148,7 @@ def test_attention_cli_refuses_bad_files_in_one_line(setup, tmp_path, capsys, co
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.startswith("error: cannot read image") and problem in err and str(bad) in err
     assert "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written for an image that was refused
 
 
 # ------------------------------------------------------------------------------------------------ bf16 frozen weights
