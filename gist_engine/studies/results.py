@@ -37,7 +37,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     Columns: cell (index), label, one column per axis (its value), seed, arm (plain/gist), run_id (None while not
     submitted), group_id (the cell's paired group: the app's Compare page), attempts, status (`pending` while not
     submitted), outcome (of the latest attempt), step, total_steps, acc_cls, best_acc_cls, acc_gist, agreement,
-    error. `attrs`: study (id), name, axes.
+    error. `attrs`: study (id), name, axes, paired.
     """
     with StudyStore(root) as s:
         info = s.get(study_id)
@@ -52,7 +52,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
                      "step": r.get("step"), "total_steps": r.get("total_steps"),
                      **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
     df = _pd().DataFrame(rows)
-    df.attrs.update(study=study_id, name=info.name, axes=spec.axes)
+    df.attrs.update(study=study_id, name=info.name, axes=spec.axes, paired=spec.paired)
     return df
 
 
@@ -144,6 +144,24 @@ def format_cell(row: Any) -> str:
     return f"{_points(row['delta_mean'])}{ci}{row['significance']}"
 
 
+def _single_arm(results: pd.DataFrame) -> str | None:
+    """"plain" or "gist" for a study run without pairing (`paired: false`: one arm), else None."""
+    if results.attrs.get("paired", True):
+        return None
+    has = [arm for arm in ("plain", "gist") if any(len(v) for v in results[arm])]
+    return has[0] if len(has) == 1 else None
+
+
+def format_accuracy(row: Any, arm: str) -> str:
+    """`42.50 [30.10, 54.90]`: one arm's mean accuracy in percent with its 95% CI over the seeds."""
+    mean = row[f"{arm}_mean"]
+    if mean is None or _isnan(mean):
+        return "-"
+    low, high = row[f"{arm}_ci_low"], row[f"{arm}_ci_high"]
+    ci = f" [{100 * low:.2f}, {100 * high:.2f}]" if low is not None and not _isnan(low) else ""
+    return f"{100 * mean:.2f}{ci}"
+
+
 def study_matrix(results: pd.DataFrame, rows: str | None = None, cols: str | None = None,
                  formatted: bool = True) -> pd.DataFrame:
     """The paper's table: mean GIST - plain per cell, rows = one axis, columns = another.
@@ -167,10 +185,16 @@ def study_matrix(results: pd.DataFrame, rows: str | None = None, cols: str | Non
     cols = cols if cols is not None else next((a for a in axes if a != rows), None)
     index = [rows, *[a for a in axes if a not in (rows, cols)]]
     frame = results.copy()
-    frame["value"] = [format_cell(r) for _, r in frame.iterrows()] if formatted else frame["delta_mean"]
+    arm = _single_arm(results)  # an unpaired study: no difference exists, the one arm's accuracy is shown
+    if arm is None:
+        frame["value"] = [format_cell(r) for _, r in frame.iterrows()] if formatted else frame["delta_mean"]
+    else:
+        frame["value"] = ([format_accuracy(r, arm) for _, r in frame.iterrows()] if formatted
+                          else frame[f"{arm}_mean"])
     frame[index + ([cols] if cols else [])] = frame[index + ([cols] if cols else [])].map(_label)
     if cols is None:
-        table = frame.set_index(index)[["value"]].rename(columns={"value": "GIST - plain"})
+        title = "GIST - plain" if arm is None else f"{'GIST' if arm == 'gist' else 'plain'} accuracy (%)"
+        table = frame.set_index(index)[["value"]].rename(columns={"value": title})
     else:
         table = frame.pivot_table(index=index, columns=cols, values="value", aggfunc="first", sort=False)
         table.columns.name = cols
@@ -262,8 +286,11 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
         text = flat.to_csv(index=False)
     else:
         matrix = study_matrix(res, rows, cols)
+        arm = _single_arm(res)
         caption = (f"{res.attrs['name']}: mean GIST - plain ({metric}, points) with its 95% CI; "
-                   "* p < 0.05, ** p < 0.01, *** p < 0.001 (paired t-test over seeds)")
+                   "* p < 0.05, ** p < 0.01, *** p < 0.001 (paired t-test over seeds)" if arm is None else
+                   f"{res.attrs['name']}: mean {metric} of the {arm} arm (%) with its 95% CI over seeds (an "
+                   "unpaired study: no GIST - plain difference)")
         if to == "md":
             text = f"{markdown_table(matrix)}\n\n{caption}\n"
         else:

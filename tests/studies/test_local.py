@@ -155,3 +155,15 @@ def test_cli_study_run_show_export_list(tmp_path, capsys):
     path.write_text(json.dumps({**small, "grid": {"gist.temperatur": [1]}}))
     assert cli.main(["study", "run", str(path), "--root", root]) == 2
     assert "grid.gist.temperatur" in capsys.readouterr().err
+
+
+def test_an_unpaired_study_shows_its_one_arm_accuracy_not_empty_differences(tmp_path):
+    unpaired = {"name": "one-arm", "base": spec()["base"], "grid": {"gist.temperature": [1, 3]}, "seeds": 2,
+                "paired": False}
+    study_id = run_study(unpaired, tmp_path, "local", **LOCAL)
+    res = study_results(study_id, tmp_path)
+    matrix = study_matrix(res)
+    assert list(matrix.columns) == ["GIST accuracy (%)"]
+    for (_, row), text in zip(res.iterrows(), matrix["GIST accuracy (%)"], strict=True):
+        assert text.startswith(f"{100 * row['gist_mean']:.2f} [")  # the arm's mean with its CI, never "-"
+    assert "unpaired study" in export_study(study_id, "md", None, tmp_path)
