@@ -81,7 +81,9 @@ def parse_values(text: str, axis: str) -> list[Any]:
     try:
         values = yaml.safe_load(flow)
     except yaml.YAMLError as exc:
-        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list ({exc})") from None
+        where = getattr(exc, "problem", None) or "cannot be read"  # PyYAML's own message spans several lines
+        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list of values ({where}); write "
+                         "e.g. 1, 2, 3 or [bkld, kl]") from None
     if not isinstance(values, list):
         raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list")
     return [_number(v) for v in values]

@@ -61,6 +61,11 @@ def test_a_bad_axis_value_is_refused_by_name_before_anything_runs(mgr) -> None:
     assert at.button(key="studies.start").disabled
     at.text_input(key="studies.values1.gist.temperature").input("1, [3").run()  # not a list: named too
     assert "values of gist.temperature" in _texts(at, "error")
+    at.text_input(key="studies.values1.gist.temperature").input("1,,3").run()  # one line, with an example
+    said = [e for e in _texts(at, "error").splitlines() if "values of gist.temperature" in e]
+    assert said and "write e.g. 1, 2, 3" in said[0], _texts(at, "error")
+    at.text_input(key="studies.values1.gist.temperature").input("").run()  # no values: no axis, no study
+    assert "give at least one axis" in _texts(at, "error") and at.button(key="studies.start").disabled
     at.segmented_control(key="studies.source").set_value("Built-in spec").run()
     picker = at.selectbox(key="studies.builtin")
     assert {"temperature", "gist_length", "interaction_loss", "methods", "vtab1k"} <= set(picker.options)
