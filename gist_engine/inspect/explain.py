@@ -348,7 +348,9 @@ def attention_figure(maps: AttentionMaps, image: int = 0, cmap: str = "inferno",
         twin.set_ylim(0, 1.05)
         twin.set_ylabel("cosine", fontsize=8)
         twin.legend(loc="lower right", fontsize=7)
-    ax.axhline(max_entropy(maps), color="grey", lw=0.8, ls=":", label="uniform")
+    top = max_entropy(maps)
+    ax.axhline(top, color="grey", lw=0.8, ls=":", label="uniform")
+    ax.set_ylim(0, 1.05 * top)  # the whole range [0, log N]: a nearly uniform model reads as flat, not as a trend
     ax.set_xlabel("layer", fontsize=8)
     ax.set_ylabel("entropy (nats)", fontsize=8)
     ax.legend(loc="lower left", fontsize=7)
