@@ -388,16 +388,10 @@ class RunManager:
         """
         row = self._row(run_id, "status, owner")
         with self._cond:
-            if run_id in self._queue:
-                self._queue.remove(run_id)
-                self._device.pop(run_id, None)
-                self._owned.discard(run_id)
-                dequeued = True
-            else:
-                dequeued = False
-                if run_id in self._running:
-                    self._stops.setdefault(run_id, STOPPED)
-                    return
+            dequeued = self._unqueue(run_id)
+            if not dequeued and run_id in self._running:
+                self._stops.setdefault(run_id, STOPPED)
+                return
         if dequeued or (row["status"] == QUEUED and row["owner"] == self.token):
             with self.store.write() as c:
                 c.execute("UPDATE runs SET status = ?, finished = ?, error = NULL WHERE id = ? AND status = ?",
@@ -424,10 +418,7 @@ class RunManager:
             self._refuse_example(run_id, "delete")
         row = self._row(run_id, "status, owner, owner_pid")
         with self._cond:
-            if run_id in self._queue:
-                self._queue.remove(run_id)
-                self._device.pop(run_id, None)
-                self._owned.discard(run_id)
+            self._unqueue(run_id)
             if run_id in self._running:
                 self._stops[run_id] = "deleted"
                 deadline = time.monotonic() + timeout
@@ -696,6 +687,15 @@ class RunManager:
                 self._queue.remove(run_id)
                 return run_id
         return None
+
+    def _unqueue(self, run_id: str) -> bool:
+        """Take a queued run out of this manager's queue (hold `_cond`); False when it was not queued here."""
+        if run_id not in self._queue:
+            return False
+        self._queue.remove(run_id)
+        self._device.pop(run_id, None)
+        self._owned.discard(run_id)
+        return True
 
     def _worker(self) -> None:
         while True:
