@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+import gist_engine as ge
+
 LOSS_LABELS = {"ce_cls": "CE (CLS head)", "ce_gist": "CE (Gist head)", "kl_cls_gist": "KL(cls || gist)",
                "kl_gist_cls": "KL(gist || cls)", "total": "total loss"}
 ACC_LABELS = {"acc_cls": "accuracy, CLS head", "acc_gist": "accuracy, Gist head", "agreement": "CLS/Gist agreement"}
@@ -66,33 +68,26 @@ def ema(values: Sequence[float] | pd.Series, weight: float) -> np.ndarray:
 
 
 def loss_contributions(metrics: pd.DataFrame, gist: Mapping[str, Any] | None) -> pd.DataFrame:
-    """The training objective split into the weighted terms that add up to it, per step.
+    """The training objective split into the weighted terms that add up to it, per step, labelled for a chart.
 
-    GIST's objective (gist_engine.losses.gist_loss) is `CE(cls) + ce_weight * CE(gist) + loss_weight * D`; for the
-    KL losses D is made of the two directions, so `loss_weight * KL(cls||gist)` and `loss_weight * KL(gist||cls)`
-    are shown apart (bkld: both; kl: the first; reverse_kl: the second); js and mse are one term. A plain run's
+    The weights and which terms enter the total are the engine's (`ge.loss_weights`, `ge.loss_contributions`):
+    CE(cls) + ce_weight * CE(gist) + loss_weight * D, the KL losses' D shown as its directions. A plain run's
     objective is CE(cls) alone.
 
     Args:
         metrics: Step metrics (step, ce_cls, ce_gist, kl_cls_gist, kl_gist_cls, interaction, total).
-        gist: The run's `gist` config (enabled, loss, ce_weight, loss_weight); None = GIST off.
+        gist: The run's stored `gist` config (missing keys take the engine's defaults); None = GIST off.
 
     Returns:
         step and one column per contribution, named with its weight ("0.75 · KL(cls || gist)"); the columns
         other than step sum to `total`.
     """
-    out = pd.DataFrame({"step": metrics["step"], "CE (CLS head)": metrics["ce_cls"]})
-    if not gist or not gist.get("enabled", True):
-        return out
-    w_ce, w = float(gist.get("ce_weight", 0.5)), float(gist.get("loss_weight", 0.75))
-    out[f"{w_ce:g} · CE (Gist head)"] = w_ce * metrics["ce_gist"]
-    loss = gist.get("loss", "bkld")
-    parts = {"bkld": ("kl_cls_gist", "kl_gist_cls"), "kl": ("kl_cls_gist",), "reverse_kl": ("kl_gist_cls",)}
-    if loss in parts:
-        for key in parts[loss]:
-            out[f"{w:g} · {LOSS_LABELS[key]}"] = w * metrics[key]
-    elif loss != "none":
-        out[f"{w:g} · {loss.upper()} interaction"] = w * metrics["interaction"]
+    weights = ge.loss_weights(gist)
+    parts = ge.loss_contributions(metrics, gist)
+    out = pd.DataFrame({"step": metrics["step"]})
+    for term, values in parts.items():
+        label = LOSS_LABELS.get(term) or f"{str((gist or {}).get('loss', '')).upper()} interaction".strip()
+        out[label if term == "ce_cls" else f"{weights[term]:g} · {label}"] = values
     return out
 
 
@@ -116,8 +111,8 @@ def loss_figure(metrics: pd.DataFrame, gist: Mapping[str, Any] | None = None, sm
         if "total" in metrics:
             fig.add_scatter(x=metrics["step"], y=ema(metrics["total"], smoothing), name="total", mode="lines",
                             line={"color": COLOURS["total"], "width": 2.5})
-        title = "Training objective = sum of the weighted terms" if gist and gist.get("enabled", True) \
-            else "Training objective (cross-entropy)"
+        title = ("Training objective = sum of the weighted terms" if len(ge.loss_weights(gist)) > 1
+                 else "Training objective (cross-entropy)")
     if log:
         fig.update_yaxes(type="log")
     _integer_ticks(fig, float(metrics["step"].max()) if len(metrics) else 0)

@@ -39,7 +39,7 @@ from .data.upload import decode_image, delete_uploaded_dataset, import_imagefold
 from .estimate import estimate_run_time, measure_throughput
 from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
-from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
+from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss, loss_contributions, loss_weights
 from .model import GistOutput, GistViT
 from .runs import RunError, RunManager, RunNotFound, RunSnapshot, StoreError, paired_delta, run_compare, summarise
 from .runs import data_dir as runs_data_dir
@@ -160,6 +160,8 @@ __all__ = [
     "load_run_config",
     "load_snapshot",
     "load_study_spec",
+    "loss_contributions",
+    "loss_weights",
     "measure_throughput",
     "overlay_heatmap",
     "paired_delta",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gist_engine import INTERACTION_LOSSES, LOSS_TERMS, GistConfig, gist_loss
+from gist_engine import INTERACTION_LOSSES, LOSS_TERMS, GistConfig, gist_loss, loss_contributions, loss_weights
 
 CLS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]
 GIST = [[1.0, 1.5, 0.0], [-0.5, 0.4, 2.0]]
@@ -93,3 +93,31 @@ def test_the_loss_reads_the_gist_options_its_caller_passes():
     assert terms["total"].item() == pytest.approx(expected, rel=1e-5)
     for module in (losses, build):
         assert "gist_cfg" not in inspect.getsource(module), module.__name__
+
+
+@pytest.mark.parametrize("loss", sorted(INTERACTION_LOSSES))
+def test_the_weighted_contributions_add_up_to_the_total(loss):
+    cfg = GistConfig(loss=loss, ce_weight=0.4, loss_weight=0.7, temperature=2.0)
+    g = torch.Generator().manual_seed(1)
+    terms = gist_loss(torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g),
+                      torch.randint(0, 5, (8,), generator=g), cfg)
+    parts = loss_contributions(terms, cfg)
+    assert torch.allclose(sum(parts.values()), terms["total"], rtol=1e-6)
+    weights = loss_weights(cfg)
+    assert weights["ce_cls"] == 1.0 and weights["ce_gist"] == 0.4 and list(parts) == list(weights)
+    assert all(w == 0.7 for k, w in weights.items() if k not in ("ce_cls", "ce_gist"))
+    assert ("interaction" in weights) == (loss in ("js", "mse")) and (len(weights) == 2) == (loss == "none")
+
+
+def test_loss_weights_of_a_stored_mapping_take_the_engine_defaults():
+    default = GistConfig()
+    assert loss_weights({}) == {"ce_cls": 1.0, "ce_gist": default.ce_weight, "kl_cls_gist": default.loss_weight,
+                                "kl_gist_cls": default.loss_weight}
+    assert loss_weights({"loss": "kl", "loss_weight": 2.0, "an_old_key": 1}) == {
+        "ce_cls": 1.0, "ce_gist": default.ce_weight, "kl_cls_gist": 2.0}
+    assert loss_weights(None) == loss_weights({"enabled": False}) == {"ce_cls": 1.0}
+    series = {"ce_cls": np.array([1.0, 2.0]), "ce_gist": np.array([0.0, 4.0])}
+    plain = loss_contributions(series, None)
+    assert list(plain) == ["ce_cls"] and np.array_equal(plain["ce_cls"], series["ce_cls"])
+    with pytest.raises(KeyError):
+        loss_contributions(series, {"loss": "bkld"})  # the KL terms are missing

@@ -5,6 +5,8 @@ import services
 import state
 import streamlit as st
 
+import gist_engine as ge
+
 st.title("What is GIST?")
 cfg = state.draft()
 info = services.describe_config(cfg)
@@ -28,9 +30,11 @@ st.plotly_chart(diagram, key="about.diagram")
 size = (f"up to {info['max_length']} tokens" if info.get("modality") == "text" else f"{info['image_size']} px")
 st.caption(f"The real sequence of the model on the Launch page ({info['backbone']} at {size}): "
            + " + ".join(f"{n} {k}" for k, n in info["sequence_layout"]) + f" = {info['seq_len']} tokens.")
-st.latex(r"L = \mathrm{CE}(S_{cls}, y) + 0.5\,\mathrm{CE}(S_{gist}, y) + 0.75\,"
-         r"[\mathrm{KL}(p\,\|\,q) + \mathrm{KL}(q\,\|\,p)],\quad p = \mathrm{softmax}(S_{cls}/3),\ "
-         r"q = \mathrm{softmax}(S_{gist}/3)")
+defaults = ge.GistConfig()  # the engine's defaults (the paper's), never a copy here
+st.latex(rf"L = \mathrm{{CE}}(S_{{cls}}, y) + {defaults.ce_weight:g}\,\mathrm{{CE}}(S_{{gist}}, y) + "
+         rf"{defaults.loss_weight:g}\,[\mathrm{{KL}}(p\,\|\,q) + \mathrm{{KL}}(q\,\|\,p)],\quad "
+         rf"p = \mathrm{{softmax}}(S_{{cls}}/{defaults.temperature:g}),\ q = \mathrm{{softmax}}(S_{{gist}}/"
+         rf"{defaults.temperature:g})")
 st.markdown("""
 At test time only the CLS prediction is used; the Gist token stays in the sequence. On the **Live run** page you can
 watch each of these terms while a run trains; on **Compare**, whether GIST helped over several seeds; on
