@@ -160,14 +160,14 @@ def live_figures(drawn: dict[str, tuple], run_id: str, metrics: pd.DataFrame, ev
     return drawn[run_id][2], drawn[run_id][3]
 
 
-def delta_figure(results: Mapping[str, Any], key: str = "acc_cls") -> go.Figure:
-    """Per-seed GIST-minus-plain accuracy deltas (bars) and their mean with the 95% CI (error bar)."""
+def delta_figure(result: Any, key: str = "acc_cls") -> go.Figure:
+    """Per-seed GIST-minus-plain accuracy deltas (bars) and their mean with the 95% CI (error bar) of a
+    `ge.PairedResult`; the CI is the engine's (clipped to ±100 points)."""
     fig = go.Figure()
-    rows = [r for r in results.get("seeds", []) if r.get(f"plain_{key}") is not None
-            and r.get(f"gist_{key}") is not None]
-    fig.add_bar(x=[f"seed {r['seed']}" for r in rows], y=[100 * (r[f"gist_{key}"] - r[f"plain_{key}"]) for r in rows],
-                name="per seed", marker_color="#9ecae1")
-    d = results.get(f"delta_{key}")
+    pairs = [p for p in result.pairs if p.delta(key) is not None]
+    fig.add_bar(x=[f"seed {p.seed}" for p in pairs], y=[100 * p.delta(key) for p in pairs], name="per seed",
+                marker_color="#9ecae1")
+    d = result.delta(key)
     if d:
         err = None if d["ci_high"] is None else {"type": "data", "array": [100 * (d["ci_high"] - d["mean"])],
                                                  "arrayminus": [100 * (d["mean"] - d["ci_low"])]}

@@ -10,6 +10,8 @@ import charts
 import pandas as pd
 import streamlit as st
 
+import gist_engine as ge
+
 ALPHA = 0.05  # the significance level the verdict is stated at (two-sided paired t-test)
 STATE_FILE = "resume.safetensors"  # a run's training state (gist_engine.train.checkpoint.RESUME_NAME)
 ENDED = ("completed", "stopped", "diverged", "failed", "interrupted")
@@ -61,6 +63,11 @@ def verdict(delta: Mapping[str, Any] | None, epochs: float | None = None) -> dic
         return out
     lo, hi = delta["ci_low"], delta["ci_high"]
     out["ci"] = f"95% CI [{points(lo)}, {points(hi)}]"
+    if delta.get("clipped"):
+        out["ci"] += " (clipped to the possible range, ±100 points)"
+    note = delta.get("note") or ge.interval_note(n)
+    if note:
+        out["warnings"].append(f"Too few seeds to conclude: {note}.")
     p = delta.get("p_value")
     if p is None or not math.isfinite(p):
         out["p"] = "no p-value (every seed gave the same difference)"
@@ -91,11 +98,10 @@ def show_verdict(v: Mapping[str, Any]) -> None:
 
 
 def seeds_in(snapshots: Iterable[Any]) -> dict[str, int]:
-    """`seeds` (with any run), `paired` (with both a plain and a GIST run) among `snapshots`: counts from the data."""
-    arms: dict[int, set[bool]] = {}
-    for s in snapshots:
-        arms.setdefault(s.seed, set()).add(bool(s.gist_enabled))
-    return {"seeds": len(arms), "paired": sum(a == {False, True} for a in arms.values())}
+    """`seeds` (with any run), `paired` (with both a plain and a GIST run) among `snapshots`: counts from the data,
+    paired as every comparison pairs them (`ge.paired_result`)."""
+    snapshots = list(snapshots)
+    return {"seeds": len({s.seed for s in snapshots}), "paired": len(ge.paired_result(snapshots).pairs)}
 
 
 def plural(n: int, word: str) -> str:
@@ -166,36 +172,38 @@ def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
     return rows
 
 
-def compare_headline(results: dict[str, Any], chosen: list[Any]) -> None:
-    """The numbers and the verdict on the page: mean gain, its 95% CI, p, seeds, GIST's parameter cost."""
-    d, extra = results.get("delta_acc_cls"), results.get("extra_params")
+def compare_headline(result: Any, chosen: list[Any]) -> None:
+    """The numbers and the verdict on the page: mean gain, its 95% CI, p, seeds, GIST's parameter cost.
+
+    `result` is the comparison's `ge.PairedResult`; `chosen` the runs compared (snapshots)."""
+    d, extra = result.delta("acc_cls"), result.extra_params
     epochs = min((r.config.get("train") or {}).get("epochs", 1) for r in chosen)
     v = verdict(d, epochs)
     k = st.columns([1.4, 1.7, 0.7, 0.7, 0.9])  # the CI needs the room: "[-5.37, +4.43]"
     if d:
         k[0].metric("GIST − plain", v["value"], help="Mean accuracy gain of GIST over the plain method, in "
                     "percentage points, over the paired seeds")
-        k[1].metric("95% CI (points)", v["ci"].removeprefix("95% CI ") if d["ci_low"] is not None else "n/a",
-                    help=v["ci"])
+        k[1].metric("95% CI (points)", f"[{points(d['ci_low'])}, {points(d['ci_high'])}]"
+                    if d["ci_low"] is not None else "n/a",
+                    help=v["ci"] + (f". {d['note']}" if d.get("note") else ""))
         k[2].metric("p-value", "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}", help=v["p"])
         k[3].metric("Seeds paired", d["n"], help="Seeds with a finished plain and GIST run")
     done = sum(r.status not in ("queued", "running") for r in chosen)
     if done < len(chosen):
         k[3].progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
     if extra is not None:
-        plain = next((r for r in chosen if not r.gist_enabled and r.trainable_params), None)
-        share = f" (+{100 * extra / plain.trainable_params:.2f}% of the method's)" if plain else ""
+        share = f" (+{100 * extra / result.plain_params:.2f}% of the method's)" if result.plain_params else ""
         k[4].metric("GIST params", f"+{extra:,}", help=f"Parameter cost of GIST: extra trainable parameters{share}")
     show_verdict(v)
 
 
-def seeds_table(results: dict[str, Any]) -> None:
-    """The per-seed table, its columns sized to fit."""
+def seeds_table(result: Any) -> None:
+    """The per-seed table of a `ge.PairedResult` (accuracies in %, Δ in points), its columns sized to fit."""
     names = {"seed": "seed", "plain_acc_cls": "plain", "gist_acc_cls": "GIST", "delta": "Δ",
              "gist_acc_gist": "Gist head", "gist_agreement": "agree", "plain_best_acc_cls": "plain best",
              "gist_best_acc_cls": "GIST best"}
-    frame = pd.DataFrame(results["seeds"])
-    frame["delta"] = frame["gist_acc_cls"] - frame["plain_acc_cls"]
+    frame = pd.DataFrame(result.seed_rows())
+    frame["delta"] = [p.delta("acc_cls") for p in result.pairs]
     frame = frame[[c for c in names if c in frame]]
     pct = {c: 100 * frame[c].astype(float) for c in frame if c != "seed"}
     frame = frame.assign(**pct)
@@ -204,6 +212,7 @@ def seeds_table(results: dict[str, Any]) -> None:
               for c, label in names.items() if c != "seed"}
     st.dataframe(frame, hide_index=True, column_config={"seed": st.column_config.NumberColumn("seed", width="small"),
                                                         **column}, width="stretch")
+
 
 def group_label(group: Mapping[str, Any], count: Mapping[str, int]) -> str:
     """A paired group in the selector: 'name · 2 seeds paired of 3 · id', the counts from its runs now."""
@@ -321,4 +330,5 @@ def gallery_delta(d: dict) -> str:
         text += f", 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p = {d['p_value']:.2f}"
     if d["n"] < 2:
         return text + " (1 seed: no confidence interval, so no conclusion)"
-    return text + f" ({d['n']} seeds)"
+    note = d.get("note") or ge.interval_note(d["n"])  # manifests written before the note existed
+    return text + f" ({d['n']} seeds" + (f"; {note}" if note else "") + ")"

@@ -9,9 +9,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import streamlit as st
@@ -363,40 +362,3 @@ def overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.55, v
             vmax: float | None = None) -> Any:
     """A heat map (any grid) blended over an RGB uint8 image; see `ge.overlay_heatmap`."""
     return ge.overlay_heatmap(image, heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
-
-
-# ------------------------------------------------------------------------------------------------- comparisons
-def _pair_key(snapshot: Any) -> str:
-    cfg = copy.deepcopy(snapshot.config or {})
-    cfg.pop("name", None)
-    cfg.get("gist", {}).pop("enabled", None)
-    return json.dumps(cfg, sort_keys=True, default=str)
-
-
-def pair_runs(snapshots: Sequence[Any]) -> dict[str, Any]:
-    """Pair any selection of runs into plain/GIST couples (same config and seed, GIST off vs on).
-
-    Args:
-        snapshots: RunSnapshot-like objects (config, seed, gist_enabled, acc_cls, best_acc_cls, last_eval, ...).
-
-    Returns:
-        The shape of `RunManager.group_results` (`ge.summarise`): `seeds` rows, `delta_acc_cls`,
-        `delta_best_acc_cls`, `extra_params`, plus `unpaired` (ids of runs without a partner).
-    """
-    by_key: dict[str, dict[bool, Any]] = {}
-    for s in snapshots:
-        by_key.setdefault(_pair_key(s), {})[bool(s.gist_enabled)] = s
-    results, paired = [], set()
-    for pair in by_key.values():
-        if set(pair) != {False, True}:
-            continue
-        for enabled, s in pair.items():
-            ev = s.last_eval or {}
-            results.append((s.seed, enabled, SimpleNamespace(
-                acc_cls=s.acc_cls, best_acc_cls=s.best_acc_cls, status=s.status,
-                trainable_params=s.trainable_params or 0, acc_gist=ev.get("acc_gist"),
-                agreement=ev.get("agreement"))))
-            paired.add(s.id)
-    out = ge.summarise(results) if results else {"seeds": [], "delta_acc_cls": None, "delta_best_acc_cls": None}
-    out["unpaired"] = [s.id for s in snapshots if s.id not in paired]
-    return out

@@ -340,6 +340,8 @@ def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | N
                                                                                columns=table.columns)
         st.plotly_chart(matrix_figure(values, table, metric), key="studies.matrix_chart")
     st.dataframe(table, key="studies.matrix")
+    if results.attrs.get("paired", True) and (results["n"] == 2).any():
+        st.caption(ge.FEW_SEEDS_NOTE)  # the cells marked † rest on 2 seeds
     return rows, cols
 
 

@@ -400,16 +400,6 @@ def attribution_pair(attr: Any, image: np.ndarray) -> None:
                     f"so the two heads' reliance on each patch can be compared.")
 
 
-def seeds_table(results: dict[str, Any]) -> pd.DataFrame:
-    """Per-seed accuracies (%) of both arms and their delta, indexed by seed."""
-    names = {"plain_acc_cls": "plain %", "gist_acc_cls": "GIST %", "plain_best_acc_cls": "plain best %",
-             "gist_best_acc_cls": "GIST best %", "gist_acc_gist": "Gist head %", "gist_agreement": "agreement %"}
-    frame = pd.DataFrame(results["seeds"]).set_index("seed")
-    frame = frame[[c for c in names if c in frame]].astype(float)
-    frame.insert(2, "Δ points", frame["gist_acc_cls"] - frame["plain_acc_cls"])
-    return (100 * frame).round(2).rename(columns=names)
-
-
 def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[str, Any],
                length_field: dict[str, Any], key: Any, problems: list[str] | None = None) -> str:
     """The input size of a backbone (edits `cfg`): image size in px for a ViT, `data.max_length` for a text

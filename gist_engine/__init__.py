@@ -41,7 +41,20 @@ from .inspect import TokenAttention, compute_token_attention, list_snapshots, lo
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss, loss_contributions, loss_weights
 from .model import GistOutput, GistViT
-from .runs import RunError, RunManager, RunNotFound, RunSnapshot, StoreError, paired_delta, run_compare, summarise
+from .runs import (
+    PairedResult,
+    RunError,
+    RunManager,
+    RunNotFound,
+    RunSnapshot,
+    StoreError,
+    format_table,
+    interval_note,
+    paired_delta,
+    paired_result,
+    run_compare,
+    summarise,
+)
 from .runs import data_dir as runs_data_dir
 from .runs.gallery import (
     GalleryError,
@@ -53,6 +66,7 @@ from .runs.gallery import (
 )
 from .studies import BACKENDS as STUDY_BACKENDS
 from .studies import (
+    FEW_SEEDS_NOTE,
     STUDY_EXPORTS,
     STUDY_STATUSES,
     StudyError,
@@ -84,6 +98,7 @@ __all__ = [
     "BACKBONES",
     "CHECKPOINT_NAME",
     "DATASETS",
+    "FEW_SEEDS_NOTE",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
     "RECIPES",
@@ -104,6 +119,7 @@ __all__ = [
     "GistTextEncoder",
     "GistViT",
     "ModelConfig",
+    "PairedResult",
     "RunConfig",
     "RunError",
     "RunManager",
@@ -141,6 +157,7 @@ __all__ = [
     "explain_image",
     "export_study",
     "format_study",
+    "format_table",
     "gallery_examples",
     "get_study",
     "gist_loss",
@@ -149,6 +166,7 @@ __all__ = [
     "import_gallery_entry",
     "import_imagefolder_zip",
     "import_text_table",
+    "interval_note",
     "is_text_backbone",
     "list_gallery",
     "list_snapshots",
@@ -165,6 +183,7 @@ __all__ = [
     "measure_throughput",
     "overlay_heatmap",
     "paired_delta",
+    "paired_result",
     "parameter_summary",
     "predict",
     "ray_available",

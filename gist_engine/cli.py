@@ -22,8 +22,8 @@ from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import model_inputs
 from .data.images import DatasetError
 from .inspect.explain import attention_report
-from .runs import STATUSES, RunError, RunManager
-from .runs.compare import format_table, run_compare
+from .runs import STATUSES, RunError, RunManager, format_table
+from .runs.compare import run_compare
 from .runs.gallery import (
     bundle_size,
     export_bundle,
@@ -203,8 +203,8 @@ def _compare(args: argparse.Namespace) -> int:
     out = _output_dir(args.out)
     summary = run_compare(cfg, args.seeds, out_dir=out,
                           callbacks=lambda seed, gist, c: [ProgressBar(f"seed {seed} {'GIST' if gist else 'plain'}")])
-    _write_json(out / "compare.json", summary)
-    print(format_table(summary))
+    _write_json(out / "compare.json", {k: v for k, v in summary.items() if k != "paired"})
+    print(format_table(summary["paired"]))
     print(f"wrote {out / 'compare.json'}")
     return 0 if all(r["status"] == "completed" for r in summary["runs"]) else 1
 
@@ -323,11 +323,11 @@ def _runs_show(mgr, args: argparse.Namespace) -> int:
     if mgr.is_group(args.id):
         res = mgr.group_results(args.id)
         if args.json:
-            _print_json({k: v for k, v in res.items() if k not in ("runs", "table")} |
+            _print_json({k: v for k, v in res.items() if k not in ("runs", "paired")} |
                         {"runs": [s.to_dict() for s in res["runs"]]})
         else:
             print(f"group {args.id} ({res['group']['name']}): seeds {res['group']['seeds']}")
-            print(res["text"])
+            print(format_table(res["paired"]))
         return 0
     snap = mgr.get(args.id)
     if args.json:

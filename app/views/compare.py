@@ -7,6 +7,8 @@ import services
 import state
 import streamlit as st
 
+import gist_engine as ge
+
 mgr = state.manager()
 st.title("Compare plain and GIST")
 groups = {g["id"]: g for g in mgr.groups()}
@@ -38,22 +40,22 @@ def results_view() -> None:
     """Refreshes while any compared run still trains; redraws the page once they have all finished."""
     if gid:
         results = mgr.group_results(gid)
-        chosen = results["runs"]
+        chosen, verdict = results["runs"], results["paired"]
     else:
         chosen = [mgr.get(i) for i in picked]
-        results = services.pair_runs(chosen)
+        verdict = ge.paired_result(chosen)  # pairs by config and seed, as a group's runs are paired
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
-    readouts.compare_headline(results, chosen)
-    if results.get("seeds") and results.get("delta_acc_cls"):
+    readouts.compare_headline(verdict, chosen)
+    if verdict.pairs and verdict.delta("acc_cls"):
         chart, table = st.columns(2)
-        chart.plotly_chart(charts.delta_figure(results), key="compare.delta", config=charts.MODEBAR)
+        chart.plotly_chart(charts.delta_figure(verdict), key="compare.delta", config=charts.MODEBAR)
         with table:
-            readouts.seeds_table(results)
+            readouts.seeds_table(verdict)
     readouts.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
-    if results.get("unpaired"):
-        st.caption(f"Without a partner (shown in the curves only): {', '.join(results['unpaired'])}")
+    if verdict.unpaired:
+        st.caption(f"Without a partner (shown in the curves only): {', '.join(r.id for r in verdict.unpaired)}")
     if active and not any(r.status in state.ACTIVE for r in chosen):
         st.rerun()
 

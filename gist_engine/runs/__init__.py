@@ -8,17 +8,20 @@ Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user d
 
 Modules: `store` (schema, migrations, the writer connection and the reader pool), `recorder` (the trainer callback
 that writes a run's metrics), `manager` (RunManager: queue, workers, heartbeat, recovery, paired groups), `compare`
-(paired configs and their statistics, `run_compare` in the foreground), `stats` (paired delta statistics), `export`
+(paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any set of runs, and its
+text), `stats` (the one t-interval, clipped, and the paired delta), `export`
 (CSV/Parquet tables and MLflow). The engine's background threads live here.
 """
 
-from .compare import format_table, paired_configs, run_compare, summarise
+from .compare import paired_configs, run_compare, summarise
 from .export import EXPORT_FORMATS, read_export
 from .manager import ACTIVE, RESUMABLE, STATUSES, STEP_KEYS, RunManager
+from .pairs import ArmRun, PairedResult, SeedPair, format_table, paired_result
 from .recorder import StoreWriter
-from .stats import paired_delta
+from .stats import Interval, interval_note, paired_delta, t_interval
 from .store import MIGRATIONS, SCHEMA_VERSION, RunError, RunNotFound, RunSnapshot, RunStore, StoreError, data_dir
 
 __all__ = ["ACTIVE", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES", "STEP_KEYS",
-           "RunError", "RunManager", "RunNotFound", "RunSnapshot", "RunStore", "StoreError", "StoreWriter",
-           "data_dir", "format_table", "paired_configs", "paired_delta", "read_export", "run_compare", "summarise"]
+           "ArmRun", "Interval", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot", "RunStore",
+           "SeedPair", "StoreError", "StoreWriter", "data_dir", "format_table", "interval_note", "paired_configs",
+           "paired_delta", "paired_result", "read_export", "run_compare", "summarise", "t_interval"]

@@ -9,9 +9,9 @@ from typing import Any
 
 from ..config import RunConfig, load_run_config, to_dict
 from ..train import Callback, Trainer, TrainResult
-from .stats import paired_delta
+from .pairs import DELTA_METRICS, RUN_METRICS, ArmRun, format_table, paired_result
 
-ACCURACY_KEYS = ("acc_cls", "best_acc_cls")
+ACCURACY_KEYS = DELTA_METRICS  # the metrics a comparison takes the delta of
 
 
 def paired_configs(config: RunConfig | dict[str, Any], seeds: int, first_seed: int | None = None
@@ -35,54 +35,23 @@ def paired_configs(config: RunConfig | dict[str, Any], seeds: int, first_seed: i
 
 
 def summarise(results: list[tuple[int, bool, TrainResult]]) -> dict[str, Any]:
-    """Per-seed accuracies and the paired delta statistics (final and best accuracy)."""
-    by_seed: dict[int, dict[str, TrainResult]] = {}
-    for seed, enabled, result in results:
-        by_seed.setdefault(seed, {})["gist" if enabled else "plain"] = result
-    rows = []
-    for seed, pair in sorted(by_seed.items()):
-        if set(pair) != {"plain", "gist"}:
-            continue
-        row = {"seed": seed}
-        for arm, r in pair.items():
-            row.update({f"{arm}_{k}": getattr(r, k) for k in ACCURACY_KEYS})
-            row[f"{arm}_status"] = r.status
-            row[f"{arm}_trainable_params"] = r.trainable_params
-        row["gist_acc_gist"], row["gist_agreement"] = pair["gist"].acc_gist, pair["gist"].agreement
-        rows.append(row)
-    complete = [r for r in rows if all(r[f"{a}_{k}"] is not None for a in ("plain", "gist") for k in ACCURACY_KEYS)]
-    out: dict[str, Any] = {"seeds": rows}
-    for key in ACCURACY_KEYS:
-        out[f"delta_{key}"] = (paired_delta([r[f"plain_{key}"] for r in complete], [r[f"gist_{key}"] for r in complete])
-                               if complete else None)
-    if rows:
-        out["extra_params"] = rows[0]["gist_trainable_params"] - rows[0]["plain_trainable_params"]
-    return out
-
-
-def format_table(summary: dict[str, Any]) -> str:
-    """A small text table: per-seed accuracies (%) and the mean delta with its 95% CI and p-value."""
-    lines = [f"{'seed':>4}  {'plain':>7}  {'GIST':>7}  {'delta':>7}   (final test accuracy, %; best in brackets)"]
-    for r in summary["seeds"]:
-        p, g = r["plain_acc_cls"], r["gist_acc_cls"]
-        if p is None or g is None:
-            lines.append(f"{r['seed']:>4}  {r['plain_status']:>7}  {r['gist_status']:>7}")
-            continue
-        lines.append(f"{r['seed']:>4}  {100 * p:7.2f}  {100 * g:7.2f}  {100 * (g - p):+7.2f}   "
-                     f"[{100 * r['plain_best_acc_cls']:.2f} / {100 * r['gist_best_acc_cls']:.2f}]")
-    d = summary.get("delta_acc_cls")
-    if d:
-        spread = (f" ± {100 * d['std']:.2f} (std), 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], "
-                  f"p = {d['p_value']:.3g}" if d["std"] is not None and d["p_value"] is not None else "")
-        lines.append(f"mean delta {100 * d['mean']:+.2f} points over {d['n']} seed(s){spread}; GIST adds "
-                     f"{summary.get('extra_params', 0):,} trainable parameters")
-    return "\n".join(lines)
+    """`paired_result` of foreground runs, (seed, gist_enabled, TrainResult) each, as its JSON-ready dict
+    (`PairedResult.to_dict`: seeds, delta_acc_cls, delta_best_acc_cls, extra_params, ...) plus `paired`, the
+    `PairedResult` itself (`format_table` reads it; leave it out when writing JSON)."""
+    paired = paired_result(ArmRun(seed=seed, gist=enabled, status=r.status, trainable_params=r.trainable_params,
+                                  metrics={k: getattr(r, k) for k in RUN_METRICS}) for seed, enabled, r in results)
+    return {**paired.to_dict(), "paired": paired}
 
 
 def run_compare(config: RunConfig | dict[str, Any], seeds: int, out_dir: str | Path | None = None,
                 callbacks: Callable[[int, bool, RunConfig], list[Callback]] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train plain and GIST for `seeds` seeds on one load of the data; returns (and writes) compare.json's dict."""
+    """Train plain and GIST for `seeds` seeds on one load of the data.
+
+    Returns:
+        `summarise`'s dict plus `config` and `runs` (per run its seed, arm, status, accuracies, steps, speed,
+        error): compare.json without `paired` (the `PairedResult`, which `format_table` prints).
+    """
     data = None
     results = []
     for seed, enabled, cfg in paired_configs(config, seeds):

@@ -64,7 +64,7 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
     `eval_acc_cls`, `eval_acc_gist`, `eval_agreement`, `eval_n`, `eval_per_class` (JSON text); a group's
     file stacks its runs with `run_id`, `name`, `seed`, `gist_enabled`, `status` in front (see
     `read_export`). The sidecar `<file>.json` holds the run's snapshot, or the group's statistics
-    (`group_results` without the frames) and its runs' snapshots.
+    (`group_results`' JSON-ready part) and its runs' snapshots.
     """
     if to not in EXPORT_FORMATS:
         raise ValueError(f"to: {to!r} is not one of {', '.join(EXPORT_FORMATS)}")
@@ -90,7 +90,7 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
             for s in snaps], ignore_index=True) if snaps else pd.DataFrame({"step": []})
         front = [c for c in RUN_COLUMNS if c in frame]
         frame = frame[front + [c for c in frame.columns if c not in front]]
-        side = {k: v for k, v in res.items() if k not in ("runs", "table")}
+        side = {k: v for k, v in res.items() if k not in ("runs", "paired")}
         side["runs"] = [s.to_dict() for s in snaps]
     else:
         frame, side = export_frame(source, run_or_group_id), source.get(run_or_group_id).to_dict()

@@ -47,6 +47,7 @@ from ..speed import usable_cpus
 from ..train import package_versions
 from ..train.checkpoint import CHECKPOINT_NAME
 from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RunManager
+from .pairs import format_table
 from .store import RunError
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def _summary(mgr: RunManager, runs: list[dict], groups: list[dict]) -> dict[str,
     for g in groups:
         res = mgr.group_results(g["id"])
         out["groups"].append({"id": g["id"], "name": g["name"], "delta_acc_cls": res.get("delta_acc_cls"),
-                              "text": res["text"]})
+                              "text": format_table(res["paired"])})
     return out
 
 

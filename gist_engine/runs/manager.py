@@ -41,13 +41,13 @@ from ..train import (
     STOPPED,
     Callback,
     Trainer,
-    TrainResult,
     load_run_data,
     package_versions,
 )
 from ..train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
-from .compare import format_table, paired_configs, summarise
+from .compare import paired_configs
 from .export import export_runs
+from .pairs import paired_result
 from .recorder import StoreWriter
 from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir, disk_full_message, is_disk_full
 
@@ -105,13 +105,6 @@ def _device_key(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def _as_result(s: RunSnapshot) -> TrainResult:
-    """The TrainResult fields `compare.summarise` reads, from a stored run."""
-    return TrainResult(status=s.status, acc_cls=s.acc_cls, best_acc_cls=s.best_acc_cls, acc_gist=s.acc_gist,
-                       agreement=s.agreement, trainable_params=s.trainable_params or 0,
-                       gist_params=s.gist_params or 0, total_params=s.total_params or 0, steps=s.step)
 
 
 class RunManager:
@@ -575,32 +568,21 @@ class RunManager:
                  "config": json.loads(r["config"]), "runs": runs.get(r["id"], [])} for r in rows]
 
     def group_results(self, group_id: str) -> dict[str, Any]:
-        """Per-seed accuracies and paired deltas of a group, from the store, via `compare.summarise`.
+        """A group's verdict, from the store: `pairs.paired_result` of its runs (data only; `pairs.format_table`
+        prints it, the app draws it).
 
         Returns:
-            `summarise`'s dict (seeds, delta_acc_cls, delta_best_acc_cls, extra_params; the same numbers the CLI
-            `compare` prints, `compare.format_table` formats it) plus `runs` (snapshots), `table` (a DataFrame of
-            the per-seed rows), `text` (the formatted table), `group` (id, name, created, seeds, config).
-            Per seed and arm the newest run counts (a re-run replaces the original); unfinished runs show their
-            status and stay out of the statistics until they have accuracies.
+            `PairedResult.to_dict()` (seeds, delta_acc_cls, delta_best_acc_cls, extra_params, unpaired, replaced,
+            arms: the numbers the CLI `compare` prints) plus `paired` (the `PairedResult`), `runs` (snapshots,
+            newest first) and `group` (id, name, created, seeds, config). Per seed and arm the newest run counts
+            (a re-run replaces the original); unfinished runs show their status and stay out of the statistics.
         """
         group = self._group_row(group_id)
         snaps = self.list(group_id=group_id)
-        latest: dict[tuple[int, bool], RunSnapshot] = {}
-        for s in reversed(snaps):  # oldest first, so the newest wins
-            latest[(s.seed, s.gist_enabled)] = s
-        results = [(seed, enabled, _as_result(s)) for (seed, enabled), s in sorted(latest.items())
-                   if s.trainable_params is not None]
-        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
-
-        summary = summarise(results)
-        summary.setdefault("extra_params", None)
-        summary["runs"] = snaps
-        summary["table"] = pd.DataFrame(summary["seeds"])
-        summary["text"] = format_table(summary)
-        summary["group"] = {"id": group["id"], "name": group["name"], "created": group["created"],
-                            "seeds": json.loads(group["seeds"]), "config": json.loads(group["config"])}
-        return summary
+        paired = paired_result(reversed(snaps))  # oldest first, so the newest wins
+        return {**paired.to_dict(), "paired": paired, "runs": snaps,
+                "group": {"id": group["id"], "name": group["name"], "created": group["created"],
+                          "seeds": json.loads(group["seeds"]), "config": json.loads(group["config"])}}
 
     # ----------------------------------------------------------------------------------------------- export
     def export(self, run_or_group_id: str, to: str = "csv", path: str | Path | None = None) -> Path | str:

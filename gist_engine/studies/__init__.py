@@ -14,7 +14,8 @@ Public API (what the CLI and the app's Studies page use):
 - `list_studies(root)`, `get_study(id, root) -> StudyInfo`, `delete_study(id, root)`.
 - `study_runs(id, root)`: one row per planned run (cell, seed, arm, run id, status, accuracies): the grid of
   statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
-  its 95% CI and paired-test p, status counts); `study_matrix(results, rows, cols)`, `study_curve(results, axis)`;
+  its 95% CI (clipped) and paired-test p, status counts; a cell over 2 paired seeds carries `FEW_SEEDS_NOTE`);
+  `study_matrix(results, rows, cols)`, `study_curve(results, axis)`;
   `export_study(id, to="csv" | "md" | "latex")`, `format_study(id)` (the CLI's text).
 - `export_study_bundle(mgr, id, out, name)`: a study as a gallery bundle of kind `study` (imported by
   `runs.gallery.import_gallery_entry` as a read-only example study: `StudyInfo.example` names its entry).
@@ -28,6 +29,7 @@ from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
 from .driver import StudyJob, create_study, resume_study, run_study, start_study
 from .gallery import export_study_bundle
 from .results import (
+    FEW_SEEDS_NOTE,
     STUDY_EXPORTS,
     export_study,
     format_study,
@@ -39,8 +41,8 @@ from .results import (
 from .spec import ARMS, STUDY_KEYS, Cell, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
 
-__all__ = ["ARMS", "BACKENDS", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun",
-           "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec", "StudyStore", "create_study",
-           "delete_study", "export_study", "export_study_bundle", "format_study", "get_study", "list_studies",
-           "load_study_spec", "ray_available", "resume_study", "run_study", "start_study", "study_curve",
-           "study_matrix", "study_results", "study_runs"]
+__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES", "Cell",
+           "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec", "StudyStore",
+           "create_study", "delete_study", "export_study", "export_study_bundle", "format_study", "get_study",
+           "list_studies", "load_study_spec", "ray_available", "resume_study", "run_study", "start_study",
+           "study_curve", "study_matrix", "study_results", "study_runs"]

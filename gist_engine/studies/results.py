@@ -7,9 +7,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..runs.stats import paired_delta
+from ..runs.pairs import ArmRun, paired_result
+from ..runs.stats import interval_note
 from .spec import StudyError, load_study_spec
 from .store import Root, StudyStore
 
@@ -56,20 +55,6 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     return df
 
 
-def _mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """Mean and t-based confidence interval of the mean (None bounds with fewer than two values)."""
-    if not values:
-        return None, None, None
-    a = np.asarray(values, dtype=float)
-    mean = float(a.mean())
-    if a.size < 2:
-        return mean, None, None
-    from scipy import stats  # imported here: scipy.stats takes ~1 s to import, and only tables need it
-
-    half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
-    return mean, mean - half, mean + half
-
-
 def significance(p: float | None) -> str:
     """The usual markers: *** p < 0.001, ** p < 0.01, * p < 0.05, else ''."""
     if p is None or not math.isfinite(p):
@@ -87,8 +72,10 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
     Returns:
         Columns: cell, label, one per axis, seeds, plain, gist (lists over the seeds whose runs have the metric,
         as fractions), n (paired seeds), plain_mean, plain_ci_low, plain_ci_high, gist_mean, gist_ci_low,
-        gist_ci_high, delta_mean, delta_std, delta_ci_low, delta_ci_high (95%, t), p_value (paired t-test),
-        significance, and the status counts of the cell's runs (completed, running, queued, failed, interrupted,
+        gist_ci_high (each arm's 95% t-interval, clipped to [0, 1]), delta_mean, delta_std, delta_ci_low,
+        delta_ci_high (95% t-interval, clipped to [-1, 1]), p_value (paired t-test), significance, note (with 1 or
+        2 paired seeds: why the interval cannot be read as a bound; see `runs.stats.interval_note`), and the status
+        counts of the cell's runs (completed, running, queued, failed, interrupted,
         stopped, diverged, pending). `attrs`: study, name, axes, metric, paired.
     """
     if metric not in DELTA_METRICS:
@@ -100,22 +87,20 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
     for cell, group in runs.groupby("cell", sort=True):
         first = group.iloc[0]
         row: dict[str, Any] = {"cell": int(cell), "label": first["label"], **{a: first[a] for a in axes}}
-        by_seed: dict[int, dict[str, float]] = {}
-        for r in group.itertuples(index=False):
-            value = getattr(r, metric)
-            if r.status in ("completed", "diverged") and value is not None and not _isnan(value):
-                by_seed.setdefault(int(r.seed), {})[r.arm] = float(value)
-        seeds = sorted(by_seed)
-        plain = [by_seed[s]["plain"] for s in seeds if "plain" in by_seed[s]]
-        gist = [by_seed[s]["gist"] for s in seeds if "gist" in by_seed[s]]
-        pairs = [s for s in seeds if {"plain", "gist"} <= set(by_seed[s])]
-        row.update(seeds=seeds, plain=plain, gist=gist, n=len(pairs))
-        for arm, values in (("plain", plain), ("gist", gist)):
-            row[f"{arm}_mean"], row[f"{arm}_ci_low"], row[f"{arm}_ci_high"] = _mean_ci(values)
-        d = paired_delta([by_seed[s]["plain"] for s in pairs], [by_seed[s]["gist"] for s in pairs]) if pairs else {}
+        arm_runs = [ArmRun(seed=int(r.seed), gist=r.arm == "gist", status=r.status, id=r.run_id,
+                           metrics={metric: getattr(r, metric)}) for r in group.itertuples(index=False)]
+        verdict = paired_result(arm_runs, (metric,))
+        plain, gist = verdict.arm_values("plain", metric), verdict.arm_values("gist", metric)
+        d = verdict.delta(metric) or {}
+        row.update(seeds=sorted({s for s, _ in plain + gist}), plain=[v for _, v in plain],
+                   gist=[v for _, v in gist], n=d.get("n", 0))
+        for arm in ("plain", "gist"):
+            ci = verdict.arms[arm][metric]
+            row[f"{arm}_mean"], row[f"{arm}_ci_low"], row[f"{arm}_ci_high"] = (
+                (None, None, None) if ci is None else (ci.mean, ci.low, ci.high))
         row.update(delta_mean=d.get("mean"), delta_std=d.get("std"), delta_ci_low=d.get("ci_low"),
                    delta_ci_high=d.get("ci_high"), p_value=d.get("p_value"),
-                   significance=significance(d.get("p_value")))
+                   significance=significance(d.get("p_value")), note=d.get("note"))
         counts = group["status"].value_counts().to_dict()
         row.update({k: int(counts.get(k, 0)) for k in COUNTED})
         row["runs"] = len(group)
@@ -135,13 +120,19 @@ def _points(value: Any, signed: bool = True) -> str:
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
+FEW_SEEDS_MARK = "†"  # a cell whose interval rests on 2 seeds (see FEW_SEEDS_NOTE)
+FEW_SEEDS_NOTE = f"{FEW_SEEDS_MARK} {interval_note(2)}"
+
+
 def format_cell(row: Any) -> str:
-    """`+1.23 [-0.40, +2.86]*`: mean GIST - plain in points, its 95% CI, the significance marker."""
+    """`+1.23 [-0.40, +2.86]*`: mean GIST - plain in points, its 95% CI, the significance marker; a cell over 2
+    paired seeds ends with `FEW_SEEDS_MARK` (its interval cannot bound the difference usefully)."""
     if row["delta_mean"] is None or _isnan(row["delta_mean"]):
         return "-"
     ci = (f" [{_points(row['delta_ci_low'])}, {_points(row['delta_ci_high'])}]"
           if row["delta_ci_low"] is not None and not _isnan(row["delta_ci_low"]) else "")
-    return f"{_points(row['delta_mean'])}{ci}{row['significance']}"
+    few = FEW_SEEDS_MARK if row.get("n") == 2 else ""
+    return f"{_points(row['delta_mean'])}{ci}{row['significance']}{few}"
 
 
 def _single_arm(results: pd.DataFrame) -> str | None:
@@ -245,9 +236,11 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
         p = "" if r["p_value"] is None or _isnan(r["p_value"]) else f", p = {r['p_value']:.3g}"
         lines.append(f"[{r['cell']}] {r['label']}: plain {_points(r['plain_mean'], False)}, GIST "
                      f"{_points(r['gist_mean'], False)}, delta {format_cell(r)} over {r['n']} seed(s){p}; "
-                     f"seeds plain/GIST {{{seeds}}}; runs: {status}")
+                     f"seeds plain/GIST {{{seeds}}}; runs: {status}" + (f"; {r['note']}" if r["note"] else ""))
     if len(res):
         lines += ["", markdown_table(study_matrix(res))]
+        if _single_arm(res) is None and (res["n"] == 2).any():
+            lines.append(FEW_SEEDS_NOTE)
     return "\n".join(lines)
 
 
@@ -291,6 +284,8 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
                    "* p < 0.05, ** p < 0.01, *** p < 0.001 (paired t-test over seeds)" if arm is None else
                    f"{res.attrs['name']}: mean {metric} of the {arm} arm (%) with its 95% CI over seeds (an "
                    "unpaired study: no GIST - plain difference)")
+        if arm is None and (res["n"] == 2).any():
+            caption += f"; {FEW_SEEDS_NOTE}"
         if to == "md":
             text = f"{markdown_table(matrix)}\n\n{caption}\n"
         else:
@@ -303,5 +298,6 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
     return text
 
 
-__all__ = ["DELTA_METRICS", "METRICS", "STUDY_EXPORTS", "export_study", "format_cell", "format_study", "markdown_table",
-           "significance", "study_curve", "study_matrix", "study_results", "study_runs"]
+__all__ = ["DELTA_METRICS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "METRICS", "STUDY_EXPORTS", "export_study",
+           "format_cell", "format_study", "markdown_table", "significance", "study_curve", "study_matrix",
+           "study_results", "study_runs"]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import services
 
 import gist_engine as ge
 from gist_engine.runs import RunSnapshot  # the real type: the fake differs only in behaviour
@@ -124,10 +123,8 @@ class FakeRunManager:
 
     def group_results(self, group_id: str) -> dict:
         runs = self.list(group_id=group_id)
-        out = services.pair_runs(runs)
-        out["runs"] = runs
-        out["table"] = pd.DataFrame(out["seeds"])
-        return out
+        paired = ge.paired_result(reversed(runs))  # oldest first: the newest of a seed and arm counts
+        return {**paired.to_dict(), "paired": paired, "runs": runs, "group": copy.deepcopy(self.group_meta[group_id])}
 
     def resume(self, run_id: str) -> str:
         return run_id

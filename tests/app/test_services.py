@@ -149,16 +149,16 @@ def test_attention_and_attributions_for_an_untrained_config() -> None:
     assert services.overlay(resized, attr.cls_grid[0]).shape == (32, 32, 3)
 
 
-def test_pair_runs_pairs_by_config_and_seed() -> None:
+def test_any_runs_pair_by_config_and_seed() -> None:
     def snap(run_id: str, seed: int, gist: bool, acc: float, lr: float = 1e-3) -> SimpleNamespace:
         cfg = {"train": {"seed": seed, "lr": lr}, "gist": {"enabled": gist}, "name": run_id}
         return SimpleNamespace(id=run_id, config=cfg, seed=seed, gist_enabled=gist, acc_cls=acc, best_acc_cls=acc,
                                status="completed", trainable_params=100 + 32 * gist, last_eval=None)
 
-    out = services.pair_runs([snap("a", 0, False, 0.5), snap("b", 0, True, 0.6), snap("c", 1, False, 0.5),
-                              snap("d", 1, True, 0.7), snap("e", 0, True, 0.9, lr=1.0)])
-    assert out["delta_acc_cls"]["n"] == 2 and out["delta_acc_cls"]["mean"] == pytest.approx(0.15)
-    assert out["extra_params"] == 32 and out["unpaired"] == ["e"]
+    out = ge.paired_result([snap("a", 0, False, 0.5), snap("b", 0, True, 0.6), snap("c", 1, False, 0.5),
+                            snap("d", 1, True, 0.7), snap("e", 0, True, 0.9, lr=1.0)])
+    assert out.delta("acc_cls")["n"] == 2 and out.delta("acc_cls")["mean"] == pytest.approx(0.15)
+    assert out.extra_params == 32 and [r.id for r in out.unpaired] == ["e"]
 
 
 def test_run_manager_records_attention_snapshots(tmp_path: Path) -> None:

@@ -87,6 +87,27 @@ def test_compare_headline_shows_ci_p_and_not_significant_for_a_noisy_group(fake)
     assert "Too short to conclude: each run trained 1 epoch" in said and "Gist token starts random" in said
 
 
+def test_compare_with_two_seeds_shows_the_clipped_interval_with_its_note(fake) -> None:
+    gid = noisy_group(fake, [0.10, -0.08])  # 2 seeds, deltas far apart: the bare t-interval is about ±114 points
+    at = open_page(fake, "views/compare.py", group=gid)
+    metrics = {m.label: m.value for m in at.metric}
+    d = ge.paired_delta([0.80] * 2, [0.90, 0.72])
+    assert (d["ci_low"], d["ci_high"]) == (-1.0, 1.0) and d["clipped"]
+    assert metrics["95% CI (points)"] == "[-100.00, +100.00]" and metrics["Seeds paired"] == "2"
+    assert "2 seeds cannot bound the interval usefully" in texts(at)
+
+
+def test_compare_any_runs_pairs_them_and_names_the_ones_without_a_partner(fake) -> None:
+    gid = noisy_group(fake, [0.01, -0.02, 0.005])
+    members = fake.list(group_id=gid)
+    lone = fake.add({"backbone": "test_vit", "image_size": 32, "method": "linear", "data": {"dataset": "digits"},
+                     "train": {"seed": 7}, "gist": {"enabled": False}})
+    at = open_page(fake, "views/compare.py", runs=[r.id for r in members] + [lone])
+    d = ge.paired_delta([0.80] * 3, [0.81, 0.78, 0.805])
+    assert {m.label: m.value for m in at.metric}["GIST − plain"] == f"{100 * d['mean']:+.2f} points"
+    assert f"Without a partner (shown in the curves only): {lone}" in texts(at)
+
+
 def test_compare_counts_follow_the_runs_after_a_delete(fake) -> None:
     gid = noisy_group(fake, [0.01, -0.02, 0.005])
     at = open_page(fake, "views/compare.py", group=gid)

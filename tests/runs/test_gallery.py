@@ -13,7 +13,7 @@ import pytest
 
 from gist_engine import cli
 from gist_engine.inspect import list_snapshots, load_snapshot
-from gist_engine.runs import RunError, RunManager
+from gist_engine.runs import RunError, RunManager, format_table
 from gist_engine.runs.gallery import (
     EXAMPLE_PREFIX,
     FORMAT,
@@ -102,7 +102,7 @@ def test_import_round_trip_preserves_everything(bundle, recorded, manager_factor
             np.testing.assert_array_equal(a.images, b.images)
         assert dst.has_checkpoint == src.has_checkpoint
     gid = recorded.ids["group"]
-    assert mgr.group_results(gid)["text"] == recorded.group_results(gid)["text"]
+    assert format_table(mgr.group_results(gid)["paired"]) == format_table(recorded.group_results(gid)["paired"])
     assert mgr.groups()[0]["name"].startswith(EXAMPLE_PREFIX)
 
 

@@ -17,7 +17,7 @@ from scipy import stats
 
 from gist_engine.config import load_run_config
 from gist_engine.runs import STEP_KEYS, RunError, RunManager, RunNotFound
-from gist_engine.runs.compare import format_table
+from gist_engine.runs.pairs import format_table
 from gist_engine.train import Callback, Trainer
 from gist_engine.train.checkpoint import RESUME_NAME, CheckpointError, trainable_state
 from tests.runs.helpers import Slow, config, wait_for
@@ -294,6 +294,6 @@ def test_group_statistics_equal_a_hand_computation(manager_factory):
         assert got["p_value"] == pytest.approx(stats.ttest_rel(gist, plain).pvalue)
     best = np.array([by[(s, True)].best_acc_cls - by[(s, False)].best_acc_cls for s in (3, 4, 5)])
     assert res["delta_best_acc_cls"]["mean"] == pytest.approx(best.mean())
-    assert res["extra_params"] == 32 and res["table"]["seed"].tolist() == [3, 4, 5]
-    assert res["text"] == format_table(res) and "mean delta" in res["text"]
+    assert res["extra_params"] == 32 and [r["seed"] for r in res["seeds"]] == [3, 4, 5]
+    assert "mean delta" in format_table(res["paired"]) and res["paired"].n == 3
     assert by[(3, True)].name == "cmp-gist-seed3" and by[(3, True)].config["train"]["seed"] == 3

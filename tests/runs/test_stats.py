@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from gist_engine.runs.stats import paired_delta
+from gist_engine.runs.stats import ACCURACY_BOUNDS, DELTA_BOUNDS, interval_note, paired_delta, t_interval
 
 
 def test_paired_delta_by_hand():
@@ -31,3 +31,23 @@ def test_one_seed_and_constant_deltas():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="equal-length"):
         paired_delta([0.1, 0.2], [0.3])
+
+
+def test_t_interval_is_clipped_to_its_bounds_and_says_so():
+    # 0%, 0%, 10%: mean 1/30, half-width t(0.975, 2) * std / sqrt(3) reaches below 0
+    values = [0.0, 0.0, 0.1]
+    mean = 0.1 / 3
+    std = math.sqrt(((0 - mean) ** 2 * 2 + (0.1 - mean) ** 2) / 2)
+    half = 4.302652729911275 * std / math.sqrt(3)
+    bare = t_interval(values)
+    assert (bare.low, bare.high) == pytest.approx((mean - half, mean + half)) and not bare.clipped
+    ci = t_interval(values, bounds=ACCURACY_BOUNDS)
+    assert ci.low == 0.0 and ci.high == pytest.approx(mean + half) and ci.clipped and ci.note is None
+    assert t_interval([1.0, 0.9, 1.0], bounds=ACCURACY_BOUNDS).high == 1.0
+    d = paired_delta([0.0, 0.0], [1.0, 0.5])  # 2 seeds: the t-interval is [-2.43, +3.93]: clipped to [-1, 1]
+    assert (d["ci_low"], d["ci_high"]) == (-1.0, 1.0) and d["clipped"] and d["note"] == interval_note(2)
+    assert DELTA_BOUNDS == (-1.0, 1.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        t_interval([])
+    with pytest.raises(ValueError, match="confidence"):
+        t_interval([0.1, 0.2], confidence=95)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from gist_engine import cli
 from gist_engine.runs import RunManager
 from gist_engine.studies import (
+    FEW_SEEDS_NOTE,
     StudyError,
     StudyStore,
     create_study,
@@ -21,6 +23,7 @@ from gist_engine.studies import (
     study_results,
     study_runs,
 )
+from gist_engine.studies.results import format_cell
 from tests.studies.helpers import FailRuns, run_metrics, spec, toy_data
 
 LOCAL = {"data_loader": toy_data, "torch_threads": 0}
@@ -62,6 +65,14 @@ def test_a_study_runs_every_cell_paired_and_reads_back_as_the_table(local_study)
     gist = cell[cell["arm"] == "gist"].sort_values("seed")["acc_cls"].tolist()
     assert row["plain"] == plain and row["gist"] == gist
     assert row["delta_mean"] == pytest.approx(sum(g - p for p, g in zip(plain, gist, strict=True)) / 2)
+    # a cell's verdict is the one PairedResult: 2 seeds, the t-interval of 1 dof clipped to [-1, 1], with its note
+    d = [g - p for p, g in zip(plain, gist, strict=True)]
+    half = 12.706204736174704 * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)  # t(0.975, 1) * std / sqrt(2)
+    mean = sum(d) / 2
+    assert row["delta_ci_low"] == pytest.approx(max(-1.0, mean - half))
+    assert row["delta_ci_high"] == pytest.approx(min(1.0, mean + half))
+    assert row["note"] == FEW_SEEDS_NOTE.removeprefix("† ") and format_cell(row).endswith("†")
+    assert 0.0 <= row["plain_ci_low"] <= row["plain_mean"] <= row["plain_ci_high"] <= 1.0
     matrix = study_matrix(res)
     assert matrix.shape == (2, 2) and matrix.index.name == "gist.temperature"
     assert matrix.columns.name == "method_args.rank"
@@ -95,8 +106,10 @@ def test_exports(local_study, tmp_path):
     csv = export_study(study_id, "csv", tmp_path / "t.csv", root)
     assert csv.splitlines()[0].startswith("cell,label,gist.temperature,method_args.rank,seeds,plain,gist,n")
     assert (tmp_path / "t.csv").read_text() == csv and len(csv.splitlines()) == 5
+    assert csv.splitlines()[0].split(",").count("note") == 1 and "2 seeds cannot bound" in csv
     md = export_study(study_id, "md", root=root)
     assert md.startswith("| gist.temperature | method_args.rank=2 | method_args.rank=4 |")
+    assert FEW_SEEDS_NOTE in md and "†" in md.splitlines()[2]
     tex = export_study(study_id, "latex", root=root, rows="method_args.rank", cols="gist.temperature")
     assert "\\begin{tabular}" in tex and "method\\_args.rank" in tex
 

@@ -12,6 +12,7 @@ import torch
 from gist_engine import speed
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
+from gist_engine.runs.stats import interval_note
 from gist_engine.train import Callback, Trainer, param_groups, warmup_cosine
 from gist_engine.train.checkpoint import CheckpointError, load_model, predict, read_checkpoint, save_checkpoint
 from tests.toydata import squares_splits
@@ -203,7 +204,9 @@ def test_cli_compare_writes_paired_statistics(tmp_path):
     d = summary["delta_acc_cls"]
     deltas = [r["gist_acc_cls"] - r["plain_acc_cls"] for r in summary["seeds"]]
     assert d["deltas"] == pytest.approx(deltas) and d["mean"] == pytest.approx(sum(deltas) / 2)
-    assert "mean delta" in out.stdout
+    assert "mean delta" in out.stdout and "paired" not in summary  # the object stays out of the JSON
+    assert d["note"] == interval_note(2) and "2 seeds cannot bound the interval usefully" in out.stdout
+    assert -1.0 <= d["ci_low"] <= d["mean"] <= d["ci_high"] <= 1.0
 
 
 def test_trainer_records_attention_snapshots_when_asked(toy_data, tmp_path):
