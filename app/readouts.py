@@ -323,11 +323,21 @@ def pct(value: float | None) -> float | None:
     return None if value is None else round(100 * value, 2)
 
 
+def recorded_ci(low: float | None, high: float | None, n: int) -> str:
+    """A recorded difference's 95% CI in points, '[-100.00, +79.98]†': clipped to ±100 points as the engine clips
+    (`ge.clip_interval`; bundles recorded before intervals were clipped carry the bare t-interval), marked
+    `ge.FEW_SEEDS_MARK` over 2 seeds; '' without an interval."""
+    if low is None or high is None:
+        return ""
+    low, high, _ = ge.clip_interval(low, high, ge.DELTA_BOUNDS)
+    return f"[{points(low)}, {points(high)}]" + (ge.FEW_SEEDS_MARK if n == 2 else "")
+
+
 def gallery_delta(d: dict) -> str:
     """'GIST − plain: +0.33 points, 95% CI [-0.92, +1.58], p = 0.37 (3 seeds)' from a paired_delta dict."""
     text = f"GIST − plain: {100 * d['mean']:+.2f} points"
     if d.get("ci_low") is not None:
-        text += f", 95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p = {d['p_value']:.2f}"
+        text += f", 95% CI {recorded_ci(d['ci_low'], d['ci_high'], 0)}, p = {d['p_value']:.2f}"
     if d["n"] < 2:
         return text + " (1 seed: no confidence interval, so no conclusion)"
     note = d.get("note") or ge.interval_note(d["n"])  # manifests written before the note existed

@@ -42,12 +42,14 @@ from .inspect.explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss, loss_contributions, loss_weights
 from .model import GistOutput, GistViT
 from .runs import (
+    DELTA_BOUNDS,
     PairedResult,
     RunError,
     RunManager,
     RunNotFound,
     RunSnapshot,
     StoreError,
+    clip_interval,
     format_table,
     interval_note,
     paired_delta,
@@ -66,6 +68,7 @@ from .runs.gallery import (
 )
 from .studies import BACKENDS as STUDY_BACKENDS
 from .studies import (
+    FEW_SEEDS_MARK,
     FEW_SEEDS_NOTE,
     STUDY_EXPORTS,
     STUDY_STATUSES,
@@ -98,6 +101,8 @@ __all__ = [
     "BACKBONES",
     "CHECKPOINT_NAME",
     "DATASETS",
+    "DELTA_BOUNDS",
+    "FEW_SEEDS_MARK",
     "FEW_SEEDS_NOTE",
     "INTERACTION_LOSSES",
     "LOSS_TERMS",
@@ -140,6 +145,7 @@ __all__ = [
     "build_model",
     "catalogue",
     "check_value",
+    "clip_interval",
     "compute_token_attention",
     "count_parameters",
     "create_backbone",

@@ -49,8 +49,8 @@ for b in bundles:
         if study:  # a study: its table, one row per cell
             rows = [{"cell": r["label"], "seeds": r["n"], "plain %": readouts.pct(r["plain_mean"]),
                      "GIST %": readouts.pct(r["gist_mean"]), "GIST − plain (points)": readouts.pct(r["delta_mean"]),
-                     "95% CI": f"[{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
-                     if r.get("delta_ci_low") is not None else "", "p": r["p_value"]} for r in b["results"]]
+                     "95% CI": readouts.recorded_ci(r.get("delta_ci_low"), r.get("delta_ci_high"), r["n"]),
+                     "p": r["p_value"]} for r in b["results"]]
         else:
             rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain",
                      "test acc %": readouts.pct(r["acc_cls"]), "best %": readouts.pct(r["best_acc_cls"]),
@@ -58,6 +58,8 @@ for b in bundles:
                      "steps": r["step"]}
                     for r in b["summary"]["runs"]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
+        if study and any(r["n"] == 2 for r in b["results"]):
+            st.caption(ge.FEW_SEEDS_NOTE)
         for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls") and not study):
             st.markdown(f"**{readouts.gallery_delta(g['delta_acc_cls'])}**")
         left, right = st.columns(2)

@@ -18,10 +18,11 @@ from .export import EXPORT_FORMATS, read_export
 from .manager import ACTIVE, RESUMABLE, STATUSES, STEP_KEYS, RunManager
 from .pairs import ArmRun, PairedResult, SeedPair, format_table, paired_result
 from .recorder import StoreWriter
-from .stats import Interval, interval_note, paired_delta, t_interval
+from .stats import DELTA_BOUNDS, Interval, clip_interval, interval_note, paired_delta, t_interval
 from .store import MIGRATIONS, SCHEMA_VERSION, RunError, RunNotFound, RunSnapshot, RunStore, StoreError, data_dir
 
-__all__ = ["ACTIVE", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES", "STEP_KEYS",
-           "ArmRun", "Interval", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot", "RunStore",
-           "SeedPair", "StoreError", "StoreWriter", "data_dir", "format_table", "interval_note", "paired_configs",
-           "paired_delta", "paired_result", "read_export", "run_compare", "summarise", "t_interval"]
+__all__ = ["ACTIVE", "DELTA_BOUNDS", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES",
+           "STEP_KEYS", "ArmRun", "Interval", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot",
+           "RunStore", "SeedPair", "StoreError", "StoreWriter", "clip_interval", "data_dir", "format_table",
+           "interval_note", "paired_configs", "paired_delta", "paired_result", "read_export", "run_compare",
+           "summarise", "t_interval"]

@@ -47,6 +47,17 @@ def interval_note(n: int) -> str | None:
     return None
 
 
+def clip_interval(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float, bool]:
+    """(low, high, clipped): an interval cut to `bounds` (None: unchanged), and whether it reached past them.
+
+    `t_interval` clips with it; so does a reader of numbers recorded before intervals were clipped (a gallery
+    manifest), so both show the same interval.
+    """
+    if bounds is None:
+        return low, high, False
+    return max(low, bounds[0]), min(high, bounds[1]), low < bounds[0] or high > bounds[1]
+
+
 def t_interval(values: Sequence[float], confidence: float = 0.95,
                bounds: tuple[float, float] | None = None) -> Interval:
     """Mean and Student-t confidence interval of the mean, clipped to `bounds`.
@@ -76,11 +87,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95,
     from scipy import stats  # imported here: scipy.stats takes ~1 s to import, and only comparisons need it
 
     half = float(stats.t.ppf(0.5 + confidence / 2, a.size - 1)) * std / math.sqrt(a.size)
-    low, high = mean - half, mean + half
-    clipped = False
-    if bounds is not None:
-        clipped = low < bounds[0] or high > bounds[1]
-        low, high = max(low, bounds[0]), min(high, bounds[1])
+    low, high, clipped = clip_interval(mean - half, mean + half, bounds)
     return Interval(int(a.size), mean, std, low, high, confidence, bounds, clipped, interval_note(int(a.size)))
 
 
@@ -131,4 +138,5 @@ def paired_delta(plain: Sequence[float], gist: Sequence[float], confidence: floa
             "gist_mean": float(b.mean()), "clipped": ci.clipped, "note": ci.note}
 
 
-__all__ = ["ACCURACY_BOUNDS", "DELTA_BOUNDS", "Interval", "interval_note", "paired_delta", "paired_t_p", "t_interval"]
+__all__ = ["ACCURACY_BOUNDS", "DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta",
+           "paired_t_p", "t_interval"]

@@ -29,6 +29,7 @@ from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
 from .driver import StudyJob, create_study, resume_study, run_study, start_study
 from .gallery import export_study_bundle
 from .results import (
+    FEW_SEEDS_MARK,
     FEW_SEEDS_NOTE,
     STUDY_EXPORTS,
     export_study,
@@ -41,8 +42,8 @@ from .results import (
 from .spec import ARMS, STUDY_KEYS, Cell, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
 
-__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES", "Cell",
-           "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec", "StudyStore",
-           "create_study", "delete_study", "export_study", "export_study_bundle", "format_study", "get_study",
-           "list_studies", "load_study_spec", "ray_available", "resume_study", "run_study", "start_study",
-           "study_curve", "study_matrix", "study_results", "study_runs"]
+__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES",
+           "Cell", "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec",
+           "StudyStore", "create_study", "delete_study", "export_study", "export_study_bundle", "format_study",
+           "get_study", "list_studies", "load_study_spec", "ray_available", "resume_study", "run_study",
+           "start_study", "study_curve", "study_matrix", "study_results", "study_runs"]

@@ -94,3 +94,15 @@ def test_a_gallery_study_opens_on_the_studies_page_read_only(mgr):
     assert len(at.get("plotly_chart")) >= 2  # its matrix and its curve
     assert any("read-only example from the gallery" in c.value for c in at.caption)
     assert not [b for b in at.button if b.key in ("studies.resume", "studies.delete")]
+
+
+def test_a_recorded_two_seed_interval_is_shown_clipped_with_its_note(mgr):
+    bundle = next(b for b in ge.list_gallery(services.ASSETS / "gallery") if b.get("kind") == "study")
+    wide = [r for r in bundle["results"] if r["n"] == 2 and r["delta_ci_low"] < -1.0]
+    assert wide, "the shipped study records a bare 2-seed t-interval below -100 points"
+    at = _open(mgr)
+    table = next(d.value for d in at.dataframe if "95% CI" in d.value.columns)
+    shown = dict(zip(table["cell"], table["95% CI"], strict=True))
+    for r in wide:
+        assert shown[r["label"]] == f"[-100.00, {100 * r['delta_ci_high']:+.2f}]{ge.FEW_SEEDS_MARK}"
+    assert ge.FEW_SEEDS_NOTE in " ".join(c.value for c in at.caption)
