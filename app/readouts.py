@@ -333,6 +333,15 @@ def recorded_ci(low: float | None, high: float | None, n: int) -> str:
     return f"[{points(low)}, {points(high)}]" + (ge.FEW_SEEDS_MARK if n == 2 else "")
 
 
+def recorded_study_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A recorded study's table (a gallery manifest's `results`), one row per cell: seeds, both arms' accuracy (%),
+    GIST − plain (points), its 95% CI (`recorded_ci`) and p."""
+    return [{"cell": r["label"], "seeds": r["n"], "plain %": pct(r["plain_mean"]), "GIST %": pct(r["gist_mean"]),
+             "GIST − plain (points)": pct(r["delta_mean"]),
+             "95% CI": recorded_ci(r.get("delta_ci_low"), r.get("delta_ci_high"), r["n"]), "p": r["p_value"]}
+            for r in results]
+
+
 def gallery_delta(d: dict) -> str:
     """'GIST − plain: +0.33 points, 95% CI [-0.92, +1.58], p = 0.37 (3 seeds)' from a paired_delta dict."""
     text = f"GIST − plain: {100 * d['mean']:+.2f} points"

@@ -47,10 +47,7 @@ for b in bundles:
         st.code(b["command"], language="bash")
         study = b.get("study") if b.get("kind") == "study" else None
         if study:  # a study: its table, one row per cell
-            rows = [{"cell": r["label"], "seeds": r["n"], "plain %": readouts.pct(r["plain_mean"]),
-                     "GIST %": readouts.pct(r["gist_mean"]), "GIST − plain (points)": readouts.pct(r["delta_mean"]),
-                     "95% CI": readouts.recorded_ci(r.get("delta_ci_low"), r.get("delta_ci_high"), r["n"]),
-                     "p": r["p_value"]} for r in b["results"]]
+            rows = readouts.recorded_study_rows(b["results"])
         else:
             rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain",
                      "test acc %": readouts.pct(r["acc_cls"]), "best %": readouts.pct(r["best_acc_cls"]),
