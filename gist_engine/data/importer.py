@@ -245,14 +245,20 @@ def _copy_listed(folder: Path, files: set[Path], target: Path) -> None:
         shutil.copyfile(path, out)
 
 
+def _may_install(dest: Path, overwrite: bool, kind: str) -> None:
+    """Refuse to replace an installed dataset without `overwrite`, or a folder no import installed (no MARKER)."""
+    if dest.exists() or dest.is_symlink():
+        if not overwrite:
+            raise DatasetError(f"{kind} {dest.name} is already installed in {dest}; pass --overwrite to replace it")
+        if not (dest / MARKER).is_file() or dest.is_symlink():
+            raise DatasetError(f"{dest} was not installed by `data import`; move it away yourself")
+
+
 def _install(staged: Path, dest: Path, overwrite: bool, kind: str) -> None:
     """Move a checked folder into place; an existing one is replaced only when `overwrite` and it was installed
     by an import (it holds MARKER)."""
+    _may_install(dest, overwrite, kind)
     if dest.exists():
-        if not overwrite:
-            raise DatasetError(f"{kind} {dest.name} is already installed in {dest}; pass --overwrite to replace it")
-        if not (dest / MARKER).is_file():
-            raise DatasetError(f"{dest} was not installed by `data import`; move it away yourself")
         old = dest.with_name(f".{dest.name}.old")
         os.replace(dest, old)
         os.replace(staged, dest)
@@ -315,6 +321,8 @@ def import_benchmark(kind: str, source: str | Path | None = None, *, root: str |
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise DatasetError(f"data import {kind}: {source} holds {', '.join(twice)} more than once")
+        for name in names:  # before anything is checked or moved: all or nothing
+            _may_install(install_root / name, overwrite, kind)
         checked = []
         for folder in folders:
             _, row, files = _validate(folder, kind, threads)
