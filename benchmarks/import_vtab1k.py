@@ -4,7 +4,8 @@
 
 Each task gets `per-task` train images (train800 = 80 %, val200 = 20 %, train800val200 = both) and as many test
 images, PNGs of `size` px in `<task>/images/`, the class labels cycling over the task's real class count. The import
-runs in a child process so that its peak resident memory (ru_maxrss) is its own.
+runs in a child process so that its peak resident memory (ru_maxrss) is its own; the peak before the import (the
+interpreter with torch and the engine imported) is printed beside it.
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ def child(source: str, root: str) -> None:
     """Run one import and print its figures as JSON (the child process)."""
     from gist_engine.data import import_benchmark
 
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Python + torch + the engine, imported
     start = time.perf_counter()
     report = import_benchmark("vtab1k", source, root=root)
     print(json.dumps({"seconds": time.perf_counter() - start, "tasks": len(report.rows),
                       "images": sum(r["images"] for r in report.rows),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "baseline_rss_mib": baseline}))
 
 
 def main() -> None:
@@ -87,7 +90,8 @@ def main() -> None:
         figures = json.loads(out.strip().splitlines()[-1])
         print(f"import from a {label}: {figures['tasks']} tasks, {figures['images']:,} images checked and installed "
               f"in {figures['seconds']:.0f} s ({figures['images'] / figures['seconds']:.0f} images/s), peak RSS "
-              f"{figures['peak_rss_mib']:.0f} MiB")
+              f"{figures['peak_rss_mib']:.0f} MiB ({figures['baseline_rss_mib']:.0f} MiB before the import: Python, "
+              "torch and the engine imported)")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torchvision.datasets
 
 from gist_engine import train
 from gist_engine.config import DataConfig, load_run_config
 from gist_engine.config.recipes import RECIPES
-from gist_engine.data import DatasetError, load_dataset
+from gist_engine.data import DatasetError, NetworkNeededError, load_dataset
 from gist_engine.data.benchmarks import VTAB1K_GROUPS, VTAB1K_TASKS
 from gist_engine.data.registry import split_sizes
 
-from .benchmark_files import fewshot_set, fgvc_set, vtab_task
+from .benchmark_files import fewshot_set, fgvc_set, png, vtab_task
 
 HALF = (0.5, 0.5, 0.5)
 
@@ -155,3 +157,31 @@ def test_one_epoch_through_vtab1k_with_the_tiny_model(suite: Path) -> None:
     assert result.status == "completed" and result.steps == 3  # 12 images of train800val200, batches of 4
     assert result.config["num_classes"] == 4 and result.config["train"]["lr"] == 1e-2  # the kitti recipe's values
     assert 0.0 <= result.acc_cls <= 1.0 and len(result.per_class) == 4
+
+
+class _Offline:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+
+@pytest.mark.parametrize(("name", "cls"), [("fgvc_aircraft", "FGVCAircraft"), ("food101", "Food101")])
+def test_the_few_shot_sets_online_fail_offline_like_the_others(name: str, cls: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torchvision.datasets, cls, _Offline)
+    with pytest.raises(NetworkNeededError, match=rf"{name}: torchvision could not download.*needs a network.*"
+                                                 r"work offline: mnist5k"):
+        load(name)
+
+
+def test_fgvc_aircraft_reads_torchvisions_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class FakeAircraft:  # FGVCAircraft's layout: _image_files, _labels, classes
+        classes = ("707-320", "727-200", "737-200")
+
+        def __init__(self, root: str, split: str, download: bool) -> None:
+            n = 6 if split == "trainval" else 3
+            self._image_files = [str(png(tmp_path / split / f"{i}.png", i)) for i in range(n)]
+            self._labels = [i % 3 for i in range(n)]
+
+    monkeypatch.setattr(torchvision.datasets, "FGVCAircraft", FakeAircraft)
+    splits = load("fgvc_aircraft")
+    assert (len(splits.train), len(splits.test), splits.class_names) == (6, 3, list(FakeAircraft.classes))
