@@ -151,12 +151,22 @@ def test_fewshot_chooses_the_standard_list_by_shots_and_seed(tmp_path: Path) -> 
         load(f"fewshot:{root}", few_shot=1, seed=0)
 
 
-def test_one_epoch_through_vtab1k_with_the_tiny_model(suite: Path) -> None:
-    result = train({"backbone": "test_vit", "pretrained": False, "data": {"dataset": f"vtab1k:{suite}/kitti"},
+@pytest.mark.parametrize(("layout", "data", "steps", "classes"), [
+    ("vtab1k", {"val_size": 0}, 3, 4),            # train800val200 (12) in batches of 4
+    ("fgvc", {"val_size": 100}, 2, 3),            # train.json (6) -> val.json
+    ("fewshot", {"few_shot": 2, "seed": 0}, 2, 37),  # the 2-shot list of oxford-pets (6), its 37-class head
+])
+def test_one_epoch_on_each_layout_with_the_tiny_model(tmp_path: Path, layout: str, data: dict, steps: int,
+                                                      classes: int) -> None:
+    folder = {"vtab1k": lambda: vtab_task(tmp_path, "kitti", 4), "fgvc": lambda: fgvc_set(tmp_path, "birds", [3, 4, 5]),
+              "fewshot": lambda: fewshot_set(tmp_path, "oxford-pets", 3)}[layout]()
+    result = train({"backbone": "test_vit", "pretrained": False, "data": {"dataset": f"{layout}:{folder}", **data},
                     "train": {"epochs": 1, "batch_size": 4, "device": "cpu"}})
-    assert result.status == "completed" and result.steps == 3  # 12 images of train800val200, batches of 4
-    assert result.config["num_classes"] == 4 and result.config["train"]["lr"] == 1e-2  # the kitti recipe's values
-    assert 0.0 <= result.acc_cls <= 1.0 and len(result.per_class) == 4
+    assert result.status == "completed" and result.steps == steps
+    assert result.config["num_classes"] == classes
+    assert 0.0 <= result.acc_cls <= 1.0
+    if layout == "vtab1k":
+        assert result.config["train"]["lr"] == 1e-2 and len(result.per_class) == 4  # the kitti recipe's values
 
 
 class _Offline:
