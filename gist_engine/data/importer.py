@@ -367,7 +367,7 @@ def fetch_from_hub(kind: str, folder: Path) -> Path:
     manual = (f"download the dataset repo {repo} (https://huggingface.co/datasets/{repo}) where there is a "
               f"network, then run `python -m gist_engine data import {kind} <its zip>`")
     try:
-        import huggingface_hub  # optional (the `hub` extra): only --from-hub needs it
+        import huggingface_hub  # heavy, and only --from-hub needs it (installed with timm)
 
         local = Path(huggingface_hub.snapshot_download(repo_id=repo, repo_type="dataset", allow_patterns=["*.zip"],
                                                        local_dir=folder / repo.replace("/", "--")))
