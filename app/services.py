@@ -123,8 +123,10 @@ def catalogue() -> dict[str, Any]:
 def recipe_help() -> str:
     """The help of the recipe select box: what a recipe is and where its values come from."""
     return ("A named set of defaults from the official GIST release (docs/recipes.md): gist_release is the common "
-            "VTAB-1k protocol, vtab1k/<task> adds the task's classes, lr, weight decay and drop-path. Picking one "
-            "fills the form; your later edits win. Set the dataset to the task's vtab:<dir> folder yourself.")
+            "VTAB-1k protocol, vtab1k/<task> adds the task's classes, lr, weight decay and drop-path; "
+            "fewshot/<dataset> are the authors' few-shot values. Picking one fills the form; your later edits win. "
+            "Set the dataset to the task's folder yourself (vtab1k:<root>/<task>, or vtab1k:<task> once imported "
+            "on the Datasets page).")
 
 
 def hub_backbone(name: str) -> dict[str, dict[str, Any]]:

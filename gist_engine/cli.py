@@ -19,7 +19,7 @@ from .backbones import BackboneError
 from .build import build_model, describe_model
 from .catalog import catalogue
 from .config import ConfigError, ModelConfig, load_run_config, to_dict
-from .data import model_inputs
+from .data import import_benchmark, model_inputs
 from .data.images import DatasetError
 from .inspect.explain import attention_report
 from .runs import STATUSES, RunError, RunManager, format_table
@@ -439,6 +439,29 @@ STUDY_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _study_run, "resume": _study_resume, "list": _study_list, "show": _study_show, "export": _study_export}
 
 
+@command("data")
+def _data(args: argparse.Namespace) -> int:
+    report = import_benchmark(args.kind, args.source, root=args.root, overwrite=args.overwrite,
+                              from_hub=args.from_hub)
+    print(report.table())
+    print(f"{_count(len(report.rows), report.kind + ' dataset')} checked and installed in {report.seconds:.1f} s")
+    return 0
+
+
+def _add_data_parser(sub: Any) -> None:
+    """`data import vtab1k|fgvc|fewshot <zip|dir>`: the benchmark importer (gist_engine.data.importer)."""
+    p = sub.add_parser("data", help="benchmark datasets: import VTAB-1k, FGVC or few-shot into the data directory")
+    q = p.add_subparsers(dest="data_command", required=True).add_parser(
+        "import", help="check a benchmark zip or folder (every list, label and image) and install it")
+    q.add_argument("kind", choices=("vtab1k", "fgvc", "fewshot"), help="the layout")
+    q.add_argument("source", nargs="?", help="a zip or a folder holding one or more of its datasets")
+    q.add_argument("--from-hub", action="store_true", help="vtab1k: fetch the prebuilt zip (XiN0919/VTAB-1k) "
+                   "through huggingface_hub")
+    q.add_argument("--overwrite", action="store_true", help="replace datasets installed before")
+    q.add_argument("--root", default=None, help="install under this data directory (default: $GIST_DATA_DIR or "
+                   "the user cache dir, where vtab1k:<task> looks)")
+
+
 def _add_study_parser(sub: Any) -> None:
     """`study run | resume | list | show | export`."""
     p = sub.add_parser("study", help="paired sweeps over config keys (local or Ray) and their results table")
@@ -684,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--to", choices=("csv", "parquet", "mlflow"), default="csv", help="export format")
     q.add_argument("--out", default=None, help="folder to write (mlflow: tracking folder or URI)")
     _add_study_parser(sub)
+    _add_data_parser(sub)
     gallery = _gallery_parser(runs)
     # `runs list --root DIR` as well as `runs --root DIR list` (like `study`)
     _root_everywhere(*(q for name, q in runs.choices.items() if name != "gallery"), *gallery.choices.values())

@@ -18,16 +18,29 @@ The SSF scripts are not needed: the GIST script gives every per-task value. Prep
 project always resizes directly (bicubic, antialiased) to `image_size`, normalises with the backbone's mean/std and
 does not augment. Every other recipe is applied on top of `gist_release` (RECIPE_BASE); a config's own keys and
 `key=value` overrides win over both (see `resolve_recipe`).
+
+The few-shot recipes come from the authors' later repository JCruan519/PETRobustness at commit 7415a92,
+`train_scripts/vit/train_fs.sh`: per dataset --num-classes, and for all --lr 1e-3, --weight-decay 1e-3, --drop-path
+0.1, --gist_drop 0.9 (the rest as train_vtab.sh: 100 epochs, 10 warm-up, batch 32 x 2, fp16, 224 px, ViT-B/16
+in21k). Its augmentation (--color-jitter 0.4, --aa rand-m9-mstd0.5) is not applied here; its tuning mode `gist2`
+(an attention-based interaction with --gist_factor 0.25) is not this project's loss, which stays the release's BKLD.
+The authors publish no FGVC (VPT's five datasets) script: no fgvc recipe.
+
+A `vtab1k:` or `fewshot:` dataset applies the per-dataset values of its recipe (AUTO_KEYS: classes, drop-path, lr,
+weight decay) by itself, under the config's own keys and any recipe it names (`dataset_recipe`); never the
+release's backbone, image size, precision or epochs, so a CPU run stays runnable.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import typing
 from typing import Any
 
 RELEASE = "JCruan519/GIST@f184875"
 SCRIPT = f"{RELEASE}:train_scripts/vit/train_vtab.sh"
+FEWSHOT_SCRIPT = "JCruan519/PETRobustness@7415a92:train_scripts/vit/train_fs.sh"
 
 # Keys the recipes use that the training-protocol options add (drop-path, timm's epoch schedule, fp16, ...).
 PROTOCOL_KEYS = ("drop_path_rate", "train.lr_schedule", "train.warmup_lr", "train.min_lr", "train.cooldown_epochs",
@@ -84,6 +97,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "vtab1k/dsprites_ori": {"num_classes": 16, "drop_path_rate": 0.2, "train": {"lr": 5e-3, "weight_decay": 5e-5}},
     "vtab1k/smallnorb_azi": {"num_classes": 18, "drop_path_rate": 0.1, "train": {"lr": 2e-2, "weight_decay": 5e-5}},
     "vtab1k/smallnorb_ele": {"num_classes": 9, "drop_path_rate": 0.2, "train": {"lr": 5e-3, "weight_decay": 5e-2}},
+    # The few-shot lists' datasets (NOAH's folder names), from train_fs.sh: DATASET_LIST / NUM_CLASS_LIST, and for
+    # all: --lr 1e-3, --weight-decay 1e-3, --drop-path 0.1, GIST_DROPOUT=0.9.
+    **{f"fewshot/{name}": {"num_classes": classes, "drop_path_rate": 0.1, "gist": {"dropout": 0.9},
+                           "train": {"lr": 1e-3, "weight_decay": 1e-3}}
+       for name, classes in (("fgvc-aircraft", 100), ("food-101", 101), ("oxford-flowers102", 102),
+                             ("oxford-pets", 37), ("stanford-cars", 196))},
 }
 
 # The release file(s) each recipe's values come from.
@@ -92,10 +111,24 @@ RECIPE_SOURCES: dict[str, str] = {
                     "data/transforms_factory.py, optim_factory.py, models/vision_transformer.py",
     **{name: f"{SCRIPT} (the {name.split('/', 1)[1]} block) on top of gist_release"
        for name in RECIPES if name.startswith("vtab1k/")},
+    **{name: f"{FEWSHOT_SCRIPT} (DATASET_LIST / NUM_CLASS_LIST and the shared flags) on top of gist_release"
+       for name in RECIPES if name.startswith("fewshot/")},
 }
 
 # A recipe whose name starts with a prefix here is applied on top of the named recipe.
-RECIPE_BASE: dict[str, str] = {"vtab1k/": "gist_release"}
+RECIPE_BASE: dict[str, str] = {"vtab1k/": "gist_release", "fewshot/": "gist_release"}
+
+# The keys a benchmark dataset takes from its recipe by itself (dotted: train.lr is {"train": {"lr": ...}}).
+AUTO_KEYS = ("num_classes", "drop_path_rate", "train.lr", "train.weight_decay")
+
+# `data.dataset` kind -> the recipe of each of its datasets, by the folder's name (lower case, letters and digits
+# only: `Food-101` and `food101` are one dataset; VTAB-1k's task names are exact).
+DATASET_RECIPES: dict[str, dict[str, str]] = {
+    "vtab1k": {name.split("/", 1)[1]: name for name in RECIPES if name.startswith("vtab1k/")},
+    "fewshot": {"fgvcaircraft": "fewshot/fgvc-aircraft", "food101": "fewshot/food-101",
+                "oxfordflowers102": "fewshot/oxford-flowers102", "oxfordflowers": "fewshot/oxford-flowers102",
+                "oxfordpets": "fewshot/oxford-pets", "stanfordcars": "fewshot/stanford-cars"},
+}
 
 
 class RecipeError(ValueError):
@@ -125,20 +158,48 @@ def recipe_config(name: str) -> dict[str, Any]:
     return deep_merge(recipe_config(base) if base else {}, RECIPES[name])
 
 
+def dataset_recipe(dataset: object) -> tuple[str | None, dict[str, Any]]:
+    """The recipe a `data.dataset` value brings by itself and its AUTO_KEYS values: `vtab1k:/d/vtab-1k/dtd` ->
+    ("vtab1k/dtd", {"num_classes": 47, "drop_path_rate": 0.0, "train": {"lr": 5e-3, "weight_decay": 5e-5}});
+    (None, {}) for any other dataset (an unknown task is refused when the data is read)."""
+    if not isinstance(dataset, str):
+        return None, {}
+    kind, _, arg = dataset.partition(":")
+    table = DATASET_RECIPES.get(kind)
+    if not table or not arg:
+        return None, {}
+    folder = arg.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    name = table.get(folder if kind == "vtab1k" else re.sub(r"[^a-z0-9]", "", folder.lower()))
+    if name is None:
+        return None, {}
+    values: dict[str, Any] = {}
+    for key in AUTO_KEYS:
+        head, _, tail = key.partition(".")
+        value = RECIPES[name].get(head)
+        if tail and isinstance(value, typing.Mapping) and tail in value:
+            values.setdefault(head, {})[tail] = value[tail]
+        elif not tail and value is not None:
+            values[head] = value
+    return name, values
+
+
 def resolve_recipe(data: typing.Mapping[str, Any]) -> dict[str, Any]:
     """A config mapping with its `recipe` (if any) merged under it: the mapping's own keys win.
 
     `method_args` comes from the recipe only when the merged `method` is the recipe's (a config that picks another
-    tuner starts from that tuner's defaults, not from options it does not have).
+    tuner starts from that tuner's defaults, not from options it does not have). A benchmark dataset's own values
+    (`dataset_recipe`) lie under both: the named recipe and the config's keys win over them.
     """
+    section = data.get("data")
+    _, auto = dataset_recipe(section.get("dataset") if isinstance(section, typing.Mapping) else None)
     name = data.get("recipe")
     if not isinstance(name, str):  # None: no recipe; anything else is refused by name when parsed
-        return dict(data)
+        return deep_merge(auto, data) if auto else dict(data)
     recipe = recipe_config(name)
     if data.get("method", recipe.get("method")) != recipe.get("method"):
         recipe.pop("method_args", None)
-    return deep_merge(recipe, data)
+    return deep_merge(deep_merge(auto, recipe), data)
 
 
-__all__ = ["PROTOCOL_KEYS", "RECIPES", "RECIPE_BASE", "RECIPE_SOURCES", "RecipeError", "deep_merge",
-           "recipe_config", "resolve_recipe"]
+__all__ = ["AUTO_KEYS", "DATASET_RECIPES", "PROTOCOL_KEYS", "RECIPES", "RECIPE_BASE", "RECIPE_SOURCES", "RecipeError",
+           "dataset_recipe", "deep_merge", "recipe_config", "resolve_recipe"]

@@ -24,7 +24,8 @@ class GistConfig:
     enabled: bool = option(True, "Add the Gist token and the interaction loss; off = the plain PEFT method.")
     length: int = option(1, "Number of Gist tokens L; with L > 1 their outputs are averaged.", min=1, max=64)
     init: float = option(0.5, "The Gist token is initialised uniform(-init, init).", min=0.0, max=10.0)
-    dropout: float = option(0.1, "Dropout on the Gist token in training.", min=0.0, max=0.9)
+    dropout: float = option(0.1, "Dropout on the Gist token in training (the authors' later scripts use 0.9 for "
+                            "few-shot and 0.98 for VTAB-1k).", min=0.0, max=0.98)
     shared_head: bool = option(True, "One head for CLS and Gist (as the paper); false = a separate Gist head.")
     ce_weight: float = option(0.5, "Weight of the cross-entropy of the Gist head's prediction.", min=0.0, max=100.0)
     loss: str = option("bkld", "Interaction loss between the CLS and Gist predictions.",
@@ -63,13 +64,19 @@ class ModelConfig:
 class DataConfig:
     """Which dataset and which part of it (VTAB-1k style sizes, few-shot)."""
 
-    dataset: str = option("mnist5k", "Dataset name (see `list`), or imagefolder:<dir>, vtab:<dir>.")
+    dataset: str = option("mnist5k", "Dataset name (see `list`), or imagefolder:<dir>, vtab:<dir>, "
+                          "vtab1k:<root>/<task>, fgvc:<dir>, fewshot:<dir>.")
     train_size: int | None = option(None, "Training images drawn (seeded) from the train split; empty = all.",
                                     min=1)
-    val_size: int = option(0, "Validation images held out of the train split (0 = none).", min=0)
+    val_size: int = option(0, "Validation images held out of the train split (0 = none). The protocol switch of the "
+                           "benchmarks: vtab1k: 0 = train800val200 -> test, > 0 = train800 -> val200; fgvc: 0 = "
+                           "train + val -> test, > 0 = train -> val; fewshot: > 0 evaluates on val_meta.list.",
+                           min=0)
     test_size: int | None = option(None, "Test images drawn (seeded) from the test split; empty = all.", min=1)
-    few_shot: int | None = option(None, "k training images per class (seeded); empty = off.", min=1)
-    seed: int = option(0, "Seed of the subsampling (the split itself is fixed per dataset).", min=0)
+    few_shot: int | None = option(None, "k training images per class (seeded); empty = off. fewshot: datasets: the "
+                                  "standard list's shots (1, 2, 4, 8, 16).", min=1)
+    seed: int = option(0, "Seed of the subsampling (the split itself is fixed per dataset); fewshot: datasets: the "
+                       "standard list's seed (0, 1, 2).", min=0)
     max_length: int = option(128, "Text datasets: tokens per document after truncation, [CLS] and [SEP] included "
                              "(the Gist token comes on top); ignored for images.", min=4, max=8192)
 
@@ -168,7 +175,9 @@ class RunConfig(ModelConfig):
     name: str | None = option(None, "A label for the run (shown in the run list).")
     recipe: str | None = option(None, "A named set of defaults applied under this config's own keys (they and any "
                                 "override win): gist_release (the official release's VTAB-1k protocol) or "
-                                "vtab1k/<task> (its per-task values; see docs/recipes.md).", choices=tuple(RECIPES))
+                                "vtab1k/<task> (its per-task values), fewshot/<dataset> (the authors' few-shot "
+                                "script); see docs/recipes.md. A vtab1k: or fewshot: dataset applies its "
+                                "recipe's lr, weight decay, drop-path and classes by itself.", choices=tuple(RECIPES))
     data: DataConfig = option(DataConfig(), "Dataset and protocol options.")
     train: TrainConfig = option(TrainConfig(), "Optimisation options.")
 

@@ -1,5 +1,6 @@
-"""Datasets for GIST runs: the registry, splits (fixed test split, VTAB-1k, few-shot), images, text, uploads."""
+"""Datasets for GIST runs: the registry, splits, the benchmark layouts and their importer, images, text, uploads."""
 
+from .benchmarks import BENCHMARK_DIRS, VTAB1K_GROUPS, VTAB1K_TASKS
 from .images import (
     BACKGROUND,
     IMAGE_FORMATS,
@@ -13,6 +14,7 @@ from .images import (
     resize_uint8,
     to_model_input,
 )
+from .importer import BenchmarkLimits, BenchmarkReport, import_benchmark
 from .preview import text_dataset_preview
 from .readers import FASHION_MNIST_DIR, NetworkNeededError, data_dir, fashion_mnist_dir
 from .registry import (
@@ -39,6 +41,7 @@ from .upload import (
 
 __all__ = [
     "BACKGROUND",
+    "BENCHMARK_DIRS",
     "DATASETS",
     "FASHION_MNIST_DIR",
     "GLUE_TASKS",
@@ -47,6 +50,10 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "SPLIT_SEED",
     "TEST_FRACTION",
+    "VTAB1K_GROUPS",
+    "VTAB1K_TASKS",
+    "BenchmarkLimits",
+    "BenchmarkReport",
     "DatasetError",
     "DatasetSpec",
     "DatasetSplits",
@@ -66,6 +73,7 @@ __all__ = [
     "decode_image",
     "describe_datasets",
     "fashion_mnist_dir",
+    "import_benchmark",
     "import_imagefolder_zip",
     "import_text_table",
     "list_text_datasets",

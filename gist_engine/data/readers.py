@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,10 @@ class RawDataset:
     train_beside_val: Pool | None = None  # ... together with this train pool (VTAB train800)
     where: str = ""  # the file or folder it was read from
     skipped: dict[str, int] = field(default_factory=dict)  # entries of a folder not read, by reason
+    val_note: str = "val drawn from val200.txt, train from train800.txt"  # how val_size > 0 splits it
+    # The standard few-shot lists (fewshot:): (shots, seed) -> a reader of that train list; data.few_shot and
+    # data.seed choose one instead of drawing a subset
+    train_lists: dict[tuple[int, int], Callable[[], Pool]] = field(default_factory=dict)
 
 
 def data_dir() -> Path:
@@ -382,38 +386,95 @@ def read_imagefolder(arg: str | None) -> RawDataset:
                       skipped=walk.counts())
 
 
-def _read_list(root: Path, name: str) -> tuple[list[Path], np.ndarray] | None:
-    """A VTAB list file of `relative/path label` lines -> (paths, labels); None if the file is absent."""
-    list_file = root / name
-    if not list_file.is_file():
-        return None
+def read_label_list(list_file: Path, image_root: Path, kind: str, num_classes: int | None = None,
+                    inside: Path | None = None) -> tuple[list[Path], np.ndarray]:
+    """A list file of `relative/path label` lines (VTAB-1k, the few-shot lists) -> (paths, labels (n,) int64).
+
+    Blank lines, Windows line endings and trailing spaces are accepted; the path may contain spaces (the label is
+    the last field). Every listed file must exist and lie inside `inside` (default `image_root`).
+
+    Args:
+        list_file: The list file.
+        image_root: The folder the listed paths are relative to.
+        kind: How errors name the dataset, e.g. `vtab` or `vtab1k caltech101`.
+        num_classes: When known, labels must lie in 0..num_classes-1.
+        inside: The folder no listed path (or link) may leave (default `image_root`).
+
+    Raises:
+        DatasetError: naming the file and line of a malformed line, a label out of range, a path leaving the
+            folder; or the missing files (the first MAX_LISTED by name and line).
+    """
+    inside = inside or image_root
+    real_inside = inside.resolve()
     paths, labels, missing = [], [], []
-    for lineno, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{kind}: cannot read {list_file} ({exc})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.rsplit(None, 1)  # the path may contain spaces; the label is the last field
+        parts = line.strip().rsplit(None, 1)  # the path may contain spaces; the label is the last field
         try:
             label = int(parts[1]) if len(parts) == 2 else -1
         except ValueError:
             label = -1
         if label < 0:
-            raise DatasetError(f"vtab: {list_file} line {lineno}: expected 'relative/path label' with a "
+            raise DatasetError(f"{kind}: {list_file} line {lineno}: expected 'relative/path label' with a "
                                f"label >= 0, got {line.strip()!r}")
-        path = root / parts[0]
-        if not path.resolve().is_relative_to(root.resolve()):  # `..`, an absolute path or a link out of the folder
-            raise DatasetError(f"vtab: {list_file} line {lineno}: {parts[0]!r} lies outside {root}; list files "
-                               "name images inside the task folder (copy them in, or point vtab: at their folder)")
+        if num_classes is not None and label >= num_classes:
+            raise DatasetError(f"{kind}: {list_file} line {lineno}: label {label} is out of range (this dataset "
+                               f"has {num_classes} classes, labels 0..{num_classes - 1}); is the folder the right "
+                               "task?")
+        path = image_root / parts[0]
+        if not path.resolve().is_relative_to(real_inside):  # `..`, an absolute path or a link out of the folder
+            raise DatasetError(f"{kind}: {list_file} line {lineno}: {parts[0]!r} lies outside {inside}; list files "
+                               "name images inside the dataset folder (copy them in)")
         if not path.is_file():
             missing.append(f"{parts[0]} (line {lineno})")
         paths.append(path)
         labels.append(label)
     if missing:
-        more = f" (and {len(missing) - MAX_LISTED} more)" if len(missing) > MAX_LISTED else ""
-        raise DatasetError(f"vtab: {list_file} names {len(missing)} missing image file(s){more}: "
+        more = f" (first {MAX_LISTED} listed)" if len(missing) > MAX_LISTED else ""
+        raise DatasetError(f"{kind}: {list_file} names {len(missing)} missing image file(s){more}: "
                            f"{', '.join(missing[:MAX_LISTED])}")
     if not paths:
-        raise DatasetError(f"vtab: {list_file} lists no images")
+        raise DatasetError(f"{kind}: {list_file} lists no images")
     return paths, np.array(labels, dtype=np.int64)
+
+
+def read_vtab_task(root: Path, kind: str, num_classes: int | None = None, required: Sequence[str] = ()) -> RawDataset:
+    """The pools of one VTAB-1k task folder (list files VTAB_LISTS of `path label` lines, paths relative to it).
+
+    Train = train800val200.txt (or train800 + val200), test = test.txt, and the tuning protocol's pools: val =
+    val200.txt beside train = train800.txt. Classes: `num_classes` when known, else the largest label + 1.
+
+    Raises:
+        DatasetError: a list file of `required` (or test.txt, or both train lists) missing, or a bad list file.
+    """
+    lists = {}
+    for name in VTAB_LISTS:
+        if (root / name).is_file():
+            lists[name] = read_label_list(root / name, root, kind, num_classes)
+        elif name in required:
+            raise DatasetError(f"{kind}: {root} has no {name} (a VTAB-1k task folder has {', '.join(VTAB_LISTS)})")
+    if "test.txt" not in lists:
+        raise DatasetError(f"{kind}: {root} has no test.txt (a VTAB-1k task folder has "
+                           f"{', '.join(VTAB_LISTS)})")
+    both = "train800.txt" in lists and "val200.txt" in lists
+    if "train800val200.txt" not in lists and not both:
+        raise DatasetError(f"{kind}: {root} has neither train800val200.txt nor train800.txt + val200.txt")
+    if num_classes is None:
+        num_classes = 1 + max(int(labels.max()) for _, labels in lists.values())
+    pools = {name: Pool.whole(FileSource(paths), labels) for name, (paths, labels) in lists.items()}
+    if "train800val200.txt" in pools:
+        train = pools["train800val200.txt"]
+    else:  # concatenate the two official parts
+        (p1, l1), (p2, l2) = lists["train800.txt"], lists["val200.txt"]
+        train = Pool.whole(FileSource(p1 + p2), np.concatenate([l1, l2]))
+    names = [str(i) for i in range(num_classes)]
+    return RawDataset(names, train, pools["test.txt"], val=pools.get("val200.txt"),
+                      train_beside_val=pools.get("train800.txt"), where=str(root))
 
 
 def read_vtab(arg: str | None) -> RawDataset:
@@ -423,25 +484,7 @@ def read_vtab(arg: str | None) -> RawDataset:
     official protocol is used instead: train from train800, val drawn from val200. Classes are the label ids
     0..K-1 (K = the largest label + 1).
     """
-    root = dataset_folder(arg, "vtab")
-    lists = {name: _read_list(root, name) for name in VTAB_LISTS}
-    if lists["test.txt"] is None:
-        raise DatasetError(f"vtab: {root} has no test.txt (a VTAB-1k task folder has "
-                           f"{', '.join(VTAB_LISTS)})")
-    both = lists["train800.txt"] is not None and lists["val200.txt"] is not None
-    if lists["train800val200.txt"] is None and not both:
-        raise DatasetError(f"vtab: {root} has neither train800val200.txt nor train800.txt + val200.txt")
-    num_classes = 1 + max(int(found[1].max()) for found in lists.values() if found is not None)
-    pools = {name: Pool.whole(FileSource(paths), labels) for name, (paths, labels) in
-             ((n, f) for n, f in lists.items() if f is not None)}
-    if "train800val200.txt" in pools:
-        train = pools["train800val200.txt"]
-    else:  # concatenate the two official parts
-        (p1, l1), (p2, l2) = lists["train800.txt"], lists["val200.txt"]
-        train = Pool.whole(FileSource(p1 + p2), np.concatenate([l1, l2]))
-    names = [str(i) for i in range(num_classes)]
-    return RawDataset(names, train, pools["test.txt"], val=pools.get("val200.txt"),
-                      train_beside_val=pools.get("train800.txt"), where=str(root))
+    return read_vtab_task(dataset_folder(arg, "vtab"), "vtab")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -472,6 +515,10 @@ TORCHVISION: dict[str, TorchvisionSpec] = {
                            "_labels", "files"),
     "oxford_pets": TorchvisionSpec("OxfordIIITPet", ({"split": "trainval"},), {"split": "test"}, "_images",
                                    "_labels", "files"),
+    "fgvc_aircraft": TorchvisionSpec("FGVCAircraft", ({"split": "trainval"},), {"split": "test"}, "_image_files",
+                                     "_labels", "files"),
+    "food101": TorchvisionSpec("Food101", ({"split": "train"},), {"split": "test"}, "_image_files", "_labels",
+                               "files"),
 }
 
 

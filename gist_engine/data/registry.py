@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
+from .benchmarks import read_fewshot, read_fgvc, read_vtab1k, standard_list
 from .images import DatasetError, UnreadableImagesError, default_threads
 from .readers import (
     FASHION_MNIST_DIR,
@@ -65,6 +66,7 @@ class DatasetSpec:
     test_split: str  # "official", or "fixed" (a stratified 80/20 split made here)
     takes_path: bool = False  # named as "name:<argument>"
     argument: str = "dir"  # what follows "name:" when takes_path: "dir", "file" or "task"
+    example: str = ""  # an example argument for messages (default: one by `argument`)
     installed: Callable[[], bool] | None = None  # whether it can be read now (None: unknown until read)
     images: int | None = None
     classes: int | None = None
@@ -110,6 +112,26 @@ DATASETS: dict[str, DatasetSpec] = {
         "lines; train = train800val200 (train800, val from val200 when val_size > 0), test = test.txt",
         "that of the task's source dataset (see the VTAB paper, Zhai et al., 2019)", offline=True,
         test_split="official", takes_path=True),
+    "vtab1k": DatasetSpec(
+        "VTAB-1k task (the 19 by name)", read_vtab1k,
+        "vtab1k:<root>/<task> (NOAH's layout: <task>/images and train800, val200, train800val200, test .txt "
+        "lists), or vtab1k:<task> for a suite installed with `data import vtab1k`; class counts checked; "
+        "val_size 0 = train800val200 -> test, > 0 = train800 -> val200; the task's recipe values (lr, weight "
+        "decay, drop-path, classes) apply unless set", "per task, that of its source dataset (Zhai et al., 2019)",
+        offline=True, test_split="official", takes_path=True, argument="root/task", example="/data/vtab-1k/dtd"),
+    "fgvc": DatasetSpec(
+        "FGVC dataset (VPT's JSON splits)", read_fgvc,
+        "fgvc:<dir> with train.json, val.json, test.json ({image path: class id}, VPT's splits: CUB-200-2011, "
+        "NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars), or fgvc:<name> installed with `data import fgvc`; "
+        "val_size 0 = train + val -> test, > 0 = train -> val", "that of each source dataset (see the VPT paper, "
+        "Jia et al., 2022)", offline=True, test_split="official", takes_path=True, example="/data/fgvc/CUB_200_2011"),
+    "fewshot": DatasetSpec(
+        "Few-shot dataset (the standard lists)", read_fewshot,
+        "fewshot:<dir> with annotations/train_meta.list.num_shot_{1,2,4,8,16}.seed_{0,1,2}, val_meta.list, "
+        "test_meta.list (NOAH's lists: fgvc-aircraft, food-101, oxford-flowers102, oxford-pets, stanford-cars), or "
+        "fewshot:<name> installed with `data import fewshot`; data.few_shot and data.seed choose the list; val_size "
+        "> 0 evaluates on val_meta.list", "that of each source dataset", offline=True, test_split="official",
+        takes_path=True, example="/data/few-shot/food-101"),
     "cifar10": _torchvision("cifar10", "CIFAR-10", "no licence stated by the authors (Krizhevsky, 2009)",
                             60000, 10),
     "cifar100": _torchvision("cifar100", "CIFAR-100", "no licence stated by the authors (Krizhevsky, 2009)",
@@ -124,6 +146,10 @@ DATASETS: dict[str, DatasetSpec] = {
                         5640, 47),
     "oxford_pets": _torchvision("oxford_pets", "Oxford-IIIT Pets", "CC BY-SA 4.0 (Parkhi et al., 2012)",
                                 7349, 37),
+    "fgvc_aircraft": _torchvision("fgvc_aircraft", "FGVC-Aircraft (variants, trainval / test)",
+                                  "non-commercial research use (Maji et al., 2013)", 10000, 100),
+    "food101": _torchvision("food101", "Food-101", "images: Foodspotting terms, research use (Bossard et al., 2014)",
+                            101000, 101),
     # Text (a text backbone such as minilm_l6 reads them; `images` counts documents)
     "bbc_news": DatasetSpec(
         "BBC News topics", read_bbc_news,
@@ -179,8 +205,9 @@ def lookup_dataset(dataset: str) -> tuple[DatasetSpec, str | None]:
         raise DatasetError(f"data.dataset: unknown dataset {dataset!r}; choose one of "
                            f"{', '.join(_usage(n, s) for n, s in DATASETS.items())}")
     if spec.takes_path and not arg:
-        example = {"dir": "/path/to/data", "file": "/path/to/table.csv", "task": "sst2"}[spec.argument]
-        noun = {"dir": "a folder", "file": "a file", "task": "a task name"}[spec.argument]
+        example = spec.example or {"dir": "/path/to/data", "file": "/path/to/table.csv", "task": "sst2"}[spec.argument]
+        noun = {"dir": "a folder", "file": "a file", "task": "a task name",
+                "root/task": "a task folder or task name"}[spec.argument]
         raise DatasetError(f"data.dataset: {name} needs {noun}, e.g. {name}:{example}")
     if sep and not spec.takes_path:
         raise DatasetError(f"data.dataset: {name} takes no folder (got {dataset!r})")
@@ -210,7 +237,9 @@ def _split(raw: RawDataset, cfg: DataConfig, probe_size: int = 0) -> tuple[dict[
     """The train/val/test pools after the fixed split and the seeded subsampling, and a note saying how; with
     `probe_size`, also a `probe` pool: up to that many train-split images the training subset left out (drawn after
     it, on a stream of its own, so the training images stay the same), or None when it used them all."""
-    train, test = raw.train, raw.test
+    train, test, beside = raw.train, raw.test, raw.train_beside_val
+    if raw.train_lists:  # the standard few-shot lists: data.few_shot and data.seed choose the train list
+        train = beside = standard_list(raw, cfg.few_shot, cfg.seed)
     if test is None:
         train_pos, test_pos = fixed_split(train.labels, TEST_FRACTION, SPLIT_SEED)
         train, test = train.take(train_pos), train.take(test_pos)
@@ -218,12 +247,15 @@ def _split(raw: RawDataset, cfg: DataConfig, probe_size: int = 0) -> tuple[dict[
                 "independent of data.seed)")
     else:
         note = "official train/test split"
+    if raw.train_lists:
+        note = f"standard few-shot list: {cfg.few_shot} shots, seed {cfg.seed}; test = the official test list"
     val = None
     if cfg.val_size:
-        if raw.val is not None and raw.train_beside_val is not None:  # VTAB-1k: train800 / val200
-            train = raw.train_beside_val
-            val = raw.val.take(stratified_subset(raw.val.labels, cfg.val_size, cfg.seed, 0, "val_size"))
-            note += "; val drawn from val200.txt, train from train800.txt"
+        if raw.val is not None and beside is not None:  # the official tuning split (VTAB-1k train800 / val200, ...)
+            train = beside
+            n = min(cfg.val_size, len(raw.val))  # val_size at or over the official val list's size: all of it
+            val = raw.val.take(stratified_subset(raw.val.labels, n, cfg.seed, 0, "val_size"))
+            note += f"; {raw.val_note}"
         else:
             val_pos = stratified_subset(train.labels, cfg.val_size, cfg.seed, 0, "val_size")
             val, train = train.take(val_pos), train.take(np.setdiff1d(np.arange(len(train)), val_pos))
@@ -231,7 +263,7 @@ def _split(raw: RawDataset, cfg: DataConfig, probe_size: int = 0) -> tuple[dict[
     if cfg.few_shot is not None and cfg.train_size is not None:
         raise DatasetError("data: set few_shot (k images per class) or train_size, not both")
     pool, kept = train, np.arange(len(train))
-    if cfg.few_shot is not None:
+    if cfg.few_shot is not None and not raw.train_lists:
         kept = few_shot_subset(train.labels, cfg.few_shot, cfg.seed, raw.class_names)
         train = train.take(kept)
     elif cfg.train_size is not None:
@@ -259,7 +291,8 @@ def split_sizes(cfg: DataConfig) -> dict[str, Any]:
         DatasetError: when the dataset cannot be read, or val_size does not fit.
     """
     raw = read_dataset(cfg.dataset)
-    pools, note = _split(raw, DataConfig(dataset=cfg.dataset, val_size=cfg.val_size, seed=cfg.seed))
+    few_shot = cfg.few_shot if raw.train_lists else None  # the standard list it chooses; else a draw, not counted
+    pools, note = _split(raw, DataConfig(dataset=cfg.dataset, val_size=cfg.val_size, seed=cfg.seed, few_shot=few_shot))
     counts = np.bincount(pools["train"].labels, minlength=len(raw.class_names))  # (classes,)
     return {"train": len(pools["train"]), "test": len(pools["test"]),
             "val": 0 if pools["val"] is None else len(pools["val"]), "classes": len(raw.class_names),

@@ -244,6 +244,25 @@ def test_uploads_are_listed_newest_first_and_deletable(fake, tmp_path: Path) -> 
     assert next(b for b in at.button if b.label == "Delete upload").disabled
 
 
+def test_a_benchmark_folder_is_imported_from_the_datasets_page(fake, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.data.benchmark_files import vtab_task
+
+    vtab_task(tmp_path / "suite", "kitti", 4)
+    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path / "data"))
+    at = open_page(fake, "views/datasets.py")
+    next(t for t in at.text_input if t.label == "Zip or folder on the server").input(str(tmp_path / "suite"))
+    next(b for b in at.button if b.label == "Check and install").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert at.success[0].value.startswith("Installed 1 vtab1k dataset(s)")
+    row = at.dataframe[-1].value.iloc[0]
+    assert (row["dataset"], row["classes"], row["test"]) == ("kitti", 4, 8)
+    assert (tmp_path / "data" / "vtab-1k" / "kitti" / "test.txt").is_file()
+    next(t for t in at.text_input if t.label == "Zip or folder on the server").input(str(tmp_path / "none"))
+    next(b for b in at.button if b.label == "Check and install").click().run()
+    assert "is neither a zip file nor a folder" in at.error[0].value
+
+
 # ---------------------------------------------------------------------------------------------- offline, themes
 def test_page_icon_is_a_local_file_not_a_web_font(fake, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ":material/..." page icon makes the browser fetch the favicon from fonts.gstatic.com (Streamlit 1.67's

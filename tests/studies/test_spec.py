@@ -7,6 +7,7 @@ import yaml
 
 from gist_engine.cli import main
 from gist_engine.config import ConfigError
+from gist_engine.data.benchmarks import VTAB1K_GROUPS
 from gist_engine.studies import StudyError, load_study_spec
 from tests.studies.helpers import BASE, spec
 
@@ -79,12 +80,17 @@ def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
 
     folder = Path(__file__).resolve().parents[2] / "assets" / "studies"
     sizes = {p.stem: len(load_study_spec(p).planned_runs()) for p in sorted(folder.glob("*.yaml"))}
-    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "temperature": 16, "vtab1k": 570}
+    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "temperature": 16, "vtab1k": 570,
+                     "vtab1k_natural": 42}
     vtab = load_study_spec(folder / "vtab1k.yaml")
     cells = {tuple(c.values.values()): c.config for c in vtab.cells()}
     cifar = cells[("cifar", "lora")]
     assert cifar.recipe == "vtab1k/cifar" and cifar.num_classes == 100 and cifar.train.lr == 5e-3
-    assert cifar.method == "lora" and cifar.data.dataset == "vtab:/data/vtab-1k/cifar" and vtab.seeds == [42, 43, 44]
+    assert cifar.method == "lora" and cifar.data.dataset == "vtab1k:/data/vtab-1k/cifar" and vtab.seeds == [42, 43, 44]
+    natural = {tuple(c.values.values()): c.config for c in load_study_spec(folder / "vtab1k_natural.yaml").cells()}
+    assert sorted(t for (t,) in natural) == sorted(VTAB1K_GROUPS["natural"])
+    svhn = natural[("svhn",)]
+    assert (svhn.method, svhn.method_args.variant, svhn.num_classes, svhn.train.lr) == ("adapter", "gist", 10, 1e-2)
     setup = (folder.parents[1] / "setup.py").read_text()
     assert '"gist_studio.assets": "assets"' in setup and '"**/*.yaml"' in setup  # assets/studies/ is package data
 
