@@ -156,6 +156,15 @@ def test_live_shows_a_failed_run_as_failed(fake) -> None:
     assert not at.get("progress")
 
 
+def test_live_shows_a_full_disk_from_the_manager(fake) -> None:
+    full = "disk full: free space in /data and rerun"
+    run_id = fake.add(status="failed", done=3, error=full)  # as the live manager shows it before it is written
+    fake.store_problem = full
+    at = open_page(fake, "views/live.py", run=run_id)
+    assert any(e.value == f"The run store takes no writes: {full}" for e in at.error)
+    assert any(f"This run failed: {full}" in e.value for e in at.error)
+
+
 def test_live_says_what_a_running_run_does(fake) -> None:
     run_id = fake.add(status="running", steps=32, done=32)
     run = fake.runs[run_id]
