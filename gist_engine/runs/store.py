@@ -114,10 +114,8 @@ def store_error(exc: sqlite3.Error, path: Path) -> sqlite3.Error | StoreError:
     code, text = getattr(exc, "sqlite_errorcode", None), str(exc)
     if is_disk_full(exc):
         return StoreFull(f"{disk_full_message(path.parent)} (writing {path.name}: {text})")
-    aside = f"{path.name} and its -wal/-shm files into {path.parent / time.strftime('damaged-%Y%m%d-%H%M%S')}/"
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
-        return StoreError(f"run store {path} is damaged ({text}); move {aside} to start an empty store, "
-                          "or restore it from a backup (the run folders beside it are kept)")
+        return damaged(path, text)
     if code == sqlite3.SQLITE_READONLY or "readonly" in text:
         return StoreError(f"run store {path} is read-only ({text}); make the file and its folder writable by this "
                           "user, or set GIST_DATA_DIR to another data directory")
@@ -125,6 +123,28 @@ def store_error(exc: sqlite3.Error, path: Path) -> sqlite3.Error | StoreError:
         return StoreError(f"cannot open run store {path} ({text}); check that its folder exists and is writable, "
                           "or set GIST_DATA_DIR to another data directory")
     return exc
+
+
+def damaged(path: Path, what: str) -> StoreError:
+    """The StoreError of a damaged store file `path` (`what`: SQLite's words for the damage)."""
+    aside = f"{path.name} and its -wal/-shm files into {path.parent / time.strftime('damaged-%Y%m%d-%H%M%S')}/"
+    return StoreError(f"run store {path} is damaged ({what}); move {aside} to start an empty store, "
+                      "or restore it from a backup (the run folders beside it are kept)")
+
+
+def quick_check(conn: sqlite3.Connection, path: Path) -> None:
+    """`PRAGMA quick_check` of the store open on `conn`: every page's structure is read, so one damaged page (of any
+    table or index) is found at open, not at the first read or write that reaches it (about 0.5 s for a 100 MB store
+    on 2 loaded CPU cores; milliseconds for a few MB).
+
+    Raises:
+        StoreError: The file is damaged (the first problems SQLite names, e.g. "Page 7: btreeInitPage() returns
+            error code 11").
+    """
+    rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    if rows != ["ok"]:
+        lines = [line for row in rows for line in str(row).splitlines() if not line.startswith("***")]
+        raise damaged(path, "; ".join(lines[:3])[:300] or "quick_check failed")
 
 
 def data_dir() -> Path:
@@ -230,6 +250,7 @@ class RunStore:
                                  "created: it was truncated or a copy of it failed; restore it from a backup, or "
                                  "move it and any -wal/-shm file beside it to another folder to start an empty store")
             self._writer = self._connect()
+            quick_check(self._writer, self.path)  # before any write: a damaged page shows now, not at a later write
             self._writer.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
             self.migrate()
         except BaseException as exc:
@@ -383,4 +404,5 @@ class RunSnapshot:
 
 
 __all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore",
-           "StoreError", "StoreFull", "create_store", "data_dir", "disk_full_message", "is_disk_full", "store_error"]
+           "StoreError", "StoreFull", "create_store", "damaged", "data_dir", "disk_full_message", "is_disk_full",
+           "quick_check", "store_error"]

@@ -125,6 +125,17 @@ def _empty(path: Path, good: bytes) -> None:
     path.write_bytes(b"")
 
 
+def _one_page(path: Path, good: bytes) -> None:
+    """Garbage over the one page of the index of runs by group, which listing the runs never reads."""
+    path.write_bytes(good)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'runs_by_group'").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(good)
+    data[(page - 1) * size: page * size] = os.urandom(size)
+    path.write_bytes(bytes(data))
+
+
 def _newer(path: Path, good: bytes) -> None:
     path.write_bytes(good)
     with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -146,6 +157,7 @@ def _read_only(path: Path, good: bytes, monkeypatch: pytest.MonkeyPatch) -> None
     (_truncated, "is damaged (database disk image is malformed); move runs.sqlite3 and its -wal/-shm files into"),
     (_garbage, "is damaged (file is not a database); move runs.sqlite3"),
     (_empty, "is empty (0 bytes), but a store is never empty once created"),
+    (_one_page, "is damaged (Page "),
     (_newer, f"has schema version 99, newer than this gist_engine understands ({SCHEMA_VERSION}); upgrade gist_engine"),
     (_read_only, "is read-only (attempt to write a readonly database); make the file and its folder writable"),
 ])
