@@ -73,6 +73,9 @@ LOAD_FAILED = "Failed to load resource"
 # Streamlit's frontend, opened on a page's URL (/live?run=...), first probes <page>/_stcore/health and host-config
 # (404) before the server's root ones: its own known behaviour, harmless, counted apart from other HTTP errors.
 PROBE_404 = re.compile(r"^404 https?://[^/]+/[\w-]+/_stcore/(health|host-config)$")
+# An image of a rerun that a newer rerun (or leaving the page) has replaced: Streamlit drops its media file, and a
+# browser that asks for it late (a loaded machine) gets a 404 and logs "Image source error". Counted apart.
+MEDIA_404 = re.compile(r"^404 https?://[^/]+/media/\w+\.(jpg|png)$")
 HARVEST_JS = """() => [(window.__gistRefreshes || []).splice(0),
   [...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 400))]"""
 
@@ -249,7 +252,8 @@ def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_0
             s = Session(i, role, context.new_page())
             s.page.on("pageerror", lambda exc, s=s: s.page_errors.append(f"javascript: {exc}"[:400]))
             s.page.on("console", lambda msg, s=s: msg.type == "error" and not msg.text.startswith(LOAD_FAILED)
-                      and s.console_errors.append(msg.text[:400]))  # failed loads: in http_errors, with the URL
+                      and "Image source error" not in msg.text  # failed loads: in http_errors, with the URL
+                      and s.console_errors.append(msg.text[:400]))
             s.page.on("response", lambda r, s=s: r.status >= 400 and s.http_errors.append(f"{r.status} {r.url}"))
             people.append(s)
         t_launch = time.monotonic()
@@ -300,7 +304,9 @@ def _report(people: list[Session], samples: list[tuple[float, float, float]], se
         "switches": sum(s.switches for s in people), "reloads": sum(s.reloads for s in people),
         "page_errors": [f"session {s.index}: {e}" for s in people for e in s.page_errors],
         "console_errors": [f"session {s.index}: {e}" for s in people for e in s.console_errors],
-        "http_errors": [f"session {s.index}: {e}" for s in people for e in s.http_errors if not PROBE_404.match(e)],
+        "http_errors": [f"session {s.index}: {e}" for s in people for e in s.http_errors
+                        if not PROBE_404.match(e) and not MEDIA_404.match(e)],
+        "late_media_404": sum(bool(MEDIA_404.match(e)) for s in people for e in s.http_errors),
         "deep_url_probes_404": sum(bool(PROBE_404.match(e)) for s in people for e in s.http_errors),
         "server_tracebacks": tracebacks, "first_traceback": first_tb,
         "fragment_ms": _percentiles(fragment_ms), "update_interval_s": _percentiles(intervals),
@@ -329,7 +335,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"on one run (steps {r['steps']['first']} -> {r['steps']['last']})",
         f"page errors: {len(r['page_errors'])}; console errors: {len(r['console_errors'])}; "
         f"HTTP errors: {len(r['http_errors'])} {sorted({e.split(': ', 1)[1] for e in r['http_errors']})[:5]} "
-        f"(and {r['deep_url_probes_404']} 404s of Streamlit's <page>/_stcore probes); "
+        f"(apart: {r['deep_url_probes_404']} 404s of Streamlit's <page>/_stcore probes, {r['late_media_404']} of "
+        "images already replaced); "
         f"server tracebacks: {r['server_tracebacks']}",
         f"Live fragment time: {pct(r['fragment_ms'], 'ms', '.0f')}",
         f"interval between Live updates seen in the browsers: {pct(r['update_interval_s'], 's', '.2f')}",
