@@ -46,6 +46,8 @@ def live_view() -> None:
     """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()
     s = mgr.get(run_id)
+    if mgr.store_problem:  # e.g. a full disk: the runs' outcomes show from memory until the store takes writes
+        st.error(f"The run store takes no writes: {mgr.store_problem}")
     metrics = state.run_metrics(mgr, run_id)
     readouts.live_status(s, has_steps=bool(len(metrics)))
     evals = mgr.evaluations(run_id)

@@ -161,6 +161,7 @@ class RunManager:
         self._data_cache: tuple[str, Any] | None = None
         self._versions: dict[str, str] | None = None
         self._owned: set[str] = set()  # runs this manager queued or runs now (added before their row is written)
+        self._store_problem: str | None = None  # why the store refuses this manager's writes (disk full), if it does
         _MANAGERS[self.token] = self
         self.recover()
         if start:
@@ -293,6 +294,14 @@ class RunManager:
                 _UNRECORDED.pop(e[4], None)
         for e in ended:
             logger.warning("run %s %s: %s", e[4], e[0], e[2])
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store refuses this manager's writes now (e.g. `disk full: free space in <root> and rerun`), from
+        memory: set when a run's write or a heartbeat fails that way, cleared by the next heartbeat that writes.
+        None while writes succeed. Runs whose outcome could not be written show it from memory meanwhile
+        (`get`, `list`, `wait`)."""
+        return self._store_problem
 
     def _handles(self, run_id: str) -> bool:
         """Whether this manager still queues or runs `run_id` (its workers alive)."""
@@ -494,18 +503,25 @@ class RunManager:
         """Runs, newest first, optionally of one status and/or group."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+        with _UNRECORDED_LOCK:
+            unrecorded = list(_UNRECORDED) if status is not None else []  # their status shows from memory
         where, args = [], []
         if status is not None:
-            where.append("status = ?")
-            args.append(status)
+            where.append(f"(status = ? OR id IN ({', '.join('?' * len(unrecorded))}))" if unrecorded else "status = ?")
+            args += [status, *unrecorded]
         if group_id is not None:
             where.append("group_id = ?")
             args.append(group_id)
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created DESC, rowid DESC" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        sql += " ORDER BY created DESC, rowid DESC"
+        if limit is not None and not unrecorded:
+            sql += f" LIMIT {int(limit)}"
         with self.store.read() as c:
             rows = c.execute(sql, args).fetchall()
-        return [self._snapshot(r) for r in rows]
+        snaps = [self._snapshot(r) for r in rows]
+        if unrecorded:
+            snaps = [s for s in snaps if s.status == status][:limit]
+        return snaps
 
     def metrics(self, run_id: str, keys: Sequence[str] | None = None, since_step: int = 0) -> pd.DataFrame:
         """Step metrics with step > `since_step`, ascending: a column `step` and one column per key.
@@ -614,7 +630,10 @@ class RunManager:
             return c.execute("SELECT 1 FROM groups WHERE id = ?", (some_id,)).fetchone() is not None
 
     def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
-        status, step, total = r["status"], r["step"], r["total_steps"]
+        status, step, total, error = r["status"], r["step"], r["total_steps"], r["error"]
+        if status in ACTIVE:  # an outcome a worker could not write (disk full) shows from memory until written
+            with _UNRECORDED_LOCK:
+                status, error = _UNRECORDED.get(r["id"], (status, error))
         progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
@@ -626,7 +645,7 @@ class RunManager:
             id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
             finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
             eta_seconds=eta, epoch=r["epoch"], latest=latest, last_eval=_loads(r["last_eval"]),
-            best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=r["error"], config=json.loads(r["config"]),
+            best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=error, config=json.loads(r["config"]),
             seed=r["seed"], gist_enabled=bool(r["gist_enabled"]), method=r["method"], group_id=r["group_id"],
             trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
             versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
@@ -659,8 +678,10 @@ class RunManager:
                 level = logging.DEBUG if str(exc) == last_problem else logging.WARNING  # once, not every beat
                 last_problem = str(exc)
                 logger.log(level, "run heartbeat skipped (%s); trying again every %g s", exc, self.heartbeat_every)
+                if is_disk_full(exc) or isinstance(exc, RunError):  # the user's to fix (a busy store is not)
+                    self._store_problem = disk_full_message(self.root) if is_disk_full(exc) else str(exc)
                 continue
-            last_problem = None
+            last_problem = self._store_problem = None
 
     def _next(self) -> str | None:
         """The first queued run whose device has a free slot (call with the condition held)."""
@@ -713,6 +734,8 @@ class RunManager:
         except Exception as exc:  # the store refused a write: claim, metrics or the final status
             error = disk_full_message(self.root) if is_disk_full(exc) else (
                 f"failed: its outcome could not be recorded ({type(exc).__name__}: {exc}); re-run it")
+            if is_disk_full(exc):
+                self._store_problem = error
             with _UNRECORDED_LOCK:
                 _UNRECORDED.setdefault(run_id, (FAILED, error))
             logger.error("run %s: %s (recorded in the store once it takes writes again)", run_id, error)

@@ -42,6 +42,7 @@ class FakeRunManager:
         self.frames: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
         self.group_meta: dict[str, dict] = {}
         self.stopped: list[str] = []
+        self.store_problem: str | None = None  # as RunManager.store_problem: why the store takes no writes
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- helpers for tests

@@ -177,6 +177,15 @@ def test_live_shows_a_failed_run_as_failed(fake) -> None:
     assert not at.get("progress")
 
 
+def test_live_shows_a_full_disk_from_the_manager(fake) -> None:
+    full = "disk full: free space in /data and rerun"
+    run_id = fake.add(status="failed", done=3, error=full)  # as the live manager shows it before it is written
+    fake.store_problem = full
+    at = open_page(fake, "views/live.py", run=run_id)
+    assert any(e.value == f"The run store takes no writes: {full}" for e in at.error)
+    assert any(f"This run failed: {full}" in e.value for e in at.error)
+
+
 def test_live_says_what_a_running_run_does(fake) -> None:
     run_id = fake.add(status="running", steps=32, done=32)
     run = fake.runs[run_id]
@@ -218,6 +227,28 @@ def test_ema_is_tensorboards_smoothing() -> None:
     assert math.isnan(out[2]) and np.allclose(out[[0, 1, 3, 4]], want) and out[0] == 1.0
     with pytest.raises(ValueError, match="smoothing"):
         charts.ema(x, 1.0)
+
+
+def test_a_long_run_is_drawn_with_bounded_points_keeping_its_spike_and_last_step() -> None:
+    n = 50_000
+    rng = np.random.default_rng(0)
+    ce = 2.0 * np.exp(-np.arange(n) / 9000) + 0.05 * rng.random(n)
+    metrics = pd.DataFrame({"step": np.arange(1, n + 1), "ce_cls": ce, "ce_gist": ce, "kl_cls_gist": 0.1 * ce,
+                            "kl_gist_cls": 0.1 * ce, "interaction": 0.2 * ce})
+    metrics.loc[31_337, "ce_cls"] = 40.0  # one spike
+    metrics["total"] = metrics.ce_cls + 0.5 * metrics.ce_gist + 0.75 * metrics.interaction
+    gist = dataclasses.asdict(ge.GistConfig())
+    for options in ({}, {"smoothing": 0.6}, {"raw": True}, {"log": True}):
+        fig = charts.loss_figure(metrics, gist, **options)
+        xs = [np.asarray(t.x) for t in fig.data]
+        assert all(len(x) <= charts.MAX_CURVE_POINTS for x in xs), [len(x) for x in xs]
+        assert all(np.array_equal(x, xs[0]) for x in xs), "stacked traces share their steps"
+        assert xs[0][-1] == n and 31_338 in xs[0]  # the newest step and the spike's
+    total = charts.loss_figure(metrics, gist).data[-1]
+    assert max(total.y) == pytest.approx(metrics["total"].max())
+    small = metrics.iloc[:500]
+    assert len(charts.loss_figure(small, gist).data[0].x) == 500  # a short run keeps every step
+    assert list(charts.thin_rows([1.0, np.nan, 3.0], max_points=4)) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("loss", ["bkld", "kl", "reverse_kl", "js", "mse", "none"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -21,8 +22,11 @@ def test_bench_cli_writes_well_formed_json(tmp_path, capsys):
                      "--methods", "linear,adapter,lora", "--repeats", "2", "--steps", "1", "--warmup", "1",
                      "--json-out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "img/s" in printed and "adapter+gist" in printed and "GIST overhead on adapter" in printed
+    stated = re.findall(r"([0-9.]+) TFLOP/s \(float32 matmul\)", captured.out + captured.err)
+    assert len(stated) == 1 and "ceiling" not in captured.err  # one measured ceiling, stated once
 
     def no_nan(token):
         raise AssertionError(f"non-JSON number {token}")
@@ -40,9 +44,11 @@ def test_bench_cli_writes_well_formed_json(tmp_path, capsys):
     else:
         refs += ["ref_lora", "ref_lora+token"]
     assert list(rows) == ours + refs
+    assert float(stated[0]) == pytest.approx(report["ceiling"]["tflops"], abs=5e-4)
     for r in rows.values():
         assert r["images_per_second"] > 0 and r["step_ms"] > 0 and len(r["step_ms_repeats"]) == 2
-        assert r["flops_per_step"] > 0 and r["tflops"] > 0 and r["pct_of_ceiling"] > 0
+        assert r["flops_per_step"] > 0 and r["tflops"] > 0
+        assert r["pct_of_ceiling"] == pytest.approx(100 * r["tflops"] / report["ceiling"]["tflops"])
         assert r["compiled"] is False and r["peak_mem_mb"] is None  # CPU
     # GIST adds one token (and, for a linear probe, the backward through every block)
     assert rows["adapter+gist"]["flops_per_step"] > rows["adapter"]["flops_per_step"]

@@ -47,11 +47,40 @@ def test_a_full_disk_ends_the_run_failed_at_the_next_heartbeat(manager_factory, 
     freed = fill_disk_after(monkeypatch, mgr, writes)
     run_id = mgr.submit(config("full"))  # write 1
     wait_for(lambda: run_id not in mgr._owned, what="the worker to give up")
-    assert mgr.get(run_id).status in ("queued", "running")  # nothing could be written yet
+    with mgr.store.read() as c:  # nothing could be written yet (the manager shows the failure from memory)
+        assert c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0] in ("queued", "running")
     freed.set()
-    wait_for(lambda: mgr.get(run_id).status == "failed", timeout=10, what="the heartbeat to record the failure")
+
+    def written() -> bool:
+        with mgr.store.read() as c:
+            return c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == "failed"
+
+    wait_for(written, timeout=10, what="the heartbeat to record the failure")
     assert mgr.get(run_id).error == f"disk full: free space in {tmp_path} and rerun"
     assert mgr.wait(mgr.submit(config("after")), timeout=60).status == "completed"  # the store works again
+
+
+@pytest.mark.parametrize("writes", [1, 2])  # the claim fails (still queued) / the first metrics fail (running, step 0)
+def test_the_live_manager_shows_a_full_disk_at_once_while_it_stays_full(manager_factory, monkeypatch, tmp_path,
+                                                                       writes):
+    mgr = manager_factory(callbacks=lambda cfg, run_dir: [Slow(0.01)])
+    freed = fill_disk_after(monkeypatch, mgr, writes)
+    run_id = mgr.submit(config("full", epochs=50))  # write 1
+    full = f"disk full: free space in {tmp_path} and rerun"
+    snap = mgr.wait(run_id, timeout=60)  # returns although nothing of the failure could be written
+    assert (snap.status, snap.error) == ("failed", full)
+    with mgr.store.read() as c:  # the store still says what it said before the disk filled
+        assert c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0] in ("queued", "running")
+    assert [(s.id, s.status, s.error) for s in mgr.list()] == [(run_id, "failed", full)]
+    assert [s.id for s in mgr.list(status="failed")] == [run_id] and mgr.list(status="running") == []
+    wait_for(lambda: mgr.store_problem == full, timeout=10, what="the heartbeat to find the disk full")
+    time.sleep(0.5)  # a few more beats: the failure stays visible while the disk stays full
+    assert mgr.get(run_id).status == "failed" and mgr.store_problem == full
+    freed.set()
+    wait_for(lambda: mgr.store_problem is None, timeout=10, what="a heartbeat that writes again")
+    with mgr.store.read() as c:  # now written: the store and the live view agree
+        row = c.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
+    assert tuple(row) == ("failed", full)
 
 
 def test_a_new_manager_in_the_same_process_records_the_full_disk(manager_factory, monkeypatch, tmp_path):
@@ -96,6 +125,17 @@ def _empty(path: Path, good: bytes) -> None:
     path.write_bytes(b"")
 
 
+def _one_page(path: Path, good: bytes) -> None:
+    """Garbage over the one page of the index of runs by group, which listing the runs never reads."""
+    path.write_bytes(good)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        page = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'runs_by_group'").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(good)
+    data[(page - 1) * size: page * size] = os.urandom(size)
+    path.write_bytes(bytes(data))
+
+
 def _newer(path: Path, good: bytes) -> None:
     path.write_bytes(good)
     with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -117,6 +157,7 @@ def _read_only(path: Path, good: bytes, monkeypatch: pytest.MonkeyPatch) -> None
     (_truncated, "is damaged (database disk image is malformed); move runs.sqlite3 and its -wal/-shm files into"),
     (_garbage, "is damaged (file is not a database); move runs.sqlite3"),
     (_empty, "is empty (0 bytes), but a store is never empty once created"),
+    (_one_page, "is damaged (Page "),
     (_newer, f"has schema version 99, newer than this gist_engine understands ({SCHEMA_VERSION}); upgrade gist_engine"),
     (_read_only, "is read-only (attempt to write a readonly database); make the file and its folder writable"),
 ])
