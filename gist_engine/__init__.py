@@ -41,7 +41,20 @@ from .inspect import TokenAttention, compute_token_attention, list_snapshots, lo
 from .inspect.explain import explain_image, image_attention, overlay_heatmap
 from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss
 from .model import GistOutput, GistViT
-from .runs import RunError, RunManager, RunNotFound, RunSnapshot, StoreError, paired_delta, run_compare, summarise
+from .runs import (
+    InvalidId,
+    RunError,
+    RunManager,
+    RunNotFound,
+    RunSnapshot,
+    StoreError,
+    check_id,
+    is_id,
+    paired_delta,
+    printable,
+    run_compare,
+    summarise,
+)
 from .runs import data_dir as runs_data_dir
 from .runs.gallery import (
     GalleryError,
@@ -66,6 +79,7 @@ from .studies import (
     get_study,
     list_studies,
     load_study_spec,
+    load_uploaded_spec,
     ray_available,
     resume_study,
     run_study,
@@ -103,6 +117,7 @@ __all__ = [
     "GistOutput",
     "GistTextEncoder",
     "GistViT",
+    "InvalidId",
     "ModelConfig",
     "RunConfig",
     "RunError",
@@ -123,6 +138,7 @@ __all__ = [
     "backbone_info",
     "build_model",
     "catalogue",
+    "check_id",
     "check_value",
     "compute_token_attention",
     "count_parameters",
@@ -149,6 +165,7 @@ __all__ = [
     "import_gallery_entry",
     "import_imagefolder_zip",
     "import_text_table",
+    "is_id",
     "is_text_backbone",
     "list_gallery",
     "list_snapshots",
@@ -160,11 +177,13 @@ __all__ = [
     "load_run_config",
     "load_snapshot",
     "load_study_spec",
+    "load_uploaded_spec",
     "measure_throughput",
     "overlay_heatmap",
     "paired_delta",
     "parameter_summary",
     "predict",
+    "printable",
     "ray_available",
     "remove_gallery_example",
     "resume_study",

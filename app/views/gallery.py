@@ -21,7 +21,11 @@ st.title("Gallery")
 st.caption("Real runs recorded by this product, with the machine, date, versions and command that made them. "
            "Import one to see its curves, numbers and attention at once; examples are read-only, listed beside "
            "your own runs with names that start with “example ·”.")
-bundles = [b for b in ge.list_gallery(FOLDER) if b["recorded"]]
+try:
+    bundles = [b for b in ge.list_gallery(FOLDER) if b["recorded"]]
+except (ge.RunError, ge.ConfigError) as exc:  # a manifest too large, too deep, of another format: named
+    st.error(f"The gallery in {FOLDER} cannot be read: {exc}")
+    st.stop()
 if not bundles:
     st.info(f"No recorded examples in {FOLDER}. Record them with `python -m gist_engine runs gallery record --all`.")
     st.stop()
@@ -31,9 +35,13 @@ imported = ge.gallery_examples(mgr)
 missing = [b for b in bundles if b["name"] not in imported]
 if st.button(f"Import all ({len(missing)} not imported yet)", key="gallery.import_all", type="primary",
              icon=":material/download:", disabled=not missing):
-    names = [r["name"] for r in ge.import_gallery(mgr, FOLDER) if r["imported"]]
-    st.session_state[DONE_KEY] = f"Imported {len(names)} examples: {', '.join(names)}"
-    st.rerun()
+    try:
+        names = [r["name"] for r in ge.import_gallery(mgr, FOLDER) if r["imported"]]
+    except (ge.RunError, ge.ConfigError) as exc:  # a bundle refused whole (ids, links, sizes): nothing of it written
+        st.error(f"Not imported: {exc}")
+    else:
+        st.session_state[DONE_KEY] = f"Imported {len(names)} examples: {', '.join(names)}"
+        st.rerun()
 
 for b in bundles:
     name, m, v = b["name"], b["machine"], b["versions"]
@@ -73,7 +81,11 @@ for b in bundles:
                 st.session_state[DONE_KEY] = f"Removed the example {name} from your runs"
                 st.rerun()
         elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:"):
-            ge.import_gallery_entry(mgr, b["path"])
-            runs = readouts.plural(len(b["runs"]), "run")
-            st.session_state[DONE_KEY] = f"Imported {b['title']} ({runs}): open it below"
-            st.rerun()
+            try:
+                ge.import_gallery_entry(mgr, b["path"])
+            except (ge.RunError, ge.ConfigError) as exc:  # refused whole: nothing of it was written
+                st.error(f"Not imported: {exc}")
+            else:
+                runs = readouts.plural(len(b["runs"]), "run")
+                st.session_state[DONE_KEY] = f"Imported {b['title']} ({runs}): open it below"
+                st.rerun()

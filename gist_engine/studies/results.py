@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..runs.ids import printable
 from ..runs.stats import paired_delta
 from .spec import StudyError, load_study_spec
 from .store import Root, StudyStore
@@ -42,7 +43,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     with StudyStore(root) as s:
         info = s.get(study_id)
         latest = s.latest(study_id)
-    spec = load_study_spec(info.spec)
+    spec = load_study_spec(info.spec, max_runs=None)  # counted when it was created (or imported)
     rows = []
     for p in spec.planned_runs():
         r = latest.get((p.cell.index, p.seed, p.arm)) or {}
@@ -248,7 +249,7 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
                      f"seeds plain/GIST {{{seeds}}}; runs: {status}")
     if len(res):
         lines += ["", markdown_table(study_matrix(res))]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name or value's control characters, escaped
 
 
 def markdown_table(table: pd.DataFrame) -> str:

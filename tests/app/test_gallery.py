@@ -94,3 +94,24 @@ def test_a_gallery_study_opens_on_the_studies_page_read_only(mgr):
     assert len(at.get("plotly_chart")) >= 2  # its matrix and its curve
     assert any("read-only example from the gallery" in c.value for c in at.caption)
     assert not [b for b in at.button if b.key in ("studies.resume", "studies.delete")]
+
+
+def test_a_hostile_bundle_is_refused_on_the_page_with_nothing_changed(mgr, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    victim = tmp_path / "outside" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    gallery = tmp_path / "gallery"
+    shutil.copytree(services.ASSETS / "gallery" / ENTRY, gallery / ENTRY)
+    manifest = json.loads((gallery / ENTRY / "manifest.json").read_text())
+    manifest["runs"][0]["id"] = str(victim)  # an absolute path as a run id: once, the import deleted it
+    (gallery / ENTRY / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("GIST_GALLERY_DIR", str(gallery))
+    at = _open(mgr)
+    at.button(key=f"gallery.import.{ENTRY}").click().run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Not imported" in errors and "is not a run id" in errors, errors
+    assert (victim / "keep.txt").read_text() == "precious" and not mgr.list()
