@@ -64,6 +64,7 @@ STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Traine
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
+INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
 _ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_requested"  # what liveness checks read
 
@@ -651,7 +652,9 @@ class RunManager:
         progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
-        run_dir = self.run_dir(r["id"])
+        # A row whose id is no run id (written by an older importer from a hostile bundle) lists with a folder that
+        # never exists inside the data directory, so that it can be seen and removed; no path is built from it.
+        run_dir = self.run_dir(r["id"]) if is_id(r["id"], "run") else self.root / RUNS_DIR / INVALID_DIR
         latest = _loads(r["latest"], {})
         phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
         example = (r["owner"] or "").startswith(EXAMPLE_OWNER)

@@ -225,3 +225,21 @@ def test_ids_round_trip_and_files_stay_inside(tmp_path) -> None:
     with pytest.raises(ValueError, match="is a link"):
         copy_tree(src, root / "copy", root)
     assert not (root / "copy").exists()
+
+
+def test_a_hostile_row_left_by_an_older_importer_lists_and_is_removed_without_touching_its_path(place) -> None:
+    import sqlite3
+
+    with RunManager(place["data"], start=False) as mgr:
+        import_gallery_entry(mgr, SHIPPED / RUNS_BUNDLE)
+        good = gallery_examples(mgr)[RUNS_BUNDLE]
+    hostile = str(place["victim"])
+    with sqlite3.connect(place["data"] / "runs.sqlite3") as c:  # as the import before ids were checked left it
+        c.execute("UPDATE runs SET id = ? WHERE id = ?", (hostile, good[0]))
+    with RunManager(place["data"], start=False) as mgr:
+        listed = {s.id: s for s in mgr.list()}
+        assert hostile in listed and not listed[hostile].run_dir.exists()
+        assert inside(listed[hostile].run_dir, place["data"] / "runs")
+        assert sorted(remove_gallery_example(mgr, RUNS_BUNDLE)) == sorted([hostile, good[1]])
+        assert not mgr.list()
+    assert (place["victim"] / "keep.txt").read_text() == "precious"
