@@ -428,12 +428,16 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
         The bundle folder.
 
     Raises:
-        GalleryError: No ids, a bad name, or a run that is still queued or running. RunNotFound: an unknown id.
+        GalleryError: No ids, a bad name, a run that is still queued or running, or `out` exists and is not a
+            bundle (a folder this function did not write is never replaced). RunNotFound: an unknown id.
     """
     if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
         raise GalleryError(f"bundle name {name!r}: use letters, digits, '-' and '_'")
     if not ids:
         raise GalleryError("export: give at least one run or group id")
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not (out / MANIFEST_NAME).is_file()):  # never delete what it did not write
+        raise GalleryError(f"{out} exists and is not a gallery bundle; give another --out folder or --name")
     run_ids: list[str] = []
     for some_id in ids:
         members = [s.id for s in mgr.list(group_id=some_id)] if mgr.is_group(some_id) else [mgr.get(some_id).id]
