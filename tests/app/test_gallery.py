@@ -115,3 +115,17 @@ def test_a_hostile_bundle_is_refused_on_the_page_with_nothing_changed(mgr, tmp_p
     errors = " ".join(e.value for e in at.error)
     assert "Not imported" in errors and "is not a run id" in errors, errors
     assert (victim / "keep.txt").read_text() == "precious" and not mgr.list()
+
+
+@pytest.mark.parametrize("hostile", ["../../../etc", "/etc/passwd", "..\\..\\x", "0123456789\n\x1b[2J"])
+def test_a_hostile_id_in_the_url_builds_no_path(mgr, hostile):
+    ge.import_gallery_entry(mgr, services.ASSETS / "gallery" / ENTRY)
+    for page, key in (("views/live.py", "run"), ("views/attention.py", "run"), ("views/compare.py", "group"),
+                      ("views/studies.py", "study")):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.session_state["gist_manager"] = mgr
+        at.query_params[key] = hostile
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        if page == "views/live.py":  # the newest run is shown instead, and its id put in the URL
+            assert at.query_params.get(key) != hostile, page
