@@ -193,6 +193,11 @@ def builtin_configs() -> dict[str, Path]:
     return {p.stem: p for p in files if CONFIG_NAME.fullmatch(p.stem)}
 
 
+def _count(n: int, word: str) -> str:
+    """(1, 'seed') -> '1 seed'; (2000, 'cell') -> '2,000 cells'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -365,7 +370,7 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     arms = len(ARMS) if paired else 1
     sizes = {axis: len(values) for axis, values in grid.items()}
     check_study_size(count_runs(sizes, seeds, ARMS[:arms]), max_runs,
-                     f"{math.prod(sizes.values()):,} cells x {seeds:,} seeds x {arms} arms")
+                     f"{_count(math.prod(sizes.values()), 'cell')} x {_count(seeds, 'seed')} x {_count(arms, 'arm')}")
     base = _resolve_base(data.get("base"), origin, read_files)
     sets = data.get("set") or {}
     if not isinstance(sets, typing.Mapping):

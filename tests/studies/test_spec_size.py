@@ -73,7 +73,7 @@ def test_study_run_refuses_a_huge_spec_on_one_line_and_max_runs_raises_it(tmp_pa
     path.write_text(yaml.safe_dump({"name": "huge", "grid": SIX_AXES}))
     assert cli.main(["study", "run", str(path), "--root", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "plans 2,000,000 runs (1,000,000 cells x 1 seeds x 2 arms)" in err, err
+    assert err.count("\n") == 1 and "plans 2,000,000 runs (1,000,000 cells x 1 seed x 2 arms)" in err, err
     assert cli.main(["study", "run", str(path), "--root", str(tmp_path / "data"), "--max-runs", "1999999"]) == 2
     assert "more than the cap of 1,999,999" in capsys.readouterr().err
 
