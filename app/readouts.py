@@ -322,3 +322,15 @@ def gallery_delta(d: dict) -> str:
     if d["n"] < 2:
         return text + " (1 seed: no confidence interval, so no conclusion)"
     return text + f" ({d['n']} seeds)"
+
+
+def gallery_rows(bundle: Mapping[str, Any], study: bool) -> list[dict[str, Any]]:
+    """A gallery entry's table: per cell of a study (both arms, GIST − plain with its 95% CI, p), else per run."""
+    if study:
+        return [{"cell": r["label"], "seeds": r["n"], "plain %": pct(r["plain_mean"]), "GIST %": pct(r["gist_mean"]),
+                 "GIST − plain (points)": pct(r["delta_mean"]),
+                 "95% CI": f"[{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
+                 if r.get("delta_ci_low") is not None else "", "p": r["p_value"]} for r in bundle["results"]]
+    return [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain", "test acc %": pct(r["acc_cls"]),
+             "best %": pct(r["best_acc_cls"]), "Gist head %": pct(r["acc_gist"]), "agreement %": pct(r["agreement"]),
+             "steps": r["step"]} for r in bundle["summary"]["runs"]]

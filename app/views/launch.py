@@ -5,8 +5,6 @@ import state
 import streamlit as st
 import widgets
 
-import gist_engine as ge
-
 cat, MAX_SEEDS = services.catalogue(), 20  # MAX_SEEDS: runs per arm the page offers for a paired comparison
 sections = cat["sections"]
 cfg = state.draft()
@@ -71,15 +69,11 @@ info = widgets.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data
 name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
 n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)
-try:  # a name with a control character is refused by the manager, by name
-    if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
-        state.open_run(state.manager().submit(cfg, name=name))
-    if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
-                   disabled=info is None or not seeds_ok):
-        group = state.manager().submit_group(cfg, int(n_seeds), name=name)
-        st.switch_page(state.COMPARE, query_params={"group": group})
-except ge.ConfigError as exc:
-    st.error(f"Not launched: {exc}")
+if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
+    state.launch(cfg, name)
+if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
+               disabled=info is None or not seeds_ok):
+    state.launch(cfg, name, int(n_seeds))
 st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli({**cfg, "name": name}, key="launch.cli")
