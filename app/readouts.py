@@ -351,3 +351,12 @@ def gallery_delta(d: dict) -> str:
         return text + " (1 seed: no confidence interval, so no conclusion)"
     note = d.get("note") or ge.interval_note(d["n"])  # manifests written before the note existed
     return text + f" ({d['n']} seeds" + (f"; {note}" if note else "") + ")"
+
+
+def gallery_rows(bundle: Mapping[str, Any], study: bool) -> list[dict[str, Any]]:
+    """A gallery entry's table: per cell of a study (`recorded_study_rows`), else per run."""
+    if study:
+        return recorded_study_rows(bundle["results"])
+    return [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain", "test acc %": pct(r["acc_cls"]),
+             "best %": pct(r["best_acc_cls"]), "Gist head %": pct(r["acc_gist"]), "agreement %": pct(r["agreement"]),
+             "steps": r["step"]} for r in bundle["summary"]["runs"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +181,24 @@ def delete_upload(name: str, images: int) -> None:
         said = {"error": [f"The upload {name} was not deleted: {exc}"]}
     st.session_state[DATASETS_GEN_KEY] = st.session_state.get(DATASETS_GEN_KEY, 0) + 1
     st.session_state[DATASETS_FLASH_KEY] = said
+
+
+def refused(action: Callable[[], Any], prefix: str) -> Any:
+    """`action()`, or None after showing `prefix: <why>` in red when the engine refuses it by name (a RunError or
+    ConfigError: a bundle checked whole, a name with a control character, ...); nothing was written then."""
+    try:
+        return action()
+    except (ge.RunError, ge.ConfigError) as exc:
+        st.error(f"{prefix}: {exc}")
+        return None
+
+
+def launch(cfg: dict[str, Any], name: str, seeds: int | None = None) -> None:
+    """Queue one run and open it on Live, or (with `seeds`) a paired comparison and open it on Compare; a refusal
+    (e.g. a name with a control character) is said in red and nothing is queued."""
+    mgr = manager()
+    if seeds is None:
+        if run_id := refused(lambda: mgr.submit(cfg, name=name), "Not launched"):
+            open_run(run_id)
+    elif group_id := refused(lambda: mgr.submit_group(cfg, seeds, name=name), "Not launched"):
+        st.switch_page(COMPARE, query_params={"group": group_id})

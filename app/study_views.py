@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -104,8 +103,9 @@ def _example(field: dict[str, Any], current: Any) -> str:
     return f"comma-separated values (now {current})" if current is not None else "comma-separated values"
 
 
-def axes_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The form of a study over the launch draft: one or two axes and their values, seeds, name -> a spec mapping.
+def axes_spec(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The form of a study over the launch draft: one or two axes and their values, seeds, name -> a spec mapping;
+    None while no axis has values yet (nothing typed: nothing to refuse).
 
     Raises:
         ValueError: a value list that does not parse, or the same axis twice (named).
@@ -130,6 +130,9 @@ def axes_spec(cfg: dict[str, Any]) -> dict[str, Any]:
                            help="Seeds per cell; plain and GIST share each seed (same init and data order). One "
                            "seed gives no confidence interval; 3 or more give a CI and a p-value.")
     title = name.text_input("Study name", value=f"{cfg.get('name') or 'study'}-sweep", key="studies.name")
+    if not grid:
+        st.caption("Type the values of at least one axis (e.g. 1, 2, 3) to plan a study.")
+        return None
     return {"name": title, "base": copy.deepcopy(cfg), "grid": grid, "seeds": int(n)}
 
 
@@ -149,22 +152,15 @@ def builtin_spec() -> str | None:
     return str(path)
 
 
-def uploaded_spec() -> dict[str, Any] | None:
-    """A spec from an uploaded YAML file (a relative `base:` is looked up beside the built-in specs too)."""
-    upload = st.file_uploader("Study spec (YAML)", type=["yaml", "yml"], key="studies.upload")
+def uploaded_spec() -> ge.StudySpec | None:
+    """A spec from an uploaded YAML file, read by `ge.load_uploaded_spec`: it reads nothing on the server (`base:`
+    names a built-in config, `base: demo_cpu`, or is inline) and its size is counted before anything is built."""
+    upload = st.file_uploader("Study spec (YAML)", type=["yaml", "yml"], key="studies.upload",
+                              help="`base:` names a built-in config (e.g. base: demo_cpu) or gives the run config "
+                                   "inline; an uploaded spec reads no files.")
     if upload is None:
         return None
-    try:
-        data = yaml.safe_load(upload.getvalue().decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{upload.name}: not a YAML file ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{upload.name}: a study spec is a mapping (name, base, grid, seeds, ...)")
-    base = data.get("base")
-    if isinstance(base, str) and not Path(base).is_absolute() and (BUILTIN_DIR / base).is_file():
-        data["base"] = str((BUILTIN_DIR / base).resolve())
-    data.setdefault("name", Path(upload.name).stem)
-    return data
+    return ge.load_uploaded_spec(upload.getvalue(), upload.name)
 
 
 def backend_choice() -> tuple[str, dict[str, Any]]:
@@ -200,9 +196,8 @@ def new_study_form(cfg: dict[str, Any], where: Any) -> None:
         st.error(f"Fix the study first: {exc}")
         spec = None
     if spec is not None:
-        cells = len(spec.cells())
-        st.caption(f"**{spec.name}**: {cells} cell(s) × {len(spec.seeds)} seed(s) × {len(spec.arms)} arm(s) = "
-                   f"{cells * len(spec.seeds) * len(spec.arms)} runs")
+        st.caption(f"**{ge.printable(spec.name)}**: {spec.n_cells} cell(s) × {len(spec.seeds)} seed(s) × "
+                   f"{len(spec.arms)} arm(s) = {spec.planned} runs")
     backend, options = backend_choice()
     new = st.checkbox("Start over", key="studies.new", help="A new study even when this spec ran before; otherwise "
                       "the stored study continues and its completed runs are kept.")

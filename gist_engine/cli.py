@@ -22,7 +22,7 @@ from .config import ConfigError, ModelConfig, load_run_config, to_dict
 from .data import import_benchmark, model_inputs
 from .data.images import DatasetError
 from .inspect.explain import attention_report
-from .runs import STATUSES, RunError, RunManager, format_table
+from .runs import STATUSES, RunError, RunManager, format_table, printable
 from .runs.compare import run_compare
 from .runs.gallery import (
     bundle_size,
@@ -49,6 +49,7 @@ from .studies import (
     study_results,
 )
 from .studies.results import DELTA_METRICS
+from .studies.spec import MAX_RUNS
 from .train import COMPLETED, STOPPED, Trainer
 from .train.checkpoint import CheckpointError, load_model, predict
 
@@ -315,7 +316,7 @@ def _runs_list(mgr, args: argparse.Namespace) -> int:
     for s in snaps:
         created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
         print(f"{s.id:<11} {s.status:<11} {100 * s.progress:7.0f}%  {_percent(s.acc_cls):>7}  "
-              f"{_percent(s.best_acc_cls):>7}  {s.group_id or '-':<11} {created:<16} {s.name}")
+              f"{_percent(s.best_acc_cls):>7}  {s.group_id or '-':<11} {created:<16} {printable(s.name)}")
     return 0
 
 
@@ -326,14 +327,15 @@ def _runs_show(mgr, args: argparse.Namespace) -> int:
             _print_json({k: v for k, v in res.items() if k not in ("runs", "paired")} |
                         {"runs": [s.to_dict() for s in res["runs"]]})
         else:
-            print(f"group {args.id} ({res['group']['name']}): seeds {res['group']['seeds']}")
+            print(f"group {args.id} ({printable(res['group']['name'])}): seeds {res['group']['seeds']}")
             print(format_table(res["paired"]))
         return 0
     snap = mgr.get(args.id)
     if args.json:
         _print_json(snap.to_dict())
         return 0
-    print(f"{snap.id} {snap.name}: {snap.status}, step {snap.step}/{snap.total_steps} (epoch {snap.epoch:.2f})")
+    print(f"{snap.id} {printable(snap.name)}: {snap.status}, step {snap.step}/{snap.total_steps} "
+          f"(epoch {snap.epoch:.2f})")
     print(f"  {snap.method}, GIST {'on' if snap.gist_enabled else 'off'}, seed {snap.seed}, group {snap.group_id}")
     print(f"  test accuracy {_percent(snap.acc_cls)} (best {_percent(snap.best_acc_cls)}); trainable "
           f"{snap.trainable_params}, GIST {snap.gist_params}")
@@ -393,7 +395,8 @@ def _study_drive(args: argparse.Namespace, study_id: str) -> int:
 
 
 def _study_run(args: argparse.Namespace) -> int:
-    return _study_drive(args, create_study(args.spec, args.root, args.backend or "local", new=args.new))
+    return _study_drive(args, create_study(args.spec, args.root, args.backend or "local", new=args.new,
+                                           max_runs=args.max_runs))
 
 
 def _study_resume(args: argparse.Namespace) -> int:
@@ -412,7 +415,7 @@ def _study_list(args: argparse.Namespace) -> int:
     for s in studies:
         created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
         print(f"{s.id:<12} {s.status:<12} {s.backend:<8} {s.cells:>5} {s.planned:>5} {s.settled:>5}  {created:<16} "
-              f"{s.name}")
+              f"{printable(s.name)}")
     return 0
 
 
@@ -483,6 +486,8 @@ def _add_study_parser(sub: Any) -> None:
                                                                   "same spec unless --new)")
     q.add_argument("spec", help="study spec YAML (see assets/studies/)")
     q.add_argument("--new", action="store_true", help="start a new study even if one has this spec")
+    q.add_argument("--max-runs", type=_positive_int, default=MAX_RUNS, metavar="N",
+                   help=f"the most runs the spec may plan (default {MAX_RUNS:,}; counted before anything is built)")
     q = studies.add_parser("resume", parents=[root, backend], help="continue a study; completed runs never rerun")
     q.add_argument("id", help="study id")
     q = studies.add_parser("list", parents=[root], help="studies, newest first")
@@ -508,13 +513,13 @@ def _gallery_list(mgr, args: argparse.Namespace) -> int:
         return 0
     for b in bundles:
         state = "imported" if b["name"] in imported else ("not imported" if b["recorded"] else "not recorded")
-        print(f"{b['name']}: {b['title']} [{state}]")
+        print(printable(f"{b['name']}: {b['title']} [{state}]"))
         if not b["recorded"]:
             continue
         m, v = b["machine"], b["versions"]
         print(f"  {_count(len(b['runs']), 'run')}, {b['size_bytes'] / 1e6:.2f} MB; recorded {b['date']} on {m['cpu']} "
               f"({m['cores']} cores), gist_engine {v.get('gist_engine')}, torch {v.get('torch')}")
-        print(f"  command: {b['command']}")
+        print(f"  command: {printable(b['command'])}")
         if b.get("kind") == "study":  # a study: one line per cell of its table
             _gallery_study_cells(b)
             continue
@@ -527,13 +532,13 @@ def _gallery_list(mgr, args: argparse.Namespace) -> int:
 
 def _gallery_study_cells(bundle: dict[str, Any]) -> None:
     """The cells of a study bundle's table: mean test accuracy of both arms and GIST - plain with its 95% CI."""
-    print(f"  study {bundle['study']['id']} ({bundle['study']['name']}): {bundle['study']['cells']} cells, "
+    print(f"  study {bundle['study']['id']} ({printable(bundle['study']['name'])}): {bundle['study']['cells']} cells, "
           f"{bundle['study']['planned']} runs")
     for r in bundle.get("results") or []:
         ci = (f" [{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
               if r.get("delta_ci_low") is not None else "")
         delta = f"{100 * r['delta_mean']:+.2f}{ci} points" if r.get("delta_mean") is not None else "-"
-        print(f"    {r['label']}: plain {_percent(r['plain_mean'])}, GIST {_percent(r['gist_mean'])}, "
+        print(f"    {printable(r['label'])}: plain {_percent(r['plain_mean'])}, GIST {_percent(r['gist_mean'])}, "
               f"GIST - plain {delta} ({r['n']} seeds)")
 
 

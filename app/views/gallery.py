@@ -21,7 +21,8 @@ st.title("Gallery")
 st.caption("Real runs recorded by this product, with the machine, date, versions and command that made them. "
            "Import one to see its curves, numbers and attention at once; examples are read-only, listed beside "
            "your own runs with names that start with “example ·”.")
-bundles = [b for b in ge.list_gallery(FOLDER) if b["recorded"]]
+listed = state.refused(lambda: ge.list_gallery(FOLDER), f"The gallery in {FOLDER} cannot be read")  # too deep, ...
+bundles = [b for b in listed or [] if b["recorded"]]
 if not bundles:
     st.info(f"No recorded examples in {FOLDER}. Record them with `python -m gist_engine runs gallery record --all`.")
     st.stop()
@@ -30,8 +31,9 @@ if done := st.session_state.pop(DONE_KEY, None):
 imported = ge.gallery_examples(mgr)
 missing = [b for b in bundles if b["name"] not in imported]
 if st.button(f"Import all ({len(missing)} not imported yet)", key="gallery.import_all", type="primary",
-             icon=":material/download:", disabled=not missing):
-    names = [r["name"] for r in ge.import_gallery(mgr, FOLDER) if r["imported"]]
+             icon=":material/download:", disabled=not missing) and (
+        done := state.refused(lambda: ge.import_gallery(mgr, FOLDER), "Not imported")) is not None:  # checked whole
+    names = [r["name"] for r in done if r["imported"]]
     st.session_state[DONE_KEY] = f"Imported {len(names)} examples: {', '.join(names)}"
     st.rerun()
 
@@ -46,14 +48,7 @@ for b in bundles:
                    f"{readouts.plural(len(b['runs']), 'run')} · {b['size_bytes'] / 1e6:.1f} MB")
         st.code(b["command"], language="bash")
         study = b.get("study") if b.get("kind") == "study" else None
-        if study:  # a study: its table, one row per cell
-            rows = readouts.recorded_study_rows(b["results"])
-        else:
-            rows = [{"seed": r["seed"], "arm": "GIST" if r["gist_enabled"] else "plain",
-                     "test acc %": readouts.pct(r["acc_cls"]), "best %": readouts.pct(r["best_acc_cls"]),
-                     "Gist head %": readouts.pct(r["acc_gist"]), "agreement %": readouts.pct(r["agreement"]),
-                     "steps": r["step"]}
-                    for r in b["summary"]["runs"]]
+        rows = readouts.gallery_rows(b, bool(study))  # a study: one row per cell; else one per run
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
         if study and any(r["n"] == 2 for r in b["results"]):
             st.caption(ge.FEW_SEEDS_NOTE)
@@ -71,8 +66,8 @@ for b in bundles:
                 ge.remove_gallery_example(mgr, name)
                 st.session_state[DONE_KEY] = f"Removed the example {name} from your runs"
                 st.rerun()
-        elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:"):
-            ge.import_gallery_entry(mgr, b["path"])
+        elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:") and state.refused(
+                lambda p=b["path"]: ge.import_gallery_entry(mgr, p), "Not imported") is not None:
             runs = readouts.plural(len(b["runs"]), "run")
             st.session_state[DONE_KEY] = f"Imported {b['title']} ({runs}): open it below"
             st.rerun()

@@ -70,10 +70,10 @@ name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
 n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)
 if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
-    state.open_run(state.manager().submit(cfg, name=name))
+    state.launch(cfg, name)
 if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
                disabled=info is None or not seeds_ok):
-    st.switch_page(state.COMPARE, query_params={"group": state.manager().submit_group(cfg, int(n_seeds), name=name)})
+    state.launch(cfg, name, int(n_seeds))
 st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):
     widgets.copy_as_cli({**cfg, "name": name}, key="launch.cli")

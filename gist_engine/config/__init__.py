@@ -13,14 +13,18 @@ from .methods import (
     parse_method_args,
 )
 from .options import (
+    MAX_DEPTH,
     ConfigError,
     Options,
     apply_overrides,
+    check_nesting,
     check_value,
     describe_fields,
     load_yaml,
     option,
     parse,
+    safe_load_json,
+    safe_load_yaml,
     to_dict,
 )
 from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
@@ -36,6 +40,7 @@ from .run import (
 
 __all__ = [
     "INTERACTION_LOSS_NAMES",
+    "MAX_DEPTH",
     "METHOD_CONFIGS",
     "RECIPES",
     "RECIPE_SOURCES",
@@ -55,6 +60,7 @@ __all__ = [
     "TrainConfig",
     "VPTConfig",
     "apply_overrides",
+    "check_nesting",
     "check_value",
     "describe_fields",
     "load_run_config",
@@ -64,5 +70,7 @@ __all__ = [
     "parse_method_args",
     "recipe_config",
     "resolve_recipe",
+    "safe_load_json",
+    "safe_load_yaml",
     "to_dict",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -253,7 +254,7 @@ def describe_fields(cls: type) -> list[dict[str, Any]]:
     return out
 
 
-def _depth(data: Any) -> int:
+def _depth(data: Any, limit: int = MAX_DEPTH) -> int:
     """How deep mappings and lists nest in `data` (a scalar is 0), without recursion."""
     deepest, todo = 0, [(data, 1)]
     while todo:
@@ -265,10 +266,42 @@ def _depth(data: Any) -> int:
         else:
             continue
         deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
+        if deepest > limit:
             break
         todo.extend((child, level + 1) for child in children)
     return deepest
+
+
+NESTING_HINT = "a config nests 3 levels (e.g. train: {lr: ...})"
+
+
+def check_nesting(data: Any, source: str, limit: int = MAX_DEPTH, hint: str = NESTING_HINT) -> Any:
+    """`data` itself when its mappings and lists nest at most `limit` levels (counted without recursion).
+
+    Raises:
+        ConfigError: naming `source`, the limit and `hint` (what nesting is expected).
+    """
+    if _depth(data, limit) > limit:
+        raise ConfigError(f"{source} nests more than {limit} levels; {hint}")
+    return data
+
+
+def safe_load_json(text: str | bytes, source: str, limit: int = MAX_DEPTH, hint: str = NESTING_HINT) -> Any:
+    """`json.loads` with one-line errors: malformed JSON (where and what) and nesting past `limit` levels (the
+    decoder's own recursion caught, then `check_nesting`).
+
+    Raises:
+        ConfigError: naming `source` and the problem.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source} is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:  # the decoder recurses once per level
+        raise ConfigError(f"{source} nests too deeply to read (more than {limit} levels); {hint}") from None
+    return check_nesting(data, source, limit, hint)
 
 
 def safe_load_yaml(text: str, source: str) -> Any:
@@ -289,10 +322,7 @@ def safe_load_yaml(text: str, source: str) -> Any:
     except RecursionError:  # PyYAML's composer recurses once per level
         raise ConfigError(f"{source} nests too deeply to read (more than {MAX_DEPTH} levels); a config nests "
                           "3 levels (e.g. train: {lr: ...})") from None
-    if _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{source} nests more than {MAX_DEPTH} levels; a config nests 3 levels "
-                          "(e.g. train: {lr: ...})")
-    return data
+    return check_nesting(data, source)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

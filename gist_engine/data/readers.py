@@ -31,6 +31,7 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 MAX_WALK_ENTRIES = 2_000_000  # directory entries looked at under one dataset folder (ImageNet's train set: 1.3 M)
 MAX_WALK_DEPTH = 32  # folder levels below a dataset folder
 SKIPPED_NAMES = ("__MACOSX",)  # archive metadata folders of macOS zips: skipped like hidden entries
+CONTROL_NAME = "control character in the name"  # why a name is skipped (folders) or rejected (zip uploads)
 PSEUDO_FOLDERS = ("/proc", "/sys", "/dev")  # kernel pseudo filesystems: never a dataset, and endless to walk
 VTAB_LISTS = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")
 
@@ -232,13 +233,22 @@ def _pseudo_devices() -> set[int]:
 def skip_reason(name: str) -> str | None:
     """Why every dataset reader and the zip importer skip a file or folder of this name, or None.
 
-    `__MACOSX` (macOS archive metadata) and hidden names (a leading dot, e.g. `.DS_Store`, `._photo.jpg`).
+    `__MACOSX` (macOS archive metadata), hidden names (a leading dot, e.g. `.DS_Store`, `._photo.jpg`) and names
+    with a control character (a newline or an escape sequence: no class or file name of a dataset; the zip importer
+    refuses the same names).
     """
     if name in SKIPPED_NAMES:
         return "macOS metadata (__MACOSX)"
     if name.startswith("."):
         return "hidden file or folder"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        return CONTROL_NAME
     return None
+
+
+def _shown(path: str) -> str:
+    """A path for a log line, its control characters escaped (`\\n`, `\\x1b`)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in path)
 
 
 @dataclass
@@ -346,8 +356,8 @@ class FolderWalk:
         """One log line naming what was skipped (a warning for links, loops and special files)."""
         if not self.skipped:
             return
-        text = "; ".join(f"{len(paths)} {reason} (e.g. {paths[0]})" for reason, paths in self.skipped.items())
-        unusual = any(r.startswith(("link", "folder loop", "not a regular")) for r in self.skipped)
+        text = "; ".join(f"{len(paths)} {reason} (e.g. {_shown(paths[0])})" for reason, paths in self.skipped.items())
+        unusual = any(r.startswith(("link", "folder loop", "not a regular", CONTROL_NAME)) for r in self.skipped)
         logger.log(logging.WARNING if unusual else logging.INFO, "%s %s: skipped %s", self.kind, self.root, text)
 
 

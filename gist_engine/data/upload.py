@@ -26,7 +26,7 @@ from .images import (
     load_image_file,
     open_image,
 )
-from .readers import SKIPPED_NAMES, skip_reason
+from .readers import CONTROL_NAME, SKIPPED_NAMES, skip_reason
 from .text import LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, parse_text_table
 
 DATASETS_SUBDIR = "datasets"  # uploads live in <data_dir>/datasets/<name>/<class>/...
@@ -105,8 +105,8 @@ def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...] | str:
     parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
     if any(p == ".." for p in parts):
         return "path escapes the archive (..)"
-    if any(ord(c) < 32 for c in name):
-        return "control character in the name"
+    if any(skip_reason(p) == CONTROL_NAME for p in parts):  # the folder readers skip the same names
+        return CONTROL_NAME
     return parts
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .ids import check_id
 from .store import RunError, RunSnapshot
 
 if TYPE_CHECKING:
@@ -70,7 +71,10 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
         raise ValueError(f"to: {to!r} is not one of {', '.join(EXPORT_FORMATS)}")
     is_group = source.is_group(run_or_group_id)
     if not is_group:
+        check_id(run_or_group_id, "run")  # it names the file written below: never a path
         source.get(run_or_group_id)  # RunNotFound for an unknown id
+    else:
+        check_id(run_or_group_id, "group")
     if to == "mlflow":
         fn = export_group_to_mlflow if is_group else export_run_to_mlflow
         if path is None and not os.environ.get("MLFLOW_TRACKING_URI"):

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import shutil
 import tempfile
@@ -42,11 +43,12 @@ from typing import Any
 import torch
 import yaml
 
-from ..config import ConfigError, load_run_config
+from ..config import ConfigError, load_run_config, safe_load_json
 from ..speed import usable_cpus
 from ..train import package_versions
 from ..train.checkpoint import CHECKPOINT_NAME
-from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RunManager
+from .ids import check_name, copy_tree, is_id, printable, remove_tree
+from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RUNS_DIR, RunManager
 from .pairs import format_table
 from .store import RunError
 
@@ -63,6 +65,14 @@ SNAPSHOT_DIR = "attention"
 LOCAL_COLUMNS = ("owner", "owner_pid", "owner_host", "heartbeat", "stop_requested")  # set by the importing store
 EVAL_COLUMNS = ("run_id", "step", "split", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class")
 RECORD_COMMAND = "python -m gist_engine runs gallery record {name}"
+# Caps a bundle is checked against before anything of it is read into memory or copied.
+MAX_MANIFEST_BYTES = 64 * 2**20
+MAX_BUNDLE_BYTES = 8 * 2**30  # every file of the bundle together
+MAX_BUNDLE_FILES = 100_000
+MAX_TABLE_ROWS = 50_000_000  # rows of metrics.parquet or evaluations.parquet (read from the Parquet footer)
+MANIFEST_DEPTH = 8  # nesting of a manifest (its deepest part, a group's summary, nests 4 levels)
+ENTRY_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a bundle's (an entry's) name
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a file of attention/
 
 
 class GalleryError(RunError):
@@ -80,12 +90,16 @@ class BundleKind:
         removing: (store, entry name, run ids) -> None; called before an example's runs leave the store.
         record: (index entry, gallery folder, bundle folder to write, work dir or None, timeout or None) -> the
             bundle folder: re-run the entry's recipe and export it.
+        validate: (manifest, run ids of the bundle, the store to import into or None) -> None: check the kind's
+            part of a manifest (ids, names, sizes; clashes with the store's own rows) before anything on disk
+            changes; raises GalleryError (or a ConfigError) naming the problem.
     """
 
     name: str
     imported: Callable[[RunManager, dict[str, Any], Path], bool]
     removing: Callable[[RunManager, str, list[str]], None]
     record: Callable[[dict[str, Any], Path, Path, Path | None, float | None], Path]
+    validate: Callable[[dict[str, Any], set[str], RunManager | None], None] | None = None
 
 
 KINDS: dict[str, BundleKind] = {}  # kind name -> its hooks; plain-run bundles have no kind
@@ -148,14 +162,161 @@ def read_index(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    """A bundle's manifest; GalleryError when the folder has none or an unknown format."""
+    """A bundle's manifest, read within bounds: at most `MAX_MANIFEST_BYTES`, nested at most `MANIFEST_DEPTH`
+    levels, a mapping of the known format; never through a link.
+
+    Raises:
+        GalleryError: No manifest (or a link), too large, too deep, not JSON, or an unknown format; one line.
+    """
     path = Path(bundle) / MANIFEST_NAME
+    if path.is_symlink():
+        raise GalleryError(f"{path} is a link; a gallery bundle holds plain files only")
     if not path.is_file():
         raise GalleryError(f"{bundle} is not a gallery bundle (no {MANIFEST_NAME}); record it first")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise GalleryError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}; upgrade gist_engine or "
-                           "re-record the bundle")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise GalleryError(f"{path}: {size:,} bytes, more than a manifest may have ({MAX_MANIFEST_BYTES:,})")
+    try:
+        manifest = safe_load_json(path.read_bytes(), str(path), MANIFEST_DEPTH,
+                                  hint="a gallery manifest nests 4 levels; re-record the bundle")
+    except ConfigError as exc:
+        raise GalleryError(str(exc)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise GalleryError(f"{path}: format {found!r} is not {FORMAT!r}; upgrade gist_engine or re-record the "
+                           "bundle")
+    return manifest
+
+
+def _rows(manifest: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
+    rows = manifest.get(key)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise GalleryError(f"{path}: {key} must be a list of rows (mappings)")
+    return rows
+
+
+def _check_ids(rows: list[dict[str, Any]], kind: str, where: str) -> list[str]:
+    """The rows' `id`s, each in the id format of `kind` and distinct (GalleryError naming the first bad one)."""
+    ids = [r.get("id") for r in rows]
+    bad = next((i for i in ids if not is_id(i, kind)), None)
+    if bad is not None or any(i is None for i in ids):
+        shown = f"'{printable(bad)}'" if isinstance(bad, str) else repr(bad)
+        raise GalleryError(f"{where}: {shown} is not a {kind} id (10 lowercase hex digits"
+                           f"{', after the letter ' + kind[0] if kind != 'run' else ''}); the bundle is refused, "
+                           "nothing was imported")
+    if len(set(ids)) != len(ids):
+        raise GalleryError(f"{where}: a {kind} id appears twice; the bundle is refused, nothing was imported")
+    return ids
+
+
+def _check_files(path: Path, run_ids: set[str]) -> None:
+    """Every entry of the bundle folder: plain files and folders only (no links, devices, pipes), the known layout
+    (manifest, the two tables, runs/<run id of the manifest>/{result.json, checkpoint.safetensors, attention/}),
+    names of plain text, at most `MAX_BUNDLE_FILES` entries and `MAX_BUNDLE_BYTES` bytes."""
+    allowed_top = {MANIFEST_NAME: "file", METRICS_NAME: "file", EVALUATIONS_NAME: "file", "runs": "dir"}
+    count = total = 0
+    for folder, dirs, files in os.walk(path, followlinks=False):
+        rel_folder = Path(folder).relative_to(path)
+        depth = len(rel_folder.parts)
+        for entry_name in (*dirs, *files):
+            entry = Path(folder) / entry_name
+            rel = rel_folder / entry_name
+            shown = printable(str(rel))
+            count += 1
+            if count > MAX_BUNDLE_FILES:
+                raise GalleryError(f"{path}: more than {MAX_BUNDLE_FILES:,} files; the bundle is refused")
+            if entry.is_symlink():
+                raise GalleryError(f"{path}: {shown} is a link; a gallery bundle holds plain files only (links are "
+                                   "never followed); the bundle is refused, nothing was imported")
+            is_dir = entry.is_dir()
+            if not is_dir and not entry.is_file():
+                raise GalleryError(f"{path}: {shown} is not a plain file; the bundle is refused")
+            if depth == 0:
+                ok = allowed_top.get(entry_name) == ("dir" if is_dir else "file")
+            elif depth == 1:  # runs/<run id>
+                ok = is_dir and entry_name in run_ids
+            elif depth == 2:  # runs/<run id>/<file or attention>
+                ok = (entry_name == SNAPSHOT_DIR) if is_dir else entry_name in RUN_FILES
+            else:  # runs/<run id>/attention/<file>
+                ok = depth == 3 and not is_dir and FILE_NAME.fullmatch(entry_name) is not None
+            if not ok:
+                raise GalleryError(f"{path}: unexpected entry {shown!r} (a bundle holds {MANIFEST_NAME}, "
+                                   f"{METRICS_NAME}, {EVALUATIONS_NAME} and runs/<run id of the manifest>/); the "
+                                   "bundle is refused, nothing was imported")
+            if not is_dir:
+                total += entry.stat().st_size
+                if total > MAX_BUNDLE_BYTES:
+                    raise GalleryError(f"{path}: more than {MAX_BUNDLE_BYTES / 2**30:g} GiB of files; the bundle "
+                                       "is refused")
+    for name in (METRICS_NAME, EVALUATIONS_NAME):
+        if not (path / name).is_file():
+            raise GalleryError(f"{path}: no {name}; re-record the bundle")
+
+
+def _read_tables(path: Path, run_ids: set[str]) -> tuple[Any, Any]:
+    """The bundle's metrics and evaluations frames, their row counts checked from the Parquet footers first and
+    every row's run id one of the bundle's own."""
+    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+    import pyarrow.parquet as pq  # on use, with pandas
+
+    frames = []
+    for name, columns in ((METRICS_NAME, ("run_id", "step", "key", "value")), (EVALUATIONS_NAME, EVAL_COLUMNS)):
+        try:
+            meta = pq.ParquetFile(path / name)
+            rows, found = meta.metadata.num_rows, set(meta.schema_arrow.names)
+        except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
+            raise GalleryError(f"{path / name}: not a Parquet table ({type(exc).__name__}); re-record the "
+                               "bundle") from None
+        if rows > MAX_TABLE_ROWS:
+            raise GalleryError(f"{path / name}: {rows:,} rows, more than {MAX_TABLE_ROWS:,}; the bundle is refused")
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise GalleryError(f"{path / name}: no column {missing[0]!r}; re-record the bundle")
+        frame = pd.read_parquet(path / name, columns=list(columns))
+        strays = sorted({str(r) for r in frame["run_id"]} - run_ids)
+        if strays:
+            raise GalleryError(f"{path / name}: rows of run '{printable(strays[0])}', which is not a run of the "
+                               "bundle; the bundle is refused, nothing was imported")
+        frames.append(frame)
+    return frames[0], frames[1]
+
+
+def check_bundle(bundle: str | Path, mgr: RunManager | None = None) -> dict[str, Any]:
+    """Validate a bundle whole before anything on disk changes; returns its manifest.
+
+    Checks: the manifest (`read_manifest`: size, nesting, format); the entry name; every run and group id in its
+    format (`ids.check_id`: never a path) and distinct; every run's group among the bundle's groups; run and group
+    names as text (no control characters); the registered kind's part (`BundleKind.validate`, given `mgr`, the
+    store to import into, when there is one); the files (no links or special files, the known layout, names, count
+    and total size).
+
+    Raises:
+        GalleryError: naming the first problem; nothing has been written.
+    """
+    path = Path(bundle)
+    manifest = read_manifest(path)
+    name = manifest.get("name")
+    if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
+        shown = f"'{printable(name)}'" if isinstance(name, str) else repr(name)
+        raise GalleryError(f"{path}: entry name {shown} is not letters, digits, '-' and '_' (at most 64)")
+    runs, groups = _rows(manifest, "runs", path), _rows(manifest, "groups", path)
+    run_ids = set(_check_ids(runs, "run", f"{path}: runs"))
+    group_ids = set(_check_ids(groups, "group", f"{path}: groups"))
+    for row, what in [*((r, "run") for r in runs), *((g, "group") for g in groups)]:
+        try:
+            check_name(row.get("name"), f"{what} name")
+        except ValueError as exc:
+            raise GalleryError(f"{path}: {what} {row['id']}: {exc}") from None
+        if what == "run" and row.get("group_id") is not None and row["group_id"] not in group_ids:
+            raise GalleryError(f"{path}: run {row['id']} names group {row['group_id']!r}, which is not in the "
+                               "bundle; the bundle is refused")
+    kind = _bundle_kind(manifest, path)
+    if kind is not None and kind.validate is not None:
+        try:
+            kind.validate(manifest, run_ids, mgr)
+        except ConfigError as exc:
+            raise GalleryError(f"{path}: {exc}") from None
+    _check_files(path, run_ids)
     return manifest
 
 
@@ -268,12 +429,16 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
         The bundle folder.
 
     Raises:
-        GalleryError: No ids, a bad name, or a run that is still queued or running. RunNotFound: an unknown id.
+        GalleryError: No ids, a bad name, a run that is still queued or running, or `out` exists and is not a
+            bundle (a folder this function did not write is never replaced). RunNotFound: an unknown id.
     """
     if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
         raise GalleryError(f"bundle name {name!r}: use letters, digits, '-' and '_'")
     if not ids:
         raise GalleryError("export: give at least one run or group id")
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not (out / MANIFEST_NAME).is_file()):  # never delete what it did not write
+        raise GalleryError(f"{out} exists and is not a gallery bundle; give another --out folder or --name")
     run_ids: list[str] = []
     for some_id in ids:
         members = [s.id for s in mgr.list(group_id=some_id)] if mgr.is_group(some_id) else [mgr.get(some_id).id]
@@ -340,7 +505,7 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
         GalleryError: Not a bundle, or one of its run ids is a run of this store's own (not an example).
     """
     path = find_bundle(str(bundle), gallery_dir)
-    manifest = read_manifest(path)
+    manifest = check_bundle(path, mgr)  # the whole bundle, before anything on disk changes
     kind = _bundle_kind(manifest, path)
     name, owner = manifest["name"], EXAMPLE_OWNER + manifest["name"]
     run_ids = [r["id"] for r in manifest["runs"]]
@@ -350,26 +515,31 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
     with mgr.store.read() as c:
         clash = c.execute(f"SELECT id FROM runs WHERE id IN ({marks}) AND (owner IS NULL OR owner != ?)",
                           [*run_ids, owner]).fetchall()
+        clash += c.execute(f"SELECT DISTINCT group_id AS id FROM runs WHERE group_id IN "
+                           f"({', '.join('?' * len(group_ids))}) AND (owner IS NULL OR owner != ?)",
+                           [*group_ids, owner]).fetchall()
     if clash:
-        raise GalleryError(f"runs {', '.join(r['id'] for r in clash)} of {name} are already in {mgr.root} as runs "
-                           "of its own (the store it was recorded in?); import into another data directory")
+        raise GalleryError(f"runs (or groups) {', '.join(r['id'] for r in clash)} of {name} are already in "
+                           f"{mgr.root} as runs of its own (the store it was recorded in?); import into another data "
+                           "directory")
     present = gallery_examples(mgr).get(name, [])
     if sorted(present) == sorted(run_ids):  # the kind's rows are added when missing (an import cut short)
         return result | {"imported": bool(kind and kind.imported(mgr, manifest, path))}
+    metrics, evals = _read_tables(path, set(run_ids))
+    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
     if present:
         logger.info("gallery %s: replacing the older recording (%d runs)", name, len(present))
         remove_gallery_example(mgr, name)
-    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
-
-    metrics = pd.read_parquet(path / METRICS_NAME)
-    evals = pd.read_parquet(path / EVALUATIONS_NAME)
+    runs_root = mgr.root / RUNS_DIR
+    runs_root.mkdir(parents=True, exist_ok=True)
     copied = []
     try:
         for run_id in run_ids:
-            src, dst = path / "runs" / run_id, mgr.run_dir(run_id)
+            src, dst = path / "runs" / run_id, mgr.run_dir(run_id)  # run_dir: the id checked again
             if src.is_dir():
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(src, dst)
+                remove_tree(dst, runs_root)  # a left-over folder of this id (the clash check found no run of it)
+                copy_tree(src, dst, runs_root)
                 copied.append(dst)
         with mgr.store.write() as c:
             columns = {row[1] for row in c.execute("PRAGMA table_info(runs)").fetchall()}
@@ -392,7 +562,7 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
                            for row in evals[list(EVAL_COLUMNS)].itertuples(index=False)])
     except BaseException:
         for dst in copied:
-            shutil.rmtree(dst, ignore_errors=True)
+            remove_tree(dst, runs_root)
         raise
     if kind is not None:
         kind.imported(mgr, manifest, path)
@@ -496,6 +666,7 @@ __all__ = [
     "BundleKind",
     "GalleryError",
     "bundle_size",
+    "check_bundle",
     "default_gallery_dir",
     "entry_config",
     "export_bundle",

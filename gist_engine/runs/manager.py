@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import socket
 import sqlite3
 import threading
@@ -47,6 +46,7 @@ from ..train import (
 from ..train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
 from .compare import paired_configs
 from .export import export_runs
+from .ids import check_id, check_name, is_id, new_id, remove_tree
 from .pairs import paired_result
 from .recorder import StoreWriter
 from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir, disk_full_message, is_disk_full
@@ -64,6 +64,7 @@ STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Traine
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
+INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
 _ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_requested"  # what liveness checks read
 
@@ -337,7 +338,7 @@ class RunManager:
             if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
                 raise ConfigError(f"seeds: need distinct seeds >= 0, got {seed_list}")
         configs = [cfg for seed in seed_list for _, _, cfg in paired_configs(base, 1, first_seed=seed)]
-        group_id = "g" + secrets.token_hex(5)
+        group_id = new_id("group")
         group = (group_id, base.name or f"{base.method} plain vs GIST", time.time(), json.dumps(seed_list),
                  json.dumps(to_dict(base)), json.dumps(self._package_versions()))
         self._insert(configs, group_id, group)
@@ -349,7 +350,14 @@ class RunManager:
         rows = []
         for cfg in configs:
             arm = "gist" if cfg.gist.enabled else "plain"
-            rows.append((secrets.token_hex(5), cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}", now, QUEUED,
+            name = cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}"
+            try:
+                check_name(name, "run name")
+                if group is not None:
+                    check_name(group[1], "group name")
+            except ValueError as exc:  # a newline or an ANSI escape in a name would rewrite the terminal
+                raise ConfigError(str(exc)) from None
+            rows.append((new_id("run"), name, now, QUEUED,
                          now, json.dumps(to_dict(cfg)), cfg.train.seed, int(cfg.gist.enabled), cfg.method, group_id,
                          versions, _device_key(cfg.train.device), self.token, self.pid, self.host))
         with self._cond:
@@ -433,7 +441,11 @@ class RunManager:
         with self.store.write() as c:
             for table, col in (("metrics", "run_id"), ("evaluations", "run_id"), ("runs", "id")):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
-        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        if is_id(run_id, "run"):  # a row of another id has no folder of its own: nothing else is removed
+            try:
+                remove_tree(self.run_dir(run_id), self.root / RUNS_DIR)
+            except (OSError, ValueError) as exc:
+                logger.warning("run %s: its folder was not removed (%s)", run_id, exc)
 
     def delete_group(self, group_id: str) -> None:
         """Delete a group and all its runs."""
@@ -491,8 +503,12 @@ class RunManager:
 
     # ------------------------------------------------------------------------------------------------ reads
     def run_dir(self, run_id: str) -> Path:
-        """The run's directory (checkpoint, training state, result.json, attention snapshots)."""
-        return self.root / RUNS_DIR / run_id
+        """The run's directory `root/runs/<run_id>` (checkpoint, training state, result.json, attention snapshots).
+
+        Raises:
+            InvalidId: (a RunNotFound) `run_id` is not in the run-id format (`ids.check_id`): no path is built.
+        """
+        return self.root / RUNS_DIR / check_id(run_id, "run")
 
     def get(self, run_id: str) -> RunSnapshot:
         """The run's current state; RunNotFound for an unknown id."""
@@ -637,7 +653,9 @@ class RunManager:
         progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
-        run_dir = self.run_dir(r["id"])
+        # A row whose id is no run id (written by an older importer from a hostile bundle) lists with a folder that
+        # never exists inside the data directory, so that it can be seen and removed; no path is built from it.
+        run_dir = self.run_dir(r["id"]) if is_id(r["id"], "run") else self.root / RUNS_DIR / INVALID_DIR
         latest = _loads(r["latest"], {})
         phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
         example = (r["owner"] or "").startswith(EXAMPLE_OWNER)

@@ -7,7 +7,10 @@ the app's Live, Compare and Runs pages show them while they train, whichever bac
 
 Public API (what the CLI and the app's Studies page use):
 
-- `load_study_spec(path | mapping) -> StudySpec`: parse and validate a spec (every key and grid value by name).
+- `load_study_spec(path | mapping, max_runs=MAX_RUNS) -> StudySpec`: parse and validate a spec (every key and grid
+  value by name), its size counted first (`count_runs`: cells x seeds x arms, by arithmetic) and refused above the
+  cap before anything is built; `load_uploaded_spec(bytes, file name)`: a spec from outside, which reads no files
+  (`base:` names a built-in config or is inline).
 - `create_study(spec, root) -> id`, `run_study(spec | id, root, backend=...) -> id` (blocking),
   `start_study(...) -> StudyJob` (a background thread), `resume_study(id, root)`: completed runs never run again;
   a failed run is retried `retries` times, then the study goes on without it.
@@ -39,11 +42,23 @@ from .results import (
     study_results,
     study_runs,
 )
-from .spec import ARMS, STUDY_KEYS, Cell, PlannedRun, StudyError, StudySpec, load_study_spec
+from .spec import (
+    ARMS,
+    MAX_RUNS,
+    STUDY_KEYS,
+    Cell,
+    PlannedRun,
+    StudyError,
+    StudySpec,
+    count_runs,
+    load_study_spec,
+    load_uploaded_spec,
+)
 from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
 
-__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_KEYS", "STUDY_STATUSES",
-           "Cell", "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob", "StudySpec",
-           "StudyStore", "create_study", "delete_study", "export_study", "export_study_bundle", "format_study",
-           "get_study", "list_studies", "load_study_spec", "ray_available", "resume_study", "run_study",
+__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "MAX_RUNS", "STUDY_EXPORTS", "STUDY_KEYS",
+           "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob",
+           "StudySpec", "StudyStore", "count_runs", "create_study", "delete_study", "export_study",
+           "export_study_bundle", "format_study", "get_study", "list_studies", "load_study_spec", "load_uploaded_spec",
+           "ray_available", "resume_study", "run_study",
            "start_study", "study_curve", "study_matrix", "study_results", "study_runs"]

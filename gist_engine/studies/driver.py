@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..runs import ACTIVE, RunManager, RunStore
+from ..runs import ACTIVE, RunManager, RunStore, is_id
 from ..train import COMPLETED, DIVERGED, FAILED, STOPPED
 from .backends import BACKENDS
-from .spec import PlannedRun, StudyError, StudySpec, load_study_spec
+from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import COMPLETED as STUDY_COMPLETED
 from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, Root, StudyStore
 
@@ -40,16 +40,19 @@ def _root_dir(root: Root) -> str | Path | None:
 
 
 def create_study(spec: StudySpec | str | Path | dict[str, Any], root: Root = None, backend: str = "local",
-                 new: bool = False) -> str:
+                 new: bool = False, max_runs: int | None = MAX_RUNS) -> str:
     """Store a study (validated first); returns its id. Without `new`, a stored study with exactly this spec is
     returned instead, so running a spec again continues it rather than starting over.
 
+    Args:
+        max_runs: The most runs the spec may plan (`load_study_spec`; counted before anything is built).
+
     Raises:
-        StudyError (a ConfigError): a bad spec or backend, named.
+        StudyError (a ConfigError): a bad spec or backend, or a spec of more than `max_runs` runs, named.
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    spec = load_study_spec(spec)
+    spec = load_study_spec(spec, max_runs=max_runs)
     with StudyStore(root) as s:
         found = None if new else s.find(spec)
         if found is not None:
@@ -59,7 +62,7 @@ def create_study(spec: StudySpec | str | Path | dict[str, Any], root: Root = Non
 
 
 def _is_study_id(value: Any, root: Root) -> bool:
-    if not isinstance(value, str) or Path(value).suffix in (".yaml", ".yml") or Path(value).exists():
+    if not is_id(value, "study") or Path(value).exists():  # a spec file's name is never a study id
         return False
     with StudyStore(root) as s:
         try:
@@ -71,7 +74,7 @@ def _is_study_id(value: Any, root: Root) -> bool:
 
 def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = None, backend: str = "local", *,
               new: bool = False, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-              poll_seconds: float = 0.5, **options: Any) -> str:
+              poll_seconds: float = 0.5, max_runs: int | None = MAX_RUNS, **options: Any) -> str:
     """Run a study to its end in this process (blocking); returns its id.
 
     Args:
@@ -83,6 +86,7 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
         progress: Called with (settled runs, planned runs) whenever that changes.
         should_stop: Polled between events; True stops the study's runs (resumable) and returns.
         poll_seconds: Longest wait for the backend between checks.
+        max_runs: The most runs a new spec may plan (a stored study was counted when it was created).
         options: Backend options: local: workers, data_loader, callbacks, torch_threads; ray: address,
             cpus_per_trial, gpus_per_trial, ship_code, flush_seconds, callbacks, data_loader, init_kwargs.
 
@@ -92,10 +96,11 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    study_id = spec_or_id if _is_study_id(spec_or_id, root) else create_study(spec_or_id, root, backend, new=new)
+    study_id = (spec_or_id if _is_study_id(spec_or_id, root)
+                else create_study(spec_or_id, root, backend, new=new, max_runs=max_runs))
     with StudyStore(root) as s:
         s.refuse_example(study_id, "run")
-        spec = load_study_spec(s.get(study_id).spec)
+        spec = load_study_spec(s.get(study_id).spec, max_runs=None)  # counted when it was created
         if isinstance(root, RunManager):
             options.setdefault("manager", root)
         be = BACKENDS[backend](_root_dir(root), **options)
@@ -288,8 +293,9 @@ def start_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root 
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    new = kwargs.pop("new", False)
-    study_id = spec_or_id if _is_study_id(spec_or_id, root) else create_study(spec_or_id, root, backend, new=new)
+    new, max_runs = kwargs.pop("new", False), kwargs.pop("max_runs", MAX_RUNS)
+    study_id = (spec_or_id if _is_study_id(spec_or_id, root)
+                else create_study(spec_or_id, root, backend, new=new, max_runs=max_runs))
     with StudyStore(root) as s:
         s.refuse_example(study_id, "run")
     job = StudyJob(study_id)

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunManager
+from ..config import safe_load_json
+from ..runs import RunManager, check_name, is_id, printable
 from ..runs.gallery import (
     EXAMPLE_PREFIX,
     RECORD_COMMAND,
@@ -36,6 +37,7 @@ from ..runs.gallery import (
 )
 from .driver import run_study
 from .results import study_results
+from .spec import ARMS, load_study_spec
 from .store import COMPLETED, RUNNING, StudyStore
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,45 @@ def _insert_rows(mgr: RunManager, manifest: dict[str, Any], bundle: Path) -> boo
     return added > 0
 
 
+def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunManager | None) -> None:
+    """The validate hook: the study's id, name and spec (nesting and size counted by `load_study_spec`, reading no
+    files), its `study_runs` rows (this study, runs of the bundle, cells and seeds as integers, known arms), and,
+    given the store, no study of the store's own with that id."""
+    study, links = manifest.get("study"), manifest.get("study_runs") or []
+    if not isinstance(study, dict) or not isinstance(links, list) or not all(isinstance(r, dict) for r in links):
+        raise GalleryError("study: expected the study's row and a list of study_runs rows")
+    study_id = study.get("id")
+    if not is_id(study_id, "study"):
+        shown = f"'{printable(study_id)}'" if isinstance(study_id, str) else repr(study_id)
+        raise GalleryError(f"study: {shown} is not a study id (the letter s and 10 lowercase hex digits); the bundle "
+                           "is refused, nothing was imported")
+    try:
+        check_name(study.get("name"), "study name")
+    except ValueError as exc:
+        raise GalleryError(f"study {study_id}: {exc}") from None
+    spec = study.get("spec")
+    spec = safe_load_json(spec, f"study {study_id}: spec") if isinstance(spec, str) else spec
+    if not isinstance(spec, dict):
+        raise GalleryError(f"study {study_id}: its spec is not a mapping")
+    parsed = load_study_spec(spec, read_files=False)  # StudyError (a ConfigError): too many runs, a bad key
+    if study.get("cells") != parsed.n_cells or study.get("planned") != parsed.planned:
+        raise GalleryError(f"study {study_id}: cells {study.get('cells')!r} and planned {study.get('planned')!r} "
+                           f"do not match its spec ({parsed.n_cells} cells, {parsed.planned} runs)")
+    for link in links:
+        ok = (link.get("study_id") == study_id and link.get("run_id") in run_ids and link.get("arm") in ARMS
+              and all(isinstance(link.get(k), int) and not isinstance(link.get(k), bool)
+                      for k in ("cell", "seed", "attempt")))
+        if not ok:
+            raise GalleryError(f"study {study_id}: a study_runs row names another study, a run not in the bundle, "
+                               "or a malformed cell, seed, arm or attempt; the bundle is refused")
+    if mgr is not None:
+        with mgr.store.read() as c:
+            found = c.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone()
+        if found is not None and StudyStore(mgr).example(study_id) != manifest.get("name"):
+            raise GalleryError(f"study {study_id} of {manifest.get('name')} is already in {mgr.root} as a study of "
+                               "its own; import into another data directory")
+
+
 def _remove_rows(mgr: RunManager, name: str, run_ids: list[str]) -> None:
     """The removal hook: forget the studies whose runs are those of the example `name` (before the runs go)."""
     marks = ", ".join("?" * len(run_ids))
@@ -174,6 +215,7 @@ def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work
     return bundle
 
 
-register_kind(BundleKind(KIND, imported=_insert_rows, removing=_remove_rows, record=record_study_entry))
+register_kind(BundleKind(KIND, imported=_insert_rows, removing=_remove_rows, record=record_study_entry,
+                         validate=_validate))
 
 __all__ = ["KIND", "export_study_bundle", "record_study_entry"]

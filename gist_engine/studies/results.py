@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..runs.ids import printable
 from ..runs.pairs import ArmRun, paired_result
 from ..runs.stats import interval_note
 from .spec import StudyError, load_study_spec
@@ -41,7 +42,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
     with StudyStore(root) as s:
         info = s.get(study_id)
         latest = s.latest(study_id)
-    spec = load_study_spec(info.spec)
+    spec = load_study_spec(info.spec, max_runs=None)  # counted when it was created (or imported)
     rows = []
     for p in spec.planned_runs():
         r = latest.get((p.cell.index, p.seed, p.arm)) or {}
@@ -241,7 +242,7 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
         lines += ["", markdown_table(study_matrix(res))]
         if _single_arm(res) is None and (res["n"] == 2).any():
             lines.append(FEW_SEEDS_NOTE)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name or value's control characters, escaped
 
 
 def markdown_table(table: pd.DataFrame) -> str:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import itertools
 import json
+import math
+import re
 import typing
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, load_run_config, load_yaml, to_dict
+from ..config import ConfigError, RunConfig, check_nesting, load_run_config, load_yaml, safe_load_yaml, to_dict
+from ..runs import check_name, printable
 
 # The keys a study spec may have (anything else is refused by name).
 STUDY_KEYS = ("name", "description", "base", "set", "grid", "seeds", "paired", "retries")
 ARMS = ("plain", "gist")
+MAX_RUNS = 10_000  # runs a study may plan unless the caller raises the cap (`study run --max-runs N`)
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a built-in config's name (`base: demo_cpu`)
 
 
 class StudyError(ConfigError):
@@ -91,6 +98,16 @@ class StudySpec:
             return ARMS
         return ("gist",) if load_run_config(self.base).gist.enabled else ("plain",)
 
+    @property
+    def n_cells(self) -> int:
+        """Cells of the grid, counted (nothing built): the product of the axes' sizes."""
+        return math.prod(len(v) for v in self.grid.values())
+
+    @property
+    def planned(self) -> int:
+        """Runs the study plans, counted by `count_runs` (nothing built)."""
+        return count_runs({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms)
+
     def cells(self) -> list[Cell]:
         """Every cell of the grid (the cartesian product of the axes' values), validated."""
         choices = [list(v) for v in self.grid.values()]  # a named axis: its labels
@@ -131,6 +148,56 @@ class StudySpec:
                 "retries": self.retries}
 
 
+def count_runs(axes: Mapping[str, int], seeds: int, arms: Sequence[str] = ARMS, *,
+               shared: Mapping[str, Collection[str]] | None = None, trials: int = 1) -> int:
+    """Runs a study plans, counted by arithmetic alone (no cell, config or list is built): per arm, the product of
+    the sizes of the axes that change that arm's runs, times the trials per cell and the seeds.
+
+    Args:
+        axes: Axis -> its number of values (a named axis: its labels), in spec order.
+        seeds: Seeds per cell.
+        arms: The arms each cell runs (`StudySpec.arms`).
+        shared: Arm -> axes that do not change that arm's runs, so one run serves every value of them (e.g.
+            {"plain": ["gist.temperature"]}: the plain arm ignores T); default: every arm varies over every axis.
+        trials: Configurations tried per cell and seed (hyper-parameter search); 1 for a grid.
+
+    Returns:
+        The count (a Python int: exact for any size, e.g. `seeds: 10**12`).
+    """
+    shared = shared or {}
+    return sum(math.prod(n for axis, n in axes.items() if axis not in shared.get(arm, ())) * trials * seeds
+               for arm in arms)
+
+
+def check_study_size(runs: int, max_runs: int | None = MAX_RUNS, detail: str = "") -> int:
+    """`runs` itself when it is at most `max_runs` (None: no cap).
+
+    Raises:
+        StudyError: naming the count (and `detail`, how it is made up) and how to raise the cap.
+    """
+    if max_runs is not None and runs > max_runs:
+        raise StudyError(f"the study plans {runs:,} runs{f' ({detail})' if detail else ''}, more than the cap of "
+                         f"{max_runs:,}; shrink the grid or the seeds, or raise the cap (study run --max-runs N)")
+    return runs
+
+
+def builtin_configs() -> dict[str, Path]:
+    """The built-in run configs by name (`demo_cpu` -> assets/configs/demo_cpu.yaml): a checkout's assets, else
+    the installed app's (`gist_studio`, located with `importlib.util.find_spec`, never imported)."""
+    folder = Path(__file__).resolve().parents[2] / "assets" / "configs"
+    if not folder.is_dir():
+        found = importlib.util.find_spec("gist_studio")
+        if found is not None and found.submodule_search_locations:
+            folder = Path(next(iter(found.submodule_search_locations))) / "assets" / "configs"
+    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    return {p.stem: p for p in files if CONFIG_NAME.fullmatch(p.stem)}
+
+
+def _count(n: int, word: str) -> str:
+    """(1, 'seed') -> '1 seed'; (2000, 'cell') -> '2,000 cells'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -161,13 +228,22 @@ def _check_key(key: str, where: str) -> None:
         raise StudyError(f"{where}: {key!r} is not a dotted config key (e.g. gist.temperature)")
 
 
-def _resolve_base(base: Any, origin: Path | None) -> dict[str, Any]:
+def _resolve_base(base: Any, origin: Path | None, read_files: bool = True) -> dict[str, Any]:
     """`base:` as a mapping of run-config keys, or the run config file it names (relative to the spec's folder,
-    then to the working directory)."""
+    then to the working directory); without `read_files` (a spec from outside, e.g. uploaded to the app) only a
+    built-in config's name (`builtin_configs`) or a mapping."""
     if base is None:
         return {}
     if isinstance(base, typing.Mapping):
         return copy.deepcopy(dict(base))
+    if not read_files:
+        known = builtin_configs()
+        if isinstance(base, str) and base in known:
+            return load_yaml(known[base])
+        shown = f"'{printable(base)}'" if isinstance(base, str) else type(base).__name__
+        raise StudyError(f"base: {shown} is not a built-in config; an uploaded spec reads no files: name a built-in "
+                         f"config ({', '.join(known) or 'none here'}, e.g. base: demo_cpu) or give the run config "
+                         "inline as a mapping")
     if isinstance(base, (str, Path)):
         path = Path(base).expanduser()
         candidates = [path] if path.is_absolute() else [*([origin / path] if origin else []), Path.cwd() / path]
@@ -177,6 +253,14 @@ def _resolve_base(base: Any, origin: Path | None) -> dict[str, Any]:
         raise StudyError(f"base: no run config file {str(base)!r} (looked in "
                          f"{', '.join(str(c.parent) for c in candidates)}); give a path or an inline mapping")
     raise StudyError(f"base: expected a run config mapping or a file path, got {type(base).__name__} {base!r}")
+
+
+def _seed_count(seeds: Any) -> int:
+    """How many seeds `seeds:` gives (a number, or a list's length), before any list is built; 1 when absent or
+    malformed (`_parse_seeds` names the problem)."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return max(seeds, 1)
+    return len(seeds) if isinstance(seeds, list) and seeds else 1
 
 
 def _parse_seeds(seeds: Any, first: int) -> list[int]:
@@ -238,14 +322,26 @@ def _check_axis_values(spec: StudySpec) -> None:
                 raise StudyError(f"grid.{axis}: value {_show(value)}: {exc}") from None
 
 
-def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec) -> StudySpec:
+def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *, max_runs: int | None = MAX_RUNS,
+                    read_files: bool = True) -> StudySpec:
     """A validated StudySpec from a YAML file, a mapping, or a spec (returned as it is).
 
-    Every key of the spec, of its base run config and of every grid value is checked here, and every cell's run
-    config is parsed, so a bad spec is refused by name before anything runs.
+    The spec's size is counted first (`count_runs`: cells x seeds x arms, by arithmetic) and refused above
+    `max_runs` before any seed list or cell is built; then every key of the spec, of its base run config and of
+    every grid value is checked, and every cell's run config is parsed, so a bad spec is refused by name before
+    anything runs.
+
+    Args:
+        source: A YAML file, a mapping (nested at most `config.MAX_DEPTH` levels) or a StudySpec.
+        max_runs: The most runs the study may plan (default `MAX_RUNS`); None: no cap (a stored study, counted when
+            it was created).
+        read_files: Whether `base:` may name a run config file; False for a spec from outside (uploaded to the
+            app): `base:` is then a built-in config's name (`base: demo_cpu`) or a mapping, and nothing is read
+            from the disk besides the built-in configs.
 
     Raises:
-        StudyError: naming the offending key or value (a ConfigError, so the CLI prints it and exits 2).
+        StudyError: naming the offending key or value, or the count above the cap (a ConfigError, so the CLI
+            prints it on one line and exits 2).
     """
     if isinstance(source, StudySpec):
         return source
@@ -255,14 +351,27 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec) -
         origin = Path(source).resolve().parent
         default_name = Path(source).stem
     elif isinstance(source, typing.Mapping):
-        data, default_name = dict(source), "study"
+        try:
+            data, default_name = dict(check_nesting(dict(source), "study spec", hint="a spec nests about 5 levels "
+                                                    "(grid: {axis: [values]})")), "study"
+        except ConfigError as exc:
+            raise StudyError(str(exc)) from None
     else:
         raise StudyError(f"study spec: expected a YAML file or a mapping, got {type(source).__name__}")
     unknown = [k for k in data if k not in STUDY_KEYS]
     if unknown:
         raise StudyError(f"unknown study key {unknown[0]!r}; valid keys: {', '.join(STUDY_KEYS)} "
                          "(run config keys go under base:)")
-    base = _resolve_base(data.get("base"), origin)
+    paired, retries = data.get("paired", True), data.get("retries", 1)
+    if not isinstance(paired, bool):
+        raise StudyError(f"paired: expected true or false, got {paired!r}")
+    grid = _parse_grid(data.get("grid"))
+    seeds = _seed_count(data.get("seeds", 1))
+    arms = len(ARMS) if paired else 1
+    sizes = {axis: len(values) for axis, values in grid.items()}
+    check_study_size(count_runs(sizes, seeds, ARMS[:arms]), max_runs,
+                     f"{_count(math.prod(sizes.values()), 'cell')} x {_count(seeds, 'seed')} x {_count(arms, 'arm')}")
+    base = _resolve_base(data.get("base"), origin, read_files)
     sets = data.get("set") or {}
     if not isinstance(sets, typing.Mapping):
         raise StudyError(f"set: expected a mapping of dotted config keys to values, got {type(sets).__name__}")
@@ -274,17 +383,16 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec) -
     except ConfigError as exc:
         raise StudyError(f"base: {exc}") from None
     name = data.get("name") or base_config.name or default_name
-    if not isinstance(name, str):
-        raise StudyError(f"name: expected a string, got {name!r}")
-    paired, retries = data.get("paired", True), data.get("retries", 1)
-    if not isinstance(paired, bool):
-        raise StudyError(f"paired: expected true or false, got {paired!r}")
+    try:
+        check_name(name, "name")
+    except ValueError as exc:  # a newline or an ANSI escape would rewrite the terminal that lists the study
+        raise StudyError(str(exc)) from None
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise StudyError(f"retries: expected an integer from 0 to 100, got {retries!r}")
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise StudyError(f"description: expected a string, got {description!r}")
-    spec = StudySpec(name=name, base=base, grid=_parse_grid(data.get("grid")),
+    spec = StudySpec(name=name, base=base, grid=grid,
                      seeds=_parse_seeds(data.get("seeds", 1), base_config.train.seed), paired=paired,
                      retries=retries, description=description.strip())
     try:
@@ -295,4 +403,31 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec) -
     return spec
 
 
-__all__ = ["ARMS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "load_study_spec"]
+def load_uploaded_spec(data: bytes | str, file_name: str, *, max_runs: int | None = MAX_RUNS) -> StudySpec:
+    """A study spec uploaded from outside (the app's spec upload): YAML text read within bounds and validated by
+    `load_study_spec` with `read_files=False`, so it reads nothing on the server but the built-in configs.
+
+    Args:
+        data: The file's bytes (UTF-8) or text.
+        file_name: The uploaded file's name; its stem is the study's name when the spec gives none.
+        max_runs: The most runs the spec may plan.
+
+    Raises:
+        StudyError: not UTF-8, not YAML, nested too deeply, not a mapping, or any problem `load_study_spec` names;
+            one line, naming the file.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        doc = safe_load_yaml(text, file_name)
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{printable(file_name)}: not UTF-8 text (byte {exc.start}); give a YAML file") from None
+    except ConfigError as exc:
+        raise StudyError(printable(str(exc))) from None
+    if not isinstance(doc, dict):
+        raise StudyError(f"{printable(file_name)}: a study spec is a mapping (name, base, grid, seeds, ...)")
+    doc.setdefault("name", Path(file_name).stem)
+    return load_study_spec(doc, max_runs=max_runs, read_files=False)
+
+
+__all__ = ["ARMS", "MAX_RUNS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "builtin_configs",
+           "check_study_size", "count_runs", "load_study_spec", "load_uploaded_spec"]

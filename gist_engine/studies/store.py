@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import RunManager, RunNotFound, RunStore, data_dir
+from ..runs.ids import new_id
 from ..runs.manager import EXAMPLE_OWNER, pid_alive
 from ..runs.store import DB_NAME
 from ..train.checkpoint import package_versions
@@ -103,13 +103,12 @@ class StudyStore:
     # ------------------------------------------------------------------------------------------------ writes
     def create(self, spec: StudySpec, backend: str) -> str:
         """Insert a new study (status `created`); returns its id (`s` + 10 hex digits)."""
-        study_id = "s" + secrets.token_hex(5)
-        cells = len(spec.cells())
+        study_id = new_id("study")
         with self.store.write() as c:
             c.execute("INSERT INTO studies (id, name, created, spec, status, backend, cells, planned, versions) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (study_id, spec.name, time.time(), json.dumps(spec.to_dict()), CREATED, backend, cells,
-                       cells * len(spec.seeds) * len(spec.arms), json.dumps(package_versions())))
+                      (study_id, spec.name, time.time(), json.dumps(spec.to_dict()), CREATED, backend, spec.n_cells,
+                       spec.planned, json.dumps(package_versions())))
         return study_id
 
     def find(self, spec: StudySpec) -> str | None:

@@ -97,6 +97,15 @@ def test_launch_page_shows_cost_and_launches(real) -> None:
     real.wait(new.pop(), timeout=120)
 
 
+def test_launch_page_refuses_a_name_with_a_control_character(real) -> None:
+    at = open_page(real, draft={**TINY, "name": "mine\x1b[2J"})
+    before = {r.id for r in real.list()}
+    next(b for b in at.button if b.label == "Launch run").click().run()
+    assert not at.exception, at.exception
+    assert any("Not launched" in e.value and "control character \\x1b" in e.value for e in at.error), at.error
+    assert {r.id for r in real.list()} == before, "nothing queued"
+
+
 def test_launch_page_rejects_bad_options_by_name(fake) -> None:
     at = open_page(fake)
     next(n for n in at.number_input if n.label == "Temperature").set_value(0.0).run()

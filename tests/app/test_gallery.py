@@ -106,3 +106,36 @@ def test_a_recorded_two_seed_interval_is_shown_clipped_with_its_note(mgr):
     for r in wide:
         assert shown[r["label"]] == f"[-100.00, {100 * r['delta_ci_high']:+.2f}]{ge.FEW_SEEDS_MARK}"
     assert ge.FEW_SEEDS_NOTE in " ".join(c.value for c in at.caption)
+def test_a_hostile_bundle_is_refused_on_the_page_with_nothing_changed(mgr, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    victim = tmp_path / "outside" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    gallery = tmp_path / "gallery"
+    shutil.copytree(services.ASSETS / "gallery" / ENTRY, gallery / ENTRY)
+    manifest = json.loads((gallery / ENTRY / "manifest.json").read_text())
+    manifest["runs"][0]["id"] = str(victim)  # an absolute path as a run id: once, the import deleted it
+    (gallery / ENTRY / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("GIST_GALLERY_DIR", str(gallery))
+    at = _open(mgr)
+    at.button(key=f"gallery.import.{ENTRY}").click().run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Not imported" in errors and "is not a run id" in errors, errors
+    assert (victim / "keep.txt").read_text() == "precious" and not mgr.list()
+
+
+@pytest.mark.parametrize("hostile", ["../../../etc", "/etc/passwd", "..\\..\\x", "0123456789\n\x1b[2J"])
+def test_a_hostile_id_in_the_url_builds_no_path(mgr, hostile):
+    ge.import_gallery_entry(mgr, services.ASSETS / "gallery" / ENTRY)
+    for page, key in (("views/live.py", "run"), ("views/attention.py", "run"), ("views/compare.py", "group"),
+                      ("views/studies.py", "study")):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.session_state["gist_manager"] = mgr
+        at.query_params[key] = hostile
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        if page == "views/live.py":  # the newest run is shown instead, and its id put in the URL
+            assert at.query_params.get(key) != hostile, page

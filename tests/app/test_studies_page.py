@@ -51,6 +51,41 @@ def _texts(at: AppTest, *kinds: str) -> str:
     return "\n".join(str(e.value) for kind in kinds for e in at.get(kind))
 
 
+def test_a_fresh_page_shows_no_error_before_anything_is_typed(mgr) -> None:
+    at = open_studies(mgr)
+    assert not at.error, [e.value for e in at.error]  # no red "Fix the study first" before the user typed
+    assert "Type the values of at least one axis" in _texts(at, "caption")
+    assert at.button(key="studies.start").disabled
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("base: /etc/passwd\ngrid: {gist.temperature: [1, 3]}\n", "is not a built-in config"),  # reads no file
+    ("base: demo_cpu\ngrid: {gist.temperature: [1, 3]}\nseeds: 1000000000000\n", "plans 4,000,000,000,000 runs"),
+    ("base: demo_cpu\ngrid: {" + ", ".join(f"{k}: {list(range(1, 11))}" for k in (
+        "gist.temperature", "train.lr", "gist.length", "gist.loss_weight")) + "}\n", "plans 20,000 runs"),
+    ("name: \"x\\e[2J\"\nbase: demo_cpu\ngrid: {gist.temperature: [1, 3]}\n", "control character"),
+    ("grid: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests too deeply"),
+])
+def test_an_uploaded_spec_is_refused_on_one_line_before_anything_is_built(mgr, text, said) -> None:
+    at = open_studies(mgr)
+    at.segmented_control(key="studies.source").set_value("Spec file").run()
+    assert not at.error, [e.value for e in at.error]
+    at.get("file_uploader")[0].upload("spec.yaml", text.encode()).run()
+    assert not at.exception, at.exception
+    errors = _texts(at, "error")
+    assert said in errors and "Fix the study first" in errors, errors
+    assert at.button(key="studies.start").disabled and not ge.list_studies(mgr)
+
+
+def test_an_uploaded_spec_names_a_built_in_config(mgr) -> None:
+    at = open_studies(mgr)
+    at.segmented_control(key="studies.source").set_value("Spec file").run()
+    at.get("file_uploader")[0].upload("mine.yaml", b"base: demo_cpu\ngrid: {gist.temperature: [1, 3]}\n").run()
+    assert not at.error, [e.value for e in at.error]
+    assert "**mine**: 2 cell(s) × 1 seed(s) × 2 arm(s) = 4 runs" in _texts(at, "caption")
+    assert not at.button(key="studies.start").disabled
+
+
 def test_a_bad_axis_value_is_refused_by_name_before_anything_runs(mgr) -> None:
     at = open_studies(mgr)
     assert at.title[0].value == "Studies" and "No studies yet" in _texts(at, "info")
@@ -65,7 +100,8 @@ def test_a_bad_axis_value_is_refused_by_name_before_anything_runs(mgr) -> None:
     said = [e for e in _texts(at, "error").splitlines() if "values of gist.temperature" in e]
     assert said and "write e.g. 1, 2, 3" in said[0], _texts(at, "error")
     at.text_input(key="studies.values1.gist.temperature").input("").run()  # no values: no axis, no study
-    assert "give at least one axis" in _texts(at, "error") and at.button(key="studies.start").disabled
+    assert not at.error and "Type the values of at least one axis" in _texts(at, "caption")
+    assert at.button(key="studies.start").disabled
     at.segmented_control(key="studies.source").set_value("Built-in spec").run()
     picker = at.selectbox(key="studies.builtin")
     assert {"temperature", "gist_length", "interaction_loss", "methods", "vtab1k"} <= set(picker.options)

@@ -80,6 +80,28 @@ def test_bad_members_are_rejected_with_reasons(tmp_path: Path, name: str, reason
     assert not (tmp_path / "evil.png").exists() and not Path("/etc/evil.png").exists()
 
 
+@pytest.mark.parametrize("bad", ["cat/a\nb.png", "cat/e\x1b[2J.png", "c\x07t/0.png", "cat/del\x7f.png"])
+def test_a_control_character_in_a_name_is_refused_alike_by_the_upload_and_imagefolder(tmp_path: Path, bad: str,
+                                                                                       caplog) -> None:
+    from gist_engine.data.readers import CONTROL_NAME, read_imagefolder
+
+    report = import_imagefolder_zip(_good({bad: _png()}), "pets", tmp_path)
+    assert report.ok and [n for n, r in report.rejected if r == CONTROL_NAME] == [bad], report.rejected
+    folder = tmp_path / "folder"  # the same files as a folder on disk, read by `imagefolder:`
+    for k, c in enumerate(("cat", "dog")):
+        for i in range(3):
+            (folder / c).mkdir(parents=True, exist_ok=True)
+            (folder / c / f"{i}.png").write_bytes(_png(40 * k + i))
+    (folder / bad).parent.mkdir(parents=True, exist_ok=True)
+    (folder / bad).write_bytes(_png())
+    with caplog.at_level("WARNING", logger="gist_engine"):
+        raw = read_imagefolder(str(folder))
+    assert raw.class_names == ["cat", "dog"] and raw.skipped.get(CONTROL_NAME) == 1, raw.skipped
+    assert len(raw.train.labels) == 6
+    said = [r.getMessage() for r in caplog.records if CONTROL_NAME in r.getMessage()]
+    assert said and "\x1b" not in said[0] and "\n" not in said[0], said
+
+
 def test_truncated_image_is_rejected(tmp_path: Path) -> None:
     report = import_imagefolder_zip(_good({"cat/cut.png": _png(size=64)[:-40]}), "pets", tmp_path)
     assert any(n == "cat/cut.png" and ("corrupt" in r or "PIL" in r) for n, r in report.rejected), report.rejected
