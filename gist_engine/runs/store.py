@@ -206,9 +206,10 @@ def create_store(path: Path, busy_timeout: float = 30.0) -> bool:
     try:
         with contextlib.closing(sqlite3.connect(tmp, timeout=busy_timeout, isolation_level=None)) as conn:
             conn.execute("PRAGMA journal_mode = WAL")
-            _migrate(conn, path)
+            before = _migrate(conn, path)
         try:
             os.link(tmp, path)
+            logger.debug("run store %s: schema version %d -> %d", path, before, SCHEMA_VERSION)
         except FileExistsError:
             logger.debug("run store %s: created by another process at the same moment", path)
         except OSError as exc:
