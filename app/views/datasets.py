@@ -2,6 +2,7 @@
 
 import charts
 import pandas as pd
+import panels
 import services
 import state
 import streamlit as st
@@ -49,32 +50,7 @@ elif submitted:
     if report.ok:
         st.page_link(state.LAUNCH, label="Launch a run on it", icon=":material/rocket_launch:")
 
-st.subheader("Import a benchmark")
-st.caption("VTAB-1k (the 19 task folders with their train800/val200/train800val200/test lists), FGVC (VPT's JSON "
-           "splits) or the few-shot lists, as a **zip or folder on this server** (a suite is far too large to upload "
-           "through the browser). Every list, label and image is checked before anything is installed; then "
-           "`vtab1k:<task>` (or `fgvc:<name>`, `fewshot:<name>`) reads it. Layouts: docs/data.md.")
-with st.form("benchmark"):
-    kind = st.selectbox("Benchmark", ["vtab1k", "fgvc", "fewshot"], help="The layout of the zip or folder")
-    where = st.text_input("Zip or folder on the server", placeholder="e.g. /data/vtab-1k.zip")
-    hub = st.checkbox("Fetch VTAB-1k from the Hugging Face hub instead (XiN0919/VTAB-1k; needs a network)")
-    replace = st.checkbox("Replace datasets installed before")
-    go = st.form_submit_button("Check and install", icon=":material/download:")
-if go and not (where.strip() or hub):
-    st.warning("Give the path of a zip or folder on the server (or fetch from the hub).")
-elif go:
-    try:
-        with st.spinner("Checking every list and image ..."):
-            result = ge.import_benchmark(kind, where.strip() or None, overwrite=replace, from_hub=hub)
-    except ge.DatasetError as exc:
-        st.error(str(exc))
-    else:
-        widgets.split_sizes.clear()
-        st.success(f"Installed {len(result.rows)} {kind} dataset(s) in {result.seconds:.0f} s: choose one on the "
-                   "Launch page by its data.dataset value.")
-        st.dataframe(pd.DataFrame([{"dataset": r["name"], "classes": r["classes"], "images": r["images"],
-                                    **r["splits"], "data.dataset": r["dataset"]} for r in result.rows]),
-                     hide_index=True)
+panels.benchmark_import(state.data_root())
 
 with listing:
     entries = services.list_datasets(state.data_root(), modality=None)

@@ -248,19 +248,24 @@ def test_a_benchmark_folder_is_imported_from_the_datasets_page(fake, tmp_path: P
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.data.benchmark_files import vtab_task
 
-    vtab_task(tmp_path / "suite", "kitti", 4)
-    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path / "data"))
+    data = tmp_path / "data"
+    vtab_task(data / "imports" / "suite", "kitti", 4)
+    (data / "imports" / "empty").mkdir()
+    monkeypatch.setenv("GIST_DATA_DIR", str(data))
     at = open_page(fake, "views/datasets.py")
-    next(t for t in at.text_input if t.label == "Zip or folder on the server").input(str(tmp_path / "suite"))
+    pick = next(s for s in at.selectbox if s.label.startswith("Zip or folder in"))
+    assert pick.options == ["empty", "suite"], "the page offers only what lies in <data dir>/imports"
+    assert not any(t.label.startswith("Zip or folder") for t in at.text_input), "a browser never names a server path"
+    pick.set_value("suite")  # a form's values go with its submit button
     next(b for b in at.button if b.label == "Check and install").click().run()
     assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
     assert at.success[0].value.startswith("Installed 1 vtab1k dataset(s)")
     row = at.dataframe[-1].value.iloc[0]
     assert (row["dataset"], row["classes"], row["test"]) == ("kitti", 4, 8)
-    assert (tmp_path / "data" / "vtab-1k" / "kitti" / "test.txt").is_file()
-    next(t for t in at.text_input if t.label == "Zip or folder on the server").input(str(tmp_path / "none"))
+    assert (data / "vtab-1k" / "kitti" / "test.txt").is_file()
+    next(s for s in at.selectbox if s.label.startswith("Zip or folder in")).set_value("empty")
     next(b for b in at.button if b.label == "Check and install").click().run()
-    assert "is neither a zip file nor a folder" in at.error[0].value
+    assert at.error and not at.exception, "a folder with no benchmark is refused by name"
 
 
 # ---------------------------------------------------------------------------------------------- offline, themes
