@@ -116,6 +116,10 @@ while IFS= read -r line; do
       done ;;
   esac
 done < <(python3 -m pip config debug 2>/dev/null | sed -n '/^global:/,$p')
+case "$TORCH_INDEX_URL" in  # a local index of torch wheels: the folder above its simple/ too
+  file://*) index="${TORCH_INDEX_URL#file://}"; index="${index%/}"
+            [ "$(basename "$index")" != simple ] || index="$(dirname "$index")"; add_mount "$index" ;;
+esac
 log "read-only into the build: ${mounted[*]:-nothing, pip defaults}"
 
 # ---- 4. build ---------------------------------------------------------------------------------------------------
