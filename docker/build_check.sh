@@ -132,6 +132,21 @@ build_args=(--build-arg "BASE=$BASE")
 [ -z "$TORCH_INDEX_URL" ] || build_args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
 [ "${GIST_NO_CACHE:-0}" != 1 ] || build_args+=(--no-cache)
 work="$(mktemp -d /var/tmp/gist-check.XXXXXX)"
+podman images -a -q --no-trunc | sort -u >"$work/images.before"  # GIST_KEEP_IMAGE=0 removes only what this run adds
+cid=""; base_cid=""; root=""; server=""; mnt=(); passed=0
+cleanup() {
+  set +e
+  [ -z "$server" ] || { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; }
+  for ((j = ${#mnt[@]} - 1; j >= 0; j--)); do umount -l "${mnt[j]}" 2>/dev/null; done
+  [ -z "$cid" ] || podman rm -f "$cid" >/dev/null 2>&1
+  [ -z "$base_cid" ] || podman rm -f "$base_cid" >/dev/null 2>&1
+  if [ "${GIST_KEEP_IMAGE:-1}" = 0 ]; then  # the image and the build's cache layers that this run made
+    podman rmi -f "$IMAGE" >/dev/null 2>&1
+    comm -13 "$work/images.before" <(podman images -a -q --no-trunc | sort -u) | xargs -r podman rmi -f >/dev/null 2>&1
+  fi
+  [ "$passed" != 1 ] || rm -rf "$work"  # the logs are kept only when something failed
+}
+trap cleanup EXIT
 # --format docker: the OCI image format has no HEALTHCHECK (podman would drop it with a warning).
 log "podman build --isolation chroot --format docker ${build_args[*]} -t $IMAGE . (log: $work/build.log)"
 t0=$(date +%s)
@@ -147,16 +162,6 @@ req_layer=$(awk '/^STEP [0-9]+\/[0-9]+: RUN .*requirements\.txt/ {step=1; next}
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 
 # ---- 5. a container of the image, its file system mounted here ----------------------------------------------------
-cid=""; base_cid=""; root=""; server=""; mnt=()
-cleanup() {
-  set +e
-  [ -z "$server" ] || { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; }
-  for ((j = ${#mnt[@]} - 1; j >= 0; j--)); do umount -l "${mnt[j]}" 2>/dev/null; done
-  [ -z "$cid" ] || podman rm -f "$cid" >/dev/null 2>&1
-  [ -z "$base_cid" ] || podman rm -f "$base_cid" >/dev/null 2>&1
-  [ "${GIST_KEEP_IMAGE:-1}" != 0 ] || podman rmi -f "$IMAGE" >/dev/null 2>&1
-}
-trap cleanup EXIT
 cid=$(podman create "$IMAGE")
 root=$(podman mount "$cid")
 base_cid=$(podman create "$BASE")
@@ -257,7 +262,7 @@ print(f"image size: {int(size) / 1e9:.2f} GB ({int(size):,} bytes, uncompressed)
 print(f"build time: {int(build_s) // 60} min {int(build_s) % 60:02d} s (requirements layer {req})")
 print(f"time to health: {healthy} s from starting the image's command")
 PY
-rm -rf "$work"  # the logs are kept only when a check fails
+passed=1
 echo "docker smoke ok"
 }
 
