@@ -1,11 +1,14 @@
 # GIST Studio: the Streamlit app on a slim Python, as a non-root user, offline on its defaults.
 #   docker build -t gist-studio .
 #   docker run -p 127.0.0.1:8501:8501 -v gist-data:/data gist-studio   -> http://localhost:8501 (this host only)
-# CPU-only torch wheels make a much smaller image (pip's --extra-index-url; any PEP 503 index that has them):
-#   docker build --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu -t gist-studio .
-FROM python:3.11-slim
+# CPU-only torch wheels make a much smaller image: torch and torchvision (the lock's versions) from a PEP 503 index
+# that serves CPU builds, everything else as above (PyPI's Linux torch wheels are CUDA builds with the nvidia-* libraries):
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t gist-studio:cpu .
+# BASE: any Debian image with Python 3.11 on PATH (docker/build_check.sh makes one where the registry is unreachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
-ARG PIP_EXTRA_INDEX_URL=""
+ARG TORCH_INDEX_URL=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -18,7 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # The same requirements as everywhere else, installed before the code so code changes keep this layer cached.
 COPY requirements.txt ./
-RUN pip install ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} -r requirements.txt
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --no-deps --index-url "$TORCH_INDEX_URL" $(grep -oE '^torch(vision)?==[^ ]+' requirements.txt); \
+    fi \
+    && pip install -r requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY gist_engine ./gist_engine
