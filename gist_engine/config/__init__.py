@@ -23,6 +23,7 @@ from .options import (
     parse,
     to_dict,
 )
+from .peft import PEFT_TYPES, PeftMethodConfig, describe_peft_types, peft_installed_version
 from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
 from .run import (
     INTERACTION_LOSS_NAMES,
@@ -37,6 +38,7 @@ from .run import (
 __all__ = [
     "INTERACTION_LOSS_NAMES",
     "METHOD_CONFIGS",
+    "PEFT_TYPES",
     "RECIPES",
     "RECIPE_SOURCES",
     "VARIANTS",
@@ -50,6 +52,7 @@ __all__ = [
     "LoRAConfig",
     "ModelConfig",
     "Options",
+    "PeftMethodConfig",
     "RunConfig",
     "SSFConfig",
     "TrainConfig",
@@ -57,11 +60,13 @@ __all__ = [
     "apply_overrides",
     "check_value",
     "describe_fields",
+    "describe_peft_types",
     "load_run_config",
     "load_yaml",
     "option",
     "parse",
     "parse_method_args",
+    "peft_installed_version",
     "recipe_config",
     "resolve_recipe",
     "to_dict",
