@@ -236,3 +236,16 @@ def test_the_catalogue_lists_each_type_with_options_from_peft_field_metadata():
     assert lora["use_dora"]["help"] == " ".join(field.metadata["help"].split())
     assert not set(lora) & PLUMBING
     assert lora["target_modules"]["default"] == ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]
+
+
+def test_the_built_in_peft_study_sweeps_types_through_a_named_axis():
+    from pathlib import Path
+
+    from gist_engine.studies.spec import load_study_spec
+
+    spec = load_study_spec(Path(__file__).resolve().parents[2] / "assets" / "studies" / "peft_methods.yaml")
+    cells = {c.values["method"]: c.config for c in spec.cells()}
+    peft_types = {label: cfg.method_args.peft_type for label, cfg in cells.items() if cfg.method == "peft"}
+    assert len(peft_types) >= 8 and all(label == t for label, t in peft_types.items())
+    assert cells["adapter"].method == "adapter" and spec.seeds == [0, 1, 2] and spec.paired
+    assert len(spec.planned_runs()) == len(cells) * 3 * 2
