@@ -249,3 +249,22 @@ def test_the_built_in_peft_study_sweeps_types_through_a_named_axis():
     assert len(peft_types) >= 8 and all(label == t for label, t in peft_types.items())
     assert cells["adapter"].method == "adapter" and spec.seeds == [0, 1, 2] and spec.paired
     assert len(spec.planned_runs()) == len(cells) * 3 * 2
+
+
+def test_a_stored_peft_run_stays_listable_without_peft(tmp_path):
+    import subprocess
+
+    from gist_engine import RunManager
+
+    mgr = RunManager(tmp_path, start=False)  # queued only: nothing trains
+    run_id = mgr.submit({"backbone": "test_vit", "method": "peft", "method_args": {"peft_type": "loha", "r": 4},
+                         "data": {"dataset": "digits"}})
+    mgr.shutdown(timeout=10)
+    code = ("import sys; sys.modules['peft'] = None\n"  # `import peft` now fails, as where it is not installed
+            "from gist_engine import RunManager\n"
+            f"runs = RunManager({str(tmp_path)!r}, start=False).list()\n"
+            "print([(r.id, r.config['method_args']['peft_type']) for r in runs])\n"
+            "assert 'peft' not in sys.modules or sys.modules['peft'] is None\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"('{run_id}', 'loha')" in out.stdout
