@@ -268,3 +268,28 @@ def test_a_stored_peft_run_stays_listable_without_peft(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert f"('{run_id}', 'loha')" in out.stdout
+
+
+def test_list_and_describe_json_show_the_peft_types_and_peft_s_count(tmp_path):
+    import json
+    import subprocess
+
+    run = [sys.executable, "-m", "gist_engine"]
+    out = subprocess.run([*run, "list", "--json"], capture_output=True, text=True, timeout=300)
+    types = json.loads(out.stdout)["tuners"]["peft"]["peft_types"]["types"]
+    assert set(types) == set(PEFT_TYPES) and any(o["name"] == "use_dora" for o in types["lora"]["options"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backbone: test_vit\nmethod: peft\nmethod_args: {peft_type: LoKr, r: 4}\n")
+    out = subprocess.run([*run, "describe", "--config", str(cfg), "--json"], capture_output=True, text=True,
+                         timeout=300)
+    info = json.loads(out.stdout)
+    _, peft_count = peft_reference_for("lokr", {"r": 4})
+    assert info["tuner_args"] == {"peft_type": "lokr", "r": 4}
+    assert info["trainable_params"] == peft_count + HEAD + D
+
+
+def peft_reference_for(peft_type: str, options: dict):
+    ref = build(peft_type, "test_vit", gist=False, method="linear")
+    entry = PEFT_TYPES[peft_type]
+    config = getattr(peft, entry["config"])(**{**TARGETS["image"][entry["targets"]], **entry["defaults"], **options})
+    return ref, peft.get_peft_model(peft_backbone(ref), config).get_nb_trainable_parameters()[0]
