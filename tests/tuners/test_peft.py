@@ -293,3 +293,10 @@ def peft_reference_for(peft_type: str, options: dict):
     entry = PEFT_TYPES[peft_type]
     config = getattr(peft, entry["config"])(**{**TARGETS["image"][entry["targets"]], **entry["defaults"], **options})
     return ref, peft.get_peft_model(peft_backbone(ref), config).get_nb_trainable_parameters()[0]
+
+
+def test_a_trained_first_norm_switches_off_the_gradient_rows_shortcut_and_the_report_says_so():
+    lora = speed.install(build("lora", "test_vit", gist=True), "cpu", cpu_threads=None)
+    ln = speed.install(build("ln_tuning", "test_vit", gist=True), "cpu", cpu_threads=None)
+    assert lora.grad_rows == (1, 2) and "first block gradient rows" in lora.summary()
+    assert ln.grad_rows is None and "first block gradient rows" not in ln.summary()
