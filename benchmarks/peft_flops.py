@@ -112,11 +112,14 @@ def markdown(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure(backbone: str, image_size: int, batch: int, types: list[str] | None = None) -> dict[str, Any]:
+def measure(backbone: str, image_size: int, batch: int, types: list[str] | None = None, ops: bool = True,
+            save: Any = None) -> dict[str, Any]:
     """{peft type: {"off", "on" (FLOPs per image), "extra" (on/off - 1), "trainable_off", "trainable_on",
     "uncounted_ops"}} and the linear probe's row for reference."""
-    base_run, _ = _step("linear", {}, True, backbone, image_size, batch)
-    base_ops = _uncounted(base_run)
+    base_ops: set[str] = set()
+    if ops:
+        base_run, _ = _step("linear", {}, True, backbone, image_size, batch)
+        base_ops = _uncounted(base_run)
     rows: dict[str, Any] = {}
     for name in types or PEFT_TYPES:
         args = {"peft_type": name}
@@ -126,9 +129,11 @@ def measure(backbone: str, image_size: int, batch: int, types: list[str] | None 
             row["on" if gist else "off"] = count_flops(run) / batch
             row["trainable_on" if gist else "trainable_off"] = trainable
             if gist:
-                row["uncounted_ops"] = compute_ops(_uncounted(run) - base_ops)
+                row["uncounted_ops"] = compute_ops(_uncounted(run) - base_ops) if ops else []
         row["extra"] = row["on"] / row["off"] - 1
         rows[name] = row
+        if save is not None:
+            save(rows)  # after every type: a long run keeps what it measured
         print(f"{name:10s} off {row['off'] / 1e9:8.3f} GFLOP  on {row['on'] / 1e9:8.3f} GFLOP  "
               f"+{100 * row['extra']:.2f}%{'  FLAG' if row['extra'] > FLAG else ''}  trainable "
               f"{row['trainable_off']:,} / {row['trainable_on']:,}  uncounted: {', '.join(row['uncounted_ops'])}",
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--types", help="comma-separated peft types (default: every supported one)")
     p.add_argument("--json-out", type=Path)
+    p.add_argument("--flops-only", action="store_true", help="skip recording the uncounted ops (faster)")
     p.add_argument("--markdown", type=Path, nargs="+", help="print the table of these JSON files and exit")
     p.add_argument("--at-batch", type=int, default=32, help="with rows at batch 1 and 2: per image at this batch")
     a = p.parse_args(argv)
@@ -159,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="peft")
     torch.set_num_threads(2)
     types = [t.strip() for t in a.types.split(",") if t.strip()] if a.types else None
-    rows = measure(a.backbone, a.image_size, a.batch_size, types)
-    if a.json_out:
-        a.json_out.write_text(json.dumps({"backbone": a.backbone, "image_size": a.image_size,
-                                          "batch_size": a.batch_size, "rows": rows}, indent=1))
+
+    def save(rows: dict[str, Any]) -> None:
+        if a.json_out:
+            a.json_out.write_text(json.dumps({"backbone": a.backbone, "image_size": a.image_size,
+                                              "batch_size": a.batch_size, "rows": rows}, indent=1))
+
+    measure(a.backbone, a.image_size, a.batch_size, types, ops=not a.flops_only, save=save)
     return 0
 
 
