@@ -115,6 +115,39 @@ def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: s
     return out
 
 
+FORM_TYPES = ("int", "float", "bool", "str")  # peft option types a generated form edits; lists/dicts stay in YAML
+
+
+def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
+              problems: list[str] | None = None) -> dict[str, Any]:
+    """`method: peft`: a peft type picker and a form generated from that type's config fields (`list --json`'s
+    `tuners.peft.peft_types`: help, types, defaults read from peft's dataclasses); returns the flat method_args
+    (`peft_type` and the options that differ from their defaults; keys set in YAML, e.g. lists, are kept)."""
+    types = info["types"]
+    names = list(types)
+    current = str(values.get("peft_type", "lora")).lower()
+    peft_type = st.selectbox("Peft type", names, index=names.index(current) if current in names else 0,
+                             key=f"{key}.peft_type", persist_state="session",
+                             help="Hugging Face peft's tuner type (peft " + info["pinned"] + "); GIST adds its token "
+                                  "on top. LM-only types (prompt/prefix tuning, ...) are not offered.")
+    st.caption(types[peft_type]["help"])
+    if not info["version"]:
+        st.warning("peft is not installed here: pip install 'gist-studio[peft]'", icon=":material/warning:")
+        return {"peft_type": peft_type}
+    kept = {k: v for k, v in values.items() if k != "peft_type"} if peft_type == current else {}
+    fields = types[peft_type]["options"]
+    editable = [f for f in fields if f["choices"] or f["type"] in FORM_TYPES]
+    form = config_form(editable, kept, f"{key}.{peft_type}", path="method_args", scope=f"peft.{peft_type}",
+                       problems=problems)
+    defaults = {f["name"]: f["default"] for f in editable}
+    changed = {k: v for k, v in form.items() if v != defaults[k]}
+    in_yaml = [f["name"] for f in fields if f not in editable]
+    if in_yaml:
+        st.caption(f"Set in the YAML config (lists, mappings): {', '.join(in_yaml)}; targets by default: "
+                   f"{types[peft_type]['image_targets']['target_modules']}.")
+    return {"peft_type": peft_type, **{k: v for k, v in kept.items() if k not in form}, **changed}
+
+
 def thumbnails(thumbs: dict[str, np.ndarray], max_classes: int = 10) -> None:
     """A grid of example images: one column per class, its examples stacked, the class name as caption."""
     names = list(thumbs)[:max_classes]

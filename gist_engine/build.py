@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .backbones import BackboneError, create_backbone, is_text_backbone
-from .config import ConfigError, ModelConfig, parse, parse_method_args
+from .config import ConfigError, ModelConfig, PeftMethodConfig, parse, parse_method_args
 from .model import GistViT
 from .text_model import build_text_model
 from .tuners import apply_tuner, count_parameters
@@ -77,7 +77,9 @@ def describe_model(model: GistViT, config: ModelConfig | Mapping[str, Any]) -> d
         "total_params": total,
         "gist_params": model.gist_parameter_count(),
         "tuner": cfg.method,
-        "tuner_args": dataclasses.asdict(options),  # every option, defaults included
+        # every option, defaults included; method: peft its flat form (peft_type and the keys given)
+        "tuner_args": ({"peft_type": options.peft_type, **options.options} if isinstance(options, PeftMethodConfig)
+                       else dataclasses.asdict(options)),
         "backbone": cfg.backbone,
         "image_size": getattr(model, "image_size", None),  # None for a text model
         "max_length": getattr(model, "max_length", None),  # None for an image model

@@ -91,6 +91,9 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {name:14s} {info['help']}")
         for opt in info["options"]:
             print(f"      {opt['name']}={opt['default']!r}: {opt['help']}")
+        for peft_type, row in info.get("peft_types", {}).get("types", {}).items():  # method: peft's types
+            print(f"      peft_type={peft_type}: {row['help']} Options: "
+                  f"{', '.join(o['name'] for o in row['options']) or '(peft not installed)'}")
     print("Interaction losses (gist.loss):")
     for name, text in cat["losses"].items():
         print(f"  {name:14s} {text}")

@@ -37,6 +37,10 @@ CASES = [
     ("vpt", {"length": 3}, HEAD + 3 * D, lambda n: n.endswith(".prompt")),
     ("vpt", {"length": 3, "deep": True}, HEAD + LAYERS * 3 * D, lambda n: n.endswith(".prompt")),
     ("ssf", {}, HEAD + SSF, lambda n: ".ssf_" in n),
+    # peft's LoRA (r 8) on query, key, value, attention.output.dense, intermediate.dense, output.dense
+    ("peft", {"peft_type": "lora"}, HEAD + LAYERS * 8 * (4 * (D + D) + (D + FFN) + (FFN + D)),
+     lambda n: ".lora_" in n),
+    ("peft", {"peft_type": "ia3"}, HEAD + LAYERS * (D + D + D + FFN), lambda n: ".ia3_l." in n),
 ]
 IDS = [f"{m}-{'-'.join(f'{k}={v}' for k, v in a.items())}" for m, a, _, _ in CASES]
 

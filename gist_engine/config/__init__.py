@@ -27,6 +27,7 @@ from .options import (
     safe_load_yaml,
     to_dict,
 )
+from .peft import PEFT_TYPES, PeftMethodConfig, describe_peft_types, peft_installed_version
 from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
 from .run import (
     INTERACTION_LOSS_NAMES,
@@ -42,6 +43,7 @@ __all__ = [
     "INTERACTION_LOSS_NAMES",
     "MAX_DEPTH",
     "METHOD_CONFIGS",
+    "PEFT_TYPES",
     "RECIPES",
     "RECIPE_SOURCES",
     "VARIANTS",
@@ -55,6 +57,7 @@ __all__ = [
     "LoRAConfig",
     "ModelConfig",
     "Options",
+    "PeftMethodConfig",
     "RunConfig",
     "SSFConfig",
     "TrainConfig",
@@ -63,11 +66,13 @@ __all__ = [
     "check_nesting",
     "check_value",
     "describe_fields",
+    "describe_peft_types",
     "load_run_config",
     "load_yaml",
     "option",
     "parse",
     "parse_method_args",
+    "peft_installed_version",
     "recipe_config",
     "resolve_recipe",
     "safe_load_json",

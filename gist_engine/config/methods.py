@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .options import ConfigError, Options, option, parse, to_dict
+from .peft import PeftMethodConfig
 
 # The adapter designs: variant -> (default bottleneck, default output scale, zero-init up-projection, where it sits)
 VARIANTS: dict[str, dict] = {
@@ -96,6 +97,7 @@ METHOD_CONFIGS: dict[str, type[Options]] = {
     "lora": LoRAConfig,
     "vpt": VPTConfig,
     "ssf": SSFConfig,
+    "peft": PeftMethodConfig,  # any supported Hugging Face peft type (gist_engine.config.peft.PEFT_TYPES)
 }
 
 

@@ -195,6 +195,9 @@ def parse(cls: type[T], data: typing.Mapping[str, Any] | T | None, prefix: str =
         data = {}
     if not isinstance(data, typing.Mapping):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    from_mapping = getattr(cls, "from_mapping", None)  # options whose keys another library's class defines (peft)
+    if from_mapping is not None:
+        return from_mapping(data, prefix=prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
@@ -222,8 +225,12 @@ def parse(cls: type[T], data: typing.Mapping[str, Any] | T | None, prefix: str =
 def to_dict(obj: Any) -> dict[str, Any]:
     """A config dataclass as a plain (YAML/JSON-ready) nested dict; `parse(type(obj), to_dict(obj)) == obj`.
 
-    An `Options` object gives the keys it was given and those that differ from their defaults (see `Options`).
+    An `Options` object gives the keys it was given and those that differ from their defaults (see `Options`); one
+    with its own flat form (`to_mapping`, e.g. `method: peft`'s) gives that.
     """
+    to_mapping = getattr(obj, "to_mapping", None)
+    if to_mapping is not None:
+        return copy.deepcopy(to_mapping())
     out = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)

@@ -115,6 +115,11 @@ def install_row_shortcuts(model: nn.Module) -> dict[str, object]:
         grad_rows = None
     head_rows = model.head_rows if type(blocks[-1]) in ROW_FORWARDS else None
     upstream = [q for n, q in model.vit.named_parameters() if not n.startswith(_AFTER_EMBEDDING)]
+    # The first block's norm1 feeds the qkv projection whose input gradient the shortcut cuts: a trained norm1
+    # (peft's LN-tuning) needs every row's gradient, as a trained patch embedding does.
+    upstream += list(getattr(blocks[0], "norm1", nn.Identity()).parameters())
+    if any(q.requires_grad for q in upstream):
+        grad_rows = None  # not installed, so the speed report says so (BlockRows also checks at every forward)
     if len(blocks) == 1 and (head_rows is not None or grad_rows is not None):
         blocks[0] = BlockRows(blocks[0], head_rows, grad_rows, upstream)
     elif len(blocks) > 1:

@@ -18,9 +18,10 @@ from safetensors.torch import save_file
 
 from .._version import __version__
 from ..build import build_model
-from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..config import ConfigError, RunConfig, load_run_config, peft_installed_version, to_dict
 from ..model import GistViT
 from ..speed import plain_named_parameters
+from ..tuners import peft_type_of, saved_frozen_parameters
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 RESUME_NAME = "resume.safetensors"  # the training state a run continues from (see `save_training_state`)
@@ -34,13 +35,43 @@ class CheckpointError(ValueError):
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on."""
     return {"gist_engine": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+            "numpy": np.__version__, "python": platform.python_version(),
+            "peft": peft_installed_version() or "not installed"}  # read from its metadata, peft not imported
+
+
+def _saved_parameters(model: GistViT) -> dict[str, torch.nn.Parameter]:
+    """What a checkpoint holds, by plain name: the trained parameters and the frozen ones a peft initialisation
+    rewrote (PiSSA, OLoRA: `tuners.saved_frozen_parameters`), which a rebuilt backbone would not have."""
+    rewritten = {id(p) for p in saved_frozen_parameters(model)}
+    return {n: p for n, p in plain_named_parameters(model) if p.requires_grad or id(p) in rewritten}
 
 
 def trainable_state(model: GistViT) -> dict[str, torch.Tensor]:
     """The trained parameters (tuner, Gist token, heads) by name (as built: without speed wrappers), as contiguous
-    CPU float tensors."""
-    return {n: p.detach().float().cpu().contiguous() for n, p in plain_named_parameters(model) if p.requires_grad}
+    CPU float tensors; with a peft initialisation that rewrote frozen weights, those weights too."""
+    return {n: p.detach().float().cpu().contiguous() for n, p in _saved_parameters(model).items()}
+
+
+def saved_peft_type(config: dict[str, Any]) -> str | None:
+    """The peft type a stored config (a `to_dict` mapping) was trained with, lower case; None for other methods."""
+    if config.get("method") != "peft":
+        return None
+    args = config.get("method_args") or {}
+    return str(args.get("peft_type", "lora")).lower() if isinstance(args, dict) else None
+
+
+def check_peft_type(model: GistViT, saved: str | None, source: str) -> None:
+    """Refuse tensors of one peft type (or of another method) for a model of another peft type, by name.
+
+    Raises:
+        CheckpointError: "<source> holds loha adapters; this model has lora ...".
+    """
+    have = peft_type_of(model)
+    if have != saved and (have is not None or saved is not None):
+        held = f"{saved} (peft) adapters" if saved else "no peft adapters"
+        made = f"peft type {have}" if have else "no peft adapters"
+        raise CheckpointError(f"{source} holds {held}; this model has {made}: a checkpoint loads only into a model "
+                              "built with the same method and peft type (method_args.peft_type)")
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -101,9 +132,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, decoded
 
 
-def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Copy checkpoint tensors into the model's trainable parameters, checking names and shapes first."""
-    params = {n: p for n, p in plain_named_parameters(model) if p.requires_grad}
+def load_trainable_state(model: GistViT, tensors: dict[str, torch.Tensor], source: str = "checkpoint",
+                         config: dict[str, Any] | None = None) -> None:
+    """Copy checkpoint tensors into the model's trainable parameters (and rewritten frozen ones, see
+    `trainable_state`), checking the peft type (from the checkpoint's `config`, when given), names and shapes first.
+    """
+    if config is not None:
+        check_peft_type(model, saved_peft_type(config), source)
+    params = _saved_parameters(model)
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     wrong = [f"{n}: {tuple(tensors[n].shape)} vs model {tuple(p.shape)}" for n, p in params.items()
@@ -175,7 +211,7 @@ def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any
     gradient scaler (when both the state and `scaler` have one)."""
     state = meta["state"]
     load_trainable_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
-                         source=source)
+                         source=source, config=meta.get("config"))
     optim_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -212,7 +248,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Gi
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its config is not valid here: {exc}") from None
     model = build_model(config, seed=config.train.seed)
-    load_trainable_state(model, tensors, source=str(path))
+    load_trainable_state(model, tensors, source=str(path), config=meta["config"])
     model.class_names = meta["extra"].get("class_names") or [str(i) for i in range(model.num_classes)]
     model.text_pairs = meta["extra"].get("text_pairs")  # trained on sentence pairs; None: not recorded (older file)
     return model.to(device).eval(), config

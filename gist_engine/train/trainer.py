@@ -24,15 +24,17 @@ from ..data.images import DatasetError
 from ..inspect.snapshots import TrainerSnapshots
 from ..losses import LOSS_TERMS
 from ..model import GistViT
-from ..tuners import count_parameters, no_weight_decay_parameters
+from ..tuners import count_parameters, no_weight_decay_parameters, tuner_step_end, tuner_train_start
 from .checkpoint import (
     RESUME_NAME,
     CheckpointError,
+    check_peft_type,
     package_versions,
     read_training_state,
     restore_training_state,
     save_checkpoint,
     save_training_state,
+    saved_peft_type,
 )
 from .schedule import cosine_epoch_lr, warmup_cosine
 from .step import TrainStep, autocast, make_optimizer
@@ -275,6 +277,8 @@ class Trainer:
         if tc.max_steps is not None:
             self.total_steps = min(self.total_steps, tc.max_steps)
         warmup = round(tc.warmup_epochs * per_epoch)
+        tuner_train_start(model, cfg.method, self.total_steps)  # e.g. AdaLoRA's total_step (ConfigError if unfit)
+        step_end = tuner_step_end(cfg.method)  # e.g. AdaLoRA's update_and_allocate; None for most methods
         optimizer = make_optimizer(param_groups(model, tc.weight_decay, tc.token_weight_decay), tc.lr, self.device)
 
         def schedule(step: int) -> float:  # the lr multiplier; also what each step's reported lr is computed from
@@ -355,6 +359,8 @@ class Trainer:
                         result.status = STOPPED
                         break
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
+                    if step_end is not None:  # after optimizer.step, before the next step clears the gradients
+                        step_end(model, self.step)
                     if self.train_step.scaler is None:
                         scheduler.step()
                     else:  # fp16: a first step the scaler skipped (overflow) is no misordered scheduler call
@@ -423,6 +429,7 @@ class Trainer:
         except ConfigError as exc:
             raise CheckpointError(f"{self.resume_from}: its config is not valid here: {exc}") from None
         now = _config_dict(self.config)
+        check_peft_type(self.model, saved_peft_type(saved), str(self.resume_from))  # named before the generic diff
         for cfg in (saved, now):  # how and where it runs may change; what it computes may not
             cfg.pop("name", None)
             cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_CHANGES}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, Options, describe_fields, parse_method_args
-from . import adapter, bitfit, full, linear, lora, ssf, vpt
+from ..config import ConfigError, Options, describe_fields, describe_peft_types, parse_method_args
+from . import adapter, bitfit, full, linear, lora, peft, ssf, vpt
 from .base import TunerLayer, TunerSpec, count_parameters, mark_trainable, no_weight_decay_parameters
 
 TUNERS: dict[str, TunerSpec] = {
@@ -17,6 +17,7 @@ TUNERS: dict[str, TunerSpec] = {
     "lora": lora.SPEC,
     "vpt": vpt.SPEC,
     "ssf": ssf.SPEC,
+    "peft": peft.SPEC,  # Hugging Face peft's tuner types (method_args.peft_type), gist_engine.config.peft
 }
 
 
@@ -46,13 +47,42 @@ def apply_tuner(model: Any, method: str, args: Mapping[str, Any] | Options | Non
 
 
 def describe_tuners() -> dict[str, Any]:
-    """Every tuner with its help and options (name, type, default, help, choices) for `list --json` and the app."""
+    """Every tuner with its help and options (name, type, default, help, choices) for `list --json` and the app;
+    `peft` also lists its peft types with their own options (`gist_engine.config.describe_peft_types`)."""
     out = {}
     for name, spec in TUNERS.items():
         out[name] = {"help": spec.help, "options": describe_fields(spec.config), "variants": spec.variants,
                      "text": spec.apply_text is not None}
+    out["peft"]["peft_types"] = describe_peft_types()
     return out
 
 
+def tuner_train_start(model: Any, method: str, total_steps: int) -> None:
+    """The method's preparation before the first step (AdaLoRA's total_step), if it has one."""
+    hook = TUNERS[method].on_train_start
+    if hook is not None:
+        hook(model, total_steps)
+
+
+def tuner_step_end(method: str) -> Any:
+    """The method's per-step hook `(model, step)`, called after optimizer.step (AdaLoRA's update_and_allocate), or
+    None."""
+    return TUNERS[method].on_step_end
+
+
+def saved_frozen_parameters(model: Any) -> list[Any]:
+    """Frozen parameters a checkpoint must hold besides the trained ones: those a peft initialisation rewrote
+    (PiSSA, OLoRA, ...); empty for every other method."""
+    handle = getattr(model, "peft", None)
+    return list(handle.rewritten) if handle is not None else []
+
+
+def peft_type_of(model: Any) -> str | None:
+    """The peft type of a model built with `method: peft`, else None."""
+    handle = getattr(model, "peft", None)
+    return handle.peft_type if handle is not None else None
+
+
 __all__ = ["TUNERS", "TunerLayer", "TunerSpec", "apply_tuner", "count_parameters", "describe_tuners",
-           "mark_trainable", "no_weight_decay_parameters", "parse_tuner_args"]
+           "mark_trainable", "no_weight_decay_parameters", "parse_tuner_args", "peft_type_of",
+           "saved_frozen_parameters", "tuner_step_end", "tuner_train_start"]

@@ -72,6 +72,8 @@ class TunerSpec:
     identity_at_init: Callable[[Any], bool]  # config -> does the tuned model equal the base at step 0?
     variants: dict[str, dict] | None = None  # named presets of the options, if the method has any
     apply_text: Callable[[Any, Any], None] | None = None  # (GistTextEncoder, config) -> None; None: images only
+    on_train_start: Callable[[Any, int], None] | None = None  # (model, total steps) -> None, before the first step
+    on_step_end: Callable[[Any, int], None] | None = None  # (model, step from 0) -> None, after optimizer.step
 
     def apply_for(self, model: Any) -> Callable[[Any, Any], None] | None:
         """The apply function for the model's modality (`model.modality`, "image" when absent); None if unsupported."""

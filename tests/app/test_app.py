@@ -339,3 +339,20 @@ def test_attention_page_tokens_of_a_text_run(text_run) -> None:
     at.segmented_control[1].set_value("head").run()
     assert not at.exception, at.exception
     assert not at.image, "no image maps for a text model"
+
+
+def test_launch_page_offers_peft_types_with_forms_from_their_config_fields(fake) -> None:
+    at = open_page(fake, draft={**TINY, "method": "peft", "method_args": {"peft_type": "lora"}})
+    peft_type = next(s for s in at.selectbox if s.label == "Peft type")
+    assert {"lora", "loha", "ia3", "oft", "ln_tuning"} <= set(peft_type.options)
+    assert {"R", "Lora alpha", "Use dora", "Use rslora"} <= {n.label for n in [*at.number_input, *at.toggle]}
+    next(t for t in at.toggle if t.label == "Use dora").set_value(True).run()
+    assert at.session_state["launch_draft"]["method_args"] == {"peft_type": "lora", "use_dora": True}
+    peft_type = next(s for s in at.selectbox if s.label == "Peft type")
+    peft_type.set_value("loha").run()
+    assert not at.exception, at.exception
+    labels = {n.label for n in [*at.number_input, *at.toggle, *at.selectbox]}
+    assert {"R", "Alpha", "Rank dropout", "Module dropout"} <= labels and "Use dora" not in labels
+    next(n for n in at.number_input if n.label == "R").set_value(4).run()
+    assert at.session_state["launch_draft"]["method_args"] == {"peft_type": "loha", "r": 4}
+    assert any("method: peft" in c.value and "peft_type: loha" in c.value for c in at.code)

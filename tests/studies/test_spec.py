@@ -80,8 +80,8 @@ def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
 
     folder = Path(__file__).resolve().parents[2] / "assets" / "studies"
     sizes = {p.stem: len(load_study_spec(p).planned_runs()) for p in sorted(folder.glob("*.yaml"))}
-    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "temperature": 16, "vtab1k": 570,
-                     "vtab1k_natural": 42}
+    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "peft_methods": 60, "temperature": 16,
+                     "vtab1k": 570, "vtab1k_natural": 42}
     vtab = load_study_spec(folder / "vtab1k.yaml")
     cells = {tuple(c.values.values()): c.config for c in vtab.cells()}
     cifar = cells[("cifar", "lora")]

@@ -26,6 +26,10 @@ CASES = [
     ("vpt", {"length": 5}, HEAD + 5 * D, lambda n: n.endswith(".prompt")),
     ("vpt", {"length": 5, "deep": True}, HEAD + DEPTH * 5 * D, lambda n: n.endswith(".prompt")),
     ("ssf", {}, HEAD + 2 * (D + DEPTH * (D + D + 3 * D + D + HIDDEN + D) + D), lambda n: ".ssf_" in n),
+    # peft's LoRA (r 8) on attn.qkv, attn.proj, mlp.fc1, mlp.fc2; IA3 on attn.qkv's output and mlp.fc2's input
+    ("peft", {"peft_type": "lora"}, HEAD + DEPTH * 8 * ((D + 3 * D) + (D + D) + (D + HIDDEN) + (HIDDEN + D)),
+     lambda n: ".lora_" in n),
+    ("peft", {"peft_type": "ia3"}, HEAD + DEPTH * (3 * D + HIDDEN), lambda n: ".ia3_l." in n),
 ]
 IDS = [f"{m}-{'-'.join(f'{k}={v}' for k, v in a.items())}" for m, a, _, _ in CASES]
 
