@@ -13,6 +13,9 @@ faster modules that compute the same function from the same parameters (each one
 - `LowPrecisionLayerNorm` and bf16 frozen weights (precision.py), when training in bf16.
 - the CPU thread choice, cuDNN autotuning (device.py).
 
+The training step has its own wrappers (step.py), installed by `install_step(step, compile=..., cuda_graph=...)`:
+`CompiledStep` (torch.compile of the forward + loss) and `GraphedStep` (the whole step as a CUDA graph).
+
 `disabled(model)` runs the plain code again inside a `with` block. Checkpoints name parameters without the
 wrappers (`plain_named_parameters`), so a checkpoint of an installed model loads into a plain one and back.
 """
@@ -39,6 +42,7 @@ from .device import (
 )
 from .precision import LowPrecisionLayerNorm, cast_frozen_, mixed_dtype, resolve_frozen_dtype
 from .rows import BlockRows
+from .step import CompiledStep, GraphedStep, StepWrapper, install_step
 from .tuners import FoldedScaleAdapter, FusedLoRALinear, FusedLoRAQKV, FusedSSF, SharedUpAdapterBlock
 from .wrap import SpeedWrapper, plain_named_parameters, unwrap_speed
 
@@ -131,9 +135,9 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
             m.enabled = flag
 
 
-__all__ = ["BlockRows", "FoldedScaleAdapter", "FusedLoRALinear", "FusedLoRAQKV", "FusedSSF",
-           "LowPrecisionLayerNorm", "PackedQKVAttention", "RowGradLinear", "SharedUpAdapterBlock",
-           "SpeedReport", "SpeedWrapper", "auto_log_every", "cast_frozen_", "choose_cpu_threads",
+__all__ = ["BlockRows", "CompiledStep", "FoldedScaleAdapter", "FusedLoRALinear", "FusedLoRAQKV", "FusedSSF",
+           "GraphedStep", "LowPrecisionLayerNorm", "PackedQKVAttention", "RowGradLinear", "SharedUpAdapterBlock",
+           "SpeedReport", "SpeedWrapper", "StepWrapper", "auto_log_every", "cast_frozen_", "choose_cpu_threads",
            "choose_cpu_threads_in_background", "configure_device", "disabled", "eval_batch_size", "install",
-           "mixed_dtype", "plain_named_parameters", "resolve_frozen_dtype", "unwrap_speed",
+           "install_step", "mixed_dtype", "plain_named_parameters", "resolve_frozen_dtype", "unwrap_speed",
            "usable_cpus"]
