@@ -304,8 +304,9 @@ class Trainer:
                         break  # diverged
                     if probe is not None and self.step % tc.probe_every == 0 and not self._probe(reporter, probe, at):
                         break
-                if not reporter.flush() or result.status != COMPLETED or not self._end_epoch(epoch + 1, optimizer,
-                                                                                             scheduler, result):
+                if not reporter.flush() or result.status != COMPLETED:
+                    break
+                if not self._end_epoch(epoch + 1, optimizer, scheduler, result):  # evaluate, checkpoint
                     break
         except (DatasetError, torch.OutOfMemoryError) as exc:
             reporter.flush_quietly()  # keep what can still be read back
