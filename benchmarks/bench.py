@@ -52,8 +52,9 @@ from gist_engine.backbones import BackboneError, create_backbone
 from gist_engine.build import build_model
 from gist_engine.config import ConfigError
 from gist_engine.speed import configure_device, resolve_frozen_dtype
+from gist_engine.speed.step import COMPILE_BACKEND
 from gist_engine.train import param_groups
-from gist_engine.train.step import COMPILE_BACKEND, TrainStep, make_optimizer
+from gist_engine.train.step import TrainStep, make_optimizer
 from gist_engine.tuners import TUNERS
 
 log = logging.getLogger(__name__)
@@ -332,9 +333,9 @@ def our_case(cfg: BenchConfig, method: str, gist: bool, x: Tensor, y: Tensor) ->
     model.train()
     optimizer = make_optimizer(param_groups(model, WEIGHT_DECAY), LR, device)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step = TrainStep(model, optimizer, params, device, cfg.resolved_precision, gist=model.gist_cfg,
-                     compile=cfg.compile, backend=cfg.compile_backend, mode=cfg.compile_mode,
-                     cuda_graph=cfg.cuda_graph)
+    step = speed.install_step(TrainStep(model, optimizer, params, device, cfg.resolved_precision, gist=model.gist_cfg),
+                              compile=cfg.compile, backend=cfg.compile_backend, mode=cfg.compile_mode,
+                              cuda_graph=cfg.cuda_graph)
 
     def count() -> None:
         step.forward_loss(x, y)[-1].backward()

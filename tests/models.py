@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gist_engine import speed
 from gist_engine.build import build_model
 from gist_engine.train import param_groups
 from gist_engine.train.step import TrainStep, make_optimizer
@@ -30,8 +31,10 @@ def model(seed: int = 0, method: str = "adapter") -> nn.Module:
     return build_model({"backbone": "test_vit", "method": method, "gist": {"dropout": 0.0}}, seed=seed).train()
 
 
-def step_for(net: nn.Module, device: torch.device, precision: str, **kwargs) -> TrainStep:
-    """The trainer's step for `net`: AdamW over its parameter groups, gradient clipping at 1."""
+def step_for(net: nn.Module, device: torch.device, precision: str, **shortcuts) -> TrainStep:
+    """The trainer's step for `net`: AdamW over its parameter groups, gradient clipping at 1; `shortcuts` (compile,
+    backend, mode, cuda_graph) installed by `speed.install_step`."""
     opt = make_optimizer(param_groups(net, 1e-4), 1e-2, device)
     params = [p for g in opt.param_groups for p in g["params"]]
-    return TrainStep(net, opt, params, device, precision, grad_clip=1.0, gist=net.gist_cfg, **kwargs)
+    return speed.install_step(TrainStep(net, opt, params, device, precision, grad_clip=1.0, gist=net.gist_cfg),
+                              **shortcuts)

@@ -8,10 +8,13 @@ faster modules that compute the same function from the same parameters (each one
   copy of the qkv gradient), for chosen query rows.
 - `BlockRows` (rows.py): the last block for the head rows only; the first block's input gradient for the rows that
   carry one (GIST's tokens, VPT's prompts).
-- `SharedUpAdapterBlock`, `FoldedScaleAdapter`, `FusedSSF` (tuners.py): the adapter's scale folded into its
-  up-projection, SSF as one LayerNorm or one addcmul.
+- `SharedUpAdapterBlock`, `FoldedScaleAdapter`, `FusedSSF`, `FusedLoRAQKV`, `FusedLoRALinear` (tuners.py): the
+  adapter's scale folded into its up-projection, SSF as one LayerNorm or one addcmul, LoRA's update as one addmm.
 - `LowPrecisionLayerNorm` and bf16 frozen weights (precision.py), when training in bf16.
 - the CPU thread choice, cuDNN autotuning (device.py).
+
+The training step has its own wrappers (step.py), installed by `install_step(step, compile=..., cuda_graph=...)`:
+`CompiledStep` (torch.compile of the forward + loss) and `GraphedStep` (the whole step as a CUDA graph).
 
 `disabled(model)` runs the plain code again inside a `with` block. Checkpoints name parameters without the
 wrappers (`plain_named_parameters`), so a checkpoint of an installed model loads into a plain one and back.
@@ -39,7 +42,8 @@ from .device import (
 )
 from .precision import LowPrecisionLayerNorm, cast_frozen_, mixed_dtype, resolve_frozen_dtype
 from .rows import BlockRows
-from .tuners import FoldedScaleAdapter, FusedSSF, SharedUpAdapterBlock
+from .step import CompiledStep, GraphedStep, StepWrapper, install_step
+from .tuners import FoldedScaleAdapter, FusedLoRALinear, FusedLoRAQKV, FusedSSF, SharedUpAdapterBlock
 from .wrap import SpeedWrapper, plain_named_parameters, unwrap_speed
 
 
@@ -131,8 +135,9 @@ def disabled(model: nn.Module) -> Iterator[nn.Module]:
             m.enabled = flag
 
 
-__all__ = ["BlockRows", "FoldedScaleAdapter", "FusedSSF", "LowPrecisionLayerNorm", "PackedQKVAttention",
-           "RowGradLinear", "SharedUpAdapterBlock", "SpeedReport", "SpeedWrapper", "auto_log_every", "cast_frozen_",
-           "choose_cpu_threads", "choose_cpu_threads_in_background", "configure_device", "disabled",
-           "eval_batch_size", "install", "mixed_dtype", "plain_named_parameters", "resolve_frozen_dtype",
-           "unwrap_speed", "usable_cpus"]
+__all__ = ["BlockRows", "CompiledStep", "FoldedScaleAdapter", "FusedLoRALinear", "FusedLoRAQKV", "FusedSSF",
+           "GraphedStep", "LowPrecisionLayerNorm", "PackedQKVAttention", "RowGradLinear", "SharedUpAdapterBlock",
+           "SpeedReport", "SpeedWrapper", "StepWrapper", "auto_log_every", "cast_frozen_", "choose_cpu_threads",
+           "choose_cpu_threads_in_background", "configure_device", "disabled", "eval_batch_size", "install",
+           "install_step", "mixed_dtype", "plain_named_parameters", "resolve_frozen_dtype", "unwrap_speed",
+           "usable_cpus"]

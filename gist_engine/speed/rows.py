@@ -22,6 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from ..model import GistViT
+from ..tuners.base import block_forward
 from ..tuners.vpt import PromptBlock
 from .attention import PackedQKVAttention
 from .tuners import SharedUpAdapterBlock
@@ -30,8 +31,7 @@ from .wrap import SpeedWrapper
 
 def _block_rows(b: Block, x: Tensor, rows: int | None, grad_rows: tuple[int, int] | None) -> Tensor:
     """timm's pre-norm Block for the first `rows` output tokens. (B, N, D) -> (B, rows, D)"""
-    h = (x if rows is None else x[:, :rows]) + b.drop_path1(b.ls1(b.attn(b.norm1(x), rows=rows, grad_rows=grad_rows)))
-    return h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
+    return block_forward(b, x, rows=rows, grad_rows=grad_rows)
 
 
 # How each known block runs for rows (x, rows, grad_rows) -> (B, rows or N, D), and whether it can right now.

@@ -1,4 +1,5 @@
-"""Tuner shortcuts: the adapter's scale folded into its up-projection, SSF folded into a LayerNorm's affine."""
+"""Tuner shortcuts: the adapter's scale folded into its up-projection, SSF folded into a LayerNorm's affine, LoRA's
+update as one addmm on the base output."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..tuners.adapter import Bottleneck, ParallelAdapterBlock
+from ..tuners.base import block_forward
+from ..tuners.lora import LoRALinear, LoRAQKV
 from ..tuners.ssf import SSF
 from .wrap import SpeedWrapper, replace_modules, unwrap_speed
 
@@ -51,17 +54,15 @@ class SharedUpAdapterBlock(SpeedWrapper):
         if not self.enabled:
             return self.base_layer(x)
         block = self.base_layer
-        b, adapter = block.base_layer, unwrap_speed(block.adapter)
+        adapter = unwrap_speed(block.adapter)
         up = folded_up_weights(adapter, x)  # shared by both sites
-        kwargs = {} if rows is None and grad_rows is None else {"rows": rows, "grad_rows": grad_rows}
-        x_rows = x if rows is None else x[:, :rows]  # (B, rows, D)
-        h = x_rows + b.drop_path1(b.ls1(b.attn(b.norm1(x), **kwargs)))
-        if "attn" in block.sites:
-            h = h + folded_adapter(adapter, x_rows, up)
-        out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
-        if "mlp" in block.sites:
-            out = out + folded_adapter(adapter, h, up)
-        return out
+
+        def side(h: Tensor) -> Tensor:
+            return folded_adapter(adapter, h, up)
+
+        kwargs = {} if grad_rows is None else {"grad_rows": grad_rows}
+        return block_forward(block.base_layer, x, rows=rows, beside_attn=side if "attn" in block.sites else None,
+                             beside_mlp=side if "mlp" in block.sites else None, **kwargs)
 
 
 class FusedSSF(SpeedWrapper):
@@ -104,11 +105,53 @@ class FusedSSF(SpeedWrapper):
             return F.layer_norm(x.to(dtype), norm.normalized_shape, weight.to(dtype), bias.to(dtype), norm.eps)
 
 
+class FusedLoRAQKV(SpeedWrapper):
+    """A `LoRAQKV` whose update over all targeted slices is one addmm on the full-size (..., 3D) output, instead of
+    chunk + a per-slice add + cat (extra full-size copies forward and backward)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., D) -> (..., 3D)."""
+        if not self.enabled:
+            return self.base_layer(x)
+        lora = self.base_layer
+        out = lora.base_layer(x)  # (..., 3D)
+        h = lora.dropout(x)
+        a_all = torch.cat([lora.lora_A[t] for t in lora.targets]).to(h.dtype)  # (n*r, D)
+        # (3D, n*r): slice s of the output reads only its own r columns; an untargeted slice is a zero-width block,
+        # so it gets zero rows. Built from the tiny B parameters every step, with the scaling folded in.
+        b_first = lora.lora_B[lora.targets[0]]
+        empty = b_first.new_zeros(b_first.shape[0], 0)  # (D, 0)
+        b_all = torch.block_diag(*(lora.lora_B[t] if t in lora.targets else empty for t in "qkv"))
+        b_all = (b_all * lora.scaling).to(out.dtype)
+        low = (h @ a_all.T).to(out.dtype)  # (..., n*r); under autocast already out's dtype
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b_all.T)
+        return flat.reshape(out.shape)
+
+
+class FusedLoRALinear(SpeedWrapper):
+    """A `LoRALinear` whose scaling goes into the small B and whose add goes into the GEMM (one addmm), so the
+    full-size output is written once."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., in) -> (..., out)."""
+        if not self.enabled:
+            return self.base_layer(x)
+        lora = self.base_layer
+        out = lora.base_layer(x)  # (..., out)
+        h = lora.dropout(x)
+        low = (h @ lora.lora_A.to(h.dtype).T).to(out.dtype)  # (..., r)
+        b = (lora.lora_B * lora.scaling).to(out.dtype)  # (out, r)
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b.T)
+        return flat.reshape(out.shape)
+
+
 # The tuner module each shortcut wraps.
 SHORTCUTS: dict[type, type[SpeedWrapper]] = {
     ParallelAdapterBlock: SharedUpAdapterBlock,
     Bottleneck: FoldedScaleAdapter,  # a sequential adapter's, or a text encoder's (a parallel block's is shared)
     SSF: FusedSSF,
+    LoRAQKV: FusedLoRAQKV,
+    LoRALinear: FusedLoRALinear,
 }
 
 
@@ -130,6 +173,8 @@ def install_tuner_shortcuts(model: nn.Module) -> dict[str, int]:
 __all__ = [
     "SHORTCUTS",
     "FoldedScaleAdapter",
+    "FusedLoRALinear",
+    "FusedLoRAQKV",
     "FusedSSF",
     "SharedUpAdapterBlock",
     "folded_adapter",

@@ -1,7 +1,7 @@
 """Training: the trainer (a plain loop with callbacks), one optimisation step, the LR schedule, checkpoints."""
 
 from .checkpoint import CheckpointError, load_model, package_versions, predict, save_checkpoint
-from .schedule import cosine_epoch_lr, warmup_cosine
+from .schedule import SCHEDULES, cosine_epoch_lr, lr_multiplier, warmup_cosine
 from .step import TrainStep, make_optimizer
 from .trainer import (
     COMPLETED,
@@ -15,6 +15,7 @@ from .trainer import (
     STOPPED,
     TRAINING,
     Callback,
+    StepReporter,
     Trainer,
     TrainResult,
     load_run_data,
@@ -26,7 +27,8 @@ from .trainer import (
 )
 
 __all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
-           "STOPPED", "TRAINING", "Callback", "CheckpointError",
-           "TrainResult", "TrainStep", "Trainer", "cosine_epoch_lr", "load_model", "load_run_data", "make_optimizer",
+           "SCHEDULES", "STOPPED", "TRAINING", "Callback", "CheckpointError", "StepReporter",
+           "TrainResult", "TrainStep", "Trainer", "cosine_epoch_lr", "load_model", "load_run_data", "lr_multiplier",
+           "make_optimizer",
            "package_versions", "param_groups", "predict", "resolve_device", "save_checkpoint", "seed_everything",
            "steps_per_epoch", "train", "warmup_cosine"]

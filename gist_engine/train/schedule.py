@@ -1,4 +1,5 @@
-"""Learning-rate schedules: the per-step warm-up + cosine (the default), and timm 0.6.13's epoch-stepped cosine.
+"""Learning-rate schedules (pure functions of the step): the per-step warm-up + cosine (the default), and timm
+0.6.13's epoch-stepped cosine; `lr_multiplier` picks the run's from `SCHEDULES`.
 
 `cosine_epoch_lr` is the release's schedule (JCruan519/GIST train.py, which builds timm 0.6.13's
 `scheduler/scheduler_factory.py:create_scheduler` -> `scheduler/cosine_lr.py:CosineLRScheduler` with
@@ -11,6 +12,9 @@ no old timm is imported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+
+from ..config import TrainConfig
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, warmup_start: float = 1e-4) -> float:
@@ -45,4 +49,28 @@ def cosine_epoch_lr(epoch: int, lr: float, epochs: int, warmup_epochs: float = 0
     return min_lr
 
 
-__all__ = ["cosine_epoch_lr", "warmup_cosine"]
+# train.lr_schedule -> the lr multiplier of step `step` (from 0): (step, train config, steps per epoch, total steps).
+SCHEDULES: dict[str, Callable[[int, TrainConfig, int, int], float]] = {
+    # per step: linear warm-up over round(warmup_epochs x steps per epoch) steps, cosine to 0 at the last step
+    "cosine": lambda step, tc, per_epoch, total: warmup_cosine(step, round(tc.warmup_epochs * per_epoch), total),
+    # constant within an epoch: that epoch's value of timm's scheduler, relative to the peak lr
+    "cosine_epoch": lambda step, tc, per_epoch, total: cosine_epoch_lr(step // per_epoch, tc.lr, tc.epochs,
+                                                                       tc.warmup_epochs, tc.warmup_lr,
+                                                                       tc.min_lr) / tc.lr,
+}
+
+
+def lr_multiplier(step: int, train: TrainConfig, per_epoch: int, total_steps: int) -> float:
+    """The learning rate of optimisation step `step` (from 0) as a multiple of `train.lr`, under
+    `train.lr_schedule` (`SCHEDULES`): what `torch.optim.lr_scheduler.LambdaLR` applies and each step reports.
+
+    Args:
+        step: Steps done before this one (the scheduler's `last_epoch`).
+        train: The run's train options (schedule, lr, warm-up, epochs, warmup_lr, min_lr).
+        per_epoch: Optimisation steps per epoch (`steps_per_epoch`).
+        total_steps: Steps the run lasts (the per-step cosine reaches 0 there).
+    """
+    return SCHEDULES[train.lr_schedule](step, train, per_epoch, total_steps)
+
+
+__all__ = ["SCHEDULES", "cosine_epoch_lr", "lr_multiplier", "warmup_cosine"]

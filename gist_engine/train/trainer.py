@@ -36,7 +36,7 @@ from .checkpoint import (
     save_training_state,
     saved_peft_type,
 )
-from .schedule import cosine_epoch_lr, warmup_cosine
+from .schedule import lr_multiplier
 from .step import TrainStep, autocast, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,15 @@ class Callback:
     def on_train_start(self, trainer: Trainer) -> None:
         """After the model and data are ready, before the first step (step 0)."""
 
+    def on_train_batch_end(self, trainer: Trainer, step: int) -> None:
+        """Right after optimisation step `step` (from 1), before the next one and before its losses are read back
+        (no host sync): the parameters are updated and this step's gradients are still on them (the step clears
+        them as the next one starts). Per-step hooks go here, e.g. a tuner's rank reallocation (peft's AdaLoRA
+        `update_and_allocate(step)`)."""
+
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
-        """After optimisation step `step` (from 1): every loss term, lr, images/s, epoch."""
+        """After optimisation step `step` (from 1): every loss term, lr, images/s, epoch. Reported in order, every
+        `train.log_every` steps (one host sync for all of them), at each probe and at each epoch end."""
 
     def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
         """After an evaluation: acc_cls, acc_gist, agreement, per_class, epoch, split ("test", or "probe" for the
@@ -264,92 +271,27 @@ class Trainer:
         """Train to the end; never raises for a diverged, stopped or out-of-memory run (see `TrainResult.status`)."""
         if self.model is None:
             self.setup()
-        cfg, model, data = self.config, self.model, self.data
-        tc = cfg.train
-        trainable, total = count_parameters(model)
-        result = TrainResult(status=COMPLETED, trainable_params=trainable, total_params=total,
-                             gist_params=model.gist_parameter_count(), device=str(self.device),
-                             precision=self.precision, config=_config_dict(cfg), versions=package_versions(),
-                             dataset=dict(data.info))
+        tc, data = self.config.train, self.data
+        result = self._new_result()
         per_epoch = steps_per_epoch(len(data.train), tc.batch_size, tc.drop_last)
         epochs = tc.total_epochs  # epochs + cool-down with the cosine_epoch schedule
-        self.total_steps = epochs * per_epoch
-        if tc.max_steps is not None:
-            self.total_steps = min(self.total_steps, tc.max_steps)
-        warmup = round(tc.warmup_epochs * per_epoch)
-        tuner_train_start(model, cfg.method, self.total_steps)  # e.g. AdaLoRA's total_step (ConfigError if unfit)
-        step_end = tuner_step_end(cfg.method)  # e.g. AdaLoRA's update_and_allocate; None for most methods
-        optimizer = make_optimizer(param_groups(model, tc.weight_decay, tc.token_weight_decay), tc.lr, self.device)
-
-        def schedule(step: int) -> float:  # the lr multiplier; also what each step's reported lr is computed from
-            if tc.lr_schedule == "cosine_epoch":  # constant within an epoch: that epoch's value of timm's scheduler
-                return cosine_epoch_lr(step // per_epoch, tc.lr, tc.epochs, tc.warmup_epochs, tc.warmup_lr,
-                                       tc.min_lr) / tc.lr
-            return warmup_cosine(step, warmup, self.total_steps)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.total_steps = epochs * per_epoch if tc.max_steps is None else min(epochs * per_epoch, tc.max_steps)
+        # e.g. AdaLoRA's total_step (ConfigError if unfit), and its update_and_allocate after each step (None for most)
+        tuner_train_start(self.model, self.config.method, self.total_steps)
+        step_end = tuner_step_end(self.config.method)
+        optimizer = make_optimizer(param_groups(self.model, tc.weight_decay, tc.token_weight_decay), tc.lr,
+                                   self.device)
+        lr_at = lambda step: lr_multiplier(step, tc, per_epoch, self.total_steps)  # noqa: E731 (LambdaLR's)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
         start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
-        if tc.attention_every and self.run_dir is not None:  # CLS/Gist maps of a probe batch every K steps
-            self.callbacks.append(TrainerSnapshots(self.run_dir, tc.attention_every, tc.probe_images))
-        for cb in self.callbacks:
-            cb.on_train_start(self)
-        probe_split = self._probe_split()
-        if probe_split is not None and self.step == 0:
-            self._record_probe(result, probe_split, 0.0)  # the untrained heads: where the curve starts
-        self._phase(TRAINING)
-
-        model.train()
-        # The fast path: the step leaves its loss terms on the device; they are read back (one host sync) every
-        # `log_every` steps and at each epoch end, and every step is then reported in order with its own number.
-        self.train_step = TrainStep(model, optimizer, params, self.device, self.precision, tc.grad_clip,
-                                    gist=cfg.gist, compile=tc.compile, cuda_graph=tc.cuda_graph)
-        if self.train_step.scaler is not None and self._scaler_state:  # a resumed fp16 run: the scale it had
-            self.train_step.scaler.load_state_dict(self._scaler_state)
-        log_every = tc.log_every or speed.auto_log_every(self.device)
-        pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
-        clock = {"train": 0.0, "images": 0, "tick": time.perf_counter()}
-
-        def report() -> bool:
-            """Report the pending steps; False (run diverged, later steps dropped) at the first non-finite loss."""
-            if not pending:
-                return True
-            rows = torch.stack([p[1] for p in pending]).tolist()  # (k, 6): the one host sync
-            clock["train"] += time.perf_counter() - clock["tick"]
-            clock["images"] += sum(p[4] for p in pending)
-            speed = clock["images"] / clock["train"] if clock["train"] > 0 else 0.0
-            ok = True
-            for (step, _, lr, epoch_at, _n), row in zip(pending, rows, strict=True):
-                metrics = dict(zip(LOSS_TERMS, row, strict=True))
-                metrics.update(lr=lr, images_per_second=speed, epoch=epoch_at)
-                result.history["steps"].append({"step": step, **metrics})
-                for cb in self.callbacks:
-                    cb.on_step_end(self, step, metrics)
-                if not math.isfinite(metrics["total"]):
-                    bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
-                    result.status, result.diverged_step = DIVERGED, step
-                    result.error = (f"loss became non-finite at step {step} ({', '.join(bad)}); try a "
-                                    f"lower train.lr (now {tc.lr:g}) or train.grad_clip")
-                    self.step, ok = step, False  # the steps run after it (log_every > 1) are not reported
-                    break
-            pending.clear()
-            clock["tick"] = time.perf_counter()  # callbacks' time is not training time
-            return ok
-
-        def report_quietly() -> None:  # after a failure: keep what can still be read back
-            try:
-                report()
-            except Exception:
-                pending.clear()
-
-        def pending_epoch(epoch: int) -> float:  # the epoch position of the current step, as steps report it
-            return epoch + min(1.0, (self.step - epoch * per_epoch) / per_epoch)
-
+        probe = self._start(result)
+        self.train_step = self._make_step(optimizer)
+        reporter = StepReporter(self, result, tc.log_every or speed.auto_log_every(self.device))
         started = time.perf_counter()
         try:
             for epoch in range(start_epoch, epochs):
                 order = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)  # same order with GIST on/off
-                clock["tick"] = time.perf_counter()
+                reporter.resume_clock()
                 if self.phase != TRAINING:  # after an evaluation
                     self._phase(TRAINING)
                 for x, y in data.train.batches(tc.batch_size, shuffle=True, generator=order, drop_last=tc.drop_last):
@@ -360,56 +302,115 @@ class Trainer:
                         break
                     terms = self.train_step(x, y)  # (6,) on the device, no host sync
                     if step_end is not None:  # after optimizer.step, before the next step clears the gradients
-                        step_end(model, self.step)
-                    if self.train_step.scaler is None:
-                        scheduler.step()
-                    else:  # fp16: a first step the scaler skipped (overflow) is no misordered scheduler call
-                        with warnings.catch_warnings():
-                            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
-                            scheduler.step()
+                        step_end(self.model, self.step)
+                    step_scheduler(scheduler, self.train_step.scaler)
                     self.step += 1
-                    lr = tc.lr * schedule(scheduler.last_epoch)  # a float, not the optimiser's tensor: no sync
-                    pending.append((self.step, terms, lr, pending_epoch(epoch), len(y)))
-                    if len(pending) >= log_every and not report():
+                    self._emit("on_train_batch_end", self.step)  # per-step hooks, before anything is read back
+                    at = epoch + min(1.0, (self.step - epoch * per_epoch) / per_epoch)  # the epoch position
+                    if not reporter.add(self.step, terms, tc.lr * lr_at(scheduler.last_epoch), at, len(y)):
+                        break  # diverged
+                    if probe is not None and self.step % tc.probe_every == 0 and not self._probe(reporter, probe, at):
                         break
-                    if probe_split is not None and self.step % tc.probe_every == 0:
-                        if not report():  # the steps up to this one first, in order
-                            break
-                        self._record_probe(result, probe_split, pending_epoch(epoch))
-                        self._phase(TRAINING)
-                        clock["tick"] = time.perf_counter()  # the probe's time is not training time
-                if not report() or result.status != COMPLETED:
+                if not reporter.flush() or result.status != COMPLETED:
                     break
-                last_epoch = epoch + 1 == epochs or self.step >= self.total_steps
-                if (epoch + 1) % tc.eval_every == 0 or last_epoch:
-                    self._record_eval(result, epoch + 1)
-                if self.step >= self.total_steps:
+                if not self._end_epoch(epoch + 1, optimizer, scheduler, result):  # evaluate, checkpoint
                     break
-                if tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and self.run_dir is not None:
-                    self._save_training_state(optimizer, scheduler, result, epoch + 1)
-        except DatasetError as exc:  # a streamed image that passed the load-time check but fails to decode
-            report_quietly()
-            result.status, result.error = FAILED, str(exc)
-        except torch.OutOfMemoryError:
-            report_quietly()
-            result.status = FAILED
-            result.error = (f"out of GPU memory at step {self.step + 1} with train.batch_size={tc.batch_size}: "
-                            f"try a smaller batch (e.g. {max(1, tc.batch_size // 2)}) or a smaller image_size")
+        except (DatasetError, torch.OutOfMemoryError) as exc:
+            reporter.flush_quietly()  # keep what can still be read back
+            self._fail(result, exc)
+        return self._finish(result, reporter, started, per_epoch)
+
+    def _new_result(self) -> TrainResult:
+        """The result of a run about to start: parameter counts, device, config, dataset and package versions."""
+        trainable, total = count_parameters(self.model)
+        return TrainResult(status=COMPLETED, trainable_params=trainable, total_params=total,
+                           gist_params=self.model.gist_parameter_count(), device=str(self.device),
+                           precision=self.precision, config=_config_dict(self.config), versions=package_versions(),
+                           dataset=dict(self.data.info))
+
+    def _start(self, result: TrainResult) -> Any:
+        """Attention snapshots, `on_train_start`, the accuracy probe of the untrained heads, the training phase;
+        returns the accuracy probe's split (None: no probe)."""
+        tc = self.config.train
+        if tc.attention_every and self.run_dir is not None:  # CLS/Gist maps of a probe batch every K steps
+            self.callbacks.append(TrainerSnapshots(self.run_dir, tc.attention_every, tc.probe_images))
+        self._emit("on_train_start")
+        probe = self._probe_split()
+        if probe is not None and self.step == 0:
+            self._record_probe(result, probe, 0.0)  # the untrained heads: where the curve starts
+        self._phase(TRAINING)
+        self.model.train()
+        return probe
+
+    def _make_step(self, optimizer: torch.optim.Optimizer) -> TrainStep:
+        """The training step over the optimiser's parameters, with `train.compile` / `train.cuda_graph` installed
+        (`speed.install_step`) and a resumed fp16 run's gradient scale."""
+        tc = self.config.train
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        step = speed.install_step(TrainStep(self.model, optimizer, params, self.device, self.precision, tc.grad_clip,
+                                            gist=self.config.gist), compile=tc.compile, cuda_graph=tc.cuda_graph)
+        if step.scaler is not None and self._scaler_state:  # a resumed fp16 run: the scale it had
+            step.scaler.load_state_dict(self._scaler_state)
+        return step
+
+    def _probe(self, reporter: StepReporter, split: Any, epoch: float) -> bool:
+        """The accuracy probe after the steps so far are reported; False when they diverged (no probe then)."""
+        if not reporter.flush():
+            return False
+        self._record_probe(reporter.result, split, epoch)
+        self._phase(TRAINING)
+        reporter.resume_clock()  # the probe's time is not training time
+        return True
+
+    def _end_epoch(self, epochs_done: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   result: TrainResult) -> bool:
+        """Evaluate (every `train.eval_every` epochs and at the end) and save the resumable state (every
+        `train.checkpoint_every` epochs); False when the run has reached its last step."""
+        tc = self.config.train
+        last = epochs_done == tc.total_epochs or self.step >= self.total_steps
+        if epochs_done % tc.eval_every == 0 or last:
+            self._record_eval(result, epochs_done)
+        if self.step >= self.total_steps:
+            return False
+        if tc.checkpoint_every and epochs_done % tc.checkpoint_every == 0 and self.run_dir is not None:
+            self._save_training_state(optimizer, scheduler, result, epochs_done)
+        return True
+
+    def _fail(self, result: TrainResult, exc: BaseException) -> None:
+        """Mark the run failed with a message saying what to do: a streamed image that passed the load-time check
+        but fails to decode, or out of memory."""
+        result.status, result.error = FAILED, str(exc)
+        if isinstance(exc, torch.OutOfMemoryError):
+            bs = self.config.train.batch_size
+            result.error = (f"out of GPU memory at step {self.step + 1} with train.batch_size={bs}: try a smaller "
+                            f"batch (e.g. {max(1, bs // 2)}) or a smaller image_size")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        train_time, images_seen = clock["train"], clock["images"]
+
+    def _finish(self, result: TrainResult, reporter: StepReporter, started: float, per_epoch: int) -> TrainResult:
+        """Timings and counts, the checkpoint of a completed or stopped run, `on_train_end`."""
         result.train_seconds = time.perf_counter() - started
         result.steps = self.step
         result.epochs_done = self.step / per_epoch
-        result.images_per_second = images_seen / train_time if train_time else 0.0
+        result.images_per_second = reporter.images_per_second
         if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
             self._phase(SAVING)
-            save_checkpoint(model, self.run_dir / "checkpoint.safetensors", cfg, step=self.step,
-                            extra={"class_names": list(data.class_names), "dataset": cfg.data.dataset,
-                                   "text_pairs": getattr(data.train, "pairs", None) is not None})
-        for cb in self.callbacks:
-            cb.on_train_end(self, result)
+            self._save_checkpoint()
+        self._emit("on_train_end", result)
         return result
+
+    def _save_checkpoint(self) -> None:
+        data = self.data
+        save_checkpoint(self.model, self.run_dir / "checkpoint.safetensors", self.config, step=self.step,
+                        extra={"class_names": list(data.class_names), "dataset": self.config.data.dataset,
+                               "text_pairs": getattr(data.train, "pairs", None) is not None})
+
+    def _emit(self, event: str, *args: Any) -> None:
+        """Call `event` (a `Callback` method name) on every callback that has it."""
+        for cb in self.callbacks:
+            handler = getattr(cb, event, None)  # callbacks written before an event existed lack it
+            if handler is not None:
+                handler(self, *args)
 
     def _save_training_state(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult,
                              epochs_done: int) -> None:
@@ -417,9 +418,7 @@ class Trainer:
         so_far = {k: getattr(result, k) for k in _RESUMED_FIELDS}
         save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
                             epochs_done, extra={"result": so_far}, scaler=self.train_step.scaler)
-        save_checkpoint(self.model, self.run_dir / "checkpoint.safetensors", self.config, step=self.step,
-                        extra={"class_names": list(self.data.class_names), "dataset": self.config.data.dataset,
-                               "text_pairs": getattr(self.data.train, "pairs", None) is not None})
+        self._save_checkpoint()
 
     def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
         """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""
@@ -445,10 +444,7 @@ class Trainer:
 
     def _phase(self, phase: str, done: int = 0, total: int = 0) -> None:
         self.phase = phase
-        for cb in self.callbacks:
-            on_phase = getattr(cb, "on_phase", None)  # callbacks written before on_phase existed have none
-            if on_phase is not None:
-                on_phase(self, phase, done, total)
+        self._emit("on_phase", phase, done, total)
 
     def _probe_split(self) -> Any:
         """The accuracy probe's split (`train.probe_every`): the held-out probe, else the validation split; None
@@ -467,8 +463,7 @@ class Trainer:
         metrics = self.evaluate(split, progress=lambda done, total: self._phase(PROBING, done, total))
         metrics.update(step=self.step, epoch=epoch, split=PROBE_SPLIT)
         result.history["evals"].append(metrics)
-        for cb in self.callbacks:
-            cb.on_eval_end(self, self.step, metrics)
+        self._emit("on_eval_end", self.step, metrics)
 
     def _record_eval(self, result: TrainResult, epoch: int) -> None:
         metrics = self.evaluate(progress=lambda done, total: self._phase(EVALUATING, done, total))
@@ -478,8 +473,82 @@ class Trainer:
         result.agreement, result.per_class = metrics["agreement"], metrics["per_class"]
         if result.best_acc_cls is None or metrics["acc_cls"] > result.best_acc_cls:
             result.best_acc_cls, result.best_step = metrics["acc_cls"], self.step
-        for cb in self.callbacks:
-            cb.on_eval_end(self, self.step, metrics)
+        self._emit("on_eval_end", self.step, metrics)
+
+
+class StepReporter:
+    """Reports training steps to the callbacks, in order, each with its own number: a step's loss terms stay on
+    the device until `every` steps are pending (or `flush` is called: a probe, an epoch end), then all of them
+    are read back in one host sync. The first non-finite total loss marks the run diverged at its exact step (the
+    steps run after it are not reported). It also keeps the training clock (callbacks' and probes' time excluded).
+    """
+
+    def __init__(self, trainer: Trainer, result: TrainResult, every: int) -> None:
+        self.trainer, self.result, self.every = trainer, result, every
+        self.pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
+        self.train_seconds, self.images = 0.0, 0
+        self.tick = time.perf_counter()
+
+    @property
+    def images_per_second(self) -> float:
+        """Training images per second of training time so far (0 before any)."""
+        return self.images / self.train_seconds if self.train_seconds else 0.0
+
+    def resume_clock(self) -> None:
+        """Training time counts from now (after an evaluation or a probe)."""
+        self.tick = time.perf_counter()
+
+    def add(self, step: int, terms: torch.Tensor, lr: float, epoch: float, images: int) -> bool:
+        """Queue step `step`'s (len(LOSS_TERMS),) device terms; report the queue when it is full. False: diverged."""
+        self.pending.append((step, terms, lr, epoch, images))
+        return len(self.pending) < self.every or self.flush()
+
+    def flush(self) -> bool:
+        """Report the pending steps; False (run diverged, later steps dropped) at the first non-finite loss."""
+        if not self.pending:
+            return True
+        rows = torch.stack([p[1] for p in self.pending]).tolist()  # (k, 6): the one host sync
+        self.train_seconds += time.perf_counter() - self.tick
+        self.images += sum(p[4] for p in self.pending)
+        ok = True
+        for (step, _, lr, epoch, _n), row in zip(self.pending, rows, strict=True):
+            metrics = dict(zip(LOSS_TERMS, row, strict=True))
+            metrics.update(lr=lr, images_per_second=self.images_per_second, epoch=epoch)
+            self.result.history["steps"].append({"step": step, **metrics})
+            self.trainer._emit("on_step_end", step, metrics)
+            if not math.isfinite(metrics["total"]):
+                self._diverged(step, metrics)
+                ok = False  # the steps run after it (log_every > 1) are not reported
+                break
+        self.pending.clear()
+        self.tick = time.perf_counter()  # callbacks' time is not training time
+        return ok
+
+    def flush_quietly(self) -> None:
+        """`flush` after a failure: keep what can still be read back, drop the rest."""
+        try:
+            self.flush()
+        except Exception:
+            self.pending.clear()
+
+    def _diverged(self, step: int, metrics: dict[str, float]) -> None:
+        bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
+        lr = self.trainer.config.train.lr
+        self.result.status, self.result.diverged_step = DIVERGED, step
+        self.result.error = (f"loss became non-finite at step {step} ({', '.join(bad)}); try a lower train.lr "
+                             f"(now {lr:g}) or train.grad_clip")
+        self.trainer.step = step
+
+
+def step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Any) -> None:
+    """`scheduler.step()` after an optimisation step; with fp16's gradient scaler, a first step it skipped
+    (overflow) is no misordered scheduler call, so torch's warning about one is silenced."""
+    if scaler is None:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 # What a resumed run carries over from the part before its checkpoint.
@@ -496,6 +565,6 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
 
 
 __all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
-           "STOPPED", "TRAINING", "Callback", "TrainResult", "Trainer",
+           "STOPPED", "TRAINING", "Callback", "StepReporter", "TrainResult", "Trainer",
            "load_run_data", "param_groups", "resolve_device", "seed_everything", "steps_per_epoch", "train"]
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from ..config import ConfigError
 from ..config.methods import VARIANTS, AdapterConfig
 from ..model import GistViT, init_linear_
-from .base import TunerLayer, TunerSpec, check_block, text_layers, tuner_layer_parameters
+from .base import TunerLayer, TunerSpec, block_forward, check_block, text_layers, tuner_layer_parameters
 
 
 class Bottleneck(nn.Module):
@@ -44,14 +44,8 @@ class ParallelAdapterBlock(TunerLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) -> (B, N, D)."""
-        b = self.base_layer
-        h = x + b.drop_path1(b.ls1(b.attn(b.norm1(x))))
-        if "attn" in self.sites:
-            h = h + self.adapter(x)
-        out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
-        if "mlp" in self.sites:
-            out = out + self.adapter(h)
-        return out
+        return block_forward(self.base_layer, x, beside_attn=self.adapter if "attn" in self.sites else None,
+                             beside_mlp=self.adapter if "mlp" in self.sites else None)
 
 
 class SequentialAdapterMLP(TunerLayer):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from timm.models.vision_transformer import Block
-from torch import nn
+from torch import Tensor, nn
 
 
 class TunerLayer(nn.Module):
@@ -106,6 +106,38 @@ def check_block(block: nn.Module, method: str) -> Block:
     if not all(hasattr(base, n) for n in needed):
         raise TypeError(f"{method} supports timm ViT blocks (pre-norm Block); got {type(base).__name__}")
     return base
+
+
+def block_forward(b: nn.Module, x: Tensor, *, rows: int | None = None,
+                  beside_attn: Callable[[Tensor], Tensor] | None = None,
+                  beside_mlp: Callable[[Tensor], Tensor] | None = None, **attn_kwargs: Any) -> Tensor:
+    """timm's pre-norm `Block.forward` (timm/models/vision_transformer.py), with the hooks tuners and speed
+    shortcuts need, so the block is composed in this one place:
+
+    `h = x + drop_path1(ls1(attn(norm1(x)))) [+ beside_attn(x)]; out = h + drop_path2(ls2(mlp(norm2(h))))
+    [+ beside_mlp(h)]` — the parallel branches read each sub-layer's un-normalised input (GIST's adapter).
+
+    Args:
+        b: A timm `Block` (or a module with its eight parts, `check_block`).
+        x: The block's input, (B, N, D).
+        rows: Output only the first `rows` tokens (every token still gives keys and values; the attention module
+            must accept `rows`, `speed.attention.PackedQKVAttention`), or None for all.
+        beside_attn, beside_mlp: Branches added beside the attention and the MLP sub-layers, or None.
+        attn_kwargs: Passed to `b.attn` (`rows` is passed too when given).
+
+    Returns:
+        (B, N, D), or (B, rows, D) with `rows`.
+    """
+    if rows is not None:
+        attn_kwargs["rows"] = rows
+    x_rows = x if rows is None else x[:, :rows]  # (B, rows, D)
+    h = x_rows + b.drop_path1(b.ls1(b.attn(b.norm1(x), **attn_kwargs)))
+    if beside_attn is not None:
+        h = h + beside_attn(x_rows)
+    out = h + b.drop_path2(b.ls2(b.mlp(b.norm2(h))))
+    if beside_mlp is not None:
+        out = out + beside_mlp(h)
+    return out
 
 
 def text_layers(model: Any, method: str) -> list[nn.Module]:

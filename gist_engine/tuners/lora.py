@@ -35,20 +35,14 @@ class LoRAQKV(TunerLayer):
             self.lora_B[t] = nn.Parameter(torch.zeros(dim, rank))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (..., D) -> (..., 3D): the base projection plus one low-rank update over all targeted slices."""
+        """x (..., D) -> (..., 3D): the base projection, each targeted slice plus `B_t A_t dropout(x) * alpha / r`.
+        (`speed.tuners.FusedLoRAQKV` computes the same as one addmm.)"""
         out = self.base_layer(x)  # (..., 3D)
         h = self.dropout(x)
-        a_all = torch.cat([self.lora_A[t] for t in self.targets]).to(h.dtype)  # (n*r, D)
-        # (3D, n*r): slice s of the output reads only its own r columns; an untargeted slice is a zero-width block,
-        # so it gets zero rows. Built from the tiny B parameters every step, folding in the scaling, so that the
-        # update is one addmm on the full-size output instead of chunk + per-slice adds + cat (extra full copies).
-        b_first = self.lora_B[self.targets[0]]
-        empty = b_first.new_zeros(b_first.shape[0], 0)  # (D, 0)
-        b_all = torch.block_diag(*(self.lora_B[t] if t in self.targets else empty for t in "qkv"))
-        b_all = (b_all * self.scaling).to(out.dtype)
-        low = (h @ a_all.T).to(out.dtype)  # (..., n*r); under autocast already out's dtype
-        flat = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b_all.T)
-        return flat.reshape(out.shape)
+        qkv = dict(zip("qkv", out.chunk(3, dim=-1), strict=True))  # (..., D) each
+        for t in self.targets:
+            qkv[t] = qkv[t] + (h @ self.lora_A[t].T) @ self.lora_B[t].T * self.scaling
+        return torch.cat([qkv[t] for t in "qkv"], dim=-1)  # (..., 3D)
 
 
 def apply_lora(model: GistViT, cfg: LoRAConfig) -> None:
@@ -75,14 +69,8 @@ class LoRALinear(TunerLayer):
         self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (..., in) -> (..., out)."""
-        out = self.base_layer(x)  # (..., out)
-        h = self.dropout(x)
-        low = (h @ self.lora_A.to(h.dtype).T).to(out.dtype)  # (..., r)
-        # The scaling goes into the small B, and the add into the GEMM, so the full-size output is written once.
-        b = (self.lora_B * self.scaling).to(out.dtype)  # (out, r)
-        flat = torch.addmm(out.reshape(-1, out.shape[-1]), low.reshape(-1, low.shape[-1]), b.T)
-        return flat.reshape(out.shape)
+        """x (..., in) -> (..., out). (`speed.tuners.FusedLoRALinear` computes the same as one addmm.)"""
+        return self.base_layer(x) + (self.dropout(x) @ self.lora_A.T) @ self.lora_B.T * self.scaling
 
 
 TEXT_TARGETS = {"q": "query", "k": "key", "v": "value"}  # BERT's separate projections of attention.self

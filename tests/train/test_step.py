@@ -1,5 +1,6 @@
-"""One optimisation step (train.step): compiled = eager, a compile failure falls back, the step and the trainer's
-fast loop equal the plain loop, whole-step CUDA graphs equal eager steps, text batches."""
+"""One optimisation step (train.step) and its speed wrappers (speed.step): compiled = eager, a compile failure falls
+back, the step and the trainer's fast loop equal the plain loop, whole-step CUDA graphs equal eager steps (falling
+back to the plain step on a CPU), text batches."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from gist_engine import build_model, speed
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
 from gist_engine.losses import LOSS_TERMS, gist_loss
+from gist_engine.speed import step as step_module
+from gist_engine.speed.step import CompiledStep, GraphedStep
 from gist_engine.train import Callback, Trainer, param_groups, seed_everything, warmup_cosine
-from gist_engine.train import step as step_module
 from gist_engine.train.step import TrainStep, make_optimizer
 from tests.models import model, step_for
 from tests.toydata import squares_splits
@@ -52,8 +54,8 @@ def _step(compile: bool, backend: str = "aot_eager", seed: int = 0) -> tuple[Tra
     model = build_model({"backbone": "test_vit", "method": "adapter", "gist": {"dropout": 0.0}}, seed=seed).train()
     opt = make_optimizer(param_groups(model, 1e-4), 1e-2, CPU)
     params = [p for g in opt.param_groups for p in g["params"]]
-    return TrainStep(model, opt, params, CPU, "fp32", grad_clip=1.0, gist=model.gist_cfg, compile=compile,
-                     backend=backend), model
+    step = TrainStep(model, opt, params, CPU, "fp32", grad_clip=1.0, gist=model.gist_cfg)
+    return speed.install_step(step, compile=compile, backend=backend), model
 
 
 def test_a_failing_compile_falls_back_to_eager_with_a_warning(caplog):
@@ -64,7 +66,7 @@ def test_a_failing_compile_falls_back_to_eager_with_a_warning(caplog):
     eager, _ = _step(False)
     compiled, _ = _step(True, backend=broken_backend)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    with caplog.at_level(logging.WARNING, logger="gist_engine.train.step"):
+    with caplog.at_level(logging.WARNING, logger="gist_engine.speed.step"):
         b = compiled(x, y)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "training continues eagerly" in caplog.records[0].getMessage()
@@ -83,7 +85,8 @@ def test_compiled_and_eager_steps_give_the_same_losses(toy_data, monkeypatch):
     cfg.train.compile = True
     trainer = Trainer(cfg, data=toy_data)
     compiled = trainer.run()
-    assert compiled.status == "completed" and trainer.train_step.compiled and compiled.steps == 4
+    assert compiled.status == "completed" and compiled.steps == 4
+    assert isinstance(trainer.train_step, CompiledStep) and trainer.train_step.compiled
     for a, b in zip(eager.history["steps"], compiled.history["steps"], strict=True):
         for k in LOSS_TERMS:
             assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (a["step"], k)
@@ -175,7 +178,7 @@ def test_a_non_finite_loss_is_reported_at_its_exact_step_with_log_every(toy_data
 # ----------------------------------------------------------------------------------------------- CUDA graphs
 def test_cuda_graphs_are_off_on_the_cpu():
     step = step_for(model(), CPU, "fp32", cuda_graph=True)
-    assert not step.cuda_graph and not step.graphed
+    assert type(step) is TrainStep and not step.graphed  # the plain step: no wrapper installed
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     assert torch.isfinite(step(x, y)).all()
 
@@ -200,7 +203,8 @@ def test_graph_replays_equal_eager_steps_with_a_schedule_and_a_last_batch(precis
         torch.testing.assert_close(b, a, rtol=tol, atol=tol / 10, msg=f"step {i + 1}")
         for s in scheds:
             s.step()
-    assert graphed.graphed and graphed.graph_error is None and len(graphed._graphs) == 2
+    assert isinstance(graphed, GraphedStep) and graphed.graphed and graphed.graph_error is None
+    assert len(graphed._graphs) == 2
     if precision == "fp32":
         for pa, pb in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
             torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5)

@@ -1,5 +1,6 @@
-"""LoRA's fused forward (one low-rank addmm over the fused qkv) computes the straightforward formula, with the same
-gradients, and keeps bf16 activations bf16 under autocast."""
+"""LoRA's tuner layers compute the straightforward formula (each targeted qkv slice plus its low-rank update), with
+the same gradients, and keep bf16 activations bf16 under autocast (the fused addmm is a speed wrapper:
+tests/speed/test_lora_shortcuts.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.models import build, randomise
 
 
 def lora_qkv_reference(m: LoRAQKV, x: Tensor) -> Tensor:
-    """The previous forward: chunk the (B, T, 3D) output, add each targeted slice's update, cat."""
+    """The formula, written out: chunk the (B, T, 3D) output, add each targeted slice's update, cat."""
     out = m.base_layer(x)
     qkv = dict(zip("qkv", out.chunk(3, dim=-1), strict=True))
     for t in m.targets:
@@ -34,7 +35,7 @@ def grads(m: nn.Module, loss: Tensor) -> dict[str, Tensor]:
 
 
 @pytest.mark.parametrize("targets", ["q", "qv", "qkv", "kv"])
-def test_lora_qkv_forward_and_gradients_match_the_chunked_reference(targets: str) -> None:
+def test_lora_qkv_forward_and_gradients_match_the_formula(targets: str) -> None:
     m = lora_module(targets)
     assert set(m.lora_A) == set(m.lora_B) == set(targets)
     x = torch.randn(3, 5, m.base_layer.in_features, generator=torch.Generator().manual_seed(2))
