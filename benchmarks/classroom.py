@@ -1,6 +1,6 @@
-"""Load check: a classroom of headless Chromium sessions on one GIST Studio server, all watching one live run.
+"""Load check: a classroom of headless Chromium browsers on one GIST Studio server, all watching one live run.
 
-    python -m benchmarks.classroom [--sessions 10] [--seconds 180] [--json-out FILE]
+    python -m benchmarks.classroom [--browsers 10] [--seconds 180] [--json-out FILE]
 
 Starts `streamlit run app/streamlit_app.py` on 127.0.0.1 (a free port, a fresh temporary GIST_DATA_DIR), drives
 Debian's /usr/bin/chromium through Playwright (never `playwright install`; one browser, one context per session, so
@@ -13,7 +13,7 @@ Reports: page errors (uncaught JavaScript errors and Streamlit exception boxes),
 tracebacks in the server's log, the Live fragment's own time ("refreshed in N ms" on the page: p50/p95) and the
 interval between two Live updates as each browser saw them (a MutationObserver on the page: p50/p95; nominal 1 s),
 the run's steps, the server's resident memory every 2 s (psutil) and the 1-minute load average beside it. Bounded:
-at most 30 sessions and 15 minutes; the server and the browser are always stopped; nothing leaves 127.0.0.1.
+at most 30 browsers and 15 minutes; the server and the browser are always stopped; nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-MAX_SESSIONS, MAX_SECONDS = 30, 900
+MAX_BROWSERS, MAX_SECONDS = 30, 900
 RELOAD_EVERY, SWITCH_EVERY, SAMPLE_EVERY = 15.0, 20.0, 2.0
 SWITCH_PAGES = ("Runs", "Attention", "Live run")  # sidebar links, in turn
 CAPTION = re.compile(r"step (\d+) · refreshed in (\d+) ms")
@@ -209,12 +209,12 @@ def _act(s: Session, now: float, every: float) -> None:
         s.next_action = now + every
 
 
-def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_000,
+def run_classroom(browsers: int = 10, seconds: float = 180.0, epochs: int = 20_000,
                   workdir: str | Path | None = None, log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the check; returns the report (see the module's docstring).
 
     Args:
-        sessions: Browser sessions (1 teacher + the rest), 1 to `MAX_SESSIONS`.
+        browsers: Browsers (1 teacher + the rest), 1 to `MAX_BROWSERS`.
         seconds: How long every session stays on after the run started, up to `MAX_SECONDS`.
         epochs: The run's epochs (16 steps each): enough to train for the whole check.
         workdir: Where the data directory, the server's log and the browser profiles go (default: a temporary
@@ -222,10 +222,10 @@ def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_0
         log: Progress lines (None: silent).
 
     Raises:
-        ValueError: sessions or seconds out of bounds. RuntimeError: no Chromium, or the server did not start.
+        ValueError: browsers or seconds out of bounds. RuntimeError: no Chromium, or the server did not start.
     """
-    if not 1 <= sessions <= MAX_SESSIONS or not 0 < seconds <= MAX_SECONDS:
-        raise ValueError(f"sessions must be 1..{MAX_SESSIONS} and seconds in (0, {MAX_SECONDS}]; got {sessions}, "
+    if not 1 <= browsers <= MAX_BROWSERS or not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"browsers must be 1..{MAX_BROWSERS} and seconds in (0, {MAX_SECONDS}]; got {browsers}, "
                          f"{seconds}")
     if not CHROMIUM.exists():
         raise RuntimeError(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
@@ -243,7 +243,7 @@ def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_0
         p = stack.enter_context(sync_playwright())
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         stack.callback(browser.close)
-        roles = ["live"] + ["reload" if i == 1 else "switch" if i % 3 == 2 else "live" for i in range(1, sessions)]
+        roles = ["live"] + ["reload" if i == 1 else "switch" if i % 3 == 2 else "live" for i in range(1, browsers)]
         people: list[Session] = []
         for i, role in enumerate(roles):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -258,16 +258,16 @@ def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_0
             people.append(s)
         t_launch = time.monotonic()
         run_id = _launch(people[0].page, url, epochs)
-        say(f"run {run_id} launched in {time.monotonic() - t_launch:.1f} s; {sessions - 1} more sessions join")
+        say(f"run {run_id} launched in {time.monotonic() - t_launch:.1f} s; {browsers - 1} more browsers join")
         for s in people[1:]:
             s.page.goto(f"{url}/live?run={run_id}", wait_until="commit")
         for s in people:
             s.page.get_by_text(CAPTION).first.wait_for(timeout=180_000)  # every session on Live, refreshing
         start = time.monotonic()
-        say(f"all {sessions} sessions on Live after {start - t_launch:.1f} s; watching for {seconds:g} s")
+        say(f"all {browsers} browsers on Live after {start - t_launch:.1f} s; watching for {seconds:g} s")
         reload_every, switch_every = min(RELOAD_EVERY, seconds / 3), min(SWITCH_EVERY, seconds / 3)
         for s in people:
-            s.next_action = start + (reload_every if s.role == "reload" else switch_every * (1 + s.index / sessions))
+            s.next_action = start + (reload_every if s.role == "reload" else switch_every * (1 + s.index / browsers))
         sweeps = 0
         while (now := time.monotonic()) < start + seconds:
             for s in people:
@@ -283,11 +283,11 @@ def run_classroom(sessions: int = 10, seconds: float = 180.0, epochs: int = 20_0
         sampler.join(5)
         stack.close()  # the browser, then the server: its log is complete
         server_text = server_log.read_text(errors="replace")
-    return _report(people, sampler.samples, server_text, run_id, sessions, watched, sweeps)
+    return _report(people, sampler.samples, server_text, run_id, browsers, watched, sweeps)
 
 
 def _report(people: list[Session], samples: list[tuple[float, float, float]], server_text: str, run_id: str,
-            sessions: int, watched: float, sweeps: int) -> dict[str, Any]:
+            browsers: int, watched: float, sweeps: int) -> dict[str, Any]:
     fragment_ms, intervals, steps = [], [], []
     for view in (v for s in people for v in s.views):
         seen = [(t, m) for t, text in view if (m := CAPTION.search(text))]
@@ -299,7 +299,7 @@ def _report(people: list[Session], samples: list[tuple[float, float, float]], se
     mem = [m for _, m, _ in samples]
     load = [x for _, _, x in samples]
     return {
-        "sessions": sessions, "seconds": watched, "run_id": run_id,
+        "browsers": browsers, "seconds": watched, "run_id": run_id,
         "roles": {r: sum(s.role == r for s in people) for r in ("live", "switch", "reload")},
         "switches": sum(s.switches for s in people), "reloads": sum(s.reloads for s in people),
         "page_errors": [f"session {s.index}: {e}" for s in people for e in s.page_errors],
@@ -330,7 +330,7 @@ def format_report(r: dict[str, Any]) -> str:
 
     mem, load = r["memory_mb"], r["load_1min"]
     lines = [
-        f"{r['sessions']} sessions ({r['roles']['live']} on Live, {r['roles']['switch']} switching pages: "
+        f"{r['browsers']} browsers ({r['roles']['live']} on Live, {r['roles']['switch']} switching pages: "
         f"{r['switches']} switches, {r['roles']['reload']} reloading: {r['reloads']} reloads) for {r['seconds']:.0f} s "
         f"on one run (steps {r['steps']['first']} -> {r['steps']['last']})",
         f"page errors: {len(r['page_errors'])}; console errors: {len(r['console_errors'])}; "
@@ -356,14 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     """The CLI: run the check and print the report; exit 1 when a page error, an HTTP error or a server traceback
     was seen."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.classroom", description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=10, help=f"browser sessions (1..{MAX_SESSIONS}; default 10)")
+    parser.add_argument("--browsers", type=int, default=10, help=f"browsers (1..{MAX_BROWSERS}; default 10)")
     parser.add_argument("--seconds", type=float, default=180.0, help="how long they watch (default 180)")
     parser.add_argument("--epochs", type=int, default=20_000, help="the run's epochs (16 steps each)")
     parser.add_argument("--workdir", help="keep the data directory, server log and report here")
     parser.add_argument("--json-out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     try:
-        report = run_classroom(args.sessions, args.seconds, args.epochs, args.workdir,
+        report = run_classroom(args.browsers, args.seconds, args.epochs, args.workdir,
                                log=lambda line: print(line, file=sys.stderr))
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

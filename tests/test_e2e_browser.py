@@ -266,7 +266,7 @@ def test_paired_comparison_and_history(server: str, page) -> None:
         seeds.press("Enter")
         page.get_by_role("button", name=re.compile(r"Launch plain vs GIST × 2 seeds")).click()
         page.wait_for_url(re.compile(r"/compare\?group=\w+"))
-        page.get_by_text("GIST − plain").wait_for(timeout=120_000)  # a first seed finished
+        page.get_by_text("GIST − plain", exact=True).wait_for(timeout=120_000)  # a first seed finished
         page.get_by_text(re.compile(r"\d of 4 runs finished")).wait_for(state="detached", timeout=120_000)
         _shot(page, "05_compare")
         _visit(server, page, "runs", "Runs")

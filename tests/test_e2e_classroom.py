@@ -1,4 +1,4 @@
-"""The classroom load check in its short form: 3 headless Chromium sessions on one app server for 30 s, all on Live
+"""The classroom load check in its short form: 3 headless Chromium browsers on one app server for 30 s, all on Live
 for one run (one reloading, one switching pages): no page error, no server traceback, every session refreshed.
 
 Runs `benchmarks.classroom` (127.0.0.1 only, Debian's /usr/bin/chromium through Playwright) and keeps its report in
@@ -24,7 +24,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def test_a_small_classroom_on_live_sees_no_error(tmp_path: Path) -> None:
-    report = classroom.run_classroom(sessions=3, seconds=30, workdir=tmp_path, log=None)
+    report = classroom.run_classroom(browsers=3, seconds=30, workdir=tmp_path, log=None)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "classroom.txt").write_text(classroom.format_report(report) + "\n")
     (ARTIFACTS / "classroom.json").write_text(json.dumps(report, indent=2))
