@@ -230,6 +230,8 @@ def create_store(path: Path, busy_timeout: float = 30.0) -> bool:
 
 class RunStore:
     """The SQLite file: one writer connection behind a lock, a pool of reader connections; WAL and a busy timeout.
+    Every query on runs, metrics, evaluations and groups is one of its methods (one transaction each); no other
+    module executes SQL.
 
     Args:
         path: The database file (created, with its folder, when missing; migrated to `SCHEMA_VERSION`).
