@@ -138,3 +138,28 @@ def test_the_engine_never_imports_streamlit(path: Path) -> None:
 def test_every_module_says_what_it_is_for(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
     assert doc and doc.strip(), f"{path} has no module docstring"
+
+
+STORE_MODULES = {"gist_engine.runs.store", "gist_engine.studies.store"}  # the only modules that execute SQL
+SQL_CALLS = {"execute", "executemany", "executescript", "read_sql", "read_sql_query", "read_sql_table"}
+
+
+def sql_calls(path: Path) -> list[tuple[int, str]]:
+    """[(line, method)] of every call of a method named like an SQL execution (`c.execute(...)`, `pd.read_sql`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [(node.lineno, node.func.attr) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS]
+
+
+def test_sql_calls_are_found(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f(c):\n    c.execute('SELECT 1')\n    c.cursor().executemany('X', [])\n    g(c.execute)\n")
+    assert sql_calls(module) == [(2, "execute"), (3, "executemany")]
+    assert sql_calls(PACKAGE / "runs" / "store.py")  # the store's own queries are seen
+
+
+def test_only_the_store_modules_execute_sql() -> None:
+    """Every query lives in `runs/store.py` (runs, metrics, evaluations, groups) or `studies/store.py` (studies)."""
+    found = {name: calls for name, path in modules().items() if name not in STORE_MODULES
+             for calls in [sql_calls(path)] if calls}
+    assert found == {}, f"SQL executed outside the store modules (move it into a RunStore/StudyStore method): {found}"

@@ -50,7 +50,7 @@ from ..train.checkpoint import CHECKPOINT_NAME
 from .ids import check_name, copy_tree, is_id, printable, remove_tree
 from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RUNS_DIR, RunManager
 from .pairs import format_table
-from .store import RunError
+from .store import EVAL_COLUMNS, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ EXAMPLE_PREFIX = "example · "  # in front of an imported run's and group's name
 RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # besides attention/*.npz; resume.safetensors stays out
 SNAPSHOT_DIR = "attention"
 LOCAL_COLUMNS = ("owner", "owner_pid", "owner_host", "heartbeat", "stop_requested")  # set by the importing store
-EVAL_COLUMNS = ("run_id", "step", "split", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class")
 RECORD_COMMAND = "python -m gist_engine runs gallery record {name}"
 # Caps a bundle is checked against before anything of it is read into memory or copied.
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -378,20 +377,10 @@ def _store_rows(mgr: RunManager, run_ids: Sequence[str]) -> tuple[list[dict], li
     """The runs' rows, their groups' rows, metrics and evaluations frames, read in one snapshot of the store."""
     import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
 
-    marks = ", ".join("?" * len(run_ids))
-    with mgr.store.read() as c:
-        runs = [dict(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY created, rowid",
-                                           list(run_ids)).fetchall()]
-        group_ids = sorted({r["group_id"] for r in runs if r["group_id"]})
-        groups = [dict(r) for r in c.execute(f"SELECT * FROM groups WHERE id IN ({', '.join('?' * len(group_ids))})"
-                                             " ORDER BY created, rowid", group_ids).fetchall()]
-        metrics = c.execute(f"SELECT run_id, step, key, value FROM metrics WHERE run_id IN ({marks}) "
-                            "ORDER BY run_id, step, key", list(run_ids)).fetchall()
-        evals = c.execute(f"SELECT {', '.join(EVAL_COLUMNS)} FROM evaluations WHERE run_id IN ({marks}) "
-                          "ORDER BY run_id, step, split", list(run_ids)).fetchall()
-    metrics = pd.DataFrame([tuple(r) for r in metrics], columns=["run_id", "step", "key", "value"]).astype(
+    runs, groups, metrics, evals = mgr.store.export_rows(run_ids)
+    metrics = pd.DataFrame(metrics, columns=["run_id", "step", "key", "value"]).astype(
         {"run_id": "str", "step": "int64", "key": "str", "value": "float64"})
-    evals = pd.DataFrame([tuple(r) for r in evals], columns=list(EVAL_COLUMNS)).astype(
+    evals = pd.DataFrame(evals, columns=list(EVAL_COLUMNS)).astype(
         {"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64", "agreement": "float64"})
     return runs, groups, metrics, evals
 
@@ -480,12 +469,9 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
 # ----------------------------------------------------------------------------------------------- import
 def gallery_examples(mgr: RunManager) -> dict[str, list[str]]:
     """The examples in a store: entry name -> its run ids."""
-    with mgr.store.read() as c:
-        rows = c.execute("SELECT id, owner FROM runs WHERE owner LIKE ? ORDER BY created, rowid",
-                         (EXAMPLE_OWNER + "%",)).fetchall()
     out: dict[str, list[str]] = {}
-    for r in rows:
-        out.setdefault(r["owner"].removeprefix(EXAMPLE_OWNER), []).append(r["id"])
+    for run_id, owner in mgr.store.runs_owned_like(EXAMPLE_OWNER):
+        out.setdefault(owner.removeprefix(EXAMPLE_OWNER), []).append(run_id)
     return out
 
 
@@ -511,15 +497,9 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
     run_ids = [r["id"] for r in manifest["runs"]]
     group_ids = [g["id"] for g in manifest["groups"]]
     result = {"name": name, "runs": run_ids, "groups": group_ids, "imported": False}
-    marks = ", ".join("?" * len(run_ids))
-    with mgr.store.read() as c:
-        clash = c.execute(f"SELECT id FROM runs WHERE id IN ({marks}) AND (owner IS NULL OR owner != ?)",
-                          [*run_ids, owner]).fetchall()
-        clash += c.execute(f"SELECT DISTINCT group_id AS id FROM runs WHERE group_id IN "
-                           f"({', '.join('?' * len(group_ids))}) AND (owner IS NULL OR owner != ?)",
-                           [*group_ids, owner]).fetchall()
+    clash = mgr.store.not_owned_by(run_ids, group_ids, owner)
     if clash:
-        raise GalleryError(f"runs (or groups) {', '.join(r['id'] for r in clash)} of {name} are already in "
+        raise GalleryError(f"runs (or groups) {', '.join(clash)} of {name} are already in "
                            f"{mgr.root} as runs of its own (the store it was recorded in?); import into another data "
                            "directory")
     present = gallery_examples(mgr).get(name, [])
@@ -541,25 +521,14 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
                 remove_tree(dst, runs_root)  # a left-over folder of this id (the clash check found no run of it)
                 copy_tree(src, dst, runs_root)
                 copied.append(dst)
-        with mgr.store.write() as c:
-            columns = {row[1] for row in c.execute("PRAGMA table_info(runs)").fetchall()}
-            group_columns = {row[1] for row in c.execute("PRAGMA table_info(groups)").fetchall()}
-            for g in manifest["groups"]:
-                row = {k: v for k, v in g.items() if k in group_columns} | {"name": EXAMPLE_PREFIX + g["name"]}
-                c.execute(f"INSERT OR REPLACE INTO groups ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                          list(row.values()))
-            for r in manifest["runs"]:
-                row = {k: v for k, v in r.items() if k in columns} | {
-                    "name": EXAMPLE_PREFIX + r["name"], "owner": owner, "heartbeat": r.get("finished")}
-                c.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                          list(row.values()))
-            c.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)",
-                          [(str(a), int(b), str(k), None if pd.isna(v) else float(v))
-                           for a, b, k, v in metrics.itertuples(index=False)])
-            c.executemany(f"INSERT INTO evaluations ({', '.join(EVAL_COLUMNS)}) VALUES "
-                          f"({', '.join('?' * len(EVAL_COLUMNS))})",
-                          [tuple(None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in row)
-                           for row in evals[list(EVAL_COLUMNS)].itertuples(index=False)])
+        mgr.store.import_rows(
+            [g | {"name": EXAMPLE_PREFIX + g["name"]} for g in manifest["groups"]],
+            [r | {"name": EXAMPLE_PREFIX + r["name"], "owner": owner, "heartbeat": r.get("finished")}
+             for r in manifest["runs"]],
+            [(str(a), int(b), str(k), None if pd.isna(v) else float(v))
+             for a, b, k, v in metrics.itertuples(index=False)],
+            [tuple(None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in row)
+             for row in evals[list(EVAL_COLUMNS)].itertuples(index=False)])
     except BaseException:
         for dst in copied:
             remove_tree(dst, runs_root)
@@ -590,10 +559,7 @@ def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
         kind.removing(mgr, name, run_ids)
     for run_id in run_ids:
         mgr.delete(run_id, examples=True)
-    with mgr.store.write() as c:
-        for group_id in groups:
-            if c.execute("SELECT 1 FROM runs WHERE group_id = ?", (group_id,)).fetchone() is None:
-                c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+    mgr.store.delete_empty_groups(groups)
     return run_ids
 
 

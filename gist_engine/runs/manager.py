@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from ..backbones import BackboneError
@@ -49,7 +48,16 @@ from .export import export_runs
 from .ids import check_id, check_name, is_id, new_id, remove_tree
 from .pairs import paired_result
 from .recorder import StoreWriter
-from .store import DB_NAME, RunError, RunNotFound, RunSnapshot, RunStore, data_dir, disk_full_message, is_disk_full
+from .store import (
+    DB_NAME,
+    EndedRun,
+    RunError,
+    RunSnapshot,
+    RunStore,
+    data_dir,
+    disk_full_message,
+    is_disk_full,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +74,6 @@ EXPORTS_DIR = "exports"
 RESULT_NAME = "result.json"
 INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
-_ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_requested"  # what liveness checks read
 
 
 # The managers alive in this process (token -> manager), so that a new manager can tell a run of a live sibling
@@ -212,10 +219,7 @@ class RunManager:
                 self._stops.setdefault(run_id, INTERRUPTED)
             self._cond.notify_all()
         if queued:
-            with self.store.write() as c:
-                c.executemany("UPDATE runs SET status = ?, finished = ?, error = ? WHERE id = ? AND status = ?",
-                              [(INTERRUPTED, time.time(), "interrupted: the run manager shut down before it started",
-                                rid, QUEUED) for rid in queued])
+            self.store.interrupt_queued(queued, "interrupted: the run manager shut down before it started", time.time())
         self._halt.set()
         if wait:
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -239,16 +243,13 @@ class RunManager:
         `failed`, disk full). Called at start-up (one read; one write only when something is dead) and then at every
         heartbeat, inside the heartbeat's own transaction (see `_heartbeat`): no extra store traffic.
         """
-        with self.store.read() as c:
-            rows = c.execute(f"SELECT {_ACTIVE_COLUMNS} FROM runs WHERE status IN (?, ?)", ACTIVE).fetchall()
-        ended = self._ended(rows, time.time())
+        ended = self._ended(self.store.active_runs(), time.time())
         if ended:
-            with self.store.write() as c:
-                self._write_ended(c, ended)
+            self.store.end_runs(ended)
             self._forget_recorded(ended)
         return [e[4] for e in ended]
 
-    def _ended(self, rows: Sequence[sqlite3.Row], now: float) -> list[tuple]:
+    def _ended(self, rows: Sequence[sqlite3.Row], now: float) -> list[EndedRun]:
         """The dead runs among active `rows`: (status, finished, error, heartbeat, id, owner) update tuples."""
         with self._cond:
             owned = set(self._owned)
@@ -282,14 +283,9 @@ class RunManager:
             ended.append((status, now, why, now, r["id"], r["owner"]))
         return ended
 
-    def _write_ended(self, c: sqlite3.Connection, ended: list[tuple]) -> None:
-        """Record `_ended`'s updates (only where the run is still active and still has that owner)."""
-        c.executemany("UPDATE runs SET status = ?, finished = ?, error = ?, heartbeat = ? WHERE id = ? "
-                      "AND owner IS ? AND status IN ('queued', 'running')", ended)
-
     @staticmethod
-    def _forget_recorded(ended: list[tuple]) -> None:
-        """After `_write_ended` committed: log each run and drop the outcomes now in the store."""
+    def _forget_recorded(ended: list[EndedRun]) -> None:
+        """After `store.end_runs` (or `store.beat`) committed: log each run and drop the outcomes now in the store."""
         with _UNRECORDED_LOCK:
             for e in ended:
                 _UNRECORDED.pop(e[4], None)
@@ -339,12 +335,14 @@ class RunManager:
                 raise ConfigError(f"seeds: need distinct seeds >= 0, got {seed_list}")
         configs = [cfg for seed in seed_list for _, _, cfg in paired_configs(base, 1, first_seed=seed)]
         group_id = new_id("group")
-        group = (group_id, base.name or f"{base.method} plain vs GIST", time.time(), json.dumps(seed_list),
-                 json.dumps(to_dict(base)), json.dumps(self._package_versions()))
+        group = {"id": group_id, "name": base.name or f"{base.method} plain vs GIST", "created": time.time(),
+                 "seeds": json.dumps(seed_list), "config": json.dumps(to_dict(base)),
+                 "versions": json.dumps(self._package_versions())}
         self._insert(configs, group_id, group)
         return group_id
 
-    def _insert(self, configs: list[RunConfig], group_id: str | None = None, group: tuple | None = None) -> list[str]:
+    def _insert(self, configs: list[RunConfig], group_id: str | None = None,
+                group: dict[str, Any] | None = None) -> list[str]:
         """Insert queued runs (and their new group row) in one transaction, then queue them here."""
         now, versions = time.time(), json.dumps(self._package_versions())
         rows = []
@@ -354,36 +352,29 @@ class RunManager:
             try:
                 check_name(name, "run name")
                 if group is not None:
-                    check_name(group[1], "group name")
+                    check_name(group["name"], "group name")
             except ValueError as exc:  # a newline or an ANSI escape in a name would rewrite the terminal
                 raise ConfigError(str(exc)) from None
-            rows.append((new_id("run"), name, now, QUEUED,
-                         now, json.dumps(to_dict(cfg)), cfg.train.seed, int(cfg.gist.enabled), cfg.method, group_id,
-                         versions, _device_key(cfg.train.device), self.token, self.pid, self.host))
+            rows.append({"id": new_id("run"), "name": name, "created": now, "status": QUEUED, "heartbeat": now,
+                         "config": json.dumps(to_dict(cfg)), "seed": cfg.train.seed,
+                         "gist_enabled": int(cfg.gist.enabled), "method": cfg.method, "group_id": group_id,
+                         "versions": versions, "device": _device_key(cfg.train.device), "owner": self.token,
+                         "owner_pid": self.pid, "owner_host": self.host})
         with self._cond:
-            self._owned.update(r[0] for r in rows)
+            self._owned.update(r["id"] for r in rows)
         try:
-            self._write_rows(rows, group)
+            self.store.insert_runs(rows, group)
         except BaseException:
             with self._cond:
-                self._owned.difference_update(r[0] for r in rows)
+                self._owned.difference_update(r["id"] for r in rows)
             raise
         with self._cond:
             for r in rows:
-                self._queue.append(r[0])
-                self._device[r[0]] = r[11]
+                self._queue.append(r["id"])
+                self._device[r["id"]] = r["device"]
             self._cond.notify_all()
         self._ensure_heartbeat()
-        return [r[0] for r in rows]
-
-    def _write_rows(self, rows: list[tuple], group: tuple | None) -> None:
-        with self.store.write() as c:
-            if group:
-                c.execute("INSERT INTO groups (id, name, created, seeds, config, versions) VALUES (?, ?, ?, ?, ?, ?)",
-                          group)
-            c.executemany("INSERT INTO runs (id, name, created, status, heartbeat, config, seed, gist_enabled, "
-                          "method, group_id, versions, device, owner, owner_pid, owner_host) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return [r["id"] for r in rows]
 
     def _package_versions(self) -> dict[str, str]:
         if self._versions is None:
@@ -403,12 +394,9 @@ class RunManager:
                 self._stops.setdefault(run_id, STOPPED)
                 return
         if dequeued or (row["status"] == QUEUED and row["owner"] == self.token):
-            with self.store.write() as c:
-                c.execute("UPDATE runs SET status = ?, finished = ?, error = NULL WHERE id = ? AND status = ?",
-                          (STOPPED, time.time(), run_id, QUEUED))
+            self.store.stop_queued(run_id, time.time())
         elif row["status"] in ACTIVE:
-            with self.store.write() as c:
-                c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+            self.store.request_stop(run_id)
 
     def _refuse_example(self, run_id: str, action: str) -> None:
         """RunError when the run is a read-only gallery example."""
@@ -438,9 +426,7 @@ class RunManager:
                     raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
             elif row["status"] == RUNNING and row["owner"] != self.token:
                 raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
-        with self.store.write() as c:
-            for table, col in (("metrics", "run_id"), ("evaluations", "run_id"), ("runs", "id")):
-                c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
+        self.store.delete_run(run_id)
         if is_id(run_id, "run"):  # a row of another id has no folder of its own: nothing else is removed
             try:
                 remove_tree(self.run_dir(run_id), self.root / RUNS_DIR)
@@ -452,8 +438,7 @@ class RunManager:
         self._group_row(group_id)
         for snap in self.list(group_id=group_id):
             self.delete(snap.id)
-        with self.store.write() as c:
-            c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+        self.store.delete_group(group_id)
 
     def resume(self, run_id: str) -> str:
         """Queue an interrupted (or stopped/failed) run again under the same id, from its last training state.
@@ -467,11 +452,8 @@ class RunManager:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
         with self._cond:
             self._owned.add(run_id)  # before the row says so: our own liveness check must not take it for dead
-        with self.store.write() as c:  # conditional: two concurrent resumes queue it once
-            claimed = c.execute("UPDATE runs SET status = ?, heartbeat = ?, owner = ?, owner_pid = ?, owner_host = ?, "
-                                "finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
-                                f"WHERE id = ? AND status IN ({', '.join('?' * len(RESUMABLE))})",
-                                (QUEUED, time.time(), self.token, self.pid, self.host, run_id, *RESUMABLE)).rowcount
+        # conditional: two concurrent resumes queue it once
+        claimed = self.store.requeue(run_id, self.token, self.pid, self.host, time.time(), RESUMABLE)
         if not claimed:
             with self._cond:
                 self._owned.discard(run_id)
@@ -521,19 +503,7 @@ class RunManager:
             raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
         with _UNRECORDED_LOCK:
             unrecorded = list(_UNRECORDED) if status is not None else []  # their status shows from memory
-        where, args = [], []
-        if status is not None:
-            where.append(f"(status = ? OR id IN ({', '.join('?' * len(unrecorded))}))" if unrecorded else "status = ?")
-            args += [status, *unrecorded]
-        if group_id is not None:
-            where.append("group_id = ?")
-            args.append(group_id)
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created DESC, rowid DESC"
-        if limit is not None and not unrecorded:
-            sql += f" LIMIT {int(limit)}"
-        with self.store.read() as c:
-            rows = c.execute(sql, args).fetchall()
+        rows = self.store.list_runs(status, group_id, limit, also=unrecorded)
         snaps = [self._snapshot(r) for r in rows]
         if unrecorded:
             snaps = [s for s in snaps if s.status == status][:limit]
@@ -548,56 +518,15 @@ class RunManager:
                 nothing is recorded yet). A key never recorded gives a column of NaN.
             since_step: Only steps after this one (pass the last step seen to poll incrementally).
         """
-        with self.store.read() as c:
-            row = c.execute("SELECT latest FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
-            if keys is None:
-                recorded = {k for k, v in _loads(row["latest"], {}).items()  # not `phase`, what the trainer does
-                            if isinstance(v, (int, float))} or set(STEP_KEYS)
-                keys = [k for k in STEP_KEYS if k in recorded] + sorted(recorded - set(STEP_KEYS))
-            keys = list(keys)
-            # Pivot inside SQLite (one row per step); plain tuples, not sqlite3.Row, for speed.
-            cur = c.cursor()
-            cur.row_factory = None
-            pivot = "".join(", MAX(CASE WHEN key = ? THEN value END)" for _ in keys)
-            marks = ", ".join("?" * len(keys))
-            rows = cur.execute(f"SELECT step{pivot} FROM metrics WHERE run_id = ? AND step > ? AND key IN ({marks}) "
-                               "GROUP BY step ORDER BY step", [*keys, run_id, int(since_step), *keys]).fetchall()
-        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
-
-        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(keys) + 1)  # None (NaN, inf) -> nan
-        frame = pd.DataFrame(values[:, 1:], columns=keys)
-        frame.insert(0, "step", values[:, 0].astype(np.int64))
-        return frame
+        return self.store.metrics_frame(run_id, keys, since_step, STEP_KEYS)
 
     def evaluations(self, run_id: str) -> pd.DataFrame:
         """Every evaluation of a run: step, epoch, acc_cls, acc_gist, agreement, n, per_class (dict), split."""
-        cols = ["step", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class", "split"]
-        with self.store.read() as c:
-            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
-            rows = c.execute(f"SELECT {', '.join(cols)} FROM evaluations WHERE run_id = ? ORDER BY step, split",
-                             (run_id,)).fetchall()
-        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
-
-        df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
-        df = df.astype({"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64",
-                        "agreement": "float64"})  # None (no Gist head) -> NaN
-        df["per_class"] = [_loads(v, {}) for v in df["per_class"]]
-        return df
+        return self.store.evaluations_frame(run_id)
 
     def groups(self) -> list[dict[str, Any]]:
         """Every group, newest first: id, name, created, seeds, config, runs (their ids)."""
-        with self.store.read() as c:
-            rows = c.execute("SELECT * FROM groups ORDER BY created DESC, rowid DESC").fetchall()
-            members = c.execute("SELECT id, group_id FROM runs WHERE group_id IS NOT NULL ORDER BY created, rowid"
-                                ).fetchall()
-        runs: dict[str, list[str]] = {}
-        for m in members:
-            runs.setdefault(m["group_id"], []).append(m["id"])
-        return [{"id": r["id"], "name": r["name"], "created": r["created"], "seeds": json.loads(r["seeds"]),
-                 "config": json.loads(r["config"]), "runs": runs.get(r["id"], [])} for r in rows]
+        return self.store.groups()
 
     def group_results(self, group_id: str) -> dict[str, Any]:
         """A group's verdict, from the store: `pairs.paired_result` of its runs (data only; `pairs.format_table`
@@ -627,23 +556,14 @@ class RunManager:
 
     # --------------------------------------------------------------------------------------------- internals
     def _row(self, run_id: str, columns: str) -> sqlite3.Row:
-        with self.store.read() as c:
-            row = c.execute(f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise RunNotFound(f"no run {run_id!r} in {self.store.path}")
-        return row
+        return self.store.run_row(run_id, columns)
 
     def _group_row(self, group_id: str) -> sqlite3.Row:
-        with self.store.read() as c:
-            row = c.execute("SELECT * FROM groups WHERE id = ?", (group_id,)).fetchone()
-        if row is None:
-            raise RunNotFound(f"no group {group_id!r} in {self.store.path}")
-        return row
+        return self.store.group_row(group_id)
 
     def is_group(self, some_id: str) -> bool:
         """Whether `some_id` names a group (else it may be a run id)."""
-        with self.store.read() as c:
-            return c.execute("SELECT 1 FROM groups WHERE id = ?", (some_id,)).fetchone() is not None
+        return self.store.is_group(some_id)
 
     def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
         status, step, total, error = r["status"], r["step"], r["total_steps"], r["error"]
@@ -678,15 +598,7 @@ class RunManager:
         last_problem = None
         while not self._halt.wait(self.heartbeat_every):
             try:
-                with self.store.write() as c:
-                    now = time.time()
-                    c.execute("UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN (?, ?)",
-                              (now, self.token, *ACTIVE))
-                    rows = c.execute(f"SELECT {_ACTIVE_COLUMNS} FROM runs WHERE status IN (?, ?)",
-                                     ACTIVE).fetchall()
-                    ended = self._ended(rows, now)
-                    if ended:
-                        self._write_ended(c, ended)
+                rows, ended = self.store.beat(self.token, self._ended)
                 flagged = [r["id"] for r in rows if r["owner"] == self.token and r["stop_requested"]]
                 if ended:
                     self._forget_recorded(ended)
@@ -759,21 +671,15 @@ class RunManager:
             logger.error("run %s: %s (recorded in the store once it takes writes again)", run_id, error)
 
     def _train_and_record(self, run_id: str) -> None:
-        now = time.time()
-        with self.store.write() as c:
-            claimed = c.execute("UPDATE runs SET status = ?, started = COALESCE(started, ?), heartbeat = ?, "
-                                "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
-                                "WHERE id = ? AND status = ?",
-                                (RUNNING, now, now, self.token, self.pid, self.host, run_id, QUEUED)).rowcount
-            row = c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if not claimed or row is None:
+        config = self.store.claim(run_id, self.token, self.pid, self.host, time.time())
+        if config is None:  # no longer queued: stopped or deleted meanwhile
             return
         logger.debug("run %s: started by worker %s", run_id, threading.current_thread().name)
         run_dir = self.run_dir(run_id)
         writer = StoreWriter(self.store, run_id, self.flush_every, self.flush_seconds)
         status, error, result = FAILED, None, None
         try:
-            cfg = load_run_config(json.loads(row["config"]))
+            cfg = load_run_config(config)
             extra = self.callbacks(cfg, run_dir) if self.callbacks else []
             resume = run_dir / RESUME_NAME
             trainer = Trainer(cfg, callbacks=[writer, *extra], should_stop=lambda: run_id in self._stops,
@@ -807,9 +713,7 @@ class RunManager:
         if status == STOPPED and reason == INTERRUPTED:
             status, error = INTERRUPTED, "interrupted: the run manager shut down; resume it from its last checkpoint"
         try:
-            with self.store.write() as c:
-                c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
-                          "WHERE id = ?", (status, error, time.time(), time.time(), run_id))
+            self.store.finish(run_id, status, error, time.time())
         except Exception as exc:
             if not is_disk_full(exc):
                 raise

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from typing import Any
 
@@ -45,19 +43,7 @@ class StoreWriter(Callback):
         """`on_train_start` from `train_start_info`'s dict (a run trained in another process reports it)."""
         self.step = self.step0 = info["step"]
         self.t0 = self.last_flush = time.monotonic()
-        rid = self.run_id
-        with self.store.write() as c:
-            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (rid, info["step"]))
-            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (rid, info["step"]))
-            latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
-                                    (rid, info["step"])).fetchall())
-            c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
-                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
-                      (info["total_steps"], info["step"], latest.get("epoch") or 0.0,
-                       json.dumps({**latest, "phase": self.phase}), json.dumps(info["config"]),
-                       info["trainable_params"], info["gist_params"], info["total_params"], info["device"],
-                       time.time(), rid))
-            refresh_eval_summary(c, rid)
+        self.store.record_start(self.run_id, info, self.phase)
 
     def on_step_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
         """Buffer the step; write the buffer when it is large or old enough."""
@@ -82,9 +68,7 @@ class StoreWriter(Callback):
             return
         self.phase_written = now
         self.flush()  # the steps before it first, so the page never sees a phase ahead of its steps
-        with self.store.write() as c:
-            c.execute("UPDATE runs SET latest = ?, heartbeat = ? WHERE id = ?",
-                      (json.dumps({**self.latest, "phase": self.phase}), time.time(), self.run_id))
+        self.store.set_latest(self.run_id, {**self.latest, "phase": self.phase})
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Write what is left in the buffer."""
@@ -98,20 +82,8 @@ class StoreWriter(Callback):
         now = time.monotonic()
         self.last_flush = now
         rate = (self.step - self.step0) / (now - self.t0) if now > self.t0 and self.step > self.step0 else None
-        rid = self.run_id
-        with self.store.write() as c:
-            if rows:
-                c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
-                c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
-                          "WHERE id = ?", (self.step, float(self.latest.get("epoch", 0.0)),
-                                           json.dumps({**self.latest, "phase": self.phase}), rate, time.time(), rid))
-            if evaluation is not None:
-                step, m = evaluation
-                c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
-                          "agreement, n, per_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (rid, step, m.get("split", "test"), m.get("epoch"), m.get("acc_cls"), m.get("acc_gist"),
-                           m.get("agreement"), m.get("n"), json.dumps(m.get("per_class") or {})))
-                refresh_eval_summary(c, rid)
+        self.store.append_steps(self.run_id, rows, self.step, float(self.latest.get("epoch", 0.0)),
+                                {**self.latest, "phase": self.phase}, rate, evaluation)
 
 
 def train_start_info(trainer: Trainer) -> dict[str, Any]:
@@ -123,19 +95,4 @@ def train_start_info(trainer: Trainer) -> dict[str, Any]:
             "total_params": total, "device": str(trainer.device)}
 
 
-def refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
-    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its test evaluations (the
-    accuracy probe's evaluations, split "probe", only draw curves)."""
-    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
-                     "AND split = 'test' ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
-    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ? AND split = 'test'",
-                     (run_id,)).fetchone()[0]
-    if last is None:
-        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
-                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
-        return
-    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
-              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
-
-
-__all__ = ["StoreWriter", "refresh_eval_summary", "train_start_info"]
+__all__ = ["StoreWriter", "train_start_info"]

@@ -1,22 +1,27 @@
-"""The run store's SQLite file: schema and migrations, the one writer connection behind a lock, pooled readers."""
+"""The run store's SQLite file: schema and migrations, one writer behind a lock, pooled readers, and every query."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import platformdirs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +230,8 @@ def create_store(path: Path, busy_timeout: float = 30.0) -> bool:
 
 class RunStore:
     """The SQLite file: one writer connection behind a lock, a pool of reader connections; WAL and a busy timeout.
+    Every query on runs, metrics, evaluations and groups is one of its methods (one transaction each); no other
+    module executes SQL.
 
     Args:
         path: The database file (created, with its folder, when missing; migrated to `SCHEMA_VERSION`).
@@ -340,6 +347,397 @@ class RunStore:
                     conn.close()
             self._pool.clear()
 
+    # ------------------------------------------------------------------------------------------ run queries
+    # Every query on `runs`, `metrics`, `evaluations` and `groups` lives below, one method per purpose; each is one
+    # transaction (a write: BEGIN IMMEDIATE on the writer; a read: one snapshot on a pooled reader).
+
+    def insert_runs(self, runs: Sequence[Mapping[str, Any]], group: Mapping[str, Any] | None = None) -> None:
+        """Insert new runs (each a mapping of `runs` columns, the same keys in every one) and, when given, their new
+        group's row (a mapping of `groups` columns), in one transaction.
+
+        Raises:
+            sqlite3.IntegrityError: An id exists already (nothing is written).
+        """
+        with self.write() as c:
+            if group:
+                c.execute(_insert_sql("groups", group), list(group.values()))
+            if runs:
+                c.executemany(_insert_sql("runs", runs[0]), [list(r.values()) for r in runs])
+
+    def interrupt_queued(self, run_ids: Sequence[str], error: str, now: float) -> None:
+        """Mark the runs that are still `queued` as `interrupted` with `error` (a manager shut down before they
+        started)."""
+        with self.write() as c:
+            c.executemany("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE id = ? "
+                          "AND status = 'queued'", [(now, error, rid) for rid in run_ids])
+
+    def active_runs(self) -> list[sqlite3.Row]:
+        """The `queued` and `running` runs, with the columns liveness checks read (`ACTIVE_COLUMNS`)."""
+        with self.read() as c:
+            return _active_rows(c)
+
+    def end_runs(self, ended: Sequence[EndedRun]) -> None:
+        """Record runs found dead: each (status, finished, error, heartbeat, id, owner) is written only where the run
+        is still active and still has that owner."""
+        with self.write() as c:
+            _end_runs(c, ended)
+
+    def beat(self, owner: str, find_ended: Callable[[list[sqlite3.Row], float], list[EndedRun]]
+             ) -> tuple[list[sqlite3.Row], list[EndedRun]]:
+        """One heartbeat transaction: set `heartbeat = now` (the time the transaction began) on `owner`'s active
+        runs, read every active run (`ACTIVE_COLUMNS`), and record the dead ones that `find_ended(rows, now)` names
+        (as `end_runs`).
+
+        Returns:
+            (the active rows read, the ended tuples written).
+        """
+        with self.write() as c:
+            now = time.time()
+            c.execute("UPDATE runs SET heartbeat = ? WHERE owner = ? AND status IN ('queued', 'running')", (now, owner))
+            rows = _active_rows(c)
+            ended = find_ended(rows, now)
+            if ended:
+                _end_runs(c, ended)
+        return rows, ended
+
+    def stop_queued(self, run_id: str, now: float) -> None:
+        """A queued run becomes `stopped` (nothing happens when it is no longer queued)."""
+        with self.write() as c:
+            c.execute("UPDATE runs SET status = 'stopped', finished = ?, error = NULL WHERE id = ? AND status = "
+                      "'queued'", (now, run_id))
+
+    def request_stop(self, run_id: str) -> None:
+        """Flag a run for its owner to stop at its next heartbeat (`stop_requested = 1`)."""
+        with self.write() as c:
+            c.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (run_id,))
+
+    def requeue(self, run_id: str, owner: str, pid: int, host: str, now: float, from_statuses: Sequence[str]) -> bool:
+        """Queue a run again under the same id for `owner` (resume: `resumed` + 1, stop flag and error cleared),
+        only when its status is one of `from_statuses`; whether it was (two concurrent resumes queue it once)."""
+        marks = ", ".join("?" * len(from_statuses))
+        with self.write() as c:
+            return c.execute("UPDATE runs SET status = 'queued', heartbeat = ?, owner = ?, owner_pid = ?, "
+                             "owner_host = ?, finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
+                             f"WHERE id = ? AND status IN ({marks})",
+                             (now, owner, pid, host, run_id, *from_statuses)).rowcount > 0
+
+    def claim(self, run_id: str, owner: str, pid: int, host: str, now: float) -> dict[str, Any] | None:
+        """Claim a queued run for a worker of `owner` (status `running`, started once, heartbeat now, owner's pid and
+        host, finished and error cleared); returns its stored config (a mapping), or None when the run was no longer
+        queued (stopped or deleted meanwhile: nothing changed). The local workers and the Ray driver both claim
+        through this."""
+        with self.write() as c:
+            claimed = c.execute("UPDATE runs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
+                                "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
+                                "WHERE id = ? AND status = 'queued'", (now, now, owner, pid, host, run_id)).rowcount
+            row = c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return json.loads(row["config"]) if claimed and row is not None else None
+
+    def finish(self, run_id: str, status: str, error: str | None, now: float) -> None:
+        """Record a run's outcome: `status`, `error`, finished and heartbeat `now`, stop flag cleared. The local
+        workers and the Ray driver both finish through this."""
+        with self.write() as c:
+            c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
+                      "WHERE id = ?", (status, error, now, now, run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run's metrics, evaluations and row (one transaction; not its folder)."""
+        with self.write() as c:
+            for table, col in (("metrics", "run_id"), ("evaluations", "run_id"), ("runs", "id")):
+                c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group's row (not its runs)."""
+        with self.write() as c:
+            c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+
+    def delete_empty_groups(self, group_ids: Iterable[str]) -> None:
+        """Delete the rows of those groups that no run belongs to any more (one transaction)."""
+        with self.write() as c:
+            for group_id in group_ids:
+                if c.execute("SELECT 1 FROM runs WHERE group_id = ?", (group_id,)).fetchone() is None:
+                    c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+
+    def run_row(self, run_id: str, columns: str = "*") -> sqlite3.Row:
+        """One run's row (`columns`: a constant column list of the caller's, never user input).
+
+        Raises:
+            RunNotFound: No run with that id.
+        """
+        with self.read() as c:
+            row = c.execute(f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.path}")
+        return row
+
+    def run_config(self, run_id: str) -> dict[str, Any]:
+        """A run's stored config (a mapping).
+
+        Raises:
+            RunNotFound: No run with that id.
+        """
+        return json.loads(self.run_row(run_id, "config")["config"])
+
+    def list_runs(self, status: str | None = None, group_id: str | None = None, limit: int | None = None,
+                  also: Sequence[str] = ()) -> list[sqlite3.Row]:
+        """Runs' rows, newest first, optionally of one status (or one of the ids `also`, whose status the caller
+        knows better) and/or of one group; at most `limit` (applied only without `also`: the caller filters)."""
+        where, args = [], []
+        if status is not None:
+            where.append(f"(status = ? OR id IN ({', '.join('?' * len(also))}))" if also else "status = ?")
+            args += [status, *also]
+        if group_id is not None:
+            where.append("group_id = ?")
+            args.append(group_id)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created DESC, rowid DESC"
+        if limit is not None and not also:
+            sql += f" LIMIT {int(limit)}"
+        with self.read() as c:
+            return c.execute(sql, args).fetchall()
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """run id -> (status, error) of those of `run_ids` that exist."""
+        with self.read() as c:
+            rows = c.execute(f"SELECT id, status, error FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})",
+                             list(run_ids)).fetchall()
+        return {r["id"]: (r["status"], r["error"]) for r in rows}
+
+    def stop_flagged(self, run_ids: Sequence[str]) -> list[str]:
+        """Those of `run_ids` whose stop was asked for (`stop_requested`) or that are `stopped` already."""
+        with self.read() as c:
+            return [r[0] for r in c.execute(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(run_ids))}) AND "
+                                            "(stop_requested = 1 OR status = 'stopped')", list(run_ids)).fetchall()]
+
+    def metrics_frame(self, run_id: str, keys: Sequence[str] | None = None, since_step: int = 0,
+                      default_keys: Sequence[str] = ()) -> pd.DataFrame:
+        """Step metrics with step > `since_step`, ascending: a column `step` (int64) and one float64 column per key
+        (NaN where a step has no value; a key never recorded gives a column of NaN). Pivoted inside SQLite, one row
+        per step, in one read snapshot.
+
+        Args:
+            run_id: The run.
+            keys: Metric names (default: the numeric keys of the run's latest step, those of `default_keys` first in
+                their order, then the rest sorted; all of `default_keys` when nothing is recorded yet).
+            since_step: Only steps after this one (pass the last step seen to poll incrementally).
+            default_keys: The trainer's step keys (see `keys`).
+
+        Raises:
+            RunNotFound: No run with that id.
+        """
+        with self.read() as c:
+            row = c.execute("SELECT latest FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.path}")
+            if keys is None:
+                recorded = {k for k, v in (json.loads(row["latest"]) if row["latest"] else {}).items()
+                            if isinstance(v, (int, float))} or set(default_keys)  # not `phase`, what the trainer does
+                keys = [k for k in default_keys if k in recorded] + sorted(recorded - set(default_keys))
+            keys = list(keys)
+            cur = c.cursor()
+            cur.row_factory = None  # plain tuples, not sqlite3.Row, for speed
+            pivot = "".join(", MAX(CASE WHEN key = ? THEN value END)" for _ in keys)
+            marks = ", ".join("?" * len(keys))
+            rows = cur.execute(f"SELECT step{pivot} FROM metrics WHERE run_id = ? AND step > ? AND key IN ({marks}) "
+                               "GROUP BY step ORDER BY step", [*keys, run_id, int(since_step), *keys]).fetchall()
+        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(keys) + 1)  # None (NaN, inf) -> nan
+        frame = pd.DataFrame(values[:, 1:], columns=keys)
+        frame.insert(0, "step", values[:, 0].astype(np.int64))
+        return frame
+
+    def evaluations_frame(self, run_id: str) -> pd.DataFrame:
+        """Every evaluation of a run, by step and split: step, epoch, acc_cls, acc_gist, agreement (float64, NaN
+        without a Gist head), n, per_class (a dict), split.
+
+        Raises:
+            RunNotFound: No run with that id.
+        """
+        cols = ["step", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class", "split"]
+        with self.read() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.path}")
+            rows = c.execute(f"SELECT {', '.join(cols)} FROM evaluations WHERE run_id = ? ORDER BY step, split",
+                             (run_id,)).fetchall()
+        import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
+
+        df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
+        df = df.astype({"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64",
+                        "agreement": "float64"})  # None (no Gist head) -> NaN
+        df["per_class"] = [json.loads(v) if v else {} for v in df["per_class"]]
+        return df
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group, newest first: id, name, created, seeds (list), config (mapping), runs (their ids, oldest
+        first)."""
+        with self.read() as c:
+            rows = c.execute("SELECT * FROM groups ORDER BY created DESC, rowid DESC").fetchall()
+            members = c.execute("SELECT id, group_id FROM runs WHERE group_id IS NOT NULL ORDER BY created, rowid"
+                                ).fetchall()
+        runs: dict[str, list[str]] = {}
+        for m in members:
+            runs.setdefault(m["group_id"], []).append(m["id"])
+        return [{"id": r["id"], "name": r["name"], "created": r["created"], "seeds": json.loads(r["seeds"]),
+                 "config": json.loads(r["config"]), "runs": runs.get(r["id"], [])} for r in rows]
+
+    def group_row(self, group_id: str) -> sqlite3.Row:
+        """One group's row.
+
+        Raises:
+            RunNotFound: No group with that id.
+        """
+        with self.read() as c:
+            row = c.execute("SELECT * FROM groups WHERE id = ?", (group_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no group {group_id!r} in {self.path}")
+        return row
+
+    def is_group(self, some_id: str) -> bool:
+        """Whether `some_id` names a group."""
+        with self.read() as c:
+            return c.execute("SELECT 1 FROM groups WHERE id = ?", (some_id,)).fetchone() is not None
+
+    # -------------------------------------------------------------------------------------- the recorder's
+    def record_start(self, run_id: str, info: Mapping[str, Any], phase: Mapping[str, Any]) -> None:
+        """A run starts (or resumes) at `info["step"]`: forget its metrics and evaluations after that step, and set
+        total_steps, step, epoch, latest (the step's metrics and `phase`), config, parameter counts, device and
+        heartbeat from `info` (`recorder.train_start_info`), then its evaluation summary; one transaction."""
+        step = info["step"]
+        with self.write() as c:
+            c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
+            c.execute("DELETE FROM evaluations WHERE run_id = ? AND step > ?", (run_id, step))
+            latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
+                                    (run_id, step)).fetchall())
+            c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
+                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
+                      (info["total_steps"], step, latest.get("epoch") or 0.0, json.dumps({**latest, "phase": phase}),
+                       json.dumps(info["config"]), info["trainable_params"], info["gist_params"],
+                       info["total_params"], info["device"], time.time(), run_id))
+            _refresh_eval_summary(c, run_id)
+
+    def set_latest(self, run_id: str, latest: Mapping[str, Any]) -> None:
+        """Set a run's `latest` (its last step's metrics and the trainer's phase) and its heartbeat."""
+        with self.write() as c:
+            c.execute("UPDATE runs SET latest = ?, heartbeat = ? WHERE id = ?", (json.dumps(latest), time.time(),
+                                                                                  run_id))
+
+    def append_steps(self, run_id: str, rows: Sequence[tuple[str, int, str, float]], step: int, epoch: float,
+                     latest: Mapping[str, Any], rate: float | None,
+                     evaluation: tuple[int, Mapping[str, Any]] | None = None) -> None:
+        """Write buffered step metrics and, when given, an evaluation, in one transaction (a reader sees whole
+        steps). With `rows` ((run_id, step, key, value)): upsert them and set the run's step, epoch, latest,
+        steps_per_second (`rate`, steps/s) and heartbeat. With `evaluation` (step, metrics: split (default test),
+        epoch, acc_cls, acc_gist, agreement, n, per_class): upsert its row and refresh the run's summary."""
+        with self.write() as c:
+            if rows:
+                c.executemany("INSERT OR REPLACE INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", rows)
+                c.execute("UPDATE runs SET step = ?, epoch = ?, latest = ?, steps_per_second = ?, heartbeat = ? "
+                          "WHERE id = ?", (step, float(epoch), json.dumps(latest), rate, time.time(), run_id))
+            if evaluation is not None:
+                at, m = evaluation
+                c.execute("INSERT OR REPLACE INTO evaluations (run_id, step, split, epoch, acc_cls, acc_gist, "
+                          "agreement, n, per_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (run_id, at, m.get("split", "test"), m.get("epoch"), m.get("acc_cls"), m.get("acc_gist"),
+                           m.get("agreement"), m.get("n"), json.dumps(m.get("per_class") or {})))
+                _refresh_eval_summary(c, run_id)
+
+    # ----------------------------------------------------------------------------------------- the gallery's
+    def export_rows(self, run_ids: Sequence[str]) -> tuple[list[dict], list[dict], list[tuple], list[tuple]]:
+        """In one read snapshot: the runs' rows (oldest first), their groups' rows, their metrics rows (run_id, step,
+        key, value) and evaluation rows (`EVAL_COLUMNS`), each ordered by run, step (and key or split)."""
+        marks = ", ".join("?" * len(run_ids))
+        with self.read() as c:
+            runs = [dict(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY created, rowid",
+                                               list(run_ids)).fetchall()]
+            group_ids = sorted({r["group_id"] for r in runs if r["group_id"]})
+            groups = [dict(r) for r in c.execute(f"SELECT * FROM groups WHERE id IN "
+                                                 f"({', '.join('?' * len(group_ids))}) ORDER BY created, rowid",
+                                                 group_ids).fetchall()]
+            metrics = c.execute(f"SELECT run_id, step, key, value FROM metrics WHERE run_id IN ({marks}) "
+                                "ORDER BY run_id, step, key", list(run_ids)).fetchall()
+            evals = c.execute(f"SELECT {', '.join(EVAL_COLUMNS)} FROM evaluations WHERE run_id IN ({marks}) "
+                              "ORDER BY run_id, step, split", list(run_ids)).fetchall()
+        return runs, groups, [tuple(r) for r in metrics], [tuple(r) for r in evals]
+
+    def runs_owned_like(self, prefix: str) -> list[tuple[str, str]]:
+        """(id, owner) of the runs whose owner starts with `prefix` (e.g. the gallery's examples), oldest first."""
+        with self.read() as c:
+            rows = c.execute("SELECT id, owner FROM runs WHERE owner LIKE ? ORDER BY created, rowid",
+                             (prefix + "%",)).fetchall()
+        return [(r["id"], r["owner"]) for r in rows]
+
+    def not_owned_by(self, run_ids: Sequence[str], group_ids: Sequence[str], owner: str) -> list[str]:
+        """Those of `run_ids`, then of `group_ids` (groups by their runs), whose runs exist with an owner other than
+        `owner` (or none)."""
+        with self.read() as c:
+            clash = c.execute(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(run_ids))}) AND "
+                              "(owner IS NULL OR owner != ?)", [*run_ids, owner]).fetchall()
+            clash += c.execute(f"SELECT DISTINCT group_id AS id FROM runs WHERE group_id IN "
+                               f"({', '.join('?' * len(group_ids))}) AND (owner IS NULL OR owner != ?)",
+                               [*group_ids, owner]).fetchall()
+        return [r["id"] for r in clash]
+
+    def import_rows(self, groups: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
+                    metrics: Iterable[tuple], evaluations: Iterable[tuple]) -> None:
+        """Insert rows read from a bundle, in one transaction: groups (replacing one of the same id) and runs, each
+        a mapping whose keys that are no column of the table are dropped (a bundle of another release), metrics
+        (run_id, step, key, value) and evaluations (`EVAL_COLUMNS`).
+
+        Raises:
+            sqlite3.IntegrityError: A run, metric or evaluation exists already (nothing is written).
+        """
+        with self.write() as c:
+            columns, group_columns = _columns(c, "runs"), _columns(c, "groups")
+            for g in groups:
+                row = {k: v for k, v in g.items() if k in group_columns}
+                c.execute(_insert_sql("groups", row, "INSERT OR REPLACE"), list(row.values()))
+            for r in runs:
+                row = {k: v for k, v in r.items() if k in columns}
+                c.execute(_insert_sql("runs", row), list(row.values()))
+            c.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", metrics)
+            c.executemany(f"INSERT INTO evaluations ({', '.join(EVAL_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(EVAL_COLUMNS))})", evaluations)
+
+
+EVAL_COLUMNS = ("run_id", "step", "split", "epoch", "acc_cls", "acc_gist", "agreement", "n", "per_class")
+ACTIVE_COLUMNS = "id, owner, owner_pid, owner_host, heartbeat, step, stop_requested"  # what liveness checks read
+EndedRun = tuple[str, float, str, float, str, str | None]  # (status, finished, error, heartbeat, id, owner)
+
+
+def _insert_sql(table: str, row: Mapping[str, Any], verb: str = "INSERT") -> str:
+    """`verb INTO table (keys of row) VALUES (?, ...)`; the keys are column names of this module's callers, never
+    user input (the gallery keeps only the table's own columns)."""
+    return f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+
+
+def _columns(c: sqlite3.Connection, table: str) -> set[str]:
+    """The column names of `table` (a constant of this module's callers)."""
+    return {row[1] for row in c.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def _active_rows(c: sqlite3.Connection) -> list[sqlite3.Row]:
+    return c.execute(f"SELECT {ACTIVE_COLUMNS} FROM runs WHERE status IN ('queued', 'running')").fetchall()
+
+
+def _end_runs(c: sqlite3.Connection, ended: Sequence[EndedRun]) -> None:
+    c.executemany("UPDATE runs SET status = ?, finished = ?, error = ?, heartbeat = ? WHERE id = ? "
+                  "AND owner IS ? AND status IN ('queued', 'running')", ended)
+
+
+def _refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
+    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its test evaluations (the
+    accuracy probe's evaluations, split "probe", only draw curves); inside the caller's write transaction."""
+    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
+                     "AND split = 'test' ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+    best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ? AND split = 'test'",
+                     (run_id,)).fetchone()[0]
+    if last is None:
+        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
+                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
+        return
+    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
+              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
 
 def _raise_store_error(exc: sqlite3.Error, path: Path) -> None:
     """Raise `store_error(exc, path)`: a StoreError from `exc`, or `exc` itself when it is no user's to fix."""
@@ -404,6 +802,6 @@ class RunSnapshot:
         return out
 
 
-__all__ = ["DB_NAME", "MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore",
-           "StoreError", "StoreFull", "create_store", "damaged", "data_dir", "disk_full_message", "is_disk_full",
-           "quick_check", "store_error"]
+__all__ = ["ACTIVE_COLUMNS", "DB_NAME", "EVAL_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "EndedRun", "RunError",
+           "RunNotFound", "RunSnapshot", "RunStore", "StoreError", "StoreFull", "create_store", "damaged", "data_dir",
+           "disk_full_message", "is_disk_full", "quick_check", "store_error"]

@@ -76,16 +76,13 @@ class LocalBackend:
             done = []
             if self._inflight:
                 ids = sorted(self._inflight)
-                with self.manager.store.read() as c:
-                    rows = c.execute(f"SELECT id, status, error FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
-                                     ids).fetchall()
-                found = {r["id"]: r for r in rows}
+                found = self.manager.store.run_statuses(ids)
                 for run_id in ids:
                     r = found.get(run_id)
                     if r is None:  # deleted meanwhile
                         done.append((run_id, "deleted", "the run was deleted"))
-                    elif r["status"] not in ACTIVE:
-                        done.append((run_id, r["status"], r["error"]))
+                    elif r[0] not in ACTIVE:
+                        done.append((run_id, *r))
             for run_id, _, _ in done:
                 self._inflight.discard(run_id)
             if done or time.monotonic() >= deadline:

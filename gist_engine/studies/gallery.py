@@ -86,13 +86,7 @@ def export_study_bundle(mgr: RunManager, study_id: str, out: str | Path, name: s
         info = s.get(study_id)
         if info.status == RUNNING:
             raise GalleryError(f"study {study_id} is still running; export it when it ends")
-        with mgr.store.read() as c:
-            study = dict(c.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone())
-            links = [dict(r) for r in c.execute(
-                "SELECT * FROM study_runs WHERE study_id = ? ORDER BY cell, seed, arm, attempt", (study_id,))]
-            run_ids = [r["id"] for r in c.execute(
-                "SELECT DISTINCT r.id FROM study_runs sr JOIN runs r ON r.id = sr.run_id WHERE sr.study_id = ? "
-                "ORDER BY r.created, r.rowid", (study_id,))]
+        study, links, run_ids = s.export_rows(study_id)
     if not run_ids:
         raise GalleryError(f"study {study_id} has no runs in {mgr.root}; run it before exporting it")
     row = {k: v for k, v in study.items() if k not in LOCAL_COLUMNS} | {"status": info.status}
@@ -102,25 +96,12 @@ def export_study_bundle(mgr: RunManager, study_id: str, out: str | Path, name: s
                          recipe=recipe, checkpoints=checkpoints, extra=extra)
 
 
-def _columns(c: Any, table: str) -> set[str]:
-    return {row[1] for row in c.execute(f"PRAGMA table_info({table})").fetchall()}
-
-
 def _insert_rows(mgr: RunManager, manifest: dict[str, Any], bundle: Path) -> bool:
     """The import hook: add the study's rows (read-only: its runs are examples) when missing; whether it added."""
     study, links = manifest["study"], manifest.get("study_runs") or []
-    added = 0
-    with mgr.store.write() as c:
-        columns = _columns(c, "studies")
-        row = {k: v for k, v in study.items() if k in columns} | {
-            "name": EXAMPLE_PREFIX + study["name"], "heartbeat": study.get("finished")}
-        added += c.execute(f"INSERT OR IGNORE INTO studies ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                           list(row.values())).rowcount
-        link_columns = _columns(c, "study_runs")
-        for link in links:
-            r = {k: v for k, v in link.items() if k in link_columns}
-            added += c.execute(f"INSERT OR IGNORE INTO study_runs ({', '.join(r)}) VALUES "
-                               f"({', '.join('?' * len(r))})", list(r.values())).rowcount
+    with StudyStore(mgr) as s:
+        added = s.import_rows(study | {"name": EXAMPLE_PREFIX + study["name"], "heartbeat": study.get("finished")},
+                              links)
     if added:
         logger.info("gallery %s: study %s imported into %s", manifest["name"], study["id"], mgr.root)
     return added > 0
@@ -158,21 +139,16 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunManager | Non
             raise GalleryError(f"study {study_id}: a study_runs row names another study, a run not in the bundle, "
                                "or a malformed cell, seed, arm or attempt; the bundle is refused")
     if mgr is not None:
-        with mgr.store.read() as c:
-            found = c.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone()
-        if found is not None and StudyStore(mgr).example(study_id) != manifest.get("name"):
+        s = StudyStore(mgr)
+        if s.exists(study_id) and s.example(study_id) != manifest.get("name"):
             raise GalleryError(f"study {study_id} of {manifest.get('name')} is already in {mgr.root} as a study of "
                                "its own; import into another data directory")
 
 
 def _remove_rows(mgr: RunManager, name: str, run_ids: list[str]) -> None:
     """The removal hook: forget the studies whose runs are those of the example `name` (before the runs go)."""
-    marks = ", ".join("?" * len(run_ids))
-    with mgr.store.read() as c:
-        studies = [r[0] for r in c.execute(f"SELECT DISTINCT study_id FROM study_runs WHERE run_id IN ({marks})",
-                                           run_ids).fetchall()]
     with StudyStore(mgr) as s:
-        for study_id in studies:
+        for study_id in s.studies_of_runs(run_ids):
             s.delete(study_id, examples=True)
 
 

@@ -203,8 +203,7 @@ class RayBackend:
     # -------------------------------------------------------------------------------------------------- runs
     def launch(self, run_id: str, resume: bool) -> None:
         """Submit the queued run as a Ray task (it stays `queued` until its worker reports the start)."""
-        with self.manager.store.read() as c:
-            config = json.loads(c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()["config"])
+        config = self.manager.store.run_config(run_id)
         generator = self._task.remote(config, str(self.manager.run_dir(run_id)), resume, self.flush_seconds,
                                       self.callbacks, self.data_loader)
         writer = StoreWriter(self.manager.store, run_id, flush_every=10_000, flush_seconds=3600.0)
@@ -238,10 +237,7 @@ class RayBackend:
         if not by_id:
             return
         ids = sorted(by_id)
-        with self.manager.store.read() as c:
-            flagged = [r[0] for r in c.execute(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(ids))}) AND "
-                                               "(stop_requested = 1 OR status = 'stopped')", ids).fetchall()]
-        for run_id in flagged:
+        for run_id in self.manager.store.stop_flagged(ids):
             s = by_id[run_id]
             s.stopping = STOPPED
             self.ray.cancel(s.generator)
@@ -285,14 +281,8 @@ class RayBackend:
 
     def _mark_running(self, s: _Stream, info: dict[str, Any]) -> None:
         s.started = True
-        now = time.time()
         m = self.manager
-        with m.store.write() as c:
-            claimed = c.execute("UPDATE runs SET status = 'running', started = COALESCE(started, ?), heartbeat = ?, "
-                                "owner = ?, owner_pid = ?, owner_host = ?, finished = NULL, error = NULL "
-                                "WHERE id = ? AND status = 'queued'", (now, now, m.token, m.pid, m.host,
-                                                                      s.run_id)).rowcount
-        if not claimed:  # stopped (or deleted) while it waited for a worker
+        if m.store.claim(s.run_id, m.token, m.pid, m.host, time.time()) is None:  # stopped or deleted while it waited
             s.stopping = STOPPED
             self.ray.cancel(s.generator)
             return
@@ -312,10 +302,7 @@ class RayBackend:
             s.writer.flush()
         except Exception:  # what could not be written is lost with the worker; the status still is recorded
             logger.exception("run %s: writing its last metrics failed", s.run_id)
-        now = time.time()
-        with self.manager.store.write() as c:
-            c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
-                      "WHERE id = ?", (status, error, now, now, s.run_id))
+        self.manager.store.finish(s.run_id, status, error, time.time())
         if status == FAILED:
             logger.error("run %s failed: %s", s.run_id, (error or "").splitlines()[0] if error else "")
         elif outcome == LOST:

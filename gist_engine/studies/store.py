@@ -67,6 +67,11 @@ class StudyInfo:
         return dataclasses.asdict(self)
 
 
+def _columns(c: Any, table: str) -> set[str]:
+    """The column names of `table` (a constant of this module's)."""
+    return {row[1] for row in c.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
 def _pid_alive(pid: int | None, host: str | None) -> bool:
     if pid is None or host != socket.gethostname():
         return True  # another host's driver: its heartbeat decides
@@ -197,7 +202,53 @@ class StudyStore:
             c.execute("DELETE FROM studies WHERE id = ?", (study_id,))
         return runs
 
+    def import_rows(self, study: dict[str, Any], links: list[dict[str, Any]]) -> int:
+        """Insert a study's row and its `study_runs` rows read from a bundle, where missing (INSERT OR IGNORE), in
+        one transaction; keys that are no column of the table are dropped (a bundle of another release). Returns the
+        number of rows added."""
+        added = 0
+        with self.store.write() as c:
+            columns = _columns(c, "studies")
+            row = {k: v for k, v in study.items() if k in columns}
+            added += c.execute(f"INSERT OR IGNORE INTO studies ({', '.join(row)}) VALUES "
+                               f"({', '.join('?' * len(row))})", list(row.values())).rowcount
+            link_columns = _columns(c, "study_runs")
+            for link in links:
+                r = {k: v for k, v in link.items() if k in link_columns}
+                added += c.execute(f"INSERT OR IGNORE INTO study_runs ({', '.join(r)}) VALUES "
+                                   f"({', '.join('?' * len(r))})", list(r.values())).rowcount
+        return added
+
     # ------------------------------------------------------------------------------------------------- reads
+    def exists(self, study_id: str) -> bool:
+        """Whether a study with that id is in the store."""
+        with self.store.read() as c:
+            return c.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone() is not None
+
+    def export_rows(self, study_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+        """In one read snapshot: the study's row, its `study_runs` rows (by cell, seed, arm, attempt) and the ids
+        of its runs still in the store (oldest first).
+
+        Raises:
+            StudyError: No study with that id.
+        """
+        with self.store.read() as c:
+            study = c.execute("SELECT * FROM studies WHERE id = ?", (study_id,)).fetchone()
+            if study is None:
+                raise StudyError(f"no study {study_id!r} in {self.store.path}; `study list` shows the studies")
+            links = [dict(r) for r in c.execute(
+                "SELECT * FROM study_runs WHERE study_id = ? ORDER BY cell, seed, arm, attempt", (study_id,))]
+            run_ids = [r["id"] for r in c.execute(
+                "SELECT DISTINCT r.id FROM study_runs sr JOIN runs r ON r.id = sr.run_id WHERE sr.study_id = ? "
+                "ORDER BY r.created, r.rowid", (study_id,))]
+        return dict(study), links, run_ids
+
+    def studies_of_runs(self, run_ids: list[str]) -> list[str]:
+        """The ids of the studies that link any of `run_ids`."""
+        with self.store.read() as c:
+            return [r[0] for r in c.execute(f"SELECT DISTINCT study_id FROM study_runs WHERE run_id IN "
+                                            f"({', '.join('?' * len(run_ids))})", run_ids).fetchall()]
+
     def attempts(self, study_id: str) -> list[dict[str, Any]]:
         """Every attempt of every run of the study, with the run's current state (None fields for a deleted run):
         cell, cell_key, seed, arm, attempt, run_id, backend, outcome, error, status, acc_cls, best_acc_cls, acc_gist,
