@@ -11,18 +11,23 @@ that writes a run's metrics), `manager` (RunManager: queue, workers, heartbeat, 
 (paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any set of runs, and its
 text), `stats` (the one t-interval, clipped, and the paired delta), `export`
 (CSV/Parquet tables and MLflow). The engine's background threads live here.
+
+Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `store`, `pairs`, `stats`
+and `export` read the store and the verdict without torch; `RunManager`, `compare` and `recorder` import the
+trainer (torch) when first used.
 """
 
-from .compare import paired_configs, run_compare, summarise
-from .export import EXPORT_FORMATS, read_export
-from .manager import ACTIVE, RESUMABLE, STATUSES, STEP_KEYS, RunManager
-from .pairs import ArmRun, PairedResult, SeedPair, format_table, paired_result
-from .recorder import StoreWriter
-from .stats import DELTA_BOUNDS, Interval, clip_interval, interval_note, paired_delta, t_interval
-from .store import MIGRATIONS, SCHEMA_VERSION, RunError, RunNotFound, RunSnapshot, RunStore, StoreError, data_dir
+from .._lazy import lazy_exports
 
-__all__ = ["ACTIVE", "DELTA_BOUNDS", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES",
-           "STEP_KEYS", "ArmRun", "Interval", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot",
-           "RunStore", "SeedPair", "StoreError", "StoreWriter", "clip_interval", "data_dir", "format_table",
-           "interval_note", "paired_configs", "paired_delta", "paired_result", "read_export", "run_compare",
-           "summarise", "t_interval"]
+EXPORTS: dict[str, tuple[str, ...]] = {
+    ".compare": ("paired_configs", "run_compare", "summarise"),
+    ".export": ("EXPORT_FORMATS", "read_export"),
+    ".manager": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"),
+    ".pairs": ("ArmRun", "PairedResult", "SeedPair", "format_table", "paired_result"),
+    ".recorder": ("StoreWriter",),
+    ".stats": ("DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta", "t_interval"),
+    ".store": ("MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore", "StoreError",
+               "data_dir"),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS)
