@@ -23,6 +23,10 @@ COLOURS = {"ce_cls": "#1f77b4", "ce_gist": "#ff7f0e", "kl_cls_gist": "#2ca02c", 
 
 
 PROBE, TEST = "probe", "test"  # evaluation splits: the trainer's accuracy probe (train.probe_every), the test split
+# st.plotly_chart(theme=...) for heat maps: Streamlit's default theme ("streamlit") rewrites a figure's colour scale
+# in the browser (Inferno's black first stop becomes pink #ffabab, so zero attention looks brighter than a little);
+# None keeps the figure's own scale, black for zero rising monotonically.
+HEATMAP_THEME = None
 MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}  # st.plotly_chart(config=)
 
 

@@ -309,8 +309,15 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     return info
 
 
-def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool) -> None:
-    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range)."""
+def class_label(label: int, class_names: list[str] | None) -> str:
+    """A class by its name (`class_names[label]`), or its index when the names are unknown or too few."""
+    return str(class_names[label]) if class_names and 0 <= label < len(class_names) else str(label)
+
+
+def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool,
+             class_names: list[str] | None = None) -> None:
+    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range); each
+    head's prediction by its class name when `class_names` are known."""
     image = maps.images[index]
     cols = st.columns([1, 1, 1, 1.1])
     cols[0].image(image, caption="input", width="stretch")
@@ -330,7 +337,7 @@ def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool)
             heat, what = per_head[index, layer, head], f"layer {layer}, head {head}"
         label = "CLS" if name == "cls" else "Gist"
         logits = getattr(maps, f"{name}_logits")
-        pred = "" if logits is None else f" · predicts {int(logits[index].argmax())}"
+        pred = "" if logits is None else f" · predicts {class_label(int(logits[index].argmax()), class_names)}"
         col.image(services.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
 
 
@@ -373,7 +380,7 @@ def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
             st.info("No Gist token in this model (GIST off).")
             continue
         st.plotly_chart(charts.token_strip_figure(att.strip(query, layer, head, rollout), f"{label} → tokens, {what}"),
-                        key=f"{key}.strip.{query}")
+                        key=f"{key}.strip.{query}", theme=charts.HEATMAP_THEME)
     queries = ["CLS"] + (["Gist"] if att.gist is not None else [])
     q1, q2 = st.columns(2)
     query = q1.segmented_control("Heat map of", queries, default="CLS", key=f"{key}.hq") or "CLS"
@@ -382,7 +389,8 @@ def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
                                                                       "head": f"heads of layer {layer}",
                                                                       "rollout": "rollout per layer"}[b]) or "layer"
     st.plotly_chart(charts.token_heatmap_figure(att.heatmap(query.lower(), by=by, layer=layer),
-                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat")
+                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat",
+                    theme=charts.HEATMAP_THEME)
     st.caption("Each row of attention is how much the CLS (or Gist) token reads from each token; rows sum to 1 over "
                "all tokens ([CLS], [GIST] and [SEP] included). Integrated Gradients are for image models only.")
 

@@ -28,6 +28,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".data.preview": ("dataset_preview", "dataset_samples", "text_dataset_preview", "text_dataset_samples",),
     ".data.registry": ("dataset_modality", "split_sizes",),
     ".data.upload": ("decode_image", "delete_uploaded_dataset", "import_imagefolder_zip", "list_uploaded_datasets",),
+    "._lazy": ("preload",),
     ".estimate": ("estimate_run_time", "measure_throughput",),
     ".inspect": ("TokenAttention", "compute_token_attention", "list_snapshots", "load_snapshot",),
     ".inspect.explain": ("explain_image", "image_attention", "overlay_heatmap",),

@@ -63,6 +63,25 @@ def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, 
     return __getattr__, __dir__, sorted(where)
 
 
+HEAVY_LIBRARIES = ("torch", "timm", "onnx")  # what the model code imports, in that order (seconds each on a CPU)
+
+
+def preload(libraries: tuple[str, ...] = HEAVY_LIBRARIES) -> list[str]:
+    """Import the heavy third-party libraries the model code needs (torch, timm, onnx), one after another; returns
+    the names imported now. Meant for a background thread at an app's start: a later first use of the engine finds
+    them in sys.modules. Only third-party libraries are imported here, never the package's own modules, so a thread
+    running this cannot deadlock with another thread importing the engine (neither waits for a lock the other
+    holds in a cycle). A library that is not installed is skipped (its absence is reported where it is needed).
+    """
+    done = []
+    for name in libraries:
+        if name in sys.modules or importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name)
+        done.append(name)
+    return done
+
+
 def _keep_exports(names: set[str]) -> type[types.ModuleType]:
     """A module class (Python's documented way to customise a module's attribute setting) that keeps the exported
     `names` when the import system binds a submodule of the same name on the package (it does so on every first

@@ -16,6 +16,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 import services
+import widgets
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
@@ -217,8 +218,22 @@ def test_attention_page_snapshots_of_a_real_run(real) -> None:
     assert not at.exception and any("|IG|" in c for img in at.image for c in img.captions)
 
 
+def test_attention_page_opens_on_the_newest_trained_run_with_a_black_zero(real) -> None:
+    at = open_page(real, "views/attention.py")
+    trained = [r.id for r in real.list() if r.status in ("completed", "stopped")]  # newest first
+    assert at.selectbox[0].value == trained[0] and at.selectbox[0].options[-1].startswith("Untrained")
+    grid = next(c for c in at.get("plotly_chart") if "patch grid" in c.proto.spec)
+    # theme None: the browser keeps the figure's Inferno scale (Streamlit's theme turns its black zero pink)
+    assert grid.proto.theme == "" and '"colorscale":[[0.0,"#000004"]' in grid.proto.spec.replace(" ", "")
+
+
+def test_class_label_names_a_class_or_keeps_its_index() -> None:
+    assert widgets.class_label(2, ["cat", "dog", "seven"]) == "seven"
+    assert widgets.class_label(5, ["cat"]) == "5" and widgets.class_label(1, None) == "1"
+
+
 def test_attention_page_untrained_and_upload(fake) -> None:
-    at = open_page(fake, "views/attention.py")
+    at = open_page(fake, "views/attention.py", run="untrained")
     assert len(at.image) >= 1 and not at.select_slider  # dataset sample, no snapshots
     at.segmented_control[0].set_value("Upload an image").run()
     buf = io.BytesIO()
