@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a checkout of the project to start the app from (repeat; rounds alternate)")
     parser.add_argument("--rounds", type=int, default=5, help="cold starts per checkout")
     parser.add_argument("--pages", default=",".join(PAGES), help="comma-separated url paths ('' = landing page)")
+    parser.add_argument("--server-per-page", action="store_true",
+                        help="a fresh server for every page (each page opened cold), not one per round")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a server start or a page may take")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():
@@ -148,31 +150,34 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--checkout {item!r}: give LABEL=PATH of a checkout with app/streamlit_app.py")
         checkouts[label] = Path(path).resolve()
     pages = args.pages.split(",")
+    visits = [[p] for p in pages] if args.server_per_page else [pages]
     rows: dict[tuple[str, str], dict[str, list[float | None]]] = {}
     loads: list[float] = []
-    for i in range(args.rounds):
-        for label, path in checkouts.items():
-            before = load_average()
-            with tempfile.TemporaryDirectory() as data:
-                try:
-                    with serve(path, Path(data), Path(data) / "server.log", args.timeout) as (url, health):
-                        seen = open_pages(url, pages, args.timeout)
-                except RuntimeError as exc:
-                    print(f"round {i + 1} {label}: {exc}", flush=True)
-                    continue
-            after = load_average()
-            loads += [before, after]
-            rows.setdefault((label, "health"), {"content": [], "chart": []})["content"].append(health)
-            for page, times in seen.items():
-                entry = rows.setdefault((label, page), {"content": [], "chart": []})
-                for key in entry:
-                    entry[key].append(times[key])
-            shown = ", ".join(f"{p} {t['content'] or float('nan'):.1f}/{t['chart'] or float('nan'):.1f}"
-                              for p, t in seen.items())
-            print(f"round {i + 1} {label}: health {health:.1f} s; content/chart s: {shown}; load {before:.1f} -> "
-                  f"{after:.1f}", flush=True)
+    runs = ((i, visit, label, path) for i in range(args.rounds) for visit in visits
+            for label, path in checkouts.items())  # alternating checkouts: both see the same load
+    for i, visit, label, path in runs:
+        before = load_average()
+        with tempfile.TemporaryDirectory() as data:
+            try:
+                with serve(path, Path(data), Path(data) / "server.log", args.timeout) as (url, health):
+                    seen = open_pages(url, visit, args.timeout)
+            except RuntimeError as exc:
+                print(f"round {i + 1} {label}: {exc}", flush=True)
+                continue
+        after = load_average()
+        loads += [before, after]
+        rows.setdefault((label, "health"), {"content": [], "chart": []})["content"].append(health)
+        for page, times in seen.items():
+            entry = rows.setdefault((label, page), {"content": [], "chart": []})
+            for key in entry:
+                entry[key].append(times[key])
+        shown = ", ".join(f"{p} {t['content'] or float('nan'):.1f}/{t['chart'] or float('nan'):.1f}"
+                          for p, t in seen.items())
+        print(f"round {i + 1} {label}: health {health:.1f} s; content/chart s: {shown}; load {before:.1f} -> "
+              f"{after:.1f}", flush=True)
     print(f"\n{os.cpu_count()} CPUs, load average (1 min) during the rounds: {min(loads, default=0):.1f} - "
-          f"{max(loads, default=0):.1f}; median / worst seconds over {args.rounds} cold starts\n")
+          f"{max(loads, default=0):.1f}; median / worst seconds over {args.rounds} cold starts"
+          f"{' (a fresh server per page)' if args.server_per_page else ''}\n")
     print("| checkout | page | first content | first chart or table |")
     print("|---|---|---|---|")
     for (label, page), entry in rows.items():

@@ -59,4 +59,8 @@ RENAMED: dict[str, tuple[str, str]] = {
     "runs_data_dir": (".runs", "data_dir"),
 }
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS, RENAMED)
+# module -> modules that register something in it when imported: a gallery bundle of kind `study` is read by
+# runs.gallery with the hooks that studies.gallery registers
+COMPANIONS: dict[str, tuple[str, ...]] = {".runs.gallery": (".studies.gallery",)}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS, RENAMED, COMPANIONS)

@@ -11,7 +11,8 @@ from typing import Any
 
 
 def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, tuple[str, ...]],
-                 renamed: Mapping[str, tuple[str, str]] | None = None
+                 renamed: Mapping[str, tuple[str, str]] | None = None,
+                 companions: Mapping[str, tuple[str, ...]] | None = None
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """A package's module `__getattr__` and `__dir__` (PEP 562) and its sorted `__all__`, from a table of its names.
 
@@ -24,6 +25,8 @@ def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, 
         namespace: The package's `globals()`: where a loaded name is kept.
         exports: module (relative, e.g. ".runs.pairs") -> the names it gives the package under their own names.
         renamed: public name -> (module, name in that module), for names exported under another name.
+        companions: module -> modules imported with it, before its name is handed out: those that register
+            something in it on import (e.g. the study kind of gallery bundles), as an eager package imported them.
 
     Returns:
         (`__getattr__`, `__dir__`, `__all__`).
@@ -51,6 +54,8 @@ def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, 
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         module, attr = where[name]
         value = getattr(importlib.import_module(module, package), attr)
+        for companion in (companions or {}).get(module, ()):
+            importlib.import_module(companion, package)
         namespace[name] = value  # the next look-up is an ordinary global
         return value
 

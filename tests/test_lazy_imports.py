@@ -74,6 +74,12 @@ def test_an_unknown_name_is_an_attribute_error_and_a_submodule_is_found() -> Non
     assert ge.runs is runs and ge.losses is importlib.import_module("gist_engine.losses")
 
 
+def test_a_gallery_name_brings_the_study_kind_of_bundles() -> None:
+    code = ("import gist_engine as ge\nge.list_gallery\nfrom gist_engine.runs.gallery import KINDS\n"
+            "assert 'study' in KINDS, KINDS")
+    _heavy_after(code)  # asserts the code ran
+
+
 def test_a_name_listed_twice_is_refused() -> None:
     with pytest.raises(ValueError, match=r"x is exported by \.a and \.b"):
         lazy_exports("pkg", {}, {".a": ("x",), ".b": ("x",)})
