@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.colors as pc
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -23,10 +24,12 @@ COLOURS = {"ce_cls": "#1f77b4", "ce_gist": "#ff7f0e", "kl_cls_gist": "#2ca02c", 
 
 
 PROBE, TEST = "probe", "test"  # evaluation splits: the trainer's accuracy probe (train.probe_every), the test split
-# st.plotly_chart(theme=...) for heat maps: Streamlit's default theme ("streamlit") rewrites a figure's colour scale
-# in the browser (Inferno's black first stop becomes pink #ffabab, so zero attention looks brighter than a little);
-# None keeps the figure's own scale, black for zero rising monotonically.
-HEATMAP_THEME = None
+# Inferno (black for zero, brightening monotonically) with its stops written as rgb(): Streamlit's browser code
+# replaces its chart theme's placeholder colours ("#000001" ...) wherever they occur in a figure, and Inferno's
+# first stop is "#000004", which became a theme colour (pink #ffabab; purple with theme=None): zero attention looked
+# brighter than a little.
+INFERNO = [[pos, "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
+           for pos, colour in pc.make_colorscale(pc.sequential.Inferno)]
 MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}  # st.plotly_chart(config=)
 
 
@@ -218,13 +221,13 @@ def attention_grid_figure(grids: Mapping[str, np.ndarray], title: str) -> go.Fig
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} → patches" for n in names],
                         horizontal_spacing=0.06)
     for i, name in enumerate(names, start=1):
-        fig.add_trace(go.Heatmap(z=grids[name], colorscale="Inferno", zmin=0, zmax=top, coloraxis="coloraxis",
+        fig.add_trace(go.Heatmap(z=grids[name], colorscale=INFERNO, zmin=0, zmax=top, coloraxis="coloraxis",
                                  hovertemplate="row %{y}, column %{x}: %{z:.4f}<extra>" + name + "</extra>"),
                       row=1, col=i)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", showticklabels=False,
                          row=1, col=i)
         fig.update_xaxes(showticklabels=False, row=1, col=i)
-    fig.update_layout(coloraxis={"colorscale": "Inferno", "cmin": 0, "cmax": top,
+    fig.update_layout(coloraxis={"colorscale": INFERNO, "cmin": 0, "cmax": top,
                                  "colorbar": {"title": "attention", "thickness": 12}},
                       title=title, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10})
     return fig

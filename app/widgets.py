@@ -380,7 +380,7 @@ def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
             st.info("No Gist token in this model (GIST off).")
             continue
         st.plotly_chart(charts.token_strip_figure(att.strip(query, layer, head, rollout), f"{label} → tokens, {what}"),
-                        key=f"{key}.strip.{query}", theme=charts.HEATMAP_THEME)
+                        key=f"{key}.strip.{query}")
     queries = ["CLS"] + (["Gist"] if att.gist is not None else [])
     q1, q2 = st.columns(2)
     query = q1.segmented_control("Heat map of", queries, default="CLS", key=f"{key}.hq") or "CLS"
@@ -389,8 +389,7 @@ def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
                                                                       "head": f"heads of layer {layer}",
                                                                       "rollout": "rollout per layer"}[b]) or "layer"
     st.plotly_chart(charts.token_heatmap_figure(att.heatmap(query.lower(), by=by, layer=layer),
-                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat",
-                    theme=charts.HEATMAP_THEME)
+                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat")
     st.caption("Each row of attention is how much the CLS (or Gist) token reads from each token; rows sum to 1 over "
                "all tokens ([CLS], [GIST] and [SEP] included). Integrated Gradients are for image models only.")
 

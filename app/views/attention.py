@@ -68,7 +68,7 @@ for name, label in (("cls", "CLS"), ("gist", "Gist")):
 what = f"rollout through layer {layer}" if rollout else f"layer {layer}, " + (
     "mean of heads" if head is None else f"head {head}")
 st.plotly_chart(charts.attention_grid_figure(grids, f"Attention weights on the patch grid, {what} (one colour scale)"),
-                key="attn.grid", config=charts.MODEBAR, theme=charts.HEATMAP_THEME)
+                key="attn.grid", config=charts.MODEBAR)
 if maps.has_gist:
     st.plotly_chart(charts.similarity_figure(maps.summary(index), maps.step), key="attn.sim")
 st.subheader("Attribution: CLS head vs Gist head")
