@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.colors as pc
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -27,6 +28,12 @@ PROBE, TEST = "probe", "test"  # evaluation splits: the trainer's accuracy probe
 # Points per line of the live loss chart: a browser shows ~1,000 px of width, and each refresh sends the figure whole
 # to every open session (1.6 MB of JSON at 20,000 steps without a cap, 0.17 MB with it).
 MAX_CURVE_POINTS = 2000
+# Inferno (black for zero, brightening monotonically) with its stops written as rgb(): Streamlit's browser code
+# replaces its chart theme's placeholder colours ("#000001" ...) wherever they occur in a figure, and Inferno's
+# first stop is "#000004", which became a theme colour (pink #ffabab; purple with theme=None): zero attention looked
+# brighter than a little.
+INFERNO = [[pos, "rgb({}, {}, {})".format(*pc.hex_to_rgb(colour))]
+           for pos, colour in pc.make_colorscale(pc.sequential.Inferno)]
 MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}  # st.plotly_chart(config=)
 
 
@@ -245,13 +252,13 @@ def attention_grid_figure(grids: Mapping[str, np.ndarray], title: str) -> go.Fig
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} → patches" for n in names],
                         horizontal_spacing=0.06)
     for i, name in enumerate(names, start=1):
-        fig.add_trace(go.Heatmap(z=grids[name], colorscale="Inferno", zmin=0, zmax=top, coloraxis="coloraxis",
+        fig.add_trace(go.Heatmap(z=grids[name], colorscale=INFERNO, zmin=0, zmax=top, coloraxis="coloraxis",
                                  hovertemplate="row %{y}, column %{x}: %{z:.4f}<extra>" + name + "</extra>"),
                       row=1, col=i)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", showticklabels=False,
                          row=1, col=i)
         fig.update_xaxes(showticklabels=False, row=1, col=i)
-    fig.update_layout(coloraxis={"colorscale": "Inferno", "cmin": 0, "cmax": top,
+    fig.update_layout(coloraxis={"colorscale": INFERNO, "cmin": 0, "cmax": top,
                                  "colorbar": {"title": "attention", "thickness": 12}},
                       title=title, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10})
     return fig

@@ -169,6 +169,19 @@ def open_run_manager(root: str | Path | None = None, **kwargs: Any) -> ge.RunMan
     return ge.RunManager(root=Path(root) if root is not None else data_root(), **kwargs)
 
 
+ENGINE_LOADING = "Loading the model engine (torch, timm) ... the first time after a start, this takes a while."
+
+
+@st.cache_resource(show_spinner=False)
+def load_engine_in_background() -> threading.Thread:
+    """Start importing the engine's heavy libraries (`ge.preload`: torch, timm, onnx) in a daemon thread, once per
+    server process: the pages draw at once (`gist_engine` itself imports none of them), and the first page that
+    needs the model code or the run manager waits only for what is left, behind `ENGINE_LOADING`."""
+    thread = threading.Thread(target=ge.preload, name="gist-engine-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def mlflow_available() -> bool:
     """Whether MLflow export can work (the package is installed)."""
     return importlib.util.find_spec("mlflow") is not None
@@ -221,6 +234,15 @@ def dataset_preview(dataset: str, per_class: int = 4, size: int = 48) -> dict[st
 def text_preview(dataset: str, per_class: int = 3, chars: int = 300) -> dict[str, Any]:
     """`ge.text_dataset_preview` cached (a few documents per class, class counts)."""
     return ge.text_dataset_preview(dataset, per_class=per_class, chars=chars)
+
+
+def class_names(dataset: str) -> list[str] | None:
+    """The class names of a dataset (from its cached preview), or None when it cannot be read now."""
+    try:
+        preview = text_preview(dataset, 1, 8) if dataset_modality(dataset) == "text" else dataset_preview(dataset, 1, 8)
+    except Exception:  # a dataset missing or unreadable here: the page shows class indices instead
+        return None
+    return list(preview["class_names"])
 
 
 def import_dataset_zip(data: bytes, name: str, root: str | Path | None = None, overwrite: bool = False) -> Any:

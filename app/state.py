@@ -36,7 +36,7 @@ STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "st
                   "diverged": "red", "failed": "red", "interrupted": "violet"}
 
 
-@st.cache_resource(show_spinner="Starting the run manager ...")
+@st.cache_resource(show_spinner=services.ENGINE_LOADING)
 def _manager(root: str) -> Any:
     """One RunManager per data directory for the whole server process (shared by every browser session)."""
     return services.open_run_manager(root)

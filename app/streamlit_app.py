@@ -13,10 +13,13 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:  # a checkout without `pip install -e .`: the pages import gist_engine from here
     sys.path.insert(0, ROOT)
 
+import services  # noqa: E402 - after the path above; imports gist_engine, whose API loads lazily (no torch yet)
+
 # The favicon is a file served by this server: a ":material/..." page icon makes the browser fetch it from
 # fonts.gstatic.com, which fails offline (the pages' material icons come from the font Streamlit bundles).
 ICON = Path(__file__).resolve().with_name("icon.png")
 st.set_page_config(page_title="GIST Studio", page_icon=str(ICON), layout="wide")
+services.load_engine_in_background()  # torch & co load while the first page draws from the store and the gallery
 
 PAGES = {
     "Train": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import charts
@@ -116,6 +116,16 @@ def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: s
 
 
 FORM_TYPES = ("int", "float", "bool", "str")  # peft option types a generated form edits; lists/dicts stay in YAML
+
+
+def method_form(tuner: dict[str, Any], method: str, args: dict[str, Any], key: Callable[[str], str],
+                problems: list[str]) -> dict[str, Any]:
+    """The chosen method's `method_args` form: for `peft`, a peft type and a form generated from its peft config
+    fields (`peft_form`); else the tuner's own options (`config_form`)."""
+    if method == "peft":
+        return peft_form(tuner["peft_types"], args, key("args.peft"), problems=problems)
+    return config_form(tuner["options"], args, key(f"args.{method}"), path="method_args", scope=method,
+                       problems=problems)
 
 
 def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
@@ -342,8 +352,15 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     return info
 
 
-def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool) -> None:
-    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range)."""
+def class_label(label: int, class_names: list[str] | None) -> str:
+    """A class by its name (`class_names[label]`), or its index when the names are unknown or too few."""
+    return str(class_names[label]) if class_names and 0 <= label < len(class_names) else str(label)
+
+
+def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool,
+             class_names: list[str] | None = None) -> None:
+    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range); each
+    head's prediction by its class name when `class_names` are known."""
     image = maps.images[index]
     cols = st.columns([1, 1, 1, 1.1])
     cols[0].image(image, caption="input", width="stretch")
@@ -363,7 +380,7 @@ def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool)
             heat, what = per_head[index, layer, head], f"layer {layer}, head {head}"
         label = "CLS" if name == "cls" else "Gist"
         logits = getattr(maps, f"{name}_logits")
-        pred = "" if logits is None else f" · predicts {int(logits[index].argmax())}"
+        pred = "" if logits is None else f" · predicts {class_label(int(logits[index].argmax()), class_names)}"
         col.image(services.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
 
 

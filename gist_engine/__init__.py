@@ -1,229 +1,67 @@
-"""GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method."""
+"""GIST Studio's engine: GIST (Ruan et al., 2023) on timm Vision Transformers with every standard PEFT method.
 
+The public API below is imported lazily (PEP 562): `import gist_engine` imports none of torch, timm or onnx, and
+`gist_engine.X` or `from gist_engine import X` imports the module that defines X on first use. Reading the run
+store, the verdict (`PairedResult`) and the gallery's files thus costs no torch import; building or training a
+model imports what it needs when it is first asked for.
+"""
+
+from ._lazy import lazy_exports
 from ._version import __version__ as __version__
-from .backbones import (
-    BACKBONES,
-    TEXT_BACKBONES,
-    BackboneError,
-    backbone_data_config,
-    backbone_info,
-    create_backbone,
-    is_text_backbone,
-)
-from .build import build_model, describe_model, parameter_summary
-from .catalog import catalogue
-from .config import (
-    RECIPES,
-    ConfigError,
-    DataConfig,
-    GistConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    check_value,
-    describe_fields,
-    load_run_config,
-    to_dict,
-)
-from .data import (
-    DATASETS,
-    VTAB1K_TASKS,
-    BenchmarkReport,
-    DatasetError,
-    describe_datasets,
-    import_benchmark,
-    import_text_table,
-    list_text_datasets,
-    load_dataset,
-)
-from .data.preview import dataset_preview, dataset_samples, text_dataset_preview, text_dataset_samples
-from .data.registry import dataset_modality, split_sizes
-from .data.upload import decode_image, delete_uploaded_dataset, import_imagefolder_zip, list_uploaded_datasets
-from .estimate import estimate_run_time, measure_throughput
-from .inspect import TokenAttention, compute_token_attention, list_snapshots, load_snapshot
-from .inspect.explain import explain_image, image_attention, overlay_heatmap
-from .losses import INTERACTION_LOSSES, LOSS_TERMS, gist_loss, loss_contributions, loss_weights
-from .model import GistOutput, GistViT
-from .runs import (
-    DELTA_BOUNDS,
-    InvalidId,
-    PairedResult,
-    RunError,
-    RunManager,
-    RunNotFound,
-    RunSnapshot,
-    StoreError,
-    check_id,
-    clip_interval,
-    format_table,
-    interval_note,
-    is_id,
-    paired_delta,
-    paired_result,
-    printable,
-    run_compare,
-    summarise,
-)
-from .runs import data_dir as runs_data_dir
-from .runs.gallery import (
-    GalleryError,
-    gallery_examples,
-    import_gallery,
-    import_gallery_entry,
-    list_gallery,
-    remove_gallery_example,
-)
-from .studies import BACKENDS as STUDY_BACKENDS
-from .studies import (
-    FEW_SEEDS_MARK,
-    FEW_SEEDS_NOTE,
-    STUDY_EXPORTS,
-    STUDY_STATUSES,
-    StudyError,
-    StudyInfo,
-    StudyJob,
-    StudySpec,
-    create_study,
-    delete_study,
-    export_study,
-    format_study,
-    get_study,
-    list_studies,
-    load_study_spec,
-    load_uploaded_spec,
-    ray_available,
-    resume_study,
-    run_study,
-    start_study,
-    study_curve,
-    study_matrix,
-    study_results,
-    study_runs,
-)
-from .text_model import GistTextEncoder
-from .train import Callback, Trainer, TrainResult, train
-from .train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_model, predict, save_checkpoint
-from .tuners import TUNERS, apply_tuner, count_parameters
 
-__all__ = [
-    "BACKBONES",
-    "CHECKPOINT_NAME",
-    "DATASETS",
-    "DELTA_BOUNDS",
-    "FEW_SEEDS_MARK",
-    "FEW_SEEDS_NOTE",
-    "INTERACTION_LOSSES",
-    "LOSS_TERMS",
-    "RECIPES",
-    "STUDY_BACKENDS",
-    "STUDY_EXPORTS",
-    "STUDY_STATUSES",
-    "TEXT_BACKBONES",
-    "TUNERS",
-    "VTAB1K_TASKS",
-    "BackboneError",
-    "BenchmarkReport",
-    "Callback",
-    "CheckpointError",
-    "ConfigError",
-    "DataConfig",
-    "DatasetError",
-    "GalleryError",
-    "GistConfig",
-    "GistOutput",
-    "GistTextEncoder",
-    "GistViT",
-    "InvalidId",
-    "ModelConfig",
-    "PairedResult",
-    "RunConfig",
-    "RunError",
-    "RunManager",
-    "RunNotFound",
-    "RunSnapshot",
-    "StoreError",
-    "StudyError",
-    "StudyInfo",
-    "StudyJob",
-    "StudySpec",
-    "TokenAttention",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "apply_tuner",
-    "backbone_data_config",
-    "backbone_info",
-    "build_model",
-    "catalogue",
-    "check_id",
-    "check_value",
-    "clip_interval",
-    "compute_token_attention",
-    "count_parameters",
-    "create_backbone",
-    "create_study",
-    "dataset_modality",
-    "dataset_preview",
-    "dataset_samples",
-    "decode_image",
-    "delete_study",
-    "delete_uploaded_dataset",
-    "describe_datasets",
-    "describe_fields",
-    "describe_model",
-    "estimate_run_time",
-    "explain_image",
-    "export_study",
-    "format_study",
-    "format_table",
-    "gallery_examples",
-    "get_study",
-    "gist_loss",
-    "image_attention",
-    "import_benchmark",
-    "import_gallery",
-    "import_gallery_entry",
-    "import_imagefolder_zip",
-    "import_text_table",
-    "interval_note",
-    "is_id",
-    "is_text_backbone",
-    "list_gallery",
-    "list_snapshots",
-    "list_studies",
-    "list_text_datasets",
-    "list_uploaded_datasets",
-    "load_dataset",
-    "load_model",
-    "load_run_config",
-    "load_snapshot",
-    "load_study_spec",
-    "load_uploaded_spec",
-    "loss_contributions",
-    "loss_weights",
-    "measure_throughput",
-    "overlay_heatmap",
-    "paired_delta",
-    "paired_result",
-    "parameter_summary",
-    "predict",
-    "printable",
-    "ray_available",
-    "remove_gallery_example",
-    "resume_study",
-    "run_compare",
-    "run_study",
-    "runs_data_dir",
-    "save_checkpoint",
-    "split_sizes",
-    "start_study",
-    "study_curve",
-    "study_matrix",
-    "study_results",
-    "study_runs",
-    "summarise",
-    "text_dataset_preview",
-    "text_dataset_samples",
-    "to_dict",
-    "train",
-]
+# module -> the public names it gives the package (every one of them is in __all__)
+EXPORTS: dict[str, tuple[str, ...]] = {
+    ".backbones": (
+        "BACKBONES", "TEXT_BACKBONES", "BackboneError", "backbone_data_config", "backbone_info", "create_backbone",
+        "is_text_backbone",
+    ),
+    ".build": ("build_model", "describe_model", "parameter_summary",),
+    ".catalog": ("catalogue",),
+    ".config": (
+        "RECIPES", "ConfigError", "DataConfig", "GistConfig", "ModelConfig", "RunConfig", "TrainConfig", "check_value",
+        "describe_fields", "load_run_config", "to_dict",
+    ),
+    ".data": (
+        "DATASETS", "VTAB1K_TASKS", "BenchmarkReport", "DatasetError", "describe_datasets", "import_benchmark",
+        "import_text_table", "list_text_datasets", "load_dataset",
+    ),
+    ".data.preview": ("dataset_preview", "dataset_samples", "text_dataset_preview", "text_dataset_samples",),
+    ".data.registry": ("dataset_modality", "split_sizes",),
+    ".data.upload": ("decode_image", "delete_uploaded_dataset", "import_imagefolder_zip", "list_uploaded_datasets",),
+    "._lazy": ("preload",),
+    ".estimate": ("estimate_run_time", "measure_throughput",),
+    ".inspect": ("TokenAttention", "compute_token_attention", "list_snapshots", "load_snapshot",),
+    ".inspect.explain": ("explain_image", "image_attention", "overlay_heatmap",),
+    ".losses": ("INTERACTION_LOSSES", "LOSS_TERMS", "gist_loss", "loss_contributions", "loss_weights",),
+    ".model": ("GistOutput", "GistViT",),
+    ".runs": (
+        "DELTA_BOUNDS", "InvalidId", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot",
+        "StoreError", "check_id", "clip_interval", "format_table", "interval_note", "is_id", "paired_delta",
+        "paired_result", "printable", "run_compare", "summarise",
+    ),
+    ".runs.gallery": (
+        "GalleryError", "gallery_examples", "import_gallery", "import_gallery_entry", "list_gallery",
+        "remove_gallery_example",
+    ),
+    ".studies": (
+        "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_STATUSES", "StudyError", "StudyInfo", "StudyJob",
+        "StudySpec", "create_study", "delete_study", "export_study", "format_study", "get_study", "list_studies",
+        "load_study_spec", "load_uploaded_spec", "ray_available", "resume_study", "run_study", "start_study",
+        "study_curve", "study_matrix", "study_results", "study_runs",
+    ),
+    ".text_model": ("GistTextEncoder",),
+    ".train": ("Callback", "Trainer", "TrainResult", "train",),
+    ".train.checkpoint": ("CHECKPOINT_NAME", "CheckpointError", "load_model", "predict", "save_checkpoint",),
+    ".tuners": ("TUNERS", "apply_tuner", "count_parameters",),
+}
+# public name -> (module, its name there)
+RENAMED: dict[str, tuple[str, str]] = {
+    "STUDY_BACKENDS": (".studies", "BACKENDS"),
+    "runs_data_dir": (".runs", "data_dir"),
+}
+
+# module -> modules that register something in it when imported: a gallery bundle of kind `study` is read by
+# runs.gallery with the hooks that studies.gallery registers
+COMPANIONS: dict[str, tuple[str, ...]] = {".runs.gallery": (".studies.gallery",)}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS, RENAMED, COMPANIONS)

@@ -11,6 +11,7 @@ point and the live fragment's rerun time (the figures in the README).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -147,6 +148,31 @@ def _caption_ms(page) -> float | None:
     return float(found.group(1)) if found else None
 
 
+# The colour stops of the first heat map as plotly drew it (after Streamlit's browser-side theme, if any).
+COLOURSCALE_JS = ("() => { for (const p of document.querySelectorAll('.js-plotly-plot')) {"
+                  " const t = (p._fullData || []).find(d => d.type === 'heatmap'); if (!t) continue;"
+                  " const axis = p._fullLayout.coloraxis; const scale = axis ? axis.colorscale : t.colorscale;"
+                  " return scale && scale.length ? scale.map(s => s[1]) : null; } return null; }")
+
+
+def _luminance(colour: str) -> float:
+    """Relative luminance (ITU-R BT.709 weights on sRGB values, 0..1) of '#rrggbb' or 'rgb(r, g, b)'."""
+    if colour.startswith("#"):
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (float(v) for v in re.findall(r"[\d.]+", colour)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def _assert_black_zero_rising(page) -> None:
+    """The attention heat map's rendered colour scale starts at black for zero and brightens monotonically (not
+    Streamlit theme's pink first stop, which made the least-attended patches look brighter than lightly attended)."""
+    stops = page.wait_for_function(COLOURSCALE_JS, timeout=60_000).json_value()
+    lum = [_luminance(c) for c in stops]
+    assert lum[0] < 0.02, f"the scale starts at {stops[0]}, not black: {stops}"
+    assert all(b >= a for a, b in itertools.pairwise(lum)), f"the scale does not rise monotonically: {stops}"
+
+
 def _no_exception(page) -> None:
     """The page shows no Streamlit exception box and no Python error text."""
     body = page.inner_text("body")
@@ -248,6 +274,7 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     page.get_by_text("Attention maps of this run").click()
     page.get_by_text("Where do CLS and Gist look?").wait_for()
     page.get_by_text("CLS → patches").first.wait_for(timeout=90_000)
+    _assert_black_zero_rising(page)
     _shot(page, "04_attention")
 
 
@@ -476,6 +503,7 @@ def test_gallery_first_chart_for_a_new_user(fresh_server: str, page) -> None:
         page.goto(f"{fresh_server}/attention?run={gist_run}")  # the example's snapshots over training
         page.get_by_text("Probe set over training").wait_for(timeout=90_000)
         page.get_by_text("CLS → patches").first.wait_for(timeout=90_000)
+        _assert_black_zero_rising(page)
         _no_exception(page)
         _shot(page, "15_attention_gallery")
         print(f"gallery example's attention page: {time.perf_counter() - shown:.1f} s")

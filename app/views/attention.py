@@ -8,17 +8,16 @@ import widgets
 
 import gist_engine as ge
 
-mgr = state.manager()
 st.title("Where do CLS and Gist look?")
-runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}
-options = ["untrained", *runs]
+mgr = state.manager()
+runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}  # newest first
+options = [*runs, "untrained"]  # opens on the newest trained run; an untrained head predicts at random
 wanted = st.query_params.get("run")
 choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,
                       format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
                       else state.run_label(runs[i]))
 snap = runs.get(choice)
-source = state.draft() if snap is None else snap.run_dir
-cfg = state.draft() if snap is None else snap.config
+source, cfg = (state.draft(), state.draft()) if snap is None else (snap.run_dir, snap.config)
 size = cfg.get("image_size") or 224
 try:
     modality = services.model_modality(source)
@@ -28,6 +27,8 @@ except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.B
 if modality == "text":
     widgets.text_attention(source, cfg, key=f"attn.text.{choice}")
     st.stop()
+names = (services.model_for_run(snap.run_dir).class_names if snap else None) or \
+    services.class_names(cfg["data"]["dataset"])  # the heads' predictions and the images by class name
 steps = ge.list_snapshots(snap.run_dir) if snap else []
 kinds = (["Probe set over training"] if steps else []) + ["Dataset sample", "Upload an image"]
 kind = st.segmented_control("Image", kinds, default=kinds[0], key=f"attn.kind.{choice}")
@@ -35,10 +36,9 @@ try:
     if kind == "Probe set over training":
         step = st.select_slider("Training step", steps, value=steps[-1], help="Snapshots recorded while training")
         maps = ge.load_snapshot(snap.run_dir, step)
-        names = services.model_for_run(snap.run_dir).class_names or []
         index = st.radio("Probe image", range(len(maps.images)), horizontal=True,
-                         format_func=lambda i: f"#{i} ({names[int(maps.labels[i])]})" if maps.labels is not None
-                         and int(maps.labels[i]) < len(names) else f"#{i}")
+                         format_func=lambda i: f"#{i} ({widgets.class_label(int(maps.labels[i]), names)})"
+                         if maps.labels is not None else f"#{i}")
     elif kind == "Upload an image":
         upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
         if upload is None:
@@ -58,7 +58,7 @@ layer = c1.slider("Layer", 0, maps.num_layers - 1, maps.num_layers - 1)
 head = c2.selectbox("Head", [None, *range(maps.num_heads)], format_func=lambda h: "mean of heads" if h is None
                     else f"head {h}")
 rollout = c3.toggle("Rollout", help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer")
-widgets.map_pair(maps, index, layer, head, rollout)
+widgets.map_pair(maps, index, layer, head, rollout, names)
 grids = {}
 for name, label in (("cls", "CLS"), ("gist", "Gist")):
     per_head = getattr(maps, f"{name}_maps")

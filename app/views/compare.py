@@ -9,8 +9,8 @@ import streamlit as st
 
 import gist_engine as ge
 
-mgr = state.manager()
 st.title("Compare plain and GIST")
+mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
 groups = {g["id"]: g for g in mgr.groups()}
 everything = mgr.list()
 runs = {r.id: r for r in everything[:500]}

@@ -16,11 +16,11 @@ FOLDER = Path(os.environ.get("GIST_GALLERY_DIR") or services.ASSETS / "gallery")
 DONE_KEY = "gallery.done"  # the message of the last import or removal, shown after the rerun
 
 
-mgr = state.manager()  # a real RunManager: examples are written into its store
 st.title("Gallery")
 st.caption("Real runs recorded by this product, with the machine, date, versions and command that made them. "
            "Import one to see its curves, numbers and attention at once; examples are read-only, listed beside "
            "your own runs with names that start with “example ·”.")
+mgr = state.manager()  # a real RunManager: examples are written into its store (loads the engine the first time)
 listed = state.refused(lambda: ge.list_gallery(FOLDER), f"The gallery in {FOLDER} cannot be read")  # too deep, ...
 bundles = [b for b in listed or [] if b["recorded"]]
 if not bundles:

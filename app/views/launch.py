@@ -55,13 +55,8 @@ with right:
     if method != cfg["method"]:
         cfg["method"], cfg["method_args"] = method, {}
     st.caption(cat["tuners"][method]["help"])
-    if method == "peft":  # a peft type, then a form generated from its peft config fields
-        cfg["method_args"] = widgets.peft_form(cat["tuners"]["peft"]["peft_types"], cfg["method_args"],
-                                               state.launch_key("args.peft"), problems=problems)
-    else:
-        cfg["method_args"] = widgets.config_form(cat["tuners"][method]["options"], cfg["method_args"],
-                                                 state.launch_key(f"args.{method}"), path="method_args",
-                                                 scope=method, problems=problems)
+    cfg["method_args"] = widgets.method_form(cat["tuners"][method], method, cfg["method_args"], state.launch_key,
+                                             problems)
     st.subheader("GIST")
     cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2,
                                       path="gist", problems=problems)

@@ -7,8 +7,8 @@ import state
 import streamlit as st
 import widgets
 
-mgr = state.manager()
 st.title("Runs")
+mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
 for kind, lines in st.session_state.pop(state.RUNS_FLASH_KEY, {}).items():  # what the last delete did
     for line in lines:
         getattr(st, kind)(line)

@@ -12,19 +12,24 @@ that writes a run's metrics), `manager` (RunManager: queue, workers, heartbeat, 
 text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables and MLflow), `ids`
 (the id formats, names as text, removals and copies kept inside the data directory). The engine's background threads
 live here.
+
+Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `store`, `pairs`, `stats`,
+`ids` and `export` read the store and the verdict without torch; `RunManager`, `compare` and `recorder` import the
+trainer (torch) when first used.
 """
 
-from .compare import paired_configs, run_compare, summarise
-from .export import EXPORT_FORMATS, read_export
-from .ids import InvalidId, check_id, check_name, is_id, printable
-from .manager import ACTIVE, RESUMABLE, STATUSES, STEP_KEYS, RunManager
-from .pairs import ArmRun, PairedResult, SeedPair, format_table, paired_result
-from .recorder import StoreWriter
-from .stats import DELTA_BOUNDS, Interval, clip_interval, interval_note, paired_delta, t_interval
-from .store import MIGRATIONS, SCHEMA_VERSION, RunError, RunNotFound, RunSnapshot, RunStore, StoreError, data_dir
+from .._lazy import lazy_exports
 
-__all__ = ["ACTIVE", "DELTA_BOUNDS", "EXPORT_FORMATS", "MIGRATIONS", "RESUMABLE", "SCHEMA_VERSION", "STATUSES",
-           "STEP_KEYS", "ArmRun", "Interval", "InvalidId", "PairedResult", "RunError", "RunManager", "RunNotFound",
-           "RunSnapshot", "RunStore", "SeedPair", "StoreError", "StoreWriter", "check_id", "check_name",
-           "clip_interval", "data_dir", "format_table", "interval_note", "is_id", "paired_configs", "paired_delta",
-           "paired_result", "printable", "read_export", "run_compare", "summarise", "t_interval"]
+EXPORTS: dict[str, tuple[str, ...]] = {
+    ".compare": ("paired_configs", "run_compare", "summarise"),
+    ".export": ("EXPORT_FORMATS", "read_export"),
+    ".ids": ("InvalidId", "check_id", "check_name", "is_id", "printable"),
+    ".manager": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"),
+    ".pairs": ("ArmRun", "PairedResult", "SeedPair", "format_table", "paired_result"),
+    ".recorder": ("StoreWriter",),
+    ".stats": ("DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta", "t_interval"),
+    ".store": ("MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore", "StoreError",
+               "data_dir"),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS)

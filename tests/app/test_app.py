@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 import services
+import widgets
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
@@ -226,8 +228,24 @@ def test_attention_page_snapshots_of_a_real_run(real) -> None:
     assert not at.exception and any("|IG|" in c for img in at.image for c in img.captions)
 
 
+def test_attention_page_opens_on_the_newest_trained_run_with_a_black_zero(real) -> None:
+    at = open_page(real, "views/attention.py")
+    trained = [r.id for r in real.list() if r.status in ("completed", "stopped")]  # newest first
+    assert at.selectbox[0].value == trained[0] and at.selectbox[0].options[-1].startswith("Untrained")
+    grid = next(c for c in at.get("plotly_chart") if "patch grid" in c.proto.spec)
+    # Inferno from black, written as rgb(): the browser replaces "#000004" (a placeholder of Streamlit's theme)
+    spec = json.loads(grid.proto.spec)
+    for scale in (spec["layout"]["coloraxis"]["colorscale"], *(t["colorscale"] for t in spec["data"])):
+        assert scale[0] == [0.0, "rgb(0, 0, 4)"] and not any(c.startswith("#00000") for _, c in scale)
+
+
+def test_class_label_names_a_class_or_keeps_its_index() -> None:
+    assert widgets.class_label(2, ["cat", "dog", "seven"]) == "seven"
+    assert widgets.class_label(5, ["cat"]) == "5" and widgets.class_label(1, None) == "1"
+
+
 def test_attention_page_untrained_and_upload(fake) -> None:
-    at = open_page(fake, "views/attention.py")
+    at = open_page(fake, "views/attention.py", run="untrained")
     assert len(at.image) >= 1 and not at.select_slider  # dataset sample, no snapshots
     at.segmented_control[0].set_value("Upload an image").run()
     buf = io.BytesIO()
