@@ -308,7 +308,8 @@ def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
         if pool is None:
             continue
         if len(pool) == 0:
-            raise DatasetError(f"{name}: the {split} split is empty (too few images per class?)")
+            items = "documents" if dataset_modality(name) == "text" else "images"
+            raise DatasetError(f"{name}: the {split} split is empty (too few {items} per class?)")
         if pool.labels.min() < 0 or pool.labels.max() >= len(raw.class_names):
             raise DatasetError(f"{name}: {split} labels outside 0..{len(raw.class_names) - 1}")
     if len(np.unique(pools["train"].labels)) < 2:

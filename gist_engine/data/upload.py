@@ -236,8 +236,10 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
                 reason = f"{info.file_size / 2**20:.1f} MiB uncompressed; the cap is " \
                          f"{limits.max_file_bytes / 2**20:.0f} MiB"
             elif info.file_size > limits.max_ratio * max(info.compress_size, 1):
-                reason = (f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 exceeds "
-                          f"{limits.max_ratio:.0f}:1 (zip bomb?)")
+                reason = (f"compresses {info.file_size / max(info.compress_size, 1):.0f}:1 in the zip, past the "
+                          f"{limits.max_ratio:.0f}:1 allowed for one file (a guard against zip bombs); image data "
+                          "compresses far less, so this file is mostly something else, such as a large metadata "
+                          "or text chunk: re-save the image without its metadata")
             if reason:
                 report.rejected.append((info.filename, reason))
                 continue

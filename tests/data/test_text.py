@@ -100,6 +100,11 @@ def test_textfile_errors_name_the_problem(tmp_path, tok):
         load(tok, f"textfile:{path}")
     with pytest.raises(DatasetError, match="no such file"):
         load(tok, f"textfile:{tmp_path / 'none.csv'}")
+    two = tmp_path / "two.csv"  # one row per class: nothing is left for a test split
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_csv(two, index=False)
+    with pytest.raises(DatasetError, match=r"split is empty \(too few documents per class\?\)") as refused:
+        load(tok, f"textfile:{two}")
+    assert "images" not in str(refused.value)
 
 
 def test_modalities_must_match(tok):
