@@ -11,12 +11,12 @@ import gist_engine as ge
 mgr = state.manager()
 st.title("Where do CLS and Gist look?")
 runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}
-options = ["untrained", *runs]
-wanted = st.query_params.get("run")
+options, wanted = ["untrained", *runs], st.query_params.get("run")
+state.missing_notice(mgr, wanted, options, "Showing the untrained backbone instead.")  # deleted, or a wrong id
 choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,
                       format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
                       else state.run_label(runs[i]))
-snap = runs.get(choice)
+snap = None if choice == "untrained" else state.shown_run(mgr, choice)  # stops here if deleted since the list
 source = state.draft() if snap is None else snap.run_dir
 cfg = state.draft() if snap is None else snap.config
 size = cfg.get("image_size") or 224
