@@ -28,6 +28,9 @@ FIGURES_KEY = "live_figures"  # run id -> (metrics rows, evaluations, loss figur
 FRAGMENT_MS_KEY = "live_fragment_ms"  # durations of the live fragment's reruns, ms
 RUNS_GEN_KEY = "runs.generation"  # bumped by a delete: the runs table and its confirmation start afresh
 RUNS_FLASH_KEY = "runs.flash"  # "Deleted N runs: ..." kept for the rerun after a delete
+SEEN_KEY = "runs.seen"  # ids of the runs this session has shown: one that is gone now was deleted, not mistyped
+GONE_KEY = "runs.gone"  # what a polling fragment found deleted, said on the page's next full run
+GONE_SAID_KEY = "runs.gone_said"  # what this full run said was deleted (a second find of it reruns no more)
 DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its picker and confirmation start afresh
 DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
@@ -169,6 +172,59 @@ def delete_runs(mgr: Any, run_ids: Sequence[str], names: dict[str, Any]) -> list
     done = [f"Deleted {len(deleted)} run{'s' if len(deleted) > 1 else ''}: {label}"] if deleted else []
     st.session_state[RUNS_FLASH_KEY] = {"success": done, "error": errors}
     return deleted
+
+
+def get_run(mgr: Any, run_id: str) -> Any | None:
+    """The run's snapshot for a page that shows or polls it (remembered as seen), or None when the store has no such
+    run: deleted in another tab or by the CLI, or never there (`missing_run` says which)."""
+    try:
+        snap = mgr.get(run_id)
+    except ge.RunNotFound:  # InvalidId included: a malformed id builds no path
+        return None
+    st.session_state.setdefault(SEEN_KEY, set()).add(run_id)
+    return snap
+
+
+def missing_run(run_id: str) -> str:
+    """What to say of a run id the store does not have: deleted (this session showed it before) or unknown."""
+    if run_id in st.session_state.get(SEEN_KEY, set()):
+        return f"This run was deleted ({run_id}: in another tab or by the CLI)."
+    return f"No run with id {run_id!r}."
+
+
+def shown_run(mgr: Any, run_id: str) -> Any:
+    """The snapshot of the run a page shows (`get_run`); when it is gone, a warning says so (`missing_run`) and the
+    page stops there (nothing left to draw or poll)."""
+    snap = get_run(mgr, run_id)
+    if snap is None:
+        st.warning(missing_run(run_id))
+        st.stop()
+    return snap
+
+
+def missing_notice(mgr: Any, wanted: str | None, listed: Sequence[str], instead: str) -> None:
+    """Warn when the run a link asked for (`wanted`, e.g. `?run=`) is neither `listed` nor in the store: deleted, or
+    unknown (`missing_run`), and what the page shows `instead`."""
+    if wanted and wanted not in listed and get_run(mgr, wanted) is None:
+        st.warning(f"{missing_run(wanted)} {instead}")
+
+
+def gone(what: str) -> None:
+    """A fragment polled something that was deleted meanwhile: rerun the whole page, which says `what` was deleted
+    (`gone_notice`) and draws what is left, so the fragment stops polling it. Never returns."""
+    said = f"{what} was deleted (in another tab or by the CLI)."
+    if st.session_state.get(GONE_SAID_KEY) == said:  # the redrawn page still offered it: say so, rerun no more
+        st.warning(said, icon=":material/delete:")
+        st.stop()
+    st.session_state[GONE_KEY] = said
+    st.rerun()
+
+
+def gone_notice() -> None:
+    """Say what a fragment found deleted (`gone`), once."""
+    said = st.session_state[GONE_SAID_KEY] = st.session_state.pop(GONE_KEY, None)
+    if said:
+        st.warning(said, icon=":material/delete:")
 
 
 def delete_upload(name: str, images: int) -> None:

@@ -196,8 +196,7 @@ def new_study_form(cfg: dict[str, Any], where: Any) -> None:
         st.error(f"Fix the study first: {exc}")
         spec = None
     if spec is not None:
-        st.caption(f"**{ge.printable(spec.name)}**: {spec.n_cells} cell(s) × {len(spec.seeds)} seed(s) × "
-                   f"{len(spec.arms)} arm(s) = {spec.planned} runs")
+        st.caption(f"**{ge.printable(spec.name)}**: {spec.size_text.replace(' x ', ' × ')}")
     backend, options = backend_choice()
     new = st.checkbox("Start over", key="studies.new", help="A new study even when this spec ran before; otherwise "
                       "the stored study continues and its completed runs are kept.")

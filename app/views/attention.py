@@ -11,12 +11,12 @@ import gist_engine as ge
 st.title("Where do CLS and Gist look?")
 mgr = state.manager()
 runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}  # newest first
-options = [*runs, "untrained"]  # opens on the newest trained run; an untrained head predicts at random
-wanted = st.query_params.get("run")
+options, wanted = [*runs, "untrained"], st.query_params.get("run")  # opens on the newest trained run, not at random
+state.missing_notice(mgr, wanted, options, f"Showing the {'newest trained' if runs else 'untrained'} model instead.")
 choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,
                       format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
                       else state.run_label(runs[i]))
-snap = runs.get(choice)
+snap = None if choice == "untrained" else state.shown_run(mgr, choice)  # stops here if deleted since the list
 source, cfg = (state.draft(), state.draft()) if snap is None else (snap.run_dir, snap.config)
 size = cfg.get("image_size") or 224
 try:

@@ -11,6 +11,7 @@ import gist_engine as ge
 
 st.title("Compare plain and GIST")
 mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
+state.gone_notice()
 groups = {g["id"]: g for g in mgr.groups()}
 everything = mgr.list()
 runs = {r.id: r for r in everything[:500]}
@@ -38,12 +39,15 @@ loss_key, smoothing, log = readouts.compare_options()
 @st.fragment(run_every=2.0 if active else None)
 def results_view() -> None:
     """Refreshes while any compared run still trains; redraws the page once they have all finished."""
-    if gid:
-        results = mgr.group_results(gid)
-        chosen, verdict = results["runs"], results["paired"]
-    else:
-        chosen = [mgr.get(i) for i in picked]
-        verdict = ge.paired_result(chosen)  # pairs by config and seed, as a group's runs are paired
+    try:
+        if gid:
+            results = mgr.group_results(gid)
+            chosen, verdict = results["runs"], results["paired"]
+        else:
+            chosen = [mgr.get(i) for i in picked]
+            verdict = ge.paired_result(chosen)  # pairs by config and seed, as a group's runs are paired
+    except ge.RunNotFound:  # the group or a run was deleted while polled: the page redraws without it
+        state.gone(f"The group {gid}" if gid else "A compared run")
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return

@@ -8,26 +8,23 @@ import state
 import streamlit as st
 import widgets
 
-import gist_engine as ge
-
 mgr = state.manager()
 runs = mgr.list(limit=200)
 st.title("Live run")
-if not runs:
+by_id, wanted = {r.id: r for r in runs}, st.query_params.get("run")
+if wanted and wanted not in by_id:  # older than the list's limit, or deleted (another tab, the CLI)
+    if (older := state.get_run(mgr, wanted)) is not None:
+        by_id = {wanted: older, **by_id}
+    else:
+        st.warning(state.missing_run(wanted) + (" Showing the newest run instead." if by_id else ""))
+if not by_id:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
-by_id = {r.id: r for r in runs}
-wanted = st.query_params.get("run")
-if wanted and wanted not in by_id:
-    try:
-        by_id = {wanted: mgr.get(wanted), **by_id}  # older than the list's limit
-    except ge.RunNotFound:
-        st.warning(f"No run with id {wanted!r}; showing the newest run instead.")
 run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
                       format_func=lambda i: state.run_label(by_id[i]))
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
-snap = mgr.get(run_id)
+snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
 cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
@@ -45,7 +42,8 @@ options = readouts.live_options()
 def live_view() -> None:
     """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()
-    s = mgr.get(run_id)
+    if (s := state.get_run(mgr, run_id)) is None:
+        st.rerun()  # deleted while watched: the page redraws, says so, and stops polling it
     if mgr.store_problem:  # e.g. a full disk: the runs' outcomes show from memory until the store takes writes
         st.error(f"The run store takes no writes: {mgr.store_problem}")
     metrics = state.run_metrics(mgr, run_id)

@@ -28,8 +28,10 @@ class ArmRun:
         metrics: Fractions per `RUN_METRICS` key (None: not measured).
         trainable_params: The run's trainable parameters (the parameter cost of GIST is the difference).
         id: The run id (None for a foreground run).
-        key: What else must match for two runs to pair besides the seed (`pair_key`: the config without its name,
-            `gist.enabled` and `train.seed`); "" when the caller already knows the runs share a config.
+        key: The run's config besides its name, `gist.enabled` and `train.seed` (`pair_key`): runs of one seed,
+            arm and key are re-runs of each other; "" when the caller already knows the runs share a config.
+        control: What a plain run and a GIST run must share to pair (`control_key`: the config without its name,
+            `train.seed` and every `gist.*` key, which cannot change a plain run); None: `key`.
     """
 
     seed: int
@@ -39,6 +41,7 @@ class ArmRun:
     trainable_params: int | None = None
     id: str | None = None
     key: str = ""
+    control: str | None = None
 
     @property
     def arm(self) -> str:
@@ -112,7 +115,9 @@ class PairedResult:
         return sorted((r.seed, v) for r in self._arm_runs(arm) if (v := r.value(metric)) is not None)
 
     def _arm_runs(self, arm: str) -> list[ArmRun]:
-        return [getattr(p, arm) for p in self.pairs] + [r for r in self.unpaired if r.arm == arm]
+        """Each run of the arm once (a plain run that serves several GIST configs is in several pairs)."""
+        runs = [getattr(p, arm) for p in self.pairs] + [r for r in self.unpaired if r.arm == arm]
+        return list({(r.key, r.seed): r for r in runs}.values())
 
     def seed_rows(self) -> list[dict[str, Any]]:
         """One JSON-ready row per pair: seed, per arm its status, id, trainable parameters and `RUN_METRICS`
@@ -159,6 +164,19 @@ def pair_key(config: Mapping[str, Any] | None) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+def control_key(config: Mapping[str, Any] | None) -> str:
+    """What a plain run's config and a GIST run's must share to pair: everything but `name`, `train.seed` and the
+    `gist` section (GIST off, no gist.* key changes a run: a plain run serves every gist.* setting)."""
+    if not config:
+        return ""
+    cfg = copy.deepcopy(dict(config))
+    cfg.pop("name", None)
+    cfg.pop("gist", None)
+    if isinstance(cfg.get("train"), dict):
+        cfg["train"].pop("seed", None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
 def arm_run(run: Any) -> ArmRun:
     """An `ArmRun` from a run snapshot (`RunSnapshot` or any object with its fields: seed, gist_enabled, status,
     acc_cls, best_acc_cls, acc_gist, agreement, trainable_params, id, config); an `ArmRun` is returned as it is.
@@ -174,14 +192,17 @@ def arm_run(run: Any) -> ArmRun:
             metrics[k] = last.get(k)
     return ArmRun(seed=int(run.seed), gist=bool(run.gist_enabled), status=str(run.status), metrics=metrics,
                   trainable_params=getattr(run, "trainable_params", None), id=getattr(run, "id", None),
-                  key=pair_key(getattr(run, "config", None)))
+                  key=pair_key(getattr(run, "config", None)), control=control_key(getattr(run, "config", None)))
 
 
 def paired_result(runs: Iterable[Any], metrics: Iterable[str] = DELTA_METRICS, confidence: float = 0.95
                   ) -> PairedResult:
     """The verdict of any set of runs: pair them, take GIST - plain per metric with its CI and p.
 
-    Runs pair when they share the seed and the config (`ArmRun.key`) and differ in `gist.enabled`. Of several runs
+    Runs pair when they share the seed and the config and differ in `gist.enabled`: a GIST run pairs with the plain
+    run of its seed and config (`ArmRun.key`), else with the plain run of its seed whose config differs from its own
+    only in gist.* keys (`ArmRun.control`: GIST off, those keys cannot change a run), so one plain run can pair
+    with GIST runs of several gist.* settings (a study's shared plain arm). Of several runs
     with the same seed, arm and config the LAST in `runs` counts (pass them oldest first: a re-run replaces the
     original); the others are reported in `replaced`. A run whose other arm is missing is reported in `unpaired`
     (and still counts in its arm's mean). A pair enters a metric's delta when both its runs ended with a result
@@ -210,12 +231,21 @@ def paired_result(runs: Iterable[Any], metrics: Iterable[str] = DELTA_METRICS, c
         if old is not None:
             replaced.append(old)
         latest[(run.key, run.seed, run.gist)] = run
-    pairs, unpaired = [], []
+    controls: dict[tuple[str, int], ArmRun] = {}  # (control, seed) -> the newest plain run with them
+    for (_, seed, gist), run in latest.items():
+        if not gist:
+            controls[(run.key if run.control is None else run.control, seed)] = run
+    pairs, unpaired, partnered = [], [], set()
     for (key, seed, gist), run in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        if not gist and (key, seed, True) in latest:
-            pairs.append(SeedPair(seed, run, latest[(key, seed, True)]))
-        elif (key, seed, not gist) not in latest:
-            unpaired.append(run)
+        if gist:
+            plain = latest.get((key, seed, False)) or controls.get((key if run.control is None else run.control, seed))
+            if plain is None:
+                unpaired.append(run)
+            else:
+                pairs.append(SeedPair(seed, plain, run))
+                partnered.add((plain.key, seed))
+    unpaired += [run for (key, seed, gist), run in latest.items() if not gist and (key, seed) not in partnered]
+    unpaired.sort(key=lambda r: (r.key, r.seed, r.gist))
     deltas: dict[str, dict[str, Any] | None] = {}
     for m in metrics:
         both = [p for p in pairs if p.delta(m) is not None]
@@ -292,4 +322,5 @@ def format_table(result: PairedResult | Mapping[str, Any]) -> str:
 
 
 __all__ = ["ARMS", "COUNTED_STATUSES", "DELTA_METRICS", "RUN_METRICS", "ArmRun", "PairedResult", "SeedPair",
-           "arm_run", "format_delta", "format_interval", "format_table", "pair_key", "paired_result", "points"]
+           "arm_run", "control_key", "format_delta", "format_interval", "format_table", "pair_key", "paired_result",
+           "points"]

@@ -1,7 +1,8 @@
 """Studies: paired sweeps of any config keys over seeds, run locally or on Ray, stored with the runs, read as tables.
 
 A study spec (YAML) names a base run config, a `grid` of config keys to lists of values, `seeds` and `paired`
-(plain and GIST per seed, the default). Every cell of the grid runs both arms for every seed; the runs are ordinary
+(plain and GIST per seed, the default). Every cell of the grid runs both arms for every seed, the plain arm once per
+seed across axes of gist.* keys that cannot change it (`StudySpec.shared_axes`); the runs are ordinary
 runs of the run store (`runs.sqlite3`), linked to their study in `studies` / `study_runs` (schema version 2), so
 the app's Live, Compare and Runs pages show them while they train, whichever backend executes them.
 

@@ -100,7 +100,7 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
                 else create_study(spec_or_id, root, backend, new=new, max_runs=max_runs))
     with StudyStore(root) as s:
         s.refuse_example(study_id, "run")
-        spec = load_study_spec(s.get(study_id).spec, max_runs=None)  # counted when it was created
+        spec = s.spec(study_id)  # as it was planned (and counted) when it was created
         if isinstance(root, RunManager):
             options.setdefault("manager", root)
         be = BACKENDS[backend](_root_dir(root), **options)
@@ -198,7 +198,8 @@ class _Driver:
         return [launches[k] for k in self.planned if k in launches]  # seed-major: results arrive across the grid
 
     def _submit(self, keys: list[Key]) -> dict[Key, tuple[str, bool]]:
-        """Insert the runs of `keys`: a paired group per cell for seeds that miss both arms, single runs else."""
+        """Insert the runs of `keys`: a paired group per cell for seeds that miss both arms (when the cell's plain
+        runs are its own), single runs else (a plain run shared by several cells belongs to no cell's group)."""
         mgr, out = self.be.manager, {}
         by_cell: dict[int, list[Key]] = {}
         for key in keys:
@@ -206,10 +207,10 @@ class _Driver:
         for cell_keys in by_cell.values():
             cell = self.planned[cell_keys[0]].cell
             seeds = sorted({k[1] for k in cell_keys})
-            paired = [sd for sd in seeds if self.spec.paired and {(cell.index, sd, "plain"), (cell.index, sd, "gist")}
-                      <= set(cell_keys)]
-            if paired:
-                group_id = mgr.submit_group(cell.config, paired, name=f"{self.spec.name}[{cell.label}]")
+            pairs = [sd for sd in seeds if self.spec.paired and {(cell.index, sd, "plain"), (cell.index, sd, "gist")}
+                     <= set(cell_keys) and len(self.planned[(cell.index, sd, "plain")].cells) == 1]
+            if pairs:
+                group_id = mgr.submit_group(cell.config, pairs, name=f"{self.spec.name}[{cell.label}]")
                 for snap in mgr.list(group_id=group_id):
                     key = (cell.index, snap.seed, "gist" if snap.gist_enabled else "plain")
                     out[key] = (self._link(key, snap.id), False)

@@ -37,7 +37,7 @@ from ..runs.gallery import (
 )
 from .driver import run_study
 from .results import study_results
-from .spec import ARMS, load_study_spec
+from .spec import ARMS, StudyError, load_study_spec
 from .store import COMPLETED, RUNNING, StudyStore
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,12 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunManager | Non
     if not isinstance(spec, dict):
         raise GalleryError(f"study {study_id}: its spec is not a mapping")
     parsed = load_study_spec(spec, read_files=False)  # StudyError (a ConfigError): too many runs, a bad key
-    if study.get("cells") != parsed.n_cells or study.get("planned") != parsed.planned:
+    try:  # a study recorded before the plain arm was shared planned it per cell: either plan is the spec's
+        parsed.as_stored(study.get("planned"))
+        planned_ok = True
+    except StudyError:
+        planned_ok = False
+    if study.get("cells") != parsed.n_cells or not planned_ok:
         raise GalleryError(f"study {study_id}: cells {study.get('cells')!r} and planned {study.get('planned')!r} "
                            f"do not match its spec ({parsed.n_cells} cells, {parsed.planned} runs)")
     for link in links:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..runs.ids import printable
 from ..runs.pairs import ArmRun, paired_result
 from ..runs.stats import interval_note
-from .spec import StudyError, load_study_spec
+from .spec import StudyError
 from .store import Root, StudyStore
 
 if TYPE_CHECKING:
@@ -32,27 +32,37 @@ def _pd() -> Any:
 
 
 def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
-    """One row per planned run, in plan order: the grid of statuses.
+    """One row per cell, seed and arm, in plan order (seed, cell, arm): the grid of statuses.
+
+    A plain run shared across gist-only axes (`StudySpec.shared_axes`) has a row in every cell it serves, with the
+    same run id (and `shared` True): each cell's verdict pairs its GIST runs with it.
 
     Columns: cell (index), label, one column per axis (its value), seed, arm (plain/gist), run_id (None while not
-    submitted), group_id (the cell's paired group: the app's Compare page), attempts, status (`pending` while not
-    submitted), outcome (of the latest attempt), step, total_steps, acc_cls, best_acc_cls, acc_gist, agreement,
-    error. `attrs`: study (id), name, axes, paired.
+    submitted), shared, group_id (the cell's paired group when its runs are its own: the app's Compare page),
+    attempts, status (`pending` while not submitted), outcome (of the latest attempt), step, total_steps, acc_cls,
+    best_acc_cls, acc_gist, agreement, error. `attrs`: study (id), name, axes, paired, shared_axes, planned (runs
+    trained: fewer than the rows when the plain arm is shared).
     """
     with StudyStore(root) as s:
         info = s.get(study_id)
+        spec = s.spec(study_id)  # as it was planned (counted when it was created or imported)
         latest = s.latest(study_id)
-    spec = load_study_spec(info.spec, max_runs=None)  # counted when it was created (or imported)
+    shared, cells = bool(spec.shared_axes), spec.cells()
     rows = []
-    for p in spec.planned_runs():
-        r = latest.get((p.cell.index, p.seed, p.arm)) or {}
-        rows.append({"cell": p.cell.index, "label": p.cell.label, **p.cell.values, "seed": p.seed, "arm": p.arm,
-                     "run_id": r.get("run_id"), "group_id": r.get("group_id"), "attempts": r.get("attempt", 0),
-                     "status": r.get("status") or ("deleted" if r else "pending"), "outcome": r.get("outcome"),
-                     "step": r.get("step"), "total_steps": r.get("total_steps"),
-                     **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
+    for seed in spec.seeds:
+        for cell in cells:
+            for arm in spec.arms:
+                owner = spec.plain_cell(cell.index) if arm == "plain" else cell.index
+                r = latest.get((owner, seed, arm)) or {}
+                rows.append({"cell": cell.index, "label": cell.label, **cell.values, "seed": seed, "arm": arm,
+                             "run_id": r.get("run_id"), "shared": shared and arm == "plain",
+                             "group_id": r.get("group_id"), "attempts": r.get("attempt", 0),
+                             "status": r.get("status") or ("deleted" if r else "pending"),
+                             "outcome": r.get("outcome"), "step": r.get("step"), "total_steps": r.get("total_steps"),
+                             **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
     df = _pd().DataFrame(rows)
-    df.attrs.update(study=study_id, name=info.name, axes=spec.axes, paired=spec.paired)
+    df.attrs.update(study=study_id, name=info.name, axes=spec.axes, paired=spec.paired,
+                    shared_axes=spec.shared_axes, planned=info.planned)
     return df
 
 
@@ -66,6 +76,9 @@ def significance(p: float | None) -> str:
 def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> pd.DataFrame:
     """One row per cell: per-seed accuracies of both arms and the paired delta GIST - plain.
 
+    Each cell's verdict is `runs.pairs.paired_result` over its runs: its GIST runs paired by seed with its plain
+    runs, which are the plain runs shared across the gist-only axes when the study shares them (`study_runs`).
+
     Args:
         metric: acc_cls (final test accuracy, default), best_acc_cls (best over the evaluations, VTAB-1k's
             number), acc_gist or agreement.
@@ -76,8 +89,8 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
         gist_ci_high (each arm's 95% t-interval, clipped to [0, 1]), delta_mean, delta_std, delta_ci_low,
         delta_ci_high (95% t-interval, clipped to [-1, 1]), p_value (paired t-test), significance, note (with 1 or
         2 paired seeds: why the interval cannot be read as a bound; see `runs.stats.interval_note`), and the status
-        counts of the cell's runs (completed, running, queued, failed, interrupted,
-        stopped, diverged, pending). `attrs`: study, name, axes, metric, paired.
+        counts of the cell's runs (completed, running, queued, failed, interrupted, stopped, diverged, pending; a
+        shared plain run counts in every cell it serves). `attrs`: study, name, axes, metric, paired.
     """
     if metric not in DELTA_METRICS:
         why = " (the plain arm has no Gist head, so GIST - plain is not defined)" if metric in METRICS else ""

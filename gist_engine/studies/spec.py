@@ -23,6 +23,7 @@ STUDY_KEYS = ("name", "description", "base", "set", "grid", "seeds", "paired", "
 ARMS = ("plain", "gist")
 MAX_RUNS = 10_000  # runs a study may plan unless the caller raises the cap (`study run --max-runs N`)
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a built-in config's name (`base: demo_cpu`)
+GIST_PREFIX, GIST_SWITCH = "gist.", "gist.enabled"  # a gist.* key but the switch cannot change a plain run
 
 
 class StudyError(ConfigError):
@@ -53,12 +54,18 @@ class Cell:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a study: a cell, a seed and an arm (`plain` = GIST off, `gist` = GIST on)."""
+    """One run of a study: a cell, a seed and an arm (`plain` = GIST off, `gist` = GIST on).
+
+    Attributes:
+        cells: The cells whose verdict the run enters: its own cell alone, or, for a plain run shared across the
+            values of gist-only axes (`StudySpec.shared_axes`), every cell it serves (`cell` is the first of them).
+    """
 
     cell: Cell
     seed: int
     arm: str
     config: RunConfig
+    cells: tuple[int, ...] = ()
 
 
 @dataclass
@@ -76,6 +83,10 @@ class StudySpec:
         paired: Run every cell with GIST off and on (True); False runs only the base's `gist.enabled` arm.
         retries: Times a failed run (or one whose worker died) is tried again before the study goes on without it.
         description: Free text.
+        share_plain: Train the plain arm once per seed for all the values of the gist-only axes (`shared_axes`):
+            GIST off, no `gist.*` key but `gist.enabled` can change a run. True for every new study; False for a
+            study stored before the plain arm was shared (`as_stored`), which keeps its plan. Not part of the
+            spec's text (`to_dict`).
     """
 
     name: str
@@ -85,6 +96,7 @@ class StudySpec:
     paired: bool = True
     retries: int = 1
     description: str = ""
+    share_plain: bool = True
 
     @property
     def axes(self) -> list[str]:
@@ -104,9 +116,49 @@ class StudySpec:
         return math.prod(len(v) for v in self.grid.values())
 
     @property
+    def shared_axes(self) -> list[str]:
+        """The axes the plain arm ignores (`plain_shared_axes`), when `share_plain`; else none."""
+        return plain_shared_axes(self.grid) if self.share_plain else []
+
+    @property
     def planned(self) -> int:
-        """Runs the study plans, counted by `count_runs` (nothing built)."""
-        return count_runs({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms)
+        """Runs the study plans, counted by `count_runs` (nothing built): one plain run per seed serves every
+        value of the `shared_axes`."""
+        return count_runs({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms,
+                          shared={"plain": self.shared_axes})
+
+    @property
+    def size_text(self) -> str:
+        """How the run count is made up: '4 cells x 2 seeds x 2 arms = 16 runs', or with a shared plain arm '4 cells
+        x 2 seeds: 2 plain runs (shared across gist.temperature) + 8 GIST = 10 runs'."""
+        return _size_text({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms,
+                          self.shared_axes) + f" = {_count(self.planned, 'run')}"
+
+    def plain_cell(self, index: int) -> int:
+        """The cell whose plain runs serve cell `index`: itself, or with `shared_axes` the cell with the first value
+        of each shared axis and the same values of the others (index arithmetic on the row-major grid)."""
+        shared, out, stride = set(self.shared_axes), 0, 1
+        for axis, values in reversed(self.grid.items()):
+            coordinate = (index // stride) % len(values)
+            out += (0 if axis in shared else coordinate) * stride
+            stride *= len(values)
+        return out
+
+    def as_stored(self, planned: int) -> StudySpec:
+        """This spec as a stored study of `planned` runs was planned: a study stored before the plain arm was
+        shared planned it per cell (its count tells), and keeps that plan when resumed, shown or imported.
+
+        Raises:
+            StudyError: `planned` matches neither plan.
+        """
+        shared = dataclasses.replace(self, share_plain=True)
+        if planned == shared.planned:
+            return shared
+        per_cell = dataclasses.replace(self, share_plain=False)
+        if planned == per_cell.planned:
+            return per_cell
+        raise StudyError(f"the study plans {planned!r} runs, its spec {shared.planned} (or {per_cell.planned} "
+                         "without a shared plain arm); the stored study does not match its spec")
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid (the cartesian product of the axes' values), validated."""
@@ -128,17 +180,28 @@ class StudySpec:
 
     def planned_runs(self) -> list[PlannedRun]:
         """Every run: seed-major (all cells of the first seed first, so results arrive across the grid), then cell,
-        then arm (plain before GIST)."""
+        then arm (plain before GIST). A plain run shared across the `shared_axes` comes once per seed, at the first
+        cell it serves, with the config of that cell (GIST off: its gist.* values play no part) and a name that
+        shows the shared axes as `*` (`temperature[gist.temperature=*]-plain-seed0`)."""
         cells = self.cells()
+        serves: dict[int, list[int]] = {}
+        for cell in cells:
+            serves.setdefault(self.plain_cell(cell.index), []).append(cell.index)
+        shared = set(self.shared_axes)
         runs = []
         for seed in self.seeds:
             for cell in cells:
                 for arm in self.arms:
+                    if arm == "plain" and cell.index not in serves:
+                        continue  # served by the plain run of its `plain_cell`
+                    served = tuple(serves[cell.index]) if arm == "plain" else (cell.index,)
+                    label = cell.label if len(served) == 1 else ", ".join(
+                        f"{k}={'*' if k in shared else _show(v)}" for k, v in cell.values.items())
                     cfg = copy.deepcopy(cell.config)
                     cfg.train.seed = seed
                     cfg.gist.enabled = arm == "gist"
-                    cfg.name = f"{self.name}[{cell.label}]-{arm}-seed{seed}"
-                    runs.append(PlannedRun(cell, seed, arm, cfg))
+                    cfg.name = f"{self.name}[{label}]-{arm}-seed{seed}"
+                    runs.append(PlannedRun(cell, seed, arm, cfg, served))
         return runs
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +232,19 @@ def count_runs(axes: Mapping[str, int], seeds: int, arms: Sequence[str] = ARMS, 
                for arm in arms)
 
 
+def plain_shared_axes(grid: Mapping[str, Any]) -> list[str]:
+    """The axes of a grid that cannot change a plain run: every key they set is a `gist.*` key other than
+    `gist.enabled` (a key axis such as `gist.temperature`, or a named axis setting only such keys). With GIST off
+    the model has no Gist token and the loss no interaction term, so one plain run per seed serves all their values.
+    Read from the axes' keys alone (nothing is built)."""
+    def gist_only(key: Any) -> bool:
+        return isinstance(key, str) and key.startswith(GIST_PREFIX) and key != GIST_SWITCH
+
+    return [axis for axis, values in grid.items()
+            if (all(isinstance(v, Mapping) and v and all(gist_only(k) for k in v) for v in values.values())
+                if isinstance(values, Mapping) else gist_only(axis))]
+
+
 def check_study_size(runs: int, max_runs: int | None = MAX_RUNS, detail: str = "") -> int:
     """`runs` itself when it is at most `max_runs` (None: no cap).
 
@@ -196,6 +272,17 @@ def builtin_configs() -> dict[str, Path]:
 def _count(n: int, word: str) -> str:
     """(1, 'seed') -> '1 seed'; (2000, 'cell') -> '2,000 cells'."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _size_text(axes: Mapping[str, int], seeds: int, arms: Sequence[str], shared: Sequence[str]) -> str:
+    """'4 cells x 2 seeds x 2 arms', or with a shared plain arm '4 cells x 2 seeds: 2 plain runs (shared across
+    gist.temperature) + 8 GIST'."""
+    cells = f"{_count(math.prod(axes.values()), 'cell')} x {_count(seeds, 'seed')}"
+    if not shared or "plain" not in arms:
+        return f"{cells} x {_count(len(arms), 'arm')}"
+    parts = [f"{_count(count_runs(axes, seeds, ('plain',), shared={'plain': shared}), 'plain run')} (shared across "
+             f"{', '.join(shared)})"] + ([f"{count_runs(axes, seeds, ('gist',)):,} GIST"] if "gist" in arms else [])
+    return f"{cells}: {' + '.join(parts)}"
 
 
 def _show(value: Any) -> str:
@@ -367,10 +454,10 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
         raise StudyError(f"paired: expected true or false, got {paired!r}")
     grid = _parse_grid(data.get("grid"))
     seeds = _seed_count(data.get("seeds", 1))
-    arms = len(ARMS) if paired else 1
-    sizes = {axis: len(values) for axis, values in grid.items()}
-    check_study_size(count_runs(sizes, seeds, ARMS[:arms]), max_runs,
-                     f"{_count(math.prod(sizes.values()), 'cell')} x {_count(seeds, 'seed')} x {_count(arms, 'arm')}")
+    arms = ARMS if paired else ARMS[:1]  # unpaired: one arm (which one needs the base; the count is the same)
+    sizes, shared = {axis: len(values) for axis, values in grid.items()}, plain_shared_axes(grid)
+    check_study_size(count_runs(sizes, seeds, arms, shared={"plain": shared} if paired else None), max_runs,
+                     _size_text(sizes, seeds, arms, shared if paired else []))
     base = _resolve_base(data.get("base"), origin, read_files)
     sets = data.get("set") or {}
     if not isinstance(sets, typing.Mapping):
@@ -430,4 +517,4 @@ def load_uploaded_spec(data: bytes | str, file_name: str, *, max_runs: int | Non
 
 
 __all__ = ["ARMS", "MAX_RUNS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "builtin_configs",
-           "check_study_size", "count_runs", "load_study_spec", "load_uploaded_spec"]
+           "check_study_size", "count_runs", "load_study_spec", "load_uploaded_spec", "plain_shared_axes"]

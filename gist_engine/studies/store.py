@@ -17,7 +17,7 @@ from ..runs.ids import new_id
 from ..runs.manager import EXAMPLE_OWNER, pid_alive
 from ..runs.store import DB_NAME
 from ..train.checkpoint import package_versions
-from .spec import StudyError, StudySpec
+from .spec import StudyError, StudySpec, load_study_spec
 
 CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED = "created", "running", "completed", "incomplete", "interrupted"
 STUDY_STATUSES = (CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED)
@@ -278,6 +278,16 @@ class StudyStore:
         if row is None:
             raise StudyError(f"no study {study_id!r} in {self.store.path}; `study list` shows the studies")
         return self._info(row)
+
+    def spec(self, study_id: str) -> StudySpec:
+        """The stored study's spec as it was planned (`StudySpec.as_stored`: a study stored before the plain arm was
+        shared keeps its per-cell plain runs); counted when it was created, so no cap applies.
+
+        Raises:
+            StudyError: an unknown id, or a stored spec that no longer parses or does not match its run count.
+        """
+        info = self.get(study_id)
+        return load_study_spec(info.spec, max_runs=None).as_stored(info.planned)
 
     def list(self) -> list[StudyInfo]:
         """Every study, newest first."""

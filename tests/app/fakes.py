@@ -123,6 +123,8 @@ class FakeRunManager:
         return [copy.deepcopy(g) for g in self.group_meta.values()]
 
     def group_results(self, group_id: str) -> dict:
+        if group_id not in self.group_meta:  # as RunManager: a group deleted (with its runs) is not found
+            raise ge.RunNotFound(f"no group {group_id!r}")
         runs = self.list(group_id=group_id)
         paired = ge.paired_result(reversed(runs))  # oldest first: the newest of a seed and arm counts
         return {**paired.to_dict(), "paired": paired, "runs": runs, "group": copy.deepcopy(self.group_meta[group_id])}

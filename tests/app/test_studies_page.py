@@ -60,9 +60,9 @@ def test_a_fresh_page_shows_no_error_before_anything_is_typed(mgr) -> None:
 
 @pytest.mark.parametrize(("text", "said"), [
     ("base: /etc/passwd\ngrid: {gist.temperature: [1, 3]}\n", "is not a built-in config"),  # reads no file
-    ("base: demo_cpu\ngrid: {gist.temperature: [1, 3]}\nseeds: 1000000000000\n", "plans 4,000,000,000,000 runs"),
+    ("base: demo_cpu\ngrid: {gist.temperature: [1, 3]}\nseeds: 1000000000000\n", "plans 3,000,000,000,000 runs"),
     ("base: demo_cpu\ngrid: {" + ", ".join(f"{k}: {list(range(1, 11))}" for k in (
-        "gist.temperature", "train.lr", "gist.length", "gist.loss_weight")) + "}\n", "plans 20,000 runs"),
+        "gist.temperature", "train.lr", "gist.length", "gist.loss_weight")) + "}\n", "plans 10,010 runs"),
     ("name: \"x\\e[2J\"\nbase: demo_cpu\ngrid: {gist.temperature: [1, 3]}\n", "control character"),
     ("grid: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests too deeply"),
 ])
@@ -82,7 +82,8 @@ def test_an_uploaded_spec_names_a_built_in_config(mgr) -> None:
     at.segmented_control(key="studies.source").set_value("Spec file").run()
     at.get("file_uploader")[0].upload("mine.yaml", b"base: demo_cpu\ngrid: {gist.temperature: [1, 3]}\n").run()
     assert not at.error, [e.value for e in at.error]
-    assert "**mine**: 2 cell(s) × 1 seed(s) × 2 arm(s) = 4 runs" in _texts(at, "caption")
+    assert "**mine**: 2 cells × 1 seed: 1 plain run (shared across gist.temperature) + 2 GIST = 3 runs" in _texts(
+        at, "caption")
     assert not at.button(key="studies.start").disabled
 
 
@@ -107,7 +108,8 @@ def test_a_bad_axis_value_is_refused_by_name_before_anything_runs(mgr) -> None:
     assert {"temperature", "gist_length", "interaction_loss", "methods", "vtab1k"} <= set(picker.options)
     picker.select_index(picker.options.index("temperature")).run()
     assert not at.error, [e.value for e in at.error]
-    assert "**temperature**: 4 cell(s) × 2 seed(s) × 2 arm(s) = 16 runs" in _texts(at, "caption")
+    assert ("**temperature**: 4 cells × 2 seeds: 2 plain runs (shared across gist.temperature) + 8 GIST = 10 runs"
+            in _texts(at, "caption"))
     assert not ge.list_studies(mgr) and not mgr.list(), "nothing stored, nothing ran"
 
 
@@ -115,7 +117,7 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
     start = time.monotonic()
     at = open_studies(mgr)
     at.text_input(key="studies.values1.gist.temperature").input("1, 3").run()
-    assert "2 cell(s) × 1 seed(s) × 2 arm(s) = 4 runs" in _texts(at, "caption")
+    assert "2 cells × 1 seed: 1 plain run (shared across gist.temperature) + 2 GIST = 3 runs" in _texts(at, "caption")
     assert at.radio(key="studies.backend").options[0] == "local"
     at.button(key="studies.start").click().run()
     assert not at.exception, at.exception
@@ -125,11 +127,11 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
     while ge.get_study(study_id, mgr).status in ("created", "running") and time.monotonic() - start < 90:
         time.sleep(0.5)
     info = ge.get_study(study_id, mgr)
-    assert info.status == "completed" and info.counts["completed"] == 4, info
+    assert info.status == "completed" and info.counts["completed"] == 3, info
     at.run()
     assert not at.exception, at.exception
     studies, grid, matrix = (d.value for d in at.dataframe)  # the studies table, the grid, the matrix
-    assert list(studies["id"]) == [study_id] and studies["completed"][0] == 4
+    assert list(studies["id"]) == [study_id] and studies["completed"][0] == 3
     assert grid.shape == (2, 2) and all(str(v).startswith("completed") for v in grid.to_numpy().ravel()), grid
     assert list(matrix.columns) == ["GIST - plain"] and len(matrix) == 2, matrix
     assert all(v.startswith(("+", "-")) for v in matrix["GIST - plain"]), "a delta in points per cell"
@@ -140,9 +142,10 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
     assert ge.export_study(study_id, "md", root=mgr).startswith("| gist.temperature | GIST - plain |")
     assert time.monotonic() - start < 90
 
-    at.button(key="studies.open_compare").click().run()  # the first cell's paired group
+    at.button(key="studies.open_compare").click().run()  # the first cell's runs: its GIST run, the shared plain run
     assert not at.exception, at.exception
-    assert at.title[0].value == "Compare plain and GIST" and at.query_params["group"]
+    assert at.title[0].value == "Compare plain and GIST" and len(at.query_params["runs"]) == 2
+    assert not any("Without a partner" in c.value for c in at.caption), "the shared plain run pairs with the cell's"
 
     at = open_studies(mgr, study=study_id)
     at.button(key="studies.open_live").click().run()
@@ -153,7 +156,7 @@ def test_the_page_runs_a_tiny_study_and_shows_its_matrix_curve_and_exports(mgr) 
     at.checkbox(key=f"studies.delete_confirm.{study_id}").check().run()
     at.button(key="studies.delete").click().run()
     assert not at.exception, at.exception
-    assert not ge.list_studies(mgr) and len(mgr.list()) == 4, "the study is gone, its runs are kept"
+    assert not ge.list_studies(mgr) and len(mgr.list()) == 3, "the study is gone, its runs are kept"
 
 
 def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
@@ -166,7 +169,7 @@ def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
     at.button(key="studies.stop").click().run()  # at once: its first run is queued or training
     assert not at.exception, at.exception
     info = ge.get_study(study_id, mgr)
-    assert info.status == "interrupted" and info.counts.get("completed", 0) < 4, info
+    assert info.status == "interrupted" and info.counts.get("completed", 0) < 3, info
     while any(r.status in ("queued", "running") for r in mgr.list()) and time.monotonic() < deadline:
         time.sleep(0.2)
     at.run()
@@ -175,5 +178,5 @@ def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
     while ge.get_study(study_id, mgr).status in ("created", "running") and time.monotonic() < deadline + 60:
         time.sleep(0.5)
     info = ge.get_study(study_id, mgr)
-    assert info.status == "completed" and info.counts["completed"] == 4, info
-    assert len(mgr.list()) == 4, "stopped runs continued, none ran twice"
+    assert info.status == "completed" and info.counts["completed"] == 3, info
+    assert len(mgr.list()) == 3, "stopped runs continued, none ran twice"

@@ -123,6 +123,31 @@ def test_snapshots_pair_by_config_and_seed():
     assert res.to_dict()["seeds"][0]["gist_acc_gist"] == pytest.approx(0.58)  # from last_eval
 
 
+def test_a_plain_run_pairs_with_gist_runs_that_differ_only_in_gist_keys():
+    class Snap:
+        def __init__(self, run_id, seed, gist, acc, temperature=3.0, lr=1e-3):
+            self.id, self.seed, self.gist_enabled, self.status = run_id, seed, gist, "completed"
+            self.acc_cls = self.best_acc_cls = acc
+            self.acc_gist = self.agreement = self.trainable_params = None
+            self.config = {"name": run_id, "train": {"seed": seed, "lr": lr},
+                           "gist": {"enabled": gist, "temperature": temperature}}
+
+    # one plain run per seed (recorded at T = 1) serves GIST at T = 3 and T = 5; another lr pairs with nothing
+    res = paired_result([Snap("p0", 0, False, 0.5, 1.0), Snap("p1", 1, False, 0.6, 1.0),
+                         Snap("g0t3", 0, True, 0.55), Snap("g1t3", 1, True, 0.7),
+                         Snap("g0t5", 0, True, 0.45, 5.0), Snap("g1t5", 1, True, 0.6, 5.0),
+                         Snap("lr", 0, True, 0.9, lr=1.0)])
+    assert [(p.plain.id, p.gist.id) for p in res.pairs] == [("p0", "g0t3"), ("p1", "g1t3"), ("p0", "g0t5"),
+                                                              ("p1", "g1t5")]
+    assert res.delta("acc_cls")["deltas"] == pytest.approx([0.05, 0.1, -0.05, 0.0])
+    assert [r.id for r in res.unpaired] == ["lr"] and not res.replaced
+    assert res.arms["plain"]["acc_cls"].n == 2 and res.arms["plain"]["acc_cls"].mean == pytest.approx(0.55)
+    # a plain run of the GIST run's own config (a study stored per cell) is preferred over one of another T
+    res = paired_result([Snap("p0t1", 0, False, 0.5, 1.0), Snap("p0t3", 0, False, 0.52), Snap("g0t3", 0, True, 0.6)])
+    assert [(p.plain.id, p.gist.id) for p in res.pairs] == [("p0t3", "g0t3")] and [r.id for r in res.unpaired] == [
+        "p0t1"]
+
+
 def test_one_seed_and_bad_metrics():
     res = paired_result(runs([0.5], [0.6]))
     d = res.delta("acc_cls")

@@ -32,6 +32,7 @@ from gist_engine.studies import (
     run_study,
     start_study,
     study_results,
+    study_runs,
 )
 from tests.studies.helpers import BASE, toy_data
 
@@ -41,7 +42,7 @@ TABLES = ("studies", "study_runs", "runs", "groups", "metrics", "evaluations")
 
 
 def tiny_spec(base=BASE, name: str = "tiny1") -> dict:
-    """One axis x 2 values x 1 seed, paired: 4 runs of 1 epoch (4 steps)."""
+    """One axis x 2 values x 1 seed, paired: 3 runs of 1 epoch (4 steps): the plain run serves both values."""
     return {"name": name, "description": "A tiny study.", "base": base | {"train": base["train"] | {"epochs": 1}},
             "grid": {"gist.temperature": [1, 3]}, "seeds": 1}
 
@@ -68,11 +69,11 @@ def counts(root) -> list[int]:
 def test_a_study_bundle_round_trips_its_table(studied, tmp_path):
     root, study_id, bundle = studied
     manifest = read_manifest(bundle)
-    assert manifest["kind"] == "study" and manifest["study"]["id"] == study_id and len(manifest["runs"]) == 4
-    assert len(manifest["study_runs"]) == 4 and [r["label"] for r in manifest["results"]] == [
+    assert manifest["kind"] == "study" and manifest["study"]["id"] == study_id and len(manifest["runs"]) == 3
+    assert len(manifest["study_runs"]) == 3 and [r["label"] for r in manifest["results"]] == [
         "gist.temperature=1", "gist.temperature=3"]
     assert manifest["title"] == "Study: tiny1" and manifest["description"] == "A tiny study."
-    assert not list(bundle.rglob("checkpoint.safetensors")) and len(list(bundle.rglob("result.json"))) == 4
+    assert not list(bundle.rglob("checkpoint.safetensors")) and len(list(bundle.rglob("result.json"))) == 3
     with RunManager(tmp_path / "fresh", start=False) as mgr:
         result = import_gallery_entry(mgr, bundle)
         assert result["imported"] and sorted(result["runs"]) == sorted(r["id"] for r in manifest["runs"])
@@ -92,7 +93,7 @@ def test_importing_twice_changes_nothing(studied, tmp_path):
         assert import_gallery_entry(mgr, bundle)["imported"]
         before = counts(tmp_path)
         assert not import_gallery_entry(mgr, bundle)["imported"]
-        assert counts(tmp_path) == before and before[:3] == [1, 4, 4]
+        assert counts(tmp_path) == before and before[:3] == [1, 3, 3]
         with mgr.store.write() as c:  # an import cut short after the runs: the study rows come back
             c.execute("DELETE FROM study_runs")
             c.execute("DELETE FROM studies")
@@ -108,13 +109,13 @@ def test_an_example_study_is_read_only_until_its_example_is_removed(studied, tmp
                    lambda: start_study(study_id, tmp_path)):
         with pytest.raises(StudyError, match=rf"read-only gallery example.*runs gallery remove {NAME}"):
             action()
-    assert [s.id for s in list_studies(tmp_path)] == [study_id] and counts(tmp_path)[2] == 4
+    assert [s.id for s in list_studies(tmp_path)] == [study_id] and counts(tmp_path)[2] == 3
     # the same spec is never continued as the example: it starts a study of this store's own
     own = create_study(tiny_spec(), tmp_path)
     assert own != study_id and get_study(own, tmp_path).example is None
     delete_study(own, tmp_path)
     with RunManager(tmp_path, start=False) as mgr:
-        assert len(remove_gallery_example(mgr, NAME)) == 4
+        assert len(remove_gallery_example(mgr, NAME)) == 3
         assert gallery_examples(mgr) == {}
     assert list_studies(tmp_path) == [] and counts(tmp_path) == [0] * len(TABLES)
 
@@ -132,8 +133,8 @@ def test_cli_exports_lists_and_refuses_a_gallery_study(studied, tmp_path, capsys
     assert cli.main(["runs", "--root", store, "gallery", "import", "s1", "--gallery", str(out)]) == 0
     assert cli.main(["runs", "--root", store, "gallery", "list", "--gallery", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "s1: imported (4 runs" in text and "s1: Study: tiny1 [imported]" in text
-    assert f"study {study_id} (tiny1): 2 cells, 4 runs" in text and "gist.temperature=3: plain" in text
+    assert "s1: imported (3 runs" in text and "s1: Study: tiny1 [imported]" in text
+    assert f"study {study_id} (tiny1): 2 cells, 3 runs" in text and "gist.temperature=3: plain" in text
     assert cli.main(["study", "resume", study_id, "--root", store]) == 2
     assert "read-only gallery example" in capsys.readouterr().err
     assert cli.main(["runs", "--root", store, "gallery", "remove", "s1"]) == 0
@@ -154,5 +155,24 @@ def test_a_study_entry_records_from_its_spec(tmp_path):
     assert bundle == tmp_path / "digits-study" and manifest["kind"] == "study"
     assert manifest["command"] == "python -m gist_engine runs gallery record digits-study"
     assert manifest["recipe"] == {"study": "tiny.yaml", "checkpoints": False}
-    assert manifest["study"]["status"] == "completed" and len(manifest["runs"]) == 4
+    assert manifest["study"]["status"] == "completed" and len(manifest["runs"]) == 3
     assert json.loads(manifest["study"]["spec"])["name"] == "digits"
+
+
+def test_the_shipped_temperature_study_recorded_per_cell_imports_and_keeps_its_plan(tmp_path):
+    """The shipped study was recorded before the plain arm was shared (16 runs: a plain run per cell and seed): it
+    imports, and its table reads each cell's own plain runs, as recorded."""
+    bundle = Path(__file__).resolve().parents[2] / "assets" / "gallery" / "study-temperature"
+    manifest = read_manifest(bundle)
+    with RunManager(tmp_path, start=False) as mgr:
+        assert import_gallery_entry(mgr, bundle)["imported"]
+    study_id = manifest["study"]["id"]
+    info = get_study(study_id, tmp_path)
+    assert (info.cells, info.planned, info.counts) == (4, 16, {"completed": 16, "pending": 0})
+    runs = study_runs(study_id, tmp_path)
+    assert len(runs) == 16 and runs["run_id"].nunique() == 16 and not runs["shared"].any()
+    res = study_results(study_id, tmp_path)
+    for (_, row), recorded in zip(res.iterrows(), manifest["results"], strict=True):
+        assert row["label"] == recorded["label"] and row["n"] == recorded["n"] == 2
+        assert row["plain_mean"] == pytest.approx(recorded["plain_mean"])
+        assert row["delta_mean"] == pytest.approx(recorded["delta_mean"])

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+import gist_engine as ge
 from gist_engine import cli
 from gist_engine.runs import RunManager
 from gist_engine.studies import (
@@ -14,9 +15,11 @@ from gist_engine.studies import (
     StudyError,
     StudyStore,
     create_study,
+    delete_study,
     export_study,
     get_study,
     list_studies,
+    resume_study,
     run_study,
     study_curve,
     study_matrix,
@@ -35,30 +38,43 @@ def local_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
     seen = []
     study_id = run_study(spec(), root, "local", progress=lambda done, total: seen.append((done, total)), **LOCAL)
-    assert seen[-1] == (16, 16) and seen[0][1] == 16
+    assert seen[-1] == (12, 12) and seen[0][1] == 12  # 4 plain runs (one per rank and seed) + 8 GIST, not 16
     return root, study_id
 
 
 def test_a_study_runs_every_cell_paired_and_reads_back_as_the_table(local_study):
     root, study_id = local_study
     info = get_study(study_id, root)
-    assert (info.status, info.backend, info.cells, info.planned) == ("completed", "local", 4, 16)
-    assert info.counts == {"completed": 16, "pending": 0} and info.settled == 16
+    assert (info.status, info.backend, info.cells, info.planned) == ("completed", "local", 4, 12)
+    assert info.counts == {"completed": 12, "pending": 0} and info.settled == 12
     runs = study_runs(study_id, root)
     assert len(runs) == 16 and set(runs["status"]) == {"completed"} and set(runs["attempts"]) == {1}
-    # each cell is one paired group of the run store (the app's Compare page), both arms per seed
+    # the mixed grid shares the plain arm across gist.temperature only: 4 plain runs, each in the 2 cells of its rank
     mgr = RunManager(root, start=False)
     try:
-        groups = {mgr.get(rid).group_id for rid in runs["run_id"]}
-        assert len(groups) == 4
-        for gid in groups:
-            res = mgr.group_results(gid)
-            assert [r["seed"] for r in res["seeds"]] == [0, 1]
+        trained = mgr.list()
+        assert len(trained) == 12 and sum(not r.gist_enabled for r in trained) == 4
+        plain = runs[runs["arm"] == "plain"]
+        assert plain["run_id"].nunique() == 4 and plain["shared"].all()
+        assert not runs[runs["arm"] == "gist"]["shared"].any()
+        for (rank, _seed), part in plain.groupby(["method_args.rank", "seed"]):
+            assert len(part) == 2 and part["run_id"].nunique() == 1 and list(part["gist.temperature"]) == [1, 3]
+            assert mgr.get(part["run_id"].iloc[0]).config["method_args"]["rank"] == rank
+        assert runs[runs["arm"] == "gist"]["run_id"].nunique() == 8
+        # a cell's runs opened in Compare ("Any runs") pair the same way: a plain run (recorded at T = 1) with GIST
+        # at T = 3, since the plain arm ignores every gist.* key
+        cell = runs[runs["cell"] == 2]
+        verdict = ge.paired_result([mgr.get(i) for i in cell["run_id"]])
+        assert len(verdict.pairs) == 2 and not verdict.unpaired
+        assert {p.plain.id for p in verdict.pairs} == set(cell[cell["arm"] == "plain"]["run_id"])
     finally:
         mgr.shutdown()
     res = study_results(study_id, root)
     assert list(res["gist.temperature"]) == [1, 1, 3, 3] and list(res["method_args.rank"]) == [2, 4, 2, 4]
     assert list(res["n"]) == [2, 2, 2, 2] and list(res["completed"]) == [4, 4, 4, 4]
+    # cells that differ only in T pair their GIST runs with the same plain runs
+    assert res.iloc[0]["plain"] == res.iloc[2]["plain"] and res.iloc[1]["plain"] == res.iloc[3]["plain"]
+    assert res.iloc[0]["gist"] != res.iloc[2]["gist"]
     row = res.iloc[0]
     cell = runs[runs["cell"] == 0]
     plain = cell[cell["arm"] == "plain"].sort_values("seed")["acc_cls"].tolist()
@@ -87,7 +103,7 @@ def test_running_a_finished_study_again_runs_nothing(local_study):
         attempts = len(s.attempts(study_id))
     assert run_study(spec(), root, "local", **LOCAL) == study_id  # the same spec continues the same study
     with StudyStore(root) as s:
-        assert len(s.attempts(study_id)) == attempts == 16
+        assert len(s.attempts(study_id)) == attempts == 12
     assert run_metrics(root) == before and len(list_studies(root)) == 1
 
 
@@ -153,7 +169,12 @@ def test_cli_study_run_show_export_list(tmp_path, capsys):
     assert cli.main(["-q", "study", "run", str(path), "--root", root]) == 0
     out = capsys.readouterr().out
     study_id = out.splitlines()[0].split()[1]
-    assert "completed on local; 2 cell(s), 4 run(s): 4 completed" in out
+    assert "completed on local; 2 cell(s), 3 run(s): 3 completed" in out  # a GIST-only axis: one plain run
+    with RunManager(root, start=False) as mgr:
+        assert sorted(r.gist_enabled for r in mgr.list()) == [False, True, True]
+        plain_id = next(r.id for r in mgr.list() if not r.gist_enabled)
+    table = study_runs(study_id, root)
+    assert list(table[table["arm"] == "plain"]["run_id"]) == [plain_id, plain_id]
     assert cli.main(["study", "show", study_id, "--root", root, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["id"] == study_id and [c["gist.temperature"] for c in shown["cells"]] == [1, 3]
@@ -162,7 +183,7 @@ def test_cli_study_run_show_export_list(tmp_path, capsys):
     assert cli.main(["study", "list", "--root", root]) == 0
     assert study_id in capsys.readouterr().out
     assert cli.main(["study", "resume", study_id, "--root", root]) == 0  # nothing left to run
-    assert "4 completed" in capsys.readouterr().out
+    assert "3 completed" in capsys.readouterr().out
     assert cli.main(["study", "show", "s0000000000", "--root", root]) == 2
     assert "no study 's0000000000'" in capsys.readouterr().err
     path.write_text(json.dumps({**small, "grid": {"gist.temperatur": [1]}}))
@@ -180,3 +201,52 @@ def test_an_unpaired_study_shows_its_one_arm_accuracy_not_empty_differences(tmp_
     for (_, row), text in zip(res.iterrows(), matrix["GIST accuracy (%)"], strict=True):
         assert text.startswith(f"{100 * row['gist_mean']:.2f} [")  # the arm's mean with its CI, never "-"
     assert "unpaired study" in export_study(study_id, "md", None, tmp_path)
+
+
+def test_a_shared_plain_run_is_retried_deleted_and_resumed_once_for_all_its_cells(tmp_path):
+    small = spec("shared", grid={"gist.temperature": [1, 3]}, seeds=1)
+    fail = FailRuns("[gist.temperature=*]-plain")  # the plain run both cells share fails once at step 6
+    study_id = run_study(small, tmp_path, "local", callbacks=fail, **LOCAL)
+    info = get_study(study_id, tmp_path)
+    assert (info.status, info.planned, info.counts) == ("completed", 3, {"completed": 3, "pending": 0})
+    plain = study_runs(study_id, tmp_path).query("arm == 'plain'")
+    assert plain["run_id"].nunique() == 1 and list(plain["attempts"]) == [2, 2] and list(plain["cell"]) == [0, 1]
+    with StudyStore(tmp_path) as s:
+        rows = [r for r in s.attempts(study_id) if r["arm"] == "plain"]
+    assert [(r["cell"], r["attempt"], r["outcome"]) for r in rows] == [(0, 1, "failed"), (0, 2, "completed")]
+    # deleted on the Runs page: both cells miss it; resuming trains it once more, for both
+    plain_id = plain["run_id"].iloc[0]
+    with RunManager(tmp_path, start=False) as mgr:
+        mgr.delete(plain_id)
+    assert set(study_runs(study_id, tmp_path).query("arm == 'plain'")["status"]) == {"deleted"}
+    assert get_study(study_id, tmp_path).counts == {"completed": 2, "deleted": 1, "pending": 0}
+    assert list(study_results(study_id, tmp_path)["n"]) == [0, 0]
+    resume_study(study_id, tmp_path, **LOCAL)
+    info = get_study(study_id, tmp_path)
+    assert (info.status, info.counts) == ("completed", {"completed": 3, "pending": 0})
+    plain = study_runs(study_id, tmp_path).query("arm == 'plain'")
+    assert plain["run_id"].nunique() == 1 and plain["run_id"].iloc[0] != plain_id and list(plain["attempts"]) == [3, 3]
+    res = study_results(study_id, tmp_path)
+    assert list(res["n"]) == [1, 1] and res.iloc[0]["plain"] == res.iloc[1]["plain"]
+    with RunManager(tmp_path, start=False) as mgr:
+        assert len(mgr.list()) == 3
+    delete_study(study_id, tmp_path, runs=True)  # the shared run goes once, with the study
+    with RunManager(tmp_path, start=False) as mgr:
+        assert mgr.list() == [] and list_studies(tmp_path) == []
+
+
+def test_plain_runs_are_the_same_whatever_their_gist_keys(tmp_path):
+    """What sharing rests on: with GIST off, no gist.* key changes a run (same steps, losses and accuracies)."""
+    runs = {}
+    for name, gist in (("a", {"temperature": 1.0}),
+                       ("b", {"temperature": 5.0, "length": 4, "init": 2.0, "dropout": 0.5, "shared_head": False,
+                              "ce_weight": 2.0, "loss": "mse", "loss_weight": 3.0})):
+        cfg = {**spec()["base"], "name": name, "gist": {**gist, "enabled": False}}
+        runs[name] = ge.train(cfg, data=toy_data(None))
+    a, b = runs["a"], runs["b"]
+    assert (a.status, a.steps) == (b.status, b.steps) == ("completed", 8)
+    assert (a.acc_cls, a.best_acc_cls, a.trainable_params) == (b.acc_cls, b.best_acc_cls, b.trainable_params)
+    timing = {"images_per_second", "time", "seconds"}
+    assert [{k: v for k, v in s.items() if k not in timing} for s in a.history["steps"]] == [
+        {k: v for k, v in s.items() if k not in timing} for s in b.history["steps"]]
+    assert a.history["evals"] == b.history["evals"]

@@ -9,6 +9,7 @@ from gist_engine.cli import main
 from gist_engine.config import ConfigError
 from gist_engine.data.benchmarks import VTAB1K_GROUPS
 from gist_engine.studies import StudyError, load_study_spec
+from gist_engine.studies.spec import ARMS, count_runs
 from tests.studies.helpers import BASE, spec
 
 
@@ -21,7 +22,17 @@ def test_cells_are_the_cartesian_product_and_every_cell_runs_both_arms_per_seed(
                                          {"gist.temperature": 3, "method_args.rank": 4}]
     assert cells[3].config.gist.temperature == 3.0 and cells[3].config.method_args.rank == 4
     runs = s.planned_runs()
-    assert len(runs) == 16 and s.seeds == [0, 1] and s.paired and s.retries == 1
+    # the plain arm ignores gist.temperature: one plain run per rank and seed serves both temperatures
+    assert len(runs) == s.planned == 12 and s.seeds == [0, 1] and s.paired and s.retries == 1
+    assert s.shared_axes == ["gist.temperature"] and [s.plain_cell(i) for i in range(4)] == [0, 1, 0, 1]
+    shared = [(p.seed, p.cells, p.config.name) for p in runs if p.arm == "plain"]
+    assert shared == [(0, (0, 2), "tiny[gist.temperature=*, method_args.rank=2]-plain-seed0"),
+                      (0, (1, 3), "tiny[gist.temperature=*, method_args.rank=4]-plain-seed0"),
+                      (1, (0, 2), "tiny[gist.temperature=*, method_args.rank=2]-plain-seed1"),
+                      (1, (1, 3), "tiny[gist.temperature=*, method_args.rank=4]-plain-seed1")]
+    gist = sorted((p.cell.index, p.seed) for p in runs if p.arm == "gist")
+    assert gist == [(c, sd) for c in range(4) for sd in (0, 1)]
+    assert s.size_text == ("4 cells x 2 seeds: 4 plain runs (shared across gist.temperature) + 8 GIST = 12 runs")
     plain, gist = runs[0], runs[1]  # seed-major, plain before GIST: same seed, only gist.enabled differs
     assert (plain.arm, gist.arm, plain.seed, gist.seed) == ("plain", "gist", 0, 0)
     assert not plain.config.gist.enabled and gist.config.gist.enabled
@@ -80,8 +91,10 @@ def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
 
     folder = Path(__file__).resolve().parents[2] / "assets" / "studies"
     sizes = {p.stem: len(load_study_spec(p).planned_runs()) for p in sorted(folder.glob("*.yaml"))}
-    assert sizes == {"gist_length": 16, "interaction_loss": 16, "methods": 16, "peft_methods": 60, "temperature": 16,
+    # the gist-only sweeps train the plain arm once per seed (2 + 8 runs, not 16); methods and VTAB-1k cannot share
+    assert sizes == {"gist_length": 10, "interaction_loss": 10, "methods": 16, "peft_methods": 60, "temperature": 10,
                      "vtab1k": 570, "vtab1k_natural": 42}
+    assert {p.stem: load_study_spec(p).planned for p in folder.glob("*.yaml")} == sizes
     vtab = load_study_spec(folder / "vtab1k.yaml")
     cells = {tuple(c.values.values()): c.config for c in vtab.cells()}
     cifar = cells[("cifar", "lora")]
@@ -102,3 +115,31 @@ def test_an_empty_spec_file_is_refused_before_anything_runs(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: grid: give at least one axis to sweep")
     assert "study " not in out  # no study was created, nothing trained
+
+
+@pytest.mark.parametrize(("grid", "shared"), [
+    ({"gist.temperature": [1, 3]}, ["gist.temperature"]),
+    ({"gist.loss": ["bkld", "kl"], "train.lr": [1e-3, 1e-2]}, ["gist.loss"]),
+    ({"gist.enabled": [True, False]}, []),  # the switch itself changes the plain arm's config
+    ({"mix": {"a": {"gist.temperature": 1, "gist.loss_weight": 0.5}, "b": {"gist.temperature": 3}}}, ["mix"]),
+    ({"mix": {"a": {"gist.temperature": 1, "train.lr": 1e-3}, "b": {"gist.temperature": 3}}}, []),
+    ({"gist": [{"temperature": 1}, {"temperature": 3}]}, []),  # a whole section may hold gist.enabled
+])
+def test_only_axes_of_gist_keys_other_than_the_switch_share_the_plain_arm(grid, shared):
+    s = load_study_spec({"name": "share", "base": BASE, "grid": grid, "seeds": 3})
+    assert s.shared_axes == shared
+    sizes = {axis: len(v) for axis, v in s.grid.items()}
+    assert s.planned == count_runs(sizes, 3, ARMS, shared={"plain": shared}) == len(s.planned_runs())
+    plain = [p for p in s.planned_runs() if p.arm == "plain"]
+    assert sorted(c for p in plain for c in p.cells) == sorted(list(range(s.n_cells)) * 3)  # each cell, each seed
+
+
+def test_a_temperature_study_of_4_values_and_3_seeds_plans_3_plus_12_runs_and_a_stored_one_keeps_its_plan():
+    s = load_study_spec({"name": "t", "base": BASE, "grid": {"gist.temperature": [1, 2, 3, 5]}, "seeds": 3})
+    assert s.planned == len(s.planned_runs()) == 15
+    assert sum(p.arm == "plain" for p in s.planned_runs()) == 3
+    old = s.as_stored(24)  # a study stored before the plain arm was shared: per cell, as it was planned
+    assert not old.share_plain and old.planned == len(old.planned_runs()) == 24 and old.plain_cell(3) == 3
+    assert s.as_stored(15).share_plain and s.to_dict() == old.to_dict()  # the spec's text does not change
+    with pytest.raises(StudyError, match="plans 20 runs, its spec 15 \\(or 24"):
+        s.as_stored(20)
