@@ -11,7 +11,7 @@ st.title("Studies")
 st.caption("A study sweeps one or more config keys over a grid and runs every cell **plain and GIST on the same "
            "seeds**, then reads back the paper's table: mean GIST - plain with its 95% CI and a paired-test marker.")
 studies = ge.list_studies(where)
-with st.expander("New study", expanded=not studies, icon=":material/add:"):
+with st.expander("New study", expanded=not studies, key="studies.new_study", icon=":material/add:"):
     sv.new_study_form(state.draft(), where)
 if not studies:
     st.info("No studies yet: start one above (from the Launch page's config plus an axis, or a spec).")

@@ -296,6 +296,11 @@ def describe_peft_types() -> dict[str, Any]:
     """Every supported peft type with its help, default targets and options (name, type, default, help read from
     the config class's field metadata); `{}` per type's options without peft installed (`installed` says so)."""
     installed = peft_installed_version()
+    if installed:
+        try:
+            peft_config_class(next(iter(PEFT_TYPES)))
+        except ConfigError:  # its metadata is there, but it cannot be imported (a broken or blocked install)
+            installed = None
     out: dict[str, Any] = {}
     for name, entry in PEFT_TYPES.items():
         row = {"help": entry["help"], "config_class": entry["config"], "targets": entry["targets"],
