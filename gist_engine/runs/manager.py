@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,9 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..backbones import BackboneError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
-from ..data.images import DatasetError
 from ..losses import LOSS_TERMS
 from ..speed import usable_cpus
 from ..train import (
@@ -38,11 +35,10 @@ from ..train import (
     FAILED,
     STOPPED,
     Callback,
-    Trainer,
-    load_run_data,
     package_versions,
 )
-from ..train.checkpoint import CHECKPOINT_NAME, RESUME_NAME, CheckpointError
+from ..train.checkpoint import CHECKPOINT_NAME
+from . import execute
 from .compare import paired_configs
 from .export import export_runs
 from .ids import check_id, check_name, is_id, new_id, remove_tree
@@ -71,9 +67,8 @@ RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safet
 STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
 RUNS_DIR = "runs"
 EXPORTS_DIR = "exports"
-RESULT_NAME = "result.json"
+RESULT_NAME = execute.RESULT_NAME
 INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
-USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
 
 
 # The managers alive in this process (token -> manager), so that a new manager can tell a run of a live sibling
@@ -87,12 +82,6 @@ EXAMPLE_OWNER = "gallery:"  # owner prefix of runs imported from the gallery (re
 
 def _loads(text: str | None, default: Any = None) -> Any:
     return json.loads(text) if text else default
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, USER_ERRORS):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}\n\n{''.join(traceback.format_exception(exc))}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -165,8 +154,7 @@ class RunManager:
         self._thread_cap = 0  # set by start(); a ceiling re-applied after each run's setup
         self._halt = threading.Event()
         self._closing = False
-        self._data_lock = threading.Lock()
-        self._data_cache: tuple[str, Any] | None = None
+        self._data = execute.DataCache()  # the last dataset, reused by the next run with the same data
         self._versions: dict[str, str] | None = None
         self._owned: set[str] = set()  # runs this manager queued or runs now (added before their row is written)
         self._store_problem: str | None = None  # why the store refuses this manager's writes (disk full), if it does
@@ -675,43 +663,16 @@ class RunManager:
         if config is None:  # no longer queued: stopped or deleted meanwhile
             return
         logger.debug("run %s: started by worker %s", run_id, threading.current_thread().name)
-        run_dir = self.run_dir(run_id)
         writer = StoreWriter(self.store, run_id, self.flush_every, self.flush_seconds)
-        status, error, result = FAILED, None, None
         try:
-            cfg = load_run_config(config)
-            extra = self.callbacks(cfg, run_dir) if self.callbacks else []
-            resume = run_dir / RESUME_NAME
-            trainer = Trainer(cfg, callbacks=[writer, *extra], should_stop=lambda: run_id in self._stops,
-                              run_dir=run_dir, resume_from=resume if resume.exists() else None)
-            trainer.data = self._load_data(trainer)
-            trainer.setup()  # sets torch's threads for the device (speed.configure_device, train.cpu_threads)
-            if self._thread_cap and torch.get_num_threads() > self._thread_cap:
-                torch.set_num_threads(self._thread_cap)  # the manager's cap is a ceiling: the server stays responsive
-            run_dir.mkdir(parents=True, exist_ok=True)
-            result = trainer.run()
-            status, error = result.status, result.error
-            if status in (COMPLETED, DIVERGED):  # nothing left to resume: free the optimizer state's disk space
-                (run_dir / RESUME_NAME).unlink(missing_ok=True)
-            tmp = run_dir / (RESULT_NAME + ".tmp")
-            tmp.write_text(json.dumps(result.to_dict(), default=str))
-            tmp.replace(run_dir / RESULT_NAME)
-        except USER_ERRORS as exc:  # a bad config, dataset or checkpoint: the message says it all
-            status, error = FAILED, _error_text(exc)
-            logger.error("run %s failed: %s", run_id, exc)
-        except Exception as exc:
-            if is_disk_full(exc):  # a metric write or a checkpoint found no space: the message says so
-                status, error = FAILED, disk_full_message(self.root)
-                logger.error("run %s failed: %s", run_id, error)
-            else:
-                status, error = FAILED, _error_text(exc)
-                logger.exception("run %s failed", run_id)
+            outcome = execute.execute_run(config, self.run_dir(run_id), callbacks=[writer],
+                                          extra_callbacks=self.callbacks, stop_reason=lambda: self._stops.get(run_id),
+                                          load_data=self._data, data_loader=self.data_loader,
+                                          thread_cap=self._thread_cap, root=self.root)
         finally:
             with contextlib.suppress(Exception):
                 writer.flush()
-        reason = self._stops.get(run_id)
-        if status == STOPPED and reason == INTERRUPTED:
-            status, error = INTERRUPTED, "interrupted: the run manager shut down; resume it from its last checkpoint"
+        status, error, result = outcome.status, outcome.error, outcome.result
         try:
             self.store.finish(run_id, status, error, time.time())
         except Exception as exc:
@@ -726,21 +687,6 @@ class RunManager:
             logger.warning("run %s diverged: %s", run_id, error)
         else:
             logger.info("run %s: %s", run_id, status)
-
-    def _load_data(self, trainer: Trainer) -> Any:
-        """The run's dataset: `data_loader(config)`, or the cached last load when it matches."""
-        cfg = trainer.config
-        if self.data_loader is not None:
-            return self.data_loader(cfg)
-        probe = cfg.train.probe_size if cfg.train.probe_every else 0  # the accuracy probe's held-out images
-        key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device), probe], sort_keys=True)
-        with self._data_lock:
-            if self._data_cache is not None and self._data_cache[0] == key:
-                return self._data_cache[1]
-            self._data_cache = None  # free the previous dataset before loading the next
-            data = load_run_data(cfg, trainer.device)
-            self._data_cache = (key, data)
-            return data
 
 
 __all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]
