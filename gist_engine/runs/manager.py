@@ -1,107 +1,52 @@
-"""The RunManager: queues runs, trains them on worker threads, heartbeats them, recovers a dead process's runs.
+"""The RunManager: the one object the app, the CLI and the studies use to submit, watch, stop and resume runs.
 
-Every public method is thread-safe. Writes go through the store's one writer connection (short transactions,
-metrics in batches); reads use pooled connections of their own, so polling never waits for training. Torch's
-intra-op thread pool is process-wide: a manager that starts its workers caps it (`torch.set_num_threads`, default:
-the usable CPUs) and each run picks its count below that cap.
+A facade: the worker pool (`workers.WorkerPool`: queue, device slots, threads, heartbeat, recovery) trains runs
+through the one execution path (`execute.execute_run`), the store (`store.RunStore`) owns every query, `pairs` the
+verdict and `export` the files. Every public method is thread-safe. Writes go through the store's one writer
+connection; reads use pooled connections of their own, so polling never waits for training. Torch's intra-op thread
+pool is process-wide: a manager that starts its workers caps it (`torch.set_num_threads`, default: the usable CPUs)
+and each run picks its count below that cap.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
-import secrets
-import socket
-import sqlite3
-import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..losses import LOSS_TERMS
-from ..speed import usable_cpus
-from ..train import (
-    COMPLETED,
-    DIVERGED,
-    FAILED,
-    STOPPED,
-    Callback,
-    package_versions,
-)
+from ..train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, package_versions
 from ..train.checkpoint import CHECKPOINT_NAME
-from . import execute
+from . import execute, workers
 from .compare import paired_configs
 from .export import export_runs
 from .ids import check_id, check_name, is_id, new_id, remove_tree
 from .pairs import paired_result
-from .recorder import StoreWriter
-from .store import (
-    DB_NAME,
-    EndedRun,
-    RunError,
-    RunSnapshot,
-    RunStore,
-    data_dir,
-    disk_full_message,
-    is_disk_full,
-)
+from .store import DB_NAME, RunError, RunSnapshot, RunStore, data_dir
+from .workers import ACTIVE, INTERRUPTED, QUEUED, RUNNING, pid_alive
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-QUEUED, RUNNING, INTERRUPTED = "queued", "running", "interrupted"
 STATUSES = (QUEUED, RUNNING, COMPLETED, STOPPED, DIVERGED, FAILED, INTERRUPTED)
-ACTIVE = (QUEUED, RUNNING)
 RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safetensors (or restarts without one)
 STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
-RUNS_DIR = "runs"
-EXPORTS_DIR = "exports"
-RESULT_NAME = execute.RESULT_NAME
+RUNS_DIR, EXPORTS_DIR, RESULT_NAME = "runs", "exports", execute.RESULT_NAME
 INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
-
-
-# The managers alive in this process (token -> manager), so that a new manager can tell a run of a live sibling
-# from one whose manager is gone; and the outcomes a worker could not write (run id -> (status, error)), written at
-# the next heartbeat or start of any manager in this process that succeeds in writing.
-_MANAGERS: weakref.WeakValueDictionary[str, RunManager] = weakref.WeakValueDictionary()
-_UNRECORDED: dict[str, tuple[str, str]] = {}
-_UNRECORDED_LOCK = threading.Lock()
 EXAMPLE_OWNER = "gallery:"  # owner prefix of runs imported from the gallery (read-only; see runs.gallery)
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
     return json.loads(text) if text else default
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host exists (`kill(pid, 0)`; True where that is no probe, e.g. Windows)."""
-    if os.name != "posix":  # os.kill(pid, 0) is not a probe on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _device_key(device: str) -> str:
-    """The device a run will occupy (auto -> cuda when present), without failing for a missing GPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class RunManager:
@@ -137,28 +82,12 @@ class RunManager:
             raise ValueError(f"workers_per_device must be >= 1, got {workers_per_device}")
         self.root = Path(root) if root is not None else data_dir()
         self.store = RunStore(self.root / DB_NAME)
-        self.workers_per_device = workers_per_device
-        self.torch_threads = torch_threads
-        self.stale_after, self.heartbeat_every = stale_after, heartbeat_every
-        self.flush_every, self.flush_seconds = flush_every, flush_seconds
-        self.data_loader, self.callbacks = data_loader, callbacks
-        self.token, self.pid, self.host = secrets.token_hex(8), os.getpid(), socket.gethostname()
-        self._cond = threading.Condition()
-        self._queue: deque[str] = deque()  # run ids in submission order
-        self._device: dict[str, str] = {}  # run id -> device key, for queued and running runs
-        self._busy: dict[str, int] = {}  # device key -> runs executing
-        self._running: set[str] = set()
-        self._stops: dict[str, str] = {}  # run id -> why it must stop (stopped, interrupted, deleted)
-        self._threads: list[threading.Thread] = []  # workers, then the heartbeat
-        self._heartbeat_thread: threading.Thread | None = None
-        self._thread_cap = 0  # set by start(); a ceiling re-applied after each run's setup
-        self._halt = threading.Event()
-        self._closing = False
-        self._data = execute.DataCache()  # the last dataset, reused by the next run with the same data
+        self.pool = workers.WorkerPool(
+            self.root, self.store, self.run_dir, workers_per_device=workers_per_device, torch_threads=torch_threads,
+            stale_after=stale_after, heartbeat_every=heartbeat_every, flush_every=flush_every,
+            flush_seconds=flush_seconds, data_loader=data_loader, callbacks=callbacks)
+        self.token, self.pid, self.host = self.pool.token, self.pool.pid, self.pool.host
         self._versions: dict[str, str] | None = None
-        self._owned: set[str] = set()  # runs this manager queued or runs now (added before their row is written)
-        self._store_problem: str | None = None  # why the store refuses this manager's writes (disk full), if it does
-        _MANAGERS[self.token] = self
         self.recover()
         if start:
             self.start()
@@ -166,28 +95,7 @@ class RunManager:
     # ------------------------------------------------------------------------------------------ life cycle
     def start(self) -> None:
         """Cap torch's threads and start the worker threads and the heartbeat (idempotent)."""
-        with self._cond:
-            if any(t is not self._heartbeat_thread for t in self._threads) or self._closing:
-                return
-            cap = self.torch_threads if self.torch_threads is not None else usable_cpus()
-            if cap:
-                torch.set_num_threads(cap)
-            self._thread_cap = cap
-            devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-            for i in range(self.workers_per_device * len(devices)):
-                worker = threading.Thread(target=self._worker, name=f"gist-run-worker-{i}", daemon=True)
-                self._threads.append(worker)
-                worker.start()
-        self._ensure_heartbeat()
-
-    def _ensure_heartbeat(self) -> None:
-        """Start the heartbeat thread once this manager owns runs (or runs workers), so others see it alive."""
-        with self._cond:
-            if self._heartbeat_thread is None and not self._closing:
-                self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="gist-run-heartbeat",
-                                                          daemon=True)
-                self._threads.append(self._heartbeat_thread)
-                self._heartbeat_thread.start()
+        self.pool.start()
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop the workers: running runs end as `interrupted` (resumable), queued ones become `interrupted`.
@@ -196,25 +104,7 @@ class RunManager:
             wait: Wait for the worker threads to finish their current step and record the status.
             timeout: Longest wait in seconds (None = as long as it takes).
         """
-        with self._cond:
-            if self._closing:
-                return
-            self._closing = True
-            queued = list(self._queue)
-            self._queue.clear()
-            self._owned.difference_update(queued)
-            for run_id in self._running:
-                self._stops.setdefault(run_id, INTERRUPTED)
-            self._cond.notify_all()
-        if queued:
-            self.store.interrupt_queued(queued, "interrupted: the run manager shut down before it started", time.time())
-        self._halt.set()
-        if wait:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            for t in self._threads:
-                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if not any(t.is_alive() for t in self._threads):
-            self.store.close()
+        self.pool.shutdown(wait, timeout)
 
     def __enter__(self) -> RunManager:
         return self
@@ -229,56 +119,9 @@ class RunManager:
         longer exists, or its owner is a manager of this process that no longer handles it (its worker gave up, or
         the manager is gone). It becomes `interrupted` (resumable), or the outcome its worker could not write (e.g.
         `failed`, disk full). Called at start-up (one read; one write only when something is dead) and then at every
-        heartbeat, inside the heartbeat's own transaction (see `_heartbeat`): no extra store traffic.
+        heartbeat, inside the heartbeat's own transaction: no extra store traffic.
         """
-        ended = self._ended(self.store.active_runs(), time.time())
-        if ended:
-            self.store.end_runs(ended)
-            self._forget_recorded(ended)
-        return [e[4] for e in ended]
-
-    def _ended(self, rows: Sequence[sqlite3.Row], now: float) -> list[EndedRun]:
-        """The dead runs among active `rows`: (status, finished, error, heartbeat, id, owner) update tuples."""
-        with self._cond:
-            owned = set(self._owned)
-        with _UNRECORDED_LOCK:
-            unrecorded = dict(_UNRECORDED)
-        ended = []
-        for r in rows:
-            status, why = INTERRUPTED, None
-            age = now - (r["heartbeat"] or 0.0)
-            mine = r["owner"] == self.token
-            if mine and r["id"] in owned:
-                continue
-            if r["id"] in unrecorded:
-                status, why = unrecorded[r["id"]]
-            elif mine:
-                status, why = FAILED, (f"failed at step {r['step']}: its worker in this process stopped without "
-                                       "recording an outcome (see the log); re-run it")
-            elif age > self.stale_after:
-                why = f"no heartbeat for {age:.0f} s"
-            elif r["owner_host"] == self.host and r["owner_pid"] is not None:
-                if r["owner_pid"] == self.pid:
-                    sibling = _MANAGERS.get(r["owner"] or "")
-                    if sibling is None or not sibling._handles(r["id"]):
-                        why = "its run manager in this process no longer runs it"
-                elif not pid_alive(r["owner_pid"]):
-                    why = f"its process (pid {r['owner_pid']}) ended"
-            if why is None:
-                continue
-            if status == INTERRUPTED:
-                why = f"interrupted at step {r['step']}: {why}; resume it from its last checkpoint or re-run it"
-            ended.append((status, now, why, now, r["id"], r["owner"]))
-        return ended
-
-    @staticmethod
-    def _forget_recorded(ended: list[EndedRun]) -> None:
-        """After `store.end_runs` (or `store.beat`) committed: log each run and drop the outcomes now in the store."""
-        with _UNRECORDED_LOCK:
-            for e in ended:
-                _UNRECORDED.pop(e[4], None)
-        for e in ended:
-            logger.warning("run %s %s: %s", e[4], e[0], e[2])
+        return self.pool.recover()
 
     @property
     def store_problem(self) -> str | None:
@@ -286,12 +129,7 @@ class RunManager:
         memory: set when a run's write or a heartbeat fails that way, cleared by the next heartbeat that writes.
         None while writes succeed. Runs whose outcome could not be written show it from memory meanwhile
         (`get`, `list`, `wait`)."""
-        return self._store_problem
-
-    def _handles(self, run_id: str) -> bool:
-        """Whether this manager still queues or runs `run_id` (its workers alive)."""
-        with self._cond:
-            return run_id in self._owned
+        return self.pool.store_problem
 
     # ----------------------------------------------------------------------------------------------- submit
     def submit(self, config: RunConfig | dict[str, Any], name: str | None = None) -> str:
@@ -346,23 +184,17 @@ class RunManager:
             rows.append({"id": new_id("run"), "name": name, "created": now, "status": QUEUED, "heartbeat": now,
                          "config": json.dumps(to_dict(cfg)), "seed": cfg.train.seed,
                          "gist_enabled": int(cfg.gist.enabled), "method": cfg.method, "group_id": group_id,
-                         "versions": versions, "device": _device_key(cfg.train.device), "owner": self.token,
+                         "versions": versions, "device": workers.device_key(cfg.train.device), "owner": self.token,
                          "owner_pid": self.pid, "owner_host": self.host})
-        with self._cond:
-            self._owned.update(r["id"] for r in rows)
+        ids = [r["id"] for r in rows]
+        self.pool.own(ids)  # before the rows say so: our own liveness check must not take them for dead
         try:
             self.store.insert_runs(rows, group)
         except BaseException:
-            with self._cond:
-                self._owned.difference_update(r["id"] for r in rows)
+            self.pool.disown(ids)
             raise
-        with self._cond:
-            for r in rows:
-                self._queue.append(r["id"])
-                self._device[r["id"]] = r["device"]
-            self._cond.notify_all()
-        self._ensure_heartbeat()
-        return [r["id"] for r in rows]
+        self.pool.enqueue([(r["id"], r["device"]) for r in rows])
+        return ids
 
     def _package_versions(self) -> dict[str, str]:
         if self._versions is None:
@@ -375,16 +207,7 @@ class RunManager:
 
         A run owned by another process is flagged; that process stops it at its next heartbeat.
         """
-        row = self._row(run_id, "status, owner")
-        with self._cond:
-            dequeued = self._unqueue(run_id)
-            if not dequeued and run_id in self._running:
-                self._stops.setdefault(run_id, STOPPED)
-                return
-        if dequeued or (row["status"] == QUEUED and row["owner"] == self.token):
-            self.store.stop_queued(run_id, time.time())
-        elif row["status"] in ACTIVE:
-            self.store.request_stop(run_id)
+        self.pool.stop(run_id)
 
     def _refuse_example(self, run_id: str, action: str) -> None:
         """RunError when the run is a read-only gallery example."""
@@ -403,17 +226,10 @@ class RunManager:
         if not examples:
             self._refuse_example(run_id, "delete")
         row = self._row(run_id, "status, owner, owner_pid")
-        with self._cond:
-            self._unqueue(run_id)
-            if run_id in self._running:
-                self._stops[run_id] = "deleted"
-                deadline = time.monotonic() + timeout
-                while run_id in self._running and time.monotonic() < deadline:
-                    self._cond.wait(0.1)
-                if run_id in self._running:
-                    raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
-            elif row["status"] == RUNNING and row["owner"] != self.token:
-                raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
+        if not self.pool.stop_here(run_id, "deleted", timeout):
+            raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
+        if row["status"] == RUNNING and row["owner"] != self.token:
+            raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
         self.store.delete_run(run_id)
         if is_id(run_id, "run"):  # a row of another id has no folder of its own: nothing else is removed
             try:
@@ -438,19 +254,12 @@ class RunManager:
         row = self._row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
-        with self._cond:
-            self._owned.add(run_id)  # before the row says so: our own liveness check must not take it for dead
+        self.pool.own([run_id])  # before the row says so: our own liveness check must not take it for dead
         # conditional: two concurrent resumes queue it once
-        claimed = self.store.requeue(run_id, self.token, self.pid, self.host, time.time(), RESUMABLE)
-        if not claimed:
-            with self._cond:
-                self._owned.discard(run_id)
+        if not self.store.requeue(run_id, self.token, self.pid, self.host, time.time(), RESUMABLE):
+            self.pool.disown([run_id])
             raise RunError(f"run {run_id} changed state meanwhile (now {self.get(run_id).status}); not resumed")
-        with self._cond:
-            self._queue.append(run_id)
-            self._device[run_id] = row["device"] or "cpu"
-            self._cond.notify_all()
-        self._ensure_heartbeat()
+        self.pool.enqueue([(run_id, row["device"] or "cpu")])
         return run_id
 
     def rerun(self, run_id: str) -> str:
@@ -468,8 +277,7 @@ class RunManager:
             snap = self.get(run_id)
             if snap.status not in ACTIVE or (deadline is not None and time.monotonic() >= deadline):
                 return snap
-            with self._cond:
-                self._cond.wait(poll)
+            self.pool.pause(poll)
 
     # ------------------------------------------------------------------------------------------------ reads
     def run_dir(self, run_id: str) -> Path:
@@ -489,8 +297,7 @@ class RunManager:
         """Runs, newest first, optionally of one status and/or group."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-        with _UNRECORDED_LOCK:
-            unrecorded = list(_UNRECORDED) if status is not None else []  # their status shows from memory
+        unrecorded = list(workers.unrecorded()) if status is not None else []  # their status shows from memory
         rows = self.store.list_runs(status, group_id, limit, also=unrecorded)
         snaps = [self._snapshot(r) for r in rows]
         if unrecorded:
@@ -556,8 +363,7 @@ class RunManager:
     def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
         status, step, total, error = r["status"], r["step"], r["total_steps"], r["error"]
         if status in ACTIVE:  # an outcome a worker could not write (disk full) shows from memory until written
-            with _UNRECORDED_LOCK:
-                status, error = _UNRECORDED.get(r["id"], (status, error))
+            status, error = workers.unrecorded([r["id"]]).get(r["id"], (status, error))
         progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
         rate = r["steps_per_second"]
         eta = (total - step) / rate if status == RUNNING and rate and total > step else None
@@ -579,114 +385,5 @@ class RunManager:
             has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
             phase=phase, example=example)
 
-    def _heartbeat(self) -> None:
-        """Every `heartbeat_every` s, one write transaction: beat for this manager's active runs, pick up stop
-        requests from other processes, and end dead runs (`_ended`: a dead owner pid is a cheap `kill(pid, 0)`, so
-        another process's crash shows within a beat or two), writing any outcome a worker could not write."""
-        last_problem = None
-        while not self._halt.wait(self.heartbeat_every):
-            try:
-                rows, ended = self.store.beat(self.token, self._ended)
-                flagged = [r["id"] for r in rows if r["owner"] == self.token and r["stop_requested"]]
-                if ended:
-                    self._forget_recorded(ended)
-                for run_id in flagged:
-                    self.stop(run_id)
-            except (sqlite3.Error, RunError) as exc:  # a busy or closed store, a full disk: try again next beat
-                level = logging.DEBUG if str(exc) == last_problem else logging.WARNING  # once, not every beat
-                last_problem = str(exc)
-                logger.log(level, "run heartbeat skipped (%s); trying again every %g s", exc, self.heartbeat_every)
-                if is_disk_full(exc) or isinstance(exc, RunError):  # the user's to fix (a busy store is not)
-                    self._store_problem = disk_full_message(self.root) if is_disk_full(exc) else str(exc)
-                continue
-            last_problem = self._store_problem = None
 
-    def _next(self) -> str | None:
-        """The first queued run whose device has a free slot (call with the condition held)."""
-        for run_id in self._queue:
-            if self._busy.get(self._device[run_id], 0) < self.workers_per_device:
-                self._queue.remove(run_id)
-                return run_id
-        return None
-
-    def _unqueue(self, run_id: str) -> bool:
-        """Take a queued run out of this manager's queue (hold `_cond`); False when it was not queued here."""
-        if run_id not in self._queue:
-            return False
-        self._queue.remove(run_id)
-        self._device.pop(run_id, None)
-        self._owned.discard(run_id)
-        return True
-
-    def _worker(self) -> None:
-        while True:
-            with self._cond:
-                run_id = None
-                while run_id is None:
-                    if self._closing:
-                        return
-                    run_id = self._next()
-                    if run_id is None:
-                        self._cond.wait()
-                device = self._device[run_id]
-                self._busy[device] = self._busy.get(device, 0) + 1
-                self._running.add(run_id)
-            try:
-                self._execute(run_id)
-            except Exception:  # the store itself failed; the worker must live on
-                logger.exception("run worker: recording run %s failed", run_id)
-            finally:
-                with self._cond:
-                    self._busy[device] -= 1
-                    self._running.discard(run_id)
-                    self._owned.discard(run_id)
-                    self._device.pop(run_id, None)
-                    self._stops.pop(run_id, None)
-                    self._cond.notify_all()
-
-    def _execute(self, run_id: str) -> None:
-        """Train one run and record its outcome; every exception becomes a `failed` status, and an outcome that
-        cannot be written (disk full) is kept for the heartbeat to write, so the run never stays `running`."""
-        try:
-            self._train_and_record(run_id)
-        except Exception as exc:  # the store refused a write: claim, metrics or the final status
-            error = disk_full_message(self.root) if is_disk_full(exc) else (
-                f"failed: its outcome could not be recorded ({type(exc).__name__}: {exc}); re-run it")
-            if is_disk_full(exc):
-                self._store_problem = error
-            with _UNRECORDED_LOCK:
-                _UNRECORDED.setdefault(run_id, (FAILED, error))
-            logger.error("run %s: %s (recorded in the store once it takes writes again)", run_id, error)
-
-    def _train_and_record(self, run_id: str) -> None:
-        config = self.store.claim(run_id, self.token, self.pid, self.host, time.time())
-        if config is None:  # no longer queued: stopped or deleted meanwhile
-            return
-        logger.debug("run %s: started by worker %s", run_id, threading.current_thread().name)
-        writer = StoreWriter(self.store, run_id, self.flush_every, self.flush_seconds)
-        try:
-            outcome = execute.execute_run(config, self.run_dir(run_id), callbacks=[writer],
-                                          extra_callbacks=self.callbacks, stop_reason=lambda: self._stops.get(run_id),
-                                          load_data=self._data, data_loader=self.data_loader,
-                                          thread_cap=self._thread_cap, root=self.root)
-        finally:
-            with contextlib.suppress(Exception):
-                writer.flush()
-        status, error, result = outcome.status, outcome.error, outcome.result
-        try:
-            self.store.finish(run_id, status, error, time.time())
-        except Exception as exc:
-            if not is_disk_full(exc):
-                raise
-            with _UNRECORDED_LOCK:  # a completed run whose end cannot be written is not complete in the store
-                _UNRECORDED[run_id] = (FAILED, error if status == FAILED and error else disk_full_message(self.root))
-            raise
-        if result is not None and status == FAILED:  # the trainer's own failures: out of memory, an unreadable image
-            logger.error("run %s failed: %s", run_id, error)
-        elif status == DIVERGED:
-            logger.warning("run %s diverged: %s", run_id, error)
-        else:
-            logger.info("run %s: %s", run_id, status)
-
-
-__all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"]
+__all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager", "pid_alive"]

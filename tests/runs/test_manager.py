@@ -95,7 +95,7 @@ def test_concurrent_submits_from_many_threads_lose_nothing(manager_factory):
         t.join()
     assert len(ids) == len(set(ids)) == 80
     listed = mgr.list(status="queued")
-    assert {s.id for s in listed} == set(ids) and len(mgr._queue) == 80
+    assert {s.id for s in listed} == set(ids) and len(mgr.pool.queue) == 80
     assert {s.name for s in listed} == {f"t{t}-{i}" for t in range(8) for i in range(10)}
 
 
