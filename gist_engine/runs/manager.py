@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
-from ..losses import LOSS_TERMS
-from ..train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, package_versions
-from ..train.checkpoint import CHECKPOINT_NAME
-from . import execute, workers
-from .compare import paired_configs
+from ..train import Callback, package_versions
+from . import execute, records, workers
+from .compare import paired_configs, seed_list
 from .export import export_runs
-from .ids import check_id, check_name, is_id, new_id, remove_tree
+from .ids import check_name, is_id, new_id, remove_tree
 from .pairs import paired_result
+from .records import EXAMPLE_OWNER, RESUMABLE, RUNS_DIR, STATUSES, STEP_KEYS
 from .store import DB_NAME, RunError, RunSnapshot, RunStore, data_dir
-from .workers import ACTIVE, INTERRUPTED, QUEUED, RUNNING, pid_alive
+from .workers import ACTIVE, RUNNING, pid_alive
 
 if TYPE_CHECKING:
     import sqlite3
@@ -37,16 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STATUSES = (QUEUED, RUNNING, COMPLETED, STOPPED, DIVERGED, FAILED, INTERRUPTED)
-RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safetensors (or restarts without one)
-STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
-RUNS_DIR, EXPORTS_DIR, RESULT_NAME = "runs", "exports", execute.RESULT_NAME
-INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)
-EXAMPLE_OWNER = "gallery:"  # owner prefix of runs imported from the gallery (read-only; see runs.gallery)
-
-
-def _loads(text: str | None, default: Any = None) -> Any:
-    return json.loads(text) if text else default
+EXPORTS_DIR, RESULT_NAME = "exports", execute.RESULT_NAME
 
 
 class RunManager:
@@ -151,18 +141,11 @@ class RunManager:
         base = load_run_config(config)
         if name is not None:
             base = dataclasses.replace(base, name=name)  # the caller's config object stays as it was
-        if isinstance(seeds, int):
-            if seeds < 1:
-                raise ConfigError(f"seeds: need at least one seed, got {seeds}")
-            seed_list = list(range(base.train.seed, base.train.seed + seeds))
-        else:
-            seed_list = [int(s) for s in seeds]
-            if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
-                raise ConfigError(f"seeds: need distinct seeds >= 0, got {seed_list}")
-        configs = [cfg for seed in seed_list for _, _, cfg in paired_configs(base, 1, first_seed=seed)]
+        chosen = seed_list(base.train.seed, seeds)
+        configs = [cfg for seed in chosen for _, _, cfg in paired_configs(base, 1, first_seed=seed)]
         group_id = new_id("group")
         group = {"id": group_id, "name": base.name or f"{base.method} plain vs GIST", "created": time.time(),
-                 "seeds": json.dumps(seed_list), "config": json.dumps(to_dict(base)),
+                 "seeds": json.dumps(chosen), "config": json.dumps(to_dict(base)),
                  "versions": json.dumps(self._package_versions())}
         self._insert(configs, group_id, group)
         return group_id
@@ -171,21 +154,13 @@ class RunManager:
                 group: dict[str, Any] | None = None) -> list[str]:
         """Insert queued runs (and their new group row) in one transaction, then queue them here."""
         now, versions = time.time(), json.dumps(self._package_versions())
-        rows = []
-        for cfg in configs:
-            arm = "gist" if cfg.gist.enabled else "plain"
-            name = cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}"
+        if group is not None:
             try:
-                check_name(name, "run name")
-                if group is not None:
-                    check_name(group["name"], "group name")
+                check_name(group["name"], "group name")
             except ValueError as exc:  # a newline or an ANSI escape in a name would rewrite the terminal
                 raise ConfigError(str(exc)) from None
-            rows.append({"id": new_id("run"), "name": name, "created": now, "status": QUEUED, "heartbeat": now,
-                         "config": json.dumps(to_dict(cfg)), "seed": cfg.train.seed,
-                         "gist_enabled": int(cfg.gist.enabled), "method": cfg.method, "group_id": group_id,
-                         "versions": versions, "device": workers.device_key(cfg.train.device), "owner": self.token,
-                         "owner_pid": self.pid, "owner_host": self.host})
+        owner = (self.token, self.pid, self.host)
+        rows = [records.new_run_row(cfg, group_id, versions, owner, now) for cfg in configs]
         ids = [r["id"] for r in rows]
         self.pool.own(ids)  # before the rows say so: our own liveness check must not take them for dead
         try:
@@ -281,12 +256,9 @@ class RunManager:
 
     # ------------------------------------------------------------------------------------------------ reads
     def run_dir(self, run_id: str) -> Path:
-        """The run's directory `root/runs/<run_id>` (checkpoint, training state, result.json, attention snapshots).
-
-        Raises:
-            InvalidId: (a RunNotFound) `run_id` is not in the run-id format (`ids.check_id`): no path is built.
-        """
-        return self.root / RUNS_DIR / check_id(run_id, "run")
+        """The run's directory `root/runs/<run_id>`; InvalidId (a RunNotFound) for an id not in the run-id format
+        (no path is built)."""
+        return records.run_dir(self.root, run_id)
 
     def get(self, run_id: str) -> RunSnapshot:
         """The run's current state; RunNotFound for an unknown id."""
@@ -361,29 +333,7 @@ class RunManager:
         return self.store.is_group(some_id)
 
     def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
-        status, step, total, error = r["status"], r["step"], r["total_steps"], r["error"]
-        if status in ACTIVE:  # an outcome a worker could not write (disk full) shows from memory until written
-            status, error = workers.unrecorded([r["id"]]).get(r["id"], (status, error))
-        progress = 1.0 if status == COMPLETED else (min(1.0, step / total) if total else 0.0)
-        rate = r["steps_per_second"]
-        eta = (total - step) / rate if status == RUNNING and rate and total > step else None
-        # A row whose id is no run id (written by an older importer from a hostile bundle) lists with a folder that
-        # never exists inside the data directory, so that it can be seen and removed; no path is built from it.
-        run_dir = self.run_dir(r["id"]) if is_id(r["id"], "run") else self.root / RUNS_DIR / INVALID_DIR
-        latest = _loads(r["latest"], {})
-        phase = latest.pop("phase", None)  # the recorder keeps the trainer's phase beside the step metrics
-        example = (r["owner"] or "").startswith(EXAMPLE_OWNER)
-        return RunSnapshot(
-            id=r["id"], name=r["name"], status=status, created=r["created"], started=r["started"],
-            finished=r["finished"], heartbeat=r["heartbeat"], step=step, total_steps=total, progress=progress,
-            eta_seconds=eta, epoch=r["epoch"], latest=latest, last_eval=_loads(r["last_eval"]),
-            best_acc_cls=r["best_acc_cls"], acc_cls=r["acc_cls"], error=error, config=json.loads(r["config"]),
-            seed=r["seed"], gist_enabled=bool(r["gist_enabled"]), method=r["method"], group_id=r["group_id"],
-            trainable_params=r["trainable_params"], gist_params=r["gist_params"], run_dir=run_dir,
-            versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
-            total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
-            has_checkpoint=(run_dir / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
-            phase=phase, example=example)
+        return records.snapshot(r, self.root)
 
 
 __all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager", "pid_alive"]
