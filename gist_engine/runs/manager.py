@@ -30,8 +30,6 @@ from .store import DB_NAME, RunError, RunSnapshot, RunStore, data_dir
 from .workers import ACTIVE, RUNNING, pid_alive
 
 if TYPE_CHECKING:
-    import sqlite3
-
     import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -186,7 +184,7 @@ class RunManager:
 
     def _refuse_example(self, run_id: str, action: str) -> None:
         """RunError when the run is a read-only gallery example."""
-        row = self._row(run_id, "name, owner")
+        row = self.store.run_row(run_id, "name, owner")
         if (row["owner"] or "").startswith(EXAMPLE_OWNER):
             entry = row["owner"].removeprefix(EXAMPLE_OWNER)
             raise RunError(f"cannot {action} {run_id} ({row['name']}): it is a read-only gallery example; "
@@ -200,7 +198,7 @@ class RunManager:
         """
         if not examples:
             self._refuse_example(run_id, "delete")
-        row = self._row(run_id, "status, owner, owner_pid")
+        row = self.store.run_row(run_id, "status, owner, owner_pid")
         if not self.pool.stop_here(run_id, "deleted", timeout):
             raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
         if row["status"] == RUNNING and row["owner"] != self.token:
@@ -214,7 +212,7 @@ class RunManager:
 
     def delete_group(self, group_id: str) -> None:
         """Delete a group and all its runs."""
-        self._group_row(group_id)
+        self.store.group_row(group_id)
         for snap in self.list(group_id=group_id):
             self.delete(snap.id)
         self.store.delete_group(group_id)
@@ -226,7 +224,7 @@ class RunManager:
         metrics after that step are recorded again. Without a training state it restarts from step 0.
         """
         self._refuse_example(run_id, "resume")
-        row = self._row(run_id, "status, device")
+        row = self.store.run_row(run_id, "status, device")
         if row["status"] not in RESUMABLE:
             raise RunError(f"run {run_id} is {row['status']}; only {', '.join(RESUMABLE)} runs can be resumed")
         self.pool.own([run_id])  # before the row says so: our own liveness check must not take it for dead
@@ -240,7 +238,7 @@ class RunManager:
     def rerun(self, run_id: str) -> str:
         """Queue a new run with the same config, name and group; returns the new id (refused for an example)."""
         self._refuse_example(run_id, "re-run")
-        row = self._row(run_id, "config, name, group_id")
+        row = self.store.run_row(run_id, "config, name, group_id")
         cfg = load_run_config(json.loads(row["config"]))
         cfg.name = row["name"]
         return self._insert([cfg], row["group_id"])[0]
@@ -262,7 +260,7 @@ class RunManager:
 
     def get(self, run_id: str) -> RunSnapshot:
         """The run's current state; RunNotFound for an unknown id."""
-        return self._snapshot(self._row(run_id, "*"))
+        return records.snapshot(self.store.run_row(run_id, "*"), self.root)
 
     def list(self, status: str | None = None, group_id: str | None = None,
              limit: int | None = None) -> list[RunSnapshot]:
@@ -271,7 +269,7 @@ class RunManager:
             raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
         unrecorded = list(workers.unrecorded()) if status is not None else []  # their status shows from memory
         rows = self.store.list_runs(status, group_id, limit, also=unrecorded)
-        snaps = [self._snapshot(r) for r in rows]
+        snaps = [records.snapshot(r, self.root) for r in rows]
         if unrecorded:
             snaps = [s for s in snaps if s.status == status][:limit]
         return snaps
@@ -305,7 +303,7 @@ class RunManager:
             newest first) and `group` (id, name, created, seeds, config). Per seed and arm the newest run counts
             (a re-run replaces the original); unfinished runs show their status and stay out of the statistics.
         """
-        group = self._group_row(group_id)
+        group = self.store.group_row(group_id)
         snaps = self.list(group_id=group_id)
         paired = paired_result(reversed(snaps))  # oldest first, so the newest wins
         return {**paired.to_dict(), "paired": paired, "runs": snaps,
@@ -321,19 +319,9 @@ class RunManager:
         """
         return export_runs(self, run_or_group_id, self.root / EXPORTS_DIR, to=to, path=path)
 
-    # --------------------------------------------------------------------------------------------- internals
-    def _row(self, run_id: str, columns: str) -> sqlite3.Row:
-        return self.store.run_row(run_id, columns)
-
-    def _group_row(self, group_id: str) -> sqlite3.Row:
-        return self.store.group_row(group_id)
-
     def is_group(self, some_id: str) -> bool:
         """Whether `some_id` names a group (else it may be a run id)."""
         return self.store.is_group(some_id)
-
-    def _snapshot(self, r: sqlite3.Row) -> RunSnapshot:
-        return records.snapshot(r, self.root)
 
 
 __all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager", "pid_alive"]
