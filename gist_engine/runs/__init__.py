@@ -7,15 +7,17 @@ Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user d
     exports/              default target of `RunManager.export`
 
 Modules: `store` (schema, migrations, the writer connection and the reader pool), `recorder` (the trainer callback
-that writes a run's metrics), `manager` (RunManager: queue, workers, heartbeat, recovery, paired groups), `compare`
+that writes a run's metrics), `execute` (the one execution path of every run, local or Ray: config to result.json
+to final status), `workers` (the worker pool: queue, device slots, threads, heartbeat, recovery), `records` (a
+run's folder, new row and snapshot), `manager` (RunManager: the facade of submit, stop, resume, reads), `compare`
 (paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any set of runs, and its
 text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables and MLflow), `ids`
 (the id formats, names as text, removals and copies kept inside the data directory). The engine's background threads
 live here.
 
 Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `store`, `pairs`, `stats`,
-`ids` and `export` read the store and the verdict without torch; `RunManager`, `compare` and `recorder` import the
-trainer (torch) when first used.
+`ids` and `export` read the store and the verdict without torch; `RunManager`, `compare`, `recorder`, `execute`,
+`workers` and `records` import the trainer (torch) when first used.
 """
 
 from .._lazy import lazy_exports

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, load_run_config, to_dict
+from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..train import Callback, Trainer, TrainResult
 from .pairs import DELTA_METRICS, RUN_METRICS, ArmRun, format_table, paired_result
 
@@ -32,6 +32,22 @@ def paired_configs(config: RunConfig | dict[str, Any], seeds: int, first_seed: i
             cfg.name = f"{base.name or base.method}-{'gist' if enabled else 'plain'}-seed{seed}"
             runs.append((seed, enabled, cfg))
     return runs
+
+
+def seed_list(first: int, seeds: int | Sequence[int]) -> list[int]:
+    """The seeds of a paired comparison: `seeds` seeds from `first` on, or an explicit list of distinct seeds >= 0.
+
+    Raises:
+        ConfigError: fewer than one seed, a repeated seed or a negative one.
+    """
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"seeds: need at least one seed, got {seeds}")
+        return list(range(first, first + seeds))
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out) or min(out) < 0:
+        raise ConfigError(f"seeds: need distinct seeds >= 0, got {out}")
+    return out
 
 
 def summarise(results: list[tuple[int, bool, TrainResult]]) -> dict[str, Any]:
@@ -73,4 +89,4 @@ def run_compare(config: RunConfig | dict[str, Any], seeds: int, out_dir: str | P
     return summary
 
 
-__all__ = ["ACCURACY_KEYS", "format_table", "paired_configs", "run_compare", "summarise"]
+__all__ = ["ACCURACY_KEYS", "format_table", "paired_configs", "run_compare", "seed_list", "summarise"]

@@ -1,7 +1,8 @@
 """The `ray` study backend: every run is a Ray task that streams its events back; the driver writes the store.
 
-Each run is one Ray task (a generator, `num_cpus`/`num_gpus` per trial) that trains with the ordinary Trainer on a
-worker and yields batches of events (start, steps, evaluations, end) every `flush_seconds`. The driver reads the
+Each run is one Ray task (a generator, `num_cpus`/`num_gpus` per trial) that trains on a worker through the one
+execution path of every run (`runs.execute.execute_run`, which also writes its `result.json`) and yields batches of
+events (start, steps, evaluations, end) every `flush_seconds`. The driver reads the
 streams (`ray.wait` on the generators) and writes them through `StoreWriter`, the same callback a local run uses,
 so the run store has one writer and the app shows Ray runs like local ones while they train. A worker that dies
 ends its run `interrupted` (outcome `lost`); the driver retries it from its last training state
@@ -12,30 +13,25 @@ Workers build datasets and backbones from the same registry; the package itself 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..backbones import BackboneError
-from ..config import ConfigError, RunConfig, load_run_config, to_dict
-from ..data.images import DatasetError
-from ..runs import RunManager
+from ..config import ConfigError, RunConfig
+from ..runs import RunManager, execute
+from ..runs.execute import DataCache
 from ..runs.recorder import StoreWriter, train_start_info
-from ..train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, load_run_data
-from ..train.checkpoint import RESUME_NAME, CheckpointError
+from ..train import FAILED, STOPPED, Callback, Trainer
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # gist_engine/, shipped to the workers
-USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
 INTERRUPTED, LOST = "interrupted", "lost"
 
 
@@ -60,25 +56,7 @@ class _Events(Callback):
         self.events.put(("phase", phase, done, total))
 
 
-def _result_dict(result: TrainResult) -> dict[str, Any]:
-    out = result.to_dict()
-    out.pop("history", None)  # the driver has every step and evaluation already
-    return out
-
-
-_data_cache: dict[str, Any] = {}  # a worker process's last dataset: Ray reuses workers for the next runs
-_data_lock = threading.Lock()
-
-
-def _cached_data(trainer: Trainer) -> Any:
-    """The run's dataset, reused while the data config, backbone, image size and device stay the same."""
-    cfg = trainer.config
-    key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device)], sort_keys=True)
-    with _data_lock:
-        if key not in _data_cache:
-            _data_cache.clear()  # free the previous dataset before loading the next
-            _data_cache[key] = load_run_data(cfg, trainer.device)
-        return _data_cache[key]
+_data = DataCache()  # a worker process's last dataset: Ray reuses workers for the next runs
 
 
 def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_seconds: float = 0.2,
@@ -88,32 +66,21 @@ def train_events(config: dict[str, Any], run_dir: str, resume: bool, flush_secon
 
     Yields:
         Lists of events: ("start", info) with `train_start_info`'s dict and `worker`; ("step", step, metrics,
-        unix time of the step); ("eval", step, metrics); and last ("end", result) with the TrainResult's dict
-        (no history) or {"status": "failed", "error": ...} when the run could not start.
+        unix time of the step); ("eval", step, metrics); ("phase", name, done, total); and last ("end", result):
+        `execute.Outcome.to_event()`, the TrainResult's dict (no history) with the final status and error, or only
+        those two when the run could not start.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()  # set when the task is cancelled (the study stops, a stop is requested)
 
     def target() -> None:
         try:
-            cfg = load_run_config(config)
-            folder = Path(run_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            state = folder / RESUME_NAME
-            extra = callbacks(cfg, folder) if callbacks else []
-            trainer = Trainer(cfg, callbacks=[_Events(events), *extra], run_dir=folder, should_stop=stop.is_set,
-                              resume_from=state if resume and state.exists() else None)
-            trainer.data = data_loader(cfg) if data_loader is not None else _cached_data(trainer)
-            trainer.setup()
-            result = trainer.run()
-            if result.status in (COMPLETED, DIVERGED):
-                state.unlink(missing_ok=True)
-            events.put(("end", _result_dict(result)))
-        except USER_ERRORS as exc:
-            events.put(("end", {"status": FAILED, "error": str(exc)}))
-        except BaseException as exc:  # any failure becomes the run's error, as in RunManager
-            events.put(("end", {"status": FAILED, "error": f"{type(exc).__name__}: {exc}\n\n"
-                                                             f"{''.join(traceback.format_exception(exc))}"}))
+            outcome = execute.execute_run(config, Path(run_dir), callbacks=[_Events(events)],
+                                          extra_callbacks=callbacks, stop_reason=lambda: STOPPED if stop.is_set()
+                                          else None, load_data=_data, data_loader=data_loader, resume=resume)
+            events.put(("end", outcome.to_event()))
+        except BaseException as exc:  # beyond a run's own failures (execute_run's): still the run's error
+            events.put(("end", {"status": FAILED, "error": execute.error_text(exc)}))
 
     thread = threading.Thread(target=target, name="gist-ray-run", daemon=True)
     thread.start()
@@ -276,7 +243,6 @@ class RayBackend:
         self.latencies.extend(now - e[3] for e in batch if e[0] == "step")
         if ended is None:
             return None
-        self._write_result(s.run_id, ended)
         return self._finish(s, ended["status"], ended.get("error"))
 
     def _mark_running(self, s: _Stream, info: dict[str, Any]) -> None:
@@ -288,13 +254,6 @@ class RayBackend:
             return
         s.writer.record_start(info)
         logger.debug("run %s: started on Ray worker %s", s.run_id, info.get("worker"))
-
-    def _write_result(self, run_id: str, result: dict[str, Any]) -> None:
-        folder = self.manager.run_dir(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "result.json.tmp"
-        tmp.write_text(json.dumps(result, default=str))
-        tmp.replace(folder / "result.json")
 
     def _finish(self, s: _Stream, status: str, error: str | None, outcome: str | None = None
                 ) -> tuple[str, str, str | None]:

@@ -46,7 +46,7 @@ def test_a_full_disk_ends_the_run_failed_at_the_next_heartbeat(manager_factory, 
     mgr = manager_factory(callbacks=lambda cfg, run_dir: [Slow(0.01)])
     freed = fill_disk_after(monkeypatch, mgr, writes)
     run_id = mgr.submit(config("full"))  # write 1
-    wait_for(lambda: run_id not in mgr._owned, what="the worker to give up")
+    wait_for(lambda: run_id not in mgr.pool.owned, what="the worker to give up")
     with mgr.store.read() as c:  # nothing could be written yet (the manager shows the failure from memory)
         assert c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0] in ("queued", "running")
     freed.set()
@@ -87,7 +87,7 @@ def test_a_new_manager_in_the_same_process_records_the_full_disk(manager_factory
     first = manager_factory(heartbeat_every=3600)  # its heartbeat never comes: the new manager must do it
     freed = fill_disk_after(monkeypatch, first, 2)
     run_id = first.submit(config("full"))
-    wait_for(lambda: run_id not in first._owned, what="the worker to give up")
+    wait_for(lambda: run_id not in first.pool.owned, what="the worker to give up")
     freed.set()
     view = manager_factory(start=False)
     snap = view.get(run_id)
@@ -98,8 +98,8 @@ def test_a_run_whose_worker_vanished_is_failed_by_its_own_manager(manager_factor
     mgr = manager_factory(callbacks=lambda cfg, run_dir: [Slow(0.01)])
     run_id = mgr.submit(config(epochs=200))
     wait_for(lambda: mgr.get(run_id).status == "running", what="the run to start")
-    with mgr._cond:
-        mgr._owned.discard(run_id)  # as if its worker thread had died without a word
+    with mgr.pool.cond:
+        mgr.pool.owned.discard(run_id)  # as if its worker thread had died without a word
     wait_for(lambda: mgr.get(run_id).status == "failed", timeout=10, what="the heartbeat")
     assert "stopped without recording an outcome" in mgr.get(run_id).error
 

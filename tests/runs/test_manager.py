@@ -95,7 +95,7 @@ def test_concurrent_submits_from_many_threads_lose_nothing(manager_factory):
         t.join()
     assert len(ids) == len(set(ids)) == 80
     listed = mgr.list(status="queued")
-    assert {s.id for s in listed} == set(ids) and len(mgr._queue) == 80
+    assert {s.id for s in listed} == set(ids) and len(mgr.pool.queue) == 80
     assert {s.name for s in listed} == {f"t{t}-{i}" for t in range(8) for i in range(10)}
 
 
@@ -181,7 +181,7 @@ def test_a_crashing_run_logs_its_traceback_and_ends_failed(manager_factory, capl
         wait_for(lambda: any(r.getMessage() == f"run {run_id}: failed" for r in caplog.records), what="the log")
     assert snap.status == "failed" and "ZeroDivisionError: crash in step 3" in snap.error
     crash = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
-    assert len(crash) == 1 and crash[0].name == "gist_engine.runs.manager"
+    assert len(crash) == 1 and crash[0].name == "gist_engine.runs.execute"
     assert crash[0].getMessage() == f"run {run_id} failed" and crash[0].exc_info[0] is ZeroDivisionError
     assert "Traceback" in caplog.text and "on_step_end" in caplog.text and "crash in step 3" in caplog.text
 

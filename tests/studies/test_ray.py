@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gist_engine.runs import RunManager
@@ -59,3 +61,14 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_and_recorded(studies):
         assert (snap.run_dir / "result.json").exists() and snap.has_checkpoint
     finally:
         mgr.shutdown()
+
+
+def test_every_ray_run_wrote_its_result_on_its_worker_through_the_one_execution_path(studies):
+    """`result.json` comes from `runs.execute.execute_run` on the Ray worker (with the per-step history, which the
+    driver's end event never carries), as a local run's does."""
+    _, _, ray_root, _ = studies
+    results = sorted((ray_root / "runs").glob("*/result.json"))
+    assert len(results) == 16 and not list((ray_root / "runs").glob("*/*.tmp"))
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["status"] == "completed" and result["history"]["steps"][-1]["step"] == 8, path
