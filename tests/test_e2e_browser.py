@@ -180,8 +180,9 @@ def _no_exception(page) -> None:
     assert "TypeError" not in body and "Traceback" not in body, body[:2000]
 
 
-def _type(page, label: str, value: str, role: str = "spinbutton") -> None:
-    """Types into a labelled input and commits it (Enter), as a user does."""
+def _type(page, label: str, value: str, role: str = "textbox") -> None:
+    """Types into a labelled input and commits it (Enter), as a user does (the config's numbers are text boxes, so
+    that whatever is typed gets an answer; Seeds is a spin button)."""
     box = page.get_by_role(role, name=label, exact=True)
     box.fill(value)
     box.press("Enter")
@@ -193,7 +194,7 @@ def _smoke_preset(page, server: str) -> None:
     page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
     page.get_by_text("test_vit at 32 px").wait_for()
     page.get_by_text("Data, training and backbone options").click()
-    page.get_by_role("spinbutton", name="Epochs", exact=True).wait_for()
+    page.get_by_role("textbox", name="Epochs", exact=True).wait_for()
 
 
 def _image_zip(path: Path, classes: tuple[str, ...], per_class: int) -> Path:
@@ -249,7 +250,7 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     page.get_by_text("test_vit at 32 px").wait_for()  # the token-sequence caption of the tiny ViT
     page.get_by_text("+32").wait_for()  # its Gist token: 32 parameters
     page.get_by_text("Data, training and backbone options").click()  # the forms generated from TrainConfig
-    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs = page.get_by_role("textbox", name="Epochs", exact=True)
     epochs.fill("200")  # long enough to watch and stop it
     epochs.press("Enter")
     page.get_by_role("button", name="Launch run").click()
@@ -285,7 +286,7 @@ def test_paired_comparison_and_history(server: str, page) -> None:
         page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
         page.get_by_text("test_vit at 32 px").wait_for()
         page.get_by_text("Data, training and backbone options").click()
-        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        epochs = page.get_by_role("textbox", name="Epochs", exact=True)
         epochs.fill("3")
         epochs.press("Enter")
         seeds = page.get_by_role("spinbutton", name="Seeds", exact=True)
@@ -360,7 +361,8 @@ def test_runs_search_and_delete(server: str, page) -> None:
 
 
 def test_invalid_number_blocks_launch(server: str, page) -> None:
-    """Epochs 0 is refused in words under the field and blocks both Launch buttons; a valid value unblocks them."""
+    """Epochs 0 is refused in words under the field and blocks both Launch buttons; a valid value unblocks them;
+    'abc' typed in Image size is answered the same way."""
     with _keep_failure(page, "invalid_number"):
         _smoke_preset(page, server)
         launch = page.get_by_role("button", name="Launch run")
@@ -378,6 +380,12 @@ def test_invalid_number_blocks_launch(server: str, page) -> None:
         sync_api.expect(launch).to_be_enabled()
         sync_api.expect(pair).to_be_enabled()
         assert not page.get_by_text(re.compile(r"out of range")).count()
+        _type(page, "Image size (px)", "abc")  # text in a number box is answered, not dropped
+        page.get_by_text(re.compile(r"^Image size \(px\) — image_size: 'abc' is not a whole number")).first.wait_for()
+        sync_api.expect(launch).to_be_disabled()
+        assert page.get_by_role("textbox", name="Image size (px)", exact=True).input_value() == "abc"
+        _type(page, "Image size (px)", "32")
+        sync_api.expect(launch).to_be_enabled()
 
 
 def test_dataset_upload(server: str, page, tmp_path: Path) -> None:
