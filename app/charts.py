@@ -38,10 +38,12 @@ MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scal
 
 
 def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "step") -> go.Figure:
-    """Title top left, legend in a column right of the plot (however many entries, never over the title or an axis
-    title), integer steps on x."""
-    fig.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, height=height,
-                      margin={"l": 10, "r": 10, "t": 48, "b": 10},
+    """Title top left, just above the plot and below the band of plotly's modebar (which shows at the top right
+    and would cover a title reaching that far on a narrow screen), legend in a column right of the plot (however
+    many entries, never over the title or an axis title), integer steps on x."""
+    fig.update_layout(title={"text": title, "x": 0, "xref": "paper", "xanchor": "left", "y": 1, "yref": "paper",
+                             "yanchor": "bottom", "pad": {"b": 10}, "font": {"size": 15}}, height=height,
+                      margin={"l": 10, "r": 10, "t": 64, "b": 10},
                       legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02},
                       xaxis_title=x, yaxis_title=y)
     if x == "step":

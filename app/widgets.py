@@ -365,7 +365,8 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     except (ge.ConfigError, ge.BackboneError, ge.DatasetError, ValueError) as exc:
         st.error(f"This configuration cannot be built: {exc}")
         return None
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2 = st.columns(2)  # two by two: four in a row cut the labels short in a 1024 px window
+    c3, c4 = st.columns(2)
     pct = 100 * info["trainable_params"] / info["total_params"]
     c1.metric("Trainable parameters", fmt_params(info["trainable_params"]), help=info["summary"])
     c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")

@@ -2,8 +2,9 @@
 search and delete runs, refused form values and oversized data sizes that block Launch, a finished run's metrics.
 
 Starts `streamlit run app/streamlit_app.py` on a free port with a fresh GIST_DATA_DIR, drives /usr/bin/chromium
-through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ and always
-stops the server. The tests share the server and run in file order: later ones use the runs earlier ones made.
+through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ (a lesson's
+pages also at a projector's 1024 and 1280 px) and always stops the server. The tests share the server and run in
+file order: later ones use the runs earlier ones made.
 `GIST_E2E_DEMO=1` also times the offline demo run (DINOv2-S, MNIST, 112 px) from page load to its first curve
 point and the live fragment's rerun time (the figures in the README).
 """
@@ -300,6 +301,41 @@ def test_paired_comparison_and_history(server: str, page) -> None:
         _visit(server, page, "runs", "Runs")
         page.get_by_text("5 of 5 runs").wait_for()
         _shot(page, "06_runs")
+
+
+# Elements cut short with an ellipsis or a hidden overflow (metric values and labels, buttons and pills, titles), and
+# plotly titles that the modebar's band covers, as text.
+CLIPPED_JS = """() => { const out = [];
+  const sel = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"], button, h1, h2, h3';
+  for (const el of document.querySelectorAll(sel)) {
+    for (const x of [el, ...el.querySelectorAll('*')]) {
+      if (x.scrollWidth > x.clientWidth + 1 && getComputedStyle(x).overflow !== 'visible') {
+        out.push('cut: ' + el.innerText.slice(0, 80)); break; } } }
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const bar = plot.querySelector('.modebar'); const title = plot.querySelector('.gtitle');
+    if (!bar || !title) continue;
+    const a = bar.getBoundingClientRect(), b = title.getBoundingClientRect();
+    if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+      out.push('modebar over: ' + title.textContent); }
+  return out; }"""
+
+
+@pytest.mark.parametrize("width", [1024, 1280])
+def test_projector_widths_cut_nothing_short(server: str, page, width: int) -> None:
+    """At a projector's 1024 and 1280 px (sidebar open): no metric, preset, button or title is cut short and no
+    chart's modebar covers its title, on the pages a lesson shows; a screenshot of each at that width."""
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        with _keep_failure(page, f"projector_{width}"):
+            for path, title in (("", "Launch a run"), ("live", "Live run"), ("compare", "Compare plain and GIST"),
+                                ("runs", "Runs"), ("gallery", "Gallery")):
+                _visit(server, page, path, title)
+                time.sleep(0.8)  # let plotly finish drawing
+                _shot(page, f"{width}_{path or 'launch'}", full_page=True)
+                clipped = page.evaluate(CLIPPED_JS)
+                assert not clipped, f"/{path} at {width} px: {clipped}"
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1800})
 
 
 @pytest.mark.skipif(os.environ.get("GIST_E2E_DEMO") != "1", reason="set GIST_E2E_DEMO=1 to time the demo run")
