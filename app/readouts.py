@@ -165,7 +165,7 @@ def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
     if snapshot.gist_enabled:
         rows.append(("Gist head", "n/a" if snapshot.acc_gist is None else f"{points(snapshot.acc_gist, False)}%",
                      "Accuracy of the Gist token's prediction (the shared head on the Gist output)"))
-        rows.append(("Agreement", "n/a" if snapshot.agreement is None else f"{100 * snapshot.agreement:.1f}%",
+        rows.append(("Agreement", "n/a" if snapshot.agreement is None else f"{points(snapshot.agreement, False)}%",
                      "Share of test images where the CLS and Gist heads predict the same class"))
     rows.append(("Wall time", "n/a" if wall is None else f"{wall:.0f} s" if wall >= 10 else f"{wall:.1f} s",
                  f"{plural(snapshot.step, 'step')} from start to end, data loading and evaluation included"))

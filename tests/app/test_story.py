@@ -160,7 +160,7 @@ def test_live_end_state_shows_the_metrics_row(fake) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert list(metrics) == ["Test accuracy", "Gist head", "Agreement", "Wall time"]
     assert metrics["Test accuracy"] == "82.00%" and metrics["Gist head"] == "65.60%"
-    assert metrics["Agreement"] == "77.6%" and metrics["Wall time"] == "5.0 s"
+    assert metrics["Agreement"] == "77.60%" and metrics["Wall time"] == "5.0 s"  # as many decimals as the accuracies
     loss = spec(at, "Training objective = sum of the weighted terms")
     stacked = [t for t in loss["data"] if t.get("yaxis", "y") == "y"]
     assert [t["name"] for t in stacked] == ["CE (CLS head)", "0.5 · CE (Gist head)", "0.75 · KL(cls || gist)",
