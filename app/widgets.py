@@ -233,6 +233,17 @@ def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
                                        "acc CLS %", "best %", "progress", "trainable", "group", "created"])
 
 
+EMPTY = "—"  # what an empty text cell of a table reads (not "None")
+
+
+def for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as a table shows it: empty text cells (None in a text column: a run without a group) read "—";
+    numbers, flags and dates are left as they are (a CSV export takes the frame itself, empty cells empty)."""
+    text = [c for c in frame.columns
+            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    return frame.fillna({c: EMPTY for c in text}) if text else frame
+
+
 _SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
 RUNS_COLUMNS = {  # the history table: every header readable, long texts (names, folders) cut with a tooltip
     "id": st.column_config.TextColumn("id", width=_SMALL), "name": st.column_config.TextColumn("name", width="medium"),

@@ -24,7 +24,7 @@ method = f2.multiselect("Method", widgets.options_of(frame.method), placeholder=
 gist = f3.selectbox("GIST", ["any", "on", "off"])
 text = f4.text_input("Search", placeholder="name, id, dataset, group")
 shown = widgets.filter_runs(frame, status, method, gist, text)
-event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
+event = st.dataframe(widgets.for_display(shown), hide_index=True, on_select="rerun", selection_mode="multi-row",
                      key=state.runs_table_key(status, method, gist, text), column_config=widgets.RUNS_COLUMNS)
 picked = [shown.iloc[i]["id"] for i in event.selection.rows if i < len(shown)]
 st.caption(f"{len(shown)} of {len(frame)} runs · select rows to act on them")

@@ -42,6 +42,16 @@ def test_runs_search_with_group_less_runs(fake) -> None:
     assert not at.exception and at.dataframe[0].value.empty
 
 
+def test_empty_cells_of_the_runs_table_read_a_dash_and_the_csv_keeps_them_empty(fake) -> None:
+    at = open_page(fake, "views/runs.py")
+    table = at.dataframe[0].value
+    alone = table[table.name == "live-one"]
+    assert list(alone.group) == ["—"], "a run outside a group: a dash, not None"
+    assert table.group.notna().all() and (table["acc CLS %"].dtype.kind == "f"), "numbers stay numbers"
+    csv = next(b for b in at.get("download_button") if b.label == "Export table (CSV)")
+    assert "—" not in str(csv.proto), "the export's empty cells stay empty"
+
+
 def test_runs_filters_handle_missing_values(fake) -> None:
     fake.add(config={**TINY, "data": {"dataset": "digits"}}, name=None)
     snap = fake.list()[0]
