@@ -38,10 +38,12 @@ MODEBAR = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scal
 
 
 def _layout(fig: go.Figure, title: str, y: str, height: int = 320, x: str = "step") -> go.Figure:
-    """Title top left, legend in a column right of the plot (however many entries, never over the title or an axis
-    title), integer steps on x."""
-    fig.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, height=height,
-                      margin={"l": 10, "r": 10, "t": 48, "b": 10},
+    """Title top left, just above the plot and below the band of plotly's modebar (which shows at the top right
+    and would cover a title reaching that far on a narrow screen), legend in a column right of the plot (however
+    many entries, never over the title or an axis title), integer steps on x."""
+    fig.update_layout(title={"text": title, "x": 0, "xref": "paper", "xanchor": "left", "y": 1, "yref": "paper",
+                             "yanchor": "bottom", "pad": {"b": 10}, "font": {"size": 15}}, height=height,
+                      margin={"l": 10, "r": 10, "t": 64, "b": 10},
                       legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02},
                       xaxis_title=x, yaxis_title=y)
     if x == "step":
@@ -128,33 +130,52 @@ def thin_rows(values: Sequence[float] | pd.Series, max_points: int | None = None
 def loss_figure(metrics: pd.DataFrame, gist: Mapping[str, Any] | None = None, smoothing: float = 0.0,
                 log: bool = False, raw: bool = False) -> go.Figure:
     """The training objective per step, as stacked weighted contributions that add up to it (the line on top is
-    the total), or with `raw` each unweighted term as a line (KL terms are small: use `log`). A long run is drawn
-    with at most `MAX_CURVE_POINTS` points per line (`thin_rows`, after the smoothing), so a refresh costs the
-    same at step 100,000 as at step 2,000; the CSV download has every step."""
-    fig = go.Figure()
+    the total), and below it, on its own scale, the knowledge interaction: the weighted interaction terms (a KL
+    loss's two directions) that are slivers of the stack; or with `raw` each unweighted term as a line (KL terms are
+    small: use `log`). A long run is drawn with at most `MAX_CURVE_POINTS` points per line (`thin_rows`, after the
+    smoothing), so a refresh costs the same at step 100,000 as at step 2,000; the CSV download has every step."""
     rows = thin_rows(metrics["total"] if "total" in metrics else metrics["step"])
     steps = metrics["step"].to_numpy()[rows]
+    last = float(metrics["step"].max()) if len(metrics) else 0
     if raw:
+        fig = go.Figure()
         for key, label in LOSS_LABELS.items():
             if key in metrics and metrics[key].notna().any() and (key == "total" or metrics[key].abs().sum() > 0):
                 fig.add_scatter(x=steps, y=ema(metrics[key], smoothing)[rows], name=label, mode="lines",
                                 line={"color": COLOURS[key], "width": 3 if key == "total" else 1.8})
-        title = "Loss terms, unweighted"
-    else:
-        parts = loss_contributions(metrics, gist)
-        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
-        for colour, column in zip(colours, parts.columns[1:], strict=False):
+        if log:
+            fig.update_yaxes(type="log")
+        _integer_ticks(fig, last)
+        return _layout(fig, "Loss terms, unweighted", "loss" + (" (log)" if log else ""))
+    parts = loss_contributions(metrics, gist)
+    terms = [t for t in ge.LOSS_TERMS if t in ge.loss_weights(gist)]  # the order of `parts`' columns
+    interaction = [c for t, c in zip(terms, parts.columns[1:], strict=True) if t not in ("ce_cls", "ce_gist")]
+    fig = (make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.58, 0.42], vertical_spacing=0.16,
+                         subplot_titles=("", "Knowledge interaction (weighted, its own scale)"))
+           if interaction else go.Figure())
+    at = {"row": 1, "col": 1} if interaction else {}
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+    for colour, column in zip(colours, parts.columns[1:], strict=False):
+        fig.add_scatter(x=steps, y=ema(parts[column], smoothing)[rows], name=column, mode="lines", legendgroup=column,
+                        stackgroup=None if log else "loss", line={"color": colour, "width": 1}, **at)
+    if "total" in metrics:
+        fig.add_scatter(x=steps, y=ema(metrics["total"], smoothing)[rows], name="total", mode="lines",
+                        line={"color": COLOURS["total"], "width": 2.5}, **at)
+    for colour, column in zip(colours, parts.columns[1:], strict=False):
+        if column in interaction:
             fig.add_scatter(x=steps, y=ema(parts[column], smoothing)[rows], name=column, mode="lines",
-                            stackgroup=None if log else "loss", line={"color": colour, "width": 1})
-        if "total" in metrics:
-            fig.add_scatter(x=steps, y=ema(metrics["total"], smoothing)[rows], name="total", mode="lines",
-                            line={"color": COLOURS["total"], "width": 2.5})
-        title = ("Training objective = sum of the weighted terms" if len(ge.loss_weights(gist)) > 1
-                 else "Training objective (cross-entropy)")
+                            legendgroup=column, showlegend=False, line={"color": colour, "width": 2}, row=2, col=1)
+    title = ("Training objective = sum of the weighted terms" if len(ge.loss_weights(gist)) > 1
+             else "Training objective (cross-entropy)")
     if log:
         fig.update_yaxes(type="log")
-    _integer_ticks(fig, float(metrics["step"].max()) if len(metrics) else 0)
-    return _layout(fig, title, "loss" + (" (log)" if log else ""))
+    _integer_ticks(fig, last)
+    _layout(fig, title, "loss" + (" (log)" if log else ""), height=480 if interaction else 320)
+    if interaction:
+        fig.update_layout(xaxis_title=None, xaxis2_title="step", yaxis2_title="KL" if "KL" in " ".join(interaction)
+                          else "interaction")
+        fig.update_annotations(x=0, xanchor="left", font={"size": 13})  # the panel title, left like the main one
+    return fig
 
 
 def split_of(evals: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -165,7 +165,7 @@ def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
     if snapshot.gist_enabled:
         rows.append(("Gist head", "n/a" if snapshot.acc_gist is None else f"{points(snapshot.acc_gist, False)}%",
                      "Accuracy of the Gist token's prediction (the shared head on the Gist output)"))
-        rows.append(("Agreement", "n/a" if snapshot.agreement is None else f"{100 * snapshot.agreement:.1f}%",
+        rows.append(("Agreement", "n/a" if snapshot.agreement is None else f"{points(snapshot.agreement, False)}%",
                      "Share of test images where the CLS and Gist heads predict the same class"))
     rows.append(("Wall time", "n/a" if wall is None else f"{wall:.0f} s" if wall >= 10 else f"{wall:.1f} s",
                  f"{plural(snapshot.step, 'step')} from start to end, data loading and evaluation included"))
@@ -179,7 +179,8 @@ def compare_headline(result: Any, chosen: list[Any]) -> None:
     d, extra = result.delta("acc_cls"), result.extra_params
     epochs = min((r.config.get("train") or {}).get("epochs", 1) for r in chosen)
     v = verdict(d, epochs)
-    k = st.columns([1.4, 1.7, 0.7, 0.7, 0.9])  # the CI needs the room: "[-5.37, +4.43]"
+    # the gain and its CI in a row, p, seeds and cost under them: five in a row cut them short at 1024 px
+    k = [*st.columns([1, 1.3]), *st.columns(3)]
     if d:
         k[0].metric("GIST − plain", v["value"], help="Mean accuracy gain of GIST over the plain method, in "
                     "percentage points, over the paired seeds")
@@ -260,13 +261,14 @@ def resume_or_rerun(mgr: Any, snapshot: Any, open_run: Any) -> None:
 
 def end_metrics_row(snapshot: Any) -> None:
     """A finished run's metrics as a row: test accuracy, Gist head, agreement, wall time."""
-    for col, (label, value, help_) in zip(st.columns(4), end_metrics(snapshot), strict=False):
+    # two by two: four in a row cut the values short ("11.0…") in a projector's 1024 px window
+    for col, (label, value, help_) in zip([*st.columns(2), *st.columns(2)], end_metrics(snapshot), strict=False):
         col.metric(label, value, help=help_, border=True)
 
 
 def csv_downloads(mgr: Any, run_id: str) -> None:
     """Download buttons for a run's step metrics and evaluations (CSV, made when clicked)."""
-    cols = st.columns(3)
+    cols = st.columns(2)
     cols[0].download_button("Download the step metrics (CSV)", lambda: mgr.metrics(run_id).to_csv(index=False),
                             file_name=f"{run_id}-metrics.csv", mime="text/csv", icon=":material/download:",
                             key="live.csv", on_click="ignore")

@@ -84,16 +84,50 @@ def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None =
     if base == "bool":
         return st.toggle(label, value=bool(value), **common)
     if base in ("int", "float"):
-        is_int = base == "int"
-        cast = int if is_int else float
-        # no min_value/max_value: the browser would keep the last valid value behind a red border
-        number = st.number_input(
-            label, value=None if value is None else cast(value), step=1 if is_int else _float_step(field["default"]),
-            format=None if is_int else "%g", placeholder=_placeholder(field["help"]) if optional else None, **common)
-        show_problem(value_problem(field, number, path, label), problems)
+        number, problem = number_box(label, value, base == "int", path, optional=optional,
+                                     placeholder=_placeholder(field["help"]) if optional else None, **common)
+        show_problem(problem or value_problem(field, number, path, label), problems)
         return number
     text = st.text_input(label, value="" if value is None else str(value), **common)
     return None if optional and not text.strip() else text
+
+
+def parse_number(text: str, is_int: bool) -> int | float | None:
+    """A typed number: '224', '1e-3', '2_000' or '2,000'; an int field takes a whole float ('2e2' -> 200). None for
+    empty text. Raises ValueError with the reason when the text is no number of that kind ('abc', '1.5' for int)."""
+    text = text.strip().replace("_", "").replace(",", "")
+    if not text:
+        return None
+    number = float(text)  # ValueError for 'abc'
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    if is_int:
+        if not number.is_integer():
+            raise ValueError("not a whole number")
+        return int(number)
+    return number
+
+
+def number_box(label: str, value: int | float | None, is_int: bool, path: str, key: str, optional: bool = False,
+               **kwargs: Any) -> tuple[int | float | None, str | None]:
+    """A number typed as text, so that anything typed reaches the app and is answered: a browser's number box drops
+    letters and silently restores the last value ('abc' in Image size went back to a number unseen).
+
+    Returns (the number, None), or (`value`, the reason) when the text is no number: the caller shows the reason
+    under the box and blocks the launch, while the page keeps drawing with the last valid value; the text stays as
+    typed. Empty text is None when `optional`, else a reason.
+    """
+    shown = "" if value is None else str(int(value)) if is_int else f"{float(value):g}"
+    text = st.text_input(label, value=shown, key=key, **kwargs)
+    kind = "a whole number" if is_int else "a number"
+    try:
+        number = parse_number(text, is_int)
+    except ValueError:
+        example = shown or ("224" if is_int else "0.001")
+        return value, f"{label} — {path}: {text.strip()!r} is not {kind}; type {kind}, e.g. {example}"
+    if number is None and not optional:
+        return value, f"{label} — {path}: needs a value ({kind})"
+    return number, None
 
 
 def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: str, skip: Iterable[str] = (),
@@ -197,6 +231,17 @@ def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
             for s in snapshots]
     return pd.DataFrame(rows, columns=["id", "name", "status", "method", "GIST", "seed", "dataset", "backbone",
                                        "acc CLS %", "best %", "progress", "trainable", "group", "created"])
+
+
+EMPTY = "—"  # what an empty text cell of a table reads (not "None")
+
+
+def for_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as a table shows it: empty text cells (None in a text column: a run without a group) read "—";
+    numbers, flags and dates are left as they are (a CSV export takes the frame itself, empty cells empty)."""
+    text = [c for c in frame.columns
+            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
+    return frame.fillna({c: EMPTY for c in text}) if text else frame
 
 
 _SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
@@ -331,7 +376,8 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     except (ge.ConfigError, ge.BackboneError, ge.DatasetError, ValueError) as exc:
         st.error(f"This configuration cannot be built: {exc}")
         return None
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2 = st.columns(2)  # two by two: four in a row cut the labels short in a 1024 px window
+    c3, c4 = st.columns(2)
     pct = 100 * info["trainable_params"] / info["total_params"]
     c1.metric("Trainable parameters", fmt_params(info["trainable_params"]), help=info["summary"])
     c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")
@@ -465,10 +511,11 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
     cfg["data"].pop("max_length", None)
     patch = backbone["patch_size"]
     size = cfg.get("image_size") or backbone["default_size"]  # 0 = the backbone's default size: shown as such
-    size = cfg["image_size"] = st.number_input(
-        "Image size (px)", step=patch, value=max(patch, size // patch * patch),
-        help=f"{size_field['help']} A multiple of the patch size, {patch}.", key=key(f"size.{patch}"))
-    problem = value_problem(size_field, size, "image_size", "Image size (px)")
+    size, problem = number_box("Image size (px)", max(patch, size // patch * patch), True, "image_size",
+                               key=key(f"size.{patch}"),
+                               help=f"{size_field['help']} A multiple of the patch size, {patch}.")
+    cfg["image_size"] = size
+    problem = problem or value_problem(size_field, size, "image_size", "Image size (px)")
     if problem is None and size is not None and size < patch:
         problem = f"Image size (px) — image_size: {size} is smaller than one patch ({patch} px)"
     show_problem(problem, problems)
@@ -541,7 +588,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
     def fit() -> None:
         for name, n in fits.items():
             data[name] = n
-            st.session_state[key(f"data.{name}")] = n
+            st.session_state[key(f"data.{name}")] = str(n)  # the number box holds text
 
     new = ", ".join(f"{_label(n, 'data')} {v:,}" for n, v in fits.items())
     st.button(f"Fit the sizes to the dataset ({new})",

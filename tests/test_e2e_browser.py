@@ -2,8 +2,9 @@
 search and delete runs, refused form values and oversized data sizes that block Launch, a finished run's metrics.
 
 Starts `streamlit run app/streamlit_app.py` on a free port with a fresh GIST_DATA_DIR, drives /usr/bin/chromium
-through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ and always
-stops the server. The tests share the server and run in file order: later ones use the runs earlier ones made.
+through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ (a lesson's
+pages also at a projector's 1024 and 1280 px) and always stops the server. The tests share the server and run in
+file order: later ones use the runs earlier ones made.
 `GIST_E2E_DEMO=1` also times the offline demo run (DINOv2-S, MNIST, 112 px) from page load to its first curve
 point and the live fragment's rerun time (the figures in the README).
 """
@@ -180,8 +181,9 @@ def _no_exception(page) -> None:
     assert "TypeError" not in body and "Traceback" not in body, body[:2000]
 
 
-def _type(page, label: str, value: str, role: str = "spinbutton") -> None:
-    """Types into a labelled input and commits it (Enter), as a user does."""
+def _type(page, label: str, value: str, role: str = "textbox") -> None:
+    """Types into a labelled input and commits it (Enter), as a user does (the config's numbers are text boxes, so
+    that whatever is typed gets an answer; Seeds is a spin button)."""
     box = page.get_by_role(role, name=label, exact=True)
     box.fill(value)
     box.press("Enter")
@@ -193,7 +195,7 @@ def _smoke_preset(page, server: str) -> None:
     page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
     page.get_by_text("test_vit at 32 px").wait_for()
     page.get_by_text("Data, training and backbone options").click()
-    page.get_by_role("spinbutton", name="Epochs", exact=True).wait_for()
+    page.get_by_role("textbox", name="Epochs", exact=True).wait_for()
 
 
 def _image_zip(path: Path, classes: tuple[str, ...], per_class: int) -> Path:
@@ -249,7 +251,7 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
     page.get_by_text("test_vit at 32 px").wait_for()  # the token-sequence caption of the tiny ViT
     page.get_by_text("+32").wait_for()  # its Gist token: 32 parameters
     page.get_by_text("Data, training and backbone options").click()  # the forms generated from TrainConfig
-    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs = page.get_by_role("textbox", name="Epochs", exact=True)
     epochs.fill("200")  # long enough to watch and stop it
     epochs.press("Enter")
     page.get_by_role("button", name="Launch run").click()
@@ -285,7 +287,7 @@ def test_paired_comparison_and_history(server: str, page) -> None:
         page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
         page.get_by_text("test_vit at 32 px").wait_for()
         page.get_by_text("Data, training and backbone options").click()
-        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        epochs = page.get_by_role("textbox", name="Epochs", exact=True)
         epochs.fill("3")
         epochs.press("Enter")
         seeds = page.get_by_role("spinbutton", name="Seeds", exact=True)
@@ -299,6 +301,41 @@ def test_paired_comparison_and_history(server: str, page) -> None:
         _visit(server, page, "runs", "Runs")
         page.get_by_text("5 of 5 runs").wait_for()
         _shot(page, "06_runs")
+
+
+# Elements cut short with an ellipsis or a hidden overflow (metric values and labels, buttons and pills, titles), and
+# plotly titles that the modebar's band covers, as text.
+CLIPPED_JS = """() => { const out = [];
+  const sel = '[data-testid="stMetricValue"], [data-testid="stMetricLabel"], button, h1, h2, h3';
+  for (const el of document.querySelectorAll(sel)) {
+    for (const x of [el, ...el.querySelectorAll('*')]) {
+      if (x.scrollWidth > x.clientWidth + 1 && getComputedStyle(x).overflow !== 'visible') {
+        out.push('cut: ' + el.innerText.slice(0, 80)); break; } } }
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const bar = plot.querySelector('.modebar'); const title = plot.querySelector('.gtitle');
+    if (!bar || !title) continue;
+    const a = bar.getBoundingClientRect(), b = title.getBoundingClientRect();
+    if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+      out.push('modebar over: ' + title.textContent); }
+  return out; }"""
+
+
+@pytest.mark.parametrize("width", [1024, 1280])
+def test_projector_widths_cut_nothing_short(server: str, page, width: int) -> None:
+    """At a projector's 1024 and 1280 px (sidebar open): no metric, preset, button or title is cut short and no
+    chart's modebar covers its title, on the pages a lesson shows; a screenshot of each at that width."""
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        with _keep_failure(page, f"projector_{width}"):
+            for path, title in (("", "Launch a run"), ("live", "Live run"), ("compare", "Compare plain and GIST"),
+                                ("runs", "Runs"), ("gallery", "Gallery")):
+                _visit(server, page, path, title)
+                time.sleep(0.8)  # let plotly finish drawing
+                _shot(page, f"{width}_{path or 'launch'}", full_page=True)
+                clipped = page.evaluate(CLIPPED_JS)
+                assert not clipped, f"/{path} at {width} px: {clipped}"
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1800})
 
 
 @pytest.mark.skipif(os.environ.get("GIST_E2E_DEMO") != "1", reason="set GIST_E2E_DEMO=1 to time the demo run")
@@ -360,7 +397,8 @@ def test_runs_search_and_delete(server: str, page) -> None:
 
 
 def test_invalid_number_blocks_launch(server: str, page) -> None:
-    """Epochs 0 is refused in words under the field and blocks both Launch buttons; a valid value unblocks them."""
+    """Epochs 0 is refused in words under the field and blocks both Launch buttons; a valid value unblocks them;
+    'abc' typed in Image size is answered the same way."""
     with _keep_failure(page, "invalid_number"):
         _smoke_preset(page, server)
         launch = page.get_by_role("button", name="Launch run")
@@ -378,6 +416,12 @@ def test_invalid_number_blocks_launch(server: str, page) -> None:
         sync_api.expect(launch).to_be_enabled()
         sync_api.expect(pair).to_be_enabled()
         assert not page.get_by_text(re.compile(r"out of range")).count()
+        _type(page, "Image size (px)", "abc")  # text in a number box is answered, not dropped
+        page.get_by_text(re.compile(r"^Image size \(px\) — image_size: 'abc' is not a whole number")).first.wait_for()
+        sync_api.expect(launch).to_be_disabled()
+        assert page.get_by_role("textbox", name="Image size (px)", exact=True).input_value() == "abc"
+        _type(page, "Image size (px)", "32")
+        sync_api.expect(launch).to_be_enabled()
 
 
 def test_dataset_upload(server: str, page, tmp_path: Path) -> None:
@@ -439,8 +483,8 @@ def test_oversized_train_size_is_fitted_then_run_shows_its_metrics(server: str, 
         metrics.filter(has_text="Wall time").wait_for(timeout=120_000)
         values = {label: metrics.filter(has_text=label).get_by_test_id("stMetricValue").inner_text()
                   for label in ("Test accuracy", "Gist head", "Agreement", "Wall time")}
-        for label in ("Test accuracy", "Gist head", "Agreement"):
-            assert re.fullmatch(r"\d+\.\d+%", values[label]), values
+        for label in ("Test accuracy", "Gist head", "Agreement"):  # the same decimals throughout
+            assert re.fullmatch(r"\d+\.\d\d%", values[label]), values
         assert re.fullmatch(r"\d+(\.\d)? s", values["Wall time"]), values
         page.get_by_text(re.compile(r"^step 3 · refreshed in")).wait_for()  # 3 epochs of one 16-image batch: as typed
         assert page.get_by_text(re.compile(r"^completed$")).count()

@@ -53,7 +53,7 @@ def results_view() -> None:
         return
     readouts.compare_headline(verdict, chosen)
     if verdict.pairs and verdict.delta("acc_cls"):
-        chart, table = st.columns(2)
+        chart, table = st.container(), st.container()  # one above the other: 1024 px cut both
         chart.plotly_chart(charts.delta_figure(verdict), key="compare.delta", config=charts.MODEBAR)
         with table:
             readouts.seeds_table(verdict)

@@ -15,12 +15,13 @@ problems: list[str] = []  # every refused value, said under its widget; any one 
 st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
            "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
-intro, presets = st.columns([1, 2], vertical_alignment="center")
+# the links in a row and the presets under them at full width: side by side, a projector's 1024 px cut both short
+intro, examples = st.columns(2)
 intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
 if not state.manager().list(limit=1):  # a fresh data directory: the recorded examples show curves at once
-    intro.page_link("views/gallery.py", label="No runs yet? Import recorded examples", icon=":material/collections:")
+    examples.page_link("views/gallery.py", label="No runs yet? Import recorded examples", icon=":material/collections:")
 choices = services.load_presets()
-preset = presets.pills("Start from", list(choices), key="preset", label_visibility="collapsed")
+preset = st.pills("Start from", list(choices), key="preset", label_visibility="collapsed")
 if preset and st.session_state.get("preset_applied") != preset:
     st.session_state["preset_applied"] = preset
     state.apply_preset(choices[preset])

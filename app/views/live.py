@@ -50,7 +50,7 @@ def live_view() -> None:
     readouts.live_status(s, has_steps=bool(len(metrics)))
     evals = mgr.evaluations(run_id)
     if len(metrics):
-        loss, acc = st.columns(2)
+        loss, acc = st.container(), st.container()  # one above the other: side by side, 1024 px cut their titles
         loss_fig, acc_fig = charts.live_figures(st.session_state.setdefault(state.FIGURES_KEY, {}), run_id,
                                                 metrics, evals, cfg.get("gist"), options)
         loss.plotly_chart(loss_fig, key="live.loss", config=charts.MODEBAR)

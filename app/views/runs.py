@@ -24,11 +24,11 @@ method = f2.multiselect("Method", widgets.options_of(frame.method), placeholder=
 gist = f3.selectbox("GIST", ["any", "on", "off"])
 text = f4.text_input("Search", placeholder="name, id, dataset, group")
 shown = widgets.filter_runs(frame, status, method, gist, text)
-event = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
+event = st.dataframe(widgets.for_display(shown), hide_index=True, on_select="rerun", selection_mode="multi-row",
                      key=state.runs_table_key(status, method, gist, text), column_config=widgets.RUNS_COLUMNS)
 picked = [shown.iloc[i]["id"] for i in event.selection.rows if i < len(shown)]
 st.caption(f"{len(shown)} of {len(frame)} runs · select rows to act on them")
-b1, b2, b3, b4 = st.columns(4)
+b1, b2, b3, b4 = *st.columns(2), *st.columns(2)  # two by two: four in a row cut the labels at 1024 px
 if b1.button("Open in live view", disabled=len(picked) != 1, icon=":material/monitoring:"):
     state.open_run(picked[0])
 if b2.button("Compare selected", disabled=len(picked) < 2, icon=":material/compare_arrows:"):

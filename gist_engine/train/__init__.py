@@ -6,6 +6,7 @@ from .step import TrainStep, make_optimizer
 from .trainer import (
     COMPLETED,
     DIVERGED,
+    DIVERGENCE_GROWTH,
     EVALUATING,
     FAILED,
     PROBE_SPLIT,
@@ -18,6 +19,7 @@ from .trainer import (
     StepReporter,
     Trainer,
     TrainResult,
+    chance_loss,
     load_run_data,
     param_groups,
     resolve_device,
@@ -26,9 +28,8 @@ from .trainer import (
     train,
 )
 
-__all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
-           "SCHEDULES", "STOPPED", "TRAINING", "Callback", "CheckpointError", "StepReporter",
-           "TrainResult", "TrainStep", "Trainer", "cosine_epoch_lr", "load_model", "load_run_data", "lr_multiplier",
-           "make_optimizer",
-           "package_versions", "param_groups", "predict", "resolve_device", "save_checkpoint", "seed_everything",
-           "steps_per_epoch", "train", "warmup_cosine"]
+__all__ = ["COMPLETED", "DIVERGED", "DIVERGENCE_GROWTH", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING",
+           "RESUMABLE_CHANGES", "SAVING", "SCHEDULES", "STOPPED", "TRAINING", "Callback", "CheckpointError",
+           "StepReporter", "TrainResult", "TrainStep", "Trainer", "chance_loss", "cosine_epoch_lr", "load_model",
+           "load_run_data", "lr_multiplier", "make_optimizer", "package_versions", "param_groups", "predict",
+           "resolve_device", "save_checkpoint", "seed_everything", "steps_per_epoch", "train", "warmup_cosine"]

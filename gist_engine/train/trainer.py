@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 # Statuses a run can end with (the run store adds queued, running and interrupted).
 COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
 
+# A finite loss past this multiple of the run's first value also ends the run as diverged. The first value is taken
+# as the chance-level loss, `(1 + gist.ce_weight) * ln(num_classes)` (`ln(num_classes)` without GIST: both heads
+# predicting uniformly, the two predictions equal): the loss every run starts from with its fresh heads, and a
+# floor that a first step already blown up (gist.temperature 1e-12 gives 2e11 at step 1) cannot raise. A healthy
+# run never comes near it (1,000 x 3.45 for 10 classes); a loss this far past chance is a numerical blow-up.
+DIVERGENCE_GROWTH = 1000.0
+
 
 # Train options a resumed run may change: they decide speed and placement, not the result.
 RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch_size", "cpu_threads", "probe_every",
@@ -286,7 +293,7 @@ class Trainer:
         start_epoch = self._restore(optimizer, scheduler, result) if self.resume_from is not None else 0
         probe = self._start(result)
         self.train_step = self._make_step(optimizer)
-        reporter = StepReporter(self, result, tc.log_every or speed.auto_log_every(self.device))
+        reporter = StepReporter(self, result, tc.log_every or speed.auto_log_every(self.device), data.num_classes)
         started = time.perf_counter()
         try:
             for epoch in range(start_epoch, epochs):
@@ -479,15 +486,17 @@ class Trainer:
 class StepReporter:
     """Reports training steps to the callbacks, in order, each with its own number: a step's loss terms stay on
     the device until `every` steps are pending (or `flush` is called: a probe, an epoch end), then all of them
-    are read back in one host sync. The first non-finite total loss marks the run diverged at its exact step (the
-    steps run after it are not reported). It also keeps the training clock (callbacks' and probes' time excluded).
+    are read back in one host sync. The first non-finite total loss, or one past `DIVERGENCE_GROWTH` times the
+    chance-level loss (`chance_loss`), marks the run diverged at its exact step (the steps run after it are not
+    reported). It also keeps the training clock (callbacks' and probes' time excluded).
     """
 
-    def __init__(self, trainer: Trainer, result: TrainResult, every: int) -> None:
+    def __init__(self, trainer: Trainer, result: TrainResult, every: int, num_classes: int) -> None:
         self.trainer, self.result, self.every = trainer, result, every
         self.pending: list[tuple[int, torch.Tensor, float, float, int]] = []  # (step, terms (6,), lr, epoch, images)
         self.train_seconds, self.images = 0.0, 0
         self.tick = time.perf_counter()
+        self.limit = DIVERGENCE_GROWTH * chance_loss(trainer.config, num_classes)
 
     @property
     def images_per_second(self) -> float:
@@ -516,7 +525,7 @@ class StepReporter:
             metrics.update(lr=lr, images_per_second=self.images_per_second, epoch=epoch)
             self.result.history["steps"].append({"step": step, **metrics})
             self.trainer._emit("on_step_end", step, metrics)
-            if not math.isfinite(metrics["total"]):
+            if not math.isfinite(metrics["total"]) or metrics["total"] > self.limit:
                 self._diverged(step, metrics)
                 ok = False  # the steps run after it (log_every > 1) are not reported
                 break
@@ -532,12 +541,37 @@ class StepReporter:
             self.pending.clear()
 
     def _diverged(self, step: int, metrics: dict[str, float]) -> None:
-        bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
-        lr = self.trainer.config.train.lr
+        cfg = self.trainer.config
         self.result.status, self.result.diverged_step = DIVERGED, step
-        self.result.error = (f"loss became non-finite at step {step} ({', '.join(bad)}); try a lower train.lr "
-                             f"(now {lr:g}) or train.grad_clip")
+        bad = [k for k in LOSS_TERMS if not math.isfinite(metrics[k])]
+        if bad:
+            self.result.error = (f"loss became non-finite at step {step} ({', '.join(bad)}); try a lower train.lr "
+                                 f"(now {cfg.train.lr:g}) or train.grad_clip")
+        else:
+            worst = max((k for k in LOSS_TERMS if k != "total"), key=lambda k: abs(metrics[k]))
+            hint = (f"a gist.temperature nearer 1 (now {cfg.gist.temperature:g}), a lower gist.loss_weight "
+                    f"(now {cfg.gist.loss_weight:g}) or " if cfg.gist.enabled and worst.startswith(("kl", "inter"))
+                    else "")
+            self.result.error = (f"loss grew to {metrics['total']:.3g} at step {step}, past {DIVERGENCE_GROWTH:g}x "
+                                 f"its chance-level start ({self.limit / DIVERGENCE_GROWTH:.3g}; largest term "
+                                 f"{worst} = {metrics[worst]:.3g}); try {hint}a lower train.lr (now {cfg.train.lr:g})")
         self.trainer.step = step
+
+
+def chance_loss(cfg: RunConfig, num_classes: int) -> float:
+    """The training loss of chance-level predictions, where every run starts: `ln(num_classes)` per head, the CLS
+    head's weighted 1 and the Gist head's `gist.ce_weight` (without GIST, the CLS head's alone); the interaction
+    between two equal uniform predictions is 0. `DIVERGENCE_GROWTH` times it is the divergence limit.
+
+    Args:
+        cfg: The run's config (its `gist` options).
+        num_classes: C, the dataset's number of classes (at least 2 gives a positive value).
+
+    Returns:
+        The loss in nats (ln C for C = 1 is 0: then any positive loss counts as growth; floored at 1e-3 nats).
+    """
+    weight = 1.0 + (cfg.gist.ce_weight if cfg.gist.enabled else 0.0)
+    return max(weight * math.log(num_classes), 1e-3)
 
 
 def step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Any) -> None:

@@ -110,7 +110,7 @@ def test_launch_page_refuses_a_name_with_a_control_character(real) -> None:
 
 def test_launch_page_rejects_bad_options_by_name(fake) -> None:
     at = open_page(fake)
-    next(n for n in at.number_input if n.label == "Temperature").set_value(0.0).run()
+    next(n for n in at.text_input if n.label == "Temperature").set_value("0").run()
     assert any("temperature" in e.value for e in at.error), [e.value for e in at.error]
 
 
@@ -321,10 +321,10 @@ def test_launch_page_offers_text_backbones_and_datasets(fake) -> None:
     backbone = next(s for s in at.selectbox if s.label == "Backbone")
     assert any(o.endswith("(test_bert)") for o in backbone.options)
     assert any(o.endswith("(minilm_l6)") for o in backbone.options)
-    assert any(n.label == "Image size (px)" for n in at.number_input)
+    assert any(n.label == "Image size (px)" for n in at.text_input)
     backbone.set_value("test_bert").run()
     assert not at.exception, at.exception
-    labels = [n.label for n in at.number_input]
+    labels = [n.label for n in [*at.number_input, *at.text_input]]
     assert "Max length (tokens)" in labels and "Image size (px)" not in labels
     datasets = next(s for s in at.selectbox if s.label == "Dataset")
     assert datasets.value == "bbc_news" and len(datasets.options) == 2  # the text datasets only (bbc, tweets)
@@ -363,14 +363,14 @@ def test_launch_page_offers_peft_types_with_forms_from_their_config_fields(fake)
     at = open_page(fake, draft={**TINY, "method": "peft", "method_args": {"peft_type": "lora"}})
     peft_type = next(s for s in at.selectbox if s.label == "Peft type")
     assert {"lora", "loha", "ia3", "oft", "ln_tuning"} <= set(peft_type.options)
-    assert {"R", "Lora alpha", "Use dora", "Use rslora"} <= {n.label for n in [*at.number_input, *at.toggle]}
+    assert {"R", "Lora alpha", "Use dora", "Use rslora"} <= {n.label for n in [*at.text_input, *at.toggle]}
     next(t for t in at.toggle if t.label == "Use dora").set_value(True).run()
     assert at.session_state["launch_draft"]["method_args"] == {"peft_type": "lora", "use_dora": True}
     peft_type = next(s for s in at.selectbox if s.label == "Peft type")
     peft_type.set_value("loha").run()
     assert not at.exception, at.exception
-    labels = {n.label for n in [*at.number_input, *at.toggle, *at.selectbox]}
+    labels = {n.label for n in [*at.text_input, *at.toggle, *at.selectbox]}
     assert {"R", "Alpha", "Rank dropout", "Module dropout"} <= labels and "Use dora" not in labels
-    next(n for n in at.number_input if n.label == "R").set_value(4).run()
+    next(n for n in at.text_input if n.label == "R").set_value("4").run()
     assert at.session_state["launch_draft"]["method_args"] == {"peft_type": "loha", "r": 4}
     assert any("method: peft" in c.value and "peft_type: loha" in c.value for c in at.code)

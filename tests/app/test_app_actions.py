@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
+import widgets
 from streamlit.testing.v1 import AppTest
 
 from tests.app import fakes as app_fakes
@@ -39,6 +40,16 @@ def test_runs_search_with_group_less_runs(fake) -> None:
     assert not at.exception and len(at.dataframe[0].value) == 4 and at.dataframe[0].value.group.notna().all()
     next(t for t in at.text_input if t.label == "Search").set_value("no such run").run()
     assert not at.exception and at.dataframe[0].value.empty
+
+
+def test_empty_cells_of_the_runs_table_read_a_dash_and_the_csv_keeps_them_empty(fake) -> None:
+    at = open_page(fake, "views/runs.py")
+    table = at.dataframe[0].value
+    alone = table[table.name == "live-one"]
+    assert list(alone.group) == ["—"], "a run outside a group: a dash, not None"
+    assert table.group.notna().all() and (table["acc CLS %"].dtype.kind == "f"), "numbers stay numbers"
+    csv = next(b for b in at.get("download_button") if b.label == "Export table (CSV)")
+    assert "—" not in str(csv.proto), "the export's empty cells stay empty"
 
 
 def test_runs_filters_handle_missing_values(fake) -> None:
@@ -77,8 +88,24 @@ def test_delete_clears_selection_and_confirmation_and_says_what_went(fake) -> No
 
 
 # ---------------------------------------------------------------------------------------------- launch page
+class _NumberText:
+    """A number box drawn as text (`widgets.number_box`), set and read as a number."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def set_value(self, value):
+        return self.box.set_value(f"{value:g}" if isinstance(value, float) else str(value))
+
+    @property
+    def value(self):
+        number = widgets.parse_number(self.box.value, is_int=False)
+        return int(number) if number is not None and number.is_integer() else number
+
+
 def _number(at: AppTest, label: str):
-    return next(n for n in at.number_input if n.label == label)
+    found = next((n for n in at.number_input if n.label == label), None)
+    return found if found is not None else _NumberText(next(t for t in at.text_input if t.label == label))
 
 
 def _button(at: AppTest, label: str):
@@ -100,6 +127,35 @@ def test_invalid_numbers_block_launch_with_the_reason_inline(fake, label: str, v
     errors = [e.value for e in at.error]
     assert f"{label} — {reason}" in errors, errors  # visible text under the field, not a tooltip
     assert _button(at, "Launch run").disabled and _button(at, "Launch plain vs GIST").disabled
+
+
+@pytest.mark.parametrize(("label", "typed", "reason"), [
+    ("Image size (px)", "abc", "Image size (px) — image_size: 'abc' is not a whole number; type a whole number"),
+    ("Epochs", "1.5", "Epochs — train.epochs: '1.5' is not a whole number; type a whole number"),
+    ("Temperature", "warm", "Temperature — gist.temperature: 'warm' is not a number; type a number, e.g. 3"),
+    ("Epochs", "", "Epochs — train.epochs: needs a value (a whole number)"),
+])
+def test_text_in_a_number_box_gets_a_message_and_blocks_launch(fake, label: str, typed: str, reason: str) -> None:
+    at = open_page(fake)
+    before = dict(at.session_state["launch_draft"])
+    next(t for t in at.text_input if t.label == label).set_value(typed).run()
+    assert not at.exception, at.exception
+    assert next(t for t in at.text_input if t.label == label).value == typed, "the text stays as typed"
+    errors = [e.value for e in at.error]
+    assert any(e.startswith(reason) for e in errors), errors
+    assert _button(at, "Launch run").disabled and _button(at, "Launch plain vs GIST").disabled
+    assert at.session_state["launch_draft"]["image_size"] == before["image_size"], "the page drew on, unchanged"
+    next(t for t in at.text_input if t.label == label).set_value("2").run() if label == "Epochs" else None
+    if label == "Epochs":
+        assert not [e.value for e in at.error] and not _button(at, "Launch run").disabled
+
+
+def test_numbers_are_parsed_as_typed() -> None:
+    assert widgets.parse_number(" 2,000 ", True) == 2000 and widgets.parse_number("2e2", True) == 200
+    assert widgets.parse_number("1e-3", False) == 0.001 and widgets.parse_number("", True) is None
+    for bad, is_int in (("abc", True), ("1.5", True), ("nan", False), ("inf", False), ("0x10", True)):
+        with pytest.raises(ValueError):
+            widgets.parse_number(bad, is_int)
 
 
 def test_a_run_starts_with_the_values_the_form_shows(fake) -> None:

@@ -160,11 +160,24 @@ def test_live_end_state_shows_the_metrics_row(fake) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert list(metrics) == ["Test accuracy", "Gist head", "Agreement", "Wall time"]
     assert metrics["Test accuracy"] == "82.00%" and metrics["Gist head"] == "65.60%"
-    assert metrics["Agreement"] == "77.6%" and metrics["Wall time"] == "5.0 s"
+    assert metrics["Agreement"] == "77.60%" and metrics["Wall time"] == "5.0 s"  # as many decimals as the accuracies
     loss = spec(at, "Training objective = sum of the weighted terms")
-    assert [t["name"] for t in loss["data"]] == ["CE (CLS head)", "0.5 · CE (Gist head)", "0.75 · KL(cls || gist)",
-                                                 "0.75 · KL(gist || cls)", "total"]
+    stacked = [t for t in loss["data"] if t.get("yaxis", "y") == "y"]
+    assert [t["name"] for t in stacked] == ["CE (CLS head)", "0.5 · CE (Gist head)", "0.75 · KL(cls || gist)",
+                                            "0.75 · KL(gist || cls)", "total"]
+    # the knowledge interaction readable by default: the two weighted KL terms again, as lines on their own axis
+    kl = [t for t in loss["data"] if t.get("yaxis") == "y2"]
+    assert [t["name"] for t in kl] == ["0.75 · KL(cls || gist)", "0.75 · KL(gist || cls)"]
+    assert all("stackgroup" not in t and t["showlegend"] is False for t in kl)
+    assert {t["legendgroup"] for t in kl} <= {t.get("legendgroup") for t in stacked}, "one legend entry toggles both"
+    assert loss["layout"]["annotations"][0]["text"].startswith("Knowledge interaction")
+    assert loss["layout"]["yaxis2"]["title"]["text"] == "KL" and "range" not in loss["layout"]["yaxis2"]
+    metrics = fake.metrics(run_id)
+    assert np.allclose(values(kl[0]["y"]), 0.75 * metrics["kl_cls_gist"])  # weighted as in the total
     assert loss["layout"]["xaxis"]["tickformat"] == "d", "integer steps"
+    plain = fake.add(config={"backbone": "test_vit", "gist": {"enabled": False}})
+    at = open_page(fake, "views/live.py", run=plain)
+    assert all(t.get("yaxis", "y") == "y" for t in spec(at, "Training objective (cross-entropy)")["data"])
     assert any("document.title" in h.proto.body for h in at.get("html")), "the browser tab's title"
 
 
@@ -244,7 +257,7 @@ def test_a_long_run_is_drawn_with_bounded_points_keeping_its_spike_and_last_step
         assert all(len(x) <= charts.MAX_CURVE_POINTS for x in xs), [len(x) for x in xs]
         assert all(np.array_equal(x, xs[0]) for x in xs), "stacked traces share their steps"
         assert xs[0][-1] == n and 31_338 in xs[0]  # the newest step and the spike's
-    total = charts.loss_figure(metrics, gist).data[-1]
+    total = next(t for t in charts.loss_figure(metrics, gist).data if t.name == "total")
     assert max(total.y) == pytest.approx(metrics["total"].max())
     small = metrics.iloc[:500]
     assert len(charts.loss_figure(small, gist).data[0].x) == 500  # a short run keeps every step

@@ -12,11 +12,13 @@ import torch
 from gist_engine.config import load_run_config
 from gist_engine.losses import LOSS_TERMS
 from gist_engine.train import (
+    DIVERGENCE_GROWTH,
     SCHEDULES,
     Callback,
     StepReporter,
     Trainer,
     TrainResult,
+    chance_loss,
     cosine_epoch_lr,
     lr_multiplier,
     warmup_cosine,
@@ -71,7 +73,7 @@ def terms(total: float) -> torch.Tensor:
 def test_the_reporter_reads_back_every_k_steps_in_order_and_stops_at_the_first_non_finite_loss():
     seen = Events()
     host, result = Host([seen]), TrainResult(status="completed")
-    reporter = StepReporter(host, result, every=3)
+    reporter = StepReporter(host, result, every=3, num_classes=4)
     assert reporter.add(1, terms(1.0), 0.1, 0.1, 8) and reporter.add(2, terms(1.0), 0.1, 0.2, 8)
     assert seen.events == []  # nothing read back yet
     assert reporter.add(3, terms(1.0), 0.1, 0.3, 8)
@@ -83,6 +85,18 @@ def test_the_reporter_reads_back_every_k_steps_in_order_and_stops_at_the_first_n
     assert "non-finite at step 4 (total)" in result.error
     assert [s["step"] for s in result.history["steps"]] == [1, 2, 3, 4]  # step 5 ran after it: not reported
     assert reporter.images == 40 and reporter.flush()  # nothing pending any more
+
+
+def test_the_reporter_ends_the_run_at_the_exact_step_a_finite_loss_grows_past_the_limit():
+    host, result = Host([]), TrainResult(status="completed")
+    reporter = StepReporter(host, result, every=4, num_classes=4)
+    limit = DIVERGENCE_GROWTH * chance_loss(host.config, 4)
+    assert limit == pytest.approx(1000 * 1.5 * math.log(4))  # GIST on, ce_weight 0.5
+    for step, total in enumerate([2.0, 3.0, limit * 0.99, limit * 1.01], start=1):
+        reporter.add(step, terms(total), 0.1, 0.1, 8)
+    assert result.status == "diverged" and result.diverged_step == 4 == host.step
+    assert "loss grew to" in result.error and "at step 4, past 1000x its chance-level start (2.08" in result.error
+    assert [s["step"] for s in result.history["steps"]] == [1, 2, 3, 4]
 
 
 def test_the_per_step_hook_fires_after_every_step_before_any_read_back_with_gradients():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from gist_engine import speed
 from gist_engine.config import load_run_config
 from gist_engine.data import DatasetSplits, TensorSplit
 from gist_engine.runs.stats import interval_note
-from gist_engine.train import Callback, Trainer, param_groups, warmup_cosine
+from gist_engine.train import DIVERGENCE_GROWTH, Callback, Trainer, chance_loss, param_groups, warmup_cosine
 from gist_engine.train.checkpoint import CheckpointError, load_model, predict, read_checkpoint, save_checkpoint
 from tests.toydata import squares_splits
 
@@ -78,6 +79,25 @@ def test_nan_ends_the_run_as_diverged_with_history_kept(toy_data):
     assert result.status == "diverged" and result.diverged_step == 3
     assert "non-finite at step 3" in result.error and "train.lr" in result.error
     assert [s["step"] for s in result.history["steps"]] == [1, 2, 3]
+
+
+def test_a_loss_blown_up_past_its_chance_level_start_ends_the_run_as_diverged(toy_data):
+    # gist.temperature 1e-12: the two heads' KL is ~1e11 from the first step while both heads sit at chance
+    cfg = load_run_config({"backbone": "test_vit", "method": "full", "gist": {"dropout": 0.0, "temperature": 1e-12},
+                           "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5}})
+    result = Trainer(cfg, data=toy_data).run()
+    limit = DIVERGENCE_GROWTH * chance_loss(cfg, toy_data.num_classes)
+    assert chance_loss(cfg, 4) == pytest.approx(1.5 * math.log(4))  # ce_weight 0.5, 4 classes
+    assert result.status == "diverged" and result.diverged_step == 1
+    assert [s["step"] for s in result.history["steps"]] == [1] and result.history["steps"][0]["total"] > limit
+    assert "past 1000x" in result.error and "gist.temperature" in result.error and "1e-12" in result.error
+
+
+def test_a_healthy_run_stays_far_below_the_growth_limit(toy_data):
+    result = Trainer(config(epochs=1), data=toy_data).run()
+    limit = DIVERGENCE_GROWTH * chance_loss(result_config := config(epochs=1), toy_data.num_classes)
+    assert result.status == "completed" and result_config.gist.enabled
+    assert max(s["total"] for s in result.history["steps"]) < limit / 100
 
 
 def test_out_of_memory_fails_with_a_batch_hint(toy_data, monkeypatch):
