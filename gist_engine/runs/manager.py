@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._io import write_text_atomic
 from ..backbones import BackboneError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
@@ -693,9 +694,7 @@ class RunManager:
             status, error = result.status, result.error
             if status in (COMPLETED, DIVERGED):  # nothing left to resume: free the optimizer state's disk space
                 (run_dir / RESUME_NAME).unlink(missing_ok=True)
-            tmp = run_dir / (RESULT_NAME + ".tmp")
-            tmp.write_text(json.dumps(result.to_dict(), default=str))
-            tmp.replace(run_dir / RESULT_NAME)
+            write_text_atomic(run_dir / RESULT_NAME, json.dumps(result.to_dict(), default=str))
         except USER_ERRORS as exc:  # a bad config, dataset or checkpoint: the message says it all
             status, error = FAILED, _error_text(exc)
             logger.error("run %s failed: %s", run_id, exc)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .._io import write_text_atomic
 from ..backbones import BackboneError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
@@ -292,9 +293,7 @@ class RayBackend:
     def _write_result(self, run_id: str, result: dict[str, Any]) -> None:
         folder = self.manager.run_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "result.json.tmp"
-        tmp.write_text(json.dumps(result, default=str))
-        tmp.replace(folder / "result.json")
+        write_text_atomic(folder / "result.json", json.dumps(result, default=str))
 
     def _finish(self, s: _Stream, status: str, error: str | None, outcome: str | None = None
                 ) -> tuple[str, str, str | None]:
