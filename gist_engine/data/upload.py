@@ -9,7 +9,6 @@ import re
 import shutil
 import stat
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -17,6 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._io import atomic_dir, atomic_path
 from .images import (
     IMAGE_DECODE_ERRORS,
     IMAGE_EXTENSIONS,
@@ -286,9 +286,7 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
 
 
 def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
+    with atomic_dir(dest, replace=overwrite) as tmp:
         for _, rel, data in accepted:
             target = tmp.joinpath(*rel)
             if tmp.resolve() not in target.resolve().parents:  # belt and braces after the checks above
@@ -296,13 +294,7 @@ def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) ->
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             report.bytes_written += len(data)
-        if dest.exists() and overwrite:
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        report.path = dest
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    report.path = dest
 
 
 def list_uploaded_datasets(root: str | Path) -> list[dict[str, Any]]:
@@ -412,19 +404,12 @@ def import_text_table(source: bytes | str | Path, name: str, root: str | Path, f
         return report
     if dry_run:
         return report
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for i, (text, label) in enumerate(zip(texts.texts, labels, strict=True)):
-                row = {TEXT_COLUMN: text, LABEL_COLUMN: names[label]}
-                if texts.pairs is not None:
-                    row[PAIR_COLUMN] = texts.pairs[i]
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for i, (text, label) in enumerate(zip(texts.texts, labels, strict=True)):
+            row = {TEXT_COLUMN: text, LABEL_COLUMN: names[label]}
+            if texts.pairs is not None:
+                row[PAIR_COLUMN] = texts.pairs[i]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     report.path = dest
     return report
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import atomic_path
 from ..speed import mixed_dtype
 from .capture import capture_attention, eval_mode
 from .rollout import attention_rollout, map_cosine, map_entropy
@@ -29,16 +28,8 @@ SUMMARY_COLUMNS = ("layer", "cls_entropy", "gist_entropy", "cls_gist_cosine", "c
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> int:
     """Write a compressed .npz atomically (readers never see half a file); returns its size in bytes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary results
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     return path.stat().st_size
 
 

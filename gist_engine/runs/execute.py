@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -23,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .._io import write_text_atomic
 from ..backbones import BackboneError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
@@ -47,21 +46,15 @@ def error_text(exc: BaseException) -> str:
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
-    """Write `run_dir/result.json` atomically (a temp file in the same folder, then `os.replace`); returns its path.
+    """Write `run_dir/result.json` atomically (`_io.write_text_atomic`: a temp file beside it, then a rename); returns
+    its path.
 
     Raises:
         OSError: the folder cannot be written (e.g. ENOSPC: `store.is_disk_full` tells); no partial file remains.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RESULT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=RESULT_NAME + ".", suffix=".tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(result, default=str))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(result, default=str))
     return path
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import yaml
 
+from .._io import atomic_dir
 from ..config import ConfigError, load_run_config, safe_load_json
 from ..speed import usable_cpus
 from ..train import package_versions
@@ -436,10 +437,7 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
     busy = [r["id"] for r in runs if r["status"] in ACTIVE]
     if busy:
         raise GalleryError(f"runs {', '.join(busy)} are still {'/'.join(ACTIVE)}; export them when they end")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))  # beside `out`: renamed into place at the end
-    try:
+    with atomic_dir(out, replace=True) as tmp:  # beside `out`: renamed into place at the end
         for r in runs:
             src, dst = mgr.run_dir(r["id"]), tmp / "runs" / r["id"]
             dst.mkdir(parents=True)
@@ -457,11 +455,6 @@ def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: st
             "groups": groups, "runs": [{k: v for k, v in r.items() if k not in LOCAL_COLUMNS} for r in runs],
             "summary": _summary(mgr, runs, groups), **(extra or {})}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("gallery bundle %s: %d runs, %d bytes", out, len(runs), bundle_size(out))
     return out
 

@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 
 from gist_engine import build_model, load_run_config
-from gist_engine.cli import attention_cli
 from gist_engine.inspect import AttentionMaps, attention_modules, to_uint8_images, unwrap_module
 from gist_engine.inspect.explain import (
     attention_report,
@@ -24,6 +23,7 @@ from gist_engine.inspect.explain import (
     prepare_image,
     upsample_grid,
 )
+from gist_engine.inspect.report import attention_summary
 
 
 def _model(method: str = "linear", args: dict | None = None, gist: bool = True, backbone: str = "test_vit",
@@ -140,7 +140,7 @@ def test_attention_cli_writes_maps_figure_summary(tmp_path, gist):
     rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in.jpg")
     config = {"backbone": "test_vit", "method": "adapter", "gist": {"enabled": gist}, "train": {"epochs": 2}}
-    summary = attention_cli(None, config, tmp_path / "in.jpg", tmp_path / "out")
+    summary = attention_summary(None, config, tmp_path / "in.jpg", tmp_path / "out")
     for name in ("maps.npz", "attention.png", "summary.json"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
@@ -158,12 +158,12 @@ def test_attention_report_with_a_loaded_model(tmp_path):
     model = _model("ssf")
     summary = attention_report(model, np.zeros((20, 20, 3), np.uint8), tmp_path)
     assert summary["prediction"]["gist"] is not None and summary["rollout"]["cosine"] is not None
-    via_cli = attention_cli(tmp_path / "run", None, _png(tmp_path), tmp_path / "cli", model=model)
+    via_cli = attention_summary(tmp_path / "run", None, _png(tmp_path), tmp_path / "cli", model=model)
     assert via_cli["run"] == str(tmp_path / "run")
     with pytest.raises(ValueError, match="checkpoint"):  # checkpoint.CheckpointError
-        attention_cli(tmp_path / "empty_run", None, _png(tmp_path), tmp_path / "x")
+        attention_summary(tmp_path / "empty_run", None, _png(tmp_path), tmp_path / "x")
     with pytest.raises(ValueError, match="config"):
-        attention_cli(None, None, _png(tmp_path), tmp_path / "x")
+        attention_summary(None, None, _png(tmp_path), tmp_path / "x")
 
 
 def test_attention_cli_loads_a_run(tmp_path):
@@ -177,7 +177,7 @@ def test_attention_cli_loads_a_run(tmp_path):
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.5)
     (tmp_path / "run").mkdir()
     save_checkpoint(model, tmp_path / "run" / CHECKPOINT_NAME, config)
-    summary = attention_cli(tmp_path / "run", None, _png(tmp_path), tmp_path / "out")
+    summary = attention_summary(tmp_path / "run", None, _png(tmp_path), tmp_path / "out")
     expected = attention_report(model, np.zeros((8, 8, 3), np.uint8), tmp_path / "direct")
     assert summary["layers"] == expected["layers"] and summary["run"] == str(tmp_path / "run")
 

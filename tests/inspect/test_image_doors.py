@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from gist_engine import build_model, load_run_config
-from gist_engine.cli import attention_cli, main
+from gist_engine.cli import main
 from gist_engine.data.images import load_image_file, model_inputs
 from gist_engine.data.preview import dataset_preview, dataset_samples
 from gist_engine.data.readers import read_imagefolder
@@ -27,6 +27,7 @@ from gist_engine.inspect.explain import (
     integrated_gradients,
     prepare_image,
 )
+from gist_engine.inspect.report import attention_summary
 from gist_engine.speed import mixed_dtype
 from gist_engine.speed.precision import cast_frozen_
 from gist_engine.train.checkpoint import load_model, save_checkpoint
@@ -105,7 +106,7 @@ def test_every_door_gives_the_same_input_and_prediction(setup, capsys) -> None:
         assert int(uploaded.cls_logits[0].argmax()) == predicted[k], path.name
         if path.name in ("16bit.png", "rgba_stroke.png", "exif6.jpg"):  # the CLI draws a figure: a few files only
             out = setup["tmp"] / f"attention_{k}"
-            summary = attention_cli(run, None, path, out)
+            summary = attention_summary(run, None, path, out)
             with np.load(out / "maps.npz") as saved:
                 np.testing.assert_array_equal(saved["images"][0], expected, err_msg=f"attention CLI: {path.name}")
             assert summary["prediction"]["cls"] == predicted[k], path.name
