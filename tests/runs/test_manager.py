@@ -230,7 +230,7 @@ def test_kill_and_restart_marks_interrupted_and_resume_continues_from_the_checkp
         def on_step_end(self, trainer, step, metrics):
             if step == 10:  # epoch 3 of 4; checkpoints were written after epochs 1 and 2
                 gate.set()
-                wait_for(lambda: first._closing, what="the simulated crash")
+                wait_for(lambda: first.pool._closing, what="the simulated crash")
 
     first = manager_factory(callbacks=lambda cfg, run_dir: [HoldInEpoch3()])
     cfg = config("crashy", epochs=4, checkpoint_every=1)

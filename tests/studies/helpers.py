@@ -16,7 +16,7 @@ BASE = {"backbone": "test_vit", "pretrained": False, "image_size": 32, "method":
 
 
 def spec(name: str = "tiny", **extra) -> dict:
-    """A 2 x 2 grid (temperature x LoRA rank) x 2 seeds, paired: 16 runs."""
+    """A 2 x 2 grid (temperature x LoRA rank) x 2 seeds, paired: 12 runs (the plain arm shared across temperatures)."""
     return {"name": name, "base": BASE, "grid": {"gist.temperature": [1, 3], "method_args.rank": [2, 4]},
             "seeds": 2, **extra}
 
