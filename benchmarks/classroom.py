@@ -25,20 +25,19 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from benchmarks.appserver import serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,48 +77,6 @@ PROBE_404 = re.compile(r"^404 https?://[^/]+/[\w-]+/_stcore/(health|host-config)
 MEDIA_404 = re.compile(r"^404 https?://[^/]+/media/\w+\.(jpg|png)$")
 HARVEST_JS = """() => [(window.__gistRefreshes || []).splice(0),
   [...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 400))]"""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(data: Path, log_path: Path, timeout: float = 120.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run app/streamlit_app.py` on 127.0.0.1 with `data` as its GIST_DATA_DIR, its output in `log_path`;
-    yields (URL, process) once it answers the health check, and always stops it.
-
-    Raises:
-        RuntimeError: The server did not answer within `timeout` seconds (see its log).
-    """
-    port = free_port()
-    env = {**os.environ, "GIST_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                with contextlib.suppress(OSError):
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the app server did not start; see {log_path}")
-                time.sleep(0.3)
-            yield url, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 class Sampler(threading.Thread):
@@ -171,7 +128,7 @@ def _launch(page: Any, url: str, epochs: int) -> str:
     page.get_by_text("Smoke test (tiny random ViT, seconds)").click(timeout=180_000)
     page.get_by_text("test_vit at 32 px").wait_for()
     page.get_by_text("Data, training and backbone options").click()
-    box = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    box = page.get_by_role("textbox", name="Epochs", exact=True)  # the config's numbers are text boxes
     box.fill(str(epochs))
     box.press("Enter")
     page.get_by_role("button", name="Launch run").click()
@@ -236,7 +193,8 @@ def run_classroom(browsers: int = 10, seconds: float = 180.0, epochs: int = 20_0
         work = Path(workdir) if workdir else Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="class-")))
         (work / "data").mkdir(parents=True, exist_ok=True)
         server_log = work / "server.log"
-        url, proc = stack.enter_context(serve(work / "data", server_log))
+        server = stack.enter_context(serve_app(work / "data", server_log))
+        url, proc = server.url, server.process
         sampler = Sampler(proc.pid)
         sampler.start()
         stack.callback(sampler.halt.set)

@@ -20,17 +20,13 @@ Only the first page of a round is a cold open of the server process; later pages
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
+
+from benchmarks.appserver import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -49,48 +45,9 @@ CHART_JS = ("() => { const p = document.querySelector('.js-plotly-plot');"
 CONTENT_JS = "() => !!document.querySelector('[data-testid=\"stMain\"] h1')"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def load_average() -> float:
     """The 1-minute load average of this machine."""
     return os.getloadavg()[0]
-
-
-@contextlib.contextmanager
-def serve(checkout: Path, data: Path, log: Path, timeout: float) -> Iterator[tuple[str, float]]:
-    """Starts the app of `checkout` on 127.0.0.1 with `data` as its data directory; yields (url, seconds from the
-    process start to a healthy answer) and always stops it."""
-    port = _free_port()
-    env = {**os.environ, "GIST_DATA_DIR": str(data), "PYTHONPATH": str(checkout), "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - start > timeout:
-                    raise RuntimeError(f"the server did not start; see {log}")
-                time.sleep(0.1)
-            yield url, time.perf_counter() - start
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def open_pages(url: str, pages: list[str], timeout: float) -> dict[str, dict[str, float | None]]:
@@ -159,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         before = load_average()
         with tempfile.TemporaryDirectory() as data:
             try:
-                with serve(path, Path(data), Path(data) / "server.log", args.timeout) as (url, health):
+                with serve_app(Path(data), Path(data) / "server.log", checkout=path, timeout=args.timeout,
+                               poll=0.1) as server:
+                    url, health = server.url, server.seconds_to_health
                     seen = open_pages(url, visit, args.timeout)
             except RuntimeError as exc:
                 print(f"round {i + 1} {label}: {exc}", flush=True)

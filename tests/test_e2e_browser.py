@@ -16,16 +16,14 @@ import itertools
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from benchmarks.appserver import serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,44 +36,12 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve(data: Path, log_name: str) -> Iterator[str]:
-    """`streamlit run` of the app on a free port with `data` as its GIST_DATA_DIR (its output in
-    tests/artifacts/<log_name>); yields its URL once it answers the health check, and always stops it."""
-    port = _free_port()
-    env = {**os.environ, "GIST_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
-    log = (ARTIFACTS / log_name).open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {ARTIFACTS / log_name}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+    """The app on a free port with `data` as its GIST_DATA_DIR (its output in tests/artifacts/<log_name>); yields
+    its URL once it answers the health check, and always stops it."""
+    with serve_app(data, ARTIFACTS / log_name, timeout=90) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
