@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .images import MAX_LISTED, DatasetError, FileSource
-from .readers import Pool, RawDataset, data_dir, dataset_folder, read_label_list, read_vtab_task
+from .readers import Pool, RawDataset, data_dir, dataset_folder, missing_files_error, read_label_list, read_vtab_task
 
 # VTAB-1k (Zhai et al., 2019) in NOAH's layout: task folder -> classes (as the GIST release's train_vtab.sh gives
 # --num-classes), grouped as the paper's tables are (natural, specialized, structured).
@@ -169,9 +169,7 @@ def _checked_paths(names: list[str], image_root: Path, root: Path, kind: str, so
             missing.append(name)
         paths.append(path)
     if missing:
-        more = f" (first {MAX_LISTED} listed)" if len(missing) > MAX_LISTED else ""
-        raise DatasetError(f"{kind}: {source} names {len(missing)} missing image file(s){more}: "
-                           f"{', '.join(missing[:MAX_LISTED])}")
+        raise missing_files_error(kind, source, missing)
     return paths
 
 

@@ -396,6 +396,14 @@ def read_imagefolder(arg: str | None) -> RawDataset:
                       skipped=walk.counts())
 
 
+def missing_files_error(kind: str, source: object, missing: list[str]) -> DatasetError:
+    """The refusal of a split file (`source`) that names image files which are not there: their count and the
+    first `MAX_LISTED` of them."""
+    more = f" (first {MAX_LISTED} listed)" if len(missing) > MAX_LISTED else ""
+    return DatasetError(f"{kind}: {source} names {len(missing)} missing image file(s){more}: "
+                        f"{', '.join(missing[:MAX_LISTED])}")
+
+
 def read_label_list(list_file: Path, image_root: Path, kind: str, num_classes: int | None = None,
                     inside: Path | None = None) -> tuple[list[Path], np.ndarray]:
     """A list file of `relative/path label` lines (VTAB-1k, the few-shot lists) -> (paths, labels (n,) int64).
@@ -445,9 +453,7 @@ def read_label_list(list_file: Path, image_root: Path, kind: str, num_classes: i
         paths.append(path)
         labels.append(label)
     if missing:
-        more = f" (first {MAX_LISTED} listed)" if len(missing) > MAX_LISTED else ""
-        raise DatasetError(f"{kind}: {list_file} names {len(missing)} missing image file(s){more}: "
-                           f"{', '.join(missing[:MAX_LISTED])}")
+        raise missing_files_error(kind, list_file, missing)
     if not paths:
         raise DatasetError(f"{kind}: {list_file} lists no images")
     return paths, np.array(labels, dtype=np.int64)
