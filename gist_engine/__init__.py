@@ -43,6 +43,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "GalleryError", "gallery_examples", "import_gallery", "import_gallery_entry", "list_gallery",
         "remove_gallery_example",
     ),
+    ".status": ("RunStatus",),
     ".studies": (
         "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_STATUSES", "StudyError", "StudyInfo", "StudyJob",
         "StudySpec", "create_study", "delete_study", "export_study", "format_study", "get_study", "list_studies",

@@ -9,15 +9,15 @@ from typing import Any
 
 from ..config import ConfigError, RunConfig, to_dict
 from ..losses import LOSS_TERMS
-from ..train import COMPLETED, DIVERGED, FAILED, STOPPED
+from ..status import RESUMABLE, RunStatus
+from ..train import COMPLETED
 from ..train.checkpoint import CHECKPOINT_NAME
 from . import workers
 from .ids import check_id, check_name, is_id, new_id
 from .store import RunSnapshot
-from .workers import ACTIVE, INTERRUPTED, QUEUED, RUNNING
+from .workers import ACTIVE, QUEUED, RUNNING
 
-STATUSES = (QUEUED, RUNNING, COMPLETED, STOPPED, DIVERGED, FAILED, INTERRUPTED)
-RESUMABLE = (INTERRUPTED, STOPPED, FAILED)  # resume continues from resume.safetensors (or restarts without one)
+STATUSES = tuple(RunStatus)  # in the order of a run's life
 STEP_KEYS = (*LOSS_TERMS, "lr", "images_per_second", "epoch")  # what the Trainer reports every step
 RUNS_DIR = "runs"
 INVALID_DIR = ".not-a-run-id"  # the listed folder of a stored row whose id is not a run id (never created)

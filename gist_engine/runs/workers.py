@@ -27,6 +27,7 @@ import torch
 
 from ..config import RunConfig
 from ..speed import usable_cpus
+from ..status import ACTIVE, RunStatus
 from ..train import DIVERGED, FAILED, STOPPED, Callback
 from . import execute
 from .recorder import StoreWriter
@@ -34,8 +35,7 @@ from .store import EndedRun, RunError, RunStore, disk_full_message, is_disk_full
 
 logger = logging.getLogger(__name__)
 
-QUEUED, RUNNING, INTERRUPTED = "queued", "running", "interrupted"
-ACTIVE = (QUEUED, RUNNING)
+QUEUED, RUNNING, INTERRUPTED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.INTERRUPTED
 
 # The pools alive in this process (token -> pool), so that a new pool can tell a run of a live sibling from one whose
 # pool is gone; and the outcomes a worker could not write (run id -> (status, error)), written at the next heartbeat

@@ -24,6 +24,7 @@ from ..data.images import DatasetError
 from ..inspect.snapshots import TrainerSnapshots
 from ..losses import LOSS_TERMS
 from ..model import GistViT
+from ..status import RunStatus
 from ..tuners import count_parameters, no_weight_decay_parameters, tuner_step_end, tuner_train_start
 from .checkpoint import (
     RESUME_NAME,
@@ -42,7 +43,7 @@ from .step import TrainStep, autocast, make_optimizer
 log = logging.getLogger(__name__)
 
 # Statuses a run can end with (the run store adds queued, running and interrupted).
-COMPLETED, STOPPED, DIVERGED, FAILED = "completed", "stopped", "diverged", "failed"
+COMPLETED, STOPPED, DIVERGED, FAILED = RunStatus.COMPLETED, RunStatus.STOPPED, RunStatus.DIVERGED, RunStatus.FAILED
 
 # A finite loss past this multiple of the run's first value also ends the run as diverged. The first value is taken
 # as the chance-level loss, `(1 + gist.ce_weight) * ln(num_classes)` (`ln(num_classes)` without GIST: both heads
