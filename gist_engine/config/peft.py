@@ -47,7 +47,9 @@ TARGET_WHY: dict[str, str] = {
 }
 
 # The supported peft types (peft 0.21.0): name (PeftType, lower case) -> its peft config class, default targets,
-# our defaults (only where peft's own default does not fit a ViT-S/BERT-base width), identity at step 0, and help.
+# our defaults (only where peft's own default does not fit a ViT-S/BERT-base width), identity at step 0, and help;
+# `mixes_tokens`: the type's layers mix tokens (or batch rows), so the speed shortcuts that compute only some rows
+# (`speed.rows`) are not installed for it (the run's speed report shows head_rows and grad_rows as None).
 PEFT_TYPES: dict[str, dict[str, Any]] = {
     "lora": {"config": "LoraConfig", "targets": "linears", "defaults": {}, "identity": True,
              "help": "LoRA: a low-rank update B A of each target weight (DoRA: use_dora, rsLoRA: use_rslora, "
@@ -93,6 +95,36 @@ PEFT_TYPES: dict[str, dict[str, Any]] = {
                "help": "DeLoRA: a normalised, bounded low-rank update (decoupled angle and strength)."},
     "gralora": {"config": "GraloraConfig", "targets": "linears", "defaults": {}, "identity": True,
                 "help": "GraLoRA: LoRA split into k x k granular sub-blocks."},
+    "adamss": {"config": "AdamssConfig", "targets": "linears", "defaults": {}, "identity": True,
+               "help": "AdaMSS: updates in several adaptive subspaces of each weight's singular vectors."},
+    "beft": {"config": "BeftConfig", "targets": "linears", "defaults": {}, "identity": True,
+             "help": "BEFT: trains added bias terms of the target projections only (for few-shot data)."},
+    "lily": {"config": "LilyConfig", "targets": "linears", "defaults": {}, "identity": True, "mixes_tokens": True,
+             "help": "Lily: low-rank adapters interconnected across layers (shared up-projections mixed by a router "
+                     "averaged over the whole batch and sequence: outputs depend on the batch)."},
+    "frod": {"config": "FrodConfig", "targets": "linears", "defaults": {}, "identity": True,
+             "help": "FRoD: a hierarchical joint decomposition of each weight family across layers, a sparse "
+                     "trained update on it."},
+    "pvera": {"config": "PveraConfig", "targets": "linears", "defaults": {}, "identity": True,
+              "help": "PVeRA: VeRA with probabilistic (sampled) scaling vectors."},
+    "glora": {"config": "GloraConfig", "targets": "linears", "defaults": {}, "identity": True,
+              "help": "GLoRA: a generalised low-rank update that scales and shifts both weights and activations."},
+    "unilora": {"config": "UniLoraConfig", "targets": "linears", "defaults": {}, "identity": False,
+                "help": "UniLoRA: every LoRA factor drawn from one shared trained vector."},
+    "hira": {"config": "HiraConfig", "targets": "linears", "defaults": {}, "identity": True,
+             "help": "HiRA: a high-rank update as the Hadamard product of the frozen weight and a low-rank matrix."},
+    "osf": {"config": "OSFConfig", "targets": "linears", "defaults": {}, "identity": True,
+            "help": "OSF: trains each weight only in the orthogonal complement of its top singular subspace."},
+    "tinylora": {"config": "TinyLoraConfig", "targets": "linears", "defaults": {}, "identity": True,
+                 "help": "TinyLoRA: a few trained scalars steering frozen low-rank SVD directions."},
+    "psoft": {"config": "PsoftConfig", "targets": "linears", "defaults": {}, "identity": True,
+              "help": "PSOFT: an orthogonal rotation inside each weight's principal subspace."},
+    "peanut": {"config": "PeanutConfig", "targets": "linears", "defaults": {}, "identity": True,
+               "help": "PEANuT: a small network of the frozen weight gives each weight update."},
+    "supertuning": {"config": "SupertuningConfig", "targets": "linears", "defaults": {}, "identity": True,
+                    "help": "Super-Tuning: trained scalings of a weight's fixed super-position basis."},
+    "deft": {"config": "DeftConfig", "targets": "linears", "defaults": {}, "identity": True,
+             "help": "DEFT: a decompositional update that projects out part of each weight and adds a low-rank one."},
 }
 
 # peft types that need a causal/seq2seq language model (prompts, prefixes, token embeddings, routers): refused.

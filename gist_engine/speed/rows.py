@@ -100,12 +100,17 @@ def install_row_shortcuts(model: nn.Module) -> dict[str, object]:
     """Wrap the last block of a GistViT for its head rows and, when it inserts tokens (Gist, VPT's prompts), the
     first block for their input gradient (`BlockRows`, in place, idempotent). Other models are left alone.
 
+    A tuner whose layers mix tokens (`model.tuner_mixes_tokens`, e.g. peft's Lily, whose router averages over the
+    batch and sequence) gets neither shortcut: computing only some rows would change what it computes.
+
     Returns:
         {"head_rows": int or None, "grad_rows": (a, b) or None} (None: that shortcut is not installed), or {}
         for a model that is not a GistViT.
     """
     if not isinstance(model, GistViT):
         return {}
+    if getattr(model, "tuner_mixes_tokens", False):
+        return {"head_rows": None, "grad_rows": None}
     blocks = model.vit.blocks
     if any(isinstance(b, BlockRows) for b in blocks):  # installed already
         return {"head_rows": getattr(blocks[-1], "head_rows", None), "grad_rows": getattr(blocks[0], "grad_rows", None)}

@@ -72,6 +72,7 @@ def apply_peft(model: nn.Module, cfg: PeftMethodConfig) -> None:
                      and not torch.equal(before[id(p)], p)]
     model.peft = PeftHandle(cfg.peft_type, tuner, trainable, rewritten,
                             total_step_given=cfg.options.get("total_step") is not None)
+    model.tuner_mixes_tokens = bool(PEFT_TYPES[cfg.peft_type].get("mixes_tokens"))  # read by speed.rows
 
 
 def peft_trainable(model: nn.Module) -> list[nn.Parameter]:

@@ -88,8 +88,9 @@ def test_gist_off_equals_peft_own_model_with_the_same_weights(peft_type, backbon
         grads.append({n: p.grad for n, p in speed.plain_named_parameters(model) if p.requires_grad})
     assert list(grads[0]) == list(grads[1])
     for name, g in grads[1].items():
-        # float32 sums in another order (fused attention, head rows): to 1e-3 of the tensor's largest entry
-        assert (grads[0][name] - g).abs().max() <= 1e-3 * g.abs().max() + 1e-6, name
+        # float32 sums in another order (fused attention, head rows): to 1e-3 of the tensor's largest entry (and
+        # 5e-6 absolute: GLoRA's scalar gradients are of order 1e-6, float32 rounding of a sum of larger terms)
+        assert (grads[0][name] - g).abs().max() <= 1e-3 * g.abs().max() + 5e-6, name
 
 
 @pytest.mark.parametrize("peft_type", TYPES)
