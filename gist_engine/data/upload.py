@@ -196,73 +196,117 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
         return report
     with archive:
         infos = archive.infolist()
-        if len(infos) > limits.max_entries:
-            report.errors.append(f"the archive has {len(infos):,} entries; the cap is {limits.max_entries:,}")
+        problem = _archive_problem(infos, limits)
+        if problem:
+            report.errors.append(problem)
             return report
-        declared = sum(i.file_size for i in infos)
-        if declared > limits.max_total_bytes:
-            report.errors.append(f"the archive unpacks to {declared / 2**20:.1f} MiB; the cap is "
-                                 f"{limits.max_total_bytes / 2**20:.0f} MiB")
-            return report
-        files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-        for info in infos:
-            if info.is_dir():
-                continue
-            parts = _member_parts(info)
-            skipped = None if isinstance(parts, str) else next(filter(None, map(skip_reason, parts)), None)
-            if isinstance(parts, str):
-                report.rejected.append((info.filename, parts))
-            elif any(p in SKIPPED_NAMES for p in parts):  # the folder readers skip them too (skip_reason)
-                report.skipped += 1
-            elif _is_symlink(info):
-                report.rejected.append((info.filename, "symbolic link"))
-            elif info.flag_bits & 0x1:
-                report.rejected.append((info.filename, "encrypted"))
-            elif skipped:
-                report.rejected.append((info.filename, skipped))
-            else:
-                files.append((info, parts))
-        strip = _common_root([p for _, p in files])
-        accepted: list[tuple[zipfile.ZipInfo, tuple[str, ...], bytes]] = []
-        read_total = 0
-        for info, parts in files:
-            rel = parts[strip:]
-            reason = None
-            if len(rel) < 2:
-                reason = "not inside a class folder (expected <class>/<image>)"
-            elif not info.filename.lower().endswith(IMAGE_EXTENSIONS):
-                reason = f"not an image file (extension {PurePosixPath(info.filename).suffix or 'none'!s})"
-            elif info.file_size > limits.max_file_bytes:
-                reason = f"{info.file_size / 2**20:.1f} MiB uncompressed; the cap is " \
-                         f"{limits.max_file_bytes / 2**20:.0f} MiB"
-            elif info.file_size > limits.max_ratio * max(info.compress_size, 1):
-                reason = (f"compresses {info.file_size / max(info.compress_size, 1):.0f}:1 in the zip, past the "
-                          f"{limits.max_ratio:.0f}:1 allowed for one file (a guard against zip bombs); image data "
-                          "compresses far less, so this file is mostly something else, such as a large metadata "
-                          "or text chunk: re-save the image without its metadata")
-            if reason:
-                report.rejected.append((info.filename, reason))
-                continue
-            try:
-                with archive.open(info) as fh:
-                    data = fh.read(limits.max_file_bytes + 1)  # never more than the cap, whatever the header says
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
-                report.rejected.append((info.filename, f"cannot be extracted ({exc})"))
-                continue
-            read_total += len(data)
-            if len(data) > limits.max_file_bytes or read_total > limits.max_total_bytes:
-                report.errors.append(f"{info.filename} unpacks to more than its header declares; the archive "
-                                     "was refused")
-                return report
-            reason, thumb = _check_image(data, limits, info.filename)
-            if reason:
-                report.rejected.append((info.filename, reason))
-                continue
-            accepted.append((info, rel, data))
-            cls = rel[0]
-            thumbs = report.thumbnails.setdefault(cls, [])
-            if len(thumbs) < THUMBS_PER_CLASS:
-                thumbs.append(thumb)
+        files = _screen_members(infos, report)
+        accepted = _read_members(archive, files, limits, report)
+    if accepted is None:
+        return report
+    accepted = _keep_classes(accepted, limits, report)
+    if accepted is None:
+        return report
+    if dry_run:
+        return report
+    _write(dest, accepted, report, overwrite)
+    return report
+
+
+Entry = tuple[zipfile.ZipInfo, tuple[str, ...]]  # (zip entry, its path parts)
+Member = tuple[zipfile.ZipInfo, tuple[str, ...], bytes]  # (zip entry, path below the common top folder, its bytes)
+
+
+def _archive_problem(infos: list[zipfile.ZipInfo], limits: UploadLimits) -> str | None:
+    """Why the whole archive is refused from its directory alone (entry count, declared unpacked size), or None."""
+    if len(infos) > limits.max_entries:
+        return f"the archive has {len(infos):,} entries; the cap is {limits.max_entries:,}"
+    declared = sum(i.file_size for i in infos)
+    if declared > limits.max_total_bytes:
+        return (f"the archive unpacks to {declared / 2**20:.1f} MiB; the cap is "
+                f"{limits.max_total_bytes / 2**20:.0f} MiB")
+    return None
+
+
+def _screen_members(infos: list[zipfile.ZipInfo], report: ImportReport) -> list[Entry]:
+    """The file entries worth reading, with their path parts; the others are counted as skipped (the readers' own
+    skipped names) or listed as rejected with the reason (unsafe path, link, encrypted, hidden or system file)."""
+    files: list[Entry] = []
+    for info in infos:
+        if info.is_dir():
+            continue
+        parts = _member_parts(info)
+        skipped = None if isinstance(parts, str) else next(filter(None, map(skip_reason, parts)), None)
+        if isinstance(parts, str):
+            report.rejected.append((info.filename, parts))
+        elif any(p in SKIPPED_NAMES for p in parts):  # the folder readers skip them too (skip_reason)
+            report.skipped += 1
+        elif _is_symlink(info):
+            report.rejected.append((info.filename, "symbolic link"))
+        elif info.flag_bits & 0x1:
+            report.rejected.append((info.filename, "encrypted"))
+        elif skipped:
+            report.rejected.append((info.filename, skipped))
+        else:
+            files.append((info, parts))
+    return files
+
+
+def _member_problem(info: zipfile.ZipInfo, rel: tuple[str, ...], limits: UploadLimits) -> str | None:
+    """Why one entry is rejected before it is read (layout, extension, size, compression ratio), or None."""
+    if len(rel) < 2:
+        return "not inside a class folder (expected <class>/<image>)"
+    if not info.filename.lower().endswith(IMAGE_EXTENSIONS):
+        return f"not an image file (extension {PurePosixPath(info.filename).suffix or 'none'!s})"
+    if info.file_size > limits.max_file_bytes:
+        return f"{info.file_size / 2**20:.1f} MiB uncompressed; the cap is {limits.max_file_bytes / 2**20:.0f} MiB"
+    if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+        return (f"compresses {info.file_size / max(info.compress_size, 1):.0f}:1 in the zip, past the "
+                f"{limits.max_ratio:.0f}:1 allowed for one file (a guard against zip bombs); image data "
+                "compresses far less, so this file is mostly something else, such as a large metadata "
+                "or text chunk: re-save the image without its metadata")
+    return None
+
+
+def _read_members(archive: zipfile.ZipFile, files: list[Entry],
+                  limits: UploadLimits, report: ImportReport) -> list[Member] | None:
+    """Read and check each screened entry (never more bytes than the caps allow, whatever the headers say):
+    the accepted images with their class thumbnails; None when the archive must be refused (an entry unpacks to
+    more than it declares)."""
+    strip = _common_root([p for _, p in files])
+    accepted: list[Member] = []
+    read_total = 0
+    for info, parts in files:
+        rel = parts[strip:]
+        reason = _member_problem(info, rel, limits)
+        if reason:
+            report.rejected.append((info.filename, reason))
+            continue
+        try:
+            with archive.open(info) as fh:
+                data = fh.read(limits.max_file_bytes + 1)  # never more than the cap, whatever the header says
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
+            report.rejected.append((info.filename, f"cannot be extracted ({exc})"))
+            continue
+        read_total += len(data)
+        if len(data) > limits.max_file_bytes or read_total > limits.max_total_bytes:
+            report.errors.append(f"{info.filename} unpacks to more than its header declares; the archive "
+                                 "was refused")
+            return None
+        reason, thumb = _check_image(data, limits, info.filename)
+        if reason:
+            report.rejected.append((info.filename, reason))
+            continue
+        accepted.append((info, rel, data))
+        thumbs = report.thumbnails.setdefault(rel[0], [])
+        if len(thumbs) < THUMBS_PER_CLASS:
+            thumbs.append(thumb)
+    return accepted
+
+
+def _keep_classes(accepted: list[Member], limits: UploadLimits, report: ImportReport) -> list[Member] | None:
+    """Drop the classes with fewer than `limits.min_per_class` images (with a warning) and record the class
+    counts; None when fewer than `limits.min_classes` classes remain (the error says so)."""
     counts: dict[str, int] = {}
     for _, rel, _ in accepted:
         counts[rel[0]] = counts.get(rel[0], 0) + 1
@@ -270,19 +314,15 @@ def import_imagefolder_zip(source: bytes | str | Path | BinaryIO, name: str, roo
     for c in small:
         report.warnings.append(f"class {c!r} has {counts[c]} image(s) (< {limits.min_per_class}); it was dropped")
         report.thumbnails.pop(c, None)
-    accepted = [a for a in accepted if a[1][0] not in small]
     report.classes = {c: counts[c] for c in sorted(counts) if c not in small}
     if len(report.classes) < limits.min_classes:
         found = ", ".join(report.classes) or "none"
         report.errors.append(f"{len(report.classes)} class folder(s) with images ({found}); classification "
                              f"needs at least {limits.min_classes} (expected <class>/<image> entries)")
-        return report
+        return None
     report.warnings += [f"class {c!r} has only {n} images: its test split will be tiny"
                         for c, n in report.classes.items() if n < 5]
-    if dry_run:
-        return report
-    _write(dest, accepted, report, overwrite)
-    return report
+    return [a for a in accepted if a[1][0] not in small]
 
 
 def _write(dest: Path, accepted: list, report: ImportReport, overwrite: bool) -> None:
