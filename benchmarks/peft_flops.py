@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows))
         return 0
     warnings.filterwarnings("ignore", module="peft")
-    torch.set_num_threads(2)
+    # FLOP counts do not depend on threads; the idle CPUs only (two threads on a busy machine stall at OpenMP
+    # barriers, 10-100x slower)
+    torch.set_num_threads(speed.choose_cpu_threads())
     types = [t.strip() for t in a.types.split(",") if t.strip()] if a.types else None
 
     def save(rows: dict[str, Any]) -> None:
