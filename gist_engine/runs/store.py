@@ -91,8 +91,8 @@ MIGRATIONS: dict[int, tuple[Migration, ...]] = {
             PRIMARY KEY (study_id, cell, seed, arm, attempt))""",
         "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
     ),
-    # Version 3 is left to a change of the runs table made alongside; this one reads and writes no column of it
-    # but id, group_id, seed, gist_enabled and created.
+    # Version 3: columns of the runs table (none here). Version 4 reads no column of runs but id, group_id, seed,
+    # gist_enabled and created, whatever version 3 adds.
     3: (),
     # A paired group is a one-cell study: studies.kind tells a group from a study; `groups` moves into
     # studies/study_runs (`_groups_into_studies`) and is dropped.
