@@ -9,7 +9,8 @@ import gist_engine as ge
 where = sv.root()
 st.title("Studies")
 st.caption("A study sweeps one or more config keys over a grid and runs every cell **plain and GIST on the same "
-           "seeds**, then reads back the paper's table: mean GIST - plain with its 95% CI and a paired-test marker.")
+           "seeds**, then reads back the paper's table: mean GIST - plain with its 95% CI and a paired-test marker. "
+           "A paired group (Launch → plain vs GIST) is a one-cell study kept off this list: it opens on Compare.")
 studies = ge.list_studies(where)
 with st.expander("New study", expanded=not studies, key="studies.new_study", icon=":material/add:"):
     sv.new_study_form(state.draft(), where)

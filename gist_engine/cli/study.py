@@ -59,6 +59,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("id", help="study id")
     q.set_defaults(handler=study_resume)
     q = studies.add_parser("list", parents=[root], help="studies, newest first")
+    q.add_argument("--groups", action="store_true",
+                   help="also the paired groups ('plain vs GIST' launches: one-cell studies, kind group)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=study_list)
     q = studies.add_parser("show", parents=[root, metric], help="per cell: accuracies, delta, CI, p, status")
@@ -113,20 +115,23 @@ def study_resume(args: argparse.Namespace) -> int:
     with StudyStore(args.root) as s:  # an unknown id or a gallery example is refused by name before anything starts
         s.get(args.id)
         s.refuse_example(args.id, "resume")
+        s.refuse_group(args.id, "resume")
     return drive(args, args.id)
 
 
 def study_list(args: argparse.Namespace) -> int:
-    """`study list [--json]`: newest first."""
-    studies = list_studies(args.root)
+    """`study list [--groups] [--json]`: newest first; with --groups the paired groups too (a `kind` column)."""
+    studies = list_studies(args.root, groups=args.groups)
     if args.json:
         print_json([s.to_dict() for s in studies])
         return 0
-    print(f"{'id':<12} {'status':<12} {'backend':<8} {'cells':>5} {'runs':>5} {'done':>5}  {'created':<16} name")
+    kind = f"{'kind':<6} " if args.groups else ""
+    print(f"{'id':<12} {kind}{'status':<12} {'backend':<8} {'cells':>5} {'runs':>5} {'done':>5}  {'created':<16} name")
     for s in studies:
         created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
-        print(f"{s.id:<12} {s.status:<12} {s.backend:<8} {s.cells:>5} {s.planned:>5} {s.settled:>5}  {created:<16} "
-              f"{printable(s.name)}")
+        kind = f"{s.kind:<6} " if args.groups else ""
+        print(f"{s.id:<12} {kind}{s.status:<12} {s.backend:<8} {s.cells:>5} {s.planned:>5} {s.settled:>5}  "
+              f"{created:<16} {printable(s.name)}")
     return 0
 
 

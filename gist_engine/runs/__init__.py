@@ -2,7 +2,8 @@
 
 Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user data dir):
 
-    runs.sqlite3          the store (WAL): runs, metrics (run, step, key, value), evaluations, groups
+    runs.sqlite3          the store (WAL): runs, metrics (run, step, key, value), evaluations, studies (a paired
+                          group is a one-cell study of kind `group`)
     runs/<run_id>/        checkpoint.safetensors, resume.safetensors, result.json, attention/ snapshots
     exports/              default target of `RunManager.export`
 

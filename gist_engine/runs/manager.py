@@ -129,7 +129,10 @@ class RunManager:
 
     def submit_group(self, config: RunConfig | dict[str, Any], seeds: int | Sequence[int],
                      name: str | None = None) -> str:
-        """Queue a paired comparison: the config with GIST off and on for every seed; returns the group id.
+        """Queue a paired comparison: the config with GIST off and on for every seed; returns the group id (`g` + 10
+        hex digits). The store keeps the group as a one-cell study of kind `group` (spec: this config over these
+        seeds, paired), each run a `study_runs` row of its cell; `groups`, `group_results` and `delete_group` read
+        and remove it as a group.
 
         Args:
             config: The base config (its `gist.enabled` is overridden per run).
@@ -307,8 +310,7 @@ class RunManager:
         snaps = self.list(group_id=group_id)
         paired = paired_result(reversed(snaps))  # oldest first, so the newest wins
         return {**paired.to_dict(), "paired": paired, "runs": snaps,
-                "group": {"id": group["id"], "name": group["name"], "created": group["created"],
-                          "seeds": json.loads(group["seeds"]), "config": json.loads(group["config"])}}
+                "group": {k: group[k] for k in ("id", "name", "created", "seeds", "config")}}
 
     # ----------------------------------------------------------------------------------------------- export
     def export(self, run_or_group_id: str, to: str = "csv", path: str | Path | None = None) -> Path | str:

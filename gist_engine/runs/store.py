@@ -27,10 +27,33 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "runs.sqlite3"
 
-# Schema migrations: version -> statements, applied in order inside one transaction; PRAGMA user_version holds the
-# version of a store. Add a new version to change the schema; never edit a released one.
-SCHEMA_VERSION = 2
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+# Schema migrations: version -> steps, applied in order inside one transaction; PRAGMA user_version holds the
+# version of a store. A step is an SQL statement, or a function of the connection for a step SQL cannot say alone
+# (rows rewritten as JSON). Add a new version to change the schema; never edit a released one.
+SCHEMA_VERSION = 4
+Migration = str | Callable[[sqlite3.Connection], None]
+GROUP_KIND, STUDY_KIND = "group", "study"  # studies.kind: a paired group (one cell, no driver), or a study
+GROUP_CELL_KEY = "{}"  # the key of a paired group's one cell: no axis (a study's cell key is the JSON of its values)
+ARM_OF_GIST = {0: "plain", 1: "gist"}  # runs.gist_enabled -> study_runs.arm
+
+
+def _groups_into_studies(conn: sqlite3.Connection) -> None:
+    """Migration 4: every row of the former `groups` table becomes a one-cell study of kind `group` (same id, name,
+    created time, seeds, config and versions; see `group_study_row`) and each run of the group a `study_runs` row of
+    its cell (seed, arm, attempt: the run's order among the group's runs of that seed and arm); then `groups` is
+    dropped. `runs.group_id` stays as it was: it names the group's study."""
+    groups = conn.execute("SELECT id, name, created, seeds, config, versions FROM groups ORDER BY rowid").fetchall()
+    for g in groups:
+        row = group_study_row(dict(zip(("id", "name", "created", "seeds", "config", "versions"), g, strict=True)))
+        conn.execute(_insert_sql("studies", row), list(row.values()))
+    runs = conn.execute("SELECT r.id, r.group_id, r.seed, r.gist_enabled, r.created FROM runs r JOIN groups g ON "
+                        "g.id = r.group_id ORDER BY r.created, r.rowid").fetchall()
+    _link_group_runs(conn, [dict(zip(("id", "group_id", "seed", "gist_enabled", "created"), r, strict=True))
+                            for r in runs])
+    conn.execute("DROP TABLE groups")
+
+
+MIGRATIONS: dict[int, tuple[Migration, ...]] = {
     1: (
         """CREATE TABLE groups (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL,
@@ -67,6 +90,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             backend TEXT, outcome TEXT, error TEXT,
             PRIMARY KEY (study_id, cell, seed, arm, attempt))""",
         "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
+    ),
+    # Version 3: columns of the runs table (none here). Version 4 reads no column of runs but id, group_id, seed,
+    # gist_enabled and created, whatever version 3 adds.
+    3: (),
+    # A paired group is a one-cell study: studies.kind tells a group from a study; `groups` moves into
+    # studies/study_runs (`_groups_into_studies`) and is dropped.
+    4: (
+        f"ALTER TABLE studies ADD COLUMN kind TEXT NOT NULL DEFAULT '{STUDY_KIND}'",
+        "CREATE INDEX studies_by_kind ON studies (kind, created)",
+        _groups_into_studies,
     ),
 }
 
@@ -171,8 +204,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> int:
                              f"understands ({SCHEMA_VERSION}); upgrade gist_engine, or set GIST_DATA_DIR (--root) to "
                              "another data directory")
         for version in range(before + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+            for step in MIGRATIONS[version]:
+                if callable(step):
+                    step(conn)
+                else:
+                    conn.execute(step)
             conn.execute(f"PRAGMA user_version = {version}")
         if before == SCHEMA_VERSION:  # a write that finds a read-only file now, not at the first run
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -230,7 +266,7 @@ def create_store(path: Path, busy_timeout: float = 30.0) -> bool:
 
 class RunStore:
     """The SQLite file: one writer connection behind a lock, a pool of reader connections; WAL and a busy timeout.
-    Every query on runs, metrics, evaluations and groups is one of its methods (one transaction each); no other
+    Every query on runs, metrics, evaluations and paired groups is one of its methods (one transaction each); no other
     module executes SQL.
 
     Args:
@@ -348,21 +384,26 @@ class RunStore:
             self._pool.clear()
 
     # ------------------------------------------------------------------------------------------ run queries
-    # Every query on `runs`, `metrics`, `evaluations` and `groups` lives below, one method per purpose; each is one
-    # transaction (a write: BEGIN IMMEDIATE on the writer; a read: one snapshot on a pooled reader).
+    # Every query on `runs`, `metrics`, `evaluations` and paired groups (studies of kind `group`) lives below, one
+    # method per purpose; each is one transaction (a write: BEGIN IMMEDIATE on the writer; a read: one snapshot on a
+    # pooled reader).
 
     def insert_runs(self, runs: Sequence[Mapping[str, Any]], group: Mapping[str, Any] | None = None) -> None:
         """Insert new runs (each a mapping of `runs` columns, the same keys in every one) and, when given, their new
-        group's row (a mapping of `groups` columns), in one transaction.
+        group (id, name, created, seeds and config as JSON text, versions: stored as a one-cell study, see
+        `group_study_row`), in one transaction. A run whose `group_id` names a group joins the group's cell in
+        `study_runs` (a re-run as the next attempt of its seed and arm).
 
         Raises:
             sqlite3.IntegrityError: An id exists already (nothing is written).
         """
         with self.write() as c:
             if group:
-                c.execute(_insert_sql("groups", group), list(group.values()))
+                row = group_study_row(group)
+                c.execute(_insert_sql("studies", row), list(row.values()))
             if runs:
                 c.executemany(_insert_sql("runs", runs[0]), [list(r.values()) for r in runs])
+                _link_group_runs(c, runs)
 
     def interrupt_queued(self, run_ids: Sequence[str], error: str, now: float) -> None:
         """Mark the runs that are still `queued` as `interrupted` with `error` (a manager shut down before they
@@ -447,16 +488,16 @@ class RunStore:
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
 
     def delete_group(self, group_id: str) -> None:
-        """Delete a group's row (not its runs)."""
+        """Delete a group's study row and its `study_runs` rows (not its runs)."""
         with self.write() as c:
-            c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+            _delete_group(c, group_id)
 
     def delete_empty_groups(self, group_ids: Iterable[str]) -> None:
-        """Delete the rows of those groups that no run belongs to any more (one transaction)."""
+        """Delete those groups (their study rows and links) that no run belongs to any more (one transaction)."""
         with self.write() as c:
             for group_id in group_ids:
                 if c.execute("SELECT 1 FROM runs WHERE group_id = ?", (group_id,)).fetchone() is None:
-                    c.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+                    _delete_group(c, group_id)
 
     def run_row(self, run_id: str, columns: str = "*") -> sqlite3.Row:
         """One run's row (`columns`: a constant column list of the caller's, never user input).
@@ -569,34 +610,38 @@ class RunStore:
         return df
 
     def groups(self) -> list[dict[str, Any]]:
-        """Every group, newest first: id, name, created, seeds (list), config (mapping), runs (their ids, oldest
-        first)."""
+        """Every paired group (a study of kind `group`), newest first: id, name, created, seeds (list), config
+        (mapping), runs (the ids of its runs in the store, oldest first)."""
         with self.read() as c:
-            rows = c.execute("SELECT * FROM groups ORDER BY created DESC, rowid DESC").fetchall()
-            members = c.execute("SELECT id, group_id FROM runs WHERE group_id IS NOT NULL ORDER BY created, rowid"
-                                ).fetchall()
+            rows = c.execute("SELECT id, name, created, spec, versions FROM studies WHERE kind = ? "
+                             "ORDER BY created DESC, rowid DESC", (GROUP_KIND,)).fetchall()
+            members = c.execute("SELECT DISTINCT sr.study_id, r.id FROM study_runs sr JOIN studies s ON s.id = "
+                                "sr.study_id JOIN runs r ON r.id = sr.run_id WHERE s.kind = ? "
+                                "ORDER BY r.created, r.rowid", (GROUP_KIND,)).fetchall()
         runs: dict[str, list[str]] = {}
         for m in members:
-            runs.setdefault(m["group_id"], []).append(m["id"])
-        return [{"id": r["id"], "name": r["name"], "created": r["created"], "seeds": json.loads(r["seeds"]),
-                 "config": json.loads(r["config"]), "runs": runs.get(r["id"], [])} for r in rows]
+            runs.setdefault(m["study_id"], []).append(m["id"])
+        return [{k: v for k, v in _group_of(r).items() if k != "versions"} | {"runs": runs.get(r["id"], [])}
+                for r in rows]
 
-    def group_row(self, group_id: str) -> sqlite3.Row:
-        """One group's row.
+    def group_row(self, group_id: str) -> dict[str, Any]:
+        """One group: id, name, created, seeds (list), config (mapping), versions (mapping or None).
 
         Raises:
             RunNotFound: No group with that id.
         """
         with self.read() as c:
-            row = c.execute("SELECT * FROM groups WHERE id = ?", (group_id,)).fetchone()
+            row = c.execute("SELECT id, name, created, spec, versions FROM studies WHERE id = ? AND kind = ?",
+                            (group_id, GROUP_KIND)).fetchone()
         if row is None:
             raise RunNotFound(f"no group {group_id!r} in {self.path}")
-        return row
+        return _group_of(row)
 
     def is_group(self, some_id: str) -> bool:
-        """Whether `some_id` names a group."""
+        """Whether `some_id` names a paired group."""
         with self.read() as c:
-            return c.execute("SELECT 1 FROM groups WHERE id = ?", (some_id,)).fetchone() is not None
+            return c.execute("SELECT 1 FROM studies WHERE id = ? AND kind = ?",
+                             (some_id, GROUP_KIND)).fetchone() is not None
 
     # -------------------------------------------------------------------------------------- the recorder's
     def record_start(self, run_id: str, info: Mapping[str, Any], phase: Mapping[str, Any]) -> None:
@@ -644,16 +689,17 @@ class RunStore:
 
     # ----------------------------------------------------------------------------------------- the gallery's
     def export_rows(self, run_ids: Sequence[str]) -> tuple[list[dict], list[dict], list[tuple], list[tuple]]:
-        """In one read snapshot: the runs' rows (oldest first), their groups' rows, their metrics rows (run_id, step,
-        key, value) and evaluation rows (`EVAL_COLUMNS`), each ordered by run, step (and key or split)."""
+        """In one read snapshot: the runs' rows (oldest first), their groups (as the bundle format writes them: id,
+        name, created, seeds and config as JSON text, versions), their metrics rows (run_id, step, key, value) and
+        evaluation rows (`EVAL_COLUMNS`), each ordered by run, step (and key or split)."""
         marks = ", ".join("?" * len(run_ids))
         with self.read() as c:
             runs = [dict(r) for r in c.execute(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY created, rowid",
                                                list(run_ids)).fetchall()]
             group_ids = sorted({r["group_id"] for r in runs if r["group_id"]})
-            groups = [dict(r) for r in c.execute(f"SELECT * FROM groups WHERE id IN "
-                                                 f"({', '.join('?' * len(group_ids))}) ORDER BY created, rowid",
-                                                 group_ids).fetchall()]
+            groups = [_bundle_group(r) for r in c.execute(
+                f"SELECT id, name, created, spec, versions FROM studies WHERE kind = ? AND id IN "
+                f"({', '.join('?' * len(group_ids))}) ORDER BY created, rowid", [GROUP_KIND, *group_ids]).fetchall()]
             metrics = c.execute(f"SELECT run_id, step, key, value FROM metrics WHERE run_id IN ({marks}) "
                                 "ORDER BY run_id, step, key", list(run_ids)).fetchall()
             evals = c.execute(f"SELECT {', '.join(EVAL_COLUMNS)} FROM evaluations WHERE run_id IN ({marks}) "
@@ -680,21 +726,29 @@ class RunStore:
 
     def import_rows(self, groups: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
                     metrics: Iterable[tuple], evaluations: Iterable[tuple]) -> None:
-        """Insert rows read from a bundle, in one transaction: groups (replacing one of the same id) and runs, each
-        a mapping whose keys that are no column of the table are dropped (a bundle of another release), metrics
-        (run_id, step, key, value) and evaluations (`EVAL_COLUMNS`).
+        """Insert rows read from a bundle, in one transaction: groups (in the bundle format: id, name, created,
+        seeds, config, versions; each stored as a one-cell study of kind `group`, replacing a group of the same id
+        and its links to runs no longer in the store) and runs (each joining its group's cell), each a mapping
+        whose keys that are no column of the table are dropped (a bundle of another release), metrics (run_id,
+        step, key, value) and evaluations (`EVAL_COLUMNS`).
 
         Raises:
-            sqlite3.IntegrityError: A run, metric or evaluation exists already (nothing is written).
+            sqlite3.IntegrityError: A run, metric or evaluation exists already, or a group's id is a study's
+                (nothing is written).
         """
         with self.write() as c:
-            columns, group_columns = _columns(c, "runs"), _columns(c, "groups")
+            columns = _columns(c, "runs")
             for g in groups:
-                row = {k: v for k, v in g.items() if k in group_columns}
-                c.execute(_insert_sql("groups", row, "INSERT OR REPLACE"), list(row.values()))
+                if c.execute("SELECT 1 FROM studies WHERE id = ? AND kind != ?", (g["id"], GROUP_KIND)).fetchone():
+                    raise sqlite3.IntegrityError(f"UNIQUE constraint failed: group {g['id']} is a study's id")
+                c.execute("DELETE FROM study_runs WHERE study_id = ? AND run_id NOT IN (SELECT id FROM runs)",
+                          (g["id"],))
+                row = group_study_row(g)
+                c.execute(_insert_sql("studies", row, "INSERT OR REPLACE"), list(row.values()))
             for r in runs:
                 row = {k: v for k, v in r.items() if k in columns}
                 c.execute(_insert_sql("runs", row), list(row.values()))
+            _link_group_runs(c, runs)
             c.executemany("INSERT INTO metrics (run_id, step, key, value) VALUES (?, ?, ?, ?)", metrics)
             c.executemany(f"INSERT INTO evaluations ({', '.join(EVAL_COLUMNS)}) VALUES "
                           f"({', '.join('?' * len(EVAL_COLUMNS))})", evaluations)
@@ -709,6 +763,71 @@ def _insert_sql(table: str, row: Mapping[str, Any], verb: str = "INSERT") -> str
     """`verb INTO table (keys of row) VALUES (?, ...)`; the keys are column names of this module's callers, never
     user input (the gallery keeps only the table's own columns)."""
     return f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
+
+
+def group_study_row(group: Mapping[str, Any]) -> dict[str, Any]:
+    """The `studies` row of a paired group given as a row of the former `groups` table (id, name, created, seeds and
+    config as JSON text, versions as JSON text or None): a one-cell study of kind `group` whose spec is what
+    `StudySpec.to_dict` writes for the group's base config over its seeds, paired, no grid, no retries (a group has
+    no driver to retry). Its status stays `created`: a group's status is read from its runs (`StudyStore`).
+
+    A seeds or config text that is not JSON is kept as the text itself (nothing a user recorded is dropped)."""
+    seeds, config = _loads(group.get("seeds")), _loads(group.get("config"))
+    spec = {"name": group.get("name"), "description": "", "base": config, "grid": {}, "seeds": seeds, "paired": True,
+            "retries": 0}
+    return {"id": group.get("id"), "name": group.get("name"), "created": group.get("created"), "spec": json.dumps(spec),
+            "status": "created", "backend": "local", "cells": 1,
+            "planned": len(ARM_OF_GIST) * len(seeds) if isinstance(seeds, list) else 0,
+            "versions": group.get("versions"), "kind": GROUP_KIND}
+
+
+def _group_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A group-kind `studies` row as the group it is: id, name, created, seeds (list), config (mapping), versions
+    (mapping or None)."""
+    spec = json.loads(row["spec"])
+    versions = row["versions"]
+    return {"id": row["id"], "name": row["name"], "created": row["created"], "seeds": spec.get("seeds"),
+            "config": spec.get("base"), "versions": _loads(versions) if versions is not None else None}
+
+
+def _loads(text: Any) -> Any:
+    """`text` parsed as JSON, or `text` itself when it is not a JSON text."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _link_group_runs(c: sqlite3.Connection, runs: Sequence[Mapping[str, Any]]) -> None:
+    """Add each run (id, group_id, seed, gist_enabled, created) that names a group to its group's one cell in
+    `study_runs`: arm from gist_enabled, attempt one more than the attempts of that seed and arm so far (a re-run is
+    the next attempt, as in a study). Runs of no group, or of an id that is no group's, are left alone."""
+    for r in runs:
+        if r.get("group_id") is None or c.execute("SELECT 1 FROM studies WHERE id = ? AND kind = ?",
+                                                  (r["group_id"], GROUP_KIND)).fetchone() is None:
+            continue
+        arm = ARM_OF_GIST[int(bool(r["gist_enabled"]))]
+        attempt = c.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM study_runs WHERE study_id = ? AND cell = 0 "
+                            "AND seed = ? AND arm = ?", (r["group_id"], r["seed"], arm)).fetchone()[0]
+        c.execute("INSERT INTO study_runs (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend) "
+                  "VALUES (?, 0, ?, ?, ?, ?, ?, ?, 'local')",
+                  (r["group_id"], GROUP_CELL_KEY, r["seed"], arm, attempt, r["id"], r["created"]))
+
+
+def _bundle_group(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A group-kind `studies` row in the shape a bundle's `groups` keeps (that of the former `groups` table, which
+    every release reads): id, name, created, seeds and config as JSON text, versions."""
+    group = _group_of(row)
+    return {"id": group["id"], "name": group["name"], "created": group["created"],
+            "seeds": json.dumps(group["seeds"]), "config": json.dumps(group["config"]), "versions": row["versions"]}
+
+
+def _delete_group(c: sqlite3.Connection, group_id: str) -> None:
+    """Delete a group's study row and its links, inside the caller's write transaction (a study of kind `study`
+    is never touched)."""
+    if c.execute("SELECT 1 FROM studies WHERE id = ? AND kind = ?", (group_id, GROUP_KIND)).fetchone() is not None:
+        c.execute("DELETE FROM study_runs WHERE study_id = ?", (group_id,))
+        c.execute("DELETE FROM studies WHERE id = ?", (group_id,))
 
 
 def _columns(c: sqlite3.Connection, table: str) -> set[str]:
@@ -802,6 +921,7 @@ class RunSnapshot:
         return out
 
 
-__all__ = ["ACTIVE_COLUMNS", "DB_NAME", "EVAL_COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "EndedRun", "RunError",
+__all__ = ["ACTIVE_COLUMNS", "DB_NAME", "EVAL_COLUMNS", "GROUP_KIND", "MIGRATIONS", "SCHEMA_VERSION", "STUDY_KIND",
+           "EndedRun", "RunError",
            "RunNotFound", "RunSnapshot", "RunStore", "StoreError", "StoreFull", "create_store", "damaged", "data_dir",
            "disk_full_message", "is_disk_full", "quick_check", "store_error"]

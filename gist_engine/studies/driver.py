@@ -62,7 +62,7 @@ def create_study(spec: StudySpec | str | Path | dict[str, Any], root: Root = Non
 
 
 def _is_study_id(value: Any, root: Root) -> bool:
-    if not is_id(value, "study") or Path(value).exists():  # a spec file's name is never a study id
+    if not (is_id(value, "study") or is_id(value, "group")) or Path(value).exists():  # never a spec file's name
         return False
     with StudyStore(root) as s:
         try:
@@ -91,8 +91,8 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
             cpus_per_trial, gpus_per_trial, ship_code, flush_seconds, callbacks, data_loader, init_kwargs.
 
     Raises:
-        StudyError: bad spec, unknown id or backend, a read-only gallery example, or runs of the study still active
-            in another process.
+        StudyError: bad spec, unknown id or backend, a read-only gallery example, a paired group's id (no driver
+            runs a group), or runs of the study still active in another process.
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -100,6 +100,7 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
                 else create_study(spec_or_id, root, backend, new=new, max_runs=max_runs))
     with StudyStore(root) as s:
         s.refuse_example(study_id, "run")
+        s.refuse_group(study_id, "run")
         spec = s.spec(study_id)  # as it was planned (and counted) when it was created
         if isinstance(root, RunManager):
             options.setdefault("manager", root)
@@ -299,6 +300,7 @@ def start_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root 
                 else create_study(spec_or_id, root, backend, new=new, max_runs=max_runs))
     with StudyStore(root) as s:
         s.refuse_example(study_id, "run")
+        s.refuse_group(study_id, "run")
     job = StudyJob(study_id)
 
     def target() -> None:

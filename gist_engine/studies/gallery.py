@@ -35,6 +35,7 @@ from ..runs.gallery import (
     export_bundle,
     register_kind,
 )
+from ..runs.store import STUDY_KIND
 from .driver import run_study
 from .results import study_results
 from .spec import ARMS, StudyError, load_study_spec
@@ -100,8 +101,8 @@ def _insert_rows(mgr: RunManager, manifest: dict[str, Any], bundle: Path) -> boo
     """The import hook: add the study's rows (read-only: its runs are examples) when missing; whether it added."""
     study, links = manifest["study"], manifest.get("study_runs") or []
     with StudyStore(mgr) as s:
-        added = s.import_rows(study | {"name": EXAMPLE_PREFIX + study["name"], "heartbeat": study.get("finished")},
-                              links)
+        added = s.import_rows(study | {"name": EXAMPLE_PREFIX + study["name"], "heartbeat": study.get("finished"),
+                                       "kind": STUDY_KIND}, links)
     if added:
         logger.info("gallery %s: study %s imported into %s", manifest["name"], study["id"], mgr.root)
     return added > 0

@@ -252,7 +252,7 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
                      f"{_points(r['gist_mean'], False)}, delta {format_cell(r)} over {r['n']} seed(s){p}; "
                      f"seeds plain/GIST {{{seeds}}}; runs: {status}" + (f"; {r['note']}" if r["note"] else ""))
     if len(res):
-        lines += ["", markdown_table(study_matrix(res))]
+        lines += ["", *markdown_table(study_matrix(res)).splitlines()]  # one line each: printable escapes "\n"
         if _single_arm(res) is None and (res["n"] == 2).any():
             lines.append(FEW_SEEDS_NOTE)
     return "\n".join(printable(line) for line in lines)  # a name or value's control characters, escaped

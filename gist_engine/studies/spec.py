@@ -364,9 +364,11 @@ def _parse_seeds(seeds: Any, first: int) -> list[int]:
     raise StudyError(f"seeds: expected a number of seeds or a list of seeds >= 0, got {seeds!r}")
 
 
-def _parse_grid(grid: Any) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
+def _parse_grid(grid: Any, one_cell: bool = False) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
     if grid is not None and not isinstance(grid, typing.Mapping):
         raise StudyError(f"grid: expected a mapping of config keys to lists of values, got {type(grid).__name__}")
+    if not grid and one_cell:  # a stored paired group: its one cell is the base
+        return {}
     if not grid:  # an empty file, or a spec without axes, would silently train the base config as a "study"
         raise StudyError("grid: give at least one axis to sweep, e.g. grid: {gist.temperature: [1, 3]} (for plain "
                          "vs GIST over seeds without a sweep: python -m gist_engine compare --config FILE --seeds N)")
@@ -410,7 +412,7 @@ def _check_axis_values(spec: StudySpec) -> None:
 
 
 def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *, max_runs: int | None = MAX_RUNS,
-                    read_files: bool = True) -> StudySpec:
+                    read_files: bool = True, one_cell: bool = False) -> StudySpec:
     """A validated StudySpec from a YAML file, a mapping, or a spec (returned as it is).
 
     The spec's size is counted first (`count_runs`: cells x seeds x arms, by arithmetic) and refused above
@@ -425,6 +427,8 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
         read_files: Whether `base:` may name a run config file; False for a spec from outside (uploaded to the
             app): `base:` is then a built-in config's name (`base: demo_cpu`) or a mapping, and nothing is read
             from the disk besides the built-in configs.
+        one_cell: Accept a spec without a grid: the stored spec of a paired group (a study of kind `group`, see
+            `runs.store.group_study_row`), whose one cell is the base. A user's spec still needs an axis.
 
     Raises:
         StudyError: naming the offending key or value, or the count above the cap (a ConfigError, so the CLI
@@ -452,7 +456,7 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     paired, retries = data.get("paired", True), data.get("retries", 1)
     if not isinstance(paired, bool):
         raise StudyError(f"paired: expected true or false, got {paired!r}")
-    grid = _parse_grid(data.get("grid"))
+    grid = _parse_grid(data.get("grid"), one_cell)
     seeds = _seed_count(data.get("seeds", 1))
     arms = ARMS if paired else ARMS[:1]  # unpaired: one arm (which one needs the base; the count is the same)
     sizes, shared = {axis: len(values) for axis, values in grid.items()}, plain_shared_axes(grid)

@@ -1,4 +1,9 @@
-"""Studies in the run store: the `studies` and `study_runs` tables (schema version 2) and their queries."""
+"""Studies in the run store: the `studies` and `study_runs` tables (schema version 2) and their queries.
+
+A paired group (`RunManager.submit_group`) is a study too: one cell, no grid, both arms over its seeds, no driver;
+its row has `kind = 'group'` (schema version 4) and keeps its group id (`g` + 10 hex digits). Listings leave the
+groups out unless asked (`list(groups=True)`); a group's status is read from its runs.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 from ..runs import RunManager, RunNotFound, RunStore, data_dir
 from ..runs.ids import new_id
 from ..runs.manager import EXAMPLE_OWNER, pid_alive
-from ..runs.store import DB_NAME
+from ..runs.store import DB_NAME, GROUP_KIND, STUDY_KIND
 from ..train.checkpoint import package_versions
 from .spec import StudyError, StudySpec, load_study_spec
 
@@ -40,6 +45,8 @@ class StudyInfo:
             failed or stopped), interrupted (its driver ended before the end: `study resume` goes on).
         example: The gallery entry it was imported from (its runs are read-only examples: the study cannot be
             deleted, resumed or run again), or None for a study of this store's own.
+        kind: `study`, or `group` for a paired group (one cell; launched as "plain vs GIST", never driven: its
+            status is running while a run of it is queued or running, then completed or incomplete).
     """
 
     id: str
@@ -56,6 +63,7 @@ class StudyInfo:
     error: str | None = None
     owner_pid: int | None = None
     example: str | None = None
+    kind: str = STUDY_KIND
 
     @property
     def settled(self) -> int:
@@ -120,8 +128,8 @@ class StudyStore:
         """The newest study with exactly this spec, or None; gallery examples are never found (never continued)."""
         text = json.dumps(spec.to_dict())
         with self.store.read() as c:
-            rows = c.execute("SELECT id FROM studies WHERE spec = ? ORDER BY created DESC, rowid DESC",
-                             (text,)).fetchall()
+            rows = c.execute("SELECT id FROM studies WHERE spec = ? AND kind = ? ORDER BY created DESC, rowid DESC",
+                             (text, STUDY_KIND)).fetchall()
         return next((r["id"] for r in rows if self.example(r["id"]) is None), None)
 
     def example(self, study_id: str) -> str | None:
@@ -138,6 +146,13 @@ class StudyStore:
             raise StudyError(f"cannot {action} study {study_id}: it is a read-only gallery example; remove the whole "
                              f"example with `python -m gist_engine runs gallery remove {entry}` or on the Gallery "
                              "page, or run its spec as a new study")
+
+    def refuse_group(self, study_id: str, action: str) -> None:
+        """StudyError when the id is a paired group's (a study of kind `group`): it has no driver to run or resume
+        (`action`: what was asked, e.g. "resume")."""
+        if self.get(study_id).kind == GROUP_KIND:
+            raise StudyError(f"cannot {action} {study_id}: it is a paired group (a one-cell study without a driver); "
+                             "resume its runs one by one (`runs resume ID`, or the Runs page), or run a study spec")
 
     def set_status(self, study_id: str, status: str, error: str | None = None) -> None:
         """Record the study's state; `running` also records this process as its driver.
@@ -281,18 +296,21 @@ class StudyStore:
 
     def spec(self, study_id: str) -> StudySpec:
         """The stored study's spec as it was planned (`StudySpec.as_stored`: a study stored before the plain arm was
-        shared keeps its per-cell plain runs); counted when it was created, so no cap applies.
+        shared keeps its per-cell plain runs); counted when it was created, so no cap applies. A paired group's spec
+        has no grid: its one cell is its base config.
 
         Raises:
             StudyError: an unknown id, or a stored spec that no longer parses or does not match its run count.
         """
         info = self.get(study_id)
-        return load_study_spec(info.spec, max_runs=None).as_stored(info.planned)
+        return load_study_spec(info.spec, max_runs=None, one_cell=info.kind == GROUP_KIND).as_stored(info.planned)
 
-    def list(self) -> list[StudyInfo]:
-        """Every study, newest first."""
+    def list(self, groups: bool = False) -> list[StudyInfo]:
+        """Every study, newest first; with `groups`, the paired groups (kind `group`) among them."""
+        kinds = (STUDY_KIND, GROUP_KIND) if groups else (STUDY_KIND,)
         with self.store.read() as c:
-            rows = c.execute("SELECT * FROM studies ORDER BY created DESC, rowid DESC").fetchall()
+            rows = c.execute(f"SELECT * FROM studies WHERE kind IN ({', '.join('?' * len(kinds))}) "
+                             "ORDER BY created DESC, rowid DESC", kinds).fetchall()
         return [self._info(r) for r in rows]
 
     def _info(self, row: Any) -> StudyInfo:
@@ -301,20 +319,34 @@ class StudyStore:
             status = r["status"] or "deleted"
             counts[status] = counts.get(status, 0) + 1
         counts["pending"] = max(0, row["planned"] - sum(counts.values()))
-        status = row["status"]
-        if status == RUNNING and (not _pid_alive(row["owner_pid"], row["owner_host"])
-                                  or time.time() - (row["heartbeat"] or 0.0) > STALE_AFTER):
+        status, kind = row["status"], row["kind"]
+        if kind == GROUP_KIND:
+            status = _group_status(counts)
+        elif status == RUNNING and (not _pid_alive(row["owner_pid"], row["owner_host"])
+                                    or time.time() - (row["heartbeat"] or 0.0) > STALE_AFTER):
             status = INTERRUPTED
         return StudyInfo(id=row["id"], name=row["name"], created=row["created"], status=status,
                          backend=row["backend"], cells=row["cells"], planned=row["planned"], counts=counts,
                          spec=json.loads(row["spec"]), started=row["started"], finished=row["finished"],
-                         error=row["error"], owner_pid=row["owner_pid"], example=self.example(row["id"]))
+                         error=row["error"], owner_pid=row["owner_pid"], example=self.example(row["id"]), kind=kind)
 
 
-def list_studies(root: Root = None) -> list[StudyInfo]:
-    """Every study in the run store under `root`, newest first."""
+def _group_status(counts: dict[str, int]) -> str:
+    """A paired group's status from its runs' (`StudyInfo.counts`): running while one is queued or running,
+    completed when every planned run completed or diverged, else incomplete (created when it has no runs yet)."""
+    if counts.get("queued", 0) or counts.get("running", 0):
+        return RUNNING
+    if not any(v for k, v in counts.items() if k != "pending"):
+        return CREATED
+    settled = counts.get("completed", 0) + counts.get("diverged", 0)
+    return COMPLETED if settled and settled == sum(counts.values()) else INCOMPLETE
+
+
+def list_studies(root: Root = None, groups: bool = False) -> list[StudyInfo]:
+    """Every study in the run store under `root`, newest first; with `groups`, the paired groups (one-cell studies
+    of kind `group`) among them."""
     with StudyStore(root) as s:
-        return s.list()
+        return s.list(groups)
 
 
 def get_study(study_id: str, root: Root = None) -> StudyInfo:
@@ -324,16 +356,20 @@ def get_study(study_id: str, root: Root = None) -> StudyInfo:
 
 
 def delete_study(study_id: str, root: Root = None, runs: bool = False) -> None:
-    """Forget a study; with `runs`, delete its runs too (through a RunManager view of the store)."""
+    """Forget a study; with `runs`, delete its runs too (through a RunManager view of the store), and the paired
+    groups of its cells that no run is left in."""
     with StudyStore(root) as s:
         run_ids = s.delete(study_id)
     if runs and run_ids:
         mgr = root if isinstance(root, RunManager) else RunManager(
             root.path.parent if isinstance(root, RunStore) else root, start=False)
         try:
+            mine = set(run_ids)
+            groups = {snap.group_id for snap in mgr.list() if snap.id in mine} - {None}
             for run_id in run_ids:
                 with contextlib.suppress(RunNotFound):  # deleted already (on the Runs page)
                     mgr.delete(run_id)
+            mgr.store.delete_empty_groups(groups)
         finally:
             if mgr is not root:
                 mgr.shutdown()

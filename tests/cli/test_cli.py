@@ -69,6 +69,15 @@ def test_runs_list_show_and_export(tmp_path, capsys):
     assert "mean delta" in capsys.readouterr().out
     assert main([*root, "show", group_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["delta_acc_cls"]["n"] == 2
+    study = ["--root", str(tmp_path)]  # a group is a one-cell study: listed on request, shown, never resumed
+    assert main(["study", "list", *study]) == 0
+    assert group_id not in capsys.readouterr().out
+    assert main(["study", "list", "--groups", *study]) == 0
+    assert f"{group_id}  group  completed" in capsys.readouterr().out
+    assert main(["study", "show", group_id, *study]) == 0
+    assert "[0] base: plain" in capsys.readouterr().out
+    assert main(["study", "resume", group_id, *study]) == 2
+    assert "is a paired group" in capsys.readouterr().err
     assert main([*root, "export", run_id, "--to", "parquet", "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / f"{run_id}.parquet").is_file() and "exported" in capsys.readouterr().out
     assert main([*root, "show", "nope"]) == 2

@@ -112,7 +112,7 @@ def test_import_is_idempotent(bundle, manager_factory, tmp_path):
     def counts():
         with mgr.store.read() as c:
             return [c.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("runs", "groups", "metrics", "evaluations")]
+                    for t in ("runs", "studies", "study_runs", "metrics", "evaluations")]
 
     assert import_gallery_entry(mgr, bundle)["imported"]
     before = counts()

@@ -38,7 +38,7 @@ from tests.studies.helpers import BASE, toy_data
 
 SMOKE = Path(__file__).resolve().parents[2] / "assets" / "configs" / "smoke_digits.yaml"
 NAME = "tiny-study"
-TABLES = ("studies", "study_runs", "runs", "groups", "metrics", "evaluations")
+TABLES = ("studies", "study_runs", "runs", "metrics", "evaluations")
 
 
 def tiny_spec(base=BASE, name: str = "tiny1") -> dict:
