@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import fmt
 import pandas as pd
 import services
 import streamlit as st
@@ -84,21 +85,15 @@ def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a == b
 
 
-def auto_name(cfg: dict[str, Any]) -> str:
-    """A run's name from what it trains: "<method> · <dataset> · <backbone>" (an upload by its folder's name)."""
-    kind, _, arg = str((cfg.get("data") or {}).get("dataset") or "").partition(":")
-    return f"{cfg.get('method')} · {Path(arg).name if arg else kind} · {cfg.get('backbone')}"
-
-
 def run_name(cfg: dict[str, Any]) -> str:
     """The name a launch gives: the one typed in the form, else the preset's name while the form still equals
-    the preset, else `auto_name` (what it trains)."""
+    the preset, else `fmt.auto_name` (what it trains)."""
     if cfg.get("name"):
         return str(cfg["name"])
     preset = st.session_state.get(PRESET_KEY) or {}
     if preset.get("name") and _same_run(cfg, preset):
         return str(preset["name"])
-    return auto_name(cfg)
+    return fmt.auto_name(cfg)
 
 
 def run_metrics(mgr: Any, run_id: str) -> pd.DataFrame:
@@ -122,12 +117,6 @@ def apply_preset(config: dict[str, Any]) -> None:
     for key in [k for k in st.session_state if str(k).startswith("launch.")]:
         del st.session_state[key]
     st.session_state[LAUNCH_GEN_KEY] = st.session_state.get(LAUNCH_GEN_KEY, 0) + 1
-
-
-def run_label(snapshot: Any) -> str:
-    """A one-line label of a run for selectors: name, status, id."""
-    gist = "GIST" if snapshot.gist_enabled else "plain"
-    return f"{snapshot.name or snapshot.method} · {gist} · {snapshot.status} · {snapshot.id}"
 
 
 def open_run(run_id: str) -> None:

@@ -7,6 +7,7 @@ import functools
 import json
 from typing import Any
 
+import fmt
 import pandas as pd
 import plotly.graph_objects as go
 import services
@@ -70,33 +71,6 @@ def axis_fields(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {**first, **{k: v for k, v in out.items() if k not in first and k not in NOT_AXES}}
 
 
-def parse_values(text: str, axis: str) -> list[Any]:
-    """`1, 2, 3` or `[bkld, kl]` -> a list of YAML values (`1e-3` read as a number).
-
-    Raises:
-        ValueError: naming the axis when the text is not a list.
-    """
-    flow = text.strip() if text.strip().startswith("[") else f"[{text}]"
-    try:
-        values = yaml.safe_load(flow)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem", None) or "cannot be read"  # PyYAML's own message spans several lines
-        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list of values ({where}); write "
-                         "e.g. 1, 2, 3 or [bkld, kl]") from None
-    if not isinstance(values, list):
-        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list")
-    return [_number(v) for v in values]
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3)
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _example(field: dict[str, Any], current: Any) -> str:
     if field.get("choices"):
         return "e.g. " + ", ".join(map(str, list(field["choices"])[:4]))
@@ -124,7 +98,7 @@ def axes_spec(cfg: dict[str, Any]) -> dict[str, Any] | None:
         if axis in grid:
             raise ValueError(f"axis {i}: {axis} is axis 1 already; pick another key")
         if text.strip():
-            grid[axis] = parse_values(text, axis)
+            grid[axis] = fmt.parse_values(text, axis)
     seeds, name = st.columns([1, 2])
     n = seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="studies.seeds",
                            help="Seeds per cell; plain and GIST share each seed (same init and data order). One "
@@ -217,17 +191,6 @@ def start(spec_or_id: Any, where: Any, backend: str, **options: Any) -> None:
     st.rerun()
 
 
-# ------------------------------------------------------------------------------------------------- studies
-def studies_frame(infos: list[Any]) -> pd.DataFrame:
-    """One row per study: id, name, status, backend, cells, runs and their status counts, created (UTC)."""
-    shown = ("completed", "running", "queued", "failed", "interrupted")
-    rows = [{"id": s.id, "name": s.name, "status": s.status, "backend": s.backend, "cells": s.cells,
-             "runs": s.planned, **{k: s.counts.get(k, 0) for k in shown},
-             "other": sum(v for k, v in s.counts.items() if k not in (*shown, "pending")),  # stopped, diverged, ...
-             "pending": s.counts.get("pending", 0), "created": pd.to_datetime(s.created, unit="s")} for s in infos]
-    return pd.DataFrame(rows)
-
-
 def summary(info: Any) -> None:
     """A study's status badge, its counts of runs by status and its progress."""
     state.status_badge(info.status)
@@ -263,20 +226,12 @@ def controls(info: Any, job: Any, where: Any) -> bool:
 def status_grid(runs: pd.DataFrame) -> Any:
     """Cells x (seed, arm): each run's status (with its step while it trains, its accuracy once done), coloured."""
     frame = runs.assign(column=[f"seed {s} · {a}" for s, a in zip(runs["seed"], runs["arm"], strict=True)])
-    frame["text"] = [_cell_text(r) for r in frame.itertuples(index=False)]
+    frame["text"] = [fmt.cell_text(r) for r in frame.itertuples(index=False)]
     labels, columns = list(dict.fromkeys(frame["label"])), list(dict.fromkeys(frame["column"]))
     text = frame.pivot(index="label", columns="column", values="text").reindex(index=labels, columns=columns)
     status = frame.pivot(index="label", columns="column", values="status").reindex(index=labels, columns=columns)
     colours = status.map(lambda s: f"background-color: {CELL_COLOURS[s]}" if s in CELL_COLOURS else "")
     return text.style.apply(lambda _: colours, axis=None)
-
-
-def _cell_text(r: Any) -> str:
-    if r.status == "running" and r.total_steps:
-        return f"running {int(r.step or 0)}/{int(r.total_steps)}"
-    if r.status in ("completed", "diverged") and r.acc_cls is not None and r.acc_cls == r.acc_cls:
-        return f"{r.status} {100 * r.acc_cls:.1f}%"
-    return str(r.status) + (f" (try {r.attempts})" if r.attempts and r.attempts > 1 else "")
 
 
 def cell_links(runs: pd.DataFrame) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import charts
+import fmt
 import numpy as np
 import pandas as pd
 import services
@@ -15,37 +15,11 @@ import streamlit as st
 
 import gist_engine as ge
 
-# Labels of config fields, by name or by "section.name" (checked first): no two widgets on one page share a label.
-LABELS = {"ce_weight": "Gist CE weight", "loss": "Interaction loss", "loss_weight": "Interaction weight",
-          "init": "Init range", "shared_head": "Shared head", "lr": "Learning rate", "few_shot": "Few-shot k",
-          "enabled": "GIST on", "length": "Gist tokens", "temperature": "Temperature", "cpu_threads": "CPU threads",
-          "eval_batch_size": "Eval batch size", "attention_every": "Attention snapshot every",
-          "frozen_dtype": "Frozen weights stored as", "cuda_graph": "CUDA graphs", "drop_path_rate": "Drop-path rate",
-          "data.seed": "Data seed", "train.seed": "Seed", "gist.dropout": "Gist dropout",
-          "adapter.dropout": "Adapter dropout", "lora.dropout": "LoRA dropout", "vpt.dropout": "Prompt dropout",
-          "vpt.length": "Prompt tokens", "ssf.init_std": "SSF init std"}
-
-
-def _label(name: str, scope: str = "") -> str:
-    return LABELS.get(f"{scope}.{name}") or LABELS.get(name) or name.replace("_", " ").capitalize()
-
-
-def _placeholder(help_text: str) -> str:
-    """What an empty optional field means, read from its help ('empty = all' -> 'all')."""
-    found = re.search(r"empty\s*=\s*([^;.()]+)", help_text or "")
-    return found.group(1).strip() if found else "empty"
-
-
-def _float_step(default: Any) -> float:
-    if isinstance(default, (int, float)) and default:
-        return 10.0 ** math.floor(math.log10(abs(default)))
-    return 0.1
-
 
 def value_problem(field: dict[str, Any], value: Any, path: str, label: str | None = None) -> str | None:
     """Why a form value is refused, in words ('Epochs — train.epochs: 0 is out of range (must be >= 1)'), from the
     field's own choices and range (`ge.check_value`: the check the config parser makes), or None when it is fine."""
-    label = label or _label(field["name"])
+    label = label or fmt.field_label(field["name"])
     if value is None and "None" not in field["type"]:
         return f"{label} — {path}: needs a value"
     try:
@@ -70,10 +44,11 @@ def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None =
 
     choices -> selectbox, bool -> toggle, int/float -> number_input (empty allowed when optional), str -> text_input
     (empty = None when optional). The field's help text becomes the widget's help; `scope` picks its label
-    (LABELS' "scope.name"). Numbers take any value: one outside the field's range is shown as typed with the reason
-    under it and added to `problems` (the browser keeps no hidden last valid value); `path` names the key there.
+    (`fmt.LABELS`' "scope.name"). Numbers take any value: one outside the field's range is shown as typed with the
+    reason under it and added to `problems` (the browser keeps no hidden last valid value); `path` names the key
+    there.
     """
-    kind, label, help_ = field["type"], _label(field["name"], scope), field["help"] or None
+    kind, label, help_ = field["type"], fmt.field_label(field["name"], scope), field["help"] or None
     path = path or field["name"]
     optional = "None" in kind
     base = kind.replace(" | None", "").replace("None | ", "")
@@ -85,27 +60,11 @@ def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None =
         return st.toggle(label, value=bool(value), **common)
     if base in ("int", "float"):
         number, problem = number_box(label, value, base == "int", path, optional=optional,
-                                     placeholder=_placeholder(field["help"]) if optional else None, **common)
+                                     placeholder=fmt.placeholder(field["help"]) if optional else None, **common)
         show_problem(problem or value_problem(field, number, path, label), problems)
         return number
     text = st.text_input(label, value="" if value is None else str(value), **common)
     return None if optional and not text.strip() else text
-
-
-def parse_number(text: str, is_int: bool) -> int | float | None:
-    """A typed number: '224', '1e-3', '2_000' or '2,000'; an int field takes a whole float ('2e2' -> 200). None for
-    empty text. Raises ValueError with the reason when the text is no number of that kind ('abc', '1.5' for int)."""
-    text = text.strip().replace("_", "").replace(",", "")
-    if not text:
-        return None
-    number = float(text)  # ValueError for 'abc'
-    if not math.isfinite(number):
-        raise ValueError("not a finite number")
-    if is_int:
-        if not number.is_integer():
-            raise ValueError("not a whole number")
-        return int(number)
-    return number
 
 
 def number_box(label: str, value: int | float | None, is_int: bool, path: str, key: str, optional: bool = False,
@@ -121,7 +80,7 @@ def number_box(label: str, value: int | float | None, is_int: bool, path: str, k
     text = st.text_input(label, value=shown, key=key, **kwargs)
     kind = "a whole number" if is_int else "a number"
     try:
-        number = parse_number(text, is_int)
+        number = fmt.parse_number(text, is_int)
     except ValueError:
         example = shown or ("224" if is_int else "0.001")
         return value, f"{label} — {path}: {text.strip()!r} is not {kind}; type {kind}, e.g. {example}"
@@ -219,31 +178,6 @@ def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> Non
                        icon=":material/download:")
 
 
-def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
-    """The history table: one row per run, newest first."""
-    rows = [{"id": s.id, "name": s.name, "status": s.status, "method": s.method, "GIST": s.gist_enabled,
-             "seed": s.seed, "dataset": (s.config.get("data") or {}).get("dataset"),
-             "backbone": s.config.get("backbone"),
-             "acc CLS %": None if s.acc_cls is None else round(100 * s.acc_cls, 2),
-             "best %": None if s.best_acc_cls is None else round(100 * s.best_acc_cls, 2),
-             "progress": s.progress, "trainable": s.trainable_params, "group": s.group_id,
-             "created": pd.Timestamp(s.created, unit="s", tz="UTC").tz_localize(None).floor("s")}
-            for s in snapshots]
-    return pd.DataFrame(rows, columns=["id", "name", "status", "method", "GIST", "seed", "dataset", "backbone",
-                                       "acc CLS %", "best %", "progress", "trainable", "group", "created"])
-
-
-EMPTY = "—"  # what an empty text cell of a table reads (not "None")
-
-
-def for_display(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` as a table shows it: empty text cells (None in a text column: a run without a group) read "—";
-    numbers, flags and dates are left as they are (a CSV export takes the frame itself, empty cells empty)."""
-    text = [c for c in frame.columns
-            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])]
-    return frame.fillna({c: EMPTY for c in text}) if text else frame
-
-
 _SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
 RUNS_COLUMNS = {  # the history table: every header readable, long texts (names, folders) cut with a tooltip
     "id": st.column_config.TextColumn("id", width=_SMALL), "name": st.column_config.TextColumn("name", width="medium"),
@@ -276,65 +210,6 @@ DATASET_COLUMNS = {
     "source": st.column_config.TextColumn("source", width="large"),
     "licence": st.column_config.TextColumn("licence", width="medium"),
 }
-
-
-def datasets_frame(entries: list[dict[str, Any]], uploads: list[dict[str, Any]]) -> pd.DataFrame:
-    """The datasets table: the uploads first, newest first (when stored), then the registered datasets."""
-    when = {u["dataset"]: pd.Timestamp(u["created"], unit="s").floor("s") for u in uploads}
-    rank = {u["dataset"]: i for i, u in enumerate(uploads)}
-    rows = sorted(entries, key=lambda e: (not e.get("uploaded"), rank.get(e["dataset"], 0)))
-    frame = pd.DataFrame(rows, columns=[c for c in DATASET_COLUMNS if c != "uploaded"])
-    frame.insert(7, "uploaded", [when.get(d) for d in frame.dataset])
-    return frame
-
-
-def options_of(column: pd.Series) -> list[str]:
-    """The distinct values of a table column for a filter, sorted; missing values (None/NaN) left out."""
-    return sorted(column.dropna().astype(str).unique())
-
-
-def filter_runs(frame: pd.DataFrame, status: list[str], method: list[str], gist: str, text: str) -> pd.DataFrame:
-    """The rows of `runs_frame` that match the filters (empty = any): status, method, GIST "on"/"off"/"any", and a
-    case-insensitive text in the name, id, dataset, backbone or group (a missing value matches no text)."""
-    mask = pd.Series(True, index=frame.index)
-    if status:
-        mask &= frame.status.astype(str).isin(status)
-    if method:
-        mask &= frame.method.astype(str).isin(method)
-    if gist != "any":
-        mask &= frame.GIST.fillna(False).astype(bool).eq(gist == "on")
-    if text:
-        hay = frame[["name", "id", "dataset", "backbone", "group"]].astype(object).fillna("").astype(str)
-        mask &= hay.agg(" ".join, axis=1).str.contains(text, case=False, regex=False)
-    return frame[mask]
-
-
-def eta_text(snapshot: Any) -> str:
-    """'step 12 / 32 · ETA 0:41' for the progress bar."""
-    eta = snapshot.eta_seconds
-    eta_s = "" if eta is None else f" · ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-    return f"{snapshot.status}: step {snapshot.step} / {snapshot.total_steps}{eta_s}"
-
-
-def run_caption(snapshot: Any) -> str:
-    """One line about a run: backbone @ input size, method, GIST on/off, dataset, seed, trainable parameters."""
-    cfg = snapshot.config or {}
-    data = cfg.get("data") or {}  # a missing key reads "None", never a KeyError
-    size = (f"{data.get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
-            else f"{cfg.get('image_size')} px")
-    return (f"{cfg.get('backbone')} @ {size} · {snapshot.method} · GIST "
-            f"{'on' if snapshot.gist_enabled else 'off'} · {data.get('dataset')} · seed {snapshot.seed}"
-            + (f" · {fmt_params(snapshot.trainable_params)} trainable" if snapshot.trainable_params else ""))
-
-
-def fmt_params(n: int | None) -> str:
-    """12,345 -> '12.3K'; None -> 'n/a'."""
-    if n is None:
-        return "n/a"
-    for unit, scale in (("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(n)
 
 
 def dataset_card(entry: dict[str, Any]) -> None:
@@ -379,7 +254,7 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     c1, c2 = st.columns(2)  # two by two: four in a row cut the labels short in a 1024 px window
     c3, c4 = st.columns(2)
     pct = 100 * info["trainable_params"] / info["total_params"]
-    c1.metric("Trainable parameters", fmt_params(info["trainable_params"]), help=info["summary"])
+    c1.metric("Trainable parameters", fmt.param_count(info["trainable_params"]), help=info["summary"])
     c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")
     c3.metric("Share of the model", f"{pct:.3f}%", help=f"of {info['total_params']:,} parameters")
     minutes, seconds = divmod(round(est["seconds"]), 60)
@@ -396,11 +271,6 @@ def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
     st.caption(f"Token sequence inside the {info['num_layers']} blocks: {layout} = {info['seq_len']} tokens · "
                f"{where}")
     return info
-
-
-def class_label(label: int, class_names: list[str] | None) -> str:
-    """A class by its name (`class_names[label]`), or its index when the names are unknown or too few."""
-    return str(class_names[label]) if class_names and 0 <= label < len(class_names) else str(label)
 
 
 def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool,
@@ -426,7 +296,7 @@ def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool,
             heat, what = per_head[index, layer, head], f"layer {layer}, head {head}"
         label = "CLS" if name == "cls" else "Gist"
         logits = getattr(maps, f"{name}_logits")
-        pred = "" if logits is None else f" · predicts {class_label(int(logits[index].argmax()), class_names)}"
+        pred = "" if logits is None else f" · predicts {fmt.class_label(int(logits[index].argmax()), class_names)}"
         col.image(services.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
 
 
@@ -576,7 +446,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
         want = data.get(name)
         if want is not None and want > have:
             fits[name] = have
-            said.append(f"{_label(name, 'data')} — data.{name} is {want:,} but {what} holds {have:,} {unit}")
+            said.append(f"{fmt.field_label(name, 'data')} — data.{name} is {want:,} but {what} holds {have:,} {unit}")
     available = (f"{sizes['train']:,} training and {sizes['test']:,} test {unit}"
                  + (f" ({sizes['val']:,} held out for validation)" if sizes["val"] else ""))
     if not fits:
@@ -590,7 +460,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
             data[name] = n
             st.session_state[key(f"data.{name}")] = str(n)  # the number box holds text
 
-    new = ", ".join(f"{_label(n, 'data')} {v:,}" for n, v in fits.items())
+    new = ", ".join(f"{fmt.field_label(n, 'data')} {v:,}" for n, v in fits.items())
     st.button(f"Fit the sizes to the dataset ({new})",
               on_click=fit, icon=":material/fit_screen:", key=key("fit_sizes"),
               help=f"Sets the sizes to what the dataset holds: {available}.")

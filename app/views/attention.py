@@ -1,6 +1,7 @@
 """Attention: CLS and Gist maps over an image (or the tokens of a text) per layer and head, rollout, snapshots, IG."""
 
 import charts
+import fmt
 import services
 import state
 import streamlit as st
@@ -15,10 +16,9 @@ options, wanted = [*runs, "untrained"], st.query_params.get("run")  # opens on t
 state.missing_notice(mgr, wanted, options, f"Showing the {'newest trained' if runs else 'untrained'} model instead.")
 choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,
                       format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
-                      else state.run_label(runs[i]))
+                      else fmt.run_label(runs[i]))
 snap = None if choice == "untrained" else state.shown_run(mgr, choice)  # stops here if deleted since the list
 source, cfg = (state.draft(), state.draft()) if snap is None else (snap.run_dir, snap.config)
-size = cfg.get("image_size") or 224
 try:
     modality = services.model_modality(source)
 except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.BackboneError) as exc:
@@ -37,7 +37,7 @@ try:
         step = st.select_slider("Training step", steps, value=steps[-1], help="Snapshots recorded while training")
         maps = ge.load_snapshot(snap.run_dir, step)
         index = st.radio("Probe image", range(len(maps.images)), horizontal=True,
-                         format_func=lambda i: f"#{i} ({widgets.class_label(int(maps.labels[i]), names)})"
+                         format_func=lambda i: f"#{i} ({fmt.class_label(int(maps.labels[i]), names)})"
                          if maps.labels is not None else f"#{i}")
     elif kind == "Upload an image":
         upload = st.file_uploader("An image", type=["png", "jpg", "jpeg", "bmp", "webp"])
@@ -45,7 +45,7 @@ try:
             st.stop()
         maps, index = services.attention_for(source, upload.getvalue()), 0  # decoded by the engine, as predict
     else:
-        sample = ge.dataset_samples(cfg["data"]["dataset"], n=8, size=size)
+        sample = ge.dataset_samples(cfg["data"]["dataset"], n=8, size=cfg.get("image_size") or 224)
         index = st.radio("Test image", range(len(sample["images"])), horizontal=True,
                          format_func=lambda i: f"#{i} ({sample['class_names'][sample['labels'][i]]})")
         maps, index = services.attention_for(source, sample["images"][index]), index

@@ -1,6 +1,7 @@
 """Compare: GIST minus plain per seed and on average (95% CI, p, a verdict), like-for-like curves, published rows."""
 
 import charts
+import fmt
 import pandas as pd
 import readouts
 import services
@@ -15,7 +16,7 @@ state.gone_notice()
 groups = {g["id"]: g for g in mgr.groups()}
 everything = mgr.list()
 runs = {r.id: r for r in everything[:500]}
-counts = {g: readouts.seeds_in(r for r in everything if r.group_id == g) for g in groups}  # from the runs there now
+counts = {g: fmt.seeds_in(r for r in everything if r.group_id == g) for g in groups}  # from the runs there now
 wanted_group, wanted_runs = st.query_params.get("group"), st.query_params.get_all("runs")
 mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key="compare.mode",
                             default="Any runs" if wanted_runs or not groups else "Paired group")
@@ -24,13 +25,13 @@ mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key
 if mode == "Paired group" and groups:
     ids = list(groups)
     gid = st.selectbox("Group", ids, index=ids.index(wanted_group) if wanted_group in ids else 0,
-                       format_func=lambda g: readouts.group_label(groups[g], counts[g]))
+                       format_func=lambda g: fmt.group_label(groups[g], counts[g]))
     st.query_params.update(group=gid)
     picked = [r.id for r in mgr.list(group_id=gid)]
 else:
     gid = None
     picked = st.multiselect("Runs", list(runs), default=[r for r in wanted_runs if r in runs],
-                            format_func=lambda i: state.run_label(runs[i]),
+                            format_func=lambda i: fmt.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
 active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
 loss_key, smoothing, log = readouts.compare_options()

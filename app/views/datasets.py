@@ -1,6 +1,7 @@
 """Datasets: what can be trained on; uploading your own ImageFolder zip (validated before it is stored); deleting it."""
 
 import charts
+import fmt
 import pandas as pd
 import panels
 import services
@@ -55,7 +56,7 @@ panels.benchmark_import(state.data_root())
 with listing:
     entries = services.list_datasets(state.data_root(), modality=None)
     uploads = ge.list_uploaded_datasets(state.data_root())  # newest first
-    st.dataframe(widgets.datasets_frame(entries, uploads), hide_index=True, column_config=widgets.DATASET_COLUMNS)
+    st.dataframe(fmt.datasets_frame(entries, uploads), hide_index=True, column_config=widgets.DATASET_COLUMNS)
     if uploads:
         with st.expander(f"Delete an upload ({len(uploads)} stored)"):
             gen = st.session_state.get(state.DATASETS_GEN_KEY, 0)

@@ -1,5 +1,6 @@
 """Launch: backbone, dataset, PEFT method and GIST options; their cost and time; one run or a paired comparison."""
 
+import fmt
 import services
 import state
 import streamlit as st
@@ -62,7 +63,7 @@ with right:
     cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2,
                                       path="gist", problems=problems)
 with st.expander("Data, training and backbone options"):
-    widgets.advanced_options(cfg, sections, state.launch_key, problems, state.auto_name(cfg))
+    widgets.advanced_options(cfg, sections, state.launch_key, problems, fmt.auto_name(cfg))
 
 st.subheader("Before you launch")
 info = widgets.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data"]["dataset"]].get("installed"))

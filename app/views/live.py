@@ -3,6 +3,7 @@
 import time
 
 import charts
+import fmt
 import readouts
 import state
 import streamlit as st
@@ -22,14 +23,14 @@ if not by_id:
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
-                      format_func=lambda i: state.run_label(by_id[i]))
+                      format_func=lambda i: fmt.run_label(by_id[i]))
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
 snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
 cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
     state.status_badge(snap.status)
-    st.caption(widgets.run_caption(snap))
+    st.caption(fmt.run_caption(snap))
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()

@@ -86,6 +86,24 @@ def test_engine_never_imports_streamlit_and_holds_no_app_code() -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=300).returncode == 0
 
 
+PURE = ("fmt", "charts")  # what the pages say and draw: no Streamlit, testable without a browser
+
+
+def test_pure_modules_import_without_streamlit() -> None:
+    """`fmt` and `charts` import (and format a table) in an interpreter where Streamlit cannot be imported."""
+    code = ("import sys; sys.modules['streamlit'] = None; sys.path.insert(0, 'app'); "
+            + "; ".join(f"import {m}" for m in PURE)
+            + "; assert fmt.for_display(fmt.runs_frame([])).empty and fmt.points(0.0123) == '+1.23'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in PURE:
+        imported = {a.name.split(".")[0] for node in ast.walk(_tree(ROOT / "app" / f"{name}.py"))
+                    if isinstance(node, ast.Import) for a in node.names}
+        imported |= {(node.module or "").split(".")[0] for node in ast.walk(_tree(ROOT / "app" / f"{name}.py"))
+                     if isinstance(node, ast.ImportFrom)}
+        assert imported.isdisjoint({"streamlit", *(LOCAL - set(PURE))}), f"{name}.py imports {imported}"
+
+
 def test_pages_are_short_and_documented() -> None:
     for path in APP_FILES:
         tree = _tree(path)
