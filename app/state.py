@@ -36,8 +36,6 @@ DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its pi
 DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
 ACTIVE = ("queued", "running")  # statuses that still change
-STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
-                  "diverged": "red", "failed": "red", "interrupted": "violet"}
 
 
 @st.cache_resource(show_spinner=services.ENGINE_LOADING)
@@ -122,11 +120,6 @@ def apply_preset(config: dict[str, Any]) -> None:
 def open_run(run_id: str) -> None:
     """Go to the live page of a run (its id in the URL as ?run=)."""
     st.switch_page(LIVE, query_params={"run": run_id})
-
-
-def status_badge(status: str) -> None:
-    """A coloured badge for a run status."""
-    st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
 
 
 def _digest(*parts: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import fmt
 import pandas as pd
+import panels
 import plotly.graph_objects as go
 import services
 import state
@@ -193,7 +194,7 @@ def start(spec_or_id: Any, where: Any, backend: str, **options: Any) -> None:
 
 def summary(info: Any) -> None:
     """A study's status badge, its counts of runs by status and its progress."""
-    state.status_badge(info.status)
+    panels.status_badge(info.status)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
     st.caption(f"{info.name} · {info.id} · {info.backend} · {info.cells} cell(s), {info.planned} runs: {counts}")
     st.progress(info.settled / max(1, info.planned), text=f"{info.settled} of {info.planned} runs settled")

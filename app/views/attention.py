@@ -2,10 +2,10 @@
 
 import charts
 import fmt
+import panels
 import services
 import state
 import streamlit as st
-import widgets
 
 import gist_engine as ge
 
@@ -25,7 +25,7 @@ except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.B
     st.error(str(exc))
     st.stop()
 if modality == "text":
-    widgets.text_attention(source, cfg, key=f"attn.text.{choice}")
+    panels.text_attention(source, cfg, key=f"attn.text.{choice}")
     st.stop()
 names = (services.model_for_run(snap.run_dir).class_names if snap else None) or \
     services.class_names(cfg["data"]["dataset"])  # the heads' predictions and the images by class name
@@ -58,7 +58,7 @@ layer = c1.slider("Layer", 0, maps.num_layers - 1, maps.num_layers - 1)
 head = c2.selectbox("Head", [None, *range(maps.num_heads)], format_func=lambda h: "mean of heads" if h is None
                     else f"head {h}")
 rollout = c3.toggle("Rollout", help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer")
-widgets.map_pair(maps, index, layer, head, rollout, names)
+panels.map_pair(maps, index, layer, head, rollout, names)
 grids = {}
 for name, label in (("cls", "CLS"), ("gist", "Gist")):
     per_head = getattr(maps, f"{name}_maps")
@@ -75,6 +75,6 @@ st.subheader("Attribution: CLS head vs Gist head")
 if st.button("Compute Integrated Gradients (captum)", icon=":material/bolt:"):
     with st.spinner("Integrating gradients ..."):
         attr, resized = services.attributions_for(source, maps.images[index])
-    widgets.attribution_pair(attr, resized)
+    panels.attribution_pair(attr, resized)
     if kind == "Probe set over training":
         st.caption("Attributions use the run's final checkpoint, not the snapshot's step.")

@@ -3,7 +3,7 @@
 import charts
 import fmt
 import pandas as pd
-import readouts
+import panels
 import services
 import state
 import streamlit as st
@@ -34,7 +34,7 @@ else:
                             format_func=lambda i: fmt.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
 active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
-loss_key, smoothing, log = readouts.compare_options()
+loss_key, smoothing, log = panels.compare_options()
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -52,13 +52,13 @@ def results_view() -> None:
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
-    readouts.compare_headline(verdict, chosen)
+    panels.compare_headline(verdict, chosen)
     if verdict.pairs and verdict.delta("acc_cls"):
         chart, table = st.container(), st.container()  # one above the other: 1024 px cut both
         chart.plotly_chart(charts.delta_figure(verdict), key="compare.delta", config=charts.MODEBAR)
         with table:
-            readouts.seeds_table(verdict)
-    readouts.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
+            panels.seeds_table(verdict)
+    panels.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
     if verdict.unpaired:
         st.caption(f"Without a partner (shown in the curves only): {', '.join(r.id for r in verdict.unpaired)}")
     if active and not any(r.status in state.ACTIVE for r in chosen):

@@ -4,10 +4,9 @@ import time
 
 import charts
 import fmt
-import readouts
+import panels
 import state
 import streamlit as st
-import widgets
 
 mgr = state.manager()
 runs = mgr.list(limit=200)
@@ -29,14 +28,14 @@ snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was 
 cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
-    state.status_badge(snap.status)
+    panels.status_badge(snap.status)
     st.caption(fmt.run_caption(snap))
 if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
 if snap.status in ("stopped", "interrupted", "failed"):
-    readouts.resume_or_rerun(mgr, snap, state.open_run)
-options = readouts.live_options()
+    panels.resume_or_rerun(mgr, snap, state.open_run)
+options = panels.live_options()
 
 
 @st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
@@ -48,7 +47,7 @@ def live_view() -> None:
     if mgr.store_problem:  # e.g. a full disk: the runs' outcomes show from memory until the store takes writes
         st.error(f"The run store takes no writes: {mgr.store_problem}")
     metrics = state.run_metrics(mgr, run_id)
-    readouts.live_status(s, has_steps=bool(len(metrics)))
+    panels.live_status(s, has_steps=bool(len(metrics)))
     evals = mgr.evaluations(run_id)
     if len(metrics):
         loss, acc = st.container(), st.container()  # one above the other: side by side, 1024 px cut their titles
@@ -68,9 +67,9 @@ def live_view() -> None:
 
 
 live_view()
-readouts.csv_downloads(mgr, run_id)
+panels.csv_downloads(mgr, run_id)
 with st.expander("Copy as CLI"):
-    widgets.copy_as_cli(cfg, key="live.cli")
+    panels.copy_as_cli(cfg, key="live.cli")
 links = st.columns(3)
 links[0].page_link(state.ATTENTION, label="Attention maps of this run", icon=":material/visibility:",
                    query_params={"run": run_id})

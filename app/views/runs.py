@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import fmt
+import panels
 import services
 import state
 import streamlit as st
-import widgets
 
 st.title("Runs")
 mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
@@ -26,7 +26,7 @@ gist = f3.selectbox("GIST", ["any", "on", "off"])
 text = f4.text_input("Search", placeholder="name, id, dataset, group")
 shown = fmt.filter_runs(frame, status, method, gist, text)
 event = st.dataframe(fmt.for_display(shown), hide_index=True, on_select="rerun", selection_mode="multi-row",
-                     key=state.runs_table_key(status, method, gist, text), column_config=widgets.RUNS_COLUMNS)
+                     key=state.runs_table_key(status, method, gist, text), column_config=panels.RUNS_COLUMNS)
 picked = [shown.iloc[i]["id"] for i in event.selection.rows if i < len(shown)]
 st.caption(f"{len(shown)} of {len(frame)} runs · select rows to act on them")
 b1, b2, b3, b4 = *st.columns(2), *st.columns(2)  # two by two: four in a row cut the labels at 1024 px

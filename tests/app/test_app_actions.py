@@ -89,7 +89,7 @@ def test_delete_clears_selection_and_confirmation_and_says_what_went(fake) -> No
 
 # ---------------------------------------------------------------------------------------------- launch page
 class _NumberText:
-    """A number box drawn as text (`widgets.number_box`), set and read as a number."""
+    """A number box drawn as text (`forms.number_box`), set and read as a number."""
 
     def __init__(self, box):
         self.box = box

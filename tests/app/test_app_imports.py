@@ -14,7 +14,7 @@ import gist_engine as ge
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_FILES = sorted((ROOT / "app").rglob("*.py"))
-LOCAL = {p.stem for p in (ROOT / "app").glob("*.py")}  # state, services, widgets, charts, streamlit_app
+LOCAL = {p.stem for p in (ROOT / "app").glob("*.py")}  # fmt, charts, forms, panels, state, services, ...
 # The app draws and reads its own YAML assets; torch & co stay in the engine.
 ALLOWED_THIRD_PARTY = {"streamlit", "plotly", "pandas", "numpy", "yaml", "gist_engine"}
 
@@ -29,9 +29,9 @@ def _where(path: Path, node: ast.AST) -> str:
 
 def test_app_files_exist() -> None:
     names = {p.relative_to(ROOT / "app").as_posix() for p in APP_FILES}
-    assert {"streamlit_app.py", "state.py", "services.py", "widgets.py", "charts.py", "views/launch.py",
-            "views/live.py", "views/compare.py", "views/attention.py", "views/runs.py", "views/datasets.py",
-            "views/about.py"} <= names
+    assert {"streamlit_app.py", "state.py", "services.py", "fmt.py", "forms.py", "panels.py", "charts.py",
+            "views/launch.py", "views/live.py", "views/compare.py", "views/attention.py", "views/runs.py",
+            "views/datasets.py", "views/about.py"} <= names
 
 
 def test_app_imports_the_engine_only_as_ge() -> None:
@@ -109,4 +109,4 @@ def test_pages_are_short_and_documented() -> None:
         tree = _tree(path)
         assert ast.get_docstring(tree), f"{path.name} needs a one-line module docstring"
         if path.parent.name == "views":
-            assert len(path.read_text().splitlines()) <= 80, f"{path.name} is long: move helpers to widgets/charts"
+            assert len(path.read_text().splitlines()) <= 80, f"{path.name} is long: move its parts to fmt/forms/panels"

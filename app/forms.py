@@ -1,15 +1,13 @@
-"""Forms generated from the engine's config dataclasses (help -> widget help) and small shared displays."""
+"""Widgets that build a run config: a form per config section generated from the engine's field help, number boxes
+that answer typed text, the peft form, the input size, a recipe, and the checks that stand before a launch."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import charts
 import fmt
-import numpy as np
-import pandas as pd
+import panels
 import services
 import streamlit as st
 
@@ -29,6 +27,7 @@ def value_problem(field: dict[str, Any], value: Any, path: str, label: str | Non
     return None
 
 
+
 def show_problem(problem: str | None, problems: list[str] | None) -> None:
     """Say why a value is refused right under its widget (visible text, not a tooltip) and collect the reason."""
     if problem is None:
@@ -36,6 +35,7 @@ def show_problem(problem: str | None, problems: list[str] | None) -> None:
     st.error(problem, icon=":material/error:")
     if problems is not None:
         problems.append(problem)
+
 
 
 def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None = None, scope: str = "",
@@ -67,6 +67,7 @@ def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None =
     return None if optional and not text.strip() else text
 
 
+
 def number_box(label: str, value: int | float | None, is_int: bool, path: str, key: str, optional: bool = False,
                **kwargs: Any) -> tuple[int | float | None, str | None]:
     """A number typed as text, so that anything typed reaches the app and is answered: a browser's number box drops
@@ -89,6 +90,7 @@ def number_box(label: str, value: int | float | None, is_int: bool, path: str, k
     return number, None
 
 
+
 def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: str, skip: Iterable[str] = (),
                 columns: int = 2, path: str = "", scope: str | None = None,
                 problems: list[str] | None = None) -> dict[str, Any]:
@@ -108,7 +110,9 @@ def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: s
     return out
 
 
+
 FORM_TYPES = ("int", "float", "bool", "str")  # peft option types a generated form edits; lists/dicts stay in YAML
+
 
 
 def method_form(tuner: dict[str, Any], method: str, args: dict[str, Any], key: Callable[[str], str],
@@ -119,6 +123,7 @@ def method_form(tuner: dict[str, Any], method: str, args: dict[str, Any], key: C
         return peft_form(tuner["peft_types"], args, key("args.peft"), problems=problems)
     return config_form(tuner["options"], args, key(f"args.{method}"), path="method_args", scope=method,
                        problems=problems)
+
 
 
 def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
@@ -151,220 +156,6 @@ def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
     return {"peft_type": peft_type, **{k: v for k, v in kept.items() if k not in form}, **changed}
 
 
-def thumbnails(thumbs: dict[str, np.ndarray], max_classes: int = 10) -> None:
-    """A grid of example images: one column per class, its examples stacked, the class name as caption."""
-    names = list(thumbs)[:max_classes]
-    if not names:
-        return
-    cols = st.columns(max(len(names), 8))  # at least 8 slots: a few classes still get small thumbnails
-    for col, name in zip(cols, names, strict=False):
-        stack = np.concatenate(list(thumbs[name]), axis=0)  # (k * S, S, 3)
-        col.image(stack, caption=name, width="stretch")
-    if len(thumbs) > max_classes:
-        st.caption(f"... and {len(thumbs) - max_classes} more classes")
-
-
-def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> None:
-    """The YAML and the `python -m gist_engine` line that reproduce a run (st.code has a copy button)."""
-    try:
-        text = services.config_yaml(config)
-    except ge.ConfigError as exc:
-        st.warning(f"Not a valid config yet: {exc}")
-        return
-    file = re.sub(r"[^\w.-]+", "-", config.get("name") or "run").strip("-") + ".yaml"  # "a · b" -> "a-b.yaml"
-    st.code(services.cli_command(config, file, group_seeds=seeds), language="bash")
-    st.code(text, language="yaml")
-    st.download_button("Download YAML", text, file_name=file, mime="application/x-yaml", key=f"{key}.yaml",
-                       icon=":material/download:")
-
-
-_SMALL, _NUM = 80, 90  # px: a short text or a number under a header of its width
-RUNS_COLUMNS = {  # the history table: every header readable, long texts (names, folders) cut with a tooltip
-    "id": st.column_config.TextColumn("id", width=_SMALL), "name": st.column_config.TextColumn("name", width="medium"),
-    "status": st.column_config.TextColumn("status", width=_NUM), "method": st.column_config.TextColumn("method",
-                                                                                                   width=_NUM),
-    "GIST": st.column_config.CheckboxColumn("GIST", width=_SMALL - 20),
-    "seed": st.column_config.NumberColumn("seed", width=_SMALL - 20, format="%d"),
-    "dataset": st.column_config.TextColumn("dataset", width="medium"),
-    "backbone": st.column_config.TextColumn("backbone", width=_NUM + 20),
-    "acc CLS %": st.column_config.NumberColumn("acc CLS %", width=_NUM, format="%.2f"),
-    "best %": st.column_config.NumberColumn("best %", width=_SMALL, format="%.2f"),
-    "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, width=_NUM),
-    "trainable": st.column_config.NumberColumn("trainable", width=_NUM, format="compact",
-                                               help="trainable parameters"),
-    "group": st.column_config.TextColumn("group", width=_SMALL),
-    "created": st.column_config.DatetimeColumn("created (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
-}
-
-
-DATASET_COLUMNS = {
-    "dataset": st.column_config.TextColumn("dataset", width="medium", help="the data.dataset value of a config"),
-    "title": st.column_config.TextColumn("title", width="medium"),
-    "modality": st.column_config.TextColumn("kind", width=_SMALL - 20),
-    "images": st.column_config.NumberColumn("images", width=_SMALL, format="localized",
-                                            help="images (documents for text datasets) over all splits"),
-    "classes": st.column_config.NumberColumn("classes", width=_SMALL - 10),
-    "offline": st.column_config.CheckboxColumn("offline", width=_SMALL - 20),
-    "installed": st.column_config.CheckboxColumn("installed", width=_SMALL),
-    "uploaded": st.column_config.DatetimeColumn("uploaded (UTC)", width=_NUM + 60, format="YYYY-MM-DD HH:mm"),
-    "source": st.column_config.TextColumn("source", width="large"),
-    "licence": st.column_config.TextColumn("licence", width="medium"),
-}
-
-
-def dataset_card(entry: dict[str, Any]) -> None:
-    """Where a dataset comes from, its size and licence, and a few thumbnails (or documents, text) per class."""
-    text = entry.get("modality") == "text"
-    unit = "documents" if text else "images"
-    size = f"{entry['images']:,} {unit}" if entry.get("images") else "size unknown until read"
-    classes = f", {entry['classes']} classes" if entry.get("classes") else ""
-    st.caption(f"**{entry['title']}** — {size}{classes}. Source: {entry['source']}. Licence: {entry['licence']}.")
-    if entry.get("installed") is False:
-        st.warning("Not available on this machine yet (it needs a download or a package).")
-        return
-    try:
-        preview = (services.text_preview(entry["dataset"], per_class=2, chars=160) if text
-                   else services.dataset_preview(entry["dataset"], per_class=3, size=40))
-    except (ge.DatasetError, OSError) as exc:
-        st.warning(f"Cannot preview it here: {exc}")
-        return
-    if text:
-        text_samples(preview["samples"])
-    else:
-        thumbnails(preview["thumbnails"])
-
-
-def text_samples(samples: dict[str, list[str]], max_classes: int = 10) -> None:
-    """Example documents of a text dataset: a table of class and (cut) text."""
-    rows = [{"class": c, "text": t} for c in list(samples)[:max_classes] for t in samples[c]]
-    st.dataframe(pd.DataFrame(rows, columns=["class", "text"]), hide_index=True, width="stretch", height=220)
-    if len(samples) > max_classes:
-        st.caption(f"... and {len(samples) - max_classes} more classes")
-
-
-def cost_panel(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Trainable parameters, GIST's extra parameters, the token sequence and a run-time estimate for a config."""
-    try:
-        with st.spinner("Building the model to count its parameters ..."):
-            info = services.describe_config(config)
-            est = services.estimate_run(config)
-    except (ge.ConfigError, ge.BackboneError, ge.DatasetError, ValueError) as exc:
-        st.error(f"This configuration cannot be built: {exc}")
-        return None
-    c1, c2 = st.columns(2)  # two by two: four in a row cut the labels short in a 1024 px window
-    c3, c4 = st.columns(2)
-    pct = 100 * info["trainable_params"] / info["total_params"]
-    c1.metric("Trainable parameters", fmt.param_count(info["trainable_params"]), help=info["summary"])
-    c2.metric("GIST adds", f"+{info['gist_params']:,}", help="The Gist token(s) (and a separate Gist head if chosen)")
-    c3.metric("Share of the model", f"{pct:.3f}%", help=f"of {info['total_params']:,} parameters")
-    minutes, seconds = divmod(round(est["seconds"]), 60)
-    text = info.get("modality") == "text"
-    unit = "documents" if text else "images"
-    c4.metric("Estimated time here", f"{minutes}:{seconds:02d} min", help=(
-        f"{est['steps']} steps of {est['train_images']} training {unit}, {est['evals']} evaluation(s) of "
-        f"{est['test_images']} {unit}; measured {1000 * est['train_s_per_image']:.1f} ms per training "
-        f"{unit[:-1]} on {est['device']} (a rough estimate: other runs share the CPU"
-        + ("; documents measured at full length" if text else "") + ")"))
-    layout = " + ".join(f"{n} {k}" for k, n in info["sequence_layout"])
-    where = (f"{info['backbone']} at up to {info['max_length']} tokens" if text else
-             f"{info['backbone']} at {info['image_size']} px ({info['grid'][0]}x{info['grid'][1]} patches)")
-    st.caption(f"Token sequence inside the {info['num_layers']} blocks: {layout} = {info['seq_len']} tokens · "
-               f"{where}")
-    return info
-
-
-def map_pair(maps: Any, index: int, layer: int, head: int | None, rollout: bool,
-             class_names: list[str] | None = None) -> None:
-    """The CLS map and the Gist map of one image side by side, over the image (each scaled to its own range); each
-    head's prediction by its class name when `class_names` are known."""
-    image = maps.images[index]
-    cols = st.columns([1, 1, 1, 1.1])
-    cols[0].image(image, caption="input", width="stretch")
-    cols[3].caption("Bright = where the token looks. Each row of attention is how much the CLS (or Gist) token "
-                    "reads from each patch in that layer; *rollout* multiplies the layers together (with the "
-                    "residual path) to show what reaches the token by the end. Each map uses its own colour range.")
-    for col, name in zip(cols[1:3], ("cls", "gist"), strict=True):
-        per_head = getattr(maps, f"{name}_maps")
-        if per_head is None:
-            col.info("No Gist token in this model (GIST off).")
-            continue
-        if rollout:
-            heat, what = getattr(maps, f"{name}_rollout")[index, layer], f"rollout through layer {layer}"
-        elif head is None:
-            heat, what = per_head[index, layer].mean(axis=0), f"layer {layer}, mean of heads"
-        else:
-            heat, what = per_head[index, layer, head], f"layer {layer}, head {head}"
-        label = "CLS" if name == "cls" else "Gist"
-        logits = getattr(maps, f"{name}_logits")
-        pred = "" if logits is None else f" · predicts {fmt.class_label(int(logits[index].argmax()), class_names)}"
-        col.image(services.overlay(image, heat), caption=f"{label} → patches, {what}{pred}", width="stretch")
-
-
-def text_attention(source: Any, cfg: dict[str, Any], key: str) -> None:
-    """The attention page of a text model: a sentence box (a test document by default), token strips for CLS and
-    Gist, and a heat map by layer, head or rollout."""
-    try:
-        sample = ge.text_dataset_samples(cfg["data"]["dataset"], n=8)
-    except (ge.DatasetError, OSError) as exc:
-        st.warning(f"Cannot read test documents of {cfg['data']['dataset']}: {exc}")
-        sample = {"texts": [""], "labels": [0], "class_names": ["?"]}
-    texts, names = sample["texts"], sample["class_names"]
-    pick = st.selectbox("Test document", range(len(texts)), key=f"{key}.pick",
-                        format_func=lambda i: f"#{i} ({names[sample['labels'][i]]}) {texts[i][:70]}")
-    text = st.text_area("Text", value=texts[pick], height=110, key=f"{key}.text.{pick}",
-                        help="Any sentence or document; it is cut to the model's max_length tokens.")
-    if not text.strip():
-        st.info("Type a sentence to see where the CLS and Gist tokens look.")
-        return
-    try:
-        with st.spinner("Running the encoder ..."):
-            att = services.text_attention_for(source, text)
-    except (ValueError, RuntimeError) as exc:
-        st.error(str(exc))
-        return
-    pred = att.prediction()
-    gist = "" if pred["gist"] is None else f" · Gist head: **{pred['gist']['class']}** ({pred['gist']['prob']:.0%})"
-    st.markdown(f"CLS head predicts **{pred['cls']['class']}** ({pred['cls']['prob']:.0%}){gist} · "
-                f"{len(att.tokens)} tokens")
-    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    layer = c1.slider("Layer", 0, att.num_layers - 1, att.num_layers - 1, key=f"{key}.layer")
-    head = c2.selectbox("Head", [None, *range(att.num_heads)], key=f"{key}.head",
-                        format_func=lambda h: "mean of heads" if h is None else f"head {h}")
-    rollout = c3.toggle("Rollout", key=f"{key}.rollout",
-                        help="Attention rollout (Abnar & Zuidema, 2020) through layers 0..layer (heads averaged)")
-    what = f"rollout through layer {layer}" if rollout else (
-        f"layer {layer}, " + ("mean of heads" if head is None else f"head {head}"))
-    for query, label in (("cls", "CLS"), ("gist", "Gist")):
-        if query == "gist" and att.gist is None:
-            st.info("No Gist token in this model (GIST off).")
-            continue
-        st.plotly_chart(charts.token_strip_figure(att.strip(query, layer, head, rollout), f"{label} → tokens, {what}"),
-                        key=f"{key}.strip.{query}")
-    queries = ["CLS"] + (["Gist"] if att.gist is not None else [])
-    q1, q2 = st.columns(2)
-    query = q1.segmented_control("Heat map of", queries, default="CLS", key=f"{key}.hq") or "CLS"
-    by = q2.segmented_control("Rows", ["layer", "head", "rollout"], default="rollout" if rollout else "layer",
-                              key=f"{key}.by", format_func=lambda b: {"layer": "layers (heads averaged)",
-                                                                      "head": f"heads of layer {layer}",
-                                                                      "rollout": "rollout per layer"}[b]) or "layer"
-    st.plotly_chart(charts.token_heatmap_figure(att.heatmap(query.lower(), by=by, layer=layer),
-                                                f"{query} attention over the tokens, by {by}"), key=f"{key}.heat")
-    st.caption("Each row of attention is how much the CLS (or Gist) token reads from each token; rows sum to 1 over "
-               "all tokens ([CLS], [GIST] and [SEP] included). Integrated Gradients are for image models only.")
-
-
-def attribution_pair(attr: Any, image: np.ndarray) -> None:
-    """Integrated-Gradients maps of the CLS head and the Gist head (absolute values, shared colour scale)."""
-    maps = [("CLS head", attr.cls_grid[0])] + ([("Gist head", attr.gist_grid[0])] if attr.gist_grid is not None else [])
-    top = max(float(np.abs(m).max()) for _, m in maps) or 1.0
-    cols = st.columns([1, 1, 1, 1.1])
-    for col, (name, grid) in zip(cols[1:3], maps, strict=False):
-        col.image(services.overlay(image, np.abs(grid), cmap="viridis", vmin=0.0, vmax=top), width="stretch",
-                  caption=f"{name}: |IG| for class {int(attr.target[0])}")
-    cols[0].image(image, caption="input", width="stretch")
-    cols[3].caption(f"Integrated Gradients ({attr.n_steps} steps) on the patch embedding; a shared colour scale, "
-                    f"so the two heads' reliance on each patch can be compared.")
-
 
 def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[str, Any],
                length_field: dict[str, Any], key: Any, problems: list[str] | None = None) -> str:
@@ -392,6 +183,7 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
     return "image"
 
 
+
 def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed: bool | None = True
                   ) -> dict[str, Any] | None:
     """What stands before a launch, after the forms have collected their refused values in `problems`: the whole
@@ -404,11 +196,12 @@ def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed:
             show_problem(f"Fix this option first: {exc}", problems)
     if not problems and installed is not False:
         size_check(cfg, key, problems)
-    info = None if problems else cost_panel(cfg)
+    info = None if problems else panels.cost_panel(cfg)
     if problems:
         st.warning(f"Launch is blocked until {'this value is' if len(problems) == 1 else 'these values are'} "
                    "fixed: " + "; ".join(problems), icon=":material/block:")
     return info
+
 
 
 def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
@@ -422,11 +215,6 @@ def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
     return n, ok
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def split_sizes(dataset: str, val_size: int, seed: int) -> dict[str, Any]:
-    """`ge.split_sizes` of a dataset, cached (cleared when an upload is deleted)."""
-    return ge.split_sizes(ge.DataConfig(dataset=dataset, val_size=val_size, seed=seed))
-
 
 def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
     """Check the data sizes against what the chosen dataset holds per split (`ge.split_sizes`), before a run: each
@@ -434,7 +222,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
     otherwise one line says what is available. `key(name)` makes the launch page's widget keys."""
     data = cfg["data"]
     try:
-        sizes = split_sizes(data["dataset"], int(data.get("val_size") or 0), int(data.get("seed") or 0))
+        sizes = services.split_sizes(data["dataset"], int(data.get("val_size") or 0), int(data.get("seed") or 0))
     except (ge.DatasetError, OSError) as exc:
         show_problem(f"Dataset — {exc}", problems)
         return
@@ -466,6 +254,7 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
               help=f"Sets the sizes to what the dataset holds: {available}.")
 
 
+
 def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
     """A recipe select box (none by default): picking one fills the form with its values and records `recipe` in the
     config; `apply(config)` replaces the draft and resets the widgets (state.apply_preset). Edits made afterwards win
@@ -488,11 +277,13 @@ def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
     st.rerun()
 
 
+
 def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any,
-                     problems: list[str] | None = None, auto_name: str = "") -> None:
+                     problems: list[str] | None = None) -> None:
     """The run name and the data, training and backbone forms (edits `cfg` in place); `key(name)` makes keys;
-    refused values go to `problems`; `auto_name` is the name a run gets when the name is left empty."""
-    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"), placeholder=auto_name,
+    refused values go to `problems`. An empty name shows the name a run gets then (`fmt.auto_name`)."""
+    cfg["name"] = st.text_input("Run name", value=cfg.get("name") or "", key=key("name"),
+                                placeholder=fmt.auto_name(cfg),
                                 help="A label in the run list; empty = the preset's name while the form still "
                                      "equals that preset, else method · dataset · backbone.") or None
     st.markdown("**Data**")
