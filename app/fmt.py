@@ -385,6 +385,21 @@ def cell_text(r: Any) -> str:
     return str(r.status) + (f" (try {r.attempts})" if r.attempts and r.attempts > 1 else "")
 
 
+CELL_COLOURS = {"completed": "#c7e9c0", "diverged": "#fcbba1", "failed": "#fcbba1", "running": "#c6dbef",
+                "queued": "#eeeeee", "stopped": "#fdd0a2", "interrupted": "#dadaeb"}
+
+
+def status_grid(runs: pd.DataFrame) -> Any:
+    """Cells x (seed, arm): each run's status (with its step while it trains, its accuracy once done), coloured."""
+    frame = runs.assign(column=[f"seed {s} · {a}" for s, a in zip(runs["seed"], runs["arm"], strict=True)])
+    frame["text"] = [cell_text(r) for r in frame.itertuples(index=False)]
+    labels, columns = list(dict.fromkeys(frame["label"])), list(dict.fromkeys(frame["column"]))
+    text = frame.pivot(index="label", columns="column", values="text").reindex(index=labels, columns=columns)
+    status = frame.pivot(index="label", columns="column", values="status").reindex(index=labels, columns=columns)
+    colours = status.map(lambda s: f"background-color: {CELL_COLOURS[s]}" if s in CELL_COLOURS else "")
+    return text.style.apply(lambda _: colours, axis=None)
+
+
 # ---------------------------------------------------------------------------------------------------------- study axes
 def parse_values(text: str, axis: str) -> list[Any]:
     """`1, 2, 3` or `[bkld, kl]` -> a list of YAML values (`1e-3` read as a number).

@@ -7,15 +7,14 @@ import functools
 import json
 from typing import Any
 
+import charts
 import fmt
 import pandas as pd
 import panels
-import plotly.graph_objects as go
 import services
 import state
 import streamlit as st
 import yaml
-from plotly.subplots import make_subplots
 
 import gist_engine as ge
 
@@ -30,10 +29,6 @@ FIRST_AXES = ("gist.temperature", "gist.length", "gist.loss", "gist.loss_weight"
 NOT_AXES = ("gist.enabled", "train.seed", "name")  # set per run by the study (arm, seed) or meaningless
 EXPORTS = {"csv": ("CSV", "csv", "text/csv"), "md": ("Markdown", "md", "text/markdown"),
            "latex": ("LaTeX", "tex", "application/x-tex")}
-CELL_COLOURS = {"completed": "#c7e9c0", "diverged": "#fcbba1", "failed": "#fcbba1", "running": "#c6dbef",
-                "queued": "#eeeeee", "stopped": "#fdd0a2", "interrupted": "#dadaeb"}
-ARM_COLOURS = {"plain": "#1f77b4", "gist": "#d62f6a", "delta": "#222222"}
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per value of the other axes in a curve
 
 
 @st.cache_resource
@@ -224,17 +219,6 @@ def controls(info: Any, job: Any, where: Any) -> bool:
     return active
 
 
-def status_grid(runs: pd.DataFrame) -> Any:
-    """Cells x (seed, arm): each run's status (with its step while it trains, its accuracy once done), coloured."""
-    frame = runs.assign(column=[f"seed {s} · {a}" for s, a in zip(runs["seed"], runs["arm"], strict=True)])
-    frame["text"] = [fmt.cell_text(r) for r in frame.itertuples(index=False)]
-    labels, columns = list(dict.fromkeys(frame["label"])), list(dict.fromkeys(frame["column"]))
-    text = frame.pivot(index="label", columns="column", values="text").reindex(index=labels, columns=columns)
-    status = frame.pivot(index="label", columns="column", values="status").reindex(index=labels, columns=columns)
-    colours = status.map(lambda s: f"background-color: {CELL_COLOURS[s]}" if s in CELL_COLOURS else "")
-    return text.style.apply(lambda _: colours, axis=None)
-
-
 def cell_links(runs: pd.DataFrame) -> None:
     """Pick a cell; open its runs in Compare (its paired group) or one of them in Live."""
     cell, run, compare, live = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
@@ -249,27 +233,6 @@ def cell_links(runs: pd.DataFrame) -> None:
         st.switch_page(state.COMPARE, query_params={"group": gid} if gid else {"runs": ids})
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)
-
-
-# ------------------------------------------------------------------------------------------------- results
-def _label(key: Any) -> str:
-    return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
-
-
-def matrix_figure(values: pd.DataFrame, text: pd.DataFrame, metric: str) -> go.Figure:
-    """A heatmap of mean GIST - plain (points) per cell, each annotated `+1.23 [-0.40, +2.86]*`."""
-    z = 100 * values.apply(pd.to_numeric, errors="coerce")
-    span = max(1.0, float(z.abs().max().max()) if z.notna().any().any() else 1.0)  # symmetric: white is 0
-    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[_label(c) for c in values.columns],
-                               y=[_label(i) for i in values.index], text=text.to_numpy(), texttemplate="%{text}",
-                               colorscale="RdBu", zmin=-span, zmax=span, colorbar={"title": "points"},
-                               hovertemplate="%{y} / %{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=f"GIST - plain, {METRICS[metric]} (points, 95% CI; * p<.05 ** p<.01 *** p<.001)",
-                      height=max(260, 60 * len(values) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title=values.columns.name or "", yaxis_title=" · ".join(map(str, values.index.names)))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category")
-    return fig
 
 
 def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
@@ -288,40 +251,11 @@ def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | N
     else:
         values = ge.study_matrix(results, rows, cols, formatted=False).reindex(index=table.index,
                                                                                columns=table.columns)
-        st.plotly_chart(matrix_figure(values, table, metric), key="studies.matrix_chart")
+        st.plotly_chart(charts.matrix_figure(values, table, METRICS[metric]), key="studies.matrix_chart")
     st.dataframe(table, key="studies.matrix")
     if results.attrs.get("paired", True) and (results["n"] == 2).any():
         st.caption(ge.FEW_SEEDS_NOTE)  # the cells marked † rest on 2 seeds
     return rows, cols
-
-
-def _band(fig: go.Figure, x: pd.Series, low: pd.Series, high: pd.Series, colour: str, col: int) -> None:
-    ok = low.notna() & high.notna()
-    if ok.any():
-        xs = list(x[ok])
-        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(high[ok]) + list(low[ok])[::-1], fill="toself",
-                                 fillcolor=colour, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False), row=1, col=col)
-
-
-def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
-    """Both arms' accuracy (left) and GIST - plain (right) against a numeric axis, with their 95% CI bands."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{METRICS[metric]} (%)", "GIST - plain (points)"))
-    others = [a for a in curve.attrs.get("axes", []) if a != axis]
-    groups = curve.groupby(others, sort=False) if others else [((), curve)]
-    for i, (key, part) in enumerate(groups):
-        tag = f" ({_label(key)})" if others else ""
-        num = part.apply(pd.to_numeric, errors="coerce")
-        for arm, col in (("plain", 1), ("gist", 1), ("delta", 2)):
-            colour = ARM_COLOURS[arm]
-            _band(fig, num[axis], 100 * num[f"{arm}_ci_low"], 100 * num[f"{arm}_ci_high"], colour, col)
-            name = {"plain": "plain", "gist": "GIST", "delta": "GIST - plain"}[arm] + tag
-            fig.add_trace(go.Scatter(x=num[axis], y=100 * num[f"{arm}_mean"], mode="lines+markers", name=name,
-                                     line={"color": colour, "dash": DASHES[i % len(DASHES)]}), row=1, col=col)
-    fig.add_hline(y=0, line={"color": "#888888", "dash": "dot"}, row=1, col=2)
-    fig.update_xaxes(title_text=axis)
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})
-    return fig
 
 
 def curve_view(results: pd.DataFrame, metric: str) -> None:
@@ -331,7 +265,7 @@ def curve_view(results: pd.DataFrame, metric: str) -> None:
     if not numeric or not results["n"].sum():
         return
     axis = st.selectbox("Curve along", numeric, key="studies.curve_axis") if len(numeric) > 1 else numeric[0]
-    st.plotly_chart(curve_figure(ge.study_curve(results, axis), axis, metric), key="studies.curve")
+    st.plotly_chart(charts.curve_figure(ge.study_curve(results, axis), axis, METRICS[metric]), key="studies.curve")
 
 
 def export_buttons(study_id: str, where: Any, metric: str, rows: str | None, cols: str | None) -> None:

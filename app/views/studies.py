@@ -41,7 +41,7 @@ def study_view() -> None:
         return
     sv.summary(info)
     st.subheader("Runs by cell")
-    st.dataframe(sv.status_grid(runs), key="studies.grid")
+    st.dataframe(fmt.status_grid(runs), key="studies.grid")
     sv.cell_links(runs)
     st.subheader("Results")
     metric = st.selectbox("Metric", list(sv.METRICS), format_func=sv.METRICS.get, key="studies.metric")
