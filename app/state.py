@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import fmt
@@ -44,18 +43,13 @@ def _manager(root: str) -> Any:
     return services.open_run_manager(root)
 
 
-def data_root() -> Path:
-    """The data directory: $GIST_DATA_DIR, else the user data directory (runs, uploads, the SQLite store)."""
-    return services.data_root()
-
-
 def manager() -> Any:
-    """The RunManager: an injected one (tests) or the process-wide one for `data_root()`."""
+    """The RunManager: an injected one (tests) or the process-wide one for `services.data_root()`."""
     injected = st.session_state.get(MANAGER_KEY)
     if injected is not None:
         return injected
     try:
-        return _manager(str(data_root()))
+        return _manager(str(services.data_root()))
     except services.ge.StoreError as exc:  # damaged, read-only, newer: the message names the file and what to do
         st.error(str(exc), icon=":material/database:")
         st.stop()
@@ -213,7 +207,7 @@ def delete_upload(name: str, images: int) -> None:
     """Delete an uploaded dataset; the next render of the datasets page says what was deleted, with its picker and
     confirmation cleared."""
     try:
-        ge.delete_uploaded_dataset(name, data_root())
+        ge.delete_uploaded_dataset(name, services.data_root())
         said = {"success": [f"Deleted the upload {name} ({images:,} images)."]}
     except ge.DatasetError as exc:
         said = {"error": [f"The upload {name} was not deleted: {exc}"]}

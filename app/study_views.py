@@ -41,7 +41,7 @@ def root() -> Any:
     """Where studies live: the app's RunManager (a study's local runs then train on its workers beside the other
     runs), or the data directory when the manager is a stand-in."""
     mgr = state.manager()
-    return mgr if isinstance(mgr, ge.RunManager) else state.data_root()
+    return mgr if isinstance(mgr, ge.RunManager) else services.data_root()
 
 
 # ------------------------------------------------------------------------------------------------ new study

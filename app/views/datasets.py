@@ -30,7 +30,7 @@ if submitted and upload is None:
 elif submitted:
     with st.spinner("Checking every file ..."):
         report = services.import_dataset_zip(upload.getvalue(), name.strip() or upload.name.rsplit(".", 1)[0],
-                                             state.data_root(), overwrite=overwrite)
+                                             services.data_root(), overwrite=overwrite)
     for error in report.errors:
         st.error(error)
     if report.ok:
@@ -50,11 +50,11 @@ elif submitted:
     if report.ok:
         st.page_link(state.LAUNCH, label="Launch a run on it", icon=":material/rocket_launch:")
 
-panels.benchmark_import(state.data_root())
+panels.benchmark_import(services.data_root())
 
 with listing:
-    entries = services.list_datasets(state.data_root(), modality=None)
-    uploads = ge.list_uploaded_datasets(state.data_root())  # newest first
+    entries = services.list_datasets(services.data_root(), modality=None)
+    uploads = ge.list_uploaded_datasets(services.data_root())  # newest first
     st.dataframe(fmt.datasets_frame(entries, uploads), hide_index=True, column_config=panels.DATASET_COLUMNS)
     if uploads:
         with st.expander(f"Delete an upload ({len(uploads)} stored)"):

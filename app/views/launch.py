@@ -40,7 +40,7 @@ with left:
                                    key=state.launch_key("backbone"), persist_state="session")
     modality = forms.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
                                   data_fields["max_length"], state.launch_key, problems)
-    datasets = {d["dataset"]: d for d in services.list_datasets(state.data_root(), modality=modality)}
+    datasets = {d["dataset"]: d for d in services.list_datasets(services.data_root(), modality=modality)}
     fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
     current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
     cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),
