@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 import gist_engine as ge
+from gist_engine.status import WITH_RESULT, RunStatus
 
 # --------------------------------------------------------------------------------------------------- numbers and names
 EMPTY = "—"  # what an empty text cell of a table reads (not "None")
@@ -130,9 +131,9 @@ def phase_text(snapshot: Any) -> str:
     """What a run does now, in words: 'Preparing the data and the model', 'evaluating 500 test images (128 / 500)',
     'step 12 / 32', or its end status."""
     phase = getattr(snapshot, "phase", None) or {}
-    if snapshot.status == "queued":
+    if snapshot.status == RunStatus.QUEUED:
         return "Queued: waiting for a free worker"
-    if snapshot.status not in ("running",):
+    if snapshot.status != RunStatus.RUNNING:
         return f"{snapshot.status.capitalize()} at step {snapshot.step} / {snapshot.total_steps}"
     if not snapshot.total_steps:
         return "Preparing the data and the model"
@@ -151,7 +152,7 @@ def phase_text(snapshot: Any) -> str:
 def phase_fraction(snapshot: Any) -> float:
     """The progress bar's value: the evaluation's share while evaluating, else the share of steps done."""
     phase = getattr(snapshot, "phase", None) or {}
-    if snapshot.status == "running" and phase.get("name") in ("evaluating", "probing") and phase.get("total"):
+    if snapshot.status == RunStatus.RUNNING and phase.get("name") in ("evaluating", "probing") and phase.get("total"):
         return min(1.0, phase["done"] / phase["total"])
     return min(1.0, snapshot.progress)
 
@@ -159,7 +160,7 @@ def phase_fraction(snapshot: Any) -> float:
 def tab_title(snapshot: Any) -> str:
     """The browser tab's title for a live run: '42% · step 12/32 · GIST Studio', 'evaluating · ...', 'completed'."""
     phase = (getattr(snapshot, "phase", None) or {}).get("name")
-    if snapshot.status == "running" and snapshot.total_steps:
+    if snapshot.status == RunStatus.RUNNING and snapshot.total_steps:
         doing = "evaluating" if phase == "evaluating" else f"step {snapshot.step}/{snapshot.total_steps}"
         return f"{100 * snapshot.progress:.0f}% · {doing} · GIST Studio"
     return f"{snapshot.status} · {snapshot.name} · GIST Studio"
@@ -368,7 +369,8 @@ def datasets_frame(entries: list[dict[str, Any]], uploads: list[dict[str, Any]])
 
 def studies_frame(infos: list[Any]) -> pd.DataFrame:
     """One row per study: id, name, status, backend, cells, runs and their status counts, created (UTC)."""
-    shown = ("completed", "running", "queued", "failed", "interrupted")
+    shown = [s.value for s in (RunStatus.COMPLETED, RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.FAILED,
+                               RunStatus.INTERRUPTED)]
     rows = [{"id": s.id, "name": s.name, "status": s.status, "backend": s.backend, "cells": s.cells,
              "runs": s.planned, **{k: s.counts.get(k, 0) for k in shown},
              "other": sum(v for k, v in s.counts.items() if k not in (*shown, "pending")),  # stopped, diverged, ...
@@ -378,15 +380,16 @@ def studies_frame(infos: list[Any]) -> pd.DataFrame:
 
 def cell_text(r: Any) -> str:
     """A study grid cell: 'running 12/32', 'completed 81.5%', 'failed (try 2)'."""
-    if r.status == "running" and r.total_steps:
+    if r.status == RunStatus.RUNNING and r.total_steps:
         return f"running {int(r.step or 0)}/{int(r.total_steps)}"
-    if r.status in ("completed", "diverged") and r.acc_cls is not None and r.acc_cls == r.acc_cls:
+    if r.status in WITH_RESULT and r.acc_cls is not None and r.acc_cls == r.acc_cls:
         return f"{r.status} {100 * r.acc_cls:.1f}%"
     return str(r.status) + (f" (try {r.attempts})" if r.attempts and r.attempts > 1 else "")
 
 
-CELL_COLOURS = {"completed": "#c7e9c0", "diverged": "#fcbba1", "failed": "#fcbba1", "running": "#c6dbef",
-                "queued": "#eeeeee", "stopped": "#fdd0a2", "interrupted": "#dadaeb"}
+CELL_COLOURS = {RunStatus.COMPLETED: "#c7e9c0", RunStatus.DIVERGED: "#fcbba1", RunStatus.FAILED: "#fcbba1",
+                RunStatus.RUNNING: "#c6dbef", RunStatus.QUEUED: "#eeeeee", RunStatus.STOPPED: "#fdd0a2",
+                RunStatus.INTERRUPTED: "#dadaeb"}  # a study grid's cells by their run's status
 
 
 def status_grid(runs: pd.DataFrame) -> Any:

@@ -16,11 +16,12 @@ import services
 import streamlit as st
 
 import gist_engine as ge
+from gist_engine.status import ACTIVE, RunStatus
 
 # ---------------------------------------------------------------------------------------------------------------- runs
-STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
-                  "diverged": "red", "failed": "red", "interrupted": "violet"}
-ENDED = ("completed", "stopped", "diverged", "failed", "interrupted")
+STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.COMPLETED: "green",
+                  RunStatus.STOPPED: "orange", RunStatus.DIVERGED: "red", RunStatus.FAILED: "red",
+                  RunStatus.INTERRUPTED: "violet"}
 
 
 def status_badge(status: str) -> None:
@@ -52,10 +53,10 @@ def live_status(snapshot: Any, has_steps: bool) -> None:
     """The live page's state of a run: the tab title; while it runs, a progress bar saying what it does; at the end
     the metrics row (completed) or the error; before any step, what is happening instead of an empty chart."""
     set_tab_title(fmt.tab_title(snapshot))
-    active = snapshot.status in ("queued", "running")
+    active = snapshot.status in ACTIVE
     if active:
         st.progress(fmt.phase_fraction(snapshot), text=fmt.phase_text(snapshot))
-    elif snapshot.status == "completed":
+    elif snapshot.status == RunStatus.COMPLETED:
         end_metrics_row(snapshot)
     if snapshot.error:
         st.error(f"This run {snapshot.status}: {snapshot.error}")
@@ -133,7 +134,7 @@ def compare_headline(result: Any, chosen: list[Any]) -> None:
                     help=v["ci"] + (f". {d['note']}" if d.get("note") else ""))
         k[2].metric("p-value", "n/a" if d["p_value"] is None else f"{d['p_value']:.3g}", help=v["p"])
         k[3].metric("Seeds paired", d["n"], help="Seeds with a finished plain and GIST run")
-    done = sum(r.status not in ("queued", "running") for r in chosen)
+    done = sum(r.status not in ACTIVE for r in chosen)
     if done < len(chosen):
         k[3].progress(done / len(chosen), text=f"{done} of {len(chosen)} runs finished")
     if extra is not None:

@@ -34,7 +34,6 @@ GONE_SAID_KEY = "runs.gone_said"  # what this full run said was deleted (a secon
 DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its picker and confirmation start afresh
 DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
-ACTIVE = ("queued", "running")  # statuses that still change
 
 
 @st.cache_resource(show_spinner=services.ENGINE_LOADING)

@@ -11,7 +11,7 @@ import gist_engine as ge
 
 st.title("Where do CLS and Gist look?")
 mgr = state.manager()
-runs = {r.id: r for r in mgr.list(limit=200) if r.status in ("completed", "stopped")}  # newest first
+runs = {r.id: r for r in mgr.list(limit=200) if r.status in (ge.RunStatus.COMPLETED, ge.RunStatus.STOPPED)}
 options, wanted = [*runs, "untrained"], st.query_params.get("run")  # opens on the newest trained run, not at random
 state.missing_notice(mgr, wanted, options, f"Showing the {'newest trained' if runs else 'untrained'} model instead.")
 choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in options else 0,

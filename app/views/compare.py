@@ -9,6 +9,7 @@ import state
 import streamlit as st
 
 import gist_engine as ge
+from gist_engine.status import ACTIVE
 
 st.title("Compare plain and GIST")
 mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
@@ -33,7 +34,7 @@ else:
     picked = st.multiselect("Runs", list(runs), default=[r for r in wanted_runs if r in runs],
                             format_func=lambda i: fmt.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
-active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
+active = any(runs[i].status in ACTIVE for i in picked if i in runs)
 loss_key, smoothing, log = panels.compare_options()
 
 
@@ -61,7 +62,7 @@ def results_view() -> None:
     panels.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
     if verdict.unpaired:
         st.caption(f"Without a partner (shown in the curves only): {', '.join(r.id for r in verdict.unpaired)}")
-    if active and not any(r.status in state.ACTIVE for r in chosen):
+    if active and not any(r.status in ACTIVE for r in chosen):
         st.rerun()
 
 

@@ -8,6 +8,8 @@ import panels
 import state
 import streamlit as st
 
+from gist_engine.status import ACTIVE, RESUMABLE
+
 mgr = state.manager()
 runs = mgr.list(limit=200)
 st.title("Live run")
@@ -30,15 +32,15 @@ head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
     panels.status_badge(snap.status)
     st.caption(fmt.run_caption(snap))
-if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
+if snap.status in ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
-if snap.status in ("stopped", "interrupted", "failed"):
+if snap.status in RESUMABLE:
     panels.resume_or_rerun(mgr, snap, state.open_run)
 options = panels.live_options()
 
 
-@st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
+@st.fragment(run_every=1.0 if snap.status in ACTIVE else None)
 def live_view() -> None:
     """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()

@@ -17,6 +17,7 @@ APP_FILES = sorted((ROOT / "app").rglob("*.py"))
 LOCAL = {p.stem for p in (ROOT / "app").glob("*.py")}  # fmt, charts, forms, panels, state, services, ...
 # The app draws and reads its own YAML assets; torch & co stay in the engine.
 ALLOWED_THIRD_PARTY = {"streamlit", "plotly", "pandas", "numpy", "yaml", "gist_engine"}
+STATUS_MODULE = "gist_engine.status"  # `from gist_engine.status import ACTIVE, RunStatus`: no torch, no cycle
 
 
 def _tree(path: Path) -> ast.Module:
@@ -49,6 +50,8 @@ def test_app_imports_the_engine_only_as_ge() -> None:
                 mod = node.module or ""
                 if node.level:
                     problems.append(f"{_where(path, node)}: relative import")
+                elif mod == STATUS_MODULE:
+                    continue  # the run statuses and their sets: a module that imports nothing of the package
                 elif mod.split(".")[0] == "gist_engine":
                     problems.append(f"{_where(path, node)}: `from {mod} import ...`; use `import gist_engine as ge`")
                 elif mod.split(".")[0] not in ALLOWED_THIRD_PARTY | LOCAL and mod.split(".")[0] not in \
@@ -102,6 +105,20 @@ def test_pure_modules_import_without_streamlit() -> None:
         imported |= {(node.module or "").split(".")[0] for node in ast.walk(_tree(ROOT / "app" / f"{name}.py"))
                      if isinstance(node, ast.ImportFrom)}
         assert imported.isdisjoint({"streamlit", *(LOCAL - set(PURE))}), f"{name}.py imports {imported}"
+
+
+def test_run_statuses_are_the_engines() -> None:
+    """No run status is written as bare text in the app: statuses and their sets come from `gist_engine.status`
+    (a study's own statuses, `ge.STUDY_STATUSES`, compared on a study's info, are not run statuses)."""
+    statuses = {s.value for s in ge.RunStatus}
+    bare = []
+    for path in APP_FILES:
+        tree = _tree(path)
+        study = {id(c) for node in ast.walk(tree) if isinstance(node, ast.Compare)
+                 and ast.unparse(node.left) in ("info.status", "s.status") for c in ast.walk(node)}
+        bare += [f"{_where(path, node)}: {node.value!r}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and node.value in statuses and id(node) not in study]
+    assert not bare, f"bare run statuses (use gist_engine.status's RunStatus and its sets): {bare}"
 
 
 def test_pages_are_short_and_documented() -> None:
