@@ -27,7 +27,6 @@ def value_problem(field: dict[str, Any], value: Any, path: str, label: str | Non
     return None
 
 
-
 def show_problem(problem: str | None, problems: list[str] | None) -> None:
     """Say why a value is refused right under its widget (visible text, not a tooltip) and collect the reason."""
     if problem is None:
@@ -35,7 +34,6 @@ def show_problem(problem: str | None, problems: list[str] | None) -> None:
     st.error(problem, icon=":material/error:")
     if problems is not None:
         problems.append(problem)
-
 
 
 def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None = None, scope: str = "",
@@ -67,7 +65,6 @@ def field_widget(field: dict[str, Any], key: str, value: Any, path: str | None =
     return None if optional and not text.strip() else text
 
 
-
 def number_box(label: str, value: int | float | None, is_int: bool, path: str, key: str, optional: bool = False,
                **kwargs: Any) -> tuple[int | float | None, str | None]:
     """A number typed as text, so that anything typed reaches the app and is answered: a browser's number box drops
@@ -90,7 +87,6 @@ def number_box(label: str, value: int | float | None, is_int: bool, path: str, k
     return number, None
 
 
-
 def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: str, skip: Iterable[str] = (),
                 columns: int = 2, path: str = "", scope: str | None = None,
                 problems: list[str] | None = None) -> dict[str, Any]:
@@ -110,9 +106,7 @@ def config_form(fields: Iterable[dict[str, Any]], values: dict[str, Any], key: s
     return out
 
 
-
 FORM_TYPES = ("int", "float", "bool", "str")  # peft option types a generated form edits; lists/dicts stay in YAML
-
 
 
 def method_form(tuner: dict[str, Any], method: str, args: dict[str, Any], key: Callable[[str], str],
@@ -120,20 +114,21 @@ def method_form(tuner: dict[str, Any], method: str, args: dict[str, Any], key: C
     """The chosen method's `method_args` form: for `peft`, a peft type and a form generated from its peft config
     fields (`peft_form`); else the tuner's own options (`config_form`)."""
     if method == "peft":
-        return peft_form(tuner["peft_types"], args, key("args.peft"), problems=problems)
+        default = next(f["default"] for f in tuner["options"] if f["name"] == "peft_type")  # the engine's: lora
+        return peft_form(tuner["peft_types"], args, key("args.peft"), problems=problems, default_type=default)
     return config_form(tuner["options"], args, key(f"args.{method}"), path="method_args", scope=method,
                        problems=problems)
 
 
-
-def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
-              problems: list[str] | None = None) -> dict[str, Any]:
+def peft_form(info: dict[str, Any], values: dict[str, Any], key: str, problems: list[str] | None = None, *,
+              default_type: str) -> dict[str, Any]:
     """`method: peft`: a peft type picker and a form generated from that type's config fields (`list --json`'s
     `tuners.peft.peft_types`: help, types, defaults read from peft's dataclasses); returns the flat method_args
-    (`peft_type` and the options that differ from their defaults; keys set in YAML, e.g. lists, are kept)."""
+    (`peft_type` and the options that differ from their defaults; keys set in YAML, e.g. lists, are kept).
+    `default_type` is the engine's default `method_args.peft_type`, shown while `values` name none."""
     types = info["types"]
     names = list(types)
-    current = str(values.get("peft_type", "lora")).lower()
+    current = str(values.get("peft_type", default_type)).lower()
     peft_type = st.selectbox("Peft type", names, index=names.index(current) if current in names else 0,
                              key=f"{key}.peft_type", persist_state="session",
                              help="Hugging Face peft's tuner type (peft " + info["pinned"] + "); GIST adds its token "
@@ -154,7 +149,6 @@ def peft_form(info: dict[str, Any], values: dict[str, Any], key: str,
         st.caption(f"Set in the YAML config (lists, mappings): {', '.join(in_yaml)}; targets by default: "
                    f"{types[peft_type]['image_targets']['target_modules']}.")
     return {"peft_type": peft_type, **{k: v for k, v in kept.items() if k not in form}, **changed}
-
 
 
 def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[str, Any],
@@ -183,7 +177,6 @@ def input_size(cfg: dict[str, Any], backbone: dict[str, Any], size_field: dict[s
     return "image"
 
 
-
 def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed: bool | None = True
                   ) -> dict[str, Any] | None:
     """What stands before a launch, after the forms have collected their refused values in `problems`: the whole
@@ -203,7 +196,6 @@ def launch_checks(cfg: dict[str, Any], key: Any, problems: list[str], installed:
     return info
 
 
-
 def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
     """The number of seeds of a paired comparison (any value can be typed; one outside 1..`most` is said under the
     launch buttons) and whether it is within range."""
@@ -213,7 +205,6 @@ def seeds_input(where: Any, most: int) -> tuple[Any, bool]:
     if not ok:
         st.error(f"Seeds — {n} is out of range (must be 1 to {most})", icon=":material/error:")
     return n, ok
-
 
 
 def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
@@ -254,7 +245,6 @@ def size_check(cfg: dict[str, Any], key: Any, problems: list[str]) -> None:
               help=f"Sets the sizes to what the dataset holds: {available}.")
 
 
-
 def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
     """A recipe select box (none by default): picking one fills the form with its values and records `recipe` in the
     config; `apply(config)` replaces the draft and resets the widgets (state.apply_preset). Edits made afterwards win
@@ -275,7 +265,6 @@ def recipe_picker(cfg: dict[str, Any], key: Any, apply: Any) -> None:
         st.error(f"Recipe {picked} does not apply: {exc}")
         return
     st.rerun()
-
 
 
 def advanced_options(cfg: dict[str, Any], sections: dict[str, list[dict[str, Any]]], key: Any,

@@ -35,7 +35,6 @@ DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its pi
 DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
 
-
 @st.cache_resource(show_spinner=services.ENGINE_LOADING)
 def _manager(root: str) -> Any:
     """One RunManager per data directory for the whole server process (shared by every browser session)."""

@@ -41,7 +41,7 @@ with left:
     modality = forms.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
                                   data_fields["max_length"], state.launch_key, problems)
     datasets = {d["dataset"]: d for d in services.list_datasets(services.data_root(), modality=modality)}
-    fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
+    fallback = d if (d := data_fields["dataset"]["default"]) in datasets else next(iter(datasets))  # the engine's
     current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
     cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),
                                           format_func=lambda d: datasets[d]["title"],
