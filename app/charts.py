@@ -390,3 +390,60 @@ def token_heatmap_figure(table: pd.DataFrame, title: str) -> go.Figure:
     fig.update_xaxes(tickvals=ticks, ticktext=[c.split(":", 1)[1] for c in table.columns], tickangle=-60)
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, table.index.name or "", height=120 + 26 * len(rows), x="token")
+
+
+# ------------------------------------------------------------------------------------------------- studies
+ARM_COLOURS = {"plain": "#1f77b4", "gist": "#d62f6a", "delta": "#222222"}
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per value of the other axes in a curve
+
+
+def _key_text(key: Any) -> str:
+    """A cell's key as text: ('a', 1) -> 'a · 1'."""
+    return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
+def matrix_figure(values: pd.DataFrame, text: pd.DataFrame, metric: str) -> go.Figure:
+    """A heatmap of mean GIST - plain (points) per cell of a study's matrix (`ge.study_matrix`), each annotated
+    `+1.23 [-0.40, +2.86]*`; `metric` names the accuracy in the title ("test accuracy, CLS head")."""
+    z = 100 * values.apply(pd.to_numeric, errors="coerce")
+    span = max(1.0, float(z.abs().max().max()) if z.notna().any().any() else 1.0)  # symmetric: white is 0
+    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[_key_text(c) for c in values.columns],
+                               y=[_key_text(i) for i in values.index], text=text.to_numpy(), texttemplate="%{text}",
+                               colorscale="RdBu", zmin=-span, zmax=span, colorbar={"title": "points"},
+                               hovertemplate="%{y} / %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=f"GIST - plain, {metric} (points, 95% CI; * p<.05 ** p<.01 *** p<.001)",
+                      height=max(260, 60 * len(values) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title=values.columns.name or "", yaxis_title=" · ".join(map(str, values.index.names)))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def _band(fig: go.Figure, x: pd.Series, low: pd.Series, high: pd.Series, colour: str, col: int) -> None:
+    ok = low.notna() & high.notna()
+    if ok.any():
+        xs = list(x[ok])
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(high[ok]) + list(low[ok])[::-1], fill="toself",
+                                 fillcolor=colour, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False), row=1, col=col)
+
+
+def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
+    """Both arms' accuracy (left) and GIST - plain (right) against a numeric axis (`ge.study_curve`), with their 95%
+    CI bands; `metric` names the accuracy ("test accuracy, CLS head")."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric} (%)", "GIST - plain (points)"))
+    others = [a for a in curve.attrs.get("axes", []) if a != axis]
+    groups = curve.groupby(others, sort=False) if others else [((), curve)]
+    for i, (key, part) in enumerate(groups):
+        tag = f" ({_key_text(key)})" if others else ""
+        num = part.apply(pd.to_numeric, errors="coerce")
+        for arm, col in (("plain", 1), ("gist", 1), ("delta", 2)):
+            colour = ARM_COLOURS[arm]
+            _band(fig, num[axis], 100 * num[f"{arm}_ci_low"], 100 * num[f"{arm}_ci_high"], colour, col)
+            name = {"plain": "plain", "gist": "GIST", "delta": "GIST - plain"}[arm] + tag
+            fig.add_trace(go.Scatter(x=num[axis], y=100 * num[f"{arm}_mean"], mode="lines+markers", name=name,
+                                     line={"color": colour, "dash": DASHES[i % len(DASHES)]}), row=1, col=col)
+    fig.add_hline(y=0, line={"color": "#888888", "dash": "dot"}, row=1, col=2)
+    fig.update_xaxes(title_text=axis)
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})
+    return fig

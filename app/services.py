@@ -386,3 +386,9 @@ def overlay(image: Any, heat: Any, cmap: str = "inferno", alpha: float = 0.55, v
             vmax: float | None = None) -> Any:
     """A heat map (any grid) blended over an RGB uint8 image; see `ge.overlay_heatmap`."""
     return ge.overlay_heatmap(image, heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def split_sizes(dataset: str, val_size: int, seed: int) -> dict[str, Any]:
+    """`ge.split_sizes` of a dataset, cached (cleared when an upload is deleted)."""
+    return ge.split_sizes(ge.DataConfig(dataset=dataset, val_size=val_size, seed=seed))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+import fmt
 import pandas as pd
 import services
 import streamlit as st
@@ -34,10 +34,6 @@ GONE_SAID_KEY = "runs.gone_said"  # what this full run said was deleted (a secon
 DATASETS_GEN_KEY = "datasets.generation"  # bumped by deleting an upload: its picker and confirmation start afresh
 DATASETS_FLASH_KEY = "datasets.flash"  # "Deleted the upload ..." kept for the rerun after it
 
-ACTIVE = ("queued", "running")  # statuses that still change
-STATUS_COLOURS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
-                  "diverged": "red", "failed": "red", "interrupted": "violet"}
-
 
 @st.cache_resource(show_spinner=services.ENGINE_LOADING)
 def _manager(root: str) -> Any:
@@ -45,18 +41,13 @@ def _manager(root: str) -> Any:
     return services.open_run_manager(root)
 
 
-def data_root() -> Path:
-    """The data directory: $GIST_DATA_DIR, else the user data directory (runs, uploads, the SQLite store)."""
-    return services.data_root()
-
-
 def manager() -> Any:
-    """The RunManager: an injected one (tests) or the process-wide one for `data_root()`."""
+    """The RunManager: an injected one (tests) or the process-wide one for `services.data_root()`."""
     injected = st.session_state.get(MANAGER_KEY)
     if injected is not None:
         return injected
     try:
-        return _manager(str(data_root()))
+        return _manager(str(services.data_root()))
     except services.ge.StoreError as exc:  # damaged, read-only, newer: the message names the file and what to do
         st.error(str(exc), icon=":material/database:")
         st.stop()
@@ -84,21 +75,15 @@ def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a == b
 
 
-def auto_name(cfg: dict[str, Any]) -> str:
-    """A run's name from what it trains: "<method> · <dataset> · <backbone>" (an upload by its folder's name)."""
-    kind, _, arg = str((cfg.get("data") or {}).get("dataset") or "").partition(":")
-    return f"{cfg.get('method')} · {Path(arg).name if arg else kind} · {cfg.get('backbone')}"
-
-
 def run_name(cfg: dict[str, Any]) -> str:
     """The name a launch gives: the one typed in the form, else the preset's name while the form still equals
-    the preset, else `auto_name` (what it trains)."""
+    the preset, else `fmt.auto_name` (what it trains)."""
     if cfg.get("name"):
         return str(cfg["name"])
     preset = st.session_state.get(PRESET_KEY) or {}
     if preset.get("name") and _same_run(cfg, preset):
         return str(preset["name"])
-    return auto_name(cfg)
+    return fmt.auto_name(cfg)
 
 
 def run_metrics(mgr: Any, run_id: str) -> pd.DataFrame:
@@ -124,20 +109,9 @@ def apply_preset(config: dict[str, Any]) -> None:
     st.session_state[LAUNCH_GEN_KEY] = st.session_state.get(LAUNCH_GEN_KEY, 0) + 1
 
 
-def run_label(snapshot: Any) -> str:
-    """A one-line label of a run for selectors: name, status, id."""
-    gist = "GIST" if snapshot.gist_enabled else "plain"
-    return f"{snapshot.name or snapshot.method} · {gist} · {snapshot.status} · {snapshot.id}"
-
-
 def open_run(run_id: str) -> None:
     """Go to the live page of a run (its id in the URL as ?run=)."""
     st.switch_page(LIVE, query_params={"run": run_id})
-
-
-def status_badge(status: str) -> None:
-    """A coloured badge for a run status."""
-    st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
 
 
 def _digest(*parts: Any) -> str:
@@ -231,7 +205,7 @@ def delete_upload(name: str, images: int) -> None:
     """Delete an uploaded dataset; the next render of the datasets page says what was deleted, with its picker and
     confirmation cleared."""
     try:
-        ge.delete_uploaded_dataset(name, data_root())
+        ge.delete_uploaded_dataset(name, services.data_root())
         said = {"success": [f"Deleted the upload {name} ({images:,} images)."]}
     except ge.DatasetError as exc:
         said = {"error": [f"The upload {name} was not deleted: {exc}"]}

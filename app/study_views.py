@@ -7,13 +7,14 @@ import functools
 import json
 from typing import Any
 
+import charts
+import fmt
 import pandas as pd
-import plotly.graph_objects as go
+import panels
 import services
 import state
 import streamlit as st
 import yaml
-from plotly.subplots import make_subplots
 
 import gist_engine as ge
 
@@ -28,10 +29,6 @@ FIRST_AXES = ("gist.temperature", "gist.length", "gist.loss", "gist.loss_weight"
 NOT_AXES = ("gist.enabled", "train.seed", "name")  # set per run by the study (arm, seed) or meaningless
 EXPORTS = {"csv": ("CSV", "csv", "text/csv"), "md": ("Markdown", "md", "text/markdown"),
            "latex": ("LaTeX", "tex", "application/x-tex")}
-CELL_COLOURS = {"completed": "#c7e9c0", "diverged": "#fcbba1", "failed": "#fcbba1", "running": "#c6dbef",
-                "queued": "#eeeeee", "stopped": "#fdd0a2", "interrupted": "#dadaeb"}
-ARM_COLOURS = {"plain": "#1f77b4", "gist": "#d62f6a", "delta": "#222222"}
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash")  # one per value of the other axes in a curve
 
 
 @st.cache_resource
@@ -44,7 +41,7 @@ def root() -> Any:
     """Where studies live: the app's RunManager (a study's local runs then train on its workers beside the other
     runs), or the data directory when the manager is a stand-in."""
     mgr = state.manager()
-    return mgr if isinstance(mgr, ge.RunManager) else state.data_root()
+    return mgr if isinstance(mgr, ge.RunManager) else services.data_root()
 
 
 # ------------------------------------------------------------------------------------------------ new study
@@ -68,33 +65,6 @@ def axis_fields(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out.update({f"method_args.{f['name']}": f for f in tuner.get("options", [])})
     first = {k: out[k] for k in FIRST_AXES if k in out}
     return {**first, **{k: v for k, v in out.items() if k not in first and k not in NOT_AXES}}
-
-
-def parse_values(text: str, axis: str) -> list[Any]:
-    """`1, 2, 3` or `[bkld, kl]` -> a list of YAML values (`1e-3` read as a number).
-
-    Raises:
-        ValueError: naming the axis when the text is not a list.
-    """
-    flow = text.strip() if text.strip().startswith("[") else f"[{text}]"
-    try:
-        values = yaml.safe_load(flow)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem", None) or "cannot be read"  # PyYAML's own message spans several lines
-        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list of values ({where}); write "
-                         "e.g. 1, 2, 3 or [bkld, kl]") from None
-    if not isinstance(values, list):
-        raise ValueError(f"values of {axis}: {text!r} is not a comma-separated list")
-    return [_number(v) for v in values]
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, str):  # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3)
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _example(field: dict[str, Any], current: Any) -> str:
@@ -124,7 +94,7 @@ def axes_spec(cfg: dict[str, Any]) -> dict[str, Any] | None:
         if axis in grid:
             raise ValueError(f"axis {i}: {axis} is axis 1 already; pick another key")
         if text.strip():
-            grid[axis] = parse_values(text, axis)
+            grid[axis] = fmt.parse_values(text, axis)
     seeds, name = st.columns([1, 2])
     n = seeds.number_input("Seeds", min_value=1, max_value=20, value=1, key="studies.seeds",
                            help="Seeds per cell; plain and GIST share each seed (same init and data order). One "
@@ -217,20 +187,9 @@ def start(spec_or_id: Any, where: Any, backend: str, **options: Any) -> None:
     st.rerun()
 
 
-# ------------------------------------------------------------------------------------------------- studies
-def studies_frame(infos: list[Any]) -> pd.DataFrame:
-    """One row per study: id, name, status, backend, cells, runs and their status counts, created (UTC)."""
-    shown = ("completed", "running", "queued", "failed", "interrupted")
-    rows = [{"id": s.id, "name": s.name, "status": s.status, "backend": s.backend, "cells": s.cells,
-             "runs": s.planned, **{k: s.counts.get(k, 0) for k in shown},
-             "other": sum(v for k, v in s.counts.items() if k not in (*shown, "pending")),  # stopped, diverged, ...
-             "pending": s.counts.get("pending", 0), "created": pd.to_datetime(s.created, unit="s")} for s in infos]
-    return pd.DataFrame(rows)
-
-
 def summary(info: Any) -> None:
     """A study's status badge, its counts of runs by status and its progress."""
-    state.status_badge(info.status)
+    panels.status_badge(info.status)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
     st.caption(f"{info.name} · {info.id} · {info.backend} · {info.cells} cell(s), {info.planned} runs: {counts}")
     st.progress(info.settled / max(1, info.planned), text=f"{info.settled} of {info.planned} runs settled")
@@ -260,25 +219,6 @@ def controls(info: Any, job: Any, where: Any) -> bool:
     return active
 
 
-def status_grid(runs: pd.DataFrame) -> Any:
-    """Cells x (seed, arm): each run's status (with its step while it trains, its accuracy once done), coloured."""
-    frame = runs.assign(column=[f"seed {s} · {a}" for s, a in zip(runs["seed"], runs["arm"], strict=True)])
-    frame["text"] = [_cell_text(r) for r in frame.itertuples(index=False)]
-    labels, columns = list(dict.fromkeys(frame["label"])), list(dict.fromkeys(frame["column"]))
-    text = frame.pivot(index="label", columns="column", values="text").reindex(index=labels, columns=columns)
-    status = frame.pivot(index="label", columns="column", values="status").reindex(index=labels, columns=columns)
-    colours = status.map(lambda s: f"background-color: {CELL_COLOURS[s]}" if s in CELL_COLOURS else "")
-    return text.style.apply(lambda _: colours, axis=None)
-
-
-def _cell_text(r: Any) -> str:
-    if r.status == "running" and r.total_steps:
-        return f"running {int(r.step or 0)}/{int(r.total_steps)}"
-    if r.status in ("completed", "diverged") and r.acc_cls is not None and r.acc_cls == r.acc_cls:
-        return f"{r.status} {100 * r.acc_cls:.1f}%"
-    return str(r.status) + (f" (try {r.attempts})" if r.attempts and r.attempts > 1 else "")
-
-
 def cell_links(runs: pd.DataFrame) -> None:
     """Pick a cell; open its runs in Compare (its paired group) or one of them in Live."""
     cell, run, compare, live = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
@@ -293,27 +233,6 @@ def cell_links(runs: pd.DataFrame) -> None:
         st.switch_page(state.COMPARE, query_params={"group": gid} if gid else {"runs": ids})
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)
-
-
-# ------------------------------------------------------------------------------------------------- results
-def _label(key: Any) -> str:
-    return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
-
-
-def matrix_figure(values: pd.DataFrame, text: pd.DataFrame, metric: str) -> go.Figure:
-    """A heatmap of mean GIST - plain (points) per cell, each annotated `+1.23 [-0.40, +2.86]*`."""
-    z = 100 * values.apply(pd.to_numeric, errors="coerce")
-    span = max(1.0, float(z.abs().max().max()) if z.notna().any().any() else 1.0)  # symmetric: white is 0
-    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=[_label(c) for c in values.columns],
-                               y=[_label(i) for i in values.index], text=text.to_numpy(), texttemplate="%{text}",
-                               colorscale="RdBu", zmin=-span, zmax=span, colorbar={"title": "points"},
-                               hovertemplate="%{y} / %{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=f"GIST - plain, {METRICS[metric]} (points, 95% CI; * p<.05 ** p<.01 *** p<.001)",
-                      height=max(260, 60 * len(values) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis_title=values.columns.name or "", yaxis_title=" · ".join(map(str, values.index.names)))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category")
-    return fig
 
 
 def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
@@ -332,40 +251,11 @@ def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | N
     else:
         values = ge.study_matrix(results, rows, cols, formatted=False).reindex(index=table.index,
                                                                                columns=table.columns)
-        st.plotly_chart(matrix_figure(values, table, metric), key="studies.matrix_chart")
+        st.plotly_chart(charts.matrix_figure(values, table, METRICS[metric]), key="studies.matrix_chart")
     st.dataframe(table, key="studies.matrix")
     if results.attrs.get("paired", True) and (results["n"] == 2).any():
         st.caption(ge.FEW_SEEDS_NOTE)  # the cells marked † rest on 2 seeds
     return rows, cols
-
-
-def _band(fig: go.Figure, x: pd.Series, low: pd.Series, high: pd.Series, colour: str, col: int) -> None:
-    ok = low.notna() & high.notna()
-    if ok.any():
-        xs = list(x[ok])
-        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(high[ok]) + list(low[ok])[::-1], fill="toself",
-                                 fillcolor=colour, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False), row=1, col=col)
-
-
-def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
-    """Both arms' accuracy (left) and GIST - plain (right) against a numeric axis, with their 95% CI bands."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"{METRICS[metric]} (%)", "GIST - plain (points)"))
-    others = [a for a in curve.attrs.get("axes", []) if a != axis]
-    groups = curve.groupby(others, sort=False) if others else [((), curve)]
-    for i, (key, part) in enumerate(groups):
-        tag = f" ({_label(key)})" if others else ""
-        num = part.apply(pd.to_numeric, errors="coerce")
-        for arm, col in (("plain", 1), ("gist", 1), ("delta", 2)):
-            colour = ARM_COLOURS[arm]
-            _band(fig, num[axis], 100 * num[f"{arm}_ci_low"], 100 * num[f"{arm}_ci_high"], colour, col)
-            name = {"plain": "plain", "gist": "GIST", "delta": "GIST - plain"}[arm] + tag
-            fig.add_trace(go.Scatter(x=num[axis], y=100 * num[f"{arm}_mean"], mode="lines+markers", name=name,
-                                     line={"color": colour, "dash": DASHES[i % len(DASHES)]}), row=1, col=col)
-    fig.add_hline(y=0, line={"color": "#888888", "dash": "dot"}, row=1, col=2)
-    fig.update_xaxes(title_text=axis)
-    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})
-    return fig
 
 
 def curve_view(results: pd.DataFrame, metric: str) -> None:
@@ -375,7 +265,7 @@ def curve_view(results: pd.DataFrame, metric: str) -> None:
     if not numeric or not results["n"].sum():
         return
     axis = st.selectbox("Curve along", numeric, key="studies.curve_axis") if len(numeric) > 1 else numeric[0]
-    st.plotly_chart(curve_figure(ge.study_curve(results, axis), axis, metric), key="studies.curve")
+    st.plotly_chart(charts.curve_figure(ge.study_curve(results, axis), axis, METRICS[metric]), key="studies.curve")
 
 
 def export_buttons(study_id: str, where: Any, metric: str, rows: str | None, cols: str | None) -> None:

@@ -1,13 +1,15 @@
 """Compare: GIST minus plain per seed and on average (95% CI, p, a verdict), like-for-like curves, published rows."""
 
 import charts
+import fmt
 import pandas as pd
-import readouts
+import panels
 import services
 import state
 import streamlit as st
 
 import gist_engine as ge
+from gist_engine.status import ACTIVE
 
 st.title("Compare plain and GIST")
 mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
@@ -15,7 +17,7 @@ state.gone_notice()
 groups = {g["id"]: g for g in mgr.groups()}
 everything = mgr.list()
 runs = {r.id: r for r in everything[:500]}
-counts = {g: readouts.seeds_in(r for r in everything if r.group_id == g) for g in groups}  # from the runs there now
+counts = {g: fmt.seeds_in(r for r in everything if r.group_id == g) for g in groups}  # from the runs there now
 wanted_group, wanted_runs = st.query_params.get("group"), st.query_params.get_all("runs")
 mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key="compare.mode",
                             default="Any runs" if wanted_runs or not groups else "Paired group")
@@ -24,16 +26,16 @@ mode = st.segmented_control("What to compare", ["Paired group", "Any runs"], key
 if mode == "Paired group" and groups:
     ids = list(groups)
     gid = st.selectbox("Group", ids, index=ids.index(wanted_group) if wanted_group in ids else 0,
-                       format_func=lambda g: readouts.group_label(groups[g], counts[g]))
+                       format_func=lambda g: fmt.group_label(groups[g], counts[g]))
     st.query_params.update(group=gid)
     picked = [r.id for r in mgr.list(group_id=gid)]
 else:
     gid = None
     picked = st.multiselect("Runs", list(runs), default=[r for r in wanted_runs if r in runs],
-                            format_func=lambda i: state.run_label(runs[i]),
+                            format_func=lambda i: fmt.run_label(runs[i]),
                             help="Runs with the same config and seed, GIST off and on, are paired.")
-active = any(runs[i].status in state.ACTIVE for i in picked if i in runs)
-loss_key, smoothing, log = readouts.compare_options()
+active = any(runs[i].status in ACTIVE for i in picked if i in runs)
+loss_key, smoothing, log = panels.compare_options()
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -51,16 +53,16 @@ def results_view() -> None:
     if not chosen:
         st.info("Pick a paired group (Launch → 'plain vs GIST') or some runs.")
         return
-    readouts.compare_headline(verdict, chosen)
+    panels.compare_headline(verdict, chosen)
     if verdict.pairs and verdict.delta("acc_cls"):
         chart, table = st.container(), st.container()  # one above the other: 1024 px cut both
         chart.plotly_chart(charts.delta_figure(verdict), key="compare.delta", config=charts.MODEBAR)
         with table:
-            readouts.seeds_table(verdict)
-    readouts.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
+            panels.seeds_table(verdict)
+    panels.compare_curves(mgr, chosen, bool(gid), loss_key, smoothing, log)
     if verdict.unpaired:
         st.caption(f"Without a partner (shown in the curves only): {', '.join(r.id for r in verdict.unpaired)}")
-    if active and not any(r.status in state.ACTIVE for r in chosen):
+    if active and not any(r.status in ACTIVE for r in chosen):
         st.rerun()
 
 

@@ -1,12 +1,12 @@
 """Datasets: what can be trained on; uploading your own ImageFolder zip (validated before it is stored); deleting it."""
 
 import charts
+import fmt
 import pandas as pd
 import panels
 import services
 import state
 import streamlit as st
-import widgets
 
 import gist_engine as ge
 
@@ -30,18 +30,18 @@ if submitted and upload is None:
 elif submitted:
     with st.spinner("Checking every file ..."):
         report = services.import_dataset_zip(upload.getvalue(), name.strip() or upload.name.rsplit(".", 1)[0],
-                                             state.data_root(), overwrite=overwrite)
+                                             services.data_root(), overwrite=overwrite)
     for error in report.errors:
         st.error(error)
     if report.ok:
-        widgets.split_sizes.clear()  # a replaced upload has new sizes
+        services.split_sizes.clear()  # a replaced upload has new sizes
         st.success(f"Stored {report.accepted} images in {len(report.classes)} classes as `{report.dataset}`: "
                    "choose it on the Launch page.")
     for warning in report.warnings:
         st.warning(warning)
     if report.ok:
         st.plotly_chart(charts.class_counts(report.classes), key="datasets.counts")
-        widgets.thumbnails({c: t for c, t in report.thumbnails.items() if t})
+        panels.thumbnails({c: t for c, t in report.thumbnails.items() if t})
     if report.rejected:
         st.write(f"**Rejected ({len(report.rejected)})**")
         st.dataframe(pd.DataFrame(report.rejected, columns=["file in the zip", "reason"]), hide_index=True,
@@ -50,12 +50,12 @@ elif submitted:
     if report.ok:
         st.page_link(state.LAUNCH, label="Launch a run on it", icon=":material/rocket_launch:")
 
-panels.benchmark_import(state.data_root())
+panels.benchmark_import(services.data_root())
 
 with listing:
-    entries = services.list_datasets(state.data_root(), modality=None)
-    uploads = ge.list_uploaded_datasets(state.data_root())  # newest first
-    st.dataframe(widgets.datasets_frame(entries, uploads), hide_index=True, column_config=widgets.DATASET_COLUMNS)
+    entries = services.list_datasets(services.data_root(), modality=None)
+    uploads = ge.list_uploaded_datasets(services.data_root())  # newest first
+    st.dataframe(fmt.datasets_frame(entries, uploads), hide_index=True, column_config=panels.DATASET_COLUMNS)
     if uploads:
         with st.expander(f"Delete an upload ({len(uploads)} stored)"):
             gen = st.session_state.get(state.DATASETS_GEN_KEY, 0)
@@ -68,6 +68,6 @@ with listing:
             if st.button("Delete upload", disabled=not (pick and sure), icon=":material/delete:"):
                 state.delete_upload(pick, names[pick]["images"])
                 services.dataset_preview.clear()  # the previews and split sizes of a folder that is gone
-                widgets.split_sizes.clear()
+                services.split_sizes.clear()
                 st.rerun()
             st.caption("Runs trained on an upload keep their results; they cannot be rerun once it is gone.")

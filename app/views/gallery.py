@@ -3,8 +3,8 @@
 import os
 from pathlib import Path
 
+import fmt
 import pandas as pd
-import readouts
 import services
 import state
 import streamlit as st
@@ -45,15 +45,15 @@ for b in bundles:
         st.caption(f"Recorded {b['date'][:16].replace('T', ' ')} UTC on {m['cpu']} ({m['cores']} cores"
                    f"{', ' + m['gpu'] if m.get('gpu') else ''}) · "
                    f"gist_engine {v.get('gist_engine')}, torch {v.get('torch')}, timm {v.get('timm')} · "
-                   f"{readouts.plural(len(b['runs']), 'run')} · {b['size_bytes'] / 1e6:.1f} MB")
+                   f"{fmt.plural(len(b['runs']), 'run')} · {b['size_bytes'] / 1e6:.1f} MB")
         st.code(b["command"], language="bash")
         study = b.get("study") if b.get("kind") == "study" else None
-        rows = readouts.gallery_rows(b, bool(study))  # a study: one row per cell; else one per run
+        rows = fmt.gallery_rows(b, bool(study))  # a study: one row per cell; else one per run
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
         if study and any(r["n"] == 2 for r in b["results"]):
             st.caption(ge.FEW_SEEDS_NOTE)
         for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls") and not study):
-            st.markdown(f"**{readouts.gallery_delta(g['delta_acc_cls'])}**")
+            st.markdown(f"**{fmt.gallery_delta(g['delta_acc_cls'])}**")
         left, right = st.columns(2)
         if name in imported:
             if left.button("Open", key=f"gallery.open.{name}", icon=":material/open_in_new:"):
@@ -68,6 +68,6 @@ for b in bundles:
                 st.rerun()
         elif left.button("Import", key=f"gallery.import.{name}", icon=":material/download:") and state.refused(
                 lambda p=b["path"]: ge.import_gallery_entry(mgr, p), "Not imported") is not None:
-            runs = readouts.plural(len(b["runs"]), "run")
+            runs = fmt.plural(len(b["runs"]), "run")
             st.session_state[DONE_KEY] = f"Imported {b['title']} ({runs}): open it below"
             st.rerun()

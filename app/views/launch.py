@@ -1,9 +1,10 @@
 """Launch: backbone, dataset, PEFT method and GIST options; their cost and time; one run or a paired comparison."""
 
+import forms
+import panels
 import services
 import state
 import streamlit as st
-import widgets
 
 cat, MAX_SEEDS = services.catalogue(), 20  # MAX_SEEDS: runs per arm the page offers for a paired comparison
 sections = cat["sections"]
@@ -26,7 +27,7 @@ if preset and st.session_state.get("preset_applied") != preset:
     st.session_state["preset_applied"] = preset
     state.apply_preset(choices[preset])
     st.rerun()
-widgets.recipe_picker(cfg, state.launch_key, state.apply_preset)
+forms.recipe_picker(cfg, state.launch_key, state.apply_preset)
 left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Backbone and data")
@@ -37,17 +38,17 @@ with left:
                                    help=f"{model_fields['backbone']['help']} Text backbones (BERT family) train on "
                                         "text datasets.",
                                    key=state.launch_key("backbone"), persist_state="session")
-    modality = widgets.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
+    modality = forms.input_size(cfg, backbones[cfg["backbone"]], model_fields["image_size"],
                                   data_fields["max_length"], state.launch_key, problems)
-    datasets = {d["dataset"]: d for d in services.list_datasets(state.data_root(), modality=modality)}
-    fallback = "mnist5k" if "mnist5k" in datasets else next(iter(datasets))
+    datasets = {d["dataset"]: d for d in services.list_datasets(services.data_root(), modality=modality)}
+    fallback = d if (d := data_fields["dataset"]["default"]) in datasets else next(iter(datasets))  # the engine's
     current = cfg["data"]["dataset"] if cfg["data"]["dataset"] in datasets else fallback
     cfg["data"]["dataset"] = st.selectbox("Dataset", list(datasets), index=list(datasets).index(current),
                                           format_func=lambda d: datasets[d]["title"],
                                           key=state.launch_key(f"dataset.{modality}"),
                                           help=f"Registered {modality} datasets"
                                           + (" and your uploads (Datasets page)." if modality == "image" else "."))
-    widgets.dataset_card(datasets[cfg["data"]["dataset"]])
+    panels.dataset_card(datasets[cfg["data"]["dataset"]])
 with right:
     st.subheader("PEFT method")
     tuners = list(cat["tuners"])
@@ -56,19 +57,19 @@ with right:
     if method != cfg["method"]:
         cfg["method"], cfg["method_args"] = method, {}
     st.caption(cat["tuners"][method]["help"])
-    cfg["method_args"] = widgets.method_form(cat["tuners"][method], method, cfg["method_args"], state.launch_key,
-                                             problems)
+    cfg["method_args"] = forms.method_form(cat["tuners"][method], method, cfg["method_args"], state.launch_key,
+                                           problems)
     st.subheader("GIST")
-    cfg["gist"] = widgets.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2,
-                                      path="gist", problems=problems)
+    cfg["gist"] = forms.config_form(sections["gist"], cfg["gist"], state.launch_key("gist"), columns=2,
+                                    path="gist", problems=problems)
 with st.expander("Data, training and backbone options"):
-    widgets.advanced_options(cfg, sections, state.launch_key, problems, state.auto_name(cfg))
+    forms.advanced_options(cfg, sections, state.launch_key, problems)
 
 st.subheader("Before you launch")
-info = widgets.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data"]["dataset"]].get("installed"))
+info = forms.launch_checks(cfg, state.launch_key, problems, datasets[cfg["data"]["dataset"]].get("installed"))
 name = state.run_name(cfg)
 one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
-n_seeds, seeds_ok = widgets.seeds_input(seeds, MAX_SEEDS)
+n_seeds, seeds_ok = forms.seeds_input(seeds, MAX_SEEDS)
 if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
     state.launch(cfg, name)
 if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
@@ -76,4 +77,4 @@ if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compa
     state.launch(cfg, name, int(n_seeds))
 st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):
-    widgets.copy_as_cli({**cfg, "name": name}, key="launch.cli")
+    panels.copy_as_cli({**cfg, "name": name}, key="launch.cli")

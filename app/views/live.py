@@ -3,10 +3,12 @@
 import time
 
 import charts
-import readouts
+import fmt
+import panels
 import state
 import streamlit as st
-import widgets
+
+from gist_engine.status import ACTIVE, RESUMABLE
 
 mgr = state.manager()
 runs = mgr.list(limit=200)
@@ -22,23 +24,23 @@ if not by_id:
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
-                      format_func=lambda i: state.run_label(by_id[i]))
+                      format_func=lambda i: fmt.run_label(by_id[i]))
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
 snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
 cfg = snap.config
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
-    state.status_badge(snap.status)
-    st.caption(widgets.run_caption(snap))
-if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
+    panels.status_badge(snap.status)
+    st.caption(fmt.run_caption(snap))
+if snap.status in ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
-if snap.status in ("stopped", "interrupted", "failed"):
-    readouts.resume_or_rerun(mgr, snap, state.open_run)
-options = readouts.live_options()
+if snap.status in RESUMABLE:
+    panels.resume_or_rerun(mgr, snap, state.open_run)
+options = panels.live_options()
 
 
-@st.fragment(run_every=1.0 if snap.status in state.ACTIVE else None)
+@st.fragment(run_every=1.0 if snap.status in ACTIVE else None)
 def live_view() -> None:
     """Polls the store for new steps (redrawn only when some came); the whole page reruns once when the run ends."""
     tick = time.perf_counter()
@@ -47,7 +49,7 @@ def live_view() -> None:
     if mgr.store_problem:  # e.g. a full disk: the runs' outcomes show from memory until the store takes writes
         st.error(f"The run store takes no writes: {mgr.store_problem}")
     metrics = state.run_metrics(mgr, run_id)
-    readouts.live_status(s, has_steps=bool(len(metrics)))
+    panels.live_status(s, has_steps=bool(len(metrics)))
     evals = mgr.evaluations(run_id)
     if len(metrics):
         loss, acc = st.container(), st.container()  # one above the other: side by side, 1024 px cut their titles
@@ -67,9 +69,9 @@ def live_view() -> None:
 
 
 live_view()
-readouts.csv_downloads(mgr, run_id)
+panels.csv_downloads(mgr, run_id)
 with st.expander("Copy as CLI"):
-    widgets.copy_as_cli(cfg, key="live.cli")
+    panels.copy_as_cli(cfg, key="live.cli")
 links = st.columns(3)
 links[0].page_link(state.ATTENTION, label="Attention maps of this run", icon=":material/visibility:",
                    query_params={"run": run_id})

@@ -2,30 +2,31 @@
 
 from pathlib import Path
 
+import fmt
+import panels
 import services
 import state
 import streamlit as st
-import widgets
 
 st.title("Runs")
 mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
 for kind, lines in st.session_state.pop(state.RUNS_FLASH_KEY, {}).items():  # what the last delete did
     for line in lines:
         getattr(st, kind)(line)
-frame = widgets.runs_frame(mgr.list())
+frame = fmt.runs_frame(mgr.list())
 if frame.empty:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.page_link("views/gallery.py", label="Or import the recorded examples (Gallery)", icon=":material/collections:")
     st.stop()
 f1, f2, f3, f4 = st.columns([2, 2, 1, 2])
-status = f1.multiselect("Status", widgets.options_of(frame.status), placeholder="any status")
-method = f2.multiselect("Method", widgets.options_of(frame.method), placeholder="any method")
+status = f1.multiselect("Status", fmt.options_of(frame.status), placeholder="any status")
+method = f2.multiselect("Method", fmt.options_of(frame.method), placeholder="any method")
 gist = f3.selectbox("GIST", ["any", "on", "off"])
 text = f4.text_input("Search", placeholder="name, id, dataset, group")
-shown = widgets.filter_runs(frame, status, method, gist, text)
-event = st.dataframe(widgets.for_display(shown), hide_index=True, on_select="rerun", selection_mode="multi-row",
-                     key=state.runs_table_key(status, method, gist, text), column_config=widgets.RUNS_COLUMNS)
+shown = fmt.filter_runs(frame, status, method, gist, text)
+event = st.dataframe(fmt.for_display(shown), hide_index=True, on_select="rerun", selection_mode="multi-row",
+                     key=state.runs_table_key(status, method, gist, text), column_config=panels.RUNS_COLUMNS)
 picked = [shown.iloc[i]["id"] for i in event.selection.rows if i < len(shown)]
 st.caption(f"{len(shown)} of {len(frame)} runs · select rows to act on them")
 b1, b2, b3, b4 = *st.columns(2), *st.columns(2)  # two by two: four in a row cut the labels at 1024 px

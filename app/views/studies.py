@@ -1,5 +1,6 @@
 """Studies: paired sweeps of any config keys; start one, watch its cells fill in, read its matrix and curves, export."""
 
+import fmt
 import state
 import streamlit as st
 import study_views as sv
@@ -18,7 +19,7 @@ if not studies:
     st.info("No studies yet: start one above (from the Launch page's config plus an axis, or a spec).")
     st.stop()
 
-st.dataframe(sv.studies_frame(studies), hide_index=True, key="studies.table",
+st.dataframe(fmt.studies_frame(studies), hide_index=True, key="studies.table",
              column_config={"created": st.column_config.DatetimeColumn("created (UTC)")})
 by_id = {s.id: s for s in studies}
 wanted = st.query_params.get("study")
@@ -41,7 +42,7 @@ def study_view() -> None:
         return
     sv.summary(info)
     st.subheader("Runs by cell")
-    st.dataframe(sv.status_grid(runs), key="studies.grid")
+    st.dataframe(fmt.status_grid(runs), key="studies.grid")
     sv.cell_links(runs)
     st.subheader("Results")
     metric = st.selectbox("Metric", list(sv.METRICS), format_func=sv.METRICS.get, key="studies.metric")

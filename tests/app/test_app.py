@@ -11,13 +11,13 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import fmt
 import numpy as np
 import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit")
 import services
-import widgets
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
@@ -240,8 +240,8 @@ def test_attention_page_opens_on_the_newest_trained_run_with_a_black_zero(real) 
 
 
 def test_class_label_names_a_class_or_keeps_its_index() -> None:
-    assert widgets.class_label(2, ["cat", "dog", "seven"]) == "seven"
-    assert widgets.class_label(5, ["cat"]) == "5" and widgets.class_label(1, None) == "1"
+    assert fmt.class_label(2, ["cat", "dog", "seven"]) == "seven"
+    assert fmt.class_label(5, ["cat"]) == "5" and fmt.class_label(1, None) == "1"
 
 
 def test_attention_page_untrained_and_upload(fake) -> None:

@@ -6,10 +6,10 @@ import tomllib
 from collections import Counter
 from pathlib import Path
 
+import fmt
 import pytest
 
 pytest.importorskip("streamlit")
-import widgets
 from streamlit.testing.v1 import AppTest
 
 from tests.app import fakes as app_fakes
@@ -89,7 +89,7 @@ def test_delete_clears_selection_and_confirmation_and_says_what_went(fake) -> No
 
 # ---------------------------------------------------------------------------------------------- launch page
 class _NumberText:
-    """A number box drawn as text (`widgets.number_box`), set and read as a number."""
+    """A number box drawn as text (`forms.number_box`), set and read as a number."""
 
     def __init__(self, box):
         self.box = box
@@ -99,7 +99,7 @@ class _NumberText:
 
     @property
     def value(self):
-        number = widgets.parse_number(self.box.value, is_int=False)
+        number = fmt.parse_number(self.box.value, is_int=False)
         return int(number) if number is not None and number.is_integer() else number
 
 
@@ -151,11 +151,11 @@ def test_text_in_a_number_box_gets_a_message_and_blocks_launch(fake, label: str,
 
 
 def test_numbers_are_parsed_as_typed() -> None:
-    assert widgets.parse_number(" 2,000 ", True) == 2000 and widgets.parse_number("2e2", True) == 200
-    assert widgets.parse_number("1e-3", False) == 0.001 and widgets.parse_number("", True) is None
+    assert fmt.parse_number(" 2,000 ", True) == 2000 and fmt.parse_number("2e2", True) == 200
+    assert fmt.parse_number("1e-3", False) == 0.001 and fmt.parse_number("", True) is None
     for bad, is_int in (("abc", True), ("1.5", True), ("nan", False), ("inf", False), ("0x10", True)):
         with pytest.raises(ValueError):
-            widgets.parse_number(bad, is_int)
+            fmt.parse_number(bad, is_int)
 
 
 def test_a_run_starts_with_the_values_the_form_shows(fake) -> None:

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import fmt
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +18,6 @@ import yaml
 
 pytest.importorskip("streamlit")
 import charts
-import readouts
 from streamlit.testing.v1 import AppTest
 
 import gist_engine as ge
@@ -218,7 +218,7 @@ def test_a_stopped_run_offers_resume_and_rerun(fake) -> None:
     at = open_page(fake, "views/live.py", run=run_id)
     buttons = {b.label: b for b in at.button}
     assert buttons["Resume"].disabled, "no training state saved"
-    (fake.runs[run_id].run_dir / readouts.STATE_FILE).write_bytes(b"state")
+    (fake.runs[run_id].run_dir / fmt.STATE_FILE).write_bytes(b"state")
     at = open_page(fake, "views/live.py", run=run_id)
     assert not next(b for b in at.button if b.label == "Resume").disabled
     before = set(fake.runs)
@@ -281,12 +281,12 @@ def test_loss_contributions_add_up_to_the_total(loss) -> None:
 
 
 def test_verdict_words() -> None:
-    one = readouts.verdict(ge.paired_delta([0.8], [0.82]), epochs=4)
+    one = fmt.verdict(ge.paired_delta([0.8], [0.82]), epochs=4)
     assert "One paired seed" in one["statement"] and one["significant"] is None
-    sure = readouts.verdict(ge.paired_delta([0.80, 0.81, 0.79, 0.80], [0.85, 0.86, 0.83, 0.85]), epochs=4)
+    sure = fmt.verdict(ge.paired_delta([0.80, 0.81, 0.79, 0.80], [0.85, 0.86, 0.83, 0.85]), epochs=4)
     assert sure["significant"] and sure["statement"].startswith("Significant at the 5% level with 4 seeds")
     assert "GIST is better" in sure["statement"] and not sure["warnings"]
-    assert readouts.verdict(None, epochs=1)["warnings"], "one epoch: too short, even before any pair"
+    assert fmt.verdict(None, epochs=1)["warnings"], "one epoch: too short, even before any pair"
 
 
 def test_the_longer_comparison_preset_is_the_demo_over_4_epochs() -> None:
