@@ -67,7 +67,7 @@ class FakeRunManager:
             eta_seconds=None if status != "running" else 12.0, epoch=done / steps,
             latest=metrics.iloc[-1].to_dict() if len(metrics) else {}, last_eval=last,
             best_acc_cls=None if last is None else last["acc_cls"], acc_cls=None if last is None else last["acc_cls"],
-            error=error, config=cfg_d, seed=cfg.train.seed, gist_enabled=cfg.gist.enabled, method=cfg.method,
+            error=error, config_dict=cfg_d, seed=cfg.train.seed, gist_enabled=cfg.gist.enabled, method=cfg.method,
             group_id=group_id, trainable_params=2000 + (32 if cfg.gist.enabled else 0),
             gist_params=32 if cfg.gist.enabled else 0, run_dir=run_dir, versions={})
         self.frames[run_id] = (metrics, evals)
