@@ -133,7 +133,7 @@ class FakeRunManager:
         return run_id
 
     def rerun(self, run_id: str) -> str:
-        return self.add(self.get(run_id).config, status="queued", done=0)
+        return self.add(self.get(run_id).config_dict, status="queued", done=0)
 
     def export(self, run_or_group_id: str, to: str = "csv", path: Path | None = None) -> Path:
         path = Path(path or self.root / f"{run_or_group_id}.csv")
