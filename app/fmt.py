@@ -118,7 +118,7 @@ STATE_FILE = "resume.safetensors"  # a run's training state (gist_engine.train.c
 
 def run_caption(snapshot: Any) -> str:
     """One line about a run: backbone @ input size, method, GIST on/off, dataset, seed, trainable parameters."""
-    cfg = snapshot.config or {}
+    cfg = snapshot.config_dict or {}
     data = cfg.get("data") or {}  # a missing key reads "None", never a KeyError
     size = (f"{data.get('max_length')} tokens" if ge.is_text_backbone(cfg.get("backbone") or "")
             else f"{cfg.get('image_size')} px")
@@ -313,8 +313,8 @@ def gallery_rows(bundle: Mapping[str, Any], study: bool) -> list[dict[str, Any]]
 def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
     """The history table: one row per run, newest first."""
     rows = [{"id": s.id, "name": s.name, "status": s.status, "method": s.method, "GIST": s.gist_enabled,
-             "seed": s.seed, "dataset": (s.config.get("data") or {}).get("dataset"),
-             "backbone": s.config.get("backbone"),
+             "seed": s.seed, "dataset": (s.config_dict.get("data") or {}).get("dataset"),
+             "backbone": s.config_dict.get("backbone"),
              "acc CLS %": None if s.acc_cls is None else round(100 * s.acc_cls, 2),
              "best %": None if s.best_acc_cls is None else round(100 * s.best_acc_cls, 2),
              "progress": s.progress, "trainable": s.trainable_params, "group": s.group_id,

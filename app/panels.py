@@ -122,7 +122,7 @@ def compare_headline(result: Any, chosen: list[Any]) -> None:
 
     `result` is the comparison's `ge.PairedResult`; `chosen` the runs compared (snapshots)."""
     d, extra = result.delta("acc_cls"), result.extra_params
-    epochs = min((r.config.get("train") or {}).get("epochs", 1) for r in chosen)
+    epochs = min((r.config_dict.get("train") or {}).get("epochs", 1) for r in chosen)
     v = fmt.verdict(d, epochs)
     # the gain and its CI in a row, p, seeds and cost under them: five in a row cut them short at 1024 px
     k = [*st.columns([1, 1.3]), *st.columns(3)]

@@ -32,18 +32,20 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".estimate": ("estimate_run_time", "measure_throughput",),
     ".inspect": ("TokenAttention", "compute_token_attention", "list_snapshots", "load_snapshot",),
     ".inspect.explain": ("explain_image", "image_attention", "overlay_heatmap",),
-    ".losses": ("INTERACTION_LOSSES", "LOSS_TERMS", "gist_loss", "loss_contributions", "loss_weights",),
+    ".files": ("CHECKPOINT_NAME", "RESULT_NAME", "RESUME_NAME",),
+    ".loss_terms": ("LOSS_TERMS", "loss_contributions", "loss_weights",),
+    ".losses": ("INTERACTION_LOSSES", "gist_loss",),
     ".model": ("GistOutput", "GistViT",),
     ".runs": (
-        "DELTA_BOUNDS", "InvalidId", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunSnapshot",
-        "StoreError", "check_id", "clip_interval", "format_table", "interval_note", "is_id", "paired_delta",
-        "paired_result", "printable", "run_compare", "summarise",
+        "DELTA_BOUNDS", "InvalidId", "PairedResult", "RunError", "RunManager", "RunNotFound", "RunReader",
+        "RunSnapshot", "StoreError", "check_id", "clip_interval", "format_table", "interval_note", "is_id",
+        "paired_delta", "paired_result", "printable", "run_compare", "summarise",
     ),
     ".runs.gallery": (
         "GalleryError", "gallery_examples", "import_gallery", "import_gallery_entry", "list_gallery",
         "remove_gallery_example",
     ),
-    ".status": ("RunStatus",),
+    ".status": ("RunStatus", "StudyStatus",),
     ".studies": (
         "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_STATUSES", "StudyError", "StudyInfo", "StudyJob",
         "StudySpec", "create_study", "delete_study", "export_study", "format_study", "get_study", "list_studies",
@@ -52,7 +54,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     ".text_model": ("GistTextEncoder",),
     ".train": ("Callback", "Trainer", "TrainResult", "train",),
-    ".train.checkpoint": ("CHECKPOINT_NAME", "CheckpointError", "load_model", "predict", "save_checkpoint",),
+    ".train.checkpoint": ("CheckpointError", "load_model", "predict", "save_checkpoint",),
     ".tuners": ("TUNERS", "apply_tuner", "count_parameters",),
 }
 # public name -> (module, its name there)

@@ -47,10 +47,27 @@ class RunStatus(StrEnum):
         return self in RESUMABLE
 
 
+class StudyStatus(StrEnum):
+    """Where a study is in its life (a study's status, not a run's; stored as its text, like `RunStatus`).
+
+    - ``created``: stored, no driver has run it yet;
+    - ``running``: a driver is submitting and watching its runs (its heartbeat is fresh);
+    - ``completed``: every planned run completed or diverged;
+    - ``incomplete``: settled, but some runs failed or stopped for good;
+    - ``interrupted``: its driver ended before the end (`study resume` goes on).
+    """
+
+    CREATED = "created"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    INTERRUPTED = "interrupted"
+
+
 # The sets, as tuples in a fixed order (messages list them): `status in ACTIVE` works for members and stored text.
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 ENDED = tuple(s for s in RunStatus if s not in ACTIVE)
 RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.STOPPED, RunStatus.FAILED)
 WITH_RESULT = (RunStatus.COMPLETED, RunStatus.DIVERGED)  # ended with their evaluation: a verdict counts them
 
-__all__ = ["ACTIVE", "ENDED", "RESUMABLE", "WITH_RESULT", "RunStatus"]
+__all__ = ["ACTIVE", "ENDED", "RESUMABLE", "WITH_RESULT", "RunStatus", "StudyStatus"]

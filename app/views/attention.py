@@ -18,7 +18,7 @@ choice = st.selectbox("Model", options, index=options.index(wanted) if wanted in
                       format_func=lambda i: "Untrained backbone (the Launch page's settings)" if i == "untrained"
                       else fmt.run_label(runs[i]))
 snap = None if choice == "untrained" else state.shown_run(mgr, choice)  # stops here if deleted since the list
-source, cfg = (state.draft(), state.draft()) if snap is None else (snap.run_dir, snap.config)
+source, cfg = (state.draft(), state.draft()) if snap is None else (snap.run_dir, snap.config_dict)
 try:
     modality = services.model_modality(source)
 except (FileNotFoundError, ValueError, ge.DatasetError, ge.CheckpointError, ge.BackboneError) as exc:

@@ -27,7 +27,7 @@ run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wan
                       format_func=lambda i: fmt.run_label(by_id[i]))
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
 snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
-cfg = snap.config
+cfg = snap.config_dict  # as stored: a run of another release still shows
 head, stop = st.columns([5, 1], vertical_alignment="center")
 with head:
     panels.status_badge(snap.status)

@@ -10,6 +10,7 @@ from .._io import write_text_atomic
 from ..config import load_run_config
 from ..runs import format_table
 from ..runs.compare import run_compare
+from ..status import RunStatus
 from .common import ProgressBar, add_config_args, output_dir, positive_int
 
 
@@ -32,4 +33,4 @@ def compare_command(args: argparse.Namespace) -> int:
                       json.dumps({k: v for k, v in summary.items() if k != "paired"}, indent=2, default=str))
     print(format_table(summary["paired"]))
     print(f"wrote {out / 'compare.json'}")
-    return 0 if all(r["status"] == "completed" for r in summary["runs"]) else 1
+    return 0 if all(r["status"] == RunStatus.COMPLETED for r in summary["runs"]) else 1

@@ -12,15 +12,14 @@ from ..config import ConfigError
 from ..runs import RunManager, printable
 from ..runs.gallery import (
     bundle_size,
-    export_bundle,
     gallery_examples,
     import_gallery,
     import_gallery_entry,
     list_gallery,
     read_index,
-    record,
     remove_gallery_example,
 )
+from ..runs.recording import export_bundle, record
 from ..studies import export_study_bundle
 from .common import count, percent, print_json, with_manager
 

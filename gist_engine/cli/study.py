@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..runs import printable
+from ..status import StudyStatus
 from ..studies import (
     BACKENDS,
     STUDY_EXPORTS,
@@ -101,7 +102,7 @@ def drive(args: argparse.Namespace, study_id: str) -> int:
     finally:
         bar.close()
     print(format_study(study_id, args.root))
-    return 0 if get_study(study_id, args.root).status == "completed" else 1
+    return 0 if get_study(study_id, args.root).status == StudyStatus.COMPLETED else 1
 
 
 def study_run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from .run import (
     RunConfig,
     TrainConfig,
     load_run_config,
+    read_stored_config,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "parse",
     "parse_method_args",
     "peft_installed_version",
+    "read_stored_config",
     "recipe_config",
     "resolve_recipe",
     "safe_load_json",

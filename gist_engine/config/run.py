@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,3 +207,51 @@ def load_run_config(source: str | Path | typing.Mapping[str, Any] | RunConfig | 
     except RecipeError as exc:
         raise ConfigError(str(exc)) from None
     return parse(RunConfig, data)
+
+
+def _known_keys(cls: type, data: typing.Mapping[str, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """`data` without the keys `cls` (a config dataclass) does not define, at any depth of its sections (gist, data,
+    train); `method_args` is kept whole (its keys depend on the method). Returns (kept, the dotted keys left out)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            dropped.append(dotted)
+            continue
+        section = hints[key]
+        if dataclasses.is_dataclass(section) and not issubclass(section, Options) and isinstance(value, typing.Mapping):
+            value, more = _known_keys(section, value, f"{dotted}.")
+            dropped += more
+        kept[key] = value
+    return kept, dropped
+
+
+def read_stored_config(data: typing.Mapping[str, Any]) -> tuple[RunConfig | None, str | None]:
+    """A stored run's config parsed leniently, for reading a run store: never raises for what a store may hold.
+
+    Args:
+        data: The config as the store (or a result.json) holds it (`to_dict` of the RunConfig it ran with).
+
+    Returns:
+        (config, note): (the RunConfig, None) when it parses as it is; (the RunConfig, a note naming the keys left
+        out) when it parses once the keys this release does not know are left out (written by another release);
+        (None, a note saying why) when it still does not parse (a value this release refuses, an optional library
+        missing, e.g. peft for a peft run): the mapping then stays the run's config as recorded. Parsing a peft
+        method imports peft (its options are checked by peft's own classes); every other method imports nothing.
+    """
+    if not isinstance(data, typing.Mapping):
+        return None, f"the stored config is not a mapping ({type(data).__name__}); shown as recorded"
+    try:
+        return load_run_config(data), None
+    except ConfigError as exc:
+        why = str(exc)
+    known, dropped = _known_keys(RunConfig, data)
+    if dropped:
+        try:
+            return load_run_config(known), f"keys this release does not know were left out: {', '.join(dropped)}"
+        except ConfigError as exc:
+            why = str(exc)
+    return None, f"the stored config does not parse in this release ({why}); shown as recorded"

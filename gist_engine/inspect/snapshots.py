@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..status import RunStatus
 from .maps import AttentionMaps, compute_attention_maps, input_normalisation, save_npz, to_uint8_images
 
 SNAPSHOT_DIR = "attention"  # snapshots live in <run_dir>/attention/
@@ -142,7 +143,7 @@ class TrainerSnapshots:
 
     def on_train_end(self, trainer: Any, result: Any) -> None:
         """Record the last step too (completed or stopped runs)."""
-        if self.snapshots is not None and result.status in ("completed", "stopped") and trainer.step:
+        if self.snapshots is not None and result.status in (RunStatus.COMPLETED, RunStatus.STOPPED) and trainer.step:
             self.snapshots.on_train_end(trainer.model, trainer.step)
 
 

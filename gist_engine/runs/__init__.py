@@ -10,15 +10,17 @@ Layout under the data directory (`data_dir()`: `$GIST_DATA_DIR`, else the user d
 Modules: `store` (schema, migrations, the writer connection and the reader pool), `recorder` (the trainer callback
 that writes a run's metrics), `execute` (the one execution path of every run, local or Ray: config to result.json
 to final status), `workers` (the worker pool: queue, device slots, threads, heartbeat, recovery), `records` (a
-run's folder, new row and snapshot), `manager` (RunManager: the facade of submit, stop, resume, reads), `compare`
-(paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any set of runs, and its
-text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables and MLflow), `ids`
-(the id formats, names as text, removals and copies kept inside the data directory). The engine's background threads
-live here.
+run's folder and snapshot, the outcomes not written yet), `reader` (RunReader: every read of the store, the verdict
+of a group and the exports, without torch), `manager` (RunManager: a RunReader that also submits, stops and
+resumes), `compare` (paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any
+set of runs, and its text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables
+and MLflow), `ids` (the id formats, names as text, removals and copies kept inside the data directory), `gallery`
+(recorded bundles: listed, checked, imported) and `recording` (bundles exported and recorded). The engine's
+background threads live here.
 
-Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `store`, `pairs`, `stats`,
-`ids` and `export` read the store and the verdict without torch; `RunManager`, `compare`, `recorder`, `execute`,
-`workers` and `records` import the trainer (torch) when first used.
+Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `reader`, `records`, `store`,
+`pairs`, `stats`, `ids`, `export` and `gallery` read the store, the verdict and the gallery without torch;
+`RunManager`, `compare`, `recorder`, `execute` and `workers` import the trainer (torch) when first used.
 """
 
 from .._lazy import lazy_exports
@@ -27,9 +29,11 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".compare": ("paired_configs", "run_compare", "summarise"),
     ".export": ("EXPORT_FORMATS", "read_export"),
     ".ids": ("InvalidId", "check_id", "check_name", "is_id", "printable"),
-    ".manager": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"),
+    ".manager": ("RunManager",),
     ".pairs": ("ArmRun", "PairedResult", "SeedPair", "format_table", "paired_result"),
+    ".reader": ("RunReader",),
     ".recorder": ("StoreWriter",),
+    ".records": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS"),
     ".stats": ("DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta", "t_interval"),
     ".store": ("MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore", "StoreError",
                "data_dir"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..status import RunStatus
 from ..train import Callback, Trainer, TrainResult
 from .pairs import DELTA_METRICS, RUN_METRICS, ArmRun, format_table, paired_result
 
@@ -78,7 +79,7 @@ def run_compare(config: RunConfig | dict[str, Any], seeds: int, out_dir: str | P
         data = trainer.data
         result = trainer.run()
         results.append((seed, enabled, result))
-        if result.status == "stopped":
+        if result.status == RunStatus.STOPPED:
             break
     summary = summarise(results)
     summary["config"] = to_dict(load_run_config(config))

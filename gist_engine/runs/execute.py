@@ -25,15 +25,15 @@ from .._io import write_text_atomic
 from ..backbones import BackboneError
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
 from ..data.images import DatasetError
+from ..files import RESULT_NAME, RESUME_NAME
 from ..status import RunStatus
 from ..train import COMPLETED, DIVERGED, FAILED, STOPPED, Callback, Trainer, TrainResult, load_run_data
-from ..train.checkpoint import RESUME_NAME, CheckpointError
+from ..train.checkpoint import CheckpointError
 from .store import disk_full_message, is_disk_full
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = RunStatus.INTERRUPTED
-RESULT_NAME = "result.json"
 USER_ERRORS = (ConfigError, BackboneError, DatasetError, CheckpointError)  # stored without a traceback
 INTERRUPTED_ERROR = "interrupted: the run manager shut down; resume it from its last checkpoint"
 

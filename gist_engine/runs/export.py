@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..status import RunStatus
 from .ids import check_id
 from .store import RunError, RunSnapshot
 
@@ -23,8 +24,8 @@ EXPORT_FORMATS = ("csv", "parquet", "mlflow")
 RUN_COLUMNS = ("run_id", "name", "seed", "gist_enabled", "status")  # in front of each row of a group's table
 EXPERIMENT = "gist-studio"
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's log_batch limits per request
-MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "KILLED", "interrupted": "KILLED", "failed": "FAILED",
-                 "diverged": "FAILED"}
+MLFLOW_STATUS = {RunStatus.COMPLETED: "FINISHED", RunStatus.STOPPED: "KILLED", RunStatus.INTERRUPTED: "KILLED",
+                 RunStatus.FAILED: "FAILED", RunStatus.DIVERGED: "FAILED"}  # MLflow's RunStatus names
 
 
 class RunSource(Protocol):
@@ -183,7 +184,7 @@ def _log_run(client: Any, experiment_id: str, source: RunSource, run_id: str, pa
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(experiment_id, run_name=snap.name, tags=tags)
     mid = run.info.run_id
-    params = [entities.Param(k, v) for k, v in flatten(snap.config).items()]
+    params = [entities.Param(k, v) for k, v in flatten(snap.config_dict).items()]
     for i in range(0, len(params), MAX_PARAMS):
         client.log_batch(mid, params=params[i:i + MAX_PARAMS])
     stamp = int((snap.started or snap.created) * 1000)

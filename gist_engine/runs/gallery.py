@@ -10,13 +10,15 @@ A bundle is one folder (format `gist-studio-gallery/1`):
                                 attention/ (the float16 snapshots of the probe batch); never resume.safetensors
 
 A gallery folder holds bundles and `gallery.yaml`, the index of entries with the recipe each one is recorded from
-(`record` re-runs a recipe and writes its bundle: `python -m gist_engine runs gallery record --all`).
+(`runs.recording.record` re-runs a recipe and writes its bundle: `python -m gist_engine runs gallery record --all`).
+This module lists, checks, imports and removes bundles and imports no torch (reading needs a `RunReader`, removing
+an example a `RunManager`); `runs.recording` exports and records them.
 
 A bundle's manifest may name a `kind` other than plain runs (no `kind`): a layer above the runs registers it with
 `register_kind` (gist_engine.studies registers `study`: a study's rows beside its runs). Its hooks add the kind's
 rows on import, take them out on removal, and record the index entries that name the kind (`study: <spec>`).
 
-Imported runs keep their ids and are owned by `gallery:<name>` (`manager.EXAMPLE_OWNER`): the RunManager refuses
+Imported runs keep their ids and are owned by `gallery:<name>` (`records.EXAMPLE_OWNER`): the RunManager refuses
 to delete, resume or re-run them (`remove_gallery_example` takes a whole example out of a store), and their names and
 group names start with "example · ". Importing twice changes nothing; importing a re-recorded bundle replaces
 the older version of that example.
@@ -24,34 +26,26 @@ the older version of that example.
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
-import json
 import logging
 import os
-import platform
 import re
-import shlex
-import shutil
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
 
-from .._io import atomic_dir
-from ..config import ConfigError, load_run_config, safe_load_json
-from ..speed import usable_cpus
-from ..train import package_versions
-from ..train.checkpoint import CHECKPOINT_NAME
+from ..config import ConfigError, safe_load_json
+from ..files import CHECKPOINT_NAME, RESULT_NAME
 from .ids import check_name, copy_tree, is_id, printable, remove_tree
-from .manager import ACTIVE, EXAMPLE_OWNER, RESULT_NAME, RUNS_DIR, RunManager
-from .pairs import format_table
+from .reader import RunReader
+from .records import EXAMPLE_OWNER, RUNS_DIR
 from .store import EVAL_COLUMNS, RunError
+
+if TYPE_CHECKING:  # the write side: removing an example deletes runs through a RunManager
+    from .manager import RunManager
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +58,6 @@ EXAMPLE_PREFIX = "example · "  # in front of an imported run's and group's name
 RUN_FILES = (RESULT_NAME, CHECKPOINT_NAME)  # besides attention/*.npz; resume.safetensors stays out
 SNAPSHOT_DIR = "attention"
 LOCAL_COLUMNS = ("owner", "owner_pid", "owner_host", "heartbeat", "stop_requested")  # set by the importing store
-RECORD_COMMAND = "python -m gist_engine runs gallery record {name}"
 # Caps a bundle is checked against before anything of it is read into memory or copied.
 MAX_MANIFEST_BYTES = 64 * 2**20
 MAX_BUNDLE_BYTES = 8 * 2**30  # every file of the bundle together
@@ -88,18 +81,19 @@ class BundleKind:
         imported: (store, manifest, bundle folder) -> whether it added rows; called after the bundle's runs are
             in the store, on every import (so it must be idempotent).
         removing: (store, entry name, run ids) -> None; called before an example's runs leave the store.
-        record: (index entry, gallery folder, bundle folder to write, work dir or None, timeout or None) -> the
-            bundle folder: re-run the entry's recipe and export it.
         validate: (manifest, run ids of the bundle, the store to import into or None) -> None: check the kind's
             part of a manifest (ids, names, sizes; clashes with the store's own rows) before anything on disk
             changes; raises GalleryError (or a ConfigError) naming the problem.
+        record: (index entry, gallery folder, bundle folder to write, work dir or None, timeout or None) -> the
+            bundle folder: re-run the entry's recipe and export it (`runs.recording.record`). None until the
+            layer's recording module adds it (recording trains runs, so it imports torch; importing does not).
     """
 
     name: str
-    imported: Callable[[RunManager, dict[str, Any], Path], bool]
+    imported: Callable[[RunReader, dict[str, Any], Path], bool]
     removing: Callable[[RunManager, str, list[str]], None]
-    record: Callable[[dict[str, Any], Path, Path, Path | None, float | None], Path]
-    validate: Callable[[dict[str, Any], set[str], RunManager | None], None] | None = None
+    validate: Callable[[dict[str, Any], set[str], RunReader | None], None] | None = None
+    record: Callable[[dict[str, Any], Path, Path, Path | None, float | None], Path] | None = None
 
 
 KINDS: dict[str, BundleKind] = {}  # kind name -> its hooks; plain-run bundles have no kind
@@ -110,7 +104,7 @@ def register_kind(kind: BundleKind) -> None:
     KINDS[kind.name] = kind
 
 
-def _entry_kind(entry: dict[str, Any]) -> BundleKind | None:
+def entry_kind(entry: dict[str, Any]) -> BundleKind | None:
     """The registered kind an index entry names (a key such as `study`), or None for a run recipe (`config`)."""
     return next((KINDS[k] for k in KINDS if entry.get(k)), None)
 
@@ -156,7 +150,7 @@ def read_index(gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     entries = doc.get("entries") or []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not entry.get("name") or not (entry.get("config") or _entry_kind(entry)):
+        if not isinstance(entry, dict) or not entry.get("name") or not (entry.get("config") or entry_kind(entry)):
             raise GalleryError(f"{path}: entry {i + 1} needs a name and one of: {', '.join(['config', *KINDS])}")
     return entries
 
@@ -281,7 +275,7 @@ def _read_tables(path: Path, run_ids: set[str]) -> tuple[Any, Any]:
     return frames[0], frames[1]
 
 
-def check_bundle(bundle: str | Path, mgr: RunManager | None = None) -> dict[str, Any]:
+def check_bundle(bundle: str | Path, mgr: RunReader | None = None) -> dict[str, Any]:
     """Validate a bundle whole before anything on disk changes; returns its manifest.
 
     Checks: the manifest (`read_manifest`: size, nesting, format); the entry name; every run and group id in its
@@ -356,111 +350,8 @@ def find_bundle(name: str, gallery_dir: str | Path | None = None) -> Path:
     return folder / name
 
 
-# ---------------------------------------------------------------------------------------------- machine
-def machine_info() -> dict[str, Any]:
-    """The machine a bundle is recorded on: CPU model, logical cores, usable cores, OS, the GPU when present."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:  # not Linux: platform's answer stands
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable_cpus(), "os": platform.platform()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-# ----------------------------------------------------------------------------------------------- export
-def _store_rows(mgr: RunManager, run_ids: Sequence[str]) -> tuple[list[dict], list[dict], Any, Any]:
-    """The runs' rows, their groups' rows, metrics and evaluations frames, read in one snapshot of the store."""
-    import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
-
-    runs, groups, metrics, evals = mgr.store.export_rows(run_ids)
-    metrics = pd.DataFrame(metrics, columns=["run_id", "step", "key", "value"]).astype(
-        {"run_id": "str", "step": "int64", "key": "str", "value": "float64"})
-    evals = pd.DataFrame(evals, columns=list(EVAL_COLUMNS)).astype(
-        {"step": "int64", "epoch": "float64", "acc_cls": "float64", "acc_gist": "float64", "agreement": "float64"})
-    return runs, groups, metrics, evals
-
-
-def _summary(mgr: RunManager, runs: list[dict], groups: list[dict]) -> dict[str, Any]:
-    """The numbers the gallery page shows: per run its accuracies, per group the paired delta."""
-    out: dict[str, Any] = {"runs": [{k: r[k] for k in ("id", "name", "seed", "gist_enabled", "status", "acc_cls",
-                                                       "best_acc_cls", "acc_gist", "agreement", "step",
-                                                       "trainable_params")} for r in runs]}
-    out["groups"] = []
-    for g in groups:
-        res = mgr.group_results(g["id"])
-        out["groups"].append({"id": g["id"], "name": g["name"], "delta_acc_cls": res.get("delta_acc_cls"),
-                              "text": format_table(res["paired"])})
-    return out
-
-
-def export_bundle(mgr: RunManager, ids: Sequence[str], out: str | Path, name: str, *, title: str = "",
-                  description: str = "", command: str = "", recipe: dict[str, Any] | None = None,
-                  checkpoints: bool = True, extra: dict[str, Any] | None = None) -> Path:
-    """Write runs (and whole groups) of a store as a bundle folder `out` (replaced when it exists).
-
-    Args:
-        mgr: The store to read.
-        ids: Run ids and/or group ids (a group brings all its runs).
-        out: The bundle folder to write.
-        name: The entry's name (letters, digits, `-`, `_`); imported runs are owned by `gallery:<name>`.
-        title, description: What the gallery page shows.
-        command: The exact command that produced the runs (kept in the manifest).
-        recipe: How `record` reproduces it (config, overrides, seeds), when it came from the index.
-        checkpoints: Copy each run's checkpoint (its trainable parameters); without, a bundle holds numbers only.
-        extra: More manifest keys, from the layer that exports a registered kind (`kind` and its rows).
-
-    Returns:
-        The bundle folder.
-
-    Raises:
-        GalleryError: No ids, a bad name, a run that is still queued or running, or `out` exists and is not a
-            bundle (a folder this function did not write is never replaced). RunNotFound: an unknown id.
-    """
-    if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-        raise GalleryError(f"bundle name {name!r}: use letters, digits, '-' and '_'")
-    if not ids:
-        raise GalleryError("export: give at least one run or group id")
-    out = Path(out)
-    if out.is_symlink() or (out.exists() and not (out / MANIFEST_NAME).is_file()):  # never delete what it did not write
-        raise GalleryError(f"{out} exists and is not a gallery bundle; give another --out folder or --name")
-    run_ids: list[str] = []
-    for some_id in ids:
-        members = [s.id for s in mgr.list(group_id=some_id)] if mgr.is_group(some_id) else [mgr.get(some_id).id]
-        run_ids += [r for r in members if r not in run_ids]
-    runs, groups, metrics, evals = _store_rows(mgr, run_ids)
-    busy = [r["id"] for r in runs if r["status"] in ACTIVE]
-    if busy:
-        raise GalleryError(f"runs {', '.join(busy)} are still {'/'.join(ACTIVE)}; export them when they end")
-    with atomic_dir(out, replace=True) as tmp:  # beside `out`: renamed into place at the end
-        for r in runs:
-            src, dst = mgr.run_dir(r["id"]), tmp / "runs" / r["id"]
-            dst.mkdir(parents=True)
-            for file_name in RUN_FILES:
-                if (src / file_name).is_file() and (checkpoints or file_name != CHECKPOINT_NAME):
-                    shutil.copy2(src / file_name, dst / file_name)
-            if (src / SNAPSHOT_DIR).is_dir():  # float16 maps and uint8 probe images, as recorded
-                shutil.copytree(src / SNAPSHOT_DIR, dst / SNAPSHOT_DIR)
-        metrics.to_parquet(tmp / METRICS_NAME, index=False)
-        evals.to_parquet(tmp / EVALUATIONS_NAME, index=False)
-        manifest = {
-            "format": FORMAT, "name": name, "title": title or name, "description": description,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": machine_info(), "versions": package_versions(), "command": command, "recipe": recipe,
-            "groups": groups, "runs": [{k: v for k, v in r.items() if k not in LOCAL_COLUMNS} for r in runs],
-            "summary": _summary(mgr, runs, groups), **(extra or {})}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
-    logger.info("gallery bundle %s: %d runs, %d bytes", out, len(runs), bundle_size(out))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------- import
-def gallery_examples(mgr: RunManager) -> dict[str, list[str]]:
+def gallery_examples(mgr: RunReader) -> dict[str, list[str]]:
     """The examples in a store: entry name -> its run ids."""
     out: dict[str, list[str]] = {}
     for run_id, owner in mgr.store.runs_owned_like(EXAMPLE_OWNER):
@@ -468,11 +359,12 @@ def gallery_examples(mgr: RunManager) -> dict[str, list[str]]:
     return out
 
 
-def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str | Path | None = None) -> dict[str, Any]:
+def import_gallery_entry(mgr: RunReader, bundle: str | Path, gallery_dir: str | Path | None = None) -> dict[str, Any]:
     """Import a bundle into a store as read-only examples (idempotent).
 
     Args:
-        mgr: The store to write.
+        mgr: The store to write: a `RunManager`, or a `RunReader` (no torch imported) for a first import; replacing
+            an older recording deletes its runs, which needs a `RunManager`.
         bundle: An entry name of the gallery or a bundle folder.
         gallery_dir: The gallery folder for a name (default `default_gallery_dir()`).
 
@@ -532,7 +424,7 @@ def import_gallery_entry(mgr: RunManager, bundle: str | Path, gallery_dir: str |
     return result | {"imported": True}
 
 
-def import_gallery(mgr: RunManager, gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def import_gallery(mgr: RunReader, gallery_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Import every recorded entry of a gallery (see `import_gallery_entry`)."""
     return [import_gallery_entry(mgr, b["path"]) for b in list_gallery(gallery_dir) if b["recorded"]]
 
@@ -541,8 +433,10 @@ def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
     """Take an imported example (its runs, files and groups) out of a store; returns the run ids removed.
 
     Raises:
-        GalleryError: No example of that name in the store.
+        GalleryError: No example of that name in the store, or `mgr` is a `RunReader` (it deletes no runs).
     """
+    if not callable(getattr(mgr, "delete", None)):  # a RunReader: it reads and imports, it deletes nothing
+        raise GalleryError(f"removing the example {name!r} deletes its runs: use a RunManager on {mgr.root}")
     run_ids = gallery_examples(mgr).get(name)
     if not run_ids:
         raise GalleryError(f"no gallery example {name!r} in {mgr.root}; imported: "
@@ -556,88 +450,25 @@ def remove_gallery_example(mgr: RunManager, name: str) -> list[str]:
     return run_ids
 
 
-# ----------------------------------------------------------------------------------------------- record
-def entry_config(entry: dict[str, Any], gallery_dir: str | Path) -> Any:
-    """The RunConfig of an index entry: its config file (relative to the gallery folder) and overrides."""
-    path = Path(gallery_dir) / entry["config"]
-    if not path.is_file():
-        raise ConfigError(f"gallery entry {entry['name']}: config {path} not found")
-    return load_run_config(path, list(entry.get("overrides") or []))
-
-
-def record(name: str, gallery_dir: str | Path | None = None, out_dir: str | Path | None = None,
-           work_dir: str | Path | None = None, timeout: float | None = None) -> Path:
-    """Re-run an index entry's recipe in a fresh store and write its bundle (an entry of a registered kind, such
-    as `study: <spec>`, by that kind's `record` hook).
-
-    Args:
-        name: The entry of `gallery.yaml`.
-        gallery_dir: The gallery folder with the index (default `default_gallery_dir()`).
-        out_dir: Where the bundle folder goes (default: the gallery folder, replacing the shipped bundle).
-        work_dir: The temporary data directory of the runs (default: a new temporary folder, removed after).
-        timeout: Longest wait for each run (a kind's hook: for the whole recording), seconds.
-
-    Returns:
-        The bundle folder.
-
-    Raises:
-        GalleryError: An unknown entry or a run that did not complete.
-    """
-    folder = Path(gallery_dir) if gallery_dir is not None else default_gallery_dir()
-    entries = {e["name"]: e for e in read_index(folder)}
-    if name not in entries:
-        raise GalleryError(f"no entry {name!r} in {folder / INDEX_NAME}; entries: {', '.join(entries)}")
-    entry = entries[name]
-    out = Path(out_dir) if out_dir is not None else folder
-    kind = _entry_kind(entry)
-    if kind is not None:
-        return kind.record(entry, folder, out / name, Path(work_dir) if work_dir is not None else None, timeout)
-    cfg = entry_config(entry, folder)
-    seeds = int(entry.get("seeds") or 0)
-    recipe = {"config": entry["config"], "overrides": list(entry.get("overrides") or []), "seeds": seeds}
-    with tempfile.TemporaryDirectory(prefix=f"gist-gallery-{name}-") as tmp:
-        root = Path(work_dir) if work_dir is not None else Path(tmp)
-        started = time.monotonic()
-        mgr = RunManager(root)
-        try:
-            ids = [mgr.submit_group(cfg, seeds)] if seeds else [mgr.submit(cfg)]
-            snaps = [mgr.wait(s.id, timeout=timeout) for i in ids for s in
-                     (mgr.list(group_id=i) if mgr.is_group(i) else [mgr.get(i)])]
-            bad = [f"{s.id} {s.status}: {s.error}" for s in snaps if s.status != "completed"]
-            if bad:
-                raise GalleryError(f"gallery entry {name}: runs did not complete: {'; '.join(bad)}")
-            bundle = export_bundle(mgr, ids, out / name, name, title=entry.get("title", ""),
-                                   description=entry.get("description", ""),
-                                   command=RECORD_COMMAND.format(name=shlex.quote(name)), recipe=recipe)
-        finally:
-            mgr.shutdown()
-    logger.info("gallery %s recorded in %.0f s", name, time.monotonic() - started)
-    return bundle
-
-
 __all__ = [
     "EXAMPLE_PREFIX",
     "FORMAT",
     "INDEX_NAME",
     "KINDS",
     "MANIFEST_NAME",
-    "RECORD_COMMAND",
     "BundleKind",
     "GalleryError",
     "bundle_size",
     "check_bundle",
     "default_gallery_dir",
-    "entry_config",
-    "export_bundle",
+    "entry_kind",
     "find_bundle",
     "gallery_examples",
     "import_gallery",
     "import_gallery_entry",
     "list_gallery",
-    "machine_info",
     "read_index",
     "read_manifest",
-    "record",
     "register_kind",
     "remove_gallery_example",
 ]

@@ -1,6 +1,7 @@
 """The RunManager: the one object the app, the CLI and the studies use to submit, watch, stop and resume runs.
 
-A facade: the worker pool (`workers.WorkerPool`: queue, device slots, threads, heartbeat, recovery) trains runs
+A facade: a `RunReader` (every read: runs, metrics, groups, the verdict, exports; no torch) plus the write and
+execution side: the worker pool (`workers.WorkerPool`: queue, device slots, threads, heartbeat, recovery) trains runs
 through the one execution path (`execute.execute_run`), the store (`store.RunStore`) owns every query, `pairs` the
 verdict and `export` the files. Every public method is thread-safe. Writes go through the store's one writer
 connection; reads use pooled connections of their own, so polling never waits for training. Torch's intra-op thread
@@ -16,29 +17,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..files import RESULT_NAME
+from ..status import RunStatus
 from ..train import Callback, package_versions
-from . import execute, records, workers
+from . import workers
 from .compare import paired_configs, seed_list
-from .export import export_runs
 from .ids import check_name, is_id, new_id, remove_tree
-from .pairs import paired_result
-from .records import EXAMPLE_OWNER, RESUMABLE, RUNS_DIR, STATUSES, STEP_KEYS
-from .store import DB_NAME, RunError, RunSnapshot, RunStore, data_dir
-from .workers import ACTIVE, RUNNING, pid_alive
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .reader import EXPORTS_DIR, RunReader
+from .records import ACTIVE, EXAMPLE_OWNER, RESUMABLE, RUNS_DIR, STATUSES, STEP_KEYS, pid_alive
+from .store import RunError, RunSnapshot
 
 logger = logging.getLogger(__name__)
 
-EXPORTS_DIR, RESULT_NAME = "exports", execute.RESULT_NAME
 
-
-class RunManager:
-    """Queues runs, trains them on background worker threads and keeps everything in a `RunStore`.
+class RunManager(RunReader):
+    """Queues runs, trains them on background worker threads and keeps everything in a `RunStore`; reads as its
+    `RunReader` base (get, list, metrics, evaluations, groups, group_results, export).
 
     Args:
         root: The data directory (default `data_dir()`): `root/runs.sqlite3` and `root/runs/<run_id>/`.
@@ -68,8 +65,7 @@ class RunManager:
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None) -> None:
         if workers_per_device < 1:
             raise ValueError(f"workers_per_device must be >= 1, got {workers_per_device}")
-        self.root = Path(root) if root is not None else data_dir()
-        self.store = RunStore(self.root / DB_NAME)
+        super().__init__(root)
         self.pool = workers.WorkerPool(
             self.root, self.store, self.run_dir, workers_per_device=workers_per_device, torch_threads=torch_threads,
             stale_after=stale_after, heartbeat_every=heartbeat_every, flush_every=flush_every,
@@ -94,11 +90,12 @@ class RunManager:
         """
         self.pool.shutdown(wait, timeout)
 
+    def close(self) -> None:
+        """As `shutdown()`: the workers stop first, then the store closes."""
+        self.shutdown()
+
     def __enter__(self) -> RunManager:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
 
     def recover(self) -> list[str]:
         """Mark runs left `queued`/`running` by a dead owner as ended; returns their ids.
@@ -161,7 +158,7 @@ class RunManager:
             except ValueError as exc:  # a newline or an ANSI escape in a name would rewrite the terminal
                 raise ConfigError(str(exc)) from None
         owner = (self.token, self.pid, self.host)
-        rows = [records.new_run_row(cfg, group_id, versions, owner, now) for cfg in configs]
+        rows = [workers.new_run_row(cfg, group_id, versions, owner, now) for cfg in configs]
         ids = [r["id"] for r in rows]
         self.pool.own(ids)  # before the rows say so: our own liveness check must not take them for dead
         try:
@@ -204,7 +201,7 @@ class RunManager:
         row = self.store.run_row(run_id, "status, owner, owner_pid")
         if not self.pool.stop_here(run_id, "deleted", timeout):
             raise RunError(f"run {run_id} did not stop within {timeout:g} s; try again")
-        if row["status"] == RUNNING and row["owner"] != self.token:
+        if row["status"] == RunStatus.RUNNING and row["owner"] != self.token:
             raise RunError(f"run {run_id} is running in another process (pid {row['owner_pid']}); stop it first")
         self.store.delete_run(run_id)
         if is_id(run_id, "run"):  # a row of another id has no folder of its own: nothing else is removed
@@ -255,75 +252,6 @@ class RunManager:
                 return snap
             self.pool.pause(poll)
 
-    # ------------------------------------------------------------------------------------------------ reads
-    def run_dir(self, run_id: str) -> Path:
-        """The run's directory `root/runs/<run_id>`; InvalidId (a RunNotFound) for an id not in the run-id format
-        (no path is built)."""
-        return records.run_dir(self.root, run_id)
 
-    def get(self, run_id: str) -> RunSnapshot:
-        """The run's current state; RunNotFound for an unknown id."""
-        return records.snapshot(self.store.run_row(run_id, "*"), self.root)
-
-    def list(self, status: str | None = None, group_id: str | None = None,
-             limit: int | None = None) -> list[RunSnapshot]:
-        """Runs, newest first, optionally of one status and/or group."""
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-        unrecorded = list(workers.unrecorded()) if status is not None else []  # their status shows from memory
-        rows = self.store.list_runs(status, group_id, limit, also=unrecorded)
-        snaps = [records.snapshot(r, self.root) for r in rows]
-        if unrecorded:
-            snaps = [s for s in snaps if s.status == status][:limit]
-        return snaps
-
-    def metrics(self, run_id: str, keys: Sequence[str] | None = None, since_step: int = 0) -> pd.DataFrame:
-        """Step metrics with step > `since_step`, ascending: a column `step` and one column per key.
-
-        Args:
-            run_id: The run.
-            keys: Metric names (default: the keys of the latest step, `STEP_KEYS` first; all of `STEP_KEYS` when
-                nothing is recorded yet). A key never recorded gives a column of NaN.
-            since_step: Only steps after this one (pass the last step seen to poll incrementally).
-        """
-        return self.store.metrics_frame(run_id, keys, since_step, STEP_KEYS)
-
-    def evaluations(self, run_id: str) -> pd.DataFrame:
-        """Every evaluation of a run: step, epoch, acc_cls, acc_gist, agreement, n, per_class (dict), split."""
-        return self.store.evaluations_frame(run_id)
-
-    def groups(self) -> list[dict[str, Any]]:
-        """Every group, newest first: id, name, created, seeds, config, runs (their ids)."""
-        return self.store.groups()
-
-    def group_results(self, group_id: str) -> dict[str, Any]:
-        """A group's verdict, from the store: `pairs.paired_result` of its runs (data only; `pairs.format_table`
-        prints it, the app draws it).
-
-        Returns:
-            `PairedResult.to_dict()` (seeds, delta_acc_cls, delta_best_acc_cls, extra_params, unpaired, replaced,
-            arms: the numbers the CLI `compare` prints) plus `paired` (the `PairedResult`), `runs` (snapshots,
-            newest first) and `group` (id, name, created, seeds, config). Per seed and arm the newest run counts
-            (a re-run replaces the original); unfinished runs show their status and stay out of the statistics.
-        """
-        group = self.store.group_row(group_id)
-        snaps = self.list(group_id=group_id)
-        paired = paired_result(reversed(snaps))  # oldest first, so the newest wins
-        return {**paired.to_dict(), "paired": paired, "runs": snaps,
-                "group": {k: group[k] for k in ("id", "name", "created", "seeds", "config")}}
-
-    # ----------------------------------------------------------------------------------------------- export
-    def export(self, run_or_group_id: str, to: str = "csv", path: str | Path | None = None) -> Path | str:
-        """Export a run or a group as one CSV/Parquet file (plus a JSON sidecar), or to MLflow.
-
-        See `export.export_runs`: `path` defaults to the folder `root/exports/` (for mlflow: `MLFLOW_TRACKING_URI`
-        when set, else `root/exports/mlruns`). Returns the data file written or the MLflow run id.
-        """
-        return export_runs(self, run_or_group_id, self.root / EXPORTS_DIR, to=to, path=path)
-
-    def is_group(self, some_id: str) -> bool:
-        """Whether `some_id` names a group (else it may be a run id)."""
-        return self.store.is_group(some_id)
-
-
-__all__ = ["ACTIVE", "EXAMPLE_OWNER", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager", "pid_alive"]
+__all__ = ["ACTIVE", "EXAMPLE_OWNER", "EXPORTS_DIR", "RESULT_NAME", "RESUMABLE", "RUNS_DIR", "STATUSES", "STEP_KEYS",
+           "RunManager", "pid_alive"]

@@ -9,12 +9,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import to_dict
+from ..status import WITH_RESULT
 from .stats import ACCURACY_BOUNDS, Interval, paired_delta, t_interval
 
 ARMS = ("plain", "gist")
 DELTA_METRICS = ("acc_cls", "best_acc_cls")  # both arms have them, so GIST - plain is defined
 RUN_METRICS = ("acc_cls", "best_acc_cls", "acc_gist", "agreement")  # acc_gist, agreement: the GIST arm only
-COUNTED_STATUSES = ("completed", "diverged")  # a run that ended with its result; stopped/failed/running do not count
+COUNTED_STATUSES = WITH_RESULT  # a run that ended with its result; stopped/failed/running do not count
 
 
 @dataclass(frozen=True)
@@ -177,9 +179,19 @@ def control_key(config: Mapping[str, Any] | None) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+def _stored_config(run: Any) -> Mapping[str, Any] | None:
+    """A run's config as a mapping: a snapshot's `config_dict` (never parsed here: a peft run's parse imports
+    peft), else its `config` (a mapping, or a RunConfig written out)."""
+    config = getattr(run, "config_dict", None)
+    if config is None:
+        config = getattr(run, "config", None)
+    return config if config is None or isinstance(config, Mapping) else to_dict(config)
+
+
 def arm_run(run: Any) -> ArmRun:
     """An `ArmRun` from a run snapshot (`RunSnapshot` or any object with its fields: seed, gist_enabled, status,
-    acc_cls, best_acc_cls, acc_gist, agreement, trainable_params, id, config); an `ArmRun` is returned as it is.
+    acc_cls, best_acc_cls, acc_gist, agreement, trainable_params, id, config_dict or config); an `ArmRun` is
+    returned as it is.
 
     A snapshot's acc_gist/agreement fall back to its `last_eval` (runs recorded before those columns existed).
     """
@@ -192,7 +204,7 @@ def arm_run(run: Any) -> ArmRun:
             metrics[k] = last.get(k)
     return ArmRun(seed=int(run.seed), gist=bool(run.gist_enabled), status=str(run.status), metrics=metrics,
                   trainable_params=getattr(run, "trainable_params", None), id=getattr(run, "id", None),
-                  key=pair_key(getattr(run, "config", None)), control=control_key(getattr(run, "config", None)))
+                  key=pair_key(_stored_config(run)), control=control_key(_stored_config(run)))
 
 
 def paired_result(runs: Iterable[Any], metrics: Iterable[str] = DELTA_METRICS, confidence: float = 0.95

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import platformdirs
+
+from ..config import RunConfig, read_stored_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -875,7 +878,13 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 @dataclass(frozen=True)
 class RunSnapshot:
-    """A frozen view of one run, read from the store (safe to keep and pass between threads)."""
+    """A frozen view of one run, read from the store (safe to keep and pass between threads).
+
+    `config_dict` is the run's config as stored (a mapping, always readable); `config` is it parsed into a
+    `RunConfig` on first use (`config.read_stored_config`: leniently, so a run of another release or of a method
+    whose optional library is missing still lists, reads and shows), None when it does not parse, with the reason in
+    `config_note`. Listing runs parses nothing (a peft run's config imports peft only when `config` is read).
+    """
 
     id: str
     name: str
@@ -894,7 +903,7 @@ class RunSnapshot:
     best_acc_cls: float | None
     acc_cls: float | None
     error: str | None
-    config: dict[str, Any]
+    config_dict: dict[str, Any]
     seed: int
     gist_enabled: bool
     method: str
@@ -914,9 +923,26 @@ class RunSnapshot:
     phase: dict[str, Any] | None = None  # what the trainer does now: name (training, evaluating, ...), done, total
     example: bool = False  # a read-only gallery example (owner `gallery:<entry>`): no delete, resume or re-run
 
+    @functools.cached_property
+    def _parsed(self) -> tuple[RunConfig | None, str | None]:
+        return read_stored_config(self.config_dict)
+
+    @property
+    def config(self) -> RunConfig | None:
+        """The run's config parsed (once, on first use; shared by the callers of this snapshot: read, never
+        change it), or None when the stored config does not parse in this release (see `config_note`)."""
+        return self._parsed[0]
+
+    @property
+    def config_note(self) -> str | None:
+        """Why `config` is None or left keys out (another release's keys, a refused value, a missing optional
+        library); None when the stored config parsed as it is."""
+        return self._parsed[1]
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (run_dir as a string)."""
+        """A JSON-ready dict (run_dir as a string; `config`: the stored mapping, not parsed)."""
         out = dataclasses.asdict(self)
+        out = {("config" if k == "config_dict" else k): v for k, v in out.items()}
         out["run_dir"] = str(self.run_dir)
         return out
 

@@ -4,12 +4,13 @@ Each worker takes the first queued run whose device has a free slot, claims it i
 `execute.execute_run` (the one execution path, which a Ray task uses too) with a `StoreWriter`, then records its
 final status. The heartbeat (one write transaction every `heartbeat_every` s) keeps this pool's runs alive in the
 store, forwards stop requests from other processes, and ends the runs whose owner is gone. An outcome a worker could
-not write (disk full) is kept in memory (`unrecorded`) and written by the next heartbeat that can.
+not write (disk full) is kept in memory (`records.unrecorded`) and written by the next heartbeat that can.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -25,12 +26,14 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig, to_dict
 from ..speed import usable_cpus
 from ..status import ACTIVE, RunStatus
 from ..train import DIVERGED, FAILED, STOPPED, Callback
 from . import execute
+from .ids import check_name, new_id
 from .recorder import StoreWriter
+from .records import forget_unrecorded, keep_unrecorded, pid_alive, unrecorded
 from .store import EndedRun, RunError, RunStore, disk_full_message, is_disk_full
 
 logger = logging.getLogger(__name__)
@@ -38,24 +41,9 @@ logger = logging.getLogger(__name__)
 QUEUED, RUNNING, INTERRUPTED = RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.INTERRUPTED
 
 # The pools alive in this process (token -> pool), so that a new pool can tell a run of a live sibling from one whose
-# pool is gone; and the outcomes a worker could not write (run id -> (status, error)), written at the next heartbeat
-# or start of any pool in this process that succeeds in writing.
+# pool is gone. The outcomes a worker could not write are kept in `records` (`keep_unrecorded`), where a snapshot
+# reads them.
 _POOLS: weakref.WeakValueDictionary[str, WorkerPool] = weakref.WeakValueDictionary()
-_UNRECORDED: dict[str, tuple[str, str]] = {}
-_UNRECORDED_LOCK = threading.Lock()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this host exists (`kill(pid, 0)`; True where that is no probe, e.g. Windows)."""
-    if os.name != "posix":  # os.kill(pid, 0) is not a probe on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def device_key(device: str) -> str:
@@ -65,12 +53,26 @@ def device_key(device: str) -> str:
     return device
 
 
-def unrecorded(run_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
-    """The outcomes (status, error) workers of this process could not write yet, by run id (all, or of `run_ids`)."""
-    with _UNRECORDED_LOCK:
-        if run_ids is None:
-            return dict(_UNRECORDED)
-        return {r: _UNRECORDED[r] for r in run_ids if r in _UNRECORDED}
+def new_run_row(cfg: RunConfig, group_id: str | None, versions: str, owner: tuple[str, int, str],
+                now: float) -> dict[str, Any]:
+    """The `runs` row of a new queued run: a fresh id, its name (the config's, else `<method>-<arm>-seed<n>`), the
+    config as JSON, its group, the device it will occupy and its owner (token, pid, host).
+
+    Raises:
+        ConfigError: the run's name holds a control character (it would rewrite the terminal).
+    """
+    arm = "gist" if cfg.gist.enabled else "plain"
+    name = cfg.name or f"{cfg.method}-{arm}-seed{cfg.train.seed}"
+    try:
+        check_name(name, "run name")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"id": new_id("run"), "name": name, "created": now, "status": QUEUED, "heartbeat": now,
+            "config": json.dumps(to_dict(cfg)), "seed": cfg.train.seed, "gist_enabled": int(cfg.gist.enabled),
+            "method": cfg.method, "group_id": group_id, "versions": versions,
+            "device": device_key(cfg.train.device), "owner": owner[0], "owner_pid": owner[1],
+            "owner_host": owner[2]}
+
 
 
 class WorkerPool:
@@ -267,9 +269,7 @@ class WorkerPool:
     @staticmethod
     def _forget_recorded(ended: list[EndedRun]) -> None:
         """After `store.end_runs` (or `store.beat`) committed: log each run and drop the outcomes now in the store."""
-        with _UNRECORDED_LOCK:
-            for e in ended:
-                _UNRECORDED.pop(e[4], None)
+        forget_unrecorded(e[4] for e in ended)
         for e in ended:
             logger.warning("run %s %s: %s", e[4], e[0], e[2])
 
@@ -340,8 +340,7 @@ class WorkerPool:
                 f"failed: its outcome could not be recorded ({type(exc).__name__}: {exc}); re-run it")
             if is_disk_full(exc):
                 self.store_problem = error
-            with _UNRECORDED_LOCK:
-                _UNRECORDED.setdefault(run_id, (FAILED, error))
+            keep_unrecorded(run_id, FAILED, error, replace=False)
             logger.error("run %s: %s (recorded in the store once it takes writes again)", run_id, error)
 
     def _train_and_record(self, run_id: str) -> None:
@@ -365,8 +364,8 @@ class WorkerPool:
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
-            with _UNRECORDED_LOCK:  # a completed run whose end cannot be written is not complete in the store
-                _UNRECORDED[run_id] = (FAILED, error if status == FAILED and error else disk_full_message(self.root))
+            # a completed run whose end cannot be written is not complete in the store
+            keep_unrecorded(run_id, FAILED, error if status == FAILED and error else disk_full_message(self.root))
             raise
         if outcome.result is not None and status == FAILED:  # the trainer's own failures: out of memory, ...
             logger.error("run %s failed: %s", run_id, error)
@@ -376,4 +375,4 @@ class WorkerPool:
             logger.info("run %s: %s", run_id, status)
 
 
-__all__ = ["ACTIVE", "WorkerPool", "device_key", "pid_alive", "unrecorded"]
+__all__ = ["ACTIVE", "WorkerPool", "device_key", "new_run_row", "pid_alive", "unrecorded"]

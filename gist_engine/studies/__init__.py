@@ -23,43 +23,30 @@ Public API (what the CLI and the app's Studies page use):
   `export_study(id, to="csv" | "md" | "latex")`, `format_study(id)` (the CLI's text).
 - `export_study_bundle(mgr, id, out, name)`: a study as a gallery bundle of kind `study` (imported by
   `runs.gallery.import_gallery_entry` as a read-only example study: `StudyInfo.example` names its entry).
+  `gallery` holds the kind's import, validation and removal hooks (registered when this package is imported, no
+  torch); `recording` its export and record hook (registered when it is imported).
 - `BACKENDS`: "local" (the RunManager's worker threads) and "ray" (one Ray task per run; `pip install .[ray]`).
 
 `root` is the data directory of the run store (default `$GIST_DATA_DIR` or the user data dir), a `RunStore`, or a
-`RunManager` (its store is used).
+`RunReader` / `RunManager` (its store is used).
+
+Importing the package imports its modules on first use of a name (PEP 562, as `gist_engine` itself), except
+`gallery` (torch-free), which registers the `study` kind of gallery bundles: `store`, `results`, `spec` and `gallery`
+read studies without torch; `driver`, `backends`, `ray_backend` and `recording` import the trainer.
 """
 
-from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
-from .driver import StudyJob, create_study, resume_study, run_study, start_study
-from .gallery import export_study_bundle
-from .results import (
-    FEW_SEEDS_MARK,
-    FEW_SEEDS_NOTE,
-    STUDY_EXPORTS,
-    export_study,
-    format_study,
-    study_curve,
-    study_matrix,
-    study_results,
-    study_runs,
-)
-from .spec import (
-    ARMS,
-    MAX_RUNS,
-    STUDY_KEYS,
-    Cell,
-    PlannedRun,
-    StudyError,
-    StudySpec,
-    count_runs,
-    load_study_spec,
-    load_uploaded_spec,
-)
-from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
+from .._lazy import lazy_exports
+from . import gallery as gallery  # registers the `study` kind of gallery bundles (torch-free)
 
-__all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "MAX_RUNS", "STUDY_EXPORTS", "STUDY_KEYS",
-           "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob",
-           "StudySpec", "StudyStore", "count_runs", "create_study", "delete_study", "export_study",
-           "export_study_bundle", "format_study", "get_study", "list_studies", "load_study_spec", "load_uploaded_spec",
-           "ray_available", "resume_study", "run_study",
-           "start_study", "study_curve", "study_matrix", "study_results", "study_runs"]
+EXPORTS: dict[str, tuple[str, ...]] = {
+    ".backends": ("BACKENDS", "LocalBackend", "RayBackend", "ray_available"),
+    ".driver": ("StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study"),
+    ".recording": ("export_study_bundle",),
+    ".results": ("FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "export_study", "format_study", "study_curve",
+                 "study_matrix", "study_results", "study_runs"),
+    ".spec": ("ARMS", "MAX_RUNS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "count_runs",
+              "load_study_spec", "load_uploaded_spec"),
+    ".store": ("STUDY_STATUSES", "StudyInfo", "StudyStore", "get_study", "list_studies"),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS)

@@ -7,6 +7,7 @@ whose worker died) are retried up to the spec's `retries`, and then the study go
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..runs import ACTIVE, RunManager, RunStore, is_id
-from ..train import COMPLETED, DIVERGED, FAILED, STOPPED
+from ..runs import ACTIVE, RunManager, RunNotFound, RunReader, RunStore, is_id
+from ..status import WITH_RESULT, RunStatus
+from ..train import FAILED, STOPPED, package_versions
 from .backends import BACKENDS
 from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import COMPLETED as STUDY_COMPLETED
@@ -23,8 +25,8 @@ from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, Root, StudyStore
 
 logger = logging.getLogger(__name__)
 
-DONE = (COMPLETED, DIVERGED)  # a result: never run again
-CONTINUED = ("interrupted", STOPPED)  # continued by the next driver session from the run's training state
+DONE = WITH_RESULT  # a result: never run again
+CONTINUED = (RunStatus.INTERRUPTED, STOPPED)  # continued by the next driver session from the run's training state
 HEARTBEAT_SECONDS = 5.0
 
 Progress = Callable[[int, int], None]  # (settled runs, planned runs)
@@ -32,7 +34,7 @@ Key = tuple[int, int, str]  # (cell index, seed, arm)
 
 
 def _root_dir(root: Root) -> str | Path | None:
-    if isinstance(root, RunManager):
+    if isinstance(root, RunReader):  # a RunManager too
         return root.root
     if isinstance(root, RunStore):
         return root.path.parent
@@ -58,7 +60,26 @@ def create_study(spec: StudySpec | str | Path | dict[str, Any], root: Root = Non
         if found is not None:
             logger.info("study %s has this spec already: continuing it", found)
             return found
-        return s.create(spec, backend)
+        return s.create(spec, backend, package_versions())
+
+
+def delete_study(study_id: str, root: Root = None, runs: bool = False) -> None:
+    """Forget a study; with `runs`, delete its runs too (through a RunManager view of the store), and the paired
+    groups of its cells that no run is left in."""
+    with StudyStore(root) as s:
+        run_ids = s.delete(study_id)
+    if runs and run_ids:
+        mgr = root if isinstance(root, RunManager) else RunManager(_root_dir(root), start=False)
+        try:
+            mine = set(run_ids)
+            groups = {snap.group_id for snap in mgr.list() if snap.id in mine} - {None}
+            for run_id in run_ids:
+                with contextlib.suppress(RunNotFound):  # deleted already (on the Runs page)
+                    mgr.delete(run_id)
+            mgr.store.delete_empty_groups(groups)
+        finally:
+            if mgr is not root:
+                mgr.shutdown()
 
 
 def _is_study_id(value: Any, root: Root) -> bool:
@@ -315,4 +336,4 @@ def start_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root 
     return job
 
 
-__all__ = ["StudyJob", "create_study", "resume_study", "run_study", "start_study"]
+__all__ = ["StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study"]

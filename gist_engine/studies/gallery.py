@@ -12,34 +12,26 @@ Importing it (`runs gallery import`, the Gallery page) inserts the runs as read-
 the study's name starting with "example · "; the study is then read-only (its runs are examples): deleting, resuming
 or running it again is refused, and `runs gallery remove NAME` takes the study out with its runs. An index entry
 `study: <spec>` (relative to the gallery folder) is recorded by running that spec in a temporary data directory
-(`study run`) and exporting it. Importing this module registers the kind (`gist_engine.studies` imports it).
+(`study run`) and exporting it. Importing this module registers the kind's import, validation and removal hooks
+(`gist_engine.studies` imports it; no torch); `studies.recording` adds its export and record hook.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import shlex
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import safe_load_json
-from ..runs import RunManager, check_name, is_id, printable
-from ..runs.gallery import (
-    EXAMPLE_PREFIX,
-    RECORD_COMMAND,
-    BundleKind,
-    GalleryError,
-    export_bundle,
-    register_kind,
-)
+from ..runs.gallery import EXAMPLE_PREFIX, BundleKind, GalleryError, register_kind
+from ..runs.ids import check_name, is_id, printable
+from ..runs.reader import RunReader
 from ..runs.store import STUDY_KIND
-from .driver import run_study
-from .results import study_results
 from .spec import ARMS, StudyError, load_study_spec
-from .store import COMPLETED, RUNNING, StudyStore
+from .store import StudyStore
+
+if TYPE_CHECKING:  # the removal hook is called with the RunManager that deletes the example's runs
+    from ..runs.manager import RunManager
 
 logger = logging.getLogger(__name__)
 
@@ -49,55 +41,7 @@ RESULT_COLUMNS = ("cell", "label", "n", "plain_mean", "gist_mean", "delta_mean",
                   "p_value", "significance")
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready scalar: numpy numbers as Python ones, NaN as None."""
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _results_rows(study_id: str, mgr: RunManager) -> list[dict[str, Any]]:
-    """The study's table (final test accuracy) as JSON-ready rows: the columns of RESULT_COLUMNS and its axes."""
-    table = study_results(study_id, mgr)
-    columns = [*RESULT_COLUMNS[:2], *table.attrs["axes"], *RESULT_COLUMNS[2:]]
-    return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
-
-
-def export_study_bundle(mgr: RunManager, study_id: str, out: str | Path, name: str, *, title: str = "",
-                        description: str = "", command: str = "", recipe: dict[str, Any] | None = None,
-                        checkpoints: bool = False) -> Path:
-    """Write a study of a store (its runs and rows) as a bundle folder `out` of kind `study` (replaced if there).
-
-    Args:
-        mgr: The store to read.
-        study_id: The study.
-        out: The bundle folder to write.
-        name: The entry's name (letters, digits, `-`, `_`).
-        title, description: What the gallery page shows (default title: "Study: <its name>", its description).
-        command: The exact command that produced the study (kept in the manifest).
-        recipe: How `record` reproduces it (`study`: the spec relative to the gallery folder, `checkpoints`).
-        checkpoints: Copy the runs' checkpoints too (off: a bundle of numbers, a few kB per run).
-
-    Returns:
-        The bundle folder.
-
-    Raises:
-        StudyError: An unknown study. GalleryError: a study still running, or without runs.
-    """
-    with StudyStore(mgr) as s:
-        info = s.get(study_id)
-        if info.status == RUNNING:
-            raise GalleryError(f"study {study_id} is still running; export it when it ends")
-        study, links, run_ids = s.export_rows(study_id)
-    if not run_ids:
-        raise GalleryError(f"study {study_id} has no runs in {mgr.root}; run it before exporting it")
-    row = {k: v for k, v in study.items() if k not in LOCAL_COLUMNS} | {"status": info.status}
-    extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr)}
-    return export_bundle(mgr, run_ids, out, name, title=title or f"Study: {info.name}",
-                         description=description or info.spec.get("description", ""), command=command,
-                         recipe=recipe, checkpoints=checkpoints, extra=extra)
-
-
-def _insert_rows(mgr: RunManager, manifest: dict[str, Any], bundle: Path) -> bool:
+def _insert_rows(mgr: RunReader, manifest: dict[str, Any], bundle: Path) -> bool:
     """The import hook: add the study's rows (read-only: its runs are examples) when missing; whether it added."""
     study, links = manifest["study"], manifest.get("study_runs") or []
     with StudyStore(mgr) as s:
@@ -108,7 +52,7 @@ def _insert_rows(mgr: RunManager, manifest: dict[str, Any], bundle: Path) -> boo
     return added > 0
 
 
-def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunManager | None) -> None:
+def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunReader | None) -> None:
     """The validate hook: the study's id, name and spec (nesting and size counted by `load_study_spec`, reading no
     files), its `study_runs` rows (this study, runs of the bundle, cells and seeds as integers, known arms), and,
     given the store, no study of the store's own with that id."""
@@ -158,46 +102,6 @@ def _remove_rows(mgr: RunManager, name: str, run_ids: list[str]) -> None:
             s.delete(study_id, examples=True)
 
 
-def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work_dir: Path | None = None,
-                       timeout: float | None = None) -> Path:
-    """The record hook: run an index entry's study spec (`study:`, relative to the gallery folder) as a new study in
-    a temporary data directory on the local backend, then export it to `out`.
+register_kind(BundleKind(KIND, imported=_insert_rows, removing=_remove_rows, validate=_validate))
 
-    Args:
-        entry: The index entry: name, title, description, study, checkpoints (default False).
-        gallery_dir: The gallery folder (the spec path is relative to it).
-        out: The bundle folder to write.
-        work_dir: The data directory of the study (default: a new temporary folder, removed after).
-        timeout: Longest wait for the whole study, seconds (then its runs stop and recording fails).
-
-    Raises:
-        GalleryError: No such spec, or a study that did not complete.
-    """
-    name, spec = entry["name"], Path(gallery_dir) / entry["study"]
-    if not spec.is_file():
-        raise GalleryError(f"gallery entry {name}: study spec {spec} not found")
-    checkpoints = bool(entry.get("checkpoints", False))
-    recipe = {"study": entry["study"], "checkpoints": checkpoints}
-    deadline = time.monotonic() + timeout if timeout else None
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"gist-gallery-{name}-") as tmp:
-        root = Path(work_dir) if work_dir is not None else Path(tmp)
-        study_id = run_study(spec, root, "local", new=True,
-                             should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
-        with RunManager(root, start=False) as mgr:
-            info = StudyStore(mgr).get(study_id)
-            if info.status != COMPLETED:
-                raise GalleryError(f"gallery entry {name}: study {study_id} ended {info.status} "
-                                   f"({', '.join(f'{v} {k}' for k, v in sorted(info.counts.items()) if v)})")
-            bundle = export_study_bundle(mgr, study_id, out, name, title=entry.get("title", ""),
-                                         description=entry.get("description", ""),
-                                         command=RECORD_COMMAND.format(name=shlex.quote(name)), recipe=recipe,
-                                         checkpoints=checkpoints)
-    logger.info("gallery %s (study) recorded in %.0f s", name, time.monotonic() - started)
-    return bundle
-
-
-register_kind(BundleKind(KIND, imported=_insert_rows, removing=_remove_rows, record=record_study_entry,
-                         validate=_validate))
-
-__all__ = ["KIND", "export_study_bundle", "record_study_entry"]
+__all__ = ["KIND", "LOCAL_COLUMNS", "RESULT_COLUMNS"]

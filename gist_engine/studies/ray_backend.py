@@ -27,12 +27,14 @@ from ..config import ConfigError, RunConfig
 from ..runs import RunManager, execute
 from ..runs.execute import DataCache
 from ..runs.recorder import StoreWriter, train_start_info
+from ..status import RunStatus
 from ..train import FAILED, STOPPED, Callback, Trainer
+from .store import LOST
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # gist_engine/, shipped to the workers
-INTERRUPTED, LOST = "interrupted", "lost"
+INTERRUPTED = RunStatus.INTERRUPTED
 
 
 class _Events(Callback):

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from ..runs.ids import printable
 from ..runs.pairs import ArmRun, paired_result
 from ..runs.stats import interval_note
+from ..status import RunStatus
 from .spec import StudyError
-from .store import Root, StudyStore
+from .store import PENDING, Root, StudyStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,7 +23,9 @@ _LATEX_SPECIALS = {"%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$", "
                    "<": r"$<$", ">": r"$>$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                    "\\": r"\textbackslash{}"}
 DELTA_METRICS = ("acc_cls", "best_acc_cls")  # both arms have them, so GIST - plain is defined (study_results)
-COUNTED = ("completed", "running", "queued", "failed", "interrupted", "stopped", "diverged", "pending")
+COUNTED = (RunStatus.COMPLETED, RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.FAILED, RunStatus.INTERRUPTED,
+           RunStatus.STOPPED, RunStatus.DIVERGED, PENDING)
+DELETED = "deleted"  # a planned run whose run row is gone (deleted on the Runs page)
 
 
 def _pd() -> Any:
@@ -57,7 +60,7 @@ def study_runs(study_id: str, root: Root = None) -> pd.DataFrame:
                 rows.append({"cell": cell.index, "label": cell.label, **cell.values, "seed": seed, "arm": arm,
                              "run_id": r.get("run_id"), "shared": shared and arm == "plain",
                              "group_id": r.get("group_id"), "attempts": r.get("attempt", 0),
-                             "status": r.get("status") or ("deleted" if r else "pending"),
+                             "status": r.get("status") or (DELETED if r else PENDING),
                              "outcome": r.get("outcome"), "step": r.get("step"), "total_steps": r.get("total_steps"),
                              **{k: r.get(k) for k in METRICS}, "error": r.get("run_error") or r.get("error")})
     df = _pd().DataFrame(rows)

@@ -7,7 +7,6 @@ groups out unless asked (`list(groups=True)`); a group's status is read from its
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -17,21 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunManager, RunNotFound, RunStore, data_dir
 from ..runs.ids import new_id
-from ..runs.manager import EXAMPLE_OWNER, pid_alive
-from ..runs.store import DB_NAME, GROUP_KIND, STUDY_KIND
-from ..train.checkpoint import package_versions
+from ..runs.reader import RunReader
+from ..runs.records import EXAMPLE_OWNER, pid_alive
+from ..runs.store import DB_NAME, GROUP_KIND, STUDY_KIND, RunStore, data_dir
+from ..status import ACTIVE, WITH_RESULT, RunStatus, StudyStatus
 from .spec import StudyError, StudySpec, load_study_spec
 
-CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED = "created", "running", "completed", "incomplete", "interrupted"
-STUDY_STATUSES = (CREATED, RUNNING, COMPLETED, INCOMPLETE, INTERRUPTED)
+CREATED, RUNNING, COMPLETED = StudyStatus.CREATED, StudyStatus.RUNNING, StudyStatus.COMPLETED
+INCOMPLETE, INTERRUPTED = StudyStatus.INCOMPLETE, StudyStatus.INTERRUPTED
+STUDY_STATUSES = tuple(StudyStatus)
 STALE_AFTER = 60.0  # seconds without a driver heartbeat after which a running study counts as interrupted
 # What a run's attempt ended as (study_runs.outcome): the run's status, or `lost` when its worker died.
 LOST = "lost"
-RETRYABLE = ("failed", LOST)  # outcomes that use up one of the spec's retries
+PENDING = "pending"  # study_runs' count of planned runs not submitted yet (no run, so no run status)
+RETRYABLE = (RunStatus.FAILED, LOST)  # outcomes that use up one of the spec's retries
 
-Root = str | Path | RunStore | RunManager | None
+Root = str | Path | RunStore | RunReader | None  # a RunManager is a RunReader
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class StudyInfo:
     @property
     def settled(self) -> int:
         """Runs that will not run again: completed, diverged, stopped, or failed for good."""
-        return sum(v for k, v in self.counts.items() if k not in ("pending", "queued", "running", "interrupted"))
+        return sum(v for k, v in self.counts.items() if k not in (PENDING, *ACTIVE, RunStatus.INTERRUPTED))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -91,11 +92,11 @@ class StudyStore:
 
     Args:
         root: A data directory (its `runs.sqlite3`, opened and closed by this object), a `RunStore`, a
-            `RunManager` (its store), or None for `data_dir()`.
+            `RunReader` or `RunManager` (its store), or None for `data_dir()`.
     """
 
     def __init__(self, root: Root = None) -> None:
-        if isinstance(root, RunManager):
+        if isinstance(root, RunReader):
             self.store, self._owned = root.store, False
         elif isinstance(root, RunStore):
             self.store, self._owned = root, False
@@ -114,14 +115,15 @@ class StudyStore:
         self.close()
 
     # ------------------------------------------------------------------------------------------------ writes
-    def create(self, spec: StudySpec, backend: str) -> str:
-        """Insert a new study (status `created`); returns its id (`s` + 10 hex digits)."""
+    def create(self, spec: StudySpec, backend: str, versions: dict[str, str]) -> str:
+        """Insert a new study (status `created`) recorded with the package `versions` (`train.package_versions`);
+        returns its id (`s` + 10 hex digits)."""
         study_id = new_id("study")
         with self.store.write() as c:
             c.execute("INSERT INTO studies (id, name, created, spec, status, backend, cells, planned, versions) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (study_id, spec.name, time.time(), json.dumps(spec.to_dict()), CREATED, backend, spec.n_cells,
-                       spec.planned, json.dumps(package_versions())))
+                       spec.planned, json.dumps(versions)))
         return study_id
 
     def find(self, spec: StudySpec) -> str | None:
@@ -334,11 +336,11 @@ class StudyStore:
 def _group_status(counts: dict[str, int]) -> str:
     """A paired group's status from its runs' (`StudyInfo.counts`): running while one is queued or running,
     completed when every planned run completed or diverged, else incomplete (created when it has no runs yet)."""
-    if counts.get("queued", 0) or counts.get("running", 0):
+    if any(counts.get(s, 0) for s in ACTIVE):
         return RUNNING
     if not any(v for k, v in counts.items() if k != "pending"):
         return CREATED
-    settled = counts.get("completed", 0) + counts.get("diverged", 0)
+    settled = sum(counts.get(s, 0) for s in WITH_RESULT)
     return COMPLETED if settled and settled == sum(counts.values()) else INCOMPLETE
 
 
@@ -355,24 +357,4 @@ def get_study(study_id: str, root: Root = None) -> StudyInfo:
         return s.get(study_id)
 
 
-def delete_study(study_id: str, root: Root = None, runs: bool = False) -> None:
-    """Forget a study; with `runs`, delete its runs too (through a RunManager view of the store), and the paired
-    groups of its cells that no run is left in."""
-    with StudyStore(root) as s:
-        run_ids = s.delete(study_id)
-    if runs and run_ids:
-        mgr = root if isinstance(root, RunManager) else RunManager(
-            root.path.parent if isinstance(root, RunStore) else root, start=False)
-        try:
-            mine = set(run_ids)
-            groups = {snap.group_id for snap in mgr.list() if snap.id in mine} - {None}
-            for run_id in run_ids:
-                with contextlib.suppress(RunNotFound):  # deleted already (on the Runs page)
-                    mgr.delete(run_id)
-            mgr.store.delete_empty_groups(groups)
-        finally:
-            if mgr is not root:
-                mgr.shutdown()
-
-
-__all__ = ["STUDY_STATUSES", "Root", "StudyInfo", "StudyStore", "delete_study", "get_study", "list_studies"]
+__all__ = ["STUDY_STATUSES", "Root", "StudyInfo", "StudyStore", "get_study", "list_studies"]

@@ -18,12 +18,11 @@ from .._io import atomic_path
 from .._version import __version__
 from ..build import build_model
 from ..config import ConfigError, RunConfig, load_run_config, peft_installed_version, to_dict
+from ..files import CHECKPOINT_NAME, RESUME_NAME
 from ..model import GistViT
 from ..speed import plain_named_parameters
 from ..tuners import peft_type_of, saved_frozen_parameters
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-RESUME_NAME = "resume.safetensors"  # the training state a run continues from (see `save_training_state`)
 RESUME_FORMAT = "gist-studio-resume/1"
 
 

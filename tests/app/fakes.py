@@ -67,7 +67,7 @@ class FakeRunManager:
             eta_seconds=None if status != "running" else 12.0, epoch=done / steps,
             latest=metrics.iloc[-1].to_dict() if len(metrics) else {}, last_eval=last,
             best_acc_cls=None if last is None else last["acc_cls"], acc_cls=None if last is None else last["acc_cls"],
-            error=error, config=cfg_d, seed=cfg.train.seed, gist_enabled=cfg.gist.enabled, method=cfg.method,
+            error=error, config_dict=cfg_d, seed=cfg.train.seed, gist_enabled=cfg.gist.enabled, method=cfg.method,
             group_id=group_id, trainable_params=2000 + (32 if cfg.gist.enabled else 0),
             gist_params=32 if cfg.gist.enabled else 0, run_dir=run_dir, versions={})
         self.frames[run_id] = (metrics, evals)
@@ -133,7 +133,7 @@ class FakeRunManager:
         return run_id
 
     def rerun(self, run_id: str) -> str:
-        return self.add(self.get(run_id).config, status="queued", done=0)
+        return self.add(self.get(run_id).config_dict, status="queued", done=0)
 
     def export(self, run_or_group_id: str, to: str = "csv", path: Path | None = None) -> Path:
         path = Path(path or self.root / f"{run_or_group_id}.csv")

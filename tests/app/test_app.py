@@ -142,8 +142,8 @@ def test_launch_recipe_fills_the_form_and_is_submitted(fake, monkeypatch: pytest
     next(b for b in at.button if b.label == "Launch run").click().run()
     (new,) = set(fake.runs) - before
     submitted = fake.runs[new].config
-    assert submitted["recipe"] == "vtab1k/cifar" and submitted["train"]["epochs"] == 7
-    assert (submitted["train"]["lr"], submitted["train"]["weight_decay"], submitted["num_classes"]) == (5e-3, 5e-5, 12)
+    assert submitted.recipe == "vtab1k/cifar" and submitted.train.epochs == 7
+    assert (submitted.train.lr, submitted.train.weight_decay, submitted.num_classes) == (5e-3, 5e-5, 12)
 
 
 def test_launch_paired_comparison_opens_compare(fake) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections import Counter
 from pathlib import Path
@@ -55,7 +56,7 @@ def test_empty_cells_of_the_runs_table_read_a_dash_and_the_csv_keeps_them_empty(
 def test_runs_filters_handle_missing_values(fake) -> None:
     fake.add(config={**TINY, "data": {"dataset": "digits"}}, name=None)
     snap = fake.list()[0]
-    fake.runs[snap.id] = type(snap)(**{**snap.__dict__, "name": None, "config": {**snap.config, "data": {}}})
+    fake.runs[snap.id] = dataclasses.replace(snap, name=None, config_dict={**snap.config_dict, "data": {}})
     at = open_page(fake, "views/runs.py")
     next(t for t in at.text_input if t.label == "Search").set_value("digits").run()
     assert not at.exception, at.exception
@@ -166,7 +167,7 @@ def test_a_run_starts_with_the_values_the_form_shows(fake) -> None:
     before = set(fake.runs)
     _button(at, "Launch run").click().run()
     (new,) = set(fake.runs) - before
-    assert fake.runs[new].config["train"]["epochs"] == 2
+    assert fake.runs[new].config.train.epochs == 2
 
 
 def test_seeds_out_of_range_block_the_comparison(fake) -> None:
@@ -228,7 +229,7 @@ def test_oversized_train_size_is_caught_before_launch_and_fitted(fake, tmp_path:
     _button(at, "Launch run").click().run()
     (new,) = set(fake.runs) - before
     run = fake.runs[new]
-    assert (run.config["data"]["train_size"], run.config["data"]["test_size"]) == (16, 4)
+    assert (run.config.data.train_size, run.config.data.test_size) == (16, 4)
     assert run.name == "linear · bugs · test_vit", "named after what it trains"
 
 
@@ -243,7 +244,7 @@ def test_runs_keep_a_preset_name_only_while_the_form_equals_the_preset(fake) -> 
     before = set(fake.runs)
     _button(at, "Launch run").click().run()
     (new,) = set(fake.runs) - before
-    assert fake.runs[new].name == "mine" and fake.runs[new].config["train"]["epochs"] == 3
+    assert fake.runs[new].name == "mine" and fake.runs[new].config.train.epochs == 3
 
 
 # ---------------------------------------------------------------------------------------------- labels

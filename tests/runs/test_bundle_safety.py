@@ -246,7 +246,7 @@ def test_a_hostile_row_left_by_an_older_importer_lists_and_is_removed_without_to
 
 
 def test_export_never_replaces_a_folder_it_did_not_write(place) -> None:
-    from gist_engine.runs.gallery import export_bundle
+    from gist_engine.runs.recording import export_bundle
 
     with RunManager(place["data"], start=False) as mgr, pytest.raises(GalleryError, match="is not a gallery bundle"):
         export_bundle(mgr, ["0123456789"], place["victim"], "victim")

@@ -21,7 +21,6 @@ from gist_engine.runs.gallery import (
     GalleryError,
     bundle_size,
     default_gallery_dir,
-    export_bundle,
     gallery_examples,
     import_gallery,
     import_gallery_entry,
@@ -30,6 +29,7 @@ from gist_engine.runs.gallery import (
     read_manifest,
     remove_gallery_example,
 )
+from gist_engine.runs.recording import export_bundle
 from tests.runs.helpers import config
 
 SHIPPED = default_gallery_dir()

@@ -11,7 +11,8 @@ import pytest
 
 from gist_engine.runs import RunManager, RunNotFound, RunStore
 from gist_engine.runs import store as store_module
-from gist_engine.runs.gallery import default_gallery_dir, export_bundle, import_gallery_entry, read_manifest
+from gist_engine.runs.gallery import default_gallery_dir, import_gallery_entry, read_manifest
+from gist_engine.runs.recording import export_bundle
 from gist_engine.runs.pairs import format_table
 from gist_engine.runs.store import DB_NAME, GROUP_CELL_KEY, GROUP_KIND
 from gist_engine.studies import (
@@ -226,7 +227,7 @@ def test_deleting_a_study_with_its_runs_takes_its_cells_groups_along(tmp_path):
         kept = mgr.submit_group(config("other", epochs=1), seeds=1)
         with StudyStore(mgr) as s:
             spec = load_study_spec({"name": "t", "base": config("t", epochs=1), "grid": {"gist.temperature": [1]}})
-            study_id = s.create(spec, "local")
+            study_id = s.create(spec, "local", {})
             for snap in mgr.list(group_id=gid):
                 arm = "gist" if snap.gist_enabled else "plain"
                 s.link(study_id, 0, "k", snap.seed, arm, 1, snap.id, "local")
@@ -241,7 +242,7 @@ def test_a_bundle_group_never_replaces_a_study_of_another_kind(tmp_path):
     try:
         with StudyStore(store) as s:
             study_id = s.create(load_study_spec({"name": "t", "base": config("t"), "grid": {"gist.temperature": [1]}}),
-                                "local")
+                                "local", {})
         group = {"id": study_id, "name": "hostile", "created": 1.0, "seeds": "[0]", "config": "{}", "versions": None}
         with pytest.raises(sqlite3.IntegrityError, match="is a study's id"):
             store.import_rows([group], [], [], [])

@@ -59,7 +59,7 @@ def test_a_run_records_progress_metrics_evaluations_and_files(manager_factory):
     snap = mgr.wait(run_id, timeout=60)
     assert snap.status == "completed" and snap.error is None, snap.error
     assert snap.step == snap.total_steps == 8 and snap.progress == 1.0 and snap.epoch == pytest.approx(2.0)
-    assert snap.name == "one" and snap.config["num_classes"] == 4 and snap.method == "lora" and snap.gist_enabled
+    assert snap.name == "one" and snap.config.num_classes == 4 and snap.method == "lora" and snap.gist_enabled
     assert set(snap.latest) == set(STEP_KEYS) and snap.last_eval["step"] == 8
     assert snap.best_acc_cls >= snap.acc_cls and snap.trainable_params > snap.gist_params == 32
     assert snap.has_checkpoint and (snap.run_dir / "result.json").exists() and "torch" in snap.versions
@@ -296,4 +296,4 @@ def test_group_statistics_equal_a_hand_computation(manager_factory):
     assert res["delta_best_acc_cls"]["mean"] == pytest.approx(best.mean())
     assert res["extra_params"] == 32 and [r["seed"] for r in res["seeds"]] == [3, 4, 5]
     assert "mean delta" in format_table(res["paired"]) and res["paired"].n == 3
-    assert by[(3, True)].name == "cmp-gist-seed3" and by[(3, True)].config["train"]["seed"] == 3
+    assert by[(3, True)].name == "cmp-gist-seed3" and by[(3, True)].config.train.seed == 3

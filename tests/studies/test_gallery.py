@@ -18,9 +18,9 @@ from gist_engine.runs.gallery import (
     import_gallery_entry,
     list_gallery,
     read_manifest,
-    record,
     remove_gallery_example,
 )
+from gist_engine.runs.recording import record
 from gist_engine.studies import (
     StudyError,
     create_study,

@@ -59,7 +59,7 @@ def test_a_study_runs_every_cell_paired_and_reads_back_as_the_table(local_study)
         assert not runs[runs["arm"] == "gist"]["shared"].any()
         for (rank, _seed), part in plain.groupby(["method_args.rank", "seed"]):
             assert len(part) == 2 and part["run_id"].nunique() == 1 and list(part["gist.temperature"]) == [1, 3]
-            assert mgr.get(part["run_id"].iloc[0]).config["method_args"]["rank"] == rank
+            assert mgr.get(part["run_id"].iloc[0]).config.method_args.rank == rank
         assert runs[runs["arm"] == "gist"]["run_id"].nunique() == 8
         # a cell's runs opened in Compare ("Any runs") pair the same way: a plain run (recorded at T = 1) with GIST
         # at T = 3, since the plain arm ignores every gist.* key

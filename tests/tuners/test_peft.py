@@ -264,7 +264,8 @@ def test_a_stored_peft_run_stays_listable_without_peft(tmp_path):
     code = ("import sys; sys.modules['peft'] = None\n"  # `import peft` now fails, as where it is not installed
             "from gist_engine import RunManager\n"
             f"runs = RunManager({str(tmp_path)!r}, start=False).list()\n"
-            "print([(r.id, r.config['method_args']['peft_type']) for r in runs])\n"
+            "print([(r.id, r.config_dict['method_args']['peft_type']) for r in runs])\n"
+            "assert runs[0].config is None and 'peft package' in runs[0].config_note, runs[0].config_note\n"
             "assert 'peft' not in sys.modules or sys.modules['peft'] is None\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
