@@ -31,12 +31,15 @@ from .peft import PEFT_TYPES, PeftMethodConfig, describe_peft_types, peft_instal
 from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
 from .run import (
     INTERACTION_LOSS_NAMES,
+    SELECT_ON,
+    SELECTION_LABELS,
     DataConfig,
     GistConfig,
     ModelConfig,
     RunConfig,
     TrainConfig,
     load_run_config,
+    selection_label,
 )
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "PEFT_TYPES",
     "RECIPES",
     "RECIPE_SOURCES",
+    "SELECTION_LABELS",
+    "SELECT_ON",
     "VARIANTS",
     "AdapterConfig",
     "BitFitConfig",
@@ -77,5 +82,6 @@ __all__ = [
     "resolve_recipe",
     "safe_load_json",
     "safe_load_yaml",
+    "selection_label",
     "to_dict",
 ]
