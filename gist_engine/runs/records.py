@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, to_dict
+from ..config import ConfigError, RunConfig, selection_label, to_dict
 from ..losses import LOSS_TERMS
 from ..status import RESUMABLE, RunStatus
 from ..train import COMPLETED
@@ -83,7 +83,8 @@ def snapshot(r: sqlite3.Row, root: Path) -> RunSnapshot:
         versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
         total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
         has_checkpoint=(folder / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
-        phase=phase, example=example)
+        phase=phase, example=example, selected_on=r["selected_on"], selection=selection_label(r["selected_on"]),
+        selected_epoch=r["selected_epoch"], val_acc=r["val_acc"], note=r["note"])
 
 
 __all__ = ["EXAMPLE_OWNER", "INVALID_DIR", "RESUMABLE", "RUNS_DIR", "STATUSES", "STEP_KEYS", "new_run_row",
