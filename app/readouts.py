@@ -155,13 +155,22 @@ def set_tab_title(title: str) -> None:
 
 
 def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
-    """(label, value, help) of a finished run's metrics row: test accuracy, Gist head, agreement, wall time."""
+    """(label, value, help) of a finished run's metrics row: test accuracy (labelled "selected on test
+    (optimistic)" when the test split chose its epoch), validation accuracy (when measured), Gist head, agreement,
+    wall time."""
     wall = (snapshot.finished - snapshot.started) if snapshot.finished and snapshot.started else None
     best = None if snapshot.best_acc_cls is None else f"best {points(snapshot.best_acc_cls, False)}% during training"
     n = (snapshot.last_eval or {}).get("n")
     on = f"on {n:,} test images" if n else "on the test split"
-    rows = [("Test accuracy", "n/a" if snapshot.acc_cls is None else f"{points(snapshot.acc_cls, False)}%",
-             f"CLS head, {on}; {best}" if best else f"CLS head, {on}")]
+    selected_on = getattr(snapshot, "selected_on", None)
+    epoch = getattr(snapshot, "selected_epoch", None)
+    how = f"{snapshot.selection} (epoch {epoch:g})" if selected_on and epoch is not None else None
+    label = "Test accuracy, selected on test (optimistic)" if selected_on == "test" else "Test accuracy"
+    rows = [(label, "n/a" if snapshot.acc_cls is None else f"{points(snapshot.acc_cls, False)}%",
+             "; ".join(filter(None, [f"CLS head, {on}", how, best])))]
+    if getattr(snapshot, "val_acc", None) is not None:
+        rows.append(("Validation accuracy", f"{points(snapshot.val_acc, False)}%",
+                     f"CLS head on the validation split at the selected epoch ({how or 'the last epoch'})"))
     if snapshot.gist_enabled:
         rows.append(("Gist head", "n/a" if snapshot.acc_gist is None else f"{points(snapshot.acc_gist, False)}%",
                      "Accuracy of the Gist token's prediction (the shared head on the Gist output)"))
@@ -260,10 +269,14 @@ def resume_or_rerun(mgr: Any, snapshot: Any, open_run: Any) -> None:
 
 
 def end_metrics_row(snapshot: Any) -> None:
-    """A finished run's metrics as a row: test accuracy, Gist head, agreement, wall time."""
+    """A finished run's metrics as rows of two (`end_metrics`), then its note (an early stop)."""
     # two by two: four in a row cut the values short ("11.0…") in a projector's 1024 px window
-    for col, (label, value, help_) in zip([*st.columns(2), *st.columns(2)], end_metrics(snapshot), strict=False):
+    metrics = end_metrics(snapshot)
+    cols = [col for _ in range(0, len(metrics), 2) for col in st.columns(2)]
+    for col, (label, value, help_) in zip(cols, metrics, strict=False):
         col.metric(label, value, help=help_, border=True)
+    if getattr(snapshot, "note", None):
+        st.caption(snapshot.note)
 
 
 def csv_downloads(mgr: Any, run_id: str) -> None:

@@ -219,18 +219,24 @@ def copy_as_cli(config: dict[str, Any], seeds: int = 0, key: str = "cli") -> Non
                        icon=":material/download:")
 
 
+# how the history table names each run's selection (train.select_on, resolved)
+SELECTED_ON = {"val": "validation", "test": "test (optimistic)", "last": "last epoch"}
+
+
 def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
     """The history table: one row per run, newest first."""
     rows = [{"id": s.id, "name": s.name, "status": s.status, "method": s.method, "GIST": s.gist_enabled,
              "seed": s.seed, "dataset": (s.config.get("data") or {}).get("dataset"),
              "backbone": s.config.get("backbone"),
              "acc CLS %": None if s.acc_cls is None else round(100 * s.acc_cls, 2),
+             "selected on": SELECTED_ON.get(s.selected_on),
              "best %": None if s.best_acc_cls is None else round(100 * s.best_acc_cls, 2),
              "progress": s.progress, "trainable": s.trainable_params, "group": s.group_id,
              "created": pd.Timestamp(s.created, unit="s", tz="UTC").tz_localize(None).floor("s")}
             for s in snapshots]
     return pd.DataFrame(rows, columns=["id", "name", "status", "method", "GIST", "seed", "dataset", "backbone",
-                                       "acc CLS %", "best %", "progress", "trainable", "group", "created"])
+                                       "acc CLS %", "selected on", "best %", "progress", "trainable", "group",
+                                       "created"])
 
 
 EMPTY = "—"  # what an empty text cell of a table reads (not "None")
@@ -254,6 +260,8 @@ RUNS_COLUMNS = {  # the history table: every header readable, long texts (names,
     "dataset": st.column_config.TextColumn("dataset", width="medium"),
     "backbone": st.column_config.TextColumn("backbone", width=_NUM + 20),
     "acc CLS %": st.column_config.NumberColumn("acc CLS %", width=_NUM, format="%.2f"),
+    "selected on": st.column_config.TextColumn("selected on", width=_NUM + 30,
+                                               help="which evaluation chose the epoch of acc CLS (train.select_on)"),
     "best %": st.column_config.NumberColumn("best %", width=_SMALL, format="%.2f"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, width=_NUM),
     "trainable": st.column_config.NumberColumn("trainable", width=_NUM, format="compact",
