@@ -221,3 +221,24 @@ def test_a_trial_loads_no_test_image(tmp_path):
     assert "test split not loaded" in data.info["split"]
     result = Trainer(trial, data=data).run()
     assert result.status == "completed" and result.acc_cls is None and result.val_acc is not None
+
+
+def test_a_resumed_run_continues_the_selection_and_the_patience(toy, tmp_path):
+    """lr 1e-9: validation accuracy stalls from epoch 1, so patience 3 stops the run after epoch 4; a run killed in
+    epoch 3 and resumed from its epoch-2 state stops at the same step, with the same selection and checkpoint."""
+    cfg = config(lr=1e-9, epochs=6, early_stop_patience=3, checkpoint_every=1, select_on="val")
+    ref = Trainer(cfg, run_dir=tmp_path / "ref", data=toy).run()
+    assert ref.steps == 4 * 4 and ref.note and ref.selected_epoch == 1
+
+    class Crash(Callback):
+        def on_step_end(self, trainer, step, metrics):
+            if step == 10:
+                raise KeyboardInterrupt  # in epoch 3, after the epoch-2 state
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, run_dir=tmp_path / "run", data=toy, callbacks=[Crash()]).run()
+    res = Trainer(cfg, run_dir=tmp_path / "run", data=toy, resume_from=tmp_path / "run" / "resume.safetensors").run()
+    assert (res.steps, res.note, res.selected_epoch, res.val_acc, res.acc_cls) == (
+        ref.steps, ref.note, ref.selected_epoch, ref.val_acc, ref.acc_cls)
+    for folder in ("ref", "run"):  # the epoch-1 weights, never overwritten by the resumable states
+        assert read_checkpoint(tmp_path / folder / "checkpoint.safetensors")[1]["step"] == 4
