@@ -122,6 +122,8 @@ def phase_text(snapshot: Any) -> str:
     name, done, total = phase.get("name"), phase.get("done", 0), phase.get("total", 0)
     if name == "evaluating":
         return f"Evaluating {total:,} test images ({done:,} / {total:,}) after step {snapshot.step}"
+    if name == "validating":
+        return f"Evaluating {total:,} validation images ({done:,} / {total:,}) after step {snapshot.step}"
     if name == "probing":
         return f"Accuracy probe: {total:,} held-out training images ({done:,} / {total:,}) at step {snapshot.step}"
     if name == "saving":
@@ -134,7 +136,8 @@ def phase_text(snapshot: Any) -> str:
 def phase_fraction(snapshot: Any) -> float:
     """The progress bar's value: the evaluation's share while evaluating, else the share of steps done."""
     phase = getattr(snapshot, "phase", None) or {}
-    if snapshot.status == "running" and phase.get("name") in ("evaluating", "probing") and phase.get("total"):
+    if snapshot.status == "running" and phase.get("name") in ("evaluating", "validating", "probing") and \
+            phase.get("total"):
         return min(1.0, phase["done"] / phase["total"])
     return min(1.0, snapshot.progress)
 
@@ -143,7 +146,8 @@ def tab_title(snapshot: Any) -> str:
     """The browser tab's title for a live run: '42% · step 12/32 · GIST Studio', 'evaluating · ...', 'completed'."""
     phase = (getattr(snapshot, "phase", None) or {}).get("name")
     if snapshot.status == "running" and snapshot.total_steps:
-        doing = "evaluating" if phase == "evaluating" else f"step {snapshot.step}/{snapshot.total_steps}"
+        evaluating = phase in ("evaluating", "validating")
+        doing = "evaluating" if evaluating else f"step {snapshot.step}/{snapshot.total_steps}"
         return f"{100 * snapshot.progress:.0f}% · {doing} · GIST Studio"
     return f"{snapshot.status} · {snapshot.name} · GIST Studio"
 

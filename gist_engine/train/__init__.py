@@ -17,6 +17,7 @@ from .trainer import (
     TEST_SPLIT,
     TRAINING,
     VAL_SPLIT,
+    VALIDATING,
     Callback,
     StepReporter,
     Trainer,
@@ -33,8 +34,8 @@ from .trainer import (
 )
 
 __all__ = ["COMPLETED", "DIVERGED", "DIVERGENCE_GROWTH", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING",
-           "RESUMABLE_CHANGES", "SAVING", "SCHEDULES", "STOPPED", "TEST_SPLIT", "TRAINING", "VAL_SPLIT", "Callback",
-           "CheckpointError", "StepReporter", "TrainResult", "TrainStep", "Trainer", "chance_loss", "cosine_epoch_lr",
-           "early_stop_note", "load_model", "load_run_data", "lr_multiplier", "make_optimizer", "package_versions",
-           "param_groups", "predict", "resolve_device", "resolve_select_on", "save_checkpoint", "seed_everything",
-           "steps_per_epoch", "train", "warmup_cosine"]
+           "RESUMABLE_CHANGES", "SAVING", "SCHEDULES", "STOPPED", "TEST_SPLIT", "TRAINING", "VALIDATING", "VAL_SPLIT",
+           "Callback", "CheckpointError", "StepReporter", "TrainResult", "TrainStep", "Trainer", "chance_loss",
+           "cosine_epoch_lr", "early_stop_note", "load_model", "load_run_data", "lr_multiplier", "make_optimizer",
+           "package_versions", "param_groups", "predict", "resolve_device", "resolve_select_on", "save_checkpoint",
+           "seed_everything", "steps_per_epoch", "train", "warmup_cosine"]

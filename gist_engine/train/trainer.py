@@ -58,8 +58,9 @@ RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch
                      "probe_size")
 
 # What the trainer is doing, as `Callback.on_phase` reports it: training steps, evaluating the test split,
-# evaluating the accuracy probe, writing the checkpoint.
+# evaluating the accuracy probe, writing the checkpoint, evaluating the validation split.
 TRAINING, EVALUATING, PROBING, SAVING = "training", "evaluating", "probing", "saving"
+VALIDATING = "validating"
 PROBE_SPLIT = "probe"  # the split name of the accuracy probe's evaluations
 VAL_SPLIT, TEST_SPLIT = "val", "test"  # the split names of the validation and test evaluations
 
@@ -102,9 +103,9 @@ class Callback:
         test evaluation is reported before the validation one."""
 
     def on_phase(self, trainer: Trainer, phase: str, done: int, total: int) -> None:
-        """What the trainer does now (TRAINING, EVALUATING, PROBING, SAVING) and how far it is: `done` of `total`
-        examples of an evaluation (0 of 0 for the other phases). Reported as each phase starts and after every
-        evaluation batch."""
+        """What the trainer does now (TRAINING, EVALUATING, VALIDATING, PROBING, SAVING) and how far it is: `done`
+        of `total` examples of an evaluation (0 of 0 for the other phases). Reported as each phase starts and after
+        every evaluation batch."""
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Once, whatever the status."""
@@ -570,8 +571,10 @@ class Trainer:
         self._emit("on_eval_end", self.step, metrics)
 
     def _evaluate_split(self, split: Any, epoch: int, name: str) -> dict[str, Any]:
-        """Evaluate `split` now (phase EVALUATING): `evaluate`'s metrics with step, epoch and split `name`."""
-        metrics = self.evaluate(split, progress=lambda done, total: self._phase(EVALUATING, done, total))
+        """Evaluate `split` now (phase EVALUATING, VALIDATING for the validation split): `evaluate`'s metrics with
+        step, epoch and split `name`."""
+        phase = VALIDATING if name == VAL_SPLIT else EVALUATING
+        metrics = self.evaluate(split, progress=lambda done, total: self._phase(phase, done, total))
         metrics.update(step=self.step, epoch=epoch, split=name)
         return metrics
 
@@ -720,7 +723,7 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
 
 
 __all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
-           "STOPPED", "TEST_SPLIT", "TRAINING", "VAL_SPLIT", "Callback", "StepReporter", "TrainResult", "Trainer",
-           "early_stop_note", "load_run_data", "param_groups", "resolve_device", "resolve_select_on", "seed_everything",
-           "steps_per_epoch", "train"]
+           "STOPPED", "TEST_SPLIT", "TRAINING", "VALIDATING", "VAL_SPLIT", "Callback", "StepReporter", "TrainResult",
+           "Trainer", "early_stop_note", "load_run_data", "param_groups", "resolve_device", "resolve_select_on",
+           "seed_everything", "steps_per_epoch", "train"]
 

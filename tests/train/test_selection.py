@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gist_engine.cli.train import summary_line
 from gist_engine.config import ConfigError, load_run_config, selection_label
 from gist_engine.data import DatasetError, DatasetSplits
 from gist_engine.train import Callback, Trainer, load_run_data
@@ -242,3 +243,21 @@ def test_a_resumed_run_continues_the_selection_and_the_patience(toy, tmp_path):
         ref.steps, ref.note, ref.selected_epoch, ref.val_acc, ref.acc_cls)
     for folder in ("ref", "run"):  # the epoch-1 weights, never overwritten by the resumable states
         assert read_checkpoint(tmp_path / folder / "checkpoint.safetensors")[1]["step"] == 4
+
+
+class Phases(Callback):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def on_phase(self, trainer, phase, done, total):
+        self.events.append((phase, done, total))
+
+
+def test_validation_has_its_own_phase_and_the_summary_line_labels_a_selection_on_test(toy, runs):
+    phases = Phases()
+    Trainer(config(epochs=1), data=toy, callbacks=[phases]).run()
+    assert ("validating", 24, 24) in phases.events and ("evaluating", 32, 32) in phases.events
+    assert "[selected on test (optimistic), epoch" in summary_line(runs["test"][0])
+    assert "[selected on validation, epoch" in summary_line(runs["val"][0])
+    last = summary_line(runs["last"][0])  # the default: the line every run printed before
+    assert "selected" not in last and "validation" not in last
