@@ -10,6 +10,7 @@ import pytest
 from gist_engine.cli.train import summary_line
 from gist_engine.config import ConfigError, load_run_config, selection_label
 from gist_engine.data import DatasetError, DatasetSplits
+from gist_engine.estimate import estimate_run_time
 from gist_engine.train import Callback, Trainer, load_run_data
 from gist_engine.train.checkpoint import read_checkpoint
 from tests.data.benchmark_files import vtab_task
@@ -261,3 +262,16 @@ def test_validation_has_its_own_phase_and_the_summary_line_labels_a_selection_on
     assert "[selected on validation, epoch" in summary_line(runs["val"][0])
     last = summary_line(runs["last"][0])  # the default: the line every run printed before
     assert "selected" not in last and "validation" not in last
+
+
+def test_the_run_time_estimate_counts_the_validation_evaluations():
+    per_image = {"train_s_per_image": 0.01, "eval_s_per_image": 0.001}
+    base = {"backbone": "test_vit", "data": {"test_size": 200}, "train": {"epochs": 3}}
+    plain = estimate_run_time(base, per_image)
+    assert (plain["evals"], plain["val_evals"]) == (3, 0)
+    tuned = estimate_run_time({**base, "data": {"test_size": 200, "val_size": 100}}, per_image)  # auto: val
+    assert (tuned["evals"], tuned["val_evals"]) == (3, 3)
+    assert tuned["eval_seconds"] == pytest.approx((3 * 200 + 3 * 100) * 0.001)
+    trial = estimate_run_time({**base, "data": {"test_size": 200, "val_size": 100},
+                               "train": {"epochs": 3, "evaluate_test": False}}, per_image)
+    assert (trial["evals"], trial["val_evals"]) == (0, 3) and trial["eval_seconds"] == pytest.approx(0.3)
