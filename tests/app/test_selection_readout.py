@@ -31,3 +31,16 @@ def test_live_and_runs_pages_label_a_selection_on_test(fake) -> None:
     at = open_page(fake, "views/runs.py")
     table = at.dataframe[0].value
     assert table.set_index("id").loc[run_id, "selected on"] == "test (optimistic)"
+
+
+def test_the_accuracy_chart_draws_the_validation_curve() -> None:
+    import charts
+    import pandas as pd
+
+    rows = [{"step": s, "epoch": e, "acc_cls": a, "acc_gist": None, "agreement": None, "n": n, "per_class": {},
+             "split": split} for s, e, a, n, split in ((4, 1, 0.5, 32, "test"), (4, 1, 0.55, 24, "val"),
+                                                      (8, 2, 0.6, 24, "val"))]
+    fig = charts.accuracy_figure(pd.DataFrame(rows))
+    val = next(t for t in fig.data if t.name == "accuracy, CLS head (validation)")
+    assert list(val.x) == [4, 8] and list(val.y) == pytest.approx([55.0, 60.0])
+    assert "validation (squares)" in fig.layout.title.text
