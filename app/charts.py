@@ -25,6 +25,7 @@ COLOURS = {"ce_cls": "#1f77b4", "ce_gist": "#ff7f0e", "kl_cls_gist": "#2ca02c", 
 
 
 PROBE, TEST = "probe", "test"  # evaluation splits: the trainer's accuracy probe (train.probe_every), the test split
+VAL = "val"  # the validation split's evaluations (train.select_on: val, train.early_stop_patience)
 # Points per line of the live loss chart: a browser shows ~1,000 px of width, and each refresh sends the figure whole
 # to every open session (1.6 MB of JSON at 20,000 steps without a cap, 0.17 MB with it).
 MAX_CURVE_POINTS = 2000
@@ -187,9 +188,10 @@ def split_of(evals: pd.DataFrame, split: str) -> pd.DataFrame:
 
 def accuracy_figure(evals: pd.DataFrame) -> go.Figure:
     """Accuracy of the CLS and Gist heads and their agreement (percent, 0-100): the accuracy probe as lines during
-    training, the test evaluations as large markers."""
+    training, the test evaluations as large markers, the validation split's CLS accuracy as a dashed line of
+    squares."""
     fig = go.Figure()
-    probe, test = split_of(evals, PROBE), split_of(evals, TEST)
+    probe, test, val = split_of(evals, PROBE), split_of(evals, TEST), split_of(evals, VAL)
     for key, label in ACC_LABELS.items():
         if key in probe and probe[key].notna().any():
             fig.add_scatter(x=probe["step"], y=100 * probe[key], name=f"{label} (probe)", mode="lines+markers",
@@ -198,11 +200,17 @@ def accuracy_figure(evals: pd.DataFrame) -> go.Figure:
         if key in test and test[key].notna().any():
             fig.add_scatter(x=test["step"], y=100 * test[key], name=f"{label} (test)", mode="markers",
                             marker={"color": COLOURS[key], "size": 12, "symbol": "diamond"}, legendgroup=key)
+    if len(val):
+        fig.add_scatter(x=val["step"], y=100 * val["acc_cls"], name=f"{ACC_LABELS['acc_cls']} (validation)",
+                        mode="lines+markers", marker={"size": 8, "symbol": "square"}, legendgroup="acc_cls",
+                        line={"color": COLOURS["acc_cls"], "dash": "dash"})
     fig.update_yaxes(range=[0, 101])
     _integer_ticks(fig, float(evals["step"].max()) if len(evals) else 0)
     n = int(probe["n"].iloc[0]) if len(probe) and "n" in probe else 0
     title = (f"Accuracy: probe of {n} held-out training images (lines), test (diamonds)" if n
              else "Test accuracy and agreement")
+    if len(val):
+        title += ", validation (squares)"
     return _layout(fig, title, "%")
 
 

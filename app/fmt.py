@@ -140,6 +140,8 @@ def phase_text(snapshot: Any) -> str:
     name, done, total = phase.get("name"), phase.get("done", 0), phase.get("total", 0)
     if name == "evaluating":
         return f"Evaluating {total:,} test images ({done:,} / {total:,}) after step {snapshot.step}"
+    if name == "validating":
+        return f"Evaluating {total:,} validation images ({done:,} / {total:,}) after step {snapshot.step}"
     if name == "probing":
         return f"Accuracy probe: {total:,} held-out training images ({done:,} / {total:,}) at step {snapshot.step}"
     if name == "saving":
@@ -152,7 +154,8 @@ def phase_text(snapshot: Any) -> str:
 def phase_fraction(snapshot: Any) -> float:
     """The progress bar's value: the evaluation's share while evaluating, else the share of steps done."""
     phase = getattr(snapshot, "phase", None) or {}
-    if snapshot.status == RunStatus.RUNNING and phase.get("name") in ("evaluating", "probing") and phase.get("total"):
+    if snapshot.status == RunStatus.RUNNING and phase.get("name") in ("evaluating", "validating", "probing") and \
+            phase.get("total"):
         return min(1.0, phase["done"] / phase["total"])
     return min(1.0, snapshot.progress)
 
@@ -161,19 +164,29 @@ def tab_title(snapshot: Any) -> str:
     """The browser tab's title for a live run: '42% · step 12/32 · GIST Studio', 'evaluating · ...', 'completed'."""
     phase = (getattr(snapshot, "phase", None) or {}).get("name")
     if snapshot.status == RunStatus.RUNNING and snapshot.total_steps:
-        doing = "evaluating" if phase == "evaluating" else f"step {snapshot.step}/{snapshot.total_steps}"
+        evaluating = phase in ("evaluating", "validating")
+        doing = "evaluating" if evaluating else f"step {snapshot.step}/{snapshot.total_steps}"
         return f"{100 * snapshot.progress:.0f}% · {doing} · GIST Studio"
     return f"{snapshot.status} · {snapshot.name} · GIST Studio"
 
 
 def end_metrics(snapshot: Any) -> list[tuple[str, str, str | None]]:
-    """(label, value, help) of a finished run's metrics row: test accuracy, Gist head, agreement, wall time."""
+    """(label, value, help) of a finished run's metrics row: test accuracy (labelled "selected on test
+    (optimistic)" when the test split chose its epoch), validation accuracy (when measured), Gist head, agreement,
+    wall time."""
     wall = (snapshot.finished - snapshot.started) if snapshot.finished and snapshot.started else None
     best = None if snapshot.best_acc_cls is None else f"best {points(snapshot.best_acc_cls, False)}% during training"
     n = (snapshot.last_eval or {}).get("n")
     on = f"on {n:,} test images" if n else "on the test split"
-    rows = [("Test accuracy", "n/a" if snapshot.acc_cls is None else f"{points(snapshot.acc_cls, False)}%",
-             f"CLS head, {on}; {best}" if best else f"CLS head, {on}")]
+    selected_on = getattr(snapshot, "selected_on", None)
+    epoch = getattr(snapshot, "selected_epoch", None)
+    how = f"{snapshot.selection} (epoch {epoch:g})" if selected_on and epoch is not None else None
+    label = "Test accuracy, selected on test (optimistic)" if selected_on == "test" else "Test accuracy"
+    rows = [(label, "n/a" if snapshot.acc_cls is None else f"{points(snapshot.acc_cls, False)}%",
+             "; ".join(filter(None, [f"CLS head, {on}", how, best])))]
+    if getattr(snapshot, "val_acc", None) is not None:
+        rows.append(("Validation accuracy", f"{points(snapshot.val_acc, False)}%",
+                     f"CLS head on the validation split at the selected epoch ({how or 'the last epoch'})"))
     if snapshot.gist_enabled:
         rows.append(("Gist head", "n/a" if snapshot.acc_gist is None else f"{points(snapshot.acc_gist, False)}%",
                      "Accuracy of the Gist token's prediction (the shared head on the Gist output)"))
@@ -310,18 +323,24 @@ def gallery_rows(bundle: Mapping[str, Any], study: bool) -> list[dict[str, Any]]
 
 
 # -------------------------------------------------------------------------------------------------------------- tables
+# how the history table names each run's selection (train.select_on, resolved)
+SELECTED_ON = {"val": "validation", "test": "test (optimistic)", "last": "last epoch"}
+
+
 def runs_frame(snapshots: Iterable[Any]) -> pd.DataFrame:
     """The history table: one row per run, newest first."""
     rows = [{"id": s.id, "name": s.name, "status": s.status, "method": s.method, "GIST": s.gist_enabled,
              "seed": s.seed, "dataset": (s.config_dict.get("data") or {}).get("dataset"),
              "backbone": s.config_dict.get("backbone"),
              "acc CLS %": None if s.acc_cls is None else round(100 * s.acc_cls, 2),
+             "selected on": SELECTED_ON.get(s.selected_on),
              "best %": None if s.best_acc_cls is None else round(100 * s.best_acc_cls, 2),
              "progress": s.progress, "trainable": s.trainable_params, "group": s.group_id,
              "created": pd.Timestamp(s.created, unit="s", tz="UTC").tz_localize(None).floor("s")}
             for s in snapshots]
     return pd.DataFrame(rows, columns=["id", "name", "status", "method", "GIST", "seed", "dataset", "backbone",
-                                       "acc CLS %", "best %", "progress", "trainable", "group", "created"])
+                                       "acc CLS %", "selected on", "best %", "progress", "trainable", "group",
+                                       "created"])
 
 
 def for_display(frame: pd.DataFrame) -> pd.DataFrame:

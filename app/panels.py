@@ -39,6 +39,8 @@ RUNS_COLUMNS = {  # the history table: every header readable, long texts (names,
     "dataset": st.column_config.TextColumn("dataset", width="medium"),
     "backbone": st.column_config.TextColumn("backbone", width=_NUM + 20),
     "acc CLS %": st.column_config.NumberColumn("acc CLS %", width=_NUM, format="%.2f"),
+    "selected on": st.column_config.TextColumn("selected on", width=_NUM + 30,
+                                               help="which evaluation chose the epoch of acc CLS (train.select_on)"),
     "best %": st.column_config.NumberColumn("best %", width=_SMALL, format="%.2f"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1, width=_NUM),
     "trainable": st.column_config.NumberColumn("trainable", width=_NUM, format="compact",
@@ -74,10 +76,14 @@ def set_tab_title(title: str) -> None:
 
 
 def end_metrics_row(snapshot: Any) -> None:
-    """A finished run's metrics as a row: test accuracy, Gist head, agreement, wall time."""
+    """A finished run's metrics as rows of two (`end_metrics`), then its note (an early stop)."""
     # two by two: four in a row cut the values short ("11.0…") in a projector's 1024 px window
-    for col, (label, value, help_) in zip([*st.columns(2), *st.columns(2)], fmt.end_metrics(snapshot), strict=False):
+    metrics = fmt.end_metrics(snapshot)
+    cols = [col for _ in range(0, len(metrics), 2) for col in st.columns(2)]
+    for col, (label, value, help_) in zip(cols, metrics, strict=False):
         col.metric(label, value, help=help_, border=True)
+    if getattr(snapshot, "note", None):
+        st.caption(snapshot.note)
 
 
 def resume_or_rerun(mgr: Any, snapshot: Any, open_run: Any) -> None:

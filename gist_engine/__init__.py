@@ -18,8 +18,8 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".build": ("build_model", "describe_model", "parameter_summary",),
     ".catalog": ("catalogue",),
     ".config": (
-        "RECIPES", "ConfigError", "DataConfig", "GistConfig", "ModelConfig", "RunConfig", "TrainConfig", "check_value",
-        "describe_fields", "load_run_config", "to_dict",
+        "RECIPES", "SELECTION_LABELS", "ConfigError", "DataConfig", "GistConfig", "ModelConfig", "RunConfig",
+        "TrainConfig", "check_value", "describe_fields", "load_run_config", "selection_label", "to_dict",
     ),
     ".data": (
         "DATASETS", "VTAB1K_TASKS", "BenchmarkReport", "DatasetError", "describe_datasets", "import_benchmark",

@@ -89,20 +89,25 @@ def estimate_run_time(config: RunConfig | Mapping[str, Any], throughput: Mapping
         classes: Its classes, when known (few-shot sizes).
 
     Returns:
-        `seconds` (total), `train_seconds`, `eval_seconds`, `steps`, `train_images`, `test_images`, `evals`, and
-        the entries of `throughput`.
+        `seconds` (total), `train_seconds`, `eval_seconds`, `steps`, `train_images`, `test_images`, `evals` (of the
+        test split; 0 with `train.evaluate_test: false`), `val_evals` (of the validation split: every epoch when the
+        run selects on it, stops early on it or skips the test split; an early stop is not foreseen), and the
+        entries of `throughput`.
     """
     cfg = load_run_config(config)
     tc = cfg.train
     n_train, n_test = _expected_sizes(cfg.data, images, classes)
     steps_per_epoch = math.ceil(n_train / tc.batch_size)
     steps = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
-    evals = tc.epochs // tc.eval_every + (1 if tc.epochs % tc.eval_every else 0)
+    evals = tc.epochs // tc.eval_every + (1 if tc.epochs % tc.eval_every else 0) if tc.evaluate_test else 0
+    validates = cfg.data.val_size > 0 and (tc.select_on in ("auto", "val") or tc.early_stop_patience > 0
+                                           or not tc.evaluate_test)
+    val_evals = tc.epochs if validates else 0
     train_s = steps * min(tc.batch_size, n_train) * throughput["train_s_per_image"]
-    eval_s = evals * n_test * throughput["eval_s_per_image"]
+    eval_s = (evals * n_test + val_evals * cfg.data.val_size) * throughput["eval_s_per_image"]
     return {"seconds": train_s + eval_s + throughput.get("build_s", 0.0) + START_SECONDS, "train_seconds": train_s,
             "eval_seconds": eval_s, "steps": steps, "train_images": n_train, "test_images": n_test, "evals": evals,
-            **throughput}
+            "val_evals": val_evals, **throughput}
 
 
 __all__ = ["estimate_run_time", "measure_throughput"]

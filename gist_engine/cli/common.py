@@ -104,10 +104,10 @@ class ProgressBar:
         self.bar.set_postfix(self.postfix)
 
     def on_phase(self, trainer, phase: str, done: int, total: int) -> None:
-        if phase not in ("evaluating", "probing") or self.bar.disable:
+        if phase not in ("evaluating", "validating", "probing") or self.bar.disable:
             return
         if self.eval_bar is None:
-            what = "test images" if phase == "evaluating" else "probe images"
+            what = {"evaluating": "test images", "validating": "validation images"}.get(phase, "probe images")
             self.eval_bar = tqdm(total=total, desc=f"  evaluating {total} {what}", unit="img", leave=False,
                                  dynamic_ncols=True, file=sys.stderr)
         self.eval_bar.update(done - self.eval_bar.n)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, selection_label
 from ..runs import RunManager, printable
 from ..runs.gallery import (
     bundle_size,
@@ -87,8 +87,9 @@ def gallery_list(mgr: RunManager, args: argparse.Namespace) -> int:
             continue
         for r in b["summary"]["runs"]:
             gist = f", Gist head {percent(r['acc_gist'])}" if r["acc_gist"] is not None else ""
+            label = f" ({selection_label('test')})" if r.get("selected_on") == "test" else ""
             print(f"    seed {r['seed']} {'GIST' if r['gist_enabled'] else 'plain':5s}: test accuracy "
-                  f"{percent(r['acc_cls'])}{gist}")
+                  f"{percent(r['acc_cls'])}{label}{gist}")
     return 0
 
 

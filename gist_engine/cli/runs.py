@@ -10,6 +10,9 @@ from ..runs import STATUSES, RunManager, format_table, printable
 from . import gallery
 from .common import percent, positive_int, print_json, with_manager
 
+# `runs list`'s column of how each run's accuracy was selected (train.select_on, resolved)
+SELECTED_ON = {"val": "validation", "test": "test (optimistic)", "last": "last epoch"}
+
 
 def add_parser(sub: Any) -> None:
     """Add `runs` and its sub-commands (and `runs gallery ...`) to the top parser's subparsers."""
@@ -42,11 +45,13 @@ def runs_list(mgr: RunManager, args: argparse.Namespace) -> int:
     if args.json:
         print_json([s.to_dict() for s in snaps])
         return 0
-    print(f"{'id':<11} {'status':<11} {'progress':>8}  {'acc':>7}  {'best':>7}  {'group':<11} {'created':<16} name")
+    print(f"{'id':<11} {'status':<11} {'progress':>8}  {'acc':>7}  {'selected on':<17}  {'best':>7}  {'group':<11} "
+          f"{'created':<16} name")
     for s in snaps:
         created = datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M")
         print(f"{s.id:<11} {s.status:<11} {100 * s.progress:7.0f}%  {percent(s.acc_cls):>7}  "
-              f"{percent(s.best_acc_cls):>7}  {s.group_id or '-':<11} {created:<16} {printable(s.name)}")
+              f"{SELECTED_ON.get(s.selected_on, '-'):<17}  {percent(s.best_acc_cls):>7}  {s.group_id or '-':<11} "
+              f"{created:<16} {printable(s.name)}")
     return 0
 
 
@@ -68,8 +73,13 @@ def runs_show(mgr: RunManager, args: argparse.Namespace) -> int:
     print(f"{snap.id} {printable(snap.name)}: {snap.status}, step {snap.step}/{snap.total_steps} "
           f"(epoch {snap.epoch:.2f})")
     print(f"  {snap.method}, GIST {'on' if snap.gist_enabled else 'off'}, seed {snap.seed}, group {snap.group_id}")
-    print(f"  test accuracy {percent(snap.acc_cls)} (best {percent(snap.best_acc_cls)}); trainable "
+    selected = f", {snap.selection} at epoch {snap.selected_epoch:g}" if snap.selected_epoch is not None else ""
+    print(f"  test accuracy {percent(snap.acc_cls)} (best {percent(snap.best_acc_cls)}{selected}); trainable "
           f"{snap.trainable_params}, GIST {snap.gist_params}")
+    if snap.val_acc is not None:
+        print(f"  validation accuracy {percent(snap.val_acc)}")
+    if snap.note:
+        print(f"  note: {snap.note}")
     if snap.latest:
         print("  latest: " + ", ".join(f"{k} {v:.4g}" for k, v in snap.latest.items()))
     print(f"  directory {snap.run_dir}")

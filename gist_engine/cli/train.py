@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .._io import write_text_atomic
-from ..config import load_run_config, to_dict
+from ..config import load_run_config, selection_label, to_dict
 from ..train import COMPLETED, STOPPED, Trainer
 from .common import ProgressBar, add_config_args, output_dir
 
@@ -27,12 +27,17 @@ def add_parser(sub: Any) -> None:
 
 
 def summary_line(r) -> str:
-    """One line of a TrainResult: status, test accuracy (best), Gist head, steps, speed and parameter counts."""
+    """One line of a TrainResult: status, test accuracy (best; how the epoch was selected when not the last one),
+    Gist head, validation accuracy, steps, speed, parameter counts and a note (an early stop)."""
     acc = "n/a" if r.acc_cls is None else f"{100 * r.acc_cls:.2f}% (best {100 * r.best_acc_cls:.2f}%)"
+    if r.selected_on != "last":  # "selected on test (optimistic)" wherever such a figure shows
+        acc += f" [{selection_label(r.selected_on)}, epoch {r.selected_epoch}]"
     gist = "" if r.acc_gist is None else f", Gist head {100 * r.acc_gist:.2f}%, agreement {100 * r.agreement:.1f}%"
-    return (f"{r.status}: test accuracy {acc}{gist}; {r.steps} steps in {r.train_seconds:.1f} s "
+    val = "" if r.val_acc is None else f", validation accuracy {100 * r.val_acc:.2f}%"
+    note = "" if not r.note else f"; {r.note}"
+    return (f"{r.status}: test accuracy {acc}{gist}{val}; {r.steps} steps in {r.train_seconds:.1f} s "
             f"({r.images_per_second:.1f} img/s on {r.device}, {r.precision}); trainable {r.trainable_params:,} "
-            f"of {r.total_params:,} (GIST adds {r.gist_params:,})")
+            f"of {r.total_params:,} (GIST adds {r.gist_params:,}){note}")
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ from .peft import PEFT_TYPES, PeftMethodConfig, describe_peft_types, peft_instal
 from .recipes import RECIPE_SOURCES, RECIPES, recipe_config, resolve_recipe
 from .run import (
     INTERACTION_LOSS_NAMES,
+    SELECT_ON,
+    SELECTION_LABELS,
     DataConfig,
     GistConfig,
     ModelConfig,
@@ -38,6 +40,7 @@ from .run import (
     TrainConfig,
     load_run_config,
     read_stored_config,
+    selection_label,
 )
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "PEFT_TYPES",
     "RECIPES",
     "RECIPE_SOURCES",
+    "SELECTION_LABELS",
+    "SELECT_ON",
     "VARIANTS",
     "AdapterConfig",
     "BitFitConfig",
@@ -79,5 +84,6 @@ __all__ = [
     "resolve_recipe",
     "safe_load_json",
     "safe_load_yaml",
+    "selection_label",
     "to_dict",
 ]

@@ -16,6 +16,19 @@ from .recipes import RECIPES, RecipeError, resolve_recipe
 
 INTERACTION_LOSS_NAMES = ("bkld", "kl", "reverse_kl", "js", "mse", "none")
 LR_SCHEDULES = ("cosine", "cosine_epoch")
+SELECT_ON = ("auto", "val", "test", "last")  # train.select_on: which evaluation picks the reported epoch
+# How each resolved `train.select_on` is shown wherever a run's accuracy is (CLI, store, app, exports): selecting the
+# epoch on the test split flatters the run (the test split chose it), so it says so.
+SELECTION_LABELS = {"val": "selected on validation", "test": "selected on test (optimistic)", "last": "last epoch"}
+
+
+def selection_label(selected_on: str | None) -> str | None:
+    """The words shown beside a run's accuracy for its resolved `train.select_on` ("val", "test", "last"):
+    `SELECTION_LABELS`; None for None (a run recorded before selection was stored). An unknown value is shown as
+    it is."""
+    if selected_on is None:
+        return None
+    return SELECTION_LABELS.get(selected_on, str(selected_on))
 
 
 @dataclass
@@ -113,6 +126,16 @@ class TrainConfig:
                                       "release decays the Gist token); false = no decay on them.")
     drop_last: bool = option(False, "Drop the last partial training batch of every epoch (the release does).")
     eval_every: int = option(1, "Evaluate on the test split every N epochs (and always at the end).", min=1)
+    select_on: str = option("auto", "Which evaluation picks the reported epoch and the checkpoint kept: val (best "
+                            "validation accuracy; the validation split is evaluated after every epoch), test (best "
+                            "test accuracy, as the release reports: optimistic, labelled so), last (the last "
+                            "epoch), or auto: val when the run has a validation split (data.val_size > 0), else "
+                            "last.", choices=SELECT_ON)
+    early_stop_patience: int = option(0, "Stop after this many validation evaluations in a row without a gain in "
+                                      "validation accuracy (the run ends completed, with a note); needs a "
+                                      "validation split (data.val_size > 0); 0 = off.", min=0, max=100_000)
+    evaluate_test: bool = option(True, "Evaluate the test split; false (a tuning trial) never loads nor reads it: "
+                                 "the run is measured on its validation split only (needs data.val_size > 0).")
     seed: int = option(0, "Seed of the initialisation and the data order (same for plain and GIST runs).", min=0)
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.", choices=("auto", "cpu", "cuda"))
     precision: str = option("auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, or fp16 (fp16 autocast with a "
@@ -162,6 +185,9 @@ class TrainConfig:
             raise ConfigError(f"train.cooldown_epochs: {self.cooldown_epochs} cool-down epochs need "
                               f"train.lr_schedule cosine_epoch (it is {self.lr_schedule}); set it to 0 or use "
                               "cosine_epoch")
+        if not self.evaluate_test and self.select_on == "test":
+            raise ConfigError("train.select_on: test needs the test split, but train.evaluate_test is false; select "
+                              "on val (or auto) or evaluate the test split")
 
     @property
     def total_epochs(self) -> int:
@@ -181,6 +207,19 @@ class RunConfig(ModelConfig):
                                 "recipe's lr, weight decay, drop-path and classes by itself.", choices=tuple(RECIPES))
     data: DataConfig = option(DataConfig(), "Dataset and protocol options.")
     train: TrainConfig = option(TrainConfig(), "Optimisation options.")
+
+    def validate(self) -> None:
+        """Selecting on validation, early stopping and a run without the test split need a validation split."""
+        tc = self.train
+        if self.data.val_size:
+            return
+        for key, used in (("select_on: val", tc.select_on == "val"),
+                          (f"early_stop_patience: {tc.early_stop_patience}", tc.early_stop_patience > 0),
+                          ("evaluate_test: false", not tc.evaluate_test)):
+            if used:
+                raise ConfigError(f"train.{key} needs a validation split, but data.val_size is 0; set data.val_size "
+                                  "> 0 (VTAB-1k: train800 -> val200, FGVC: train -> val, elsewhere images held out "
+                                  "of the train split)")
 
 
 def load_run_config(source: str | Path | typing.Mapping[str, Any] | RunConfig | None = None,

@@ -318,7 +318,8 @@ def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
 
 def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = "cpu", *, max_memory_bytes: int | None = None,
-                 num_workers: int | None = None, tokenizer: Any = None, probe_size: int = 0) -> DatasetSplits:
+                 num_workers: int | None = None, tokenizer: Any = None, probe_size: int = 0,
+                 test: bool = True) -> DatasetSplits:
     """Read a dataset, split and subsample it, resize it for the backbone and put it on the device.
 
     A dataset whose uint8 pixels (all splits, at `image_size`) fit in `max_memory_bytes` is decoded once and
@@ -337,9 +338,13 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
             `image_size`, `mean` and `std` are ignored. Must be None for image datasets.
         probe_size: Also hold a `probe` split of up to this many train-split images outside the training subset
             (the trainer's accuracy probe, `train.probe_every`); 0 = none.
+        test: Build the test split; False (a tuning trial, `train.evaluate_test: false`) leaves `test` None: none
+            of its images or documents is decoded, checked or tokenised (its labels are still split off, so the
+            training images are the same).
 
     Returns:
-        DatasetSplits with train, val (None when val_size is 0), test, class names and `info`.
+        DatasetSplits with train, val (None when val_size is 0), test (None when not asked for), class names and
+        `info`.
 
     Raises:
         DatasetError: naming the dataset, file, line, class or option at fault.
@@ -359,6 +364,9 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
         raise NetworkNeededError(f"{exc} Datasets that work offline: {offline}.") from exc.__cause__
     pools, note = _split(raw, cfg, probe_size)
     _check(cfg.dataset, raw, pools)
+    if not test:
+        pools["test"] = None  # never decoded nor checked: a trial does not read the test split
+        note += "; test split not loaded"
     if spec.modality == "text":
         info = {"name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
                 "licence": spec.licence, "split": note, "seed": cfg.seed, "few_shot": cfg.few_shot,

@@ -302,11 +302,12 @@ class TextSplit:
 
 @dataclass
 class DatasetSplits:
-    """A loaded dataset: train, optional val and test splits, class names and a JSON-ready description."""
+    """A loaded dataset: train, optional val and test splits, class names and a JSON-ready description. `test` is
+    None only when it was not asked for (`load_dataset(..., test=False)`: a tuning trial never reads it)."""
 
     train: Split
     val: Split | None
-    test: Split
+    test: Split | None
     class_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)
     probe: Split | None = None  # held-out train-split images for the trainer's accuracy probe (train.probe_every)

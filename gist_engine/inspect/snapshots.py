@@ -123,8 +123,11 @@ class TrainerSnapshots:
         self.snapshots: Any = None
 
     def on_train_start(self, trainer: Any) -> None:
-        """Pick the probe images (seeded, from the first test batch) and record step 0."""
-        x, y = next(trainer.data.test.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
+        """Pick the probe images (seeded, from the first test batch; the validation split's in a run that does not
+        read the test split, `train.evaluate_test: false`) and record step 0."""
+        data = trainer.data
+        split = data.test if data.test is not None else (data.val if data.val is not None else data.train)
+        x, y = next(split.batches(max(64, self.k)))  # (B, 3, S, S) normalised, on the device
         probe = choose_probe_images(x, self.k, seed=trainer.config.data.seed)
         labels = choose_probe_images(y, self.k, seed=trainer.config.data.seed)  # (k,) the same seeded choice
         self.snapshots = AttentionSnapshots(self.run_dir, self.every, probe, labels)

@@ -61,7 +61,9 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
 
 class DataCache:
     """The last loaded dataset, reused while the data config, backbone, image size, device and probe size stay the
-    same (one per local run manager; one per Ray worker process, which Ray reuses for the next runs)."""
+    same (one per local run manager; one per Ray worker process, which Ray reuses for the next runs). A dataset
+    loaded without its test split (a trial, `train.evaluate_test: false`) is loaded again for a run that evaluates
+    the test split; one with it serves a trial too (the trainer drops the test split of such a run unread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -73,7 +75,8 @@ class DataCache:
         probe = cfg.train.probe_size if cfg.train.probe_every else 0  # the accuracy probe's held-out images
         key = json.dumps([to_dict(cfg.data), cfg.backbone, cfg.image_size, str(trainer.device), probe], sort_keys=True)
         with self._lock:
-            if self._entry is not None and self._entry[0] == key:
+            if self._entry is not None and self._entry[0] == key and (
+                    self._entry[1].test is not None or not cfg.train.evaluate_test):
                 return self._entry[1]
             self._entry = None  # free the previous dataset before loading the next
             data = load_run_data(cfg, trainer.device)
@@ -89,6 +92,11 @@ class Outcome:
     status: str
     error: str | None
     result: TrainResult | None = None
+
+    @property
+    def note(self) -> str | None:
+        """How a completed run ended early (`TrainResult.note`, e.g. an early stop); None otherwise."""
+        return self.result.note if self.result is not None else None
 
     def to_event(self) -> dict[str, Any]:
         """A plain dict for a Ray task's last event: the result without its per-step history (the driver has every

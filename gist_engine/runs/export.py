@@ -63,10 +63,13 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
         ValueError: An unknown format. RunNotFound: no such run or group. RunError: mlflow is not installed.
 
     The file has one row per step: `step`, the step metrics and, at evaluation steps, `eval_epoch`,
-    `eval_acc_cls`, `eval_acc_gist`, `eval_agreement`, `eval_n`, `eval_per_class` (JSON text); a group's
+    `eval_acc_cls`, `eval_acc_gist`, `eval_agreement`, `eval_n`, `eval_per_class` (JSON text) of the test split,
+    the same `val_*` columns of the validation split when the run evaluated one, and `selection`: how the run's
+    reported accuracy was selected (`config.selection_label`, e.g. "selected on test (optimistic)"); a group's
     file stacks its runs with `run_id`, `name`, `seed`, `gist_enabled`, `status` in front (see
-    `read_export`). The sidecar `<file>.json` holds the run's snapshot, or the group's statistics
-    (`group_results`' JSON-ready part) and its runs' snapshots.
+    `read_export`). The sidecar `<file>.json` holds the run's snapshot (with `selected_on`, `selection`,
+    `selected_epoch`, `val_acc`, `note`), or the group's statistics (`group_results`' JSON-ready part) and its
+    runs' snapshots.
     """
     if to not in EXPORT_FORMATS:
         raise ValueError(f"to: {to!r} is not one of {', '.join(EXPORT_FORMATS)}")
@@ -107,31 +110,51 @@ def export_runs(source: RunSource, run_or_group_id: str, exports_dir: str | Path
     return out
 
 
+# The evaluation splits an export carries, each with its column prefix (the accuracy probe's rows only draw curves)
+EXPORTED_SPLITS = {"test": "eval", "val": "val"}
+
+
 def export_frame(source: RunSource, run_id: str) -> pd.DataFrame:
-    """A run's metrics per step, outer-joined with its evaluations (`eval_*` columns) on the step."""
-    evals = source.evaluations(run_id)
-    evals = evals[evals["split"] == "test"].drop(columns="split")  # the accuracy probe's rows only draw curves
-    evals["per_class"] = [json.dumps(v) for v in evals["per_class"]]
-    evals = evals.rename(columns={c: f"eval_{c}" for c in evals.columns if c != "step"})
-    return source.metrics(run_id).merge(evals, on="step", how="outer").sort_values("step", ignore_index=True)
+    """A run's metrics per step, outer-joined on the step with its test evaluations (`eval_*` columns) and its
+    validation evaluations (`val_*`, when it has any), and its `selection` label."""
+    all_evals = source.evaluations(run_id)
+    frame = source.metrics(run_id)
+    for split, prefix in EXPORTED_SPLITS.items():
+        evals = all_evals[all_evals["split"] == split].drop(columns="split")
+        if split != "test" and evals.empty:
+            continue
+        evals["per_class"] = [json.dumps(v) for v in evals["per_class"]]
+        evals = evals.rename(columns={c: f"{prefix}_{c}" for c in evals.columns if c != "step"})
+        frame = frame.merge(evals, on="step", how="outer")
+    frame = frame.sort_values("step", ignore_index=True)
+    frame["selection"] = source.get(run_id).selection
+    return frame
 
 
 def read_export(path: str | Path) -> dict[str, pd.DataFrame]:
-    """Split an exported file back into `metrics` and `evaluations` frames (as `RunManager.metrics` and
-    `RunManager.evaluations` return them, plus `run_id` for a group's file)."""
+    """Split an exported file back into `metrics` and `evaluations` (the test split's) frames (as
+    `RunManager.metrics` and `RunManager.evaluations` return them, plus `run_id` for a group's file), and
+    `validations` (the validation split's, the same columns; empty when no run of the file evaluated one)."""
     import pandas as pd  # on use: pandas adds 0.3-0.7 s to `import gist_engine`, and training needs no tables
 
     path = Path(path)
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     key = ["run_id"] if "run_id" in frame else []
-    evals = frame[[*key, "step", *[c for c in frame.columns if c.startswith("eval_")]]]
-    evals = evals[evals["eval_acc_cls"].notna()].rename(columns=lambda c: c.removeprefix("eval_"))
-    evals = evals.astype({"n": "int64"}).reset_index(drop=True)
-    evals["per_class"] = [json.loads(v) for v in evals["per_class"]]
-    steps = [c for c in frame.columns if c not in ("name", "seed", "gist_enabled", "status")
-             and not c.startswith("eval_")]
+    out = {}
+    for name, prefix in (("evaluations", "eval_"), ("validations", "val_")):
+        columns = [c for c in frame.columns if c.startswith(prefix)]
+        if not columns:
+            out[name] = pd.DataFrame(columns=[*key, "step"])
+            continue
+        evals = frame[[*key, "step", *columns]]
+        evals = evals[evals[f"{prefix}acc_cls"].notna()].rename(columns=lambda c, p=prefix: c.removeprefix(p))
+        evals = evals.astype({"n": "int64"}).reset_index(drop=True)
+        evals["per_class"] = [json.loads(v) for v in evals["per_class"]]
+        out[name] = evals
+    steps = [c for c in frame.columns if c not in ("name", "seed", "gist_enabled", "status", "selection")
+             and not c.startswith(("eval_", "val_"))]
     return {"metrics": frame[steps].dropna(subset=[c for c in steps if c not in ("run_id", "step")], how="all")
-            .reset_index(drop=True), "evaluations": evals}
+            .reset_index(drop=True), **out}
 
 
 # ----------------------------------------------------------------------------------------------- MLflow
@@ -178,6 +201,10 @@ def _log_run(client: Any, experiment_id: str, source: RunSource, run_id: str, pa
     entities = _mlflow().entities
     snap = source.get(run_id)
     tags = {"gist_studio.run_id": snap.id, "gist_studio.status": snap.status}
+    if snap.selection:  # how acc_cls was selected: "selected on test (optimistic)", ...
+        tags["gist_studio.selection"] = snap.selection
+    if snap.note:
+        tags["gist_studio.note"] = snap.note
     if snap.group_id:
         tags["gist_studio.group_id"] = snap.group_id
     if parent:
@@ -198,6 +225,11 @@ def _log_run(client: Any, experiment_id: str, source: RunSource, run_id: str, pa
             if row[key] is not None and math.isfinite(row[key]):
                 prefix = "eval" if row["split"] == "test" else row["split"]  # probe_acc_cls: the accuracy probe
                 metrics.append(entities.Metric(f"{prefix}_{key}", float(row[key]), stamp, int(row["step"])))
+    end = int(snap.step)
+    for key, value in (("acc_cls", snap.acc_cls), ("best_acc_cls", snap.best_acc_cls), ("val_acc", snap.val_acc),
+                       ("selected_epoch", snap.selected_epoch)):  # the run's summary, as the store holds it
+        if value is not None and math.isfinite(value):
+            metrics.append(entities.Metric(key, float(value), stamp, end))
     for i in range(0, len(metrics), MAX_METRICS):
         client.log_batch(mid, metrics=metrics[i:i + MAX_METRICS])
     for name in ("checkpoint.safetensors", "result.json"):
@@ -243,5 +275,5 @@ def export_group_to_mlflow(source: RunSource, group_id: str, path: str | Path | 
     return parent
 
 
-__all__ = ["EXPORT_FORMATS", "RunSource", "export_frame", "export_group_to_mlflow", "export_run_to_mlflow",
-           "export_runs", "flatten", "read_export"]
+__all__ = ["EXPORTED_SPLITS", "EXPORT_FORMATS", "RunSource", "export_frame", "export_group_to_mlflow",
+           "export_run_to_mlflow", "export_runs", "flatten", "read_export"]

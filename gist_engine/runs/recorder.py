@@ -88,11 +88,12 @@ class StoreWriter(Callback):
 
 def train_start_info(trainer: Trainer) -> dict[str, Any]:
     """What `StoreWriter.record_start` records when a run starts: step, total_steps, config (a dict), parameter
-    counts and device (plain values, so a run in another process can send them)."""
+    counts, device and selected_on (the resolved `train.select_on`) (plain values, so a run in another process can
+    send them)."""
     trainable, total = count_parameters(trainer.model)
     return {"step": trainer.step, "total_steps": trainer.total_steps, "config": to_dict(trainer.config),
             "trainable_params": trainable, "gist_params": trainer.model.gist_parameter_count(),
-            "total_params": total, "device": str(trainer.device)}
+            "total_params": total, "device": str(trainer.device), "selected_on": trainer.selected_on}
 
 
 __all__ = ["StoreWriter", "train_start_info"]

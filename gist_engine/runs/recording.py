@@ -85,9 +85,10 @@ def _store_rows(mgr: RunReader, run_ids: Sequence[str]) -> tuple[list[dict], lis
 
 def _summary(mgr: RunReader, runs: list[dict], groups: list[dict]) -> dict[str, Any]:
     """The numbers the gallery page shows: per run its accuracies, per group the paired delta."""
-    out: dict[str, Any] = {"runs": [{k: r[k] for k in ("id", "name", "seed", "gist_enabled", "status", "acc_cls",
+    out: dict[str, Any] = {"runs": [{k: r.get(k) for k in ("id", "name", "seed", "gist_enabled", "status", "acc_cls",
                                                        "best_acc_cls", "acc_gist", "agreement", "step",
-                                                       "trainable_params")} for r in runs]}
+                                                       "trainable_params", "selected_on", "val_acc")}
+                                    for r in runs]}
     out["groups"] = []
     for g in groups:
         res = mgr.group_results(g["id"])

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..config import selection_label
 from ..files import CHECKPOINT_NAME
 from ..loss_terms import LOSS_TERMS
 from ..status import ACTIVE, RESUMABLE, RunStatus
@@ -105,7 +106,8 @@ def snapshot(r: sqlite3.Row, root: Path) -> RunSnapshot:
         versions=_loads(r["versions"], {}), acc_gist=r["acc_gist"], agreement=r["agreement"],
         total_params=r["total_params"], device=r["device"], owner_pid=r["owner_pid"], resumed=r["resumed"],
         has_checkpoint=(folder / CHECKPOINT_NAME).exists(), can_resume=status in RESUMABLE and not example,
-        phase=phase, example=example)
+        phase=phase, example=example, selected_on=r["selected_on"], selection=selection_label(r["selected_on"]),
+        selected_epoch=r["selected_epoch"], val_acc=r["val_acc"], note=r["note"])
 
 
 __all__ = ["ACTIVE", "EXAMPLE_OWNER", "INVALID_DIR", "RESUMABLE", "RUNS_DIR", "STATUSES", "STEP_KEYS",

@@ -94,9 +94,16 @@ MIGRATIONS: dict[int, tuple[Migration, ...]] = {
             PRIMARY KEY (study_id, cell, seed, arm, attempt))""",
         "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
     ),
-    # Version 3: columns of the runs table (none here). Version 4 reads no column of runs but id, group_id, seed,
-    # gist_enabled and created, whatever version 3 adds.
-    3: (),
+    # Selection (train.select_on): which evaluation the run's accuracy is (val, test, last), its epoch, the
+    # validation accuracy there, and a note on how a completed run ended (early stop). Every run stored before
+    # selected the last epoch.
+    3: (
+        "ALTER TABLE runs ADD COLUMN selected_on TEXT",
+        "ALTER TABLE runs ADD COLUMN selected_epoch REAL",
+        "ALTER TABLE runs ADD COLUMN val_acc REAL",
+        "ALTER TABLE runs ADD COLUMN note TEXT",
+        "UPDATE runs SET selected_on = 'last', selected_epoch = json_extract(last_eval, '$.epoch')",
+    ),
     # A paired group is a one-cell study: studies.kind tells a group from a study; `groups` moves into
     # studies/study_runs (`_groups_into_studies`) and is dropped.
     4: (
@@ -461,7 +468,8 @@ class RunStore:
         marks = ", ".join("?" * len(from_statuses))
         with self.write() as c:
             return c.execute("UPDATE runs SET status = 'queued', heartbeat = ?, owner = ?, owner_pid = ?, "
-                             "owner_host = ?, finished = NULL, error = NULL, stop_requested = 0, resumed = resumed + 1 "
+                             "owner_host = ?, finished = NULL, error = NULL, note = NULL, stop_requested = 0, "
+                             "resumed = resumed + 1 "
                              f"WHERE id = ? AND status IN ({marks})",
                              (now, owner, pid, host, run_id, *from_statuses)).rowcount > 0
 
@@ -477,12 +485,13 @@ class RunStore:
             row = c.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
         return json.loads(row["config"]) if claimed and row is not None else None
 
-    def finish(self, run_id: str, status: str, error: str | None, now: float) -> None:
-        """Record a run's outcome: `status`, `error`, finished and heartbeat `now`, stop flag cleared. The local
-        workers and the Ray driver both finish through this."""
+    def finish(self, run_id: str, status: str, error: str | None, now: float, note: str | None = None) -> None:
+        """Record a run's outcome: `status`, `error`, `note` (how a completed run ended early, e.g. an early
+        stop), finished and heartbeat `now`, stop flag cleared. The local workers and the Ray driver both finish
+        through this."""
         with self.write() as c:
-            c.execute("UPDATE runs SET status = ?, error = ?, finished = ?, heartbeat = ?, stop_requested = 0 "
-                      "WHERE id = ?", (status, error, now, now, run_id))
+            c.execute("UPDATE runs SET status = ?, error = ?, note = ?, finished = ?, heartbeat = ?, "
+                      "stop_requested = 0 WHERE id = ?", (status, error, note, now, now, run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run's metrics, evaluations and row (one transaction; not its folder)."""
@@ -649,8 +658,9 @@ class RunStore:
     # -------------------------------------------------------------------------------------- the recorder's
     def record_start(self, run_id: str, info: Mapping[str, Any], phase: Mapping[str, Any]) -> None:
         """A run starts (or resumes) at `info["step"]`: forget its metrics and evaluations after that step, and set
-        total_steps, step, epoch, latest (the step's metrics and `phase`), config, parameter counts, device and
-        heartbeat from `info` (`recorder.train_start_info`), then its evaluation summary; one transaction."""
+        total_steps, step, epoch, latest (the step's metrics and `phase`), config, parameter counts, device,
+        selected_on (the resolved `train.select_on`; "last" when `info` lacks it) and heartbeat from `info`
+        (`recorder.train_start_info`), then its evaluation summary; one transaction."""
         step = info["step"]
         with self.write() as c:
             c.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step))
@@ -658,10 +668,11 @@ class RunStore:
             latest = dict(c.execute("SELECT key, value FROM metrics WHERE run_id = ? AND step = ?",
                                     (run_id, step)).fetchall())
             c.execute("UPDATE runs SET total_steps = ?, step = ?, epoch = ?, latest = ?, config = ?, "
-                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, heartbeat = ? WHERE id = ?",
+                      "trainable_params = ?, gist_params = ?, total_params = ?, device = ?, selected_on = ?, "
+                      "heartbeat = ? WHERE id = ?",
                       (info["total_steps"], step, latest.get("epoch") or 0.0, json.dumps({**latest, "phase": phase}),
                        json.dumps(info["config"]), info["trainable_params"], info["gist_params"],
-                       info["total_params"], info["device"], time.time(), run_id))
+                       info["total_params"], info["device"], info.get("selected_on", "last"), time.time(), run_id))
             _refresh_eval_summary(c, run_id)
 
     def set_latest(self, run_id: str, latest: Mapping[str, Any]) -> None:
@@ -847,19 +858,36 @@ def _end_runs(c: sqlite3.Connection, ended: Sequence[EndedRun]) -> None:
                   "AND owner IS ? AND status IN ('queued', 'running')", ended)
 
 
+_EVAL_SUMMARY = "SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? AND split = ?"
+
+
 def _refresh_eval_summary(c: sqlite3.Connection, run_id: str) -> None:
-    """Set the run's last_eval, acc_cls, acc_gist, agreement and best_acc_cls from its test evaluations (the
-    accuracy probe's evaluations, split "probe", only draw curves); inside the caller's write transaction."""
-    last = c.execute("SELECT step, epoch, acc_cls, acc_gist, agreement FROM evaluations WHERE run_id = ? "
-                     "AND split = 'test' ORDER BY step DESC LIMIT 1", (run_id,)).fetchone()
+    """Set the run's last_eval (its last test evaluation), best_acc_cls (the best test accuracy), and acc_cls,
+    acc_gist, agreement, selected_epoch and val_acc from the evaluation its `selected_on` picks, by the trainer's
+    rule: val, the best validation accuracy (the first of equals) and the test evaluation of that step; test, the
+    best test accuracy (the first of equals); last, the last test evaluation (the last validation one in a run
+    without the test split). The accuracy probe's evaluations (split "probe") only draw curves. Inside the caller's
+    write transaction."""
+    row = c.execute("SELECT selected_on FROM runs WHERE id = ?", (run_id,)).fetchone()
+    selected_on = (row["selected_on"] if row is not None else None) or "last"
+    last = c.execute(_EVAL_SUMMARY + " ORDER BY step DESC LIMIT 1", (run_id, "test")).fetchone()
     best = c.execute("SELECT MAX(acc_cls) FROM evaluations WHERE run_id = ? AND split = 'test'",
                      (run_id,)).fetchone()[0]
-    if last is None:
-        c.execute("UPDATE runs SET last_eval = NULL, acc_cls = NULL, acc_gist = NULL, agreement = NULL, "
-                  "best_acc_cls = NULL WHERE id = ?", (run_id,))
-        return
-    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ? WHERE id = ?",
-              (json.dumps(dict(last)), last["acc_cls"], last["acc_gist"], last["agreement"], best, run_id))
+    if selected_on == "val":
+        at = c.execute(_EVAL_SUMMARY + " ORDER BY acc_cls DESC, step ASC LIMIT 1", (run_id, "val")).fetchone()
+    elif selected_on == "test":
+        at = c.execute(_EVAL_SUMMARY + " ORDER BY acc_cls DESC, step ASC LIMIT 1", (run_id, "test")).fetchone()
+    else:
+        at = last or c.execute(_EVAL_SUMMARY + " ORDER BY step DESC LIMIT 1", (run_id, "val")).fetchone()
+    test = val = None
+    if at is not None:
+        test = c.execute(_EVAL_SUMMARY + " AND step = ?", (run_id, "test", at["step"])).fetchone()
+        val = c.execute(_EVAL_SUMMARY + " AND step = ?", (run_id, "val", at["step"])).fetchone()
+    c.execute("UPDATE runs SET last_eval = ?, acc_cls = ?, acc_gist = ?, agreement = ?, best_acc_cls = ?, "
+              "selected_epoch = ?, val_acc = ? WHERE id = ?",
+              (json.dumps(dict(last)) if last is not None else None, *(
+                  (test["acc_cls"], test["acc_gist"], test["agreement"]) if test is not None else (None,) * 3),
+               best, at["epoch"] if at is not None else None, val["acc_cls"] if val is not None else None, run_id))
 
 def _raise_store_error(exc: sqlite3.Error, path: Path) -> None:
     """Raise `store_error(exc, path)`: a StoreError from `exc`, or `exc` itself when it is no user's to fix."""
@@ -922,6 +950,11 @@ class RunSnapshot:
     can_resume: bool = False  # `RunManager.resume` applies (it restarts from step 0 without resume.safetensors)
     phase: dict[str, Any] | None = None  # what the trainer does now: name (training, evaluating, ...), done, total
     example: bool = False  # a read-only gallery example (owner `gallery:<entry>`): no delete, resume or re-run
+    selected_on: str | None = None  # train.select_on resolved: val, test, last (None: recorded before it existed)
+    selection: str | None = None  # how acc_cls was selected, in words (`config.selection_label`)
+    selected_epoch: float | None = None  # the epoch acc_cls (and the kept checkpoint) comes from
+    val_acc: float | None = None  # validation accuracy at that epoch (None where not evaluated)
+    note: str | None = None  # how a completed run ended early (train.early_stop_patience)
 
     @functools.cached_property
     def _parsed(self) -> tuple[RunConfig | None, str | None]:

@@ -360,7 +360,7 @@ class WorkerPool:
                 writer.flush()
         status, error = outcome.status, outcome.error
         try:
-            self.store.finish(run_id, status, error, time.time())
+            self.store.finish(run_id, status, error, time.time(), note=outcome.note)
         except Exception as exc:
             if not is_disk_full(exc):
                 raise

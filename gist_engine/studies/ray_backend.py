@@ -245,7 +245,7 @@ class RayBackend:
         self.latencies.extend(now - e[3] for e in batch if e[0] == "step")
         if ended is None:
             return None
-        return self._finish(s, ended["status"], ended.get("error"))
+        return self._finish(s, ended["status"], ended.get("error"), note=ended.get("note"))
 
     def _mark_running(self, s: _Stream, info: dict[str, Any]) -> None:
         s.started = True
@@ -257,13 +257,13 @@ class RayBackend:
         s.writer.record_start(info)
         logger.debug("run %s: started on Ray worker %s", s.run_id, info.get("worker"))
 
-    def _finish(self, s: _Stream, status: str, error: str | None, outcome: str | None = None
-                ) -> tuple[str, str, str | None]:
+    def _finish(self, s: _Stream, status: str, error: str | None, outcome: str | None = None,
+                note: str | None = None) -> tuple[str, str, str | None]:
         try:
             s.writer.flush()
         except Exception:  # what could not be written is lost with the worker; the status still is recorded
             logger.exception("run %s: writing its last metrics failed", s.run_id)
-        self.manager.store.finish(s.run_id, status, error, time.time())
+        self.manager.store.finish(s.run_id, status, error, time.time(), note=note)
         if status == FAILED:
             logger.error("run %s failed: %s", s.run_id, (error or "").splitlines()[0] if error else "")
         elif outcome == LOST:

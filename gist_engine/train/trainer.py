@@ -58,9 +58,26 @@ RESUMABLE_CHANGES = ("device", "log_every", "compile", "cuda_graph", "eval_batch
                      "probe_size")
 
 # What the trainer is doing, as `Callback.on_phase` reports it: training steps, evaluating the test split,
-# evaluating the accuracy probe, writing the checkpoint.
+# evaluating the accuracy probe, writing the checkpoint, evaluating the validation split.
 TRAINING, EVALUATING, PROBING, SAVING = "training", "evaluating", "probing", "saving"
+VALIDATING = "validating"
 PROBE_SPLIT = "probe"  # the split name of the accuracy probe's evaluations
+VAL_SPLIT, TEST_SPLIT = "val", "test"  # the split names of the validation and test evaluations
+
+
+def resolve_select_on(select_on: str, has_val: bool) -> str:
+    """`train.select_on` as a run applies it: "auto" is "val" when the run has a validation split, else "last"
+    (what every run reported before selection existed: the last epoch's test accuracy); "val", "test" and "last"
+    stay as they are."""
+    if select_on == "auto":
+        return VAL_SPLIT if has_val else "last"
+    return select_on
+
+
+def early_stop_note(patience: int, best: float, epoch: int) -> str:
+    """The note of a run ended by `train.early_stop_patience` (stored with the run; the status is completed)."""
+    return (f"early stop after {patience} evaluations without a validation gain (best validation accuracy "
+            f"{100 * best:.2f}% at epoch {epoch})")
 
 
 class Callback:
@@ -80,13 +97,15 @@ class Callback:
         `train.log_every` steps (one host sync for all of them), at each probe and at each epoch end."""
 
     def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
-        """After an evaluation: acc_cls, acc_gist, agreement, per_class, epoch, split ("test", or "probe" for the
-        accuracy probe of `train.probe_every`)."""
+        """After an evaluation: acc_cls, acc_gist, agreement, per_class, n, epoch, step, split ("test"; "val" for
+        the validation split, evaluated after every epoch when the run selects on it, stops early on it or does not
+        evaluate the test split; "probe" for the accuracy probe of `train.probe_every`). At an epoch with both, the
+        test evaluation is reported before the validation one."""
 
     def on_phase(self, trainer: Trainer, phase: str, done: int, total: int) -> None:
-        """What the trainer does now (TRAINING, EVALUATING, PROBING, SAVING) and how far it is: `done` of `total`
-        examples of an evaluation (0 of 0 for the other phases). Reported as each phase starts and after every
-        evaluation batch."""
+        """What the trainer does now (TRAINING, EVALUATING, VALIDATING, PROBING, SAVING) and how far it is: `done`
+        of `total` examples of an evaluation (0 of 0 for the other phases). Reported as each phase starts and after
+        every evaluation batch."""
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         """Once, whatever the status."""
@@ -97,7 +116,7 @@ class TrainResult:
     """What a run produced; `history` keeps every step's losses and every evaluation."""
 
     status: str
-    acc_cls: float | None = None
+    acc_cls: float | None = None  # test accuracy of the selected epoch (`selected_on`); None without a test split
     best_acc_cls: float | None = None
     best_step: int | None = None
     acc_gist: float | None = None
@@ -112,6 +131,11 @@ class TrainResult:
     images_per_second: float = 0.0
     error: str | None = None
     diverged_step: int | None = None
+    selected_on: str = "last"  # train.select_on resolved: val, test or last (SELECTION_LABELS says how it shows)
+    selected_epoch: int | None = None  # the epoch whose accuracy is reported and whose checkpoint is kept
+    selected_step: int | None = None
+    val_acc: float | None = None  # validation accuracy (CLS) of the selected epoch; None when not evaluated there
+    note: str | None = None  # how a completed run ended early (train.early_stop_patience)
     device: str = "cpu"
     precision: str = "fp32"
     history: dict[str, list] = field(default_factory=lambda: {"steps": [], "evals": []})
@@ -126,11 +150,13 @@ class TrainResult:
 
 def load_run_data(config: RunConfig, device: torch.device | str = "cpu") -> Any:
     """The `DatasetSplits` a run config asks for, prepared for its backbone (size and mean/std, or tokenizer),
-    with the accuracy probe's held-out images when `train.probe_every` is set."""
+    with the accuracy probe's held-out images when `train.probe_every` is set, without the test split when
+    `train.evaluate_test` is false."""
     dc = backbone_data_config(config.backbone, config.image_size)
     probe = config.train.probe_size if config.train.probe_every else 0
     return load_dataset(config.data, dc["image_size"], dc["mean"], dc["std"], device=device,
-                        tokenizer=dc.get("tokenizer"), probe_size=probe)  # tokenizer: a text backbone's, else None
+                        tokenizer=dc.get("tokenizer"), probe_size=probe,  # tokenizer: a text backbone's, else None
+                        test=config.train.evaluate_test)  # a trial never loads the test split
 
 
 def seed_everything(seed: int) -> None:
@@ -190,6 +216,13 @@ class Trainer:
         resume_from: A training state (`resume.safetensors`, written every `train.checkpoint_every` epochs) to
             continue from: parameters, optimizer, scheduler, RNGs, step and the result so far are restored and
             training goes on at the next epoch, in the data order of an uninterrupted run.
+
+    Selection (`train.select_on`, resolved in `setup` into `selected_on`): the reported accuracy (`acc_cls`,
+    `acc_gist`, `agreement`, `per_class`) is the test evaluation of the selected epoch, and `run_dir`'s checkpoint
+    is that epoch's (written when the selection improves; with "last", at the end as always). With "val", the test
+    split is also evaluated at each epoch whose validation accuracy is a new best, so the selected epoch always
+    has its test figure. `trainer.model` holds the last epoch's weights. With `train.evaluate_test: false` the
+    test split is dropped from `data` in `setup` and never read.
     """
 
     def __init__(self, config: RunConfig | dict[str, Any], callbacks: Iterable[Callback] = (),
@@ -205,6 +238,10 @@ class Trainer:
         self._scaler_state: dict[str, Any] | None = None  # the fp16 gradient scaler's state a resumed run restores
         self.step = 0
         self.total_steps = 0
+        self.selected_on = "last"  # train.select_on resolved against the data (setup)
+        # the selection's state, resumed with the training state: best validation accuracy (and its epoch),
+        # validation evaluations since it, best test accuracy (select_on test)
+        self._selection: dict[str, Any] = {"best_val": None, "best_val_epoch": None, "stale": 0, "best_test": None}
         self.phase = ""  # what it does now: TRAINING, EVALUATING, PROBING, SAVING (Callback.on_phase)
         self.device = resolve_device(self.config.train.device)
         precision = self.config.train.precision
@@ -221,6 +258,7 @@ class Trainer:
         if cfg.num_classes is not None and cfg.num_classes != self.data.num_classes:
             raise ConfigError(f"num_classes: {cfg.num_classes} but dataset {cfg.data.dataset!r} has "
                               f"{self.data.num_classes} classes (leave num_classes empty to use the dataset's)")
+        self._resolve_selection()
         model_cfg = replace(cfg, num_classes=self.data.num_classes)  # the parsed config, not parsed again
         seed_everything(cfg.train.seed)
         self.model = build_model(model_cfg, seed=cfg.train.seed).to(self.device)
@@ -232,6 +270,33 @@ class Trainer:
         log.debug("speed shortcuts: %s", report.summary())
         self.config = model_cfg
 
+    def _resolve_selection(self) -> None:
+        """Resolve `train.select_on` against the data; drop the test split of a run that must not read it.
+
+        Raises:
+            ConfigError: selection on validation, early stopping or a run without the test split, but the data has
+                no validation split.
+        """
+        tc = self.config.train
+        if not tc.evaluate_test and self.data.test is not None:
+            self.data = replace(self.data, test=None)  # given data (a shared load): this run never reads its test
+        has_val = self.data.val is not None
+        self.selected_on = resolve_select_on(tc.select_on, has_val)
+        if not has_val:
+            for key, used in (("select_on: val", self.selected_on == VAL_SPLIT),
+                              (f"early_stop_patience: {tc.early_stop_patience}", tc.early_stop_patience > 0),
+                              ("evaluate_test: false", not tc.evaluate_test)):
+                if used:
+                    raise ConfigError(f"train.{key} needs a validation split, but the data has none; set "
+                                      "data.val_size > 0")
+
+    @property
+    def validates_every_epoch(self) -> bool:
+        """Whether the validation split is evaluated after every epoch: the run selects on it, stops early on it or
+        does not evaluate the test split."""
+        tc = self.config.train
+        return self.selected_on == VAL_SPLIT or tc.early_stop_patience > 0 or not tc.evaluate_test
+
     def evaluate(self, split: Any = None, batch_size: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """CLS accuracy, Gist-head accuracy, CLS/Gist agreement and per-class accuracy on a split (test default).
@@ -242,6 +307,8 @@ class Trainer:
         before the first batch and after each (examples).
         """
         model, split = self.model, split or self.data.test
+        if split is None:
+            raise ValueError("evaluate: this run has no test split (train.evaluate_test is false); pass a split")
         batch_size = batch_size or speed.eval_batch_size(self.device, self.config.train.eval_batch_size)
         was_training = model.training
         model.eval()
@@ -334,7 +401,7 @@ class Trainer:
         return TrainResult(status=COMPLETED, trainable_params=trainable, total_params=total,
                            gist_params=self.model.gist_parameter_count(), device=str(self.device),
                            precision=self.precision, config=_config_dict(self.config), versions=package_versions(),
-                           dataset=dict(self.data.info))
+                           dataset=dict(self.data.info), selected_on=self.selected_on)
 
     def _start(self, result: TrainResult) -> Any:
         """Attention snapshots, `on_train_start`, the accuracy probe of the untrained heads, the training phase;
@@ -372,12 +439,38 @@ class Trainer:
 
     def _end_epoch(self, epochs_done: int, optimizer: torch.optim.Optimizer, scheduler: Any,
                    result: TrainResult) -> bool:
-        """Evaluate (every `train.eval_every` epochs and at the end) and save the resumable state (every
-        `train.checkpoint_every` epochs); False when the run has reached its last step."""
+        """Evaluate (validation after every epoch when `validates_every_epoch`; test every `train.eval_every`
+        epochs, at the end and, selecting on validation, at each new best), update the selection and its
+        checkpoint, stop early, and save the resumable state (every `train.checkpoint_every` epochs); False when
+        the run has reached its last step or stops early."""
         tc = self.config.train
         last = epochs_done == tc.total_epochs or self.step >= self.total_steps
-        if epochs_done % tc.eval_every == 0 or last:
-            self._record_eval(result, epochs_done)
+        val = gain = None
+        if self.validates_every_epoch:
+            val = self._evaluate_split(self.data.val, epochs_done, VAL_SPLIT)
+            best = self._selection["best_val"]
+            gain = best is None or val["acc_cls"] > best
+            if gain:
+                self._selection.update(best_val=val["acc_cls"], best_val_epoch=epochs_done, stale=0)
+            else:
+                self._selection["stale"] += 1
+        patience = tc.early_stop_patience
+        stop_early = bool(patience) and self._selection["stale"] >= patience and not last
+        test = None
+        if tc.evaluate_test and (epochs_done % tc.eval_every == 0 or last or stop_early
+                                 or (gain and self.selected_on == VAL_SPLIT)):
+            test = self._evaluate_split(self.data.test, epochs_done, TEST_SPLIT)
+        for metrics in (test, val):  # test first: the store then always holds the selected epoch's test figure
+            if metrics is not None:
+                result.history["evals"].append(metrics)
+                self._emit("on_eval_end", self.step, metrics)
+        if test is not None and (result.best_acc_cls is None or test["acc_cls"] > result.best_acc_cls):
+            result.best_acc_cls, result.best_step = test["acc_cls"], self.step
+        self._select(result, epochs_done, val, test, gain)
+        if stop_early:
+            result.note = early_stop_note(patience, self._selection["best_val"], self._selection["best_val_epoch"])
+            log.info("%s", result.note)
+            return False
         if self.step >= self.total_steps:
             return False
         if tc.checkpoint_every and epochs_done % tc.checkpoint_every == 0 and self.run_dir is not None:
@@ -401,7 +494,8 @@ class Trainer:
         result.steps = self.step
         result.epochs_done = self.step / per_epoch
         result.images_per_second = reporter.images_per_second
-        if self.run_dir is not None and result.status in (COMPLETED, STOPPED):
+        if self.run_dir is not None and result.status in (COMPLETED, STOPPED) and (
+                self.selected_on == "last" or result.selected_epoch is None):  # else: saved when it was selected
             self._phase(SAVING)
             self._save_checkpoint()
         self._emit("on_train_end", result)
@@ -425,8 +519,10 @@ class Trainer:
         """The resumable state after `epochs_done` epochs (`resume.safetensors`) and the plain checkpoint."""
         so_far = {k: getattr(result, k) for k in _RESUMED_FIELDS}
         save_training_state(self.run_dir / RESUME_NAME, self.model, optimizer, scheduler, self.config, self.step,
-                            epochs_done, extra={"result": so_far}, scaler=self.train_step.scaler)
-        self._save_checkpoint()
+                            epochs_done, extra={"result": so_far, "selection": dict(self._selection)},
+                            scaler=self.train_step.scaler)
+        if self.selected_on == "last" or result.selected_epoch is None:  # else the selected epoch's stays
+            self._save_checkpoint()
 
     def _restore(self, optimizer: torch.optim.Optimizer, scheduler: Any, result: TrainResult) -> int:
         """Load `resume_from` into the model, optimizer, scheduler, RNGs and result; returns the epoch to start."""
@@ -448,6 +544,7 @@ class Trainer:
         self._scaler_state = meta["state"].get("scaler")
         for key, value in meta["state"]["extra"].get("result", {}).items():
             setattr(result, key, value)
+        self._selection.update(meta["state"]["extra"].get("selection", {}))
         return meta["epoch"]
 
     def _phase(self, phase: str, done: int = 0, total: int = 0) -> None:
@@ -473,15 +570,40 @@ class Trainer:
         result.history["evals"].append(metrics)
         self._emit("on_eval_end", self.step, metrics)
 
-    def _record_eval(self, result: TrainResult, epoch: int) -> None:
-        metrics = self.evaluate(progress=lambda done, total: self._phase(EVALUATING, done, total))
-        metrics.update(step=self.step, epoch=epoch, split="test")
-        result.history["evals"].append(metrics)
-        result.acc_cls, result.acc_gist = metrics["acc_cls"], metrics["acc_gist"]
-        result.agreement, result.per_class = metrics["agreement"], metrics["per_class"]
-        if result.best_acc_cls is None or metrics["acc_cls"] > result.best_acc_cls:
-            result.best_acc_cls, result.best_step = metrics["acc_cls"], self.step
-        self._emit("on_eval_end", self.step, metrics)
+    def _evaluate_split(self, split: Any, epoch: int, name: str) -> dict[str, Any]:
+        """Evaluate `split` now (phase EVALUATING, VALIDATING for the validation split): `evaluate`'s metrics with
+        step, epoch and split `name`."""
+        phase = VALIDATING if name == VAL_SPLIT else EVALUATING
+        metrics = self.evaluate(split, progress=lambda done, total: self._phase(phase, done, total))
+        metrics.update(step=self.step, epoch=epoch, split=name)
+        return metrics
+
+    def _select(self, result: TrainResult, epoch: int, val: dict[str, Any] | None, test: dict[str, Any] | None,
+                gain: bool | None) -> None:
+        """Move the selection to this epoch when its evaluation is the rule's choice (`selected_on`: a validation
+        gain; a test accuracy above the selected one, the first of equals; any evaluation for "last"), taking
+        its test figures and validation accuracy, and write the checkpoint of a new val/test selection."""
+        if val is None and test is None:
+            return
+        if self.selected_on == VAL_SPLIT:
+            chosen = bool(gain)
+        elif self.selected_on == TEST_SPLIT:
+            best = self._selection["best_test"]
+            chosen = test is not None and (best is None or test["acc_cls"] > best)
+            if chosen:
+                self._selection["best_test"] = test["acc_cls"]
+        else:  # last: the latest epoch with a test figure (the validation one in a run without the test split)
+            chosen = test is not None or not self.config.train.evaluate_test
+        if not chosen:
+            return
+        result.selected_epoch, result.selected_step = epoch, self.step
+        result.val_acc = None if val is None else val["acc_cls"]
+        if test is not None:
+            result.acc_cls, result.acc_gist = test["acc_cls"], test["acc_gist"]
+            result.agreement, result.per_class = test["agreement"], test["per_class"]
+        if self.selected_on != "last" and self.run_dir is not None:
+            self._phase(SAVING)
+            self._save_checkpoint()
 
 
 class StepReporter:
@@ -587,7 +709,8 @@ def step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: Any)
 
 
 # What a resumed run carries over from the part before its checkpoint.
-_RESUMED_FIELDS = ("acc_cls", "best_acc_cls", "best_step", "acc_gist", "agreement", "per_class", "history")
+_RESUMED_FIELDS = ("acc_cls", "best_acc_cls", "best_step", "acc_gist", "agreement", "per_class", "history",
+                   "selected_epoch", "selected_step", "val_acc")
 
 
 def _config_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -600,6 +723,7 @@ def train(config: RunConfig | dict[str, Any], **kwargs: Any) -> TrainResult:
 
 
 __all__ = ["COMPLETED", "DIVERGED", "EVALUATING", "FAILED", "PROBE_SPLIT", "PROBING", "RESUMABLE_CHANGES", "SAVING",
-           "STOPPED", "TRAINING", "Callback", "StepReporter", "TrainResult", "Trainer",
-           "load_run_data", "param_groups", "resolve_device", "seed_everything", "steps_per_epoch", "train"]
+           "STOPPED", "TEST_SPLIT", "TRAINING", "VALIDATING", "VAL_SPLIT", "Callback", "StepReporter", "TrainResult",
+           "Trainer", "early_stop_note", "load_run_data", "param_groups", "resolve_device", "resolve_select_on",
+           "seed_everything", "steps_per_epoch", "train"]
 

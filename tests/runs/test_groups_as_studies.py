@@ -12,8 +12,8 @@ import pytest
 from gist_engine.runs import RunManager, RunNotFound, RunStore
 from gist_engine.runs import store as store_module
 from gist_engine.runs.gallery import default_gallery_dir, import_gallery_entry, read_manifest
-from gist_engine.runs.recording import export_bundle
 from gist_engine.runs.pairs import format_table
+from gist_engine.runs.recording import export_bundle
 from gist_engine.runs.store import DB_NAME, GROUP_CELL_KEY, GROUP_KIND
 from gist_engine.studies import (
     StudyError,
