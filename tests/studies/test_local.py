@@ -170,6 +170,7 @@ def test_cli_study_run_show_export_list(tmp_path, capsys):
     out = capsys.readouterr().out
     study_id = out.splitlines()[0].split()[1]
     assert "completed on local; 2 cell(s), 3 run(s): 3 completed" in out  # a GIST-only axis: one plain run
+    assert "\n| gist.temperature | GIST - plain |\n|---|---|\n| 1 | " in out  # the matrix's lines, not escaped
     with RunManager(root, start=False) as mgr:
         assert sorted(r.gist_enabled for r in mgr.list()) == [False, True, True]
         plain_id = next(r.id for r in mgr.list() if not r.gist_enabled)
