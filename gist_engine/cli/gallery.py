@@ -59,6 +59,9 @@ def add_parser(runs: Any) -> Any:
     q.add_argument("--all", action="store_true", help="every entry of the index")
     gallery_arg(q)
     q.add_argument("--out", default=None, help="folder for the bundles (default: the gallery folder itself)")
+    q.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="data directory the runs are recorded in, kept after (default: a temporary one); for a "
+                        "study entry, the same command again continues its study there (completed runs are kept)")
     q.set_defaults(handler=with_manager(gallery_record))
     q = sub.add_parser("remove", help="take an imported example out of the store (its runs and files)")
     q.add_argument("name", help="entry name")
@@ -142,7 +145,7 @@ def gallery_record(mgr: RunManager, args: argparse.Namespace) -> int:
     if not names or (args.all and args.names):
         raise ConfigError("runs gallery record: give entry names (see gallery.yaml) or --all, not both")
     for name in names:
-        out = record(name, args.gallery, out_dir=args.out)
+        out = record(name, args.gallery, out_dir=args.out, work_dir=args.work_dir)
         print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
     return 0
 

@@ -7,6 +7,8 @@ evaluations (checkpoints left out unless asked for), whose manifest also holds
     study       the study's row of the `studies` table (its spec, status, counts of cells and runs)
     study_runs  its rows of `study_runs` (every attempt of every planned run)
     results     the results table at export (one row per cell: axis values, means, GIST - plain, 95% CI, p)
+    budget      the same verdict after each evaluated epoch (`study_budget`: one row per cell and epoch), which
+                the Gallery page draws without importing the bundle
 
 Importing it (`runs gallery import`, the Gallery page) inserts the runs as read-only examples and the study rows,
 the study's name starting with "example · "; the study is then read-only (its runs are examples): deleting, resuming
@@ -36,7 +38,7 @@ from ..runs.gallery import (
     register_kind,
 )
 from .driver import run_study
-from .results import study_results
+from .results import study_budget, study_results
 from .spec import ARMS, StudyError, load_study_spec
 from .store import COMPLETED, RUNNING, StudyStore
 
@@ -46,6 +48,9 @@ KIND = "study"
 LOCAL_COLUMNS = ("owner_pid", "owner_host", "heartbeat")  # the exporting driver's; not carried
 RESULT_COLUMNS = ("cell", "label", "n", "plain_mean", "gist_mean", "delta_mean", "delta_ci_low", "delta_ci_high",
                   "p_value", "significance")
+BUDGET_COLUMNS = ("cell", "label", "epoch", "step", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean",
+                  "gist_ci_low", "gist_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high", "p_value",
+                  "significance")
 
 
 def _plain(value: Any) -> Any:
@@ -58,6 +63,14 @@ def _results_rows(study_id: str, mgr: RunManager) -> list[dict[str, Any]]:
     """The study's table (final test accuracy) as JSON-ready rows: the columns of RESULT_COLUMNS and its axes."""
     table = study_results(study_id, mgr)
     columns = [*RESULT_COLUMNS[:2], *table.attrs["axes"], *RESULT_COLUMNS[2:]]
+    return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
+
+
+def _budget_rows(study_id: str, mgr: RunManager) -> list[dict[str, Any]]:
+    """The verdict per cell and evaluated epoch (final test accuracy) as JSON-ready rows: BUDGET_COLUMNS and the
+    axes (`study_budget`)."""
+    table = study_budget(study_id, mgr)
+    columns = [*BUDGET_COLUMNS[:2], *table.attrs["axes"], *BUDGET_COLUMNS[2:]]
     return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
 
 
@@ -90,7 +103,8 @@ def export_study_bundle(mgr: RunManager, study_id: str, out: str | Path, name: s
     if not run_ids:
         raise GalleryError(f"study {study_id} has no runs in {mgr.root}; run it before exporting it")
     row = {k: v for k, v in study.items() if k not in LOCAL_COLUMNS} | {"status": info.status}
-    extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr)}
+    extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr),
+             "budget": _budget_rows(study_id, mgr)}
     return export_bundle(mgr, run_ids, out, name, title=title or f"Study: {info.name}",
                          description=description or info.spec.get("description", ""), command=command,
                          recipe=recipe, checkpoints=checkpoints, extra=extra)
@@ -114,6 +128,9 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunManager | Non
     study, links = manifest.get("study"), manifest.get("study_runs") or []
     if not isinstance(study, dict) or not isinstance(links, list) or not all(isinstance(r, dict) for r in links):
         raise GalleryError("study: expected the study's row and a list of study_runs rows")
+    budget = manifest.get("budget", [])
+    if not isinstance(budget, list) or not all(isinstance(r, dict) for r in budget):
+        raise GalleryError("budget: expected a list of rows (one per cell and epoch); the bundle is refused")
     study_id = study.get("id")
     if not is_id(study_id, "study"):
         shown = f"'{printable(study_id)}'" if isinstance(study_id, str) else repr(study_id)
@@ -166,7 +183,9 @@ def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work
         entry: The index entry: name, title, description, study, checkpoints (default False).
         gallery_dir: The gallery folder (the spec path is relative to it).
         out: The bundle folder to write.
-        work_dir: The data directory of the study (default: a new temporary folder, removed after).
+        work_dir: The data directory of the study (default: a new temporary folder, removed after). Given, the
+            study of this spec stored there continues (its completed runs are kept: a recording cut short goes on
+            where it stopped); without, a new study starts.
         timeout: Longest wait for the whole study, seconds (then its runs stop and recording fails).
 
     Raises:
@@ -181,7 +200,7 @@ def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"gist-gallery-{name}-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        study_id = run_study(spec, root, "local", new=True,
+        study_id = run_study(spec, root, "local", new=work_dir is None,
                              should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
         with RunManager(root, start=False) as mgr:
             info = StudyStore(mgr).get(study_id)

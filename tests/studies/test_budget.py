@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from tests.studies.helpers import BASE, toy_data
 
 LOCAL = {"data_loader": toy_data, "torch_threads": 0}
 EPOCHS = 3
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "assets" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +130,53 @@ def test_a_study_without_evaluations_reads_as_an_empty_budget(tmp_path):
     budget = study_budget(study_id, tmp_path)
     assert budget.empty and "epoch" in budget.columns and "delta_mean" in budget.columns
     assert "no test evaluation of a run yet" in format_budget(study_id, tmp_path)
+
+
+def test_a_study_bundle_carries_the_budget_table_and_imports_it(budget_study, tmp_path):
+    from gist_engine.runs import RunManager
+    from gist_engine.runs.gallery import check_bundle, import_gallery_entry, read_manifest
+    from gist_engine.studies import export_study_bundle
+
+    root, study_id = budget_study
+    with RunManager(root, start=False) as mgr:
+        bundle = export_study_bundle(mgr, study_id, tmp_path / "b", "b")
+    recorded, budget = read_manifest(bundle)["budget"], study_budget(study_id, root)
+    assert [r["epoch"] for r in recorded] == [1.0, 2.0, 3.0] and [r["step"] for r in recorded] == [4, 8, 12]
+    assert [r["delta_mean"] for r in recorded] == pytest.approx(list(budget["delta_mean"]))
+    assert [r["delta_ci_low"] for r in recorded] == pytest.approx(list(budget["delta_ci_low"]))
+    assert recorded[0]["method_args.rank"] == 2 and recorded[0]["label"] == "method_args.rank=2"
+    with RunManager(tmp_path / "fresh", start=False) as mgr:
+        assert import_gallery_entry(mgr, bundle)["imported"]
+    imported = study_budget(study_id, tmp_path / "fresh")
+    assert list(imported["delta_mean"]) == pytest.approx(list(budget["delta_mean"]))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for hostile in ("lots", [1, 2], {"epoch": 1}):  # not a list of rows: refused by name before anything is read
+        (bundle / "manifest.json").write_text(json.dumps(manifest | {"budget": hostile}))
+        with pytest.raises(Exception, match="budget: expected a list of rows"):
+            check_bundle(bundle)
+
+
+def test_recording_into_a_work_dir_continues_its_study(tmp_path):
+    """`runs gallery record NAME --work-dir DIR` keeps the runs; the same command again trains nothing new."""
+    import yaml
+
+    from gist_engine.runs import RunManager
+
+    smoke = yaml.safe_load((SHIPPED_CONFIGS / "smoke_digits.yaml").read_text())
+    smoke["data"] |= {"train_size": 32, "test_size": 16}
+    smoke["train"] |= {"epochs": 2, "cpu_threads": 1, "attention_every": 0}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"name": "digits-budget", "base": smoke,
+                                                        "grid": {"train.epochs": [2]}, "seeds": 1}))
+    (tmp_path / "gallery.yaml").write_text(yaml.safe_dump({"entries": [
+        {"name": "digits-budget", "title": "Digits", "description": "d", "study": "tiny.yaml"}]}))
+    work = tmp_path / "work"
+    args = ["runs", "gallery", "record", "digits-budget", "--gallery", str(tmp_path), "--work-dir", str(work)]
+    assert cli.main(args) == 0
+    with RunManager(work, start=False) as mgr:
+        first = sorted(r.id for r in mgr.list())
+    assert len(first) == 2
+    assert cli.main(args) == 0
+    with RunManager(work, start=False) as mgr:
+        assert sorted(r.id for r in mgr.list()) == first  # continued: completed runs are never rerun
+    manifest = json.loads((tmp_path / "digits-budget" / "manifest.json").read_text())
+    assert [r["epoch"] for r in manifest["budget"]] == [1.0, 2.0] and manifest["budget"][-1]["n"] == 1
