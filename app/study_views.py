@@ -7,6 +7,7 @@ import functools
 import json
 from typing import Any
 
+import charts
 import pandas as pd
 import plotly.graph_objects as go
 import services
@@ -376,6 +377,15 @@ def curve_view(results: pd.DataFrame, metric: str) -> None:
         return
     axis = st.selectbox("Curve along", numeric, key="studies.curve_axis") if len(numeric) > 1 else numeric[0]
     st.plotly_chart(curve_figure(ge.study_curve(results, axis), axis, metric), key="studies.curve")
+
+
+def budget_view(study_id: str, where: Any, metric: str) -> None:
+    """GIST − plain against the epochs of the same runs, with its CI band (`ge.study_budget`), when the study's runs
+    were evaluated after more than one epoch."""
+    budget = charts.budget_frame(ge.study_budget(study_id, where, metric))
+    if budget is not None:
+        st.plotly_chart(charts.budget_figure(budget), key="studies.budget", config=charts.MODEBAR)
+        st.caption(charts.BUDGET_NOTE)
 
 
 def export_buttons(study_id: str, where: Any, metric: str, rows: str | None, cols: str | None) -> None:
