@@ -106,6 +106,14 @@ def _gallery_study_cells(bundle: dict[str, Any]) -> None:
         delta = f"{100 * r['delta_mean']:+.2f}{ci} points" if r.get("delta_mean") is not None else "-"
         print(f"    {printable(r['label'])}: plain {percent(r['plain_mean'])}, GIST {percent(r['gist_mean'])}, "
               f"GIST - plain {delta} ({r['n']} seeds)")
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in bundle.get("budget") or []:  # the verdict after each evaluated epoch, when there are several
+        by_cell.setdefault(str(r.get("label")), []).append(r)
+    for label, rows in by_cell.items():
+        if len(rows) > 1:
+            points = ", ".join(f"{r.get('epoch'):g}: {100 * r['delta_mean']:+.2f}" for r in rows
+                               if isinstance(r.get("epoch"), (int, float)) and isinstance(r.get("delta_mean"), float))
+            print(f"    {printable(label)}: GIST - plain after epoch {points} (points; `study show ID --by-epoch`)")
 
 
 def gallery_import(mgr: RunManager, args: argparse.Namespace) -> int:

@@ -132,7 +132,7 @@ def test_a_study_without_evaluations_reads_as_an_empty_budget(tmp_path):
     assert "no test evaluation of a run yet" in format_budget(study_id, tmp_path)
 
 
-def test_a_study_bundle_carries_the_budget_table_and_imports_it(budget_study, tmp_path):
+def test_a_study_bundle_carries_the_budget_table_and_imports_it(budget_study, tmp_path, capsys):
     from gist_engine.runs import RunManager
     from gist_engine.runs.gallery import check_bundle, import_gallery_entry, read_manifest
     from gist_engine.studies import export_study_bundle
@@ -149,6 +149,9 @@ def test_a_study_bundle_carries_the_budget_table_and_imports_it(budget_study, tm
         assert import_gallery_entry(mgr, bundle)["imported"]
     imported = study_budget(study_id, tmp_path / "fresh")
     assert list(imported["delta_mean"]) == pytest.approx(list(budget["delta_mean"]))
+    assert cli.main(["runs", "--root", str(tmp_path / "fresh"), "gallery", "list", "--gallery", str(tmp_path)]) == 0
+    by_epoch = ", ".join(f"{e:g}: {100 * d:+.2f}" for e, d in zip(budget["epoch"], budget["delta_mean"], strict=True))
+    assert f"method_args.rank=2: GIST - plain after epoch {by_epoch} (points;" in capsys.readouterr().out
     manifest = json.loads((bundle / "manifest.json").read_text())
     for hostile in ("lots", [1, 2], {"epoch": 1}):  # not a list of rows: refused by name before anything is read
         (bundle / "manifest.json").write_text(json.dumps(manifest | {"budget": hostile}))
