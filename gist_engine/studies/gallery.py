@@ -48,7 +48,7 @@ KIND = "study"
 LOCAL_COLUMNS = ("owner_pid", "owner_host", "heartbeat")  # the exporting driver's; not carried
 RESULT_COLUMNS = ("cell", "label", "n", "plain_mean", "gist_mean", "delta_mean", "delta_ci_low", "delta_ci_high",
                   "p_value", "significance")
-BUDGET_COLUMNS = ("cell", "label", "epoch", "step", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean",
+BUDGET_ROW_COLUMNS = ("cell", "label", "epoch", "step", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean",
                   "gist_ci_low", "gist_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high", "p_value",
                   "significance")
 
@@ -67,10 +67,10 @@ def _results_rows(study_id: str, mgr: RunManager) -> list[dict[str, Any]]:
 
 
 def _budget_rows(study_id: str, mgr: RunManager) -> list[dict[str, Any]]:
-    """The verdict per cell and evaluated epoch (final test accuracy) as JSON-ready rows: BUDGET_COLUMNS and the
+    """The verdict per cell and evaluated epoch (final test accuracy) as JSON-ready rows: BUDGET_ROW_COLUMNS and the
     axes (`study_budget`)."""
     table = study_budget(study_id, mgr)
-    columns = [*BUDGET_COLUMNS[:2], *table.attrs["axes"], *BUDGET_COLUMNS[2:]]
+    columns = [*BUDGET_ROW_COLUMNS[:2], *table.attrs["axes"], *BUDGET_ROW_COLUMNS[2:]]
     return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
 
 

@@ -280,7 +280,7 @@ def study_budget(study_id: str, root: Root = None, metric: str = "acc_cls") -> p
         significance, note) and one column per axis. `attrs`: those of `study_runs`, metric.
 
     Raises:
-        StudyError: an unknown study (a KeyError subclass from the store) or a metric that cannot be compared.
+        StudyError: an unknown study, or a metric that cannot be compared.
     """
     _check_metric(metric)
     runs = study_runs(study_id, root)
