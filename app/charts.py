@@ -455,3 +455,61 @@ def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
     fig.update_xaxes(title_text=axis)
     fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.3})
     return fig
+
+
+# ------------------------------------------------------------------------------------- the training budget
+BUDGET_NUMBERS = ("epoch", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean", "gist_ci_low",
+                  "gist_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high")
+BUDGET_ARMS = {"plain": ("plain", "#1f77b4", 1), "gist": ("GIST", "#d62f6a", 1),  # arm -> (name, colour, subplot)
+               "delta": ("GIST − plain", "#222222", 2)}
+BUDGET_NOTE = ("Each point is the same runs read after that epoch of one schedule (the learning rate decays over all "
+               "of it), not a run of that length; the band is the 95% CI over the paired seeds.")
+
+
+def budget_frame(rows: pd.DataFrame | Sequence[Mapping[str, Any]] | None) -> pd.DataFrame | None:
+    """`ge.study_budget`'s frame, or a study bundle's `budget` rows (a manifest from outside: non-numbers read as
+    missing), with its numbers as floats; None unless some cell has a paired verdict after 2 or more epochs (one
+    point is no curve)."""
+    if rows is None or len(rows) == 0:
+        return None
+    frame = pd.DataFrame(rows).copy()
+    if "epoch" not in frame or "label" not in frame:
+        return None
+    for col in BUDGET_NUMBERS:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
+    frame["label"] = frame["label"].astype(str)
+    paired = frame[frame["delta_mean"].notna() & frame["epoch"].notna()]
+    return frame if len(paired) and paired.groupby("label")["epoch"].nunique().max() >= 2 else None
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    return "rgba({}, {}, {}, {})".format(*pc.hex_to_rgb(colour), alpha)
+
+
+def budget_figure(budget: pd.DataFrame) -> go.Figure:
+    """Against the epochs trained: both arms' test accuracy (left, %) and GIST − plain (right, points), each with its
+    95% CI band, one set of lines per cell; from `budget_frame` (fractions, as the engine gives them)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy (%)", "GIST − plain (points)"),
+                        horizontal_spacing=0.1)
+    cells = list(dict.fromkeys(budget["label"]))
+    for i, label in enumerate(cells):
+        part = budget[budget["label"] == label].sort_values("epoch")
+        dash = ("solid", "dash", "dot", "dashdot")[i % 4]
+        for arm, (name, colour, col) in BUDGET_ARMS.items():
+            x, mean = part["epoch"], 100 * part[f"{arm}_mean"]
+            low, high = 100 * part[f"{arm}_ci_low"], 100 * part[f"{arm}_ci_high"]
+            band = low.notna() & high.notna()
+            if band.any():
+                xs = list(x[band])
+                fig.add_scatter(x=xs + xs[::-1], y=list(high[band]) + list(low[band])[::-1], mode="lines",
+                                fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0}, hoverinfo="skip",
+                                showlegend=False, row=1, col=col)
+            fig.add_scatter(x=x, y=mean, mode="lines+markers", name=name + (f" ({label})" if len(cells) > 1 else ""),
+                            line={"color": colour, "dash": dash}, row=1, col=col,
+                            hovertemplate="epoch %{x}: %{y:.1f}<extra>" + name + "</extra>")
+    fig.add_hline(y=0, line={"color": "#888888", "dash": "dot"}, row=1, col=2)
+    fig.update_xaxes(title_text="epochs trained", dtick=1 if budget["epoch"].max() <= 12 else None)
+    fig = _layout(fig, "GIST − plain against the training budget", "", height=380, x="epochs trained")
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0},
+                      title_pad_b=30, margin_t=90)  # the title above the two subplots' own titles
+    return fig

@@ -93,16 +93,26 @@ def load_published(path: str | Path = PUBLISHED_FILE) -> dict[str, Any]:
 
     Returns:
         `source` (where the numbers come from), `claim` (the paper's headline), `columns` {key: header} and `rows`
-        (one dict per method with the keys of `columns`), as in the file.
+        (one dict per method with the keys of `columns`), as in the file; `gist_authors`: what the GIST authors
+        themselves published (`source`, `columns`, `rows`, the same shape), shown as the paper's.
+
+    Raises:
+        ValueError: a missing part or a row whose keys are not its table's columns (named).
     """
     path = Path(path)
     data = _read_yaml(path)
-    missing = [k for k in ("source", "claim", "columns", "rows") if not isinstance(data, dict) or k not in data]
+    missing = [k for k in ("source", "claim", "columns", "rows", "gist_authors")
+               if not isinstance(data, dict) or k not in data]
+    if not missing:
+        missing = [f"gist_authors.{k}" for k in ("source", "columns", "rows")
+                   if not isinstance(data["gist_authors"], dict) or k not in data["gist_authors"]]
     if missing:
         raise ValueError(f"{path}: missing {', '.join(missing)}")
-    for i, row in enumerate(data["rows"]):
-        if set(row) != set(data["columns"]):
-            raise ValueError(f"{path}: rows[{i}] has keys {sorted(row)}, the columns are {sorted(data['columns'])}")
+    for where, table in (("", data), ("gist_authors.", data["gist_authors"])):
+        for i, row in enumerate(table["rows"]):
+            if set(row) != set(table["columns"]):
+                raise ValueError(f"{path}: {where}rows[{i}] has keys {sorted(row)}, the columns are "
+                                 f"{sorted(table['columns'])}")
     return data
 
 

@@ -268,6 +268,15 @@ def curve_view(results: pd.DataFrame, metric: str) -> None:
     st.plotly_chart(charts.curve_figure(ge.study_curve(results, axis), axis, METRICS[metric]), key="studies.curve")
 
 
+def budget_view(study_id: str, where: Any, metric: str) -> None:
+    """GIST − plain against the epochs of the same runs, with its CI band (`ge.study_budget`), when the study's runs
+    were evaluated after more than one epoch."""
+    budget = charts.budget_frame(ge.study_budget(study_id, where, metric))
+    if budget is not None:
+        st.plotly_chart(charts.budget_figure(budget), key="studies.budget", config=charts.MODEBAR)
+        st.caption(charts.BUDGET_NOTE)
+
+
 def export_buttons(study_id: str, where: Any, metric: str, rows: str | None, cols: str | None) -> None:
     """Download the per-cell statistics (CSV) and the matrix (Markdown, LaTeX); each written when clicked."""
     for column, (to, (label, ext, mime)) in zip(st.columns(len(EXPORTS)), EXPORTS.items(), strict=True):

@@ -48,9 +48,10 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".status": ("RunStatus", "StudyStatus",),
     ".studies": (
         "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_STATUSES", "StudyError", "StudyInfo", "StudyJob",
-        "StudySpec", "create_study", "delete_study", "export_study", "format_study", "get_study", "list_studies",
+        "StudySpec", "budget_table", "create_study", "delete_study", "export_study", "format_budget", "format_study",
+        "get_study", "list_studies",
         "load_study_spec", "load_uploaded_spec", "ray_available", "resume_study", "run_study", "start_study",
-        "study_curve", "study_matrix", "study_results", "study_runs",
+        "study_budget", "study_curve", "study_matrix", "study_results", "study_runs",
     ),
     ".text_model": ("GistTextEncoder",),
     ".train": ("Callback", "Trainer", "TrainResult", "train",),

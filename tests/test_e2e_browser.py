@@ -488,8 +488,10 @@ def test_gallery_first_chart_for_a_new_user(fresh_server: str, page) -> None:
     with _keep_failure(page, "gallery"):
         start = time.perf_counter()
         page.goto(f"{fresh_server}/gallery")
-        page.get_by_role("heading", name=re.compile(r"^CPU demo: plain vs GIST over 3 seeds")).wait_for()
-        page.get_by_role("button", name="Import", exact=True).first.click()  # the first entry: the CPU demo
+        demo = page.get_by_role("heading", name=re.compile(r"^CPU demo: plain vs GIST over 3 seeds"))
+        demo.wait_for()
+        entry = page.get_by_test_id("stVerticalBlock").filter(has=demo).last  # the CPU demo's own box
+        entry.get_by_role("button", name="Import", exact=True).click()
         ready = time.perf_counter() - start
         clicked = time.perf_counter()
         done = page.get_by_text(re.compile(r"^Imported CPU demo: plain vs GIST over 3 seeds .*\(6 runs\)"))

@@ -1,6 +1,7 @@
 """What is GIST? The token, the two heads and the BKLD, drawn from the live model's real token sequence."""
 
 import charts
+import pandas as pd
 import services
 import state
 import streamlit as st
@@ -40,6 +41,11 @@ At test time only the CLS prediction is used; the Gist token stays in the sequen
 watch each of these terms while a run trains; on **Compare**, whether GIST helped over several seeds; on
 **Attention**, where the CLS and Gist tokens look in the image.
 """)
+st.subheader("What the paper reports")
+paper = services.load_published()["gist_authors"]
+st.caption(f"**The GIST authors' numbers, not runs of this app** — {paper['source']}.")
+st.dataframe(pd.DataFrame(paper["rows"], columns=list(paper["columns"])).rename(columns=paper["columns"]),
+             hide_index=True, key="about.paper")
 cols = st.columns(3)
 cols[0].page_link(state.LAUNCH, label="Try it: launch a run", icon=":material/rocket_launch:")
 cols[1].page_link(state.ATTENTION, label="See the attention maps", icon=":material/visibility:")

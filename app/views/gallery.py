@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import charts
 import fmt
 import pandas as pd
 import services
@@ -52,6 +53,8 @@ for b in bundles:
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
         if study and any(r["n"] == 2 for r in b["results"]):
             st.caption(ge.FEW_SEEDS_NOTE)
+        if study and (budget := charts.budget_frame(b.get("budget"))) is not None:  # the verdict after each epoch
+            st.plotly_chart(charts.budget_figure(budget), key=f"gallery.budget.{name}", config=charts.MODEBAR)
         for g in (g for g in b["summary"]["groups"] if g.get("delta_acc_cls") and not study):
             st.markdown(f"**{fmt.gallery_delta(g['delta_acc_cls'])}**")
         left, right = st.columns(2)

@@ -49,6 +49,7 @@ def study_view() -> None:
     results = ge.study_results(study_id, where, metric)
     rows, cols = sv.matrix_view(results, metric)
     sv.curve_view(results, metric)
+    sv.budget_view(study_id, where, metric)  # GIST - plain after each evaluated epoch of the same runs
     sv.export_buttons(study_id, where, metric, rows, cols)
     if active and info.status != "running" and (job is None or job.done):
         st.rerun()  # the study ended: redraw the page (stops polling)

@@ -58,6 +58,9 @@ def add_parser(runs: Any) -> Any:
     q.add_argument("--all", action="store_true", help="every entry of the index")
     gallery_arg(q)
     q.add_argument("--out", default=None, help="folder for the bundles (default: the gallery folder itself)")
+    q.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="data directory the runs are recorded in, kept after (default: a temporary one); for a "
+                        "study entry, the same command again continues its study there (completed runs are kept)")
     q.set_defaults(handler=with_manager(gallery_record))
     q = sub.add_parser("remove", help="take an imported example out of the store (its runs and files)")
     q.add_argument("name", help="entry name")
@@ -103,6 +106,14 @@ def _gallery_study_cells(bundle: dict[str, Any]) -> None:
         delta = f"{100 * r['delta_mean']:+.2f}{ci} points" if r.get("delta_mean") is not None else "-"
         print(f"    {printable(r['label'])}: plain {percent(r['plain_mean'])}, GIST {percent(r['gist_mean'])}, "
               f"GIST - plain {delta} ({r['n']} seeds)")
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in bundle.get("budget") or []:  # the verdict after each evaluated epoch, when there are several
+        by_cell.setdefault(str(r.get("label")), []).append(r)
+    for label, rows in by_cell.items():
+        if len(rows) > 1:
+            points = ", ".join(f"{r.get('epoch'):g}: {100 * r['delta_mean']:+.2f}" for r in rows
+                               if isinstance(r.get("epoch"), (int, float)) and isinstance(r.get("delta_mean"), float))
+            print(f"    {printable(label)}: GIST - plain after epoch {points} (points; `study show ID --by-epoch`)")
 
 
 def gallery_import(mgr: RunManager, args: argparse.Namespace) -> int:
@@ -142,7 +153,7 @@ def gallery_record(mgr: RunManager, args: argparse.Namespace) -> int:
     if not names or (args.all and args.names):
         raise ConfigError("runs gallery record: give entry names (see gallery.yaml) or --all, not both")
     for name in names:
-        out = record(name, args.gallery, out_dir=args.out)
+        out = record(name, args.gallery, out_dir=args.out, work_dir=args.work_dir)
         print(f"wrote {out} ({bundle_size(out) / 1e6:.2f} MB)")
     return 0
 

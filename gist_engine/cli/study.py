@@ -19,10 +19,12 @@ from ..studies import (
     StudyStore,
     create_study,
     export_study,
+    format_budget,
     format_study,
     get_study,
     list_studies,
     run_study,
+    study_budget,
     study_results,
 )
 from ..studies.results import DELTA_METRICS
@@ -64,11 +66,16 @@ def add_parser(sub: Any) -> None:
                    help="also the paired groups ('plain vs GIST' launches: one-cell studies, kind group)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=study_list)
-    q = studies.add_parser("show", parents=[root, metric], help="per cell: accuracies, delta, CI, p, status")
+    by_epoch = argparse.ArgumentParser(add_help=False)
+    by_epoch.add_argument("--by-epoch", action="store_true",
+                          help="the verdict against the training budget: per cell, after each evaluated epoch of "
+                               "the same runs (train.eval_every)")
+    q = studies.add_parser("show", parents=[root, metric, by_epoch],
+                           help="per cell: accuracies, delta, CI, p, status")
     q.add_argument("id", help="study id")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=study_show)
-    q = studies.add_parser("export", parents=[root, metric], help="the results as CSV, Markdown or LaTeX")
+    q = studies.add_parser("export", parents=[root, metric, by_epoch], help="the results as CSV, Markdown or LaTeX")
     q.add_argument("id", help="study id")
     q.add_argument("--to", choices=STUDY_EXPORTS, default="csv", help="format")
     q.add_argument("-o", "--out", default=None, help="file to write (default: print)")
@@ -137,19 +144,24 @@ def study_list(args: argparse.Namespace) -> int:
 
 
 def study_show(args: argparse.Namespace) -> int:
-    """`study show ID [--metric M] [--json]`: per cell accuracies, delta, CI, p and status."""
+    """`study show ID [--metric M] [--by-epoch] [--json]`: per cell accuracies, delta, CI, p and status; with
+    --by-epoch per cell and evaluated epoch (`study_budget`; JSON: `epochs`, one record per cell and epoch)."""
     if args.json:
         info = get_study(args.id, args.root)
+        if args.by_epoch:
+            rows = study_budget(args.id, args.root, args.metric)
+            print_json(info.to_dict() | {"metric": args.metric, "epochs": json.loads(rows.to_json(orient="records"))})
+            return 0
         cells = study_results(args.id, args.root, args.metric)
         print_json(info.to_dict() | {"metric": args.metric, "cells": json.loads(cells.to_json(orient="records"))})
         return 0
-    print(format_study(args.id, args.root, args.metric))
+    print((format_budget if args.by_epoch else format_study)(args.id, args.root, args.metric))
     return 0
 
 
 def study_export(args: argparse.Namespace) -> int:
-    """`study export ID --to csv|md|latex [-o FILE]`: the results table."""
-    text = export_study(args.id, args.to, args.out, args.root, args.metric, args.rows, args.cols)
+    """`study export ID --to csv|md|latex [--by-epoch] [-o FILE]`: the results table (or the verdict by epoch)."""
+    text = export_study(args.id, args.to, args.out, args.root, args.metric, args.rows, args.cols, args.by_epoch)
     if args.out:
         print(f"wrote {args.out}")
     else:

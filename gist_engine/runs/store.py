@@ -621,6 +621,17 @@ class RunStore:
         df["per_class"] = [json.loads(v) if v else {} for v in df["per_class"]]
         return df
 
+    def test_evaluations(self, run_ids: Sequence[str]) -> list[tuple[str, int, float | None, float | None]]:
+        """(run_id, step, epoch, acc_cls) of every test-split evaluation of these runs (the accuracy probe's left
+        out), by run and step, in one read; runs without one (or not in the store) have no rows."""
+        if not run_ids:
+            return []
+        marks = ", ".join("?" * len(run_ids))
+        with self.read() as c:
+            rows = c.execute(f"SELECT run_id, step, epoch, acc_cls FROM evaluations WHERE run_id IN ({marks}) "
+                             "AND split = 'test' ORDER BY run_id, step", list(run_ids)).fetchall()
+        return [tuple(r) for r in rows]
+
     def groups(self) -> list[dict[str, Any]]:
         """Every paired group (a study of kind `group`), newest first: id, name, created, seeds (list), config
         (mapping), runs (the ids of its runs in the store, oldest first)."""

@@ -19,7 +19,8 @@ Public API (what the CLI and the app's Studies page use):
 - `study_runs(id, root)`: one row per planned run (cell, seed, arm, run id, status, accuracies): the grid of
   statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
   its 95% CI (clipped) and paired-test p, status counts; a cell over 2 paired seeds carries `FEW_SEEDS_NOTE`);
-  `study_matrix(results, rows, cols)`, `study_curve(results, axis)`;
+  `study_matrix(results, rows, cols)`, `study_curve(results, axis)`; `study_budget(id, root)`: one row per cell
+  and evaluated epoch (the same runs read after each epoch: GIST - plain against the training budget);
   `export_study(id, to="csv" | "md" | "latex")`, `format_study(id)` (the CLI's text).
 - `export_study_bundle(mgr, id, out, name)`: a study as a gallery bundle of kind `study` (imported by
   `runs.gallery.import_gallery_entry` as a read-only example study: `StudyInfo.example` names its entry).
@@ -42,8 +43,8 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".backends": ("BACKENDS", "LocalBackend", "RayBackend", "ray_available"),
     ".driver": ("StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study"),
     ".recording": ("export_study_bundle",),
-    ".results": ("FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "export_study", "format_study", "study_curve",
-                 "study_matrix", "study_results", "study_runs"),
+    ".results": ("FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "budget_table", "export_study", "format_budget",
+                 "format_study", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs"),
     ".spec": ("ARMS", "MAX_RUNS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "count_runs",
               "load_study_spec", "load_uploaded_spec"),
     ".store": ("STUDY_STATUSES", "StudyInfo", "StudyStore", "get_study", "list_studies"),

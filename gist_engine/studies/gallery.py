@@ -7,6 +7,8 @@ evaluations (checkpoints left out unless asked for), whose manifest also holds
     study       the study's row of the `studies` table (its spec, status, counts of cells and runs)
     study_runs  its rows of `study_runs` (every attempt of every planned run)
     results     the results table at export (one row per cell: axis values, means, GIST - plain, 95% CI, p)
+    budget      the same verdict after each evaluated epoch (`study_budget`: one row per cell and epoch), which
+                the Gallery page draws without importing the bundle
 
 Importing it (`runs gallery import`, the Gallery page) inserts the runs as read-only examples and the study rows,
 the study's name starting with "example · "; the study is then read-only (its runs are examples): deleting, resuming
@@ -39,6 +41,9 @@ KIND = "study"
 LOCAL_COLUMNS = ("owner_pid", "owner_host", "heartbeat")  # the exporting driver's; not carried
 RESULT_COLUMNS = ("cell", "label", "n", "plain_mean", "gist_mean", "delta_mean", "delta_ci_low", "delta_ci_high",
                   "p_value", "significance")
+BUDGET_ROW_COLUMNS = ("cell", "label", "epoch", "step", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean",
+                  "gist_ci_low", "gist_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high", "p_value",
+                  "significance")
 
 
 def _insert_rows(mgr: RunReader, manifest: dict[str, Any], bundle: Path) -> bool:
@@ -59,6 +64,9 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunReader | None
     study, links = manifest.get("study"), manifest.get("study_runs") or []
     if not isinstance(study, dict) or not isinstance(links, list) or not all(isinstance(r, dict) for r in links):
         raise GalleryError("study: expected the study's row and a list of study_runs rows")
+    budget = manifest.get("budget", [])
+    if not isinstance(budget, list) or not all(isinstance(r, dict) for r in budget):
+        raise GalleryError("budget: expected a list of rows (one per cell and epoch); the bundle is refused")
     study_id = study.get("id")
     if not is_id(study_id, "study"):
         shown = f"'{printable(study_id)}'" if isinstance(study_id, str) else repr(study_id)

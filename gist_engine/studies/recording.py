@@ -20,8 +20,8 @@ from ..runs import RunManager, RunReader
 from ..runs.gallery import KINDS, GalleryError, register_kind
 from ..runs.recording import RECORD_COMMAND, export_bundle
 from .driver import run_study
-from .gallery import KIND, LOCAL_COLUMNS, RESULT_COLUMNS
-from .results import study_results
+from .gallery import BUDGET_ROW_COLUMNS, KIND, LOCAL_COLUMNS, RESULT_COLUMNS
+from .results import study_budget, study_results
 from .store import COMPLETED, RUNNING, StudyStore
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,14 @@ def _results_rows(study_id: str, mgr: RunReader) -> list[dict[str, Any]]:
     columns = [*RESULT_COLUMNS[:2], *table.attrs["axes"], *RESULT_COLUMNS[2:]]
     return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
 
+
+
+def _budget_rows(study_id: str, mgr: RunReader) -> list[dict[str, Any]]:
+    """The verdict per cell and evaluated epoch (final test accuracy) as JSON-ready rows: BUDGET_ROW_COLUMNS and the
+    axes (`study_budget`)."""
+    table = study_budget(study_id, mgr)
+    columns = [*BUDGET_ROW_COLUMNS[:2], *table.attrs["axes"], *BUDGET_ROW_COLUMNS[2:]]
+    return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
 
 def export_study_bundle(mgr: RunReader, study_id: str, out: str | Path, name: str, *, title: str = "",
                         description: str = "", command: str = "", recipe: dict[str, Any] | None = None,
@@ -69,7 +77,8 @@ def export_study_bundle(mgr: RunReader, study_id: str, out: str | Path, name: st
     if not run_ids:
         raise GalleryError(f"study {study_id} has no runs in {mgr.root}; run it before exporting it")
     row = {k: v for k, v in study.items() if k not in LOCAL_COLUMNS} | {"status": info.status}
-    extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr)}
+    extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr),
+             "budget": _budget_rows(study_id, mgr)}
     return export_bundle(mgr, run_ids, out, name, title=title or f"Study: {info.name}",
                          description=description or info.spec.get("description", ""), command=command,
                          recipe=recipe, checkpoints=checkpoints, extra=extra)
@@ -84,7 +93,9 @@ def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work
         entry: The index entry: name, title, description, study, checkpoints (default False).
         gallery_dir: The gallery folder (the spec path is relative to it).
         out: The bundle folder to write.
-        work_dir: The data directory of the study (default: a new temporary folder, removed after).
+        work_dir: The data directory of the study (default: a new temporary folder, removed after). Given, the
+            study of this spec stored there continues (its completed runs are kept: a recording cut short goes on
+            where it stopped); without, a new study starts.
         timeout: Longest wait for the whole study, seconds (then its runs stop and recording fails).
 
     Raises:
@@ -99,7 +110,7 @@ def record_study_entry(entry: dict[str, Any], gallery_dir: Path, out: Path, work
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"gist-gallery-{name}-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        study_id = run_study(spec, root, "local", new=True,
+        study_id = run_study(spec, root, "local", new=work_dir is None,
                              should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
         with RunManager(root, start=False) as mgr:
             info = StudyStore(mgr).get(study_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runs.ids import printable
-from ..runs.pairs import ArmRun, paired_result
+from ..runs.pairs import ArmRun, PairedResult, paired_result
 from ..runs.stats import interval_note
 from ..status import RunStatus
 from .spec import StudyError
@@ -76,6 +76,29 @@ def significance(p: float | None) -> str:
     return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
+def _check_metric(metric: str) -> None:
+    if metric not in DELTA_METRICS:
+        why = " (the plain arm has no Gist head, so GIST - plain is not defined)" if metric in METRICS else ""
+        raise StudyError(f"metric: {metric!r} cannot be compared{why}; use one of {', '.join(DELTA_METRICS)}")
+
+
+def _verdict_row(verdict: PairedResult, metric: str) -> dict[str, Any]:
+    """A table row of one verdict: seeds, plain, gist (per-seed values), n, each arm's mean and CI, the paired delta
+    with its CI, p, significance and note (the columns `study_results` and `study_budget` share)."""
+    plain, gist = verdict.arm_values("plain", metric), verdict.arm_values("gist", metric)
+    d = verdict.delta(metric) or {}
+    row: dict[str, Any] = {"seeds": sorted({s for s, _ in plain + gist}), "plain": [v for _, v in plain],
+                           "gist": [v for _, v in gist], "n": d.get("n", 0)}
+    for arm in ("plain", "gist"):
+        ci = verdict.arms[arm][metric]
+        row[f"{arm}_mean"], row[f"{arm}_ci_low"], row[f"{arm}_ci_high"] = (
+            (None, None, None) if ci is None else (ci.mean, ci.low, ci.high))
+    row.update(delta_mean=d.get("mean"), delta_std=d.get("std"), delta_ci_low=d.get("ci_low"),
+               delta_ci_high=d.get("ci_high"), p_value=d.get("p_value"), significance=significance(d.get("p_value")),
+               note=d.get("note"))
+    return row
+
+
 def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> pd.DataFrame:
     """One row per cell: per-seed accuracies of both arms and the paired delta GIST - plain.
 
@@ -95,9 +118,7 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
         counts of the cell's runs (completed, running, queued, failed, interrupted, stopped, diverged, pending; a
         shared plain run counts in every cell it serves). `attrs`: study, name, axes, metric, paired.
     """
-    if metric not in DELTA_METRICS:
-        why = " (the plain arm has no Gist head, so GIST - plain is not defined)" if metric in METRICS else ""
-        raise StudyError(f"metric: {metric!r} cannot be compared{why}; use one of {', '.join(DELTA_METRICS)}")
+    _check_metric(metric)
     runs = study_runs(study_id, root)
     axes = runs.attrs["axes"]
     out = []
@@ -106,18 +127,7 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
         row: dict[str, Any] = {"cell": int(cell), "label": first["label"], **{a: first[a] for a in axes}}
         arm_runs = [ArmRun(seed=int(r.seed), gist=r.arm == "gist", status=r.status, id=r.run_id,
                            metrics={metric: getattr(r, metric)}) for r in group.itertuples(index=False)]
-        verdict = paired_result(arm_runs, (metric,))
-        plain, gist = verdict.arm_values("plain", metric), verdict.arm_values("gist", metric)
-        d = verdict.delta(metric) or {}
-        row.update(seeds=sorted({s for s, _ in plain + gist}), plain=[v for _, v in plain],
-                   gist=[v for _, v in gist], n=d.get("n", 0))
-        for arm in ("plain", "gist"):
-            ci = verdict.arms[arm][metric]
-            row[f"{arm}_mean"], row[f"{arm}_ci_low"], row[f"{arm}_ci_high"] = (
-                (None, None, None) if ci is None else (ci.mean, ci.low, ci.high))
-        row.update(delta_mean=d.get("mean"), delta_std=d.get("std"), delta_ci_low=d.get("ci_low"),
-                   delta_ci_high=d.get("ci_high"), p_value=d.get("p_value"),
-                   significance=significance(d.get("p_value")), note=d.get("note"))
+        row.update(_verdict_row(paired_result(arm_runs, (metric,)), metric))
         counts = group["status"].value_counts().to_dict()
         row.update({k: int(counts.get(k, 0)) for k in COUNTED})
         row["runs"] = len(group)
@@ -237,6 +247,114 @@ def study_curve(results: pd.DataFrame, axis: str) -> pd.DataFrame:
     return curve
 
 
+BUDGET_COLUMNS = ("cell", "label", "epoch", "step", "seeds", "plain", "gist", "n", "plain_mean", "plain_ci_low",
+                  "plain_ci_high", "gist_mean", "gist_ci_low", "gist_ci_high", "delta_mean", "delta_std",
+                  "delta_ci_low", "delta_ci_high", "p_value", "significance", "note")
+
+
+def _value_at(curve: dict[float, tuple[int, float | None]] | None, epoch: float, metric: str) -> float | None:
+    """A run's metric after `epoch` epochs: its test accuracy there (acc_cls) or the best up to there
+    (best_acc_cls); None when the run was not evaluated after that epoch."""
+    if not curve or epoch not in curve:
+        return None
+    if metric == "acc_cls":
+        return curve[epoch][1]
+    seen = [acc for e, (_, acc) in curve.items() if e <= epoch and acc is not None and math.isfinite(acc)]
+    return max(seen) if seen else None
+
+
+def study_budget(study_id: str, root: Root = None, metric: str = "acc_cls") -> pd.DataFrame:
+    """GIST - plain against the training budget: each cell's paired verdict after each evaluated epoch of its runs.
+
+    The points are evaluations of the same runs (`train.eval_every`: the test split after every N epochs), so they
+    follow ONE schedule: the point at epoch 2 of an 8-epoch cosine run is that run after 2 epochs, not a 2-epoch
+    run. At each epoch the verdict is `runs.pairs.paired_result` over the cell's runs (as `study_results`), each run
+    read at that epoch; a run counts when it ended with its result (completed or diverged) and was evaluated there.
+
+    Args:
+        metric: acc_cls (the test accuracy after that epoch, default) or best_acc_cls (the best test accuracy of the
+            evaluations up to that epoch: VTAB-1k's number at that budget).
+
+    Returns:
+        One row per cell and evaluated epoch, by cell then epoch: `BUDGET_COLUMNS` (cell, label, epoch (epochs done,
+        float), step (the optimisation steps done then, the largest among the runs), seeds, plain, gist (per-seed
+        values as fractions), n, plain_mean, plain_ci_low, plain_ci_high, gist_mean, gist_ci_low, gist_ci_high,
+        delta_mean, delta_std, delta_ci_low, delta_ci_high (95% t-intervals, clipped like `study_results`), p_value,
+        significance, note) and one column per axis. `attrs`: those of `study_runs`, metric.
+
+    Raises:
+        StudyError: an unknown study, or a metric that cannot be compared.
+    """
+    _check_metric(metric)
+    runs = study_runs(study_id, root)
+    axes = runs.attrs["axes"]
+    ids = sorted({r for r in runs["run_id"] if isinstance(r, str)})
+    with StudyStore(root) as s:
+        points = s.store.test_evaluations(ids)
+    curves: dict[str, dict[float, tuple[int, float | None]]] = {}
+    for run_id, step, epoch, acc in points:
+        if epoch is not None:  # ordered by step: a later evaluation at the same epoch (a resumed run) wins
+            curves.setdefault(run_id, {})[float(epoch)] = (int(step), None if acc is None else float(acc))
+    out = []
+    for cell, group in runs.groupby("cell", sort=True):
+        first = group.iloc[0]
+        mine = [curves.get(r) for r in group["run_id"]]
+        for epoch in sorted({e for curve in mine if curve for e in curve}):
+            arm_runs = [ArmRun(seed=int(r.seed), gist=r.arm == "gist", status=r.status, id=r.run_id,
+                               metrics={metric: _value_at(curve, epoch, metric)})
+                        for r, curve in zip(group.itertuples(index=False), mine, strict=True)]
+            row: dict[str, Any] = {"cell": int(cell), "label": first["label"], **{a: first[a] for a in axes},
+                                   "epoch": epoch,
+                                   "step": max(curve[epoch][0] for curve in mine if curve and epoch in curve)}
+            row.update(_verdict_row(paired_result(arm_runs, (metric,)), metric))
+            out.append(row)
+    df = _pd().DataFrame(out, columns=[*BUDGET_COLUMNS[:2], *axes, *BUDGET_COLUMNS[2:]])
+    df.attrs.update(runs.attrs, metric=metric)
+    return df
+
+
+def _epoch(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def budget_table(budget: pd.DataFrame) -> pd.DataFrame:
+    """`study_budget`'s frame as the table people read: per cell (when several) and epoch, both arms' accuracy (%)
+    with their 95% CI, GIST - plain in points `+1.23 [-0.40, +2.86]*` (`format_cell`), p and the paired seeds."""
+    pd = _pd()
+    index = ["epoch"] if budget["cell"].nunique() <= 1 else ["cell", "epoch"]
+    rows = [{"cell": r["label"], "epoch": _epoch(r["epoch"]), "plain (%)": format_accuracy(r, "plain"),
+             "GIST (%)": format_accuracy(r, "gist"), "GIST - plain (points)": format_cell(r),
+             "p": "-" if r["p_value"] is None or _isnan(r["p_value"]) else f"{r['p_value']:.3g}", "seeds": r["n"]}
+            for _, r in budget.iterrows()]
+    columns = ["cell", "epoch", "plain (%)", "GIST (%)", "GIST - plain (points)", "p", "seeds"]
+    return pd.DataFrame(rows, columns=columns).set_index(index).drop(columns=[c for c in ("cell",) if c not in index])
+
+
+def _budget_caption(budget: pd.DataFrame) -> str:
+    metric = budget.attrs.get("metric", "acc_cls")
+    text = (f"{budget.attrs.get('name', 'study')}: GIST - plain ({metric}, points) after each evaluated epoch of the "
+            "same runs (points of one schedule, not runs of that length), with its 95% CI; * p < 0.05, ** p < 0.01, "
+            "*** p < 0.001 (paired t-test over seeds)")
+    return text + (f"; {FEW_SEEDS_NOTE}" if (budget["n"] == 2).any() else "")
+
+
+def format_budget(study_id: str, root: Root = None, metric: str = "acc_cls") -> str:
+    """The CLI's `study show --by-epoch`: the study's status line, then per cell and evaluated epoch both arms'
+    accuracy and GIST - plain with its 95% CI, p and seeds (`study_budget`, `budget_table`)."""
+    with StudyStore(root) as s:
+        info = s.get(study_id)
+    budget = study_budget(study_id, root, metric)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
+    lines = [f"study {info.id} ({info.name}): {info.status} on {info.backend}; {info.cells} cell(s), "
+             f"{info.planned} run(s): {counts}",
+             f"metric: {metric} (%) after each evaluated epoch, delta = GIST - plain in points"]
+    if budget.empty:
+        lines.append("no test evaluation of a run yet (the runs evaluate every train.eval_every epochs)")
+    else:
+        lines += ["", *markdown_table(budget_table(budget)).splitlines(), "", _budget_caption(budget)]
+    return "\n".join(printable(line) for line in lines)
+
+
 def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> str:
     """The CLI's `study show`: status, per cell the config values, per-seed accuracies of both arms, the paired
     delta with its 95% CI and p, status counts; then the matrix."""
@@ -261,6 +379,19 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
     return "\n".join(printable(line) for line in lines)  # a name or value's control characters, escaped
 
 
+def _csv(frame: pd.DataFrame) -> str:
+    """A results frame as CSV: accuracies in percent and differences in points, as every other export shows them;
+    per-seed lists joined with ';'."""
+    flat = frame.copy()
+    for col in ("plain", "gist"):
+        flat[col] = [[round(100 * v, 4) for v in values] for values in flat[col]]
+    for col in [c for c in flat.columns if c.startswith(("plain_", "gist_", "delta_"))]:
+        flat[col] = _pd().to_numeric(flat[col], errors="coerce") * 100
+    for col in ("seeds", "plain", "gist"):
+        flat[col] = [";".join(str(v) for v in values) for values in flat[col]]
+    return flat.to_csv(index=False)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of a frame, its index as the first column(s)."""
     axis = table.columns.name  # a pivoted matrix: its columns are values of that axis
@@ -273,7 +404,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def export_study(study_id: str, to: str = "csv", path: str | Path | None = None, root: Root = None,
-                 metric: str = "acc_cls", rows: str | None = None, cols: str | None = None) -> str:
+                 metric: str = "acc_cls", rows: str | None = None, cols: str | None = None,
+                 by_epoch: bool = False) -> str:
     """The study's results as text; written to `path` too when given.
 
     Args:
@@ -281,19 +413,19 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
             differences in percentage points, like md and latex), md (the matrix as a Markdown table) or latex
             (the matrix as a booktabs LaTeX table, pandas' Styler: needs jinja2).
         rows, cols: The matrix's axes (see `study_matrix`).
+        by_epoch: The verdict against the training budget instead (`study_budget`: one row per cell and evaluated
+            epoch; md and latex: `budget_table`).
     """
     if to not in STUDY_EXPORTS:
         raise StudyError(f"--to: {to!r} is not one of {', '.join(STUDY_EXPORTS)}")
-    res = study_results(study_id, root, metric)
+    res = study_budget(study_id, root, metric) if by_epoch else study_results(study_id, root, metric)
     if to == "csv":
-        flat = res.copy()  # accuracies in percent and differences in points, as every other export shows them
-        for col in ("plain", "gist"):
-            flat[col] = [[round(100 * v, 4) for v in values] for values in flat[col]]
-        for col in [c for c in flat.columns if c.startswith(("plain_", "gist_", "delta_"))]:
-            flat[col] = _pd().to_numeric(flat[col], errors="coerce") * 100
-        for col in ("seeds", "plain", "gist"):
-            flat[col] = [";".join(str(v) for v in values) for values in flat[col]]
-        text = flat.to_csv(index=False)
+        text = _csv(res)
+    elif by_epoch:
+        table, caption = budget_table(res), _budget_caption(res)
+        text = (f"{markdown_table(table)}\n\n{caption}\n" if to == "md" else
+                "% booktabs table: needs \\usepackage{booktabs}\n"
+                + table.to_latex(escape=True, caption="".join(_LATEX_SPECIALS.get(ch, ch) for ch in caption)))
     else:
         matrix = study_matrix(res, rows, cols)
         arm = _single_arm(res)
@@ -315,6 +447,6 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
     return text
 
 
-__all__ = ["DELTA_METRICS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "METRICS", "STUDY_EXPORTS", "export_study",
-           "format_cell", "format_study", "markdown_table", "significance", "study_curve", "study_matrix",
-           "study_results", "study_runs"]
+__all__ = ["BUDGET_COLUMNS", "DELTA_METRICS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "METRICS", "STUDY_EXPORTS",
+           "budget_table", "export_study", "format_budget", "format_cell", "format_study", "markdown_table",
+           "significance", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs"]

@@ -288,6 +288,12 @@ def test_about_page_draws_the_real_sequence(fake) -> None:
     at = open_page(fake, "views/about.py")
     assert "1 CLS + 1 Gist + 16 patches = 18 tokens" in _texts(at)
     assert at.get("plotly_chart")
+    # what the GIST authors published, labelled as theirs (never as a run of this app)
+    (paper,) = (d.value for d in at.dataframe)  # the page's one table
+    assert list(paper.columns) == ["result (GIST authors)", "number", "where it is published"] and len(paper) == 4
+    assert paper["number"][0].startswith("+2.25 points") and list(paper["number"][1:]) == ["74.0 %", "75.6 %",
+                                                                                            "77.4 %"]
+    assert "The GIST authors' numbers, not runs of this app" in _texts(at)
 
 
 def test_runs_page_exports_a_run(real) -> None:

@@ -97,7 +97,7 @@ def test_a_gallery_study_opens_on_the_studies_page_read_only(mgr):
 
 
 def test_a_recorded_two_seed_interval_is_shown_clipped_with_its_note(mgr):
-    bundle = next(b for b in ge.list_gallery(services.ASSETS / "gallery") if b.get("kind") == "study")
+    bundle = next(b for b in ge.list_gallery(services.ASSETS / "gallery") if b["name"] == "study-temperature")
     wide = [r for r in bundle["results"] if r["n"] == 2 and r["delta_ci_low"] < -1.0]
     assert wide, "the shipped study records a bare 2-seed t-interval below -100 points"
     at = _open(mgr)

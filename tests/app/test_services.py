@@ -88,6 +88,20 @@ def test_published_numbers_load_from_the_data_file(tmp_path: Path) -> None:
     copy.write_text(services.PUBLISHED_FILE.read_text().replace("mean_of_tasks: 72.25, ", ""))
     with pytest.raises(ValueError, match=r"rows\[5\]"):
         services.load_published(copy)
+    # what the GIST authors published, as theirs: the paper's headline and the one per-task figure known
+    paper = ref["gist_authors"]
+    assert "GIST authors" in paper["source"] and "arXiv 2312.07255" in paper["source"]
+    assert "not measured" in paper["source"]
+    numbers = {r["result"]: r["number"] for r in paper["rows"]}
+    assert numbers["Adapter inside GIST minus Adapter: mean VTAB-1k accuracy, ViT-B/16 (ImageNet-21k)"].startswith(
+        "+2.25 points, for +0.8K parameters")
+    assert [numbers[f"Diabetic Retinopathy (VTAB-1k): {m}"] for m in ("linear probe", "Adapter",
+                                                                       "Adapter inside GIST")] == [
+        "74.0 %", "75.6 %", "77.4 %"]
+    assert all("not a paper table" in r["where"] for r in paper["rows"][1:])
+    copy.write_text(services.PUBLISHED_FILE.read_text().replace('number: "74.0 %",', ""))
+    with pytest.raises(ValueError, match=r"gist_authors\.rows\[1\]"):
+        services.load_published(copy)
 
 
 def test_yaml_and_cli_line_reproduce_the_config(tmp_path: Path) -> None:

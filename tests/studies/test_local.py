@@ -159,6 +159,17 @@ def test_a_failed_run_is_retried_from_its_checkpoint_and_one_that_keeps_failing_
     assert list(res["n"]) == [1, 0] and list(res["failed"]) == [0, 1]
 
 
+def test_the_budget_pairs_each_cell_with_the_shared_plain_runs_at_every_epoch(local_study):
+    root, study_id = local_study
+    budget, res = ge.study_budget(study_id, root), study_results(study_id, root)
+    assert list(budget["cell"]) == [0, 0, 1, 1, 2, 2, 3, 3] and list(budget["epoch"]) == [1.0, 2.0] * 4
+    last = budget[budget["epoch"] == 2.0].reset_index(drop=True)
+    for col in ("n", "plain", "gist", "delta_mean", "delta_ci_low", "p_value"):
+        assert list(last[col]) == list(res[col]), col  # the last evaluation is the study's final verdict
+    first = budget[budget["epoch"] == 1.0].reset_index(drop=True)
+    assert first.loc[0, "plain"] == first.loc[2, "plain"]  # cells 0 and 2 differ in T only: one plain arm
+
+
 def test_cli_study_run_show_export_list(tmp_path, capsys):
     path = tmp_path / "study.yaml"
     small = spec("cli", grid={"gist.temperature": [1, 3]}, seeds=1)
@@ -170,6 +181,7 @@ def test_cli_study_run_show_export_list(tmp_path, capsys):
     out = capsys.readouterr().out
     study_id = out.splitlines()[0].split()[1]
     assert "completed on local; 2 cell(s), 3 run(s): 3 completed" in out  # a GIST-only axis: one plain run
+    assert "\n| gist.temperature | GIST - plain |\n|---|---|\n| 1 | " in out  # the matrix's lines, not escaped
     with RunManager(root, start=False) as mgr:
         assert sorted(r.gist_enabled for r in mgr.list()) == [False, True, True]
         plain_id = next(r.id for r in mgr.list() if not r.gist_enabled)
