@@ -24,7 +24,7 @@ from ..studies import (
     run_study,
     study_results,
 )
-from ..studies.results import DELTA_METRICS
+from ..studies.results import DELTA_METRICS, study_selection, study_tuning
 from ..studies.spec import MAX_RUNS
 from .common import positive_int, print_json
 
@@ -135,7 +135,11 @@ def study_show(args: argparse.Namespace) -> int:
     if args.json:
         info = get_study(args.id, args.root)
         cells = study_results(args.id, args.root, args.metric)
-        print_json(info.to_dict() | {"metric": args.metric, "cells": json.loads(cells.to_json(orient="records"))})
+        with StudyStore(args.root) as s:
+            spec = s.spec(args.id)
+        print_json(info.to_dict() | {"metric": args.metric, "selection": study_selection(spec),
+                                     "cells": json.loads(cells.to_json(orient="records")),
+                                     "tuning": study_tuning(args.id, args.root)})
         return 0
     print(format_study(args.id, args.root, args.metric))
     return 0

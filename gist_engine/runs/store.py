@@ -29,7 +29,7 @@ DB_NAME = "runs.sqlite3"
 
 # Schema migrations: version -> statements, applied in order inside one transaction; PRAGMA user_version holds the
 # version of a store. Add a new version to change the schema; never edit a released one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE groups (
@@ -66,6 +66,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             arm TEXT NOT NULL, attempt INTEGER NOT NULL, run_id TEXT NOT NULL, created REAL NOT NULL,
             backend TEXT, outcome TEXT, error TEXT,
             PRIMARY KEY (study_id, cell, seed, arm, attempt))""",
+        "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
+    ),
+    # Tuned studies: a study's runs are trials (role 'trial', numbered per cell and arm, with the values they try)
+    # or final runs (role 'final', the paired runs of the verdict; every run of a study stored before).
+    5: (
+        """CREATE TABLE study_runs_new (
+            study_id TEXT NOT NULL, cell INTEGER NOT NULL, cell_key TEXT NOT NULL, seed INTEGER NOT NULL,
+            arm TEXT NOT NULL, attempt INTEGER NOT NULL, run_id TEXT NOT NULL, created REAL NOT NULL,
+            backend TEXT, outcome TEXT, error TEXT, role TEXT NOT NULL DEFAULT 'final',
+            trial INTEGER NOT NULL DEFAULT 0, params TEXT,
+            PRIMARY KEY (study_id, cell, role, trial, seed, arm, attempt))""",
+        """INSERT INTO study_runs_new (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend, outcome,
+            error) SELECT study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend, outcome, error
+            FROM study_runs""",
+        "DROP TABLE study_runs",
+        "ALTER TABLE study_runs_new RENAME TO study_runs",
         "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
     ),
 }
@@ -170,7 +186,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> int:
             raise StoreError(f"run store {path} has schema version {before}, newer than this gist_engine "
                              f"understands ({SCHEMA_VERSION}); upgrade gist_engine, or set GIST_DATA_DIR (--root) to "
                              "another data directory")
-        for version in range(before + 1, SCHEMA_VERSION + 1):
+        for version in sorted(v for v in MIGRATIONS if before < v <= SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")

@@ -164,6 +164,10 @@ class RayBackend:
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming")
         self.flush_seconds, self.callbacks, self.data_loader = flush_seconds, callbacks, data_loader
         self._streams: dict[Any, _Stream] = {}  # generator -> stream
+        self.on_eval: Callable[[str, dict[str, Any]], None] | None = None  # a tuned study's: each evaluation read
+        resources = ray.cluster_resources()  # runs that fit at once (a tuned study launches no more trials)
+        self.concurrency = max(1, int(min(resources.get("CPU", 1.0) // cpus_per_trial,
+                                          resources.get("GPU", 0.0) // gpus_per_trial if gpus_per_trial else 1e9)))
         self.latencies: list[float] = []  # seconds from a step on its worker to its row in the store
         self._stop_checked = 0.0
 
@@ -234,6 +238,8 @@ class RayBackend:
                 s.writer.on_step_end(None, event[1], event[2])
             elif kind == "eval":
                 s.writer.on_eval_end(None, event[1], event[2])
+                if self.on_eval is not None:
+                    self.on_eval(s.run_id, event[2])
             elif kind == "phase":
                 s.writer.on_phase(None, event[1], event[2], event[3])
             elif kind == "end":
