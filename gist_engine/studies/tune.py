@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -196,6 +197,9 @@ def parse_tune(data: Any) -> TuneSpec:
         raise TuneError(f"tune.scheduler: {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
     if search not in SEARCHES:
         raise TuneError(f"tune.search: {search!r} is not one of {', '.join(SEARCHES)}")
+    if search == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise TuneError("tune.search: optuna is not installed; pip install optuna (or pip install "
+                        "'gist-studio[tune]'), or use search: random")
     return TuneSpec(space=parsed, trials=_int_option(data, "trials", 8, 1, MAX_TRIALS), scheduler=scheduler,
                     search=search, grace_period=_int_option(data, "grace_period", 1, 1, 100_000),
                     reduction_factor=_int_option(data, "reduction_factor", 3, 2, 100),

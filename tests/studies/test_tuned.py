@@ -176,3 +176,63 @@ def test_asha_follows_the_rungs_of_ray_tunes_rule():
     assert not asha.on_result("a", 2, 0.1)  # between rungs: nothing to compare
     assert not asha.on_result("a", 3, 0.7)
     assert asha.on_result("c", 3, 0.65)
+
+
+def test_study_show_and_the_exports_carry_the_choices(tuned, capsys):
+    import json
+
+    from gist_engine import cli
+    from gist_engine.studies import export_study
+    from gist_engine.studies.results import study_tuning
+
+    root, study_id = tuned
+    assert cli.main(["study", "show", study_id, "--root", str(root), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["selection"] == {"final": "last epoch", "trials": "selected on validation"}
+    tuning = {t["arm"]: t for t in shown["tuning"]}
+    assert tuning == {t["arm"]: t for t in study_tuning(study_id, root)}
+    for arm in ("plain", "gist"):
+        t = tuning[arm]
+        assert set(t["values"]) == {"train.lr", "train.weight_decay"} and 0 <= t["val_acc"] <= 1
+        assert [c["trial"] for c in t["curve"]] == [0, 1] and t["curve"][0]["epochs"][0][0] == 1.0
+        assert t["val_acc"] == max(c["val_acc"] for c in t["curve"])
+    assert cli.main(["study", "show", study_id, "--root", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "tuning (2 trials per arm and cell, random search, scheduler asha" in text
+    assert f"train.lr={tuning['gist']['values']['train.lr']:.4g}" in text
+    csv = export_study(study_id, "csv", root=root)
+    assert "gist_chosen" in csv.splitlines()[0] and "plain_val_acc" in csv.splitlines()[0]
+    assert "each arm tuned on validation, chosen:" in export_study(study_id, "md", root=root)
+
+
+def test_select_on_test_is_labelled_optimistic():
+    from gist_engine.studies.results import study_selection
+    from gist_engine.studies.spec import StudySpec
+
+    spec = StudySpec(name="release", base={"train": {"select_on": "test"}}, grid={"gist.temperature": [1, 3]})
+    assert study_selection(spec) == {"final": "selected on test (optimistic)", "trials": None}
+    swept = StudySpec(name="sweep", base={}, grid={"train.select_on": ["last", "test"]})
+    assert study_selection(swept)["final"] == "last epoch; selected on test (optimistic)"
+
+
+def test_optuna_search_runs_without_ray_and_resumes_from_its_history(tmp_path):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install .[tune])")
+    from gist_engine.studies.tune import OptunaSearch, parse_tune
+
+    space = parse_tune({"space": TUNE_SPACE}).space
+    first = OptunaSearch(space, seed=7)
+    asked = [first.ask() for _ in range(1)]
+    first.tell(asked[0], 0.5)
+    again = OptunaSearch(space, seed=7)
+    assert again.ask() == asked[0]  # the same seed proposes the same first trial
+    resumed = OptunaSearch(space, seed=7, history=[(asked[0], 0.5)])
+    assert len(resumed.study.trials) == 1 and resumed.study.best_value == 0.5
+    spec = tuned_spec("optuna", tune={**tuned_spec()["tune"], "search": "optuna", "scheduler": "none"})
+    study_id = _run(tmp_path, spec)
+    with StudyStore(tmp_path) as s:
+        trials = s.attempts(study_id, "trial")
+    assert get_study(study_id, tmp_path).status == "completed" and len(trials) == 4
+    assert all(1e-3 <= t["params"]["train.lr"] <= 3e-2 for t in trials)
+
+
+TUNE_SPACE = {"train.lr": {"loguniform": [1.0e-3, 3.0e-2]}, "train.weight_decay": {"choice": [0.0, 0.05]}}
