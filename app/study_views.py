@@ -295,6 +295,49 @@ def cell_links(runs: pd.DataFrame) -> None:
         state.open_run(picked)
 
 
+# ------------------------------------------------------------------------------------------------- tuning
+def tuning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A tuned study's search per cell and arm: trials settled, pruned and running, the chosen values and their
+    validation accuracy (%)."""
+    return pd.DataFrame([{
+        "cell": r["label"], "arm": "GIST" if r["arm"] == "gist" else "plain",
+        "trials": f"{r['settled']}/{r['trials']}" if r["trials"] else "not tuned",
+        "pruned": r["pruned"], "running": r["running"],
+        "chosen": ("base config" if r["values"] == {} else "choosing..." if r["values"] is None
+                   else ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in r["values"].items())),
+        "val. acc. (%)": None if r["val_acc"] is None else round(100 * r["val_acc"], 2)} for r in rows])
+
+
+def trial_figure(rows: list[dict[str, Any]], cell: str) -> go.Figure:
+    """Every trial's validation accuracy per epoch in one cell, both arms (the chosen trial drawn thick)."""
+    fig = go.Figure()
+    for r in (r for r in rows if r["label"] == cell):
+        for t in r["curve"]:
+            chosen = t["trial"] == r["trial"]
+            name = f"{'GIST' if r['arm'] == 'gist' else 'plain'} trial {t['trial']}" + (" (chosen)" if chosen else "")
+            fig.add_trace(go.Scatter(
+                x=[e for e, _ in t["epochs"]], y=[100 * a for _, a in t["epochs"]], mode="lines+markers", name=name,
+                line={"color": ARM_COLOURS[r["arm"]], "width": 3 if chosen else 1}, opacity=1.0 if chosen else 0.5))
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="epoch",
+                      yaxis_title="validation accuracy (%)", legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def tuning_view(rows: list[dict[str, Any]]) -> None:
+    """A tuned study's progress: per cell and arm the trials and the chosen values, and one cell's trial curves."""
+    if not rows:
+        return
+    st.subheader("Tuning on the validation split")
+    st.caption("Each arm is tuned with the same number of trials on validation data (never the test split); its "
+               "best trial's values then train over the seeds, and those final runs give the verdict below.")
+    st.dataframe(tuning_frame(rows), hide_index=True, key="studies.tuning")
+    cells = list(dict.fromkeys(r["label"] for r in rows))
+    cell = st.selectbox("Trial curves of cell", cells, key="studies.tuning_cell") if len(cells) > 1 else cells[0]
+    if any(t["epochs"] for r in rows for t in r["curve"]):
+        st.plotly_chart(trial_figure(rows, cell), key="studies.trials")
+
+
 # ------------------------------------------------------------------------------------------------- results
 def _label(key: Any) -> str:
     return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)

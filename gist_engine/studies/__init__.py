@@ -24,6 +24,10 @@ Public API (what the CLI and the app's Studies page use):
 - `export_study_bundle(mgr, id, out, name)`: a study as a gallery bundle of kind `study` (imported by
   `runs.gallery.import_gallery_entry` as a read-only example study: `StudyInfo.example` names its entry).
 - `BACKENDS`: "local" (the RunManager's worker threads) and "ray" (one Ray task per run; `pip install .[ray]`).
+- Tuned studies (a `tune:` block, `TuneSpec`): each arm of each cell tuned on the validation split with the same
+  budget (trials: runs of role `trial` in `study_runs`, schema version 5), then its choice trained over the seeds;
+  `study_tuning(id)`: per cell and arm the chosen values, validation score and trial curves; `study_verdicts(id)`:
+  per cell the `PairedResult` of the final runs; `study_selection(spec)`: how the reported epochs were selected.
 
 `root` is the data directory of the run store (default `$GIST_DATA_DIR` or the user data dir), a `RunStore`, or a
 `RunManager` (its store is used).
@@ -42,6 +46,9 @@ from .results import (
     study_matrix,
     study_results,
     study_runs,
+    study_selection,
+    study_tuning,
+    study_verdicts,
 )
 from .spec import (
     ARMS,
@@ -56,10 +63,12 @@ from .spec import (
     load_uploaded_spec,
 )
 from .store import STUDY_STATUSES, StudyInfo, StudyStore, delete_study, get_study, list_studies
+from .tune import TuneSpec
 
 __all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "MAX_RUNS", "STUDY_EXPORTS", "STUDY_KEYS",
            "STUDY_STATUSES", "Cell", "LocalBackend", "PlannedRun", "RayBackend", "StudyError", "StudyInfo", "StudyJob",
-           "StudySpec", "StudyStore", "count_runs", "create_study", "delete_study", "export_study",
+           "StudySpec", "StudyStore", "TuneSpec", "count_runs", "create_study", "delete_study", "export_study",
            "export_study_bundle", "format_study", "get_study", "list_studies", "load_study_spec", "load_uploaded_spec",
            "ray_available", "resume_study", "run_study",
-           "start_study", "study_curve", "study_matrix", "study_results", "study_runs"]
+           "start_study", "study_curve", "study_matrix", "study_results", "study_runs", "study_selection",
+           "study_tuning", "study_verdicts"]
