@@ -130,6 +130,8 @@ class RayBackend:
         flush_seconds: Longest time a step waits on its worker before it is sent to the driver.
         callbacks, data_loader: As RunManager's; run on the worker (they must pickle).
         init_kwargs: More `ray.init` arguments (e.g. num_cpus for a local Ray).
+        tune_engine: Run a tuned study's trials (random search) with Ray Tune (`studies.ray_tune`); False: as Ray
+            tasks like any run, with the driver's search and ASHA (as with `search: optuna`).
     """
 
     name = "ray"
@@ -138,7 +140,7 @@ class RayBackend:
                  gpus_per_trial: float = 0.0, ship_code: bool | None = None, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None, init_kwargs: dict[str, Any] | None = None,
-                 manager: RunManager | None = None, **_: Any) -> None:
+                 manager: RunManager | None = None, tune_engine: bool = True, **_: Any) -> None:
         try:
             import ray  # optional heavy dependency (pip install .[ray]); imported only by this backend
         except ImportError:
@@ -163,6 +165,7 @@ class RayBackend:
         self._task = ray.remote(train_events).options(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming")
         self.flush_seconds, self.callbacks, self.data_loader = flush_seconds, callbacks, data_loader
+        self.cpus_per_trial, self.gpus_per_trial, self.tune_engine = cpus_per_trial, gpus_per_trial, tune_engine
         self._streams: dict[Any, _Stream] = {}  # generator -> stream
         self.on_eval: Callable[[str, dict[str, Any]], None] | None = None  # a tuned study's: each evaluation read
         resources = ray.cluster_resources()  # runs that fit at once (a tuned study launches no more trials)

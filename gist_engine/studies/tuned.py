@@ -21,13 +21,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..runs.store import data_dir
 from ..status import ACTIVE, RunStatus
+from .ray_tune import run_tune_trials
 from .spec import Cell, StudyError, StudySpec, _set_key
 from .store import COMPLETED as STUDY_COMPLETED
-from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, StudyStore
+from .store import INCOMPLETE, INTERRUPTED, LOST, RETRYABLE, RUNNING, StudyStore
 from .tune import (
     FINAL,
     FINAL_PROTOCOL,
@@ -203,6 +206,9 @@ class TunedDriver:
         self.be.on_eval = self._on_eval
         try:
             self._restore()
+            if getattr(self.be, "tune_engine", False) and self.tune.search == "random":
+                for state in self.arms:  # Ray Tune runs each arm's trials (finals below, as Ray tasks)
+                    self._tune_arm(state)
             for run_id, key in self.to_launch:
                 self._relaunch(run_id, key)
             self._fill()
@@ -246,6 +252,53 @@ class TunedDriver:
                     if seed not in state.finals_launched:
                         state.finals_launched.add(seed)
                         self._launch_final(state, seed)
+
+    def _tune_arm(self, state: _Arm) -> None:
+        """Run an arm's unsettled trials as one Ray Tune experiment (`ray_tune.run_tune_trials`), then settle them."""
+        continuing = [(rid, k) for rid, k in self.to_launch if k[0] == TRIAL and k[1] is state]
+        if not continuing and state.next_trial >= state.n_trials:
+            return
+        self.to_launch = [x for x in self.to_launch if not (x[1][0] == TRIAL and x[1][1] is state)]
+        mgr, plan, ids = self.be.manager, {}, {}
+        for run_id, key in continuing:
+            mgr.resume(run_id)
+            self._link(key, run_id)
+            ids[key[2]] = run_id
+        while state.next_trial < state.n_trials:
+            index = state.next_trial
+            values = state.next_values(self.spec)
+            state.next_trial += 1
+            cfg = trial_config(self.spec, state.cell, state.arm, index, values)
+            run_id = mgr.submit(cfg, name=cfg.name)
+            self._link((TRIAL, state, index), run_id)
+            ids[index] = run_id
+        for index, run_id in ids.items():
+            plan[index] = (run_id, mgr.store.run_config(run_id), str(mgr.run_dir(run_id)))
+
+        def on_retry(run_id: str) -> None:  # Tune retried a trial whose worker died: a new attempt of its run
+            key = self.inflight[run_id]
+            self.s.set_outcome(self.id, run_id, LOST, "its Ray worker died; Ray Tune retried the trial")
+            mgr.resume(run_id)
+            self._link(key, run_id)
+
+        epochs = trial_config(self.spec, state.cell, state.arm, 0, {}).train.total_epochs
+        root = Path(mgr.root) if mgr.root is not None else data_dir()
+        results = run_tune_trials(self.be, plan, name=f"{self.id}-cell{state.cell.index}-{state.arm}",
+                                  storage=root / "tune", epochs=epochs, scheduler=self.tune.scheduler,
+                                  grace_period=self.tune.grace_period, reduction_factor=self.tune.reduction_factor,
+                                  retries=self.spec.retries, on_retry=on_retry)
+        curves = self.s.val_curves(list(ids.values()))
+        for index, (outcome, error) in results.items():
+            run_id = ids[index]
+            self.inflight.pop(run_id, None)
+            state.inflight.discard(index)
+            self.s.set_outcome(self.id, run_id, outcome, error)
+            row = {"run_id": run_id, "params": state.proposals[index], "outcome": outcome, "status": outcome}
+            state.settled[index] = self._trial_summary(index, row, curves.get(run_id, []))
+            self.settled += 1
+        self._report()
+        if state.trials_done:
+            self._choose(state)
 
     def _launch_trial(self, state: _Arm) -> None:
         index = state.next_trial

@@ -24,7 +24,10 @@ class KillTrialAndStandIn:
         return [*stand_in_callbacks(config, run_dir), *self.kill(config, run_dir)]
 
 
-def test_a_tuned_study_on_ray_tries_the_same_trials_and_retries_a_killed_one(tmp_path):
+@pytest.mark.parametrize("tune_engine", [True, False], ids=["ray-tune", "ray-tasks"])
+def test_a_tuned_study_on_ray_tries_the_same_trials_and_retries_a_killed_one(tmp_path, tune_engine):
+    """Ray Tune's Tuner (ASHAScheduler, FailureConfig) runs each arm's trials; or (tune_engine false) each trial is
+    a Ray task with the driver's ASHA."""
     local_root, ray_root = tmp_path / "local", tmp_path / "ray"
     with protocol_for_this_trainer():
         local_id = run_study(tuned_spec(), local_root, "local", data_loader=ToyData(local_root / "reads.log"),
@@ -32,7 +35,7 @@ def test_a_tuned_study_on_ray_tries_the_same_trials_and_retries_a_killed_one(tmp
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
             ray_id = run_study(tuned_spec(), ray_root, "ray", data_loader=ToyData(ray_root / "reads.log"),
-                               callbacks=KillTrialAndStandIn())
+                               callbacks=KillTrialAndStandIn(), tune_engine=tune_engine)
         finally:
             ray.shutdown()
     info = get_study(ray_id, ray_root)
@@ -46,5 +49,8 @@ def test_a_tuned_study_on_ray_tries_the_same_trials_and_retries_a_killed_one(tmp
     killed = [t for t in trials if t["arm"] == "gist" and t["trial"] == 0]
     assert [(t["attempt"], t["outcome"]) for t in killed] == [(1, "lost"), (2, "completed")]
     assert killed[0]["run_id"] == killed[1]["run_id"]
+    assert {t["outcome"] for t in trials if t["attempt"] == 1 and t is not killed[0]} <= {"completed", "pruned"}
+    experiments = sorted(p.name for p in (ray_root / "tune").glob("*")) if tune_engine else []
+    assert experiments == ([f"{ray_id}-cell0-gist", f"{ray_id}-cell0-plain"] if tune_engine else [])
     verdict = study_verdicts(ray_id, ray_root)[0]
     assert isinstance(verdict, PairedResult) and verdict.n == 2
