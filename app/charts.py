@@ -457,6 +457,22 @@ def curve_figure(curve: pd.DataFrame, axis: str, metric: str) -> go.Figure:
     return fig
 
 
+
+def trial_figure(rows: list[dict[str, Any]], cell: str) -> go.Figure:
+    """Every trial's validation accuracy per epoch in one cell, both arms (the chosen trial drawn thick)."""
+    fig = go.Figure()
+    for r in (r for r in rows if r["label"] == cell):
+        for t in r["curve"]:
+            chosen = t["trial"] == r["trial"]
+            name = f"{'GIST' if r['arm'] == 'gist' else 'plain'} trial {t['trial']}" + (" (chosen)" if chosen else "")
+            fig.add_trace(go.Scatter(
+                x=[e for e, _ in t["epochs"]], y=[100 * a for _, a in t["epochs"]], mode="lines+markers", name=name,
+                line={"color": ARM_COLOURS[r["arm"]], "width": 3 if chosen else 1}, opacity=1.0 if chosen else 0.5))
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title="epoch",
+                      yaxis_title="validation accuracy (%)", legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
 # ------------------------------------------------------------------------------------- the training budget
 BUDGET_NUMBERS = ("epoch", "n", "plain_mean", "plain_ci_low", "plain_ci_high", "gist_mean", "gist_ci_low",
                   "gist_ci_high", "delta_mean", "delta_ci_low", "delta_ci_high")

@@ -235,6 +235,34 @@ def cell_links(runs: pd.DataFrame) -> None:
         state.open_run(picked)
 
 
+# ------------------------------------------------------------------------------------------------- tuning
+def tuning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A tuned study's search per cell and arm: trials settled, pruned and running, the chosen values and their
+    validation accuracy (%)."""
+    return pd.DataFrame([{
+        "cell": r["label"], "arm": "GIST" if r["arm"] == "gist" else "plain",
+        "trials": f"{r['settled']}/{r['trials']}" if r["trials"] else "not tuned",
+        "pruned": r["pruned"], "running": r["running"],
+        "chosen": ("base config" if r["values"] == {} else "choosing..." if r["values"] is None
+                   else ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in r["values"].items())),
+        "val. acc. (%)": None if r["val_acc"] is None else round(100 * r["val_acc"], 2)} for r in rows])
+
+
+def tuning_view(rows: list[dict[str, Any]]) -> None:
+    """A tuned study's progress: per cell and arm the trials and the chosen values, and one cell's trial curves."""
+    if not rows:
+        return
+    st.subheader("Tuning on the validation split")
+    st.caption("Each arm is tuned with the same number of trials on validation data (never the test split); its "
+               "best trial's values then train over the seeds, and those final runs give the verdict below.")
+    st.dataframe(tuning_frame(rows), hide_index=True, key="studies.tuning")
+    cells = list(dict.fromkeys(r["label"] for r in rows))
+    cell = st.selectbox("Trial curves of cell", cells, key="studies.tuning_cell") if len(cells) > 1 else cells[0]
+    if any(t["epochs"] for r in rows for t in r["curve"]):
+        st.plotly_chart(charts.trial_figure(rows, cell), key="studies.trials")
+
+
 def matrix_view(results: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
     """Rows and columns picked among the axes; the matrix as a heatmap and a table. Returns (rows, cols)."""
     axes = list(results.attrs.get("axes", []))

@@ -41,6 +41,7 @@ def study_view() -> None:
         st.error(f"Cannot read this study: {exc}")
         return
     sv.summary(info)
+    sv.tuning_view(ge.study_tuning(study_id, where))
     st.subheader("Runs by cell")
     st.dataframe(fmt.status_grid(runs), key="studies.grid")
     sv.cell_links(runs)

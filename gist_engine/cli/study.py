@@ -27,7 +27,7 @@ from ..studies import (
     study_budget,
     study_results,
 )
-from ..studies.results import DELTA_METRICS
+from ..studies.results import DELTA_METRICS, study_selection, study_tuning
 from ..studies.spec import MAX_RUNS
 from .common import positive_int, print_json
 
@@ -153,7 +153,11 @@ def study_show(args: argparse.Namespace) -> int:
             print_json(info.to_dict() | {"metric": args.metric, "epochs": json.loads(rows.to_json(orient="records"))})
             return 0
         cells = study_results(args.id, args.root, args.metric)
-        print_json(info.to_dict() | {"metric": args.metric, "cells": json.loads(cells.to_json(orient="records"))})
+        with StudyStore(args.root) as s:
+            spec = s.spec(args.id)
+        print_json(info.to_dict() | {"metric": args.metric, "selection": study_selection(spec),
+                                     "cells": json.loads(cells.to_json(orient="records")),
+                                     "tuning": study_tuning(args.id, args.root)})
         return 0
     print((format_budget if args.by_epoch else format_study)(args.id, args.root, args.metric))
     return 0

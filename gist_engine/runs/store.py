@@ -33,7 +33,7 @@ DB_NAME = "runs.sqlite3"
 # Schema migrations: version -> steps, applied in order inside one transaction; PRAGMA user_version holds the
 # version of a store. A step is an SQL statement, or a function of the connection for a step SQL cannot say alone
 # (rows rewritten as JSON). Add a new version to change the schema; never edit a released one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Migration = str | Callable[[sqlite3.Connection], None]
 GROUP_KIND, STUDY_KIND = "group", "study"  # studies.kind: a paired group (one cell, no driver), or a study
 GROUP_CELL_KEY = "{}"  # the key of a paired group's one cell: no axis (a study's cell key is the JSON of its values)
@@ -110,6 +110,22 @@ MIGRATIONS: dict[int, tuple[Migration, ...]] = {
         f"ALTER TABLE studies ADD COLUMN kind TEXT NOT NULL DEFAULT '{STUDY_KIND}'",
         "CREATE INDEX studies_by_kind ON studies (kind, created)",
         _groups_into_studies,
+    ),
+    # Tuned studies: a study's runs are trials (role 'trial', numbered per cell and arm, with the values they try)
+    # or final runs (role 'final', the paired runs of the verdict; every run of a study stored before).
+    5: (
+        """CREATE TABLE study_runs_new (
+            study_id TEXT NOT NULL, cell INTEGER NOT NULL, cell_key TEXT NOT NULL, seed INTEGER NOT NULL,
+            arm TEXT NOT NULL, attempt INTEGER NOT NULL, run_id TEXT NOT NULL, created REAL NOT NULL,
+            backend TEXT, outcome TEXT, error TEXT, role TEXT NOT NULL DEFAULT 'final',
+            trial INTEGER NOT NULL DEFAULT 0, params TEXT,
+            PRIMARY KEY (study_id, cell, role, trial, seed, arm, attempt))""",
+        """INSERT INTO study_runs_new (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend, outcome,
+            error) SELECT study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend, outcome, error
+            FROM study_runs""",
+        "DROP TABLE study_runs",
+        "ALTER TABLE study_runs_new RENAME TO study_runs",
+        "CREATE INDEX study_runs_by_run ON study_runs (run_id)",
     ),
 }
 
@@ -213,7 +229,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> int:
             raise StoreError(f"run store {path} has schema version {before}, newer than this gist_engine "
                              f"understands ({SCHEMA_VERSION}); upgrade gist_engine, or set GIST_DATA_DIR (--root) to "
                              "another data directory")
-        for version in range(before + 1, SCHEMA_VERSION + 1):
+        for version in sorted(v for v in MIGRATIONS if before < v <= SCHEMA_VERSION):
             for step in MIGRATIONS[version]:
                 if callable(step):
                     step(conn)

@@ -27,6 +27,10 @@ Public API (what the CLI and the app's Studies page use):
   `gallery` holds the kind's import, validation and removal hooks (registered when this package is imported, no
   torch); `recording` its export and record hook (registered when it is imported).
 - `BACKENDS`: "local" (the RunManager's worker threads) and "ray" (one Ray task per run; `pip install .[ray]`).
+- Tuned studies (a `tune:` block, `TuneSpec`): each arm of each cell tuned on the validation split with the same
+  budget (trials: runs of role `trial` in `study_runs`, schema version 5), then its choice trained over the seeds;
+  `study_tuning(id)`: per cell and arm the chosen values, validation score and trial curves; `study_verdicts(id)`:
+  per cell the `PairedResult` of the final runs; `study_selection(spec)`: how the reported epochs were selected.
 
 `root` is the data directory of the run store (default `$GIST_DATA_DIR` or the user data dir), a `RunStore`, or a
 `RunReader` / `RunManager` (its store is used).
@@ -44,10 +48,12 @@ EXPORTS: dict[str, tuple[str, ...]] = {
     ".driver": ("StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study"),
     ".recording": ("export_study_bundle",),
     ".results": ("FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "budget_table", "export_study", "format_budget",
-                 "format_study", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs"),
+                 "format_study", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs",
+                 "study_selection", "study_tuning", "study_verdicts"),
     ".spec": ("ARMS", "MAX_RUNS", "STUDY_KEYS", "Cell", "PlannedRun", "StudyError", "StudySpec", "count_runs",
               "load_study_spec", "load_uploaded_spec"),
     ".store": ("STUDY_STATUSES", "StudyInfo", "StudyStore", "get_study", "list_studies"),
+    ".tune": ("TuneSpec",),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), EXPORTS)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..config import RunConfig
 from ..runs import ACTIVE, RunManager
-from ..train import Callback
+from ..train import Callback, Trainer
 from .ray_backend import RayBackend
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class Backend(Protocol):
 
     name: str
     manager: RunManager  # inserts, resumes and reads the runs (never trains them for a remote backend)
+
+    on_eval: Callable[[str, dict[str, Any]], None] | None  # set by a tuned study's driver: each evaluation, as it ends
 
     def launch(self, run_id: str, resume: bool) -> None:
         """Start executing a queued run (`resume`: from its training state when it has one)."""
@@ -39,6 +41,19 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the backend (a manager it created, a Ray connection it opened)."""
+
+
+class _EvalHook(Callback):
+    """Passes a run's evaluations to its backend's `on_eval` on the training thread, as they end (a tuned study's
+    scheduler decides there whether the trial goes on, before its next step)."""
+
+    def __init__(self, backend: LocalBackend, run_id: str) -> None:
+        self.backend, self.run_id = backend, run_id
+
+    def on_eval_end(self, trainer: Trainer, step: int, metrics: dict[str, Any]) -> None:
+        hook = self.backend.on_eval
+        if hook is not None:
+            hook(self.run_id, metrics)
 
 
 class LocalBackend:
@@ -59,8 +74,14 @@ class LocalBackend:
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  torch_threads: int | None = None, **_: Any) -> None:
         self._owned = manager is None
+        self.on_eval: Callable[[str, dict[str, Any]], None] | None = None
+        self.concurrency = workers  # runs at once (a tuned study launches no more trials than this)
+
+        def with_hook(config: RunConfig, run_dir: Path) -> list[Callback]:
+            return [*(callbacks(config, run_dir) if callbacks else []), _EvalHook(self, Path(run_dir).name)]
+
         self.manager = manager if manager is not None else RunManager(
-            root, workers_per_device=workers, data_loader=data_loader, callbacks=callbacks,
+            root, workers_per_device=workers, data_loader=data_loader, callbacks=with_hook,
             torch_threads=torch_threads)
         self.manager.start()
         self._inflight: set[str] = set()

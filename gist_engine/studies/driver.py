@@ -22,6 +22,7 @@ from .backends import BACKENDS
 from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import COMPLETED as STUDY_COMPLETED
 from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, Root, StudyStore
+from .tuned import TunedDriver
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ def run_study(spec_or_id: StudySpec | str | Path | dict[str, Any], root: Root = 
             options.setdefault("manager", root)
         be = BACKENDS[backend](_root_dir(root), **options)
         try:
-            _Driver(s, study_id, spec, be, progress, should_stop, poll_seconds).run()
+            driver = TunedDriver if spec.tune is not None else _Driver  # a `tune:` block: trials, then finals
+            driver(s, study_id, spec, be, progress, should_stop, poll_seconds).run()
         finally:
             be.close()
     return study_id

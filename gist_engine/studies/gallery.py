@@ -34,6 +34,7 @@ from .store import StudyStore
 
 if TYPE_CHECKING:  # the removal hook is called with the RunManager that deletes the example's runs
     from ..runs.manager import RunManager
+from .tune import FINAL, TRIAL
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +94,14 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunReader | None
         ok = (link.get("study_id") == study_id and link.get("run_id") in run_ids and link.get("arm") in ARMS
               and all(isinstance(link.get(k), int) and not isinstance(link.get(k), bool)
                       for k in ("cell", "seed", "attempt")))
+        trial, params = link.get("trial", 0), link.get("params")
+        ok = ok and link.get("role", FINAL) in (TRIAL, FINAL) and isinstance(trial, int) and not isinstance(
+            trial, bool) and trial >= 0 and (params is None or (isinstance(params, str) and isinstance(
+                safe_load_json(params, f"study {study_id}: a trial's params"), dict)))  # a tuned study's trials
         if not ok:
             raise GalleryError(f"study {study_id}: a study_runs row names another study, a run not in the bundle, "
-                               "or a malformed cell, seed, arm or attempt; the bundle is refused")
+                               "or a malformed cell, seed, arm, attempt, role, trial or params; the bundle is "
+                               "refused")
     if mgr is not None:
         s = StudyStore(mgr)
         if s.exists(study_id) and s.example(study_id) != manifest.get("name"):

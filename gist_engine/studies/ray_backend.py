@@ -132,6 +132,8 @@ class RayBackend:
         flush_seconds: Longest time a step waits on its worker before it is sent to the driver.
         callbacks, data_loader: As RunManager's; run on the worker (they must pickle).
         init_kwargs: More `ray.init` arguments (e.g. num_cpus for a local Ray).
+        tune_engine: Run a tuned study's trials (random search) with Ray Tune (`studies.ray_tune`); False: as Ray
+            tasks like any run, with the driver's search and ASHA (as with `search: optuna`).
     """
 
     name = "ray"
@@ -140,7 +142,7 @@ class RayBackend:
                  gpus_per_trial: float = 0.0, ship_code: bool | None = None, flush_seconds: float = 0.2,
                  callbacks: Callable[[RunConfig, Path], list[Callback]] | None = None,
                  data_loader: Callable[[RunConfig], Any] | None = None, init_kwargs: dict[str, Any] | None = None,
-                 manager: RunManager | None = None, **_: Any) -> None:
+                 manager: RunManager | None = None, tune_engine: bool = True, **_: Any) -> None:
         try:
             import ray  # optional heavy dependency (pip install .[ray]); imported only by this backend
         except ImportError:
@@ -165,7 +167,12 @@ class RayBackend:
         self._task = ray.remote(train_events).options(
             num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=0, num_returns="streaming")
         self.flush_seconds, self.callbacks, self.data_loader = flush_seconds, callbacks, data_loader
+        self.cpus_per_trial, self.gpus_per_trial, self.tune_engine = cpus_per_trial, gpus_per_trial, tune_engine
         self._streams: dict[Any, _Stream] = {}  # generator -> stream
+        self.on_eval: Callable[[str, dict[str, Any]], None] | None = None  # a tuned study's: each evaluation read
+        resources = ray.cluster_resources()  # runs that fit at once (a tuned study launches no more trials)
+        self.concurrency = max(1, int(min(resources.get("CPU", 1.0) // cpus_per_trial,
+                                          resources.get("GPU", 0.0) // gpus_per_trial if gpus_per_trial else 1e9)))
         self.latencies: list[float] = []  # seconds from a step on its worker to its row in the store
         self._stop_checked = 0.0
 
@@ -236,6 +243,8 @@ class RayBackend:
                 s.writer.on_step_end(None, event[1], event[2])
             elif kind == "eval":
                 s.writer.on_eval_end(None, event[1], event[2])
+                if self.on_eval is not None:
+                    self.on_eval(s.run_id, event[2])
             elif kind == "phase":
                 s.writer.on_phase(None, event[1], event[2], event[3])
             elif kind == "end":

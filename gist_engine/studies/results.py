@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from ..runs.ids import printable
 from ..runs.pairs import ArmRun, PairedResult, paired_result
 from ..runs.stats import interval_note
-from ..status import RunStatus
-from .spec import StudyError
+from ..status import ACTIVE, WITH_RESULT, RunStatus
+from .spec import StudyError, StudySpec
 from .store import PENDING, Root, StudyStore
+from .tune import FINAL_PROTOCOL, PRUNED, TRIAL_PROTOCOL, best_trial
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,9 +126,7 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
     for cell, group in runs.groupby("cell", sort=True):
         first = group.iloc[0]
         row: dict[str, Any] = {"cell": int(cell), "label": first["label"], **{a: first[a] for a in axes}}
-        arm_runs = [ArmRun(seed=int(r.seed), gist=r.arm == "gist", status=r.status, id=r.run_id,
-                           metrics={metric: getattr(r, metric)}) for r in group.itertuples(index=False)]
-        row.update(_verdict_row(paired_result(arm_runs, (metric,)), metric))
+        row.update(_verdict_row(_verdict(group, metric), metric))
         counts = group["status"].value_counts().to_dict()
         row.update({k: int(counts.get(k, 0)) for k in COUNTED})
         row["runs"] = len(group)
@@ -135,6 +134,98 @@ def study_results(study_id: str, root: Root = None, metric: str = "acc_cls") -> 
     df = _pd().DataFrame(out)
     df.attrs.update(runs.attrs, metric=metric)
     return df
+
+
+def _verdict(group: pd.DataFrame, metric: str) -> PairedResult:
+    """The paired verdict of one cell's rows of `study_runs` (its final runs)."""
+    arm_runs = [ArmRun(seed=int(r.seed), gist=r.arm == "gist", status=r.status, id=r.run_id,
+                       metrics={metric: getattr(r, metric)}) for r in group.itertuples(index=False)]
+    return paired_result(arm_runs, (metric,))
+
+
+def study_verdicts(study_id: str, root: Root = None, metric: str = "acc_cls") -> dict[int, PairedResult]:
+    """Cell index -> its verdict: `runs.pairs.paired_result` over the cell's final runs (a tuned study's: each arm's
+    chosen configuration over the seeds), the object `study_results` reads its numbers from."""
+    runs = study_runs(study_id, root)
+    return {int(cell): _verdict(group, metric) for cell, group in runs.groupby("cell", sort=True)}
+
+
+# train.select_on -> how a run's reported epoch was chosen, as every output labels it.
+SELECTION_LABELS = {"auto": "selected on validation where there is a validation split, else the last epoch",
+                    "val": "selected on validation", "last": "last epoch",
+                    "test": "selected on test (optimistic)"}
+
+
+def study_selection(spec: StudySpec) -> dict[str, str | None]:
+    """How the study's reported accuracies were selected: `final` (the runs of the verdict) and `trials` (a tuned
+    study's trials; None without tuning), as `SELECTION_LABELS` words: `select_on: test` is "selected on test
+    (optimistic)"."""
+    if spec.tune is not None:
+        return {"final": SELECTION_LABELS[FINAL_PROTOCOL["train.select_on"]],
+                "trials": SELECTION_LABELS[TRIAL_PROTOCOL["train.select_on"]]}
+    chosen = (spec.base.get("train") or {}).get("select_on", "auto")  # set in a base or by `set:`
+    grid = spec.grid.get("train.select_on")
+    if isinstance(grid, list):
+        return {"final": "; ".join(SELECTION_LABELS.get(v, str(v)) for v in grid), "trials": None}
+    return {"final": SELECTION_LABELS.get(chosen, str(chosen)), "trials": None}
+
+
+def study_tuning(study_id: str, root: Root = None) -> list[dict[str, Any]]:
+    """A tuned study's search, per cell and arm (cell order, plain before GIST); [] for a grid study.
+
+    Returns:
+        Dicts: cell, label, arm, tuned (the space keys the arm tunes; [] for an arm nothing in the space changes,
+        which runs no trial and trains its cell's config), trials (planned), settled, running, pruned, values (the
+        chosen values; None until every trial settled; {} for an untuned arm), val_acc (the chosen trial's best
+        validation accuracy, a fraction), trial (its index), and curve: per trial its trial, run_id, values,
+        status, outcome, val_acc and epochs ([epoch, validation accuracy] pairs: the trial curve).
+    """
+    with StudyStore(root) as s:
+        spec = s.spec(study_id)
+        if spec.tune is None:
+            return []
+        trials = s.latest_trials(study_id)
+        curves = s.val_curves([r["run_id"] for r in trials.values() if r["run_id"]])
+    out = []
+    for cell in spec.cells():
+        for arm in spec.arms:
+            rows = sorted((r for (c, a, _), r in trials.items() if c == cell.index and a == arm),
+                          key=lambda r: r["trial"])
+            curve = [{"trial": r["trial"], "run_id": r["run_id"], "values": r["params"] or {},
+                      "status": r["status"], "outcome": r["outcome"],
+                      "val_acc": max((acc for _, acc in curves.get(r["run_id"], [])), default=None),
+                      "epochs": [list(p) for p in curves.get(r["run_id"], [])]} for r in rows]
+            planned = spec.tune.trials_of(arm)
+            settled = [t for t in curve if t["status"] in WITH_RESULT or t["outcome"] == PRUNED
+                       or t["status"] == RunStatus.FAILED]
+            best = best_trial(settled) if len(settled) >= planned else None
+            out.append({"cell": cell.index, "label": cell.label, "arm": arm, "tuned": list(spec.tune.arm_space(arm)),
+                        "trials": planned, "settled": len(settled),
+                        RunStatus.RUNNING: sum(t["status"] in ACTIVE for t in curve),
+                        "pruned": sum(t["outcome"] == PRUNED for t in curve),
+                        "values": ({} if planned == 0 else None if best is None else dict(best["values"])),
+                        "val_acc": None if best is None else best["val_acc"],
+                        "trial": None if best is None else best["trial"], "curve": curve})
+    return out
+
+
+def format_tuning(rows: list[dict[str, Any]]) -> list[str]:
+    """`study show`'s lines of a tuned study's search: per cell and arm the chosen values and validation score."""
+    lines = []
+    for r in rows:
+        name = "GIST" if r["arm"] == "gist" else "plain"
+        if r["trials"] == 0:
+            lines.append(f"  [{r['cell']}] {name}: not tuned (nothing in the space changes it): its base config")
+            continue
+        chosen = ("choosing" if r["values"] is None else ", ".join(f"{k}={_value(v)}" for k, v in r["values"].items())
+                  + f" (trial {r['trial']}, val {_points(r['val_acc'], False)})")
+        lines.append(f"  [{r['cell']}] {name}: {r['settled']}/{r['trials']} trials settled ({r['pruned']} pruned by "
+                     f"ASHA, {r[RunStatus.RUNNING]} running); chosen: {chosen}")
+    return lines
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _isnan(value: Any) -> bool:
@@ -364,6 +455,15 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
     counts = ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v)
     lines = [f"study {info.id} ({info.name}): {info.status} on {info.backend}; {info.cells} cell(s), "
              f"{info.planned} run(s): {counts}", f"metric: {metric} (%), delta = GIST - plain in points"]
+    with StudyStore(root) as s:
+        spec = s.spec(study_id)
+    selection = study_selection(spec)
+    lines.append(f"final runs: {selection['final']}")
+    tuning = study_tuning(study_id, root)
+    if tuning:
+        lines.append(f"tuning ({spec.tune.trials} trials per arm and cell, {spec.tune.search} search, scheduler "
+                     f"{spec.tune.scheduler}; trials {selection['trials']}, never the test split):")
+        lines += format_tuning(tuning)
     for _, r in res.iterrows():
         seeds = ", ".join(f"{sd}: {_points(p, False)}/{_points(g, False)}"
                           for sd, p, g in zip(r["seeds"], r["plain"], r["gist"], strict=False))
@@ -379,9 +479,10 @@ def format_study(study_id: str, root: Root = None, metric: str = "acc_cls") -> s
     return "\n".join(printable(line) for line in lines)  # a name or value's control characters, escaped
 
 
-def _csv(frame: pd.DataFrame) -> str:
+def _csv(frame: pd.DataFrame, tuning: list[dict[str, Any]]) -> str:
     """A results frame as CSV: accuracies in percent and differences in points, as every other export shows them;
-    per-seed lists joined with ';'."""
+    per-seed lists joined with ';'; a tuned study's `tuning` rows (`study_tuning`) add each arm's chosen values,
+    their validation score and its settled trials."""
     flat = frame.copy()
     for col in ("plain", "gist"):
         flat[col] = [[round(100 * v, 4) for v in values] for values in flat[col]]
@@ -389,6 +490,11 @@ def _csv(frame: pd.DataFrame) -> str:
         flat[col] = _pd().to_numeric(flat[col], errors="coerce") * 100
     for col in ("seeds", "plain", "gist"):
         flat[col] = [";".join(str(v) for v in values) for values in flat[col]]
+    for t in tuning:
+        at = flat["cell"] == t["cell"]
+        flat.loc[at, f"{t['arm']}_chosen"] = json.dumps(t["values"]) if t["values"] is not None else ""
+        flat.loc[at, f"{t['arm']}_val_acc"] = None if t["val_acc"] is None else 100 * t["val_acc"]
+        flat.loc[at, f"{t['arm']}_trials"] = t["settled"]
     return flat.to_csv(index=False)
 
 
@@ -420,7 +526,7 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
         raise StudyError(f"--to: {to!r} is not one of {', '.join(STUDY_EXPORTS)}")
     res = study_budget(study_id, root, metric) if by_epoch else study_results(study_id, root, metric)
     if to == "csv":
-        text = _csv(res)
+        text = _csv(res, [] if by_epoch else study_tuning(study_id, root))
     elif by_epoch:
         table, caption = budget_table(res), _budget_caption(res)
         text = (f"{markdown_table(table)}\n\n{caption}\n" if to == "md" else
@@ -435,6 +541,12 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
                    "unpaired study: no GIST - plain difference)")
         if arm is None and (res["n"] == 2).any():
             caption += f"; {FEW_SEEDS_NOTE}"
+        tuning = study_tuning(study_id, root)
+        if tuning:  # a tuned study: say what each arm chose on validation
+            caption += "; each arm tuned on validation, chosen: " + "; ".join(
+                f"[{t['label']}] {t['arm']} " + (", ".join(f"{k}={_value(v)}" for k, v in t["values"].items())
+                                                 if t["values"] else "base config" if t["values"] == {} else "-")
+                for t in tuning)
         if to == "md":
             text = f"{markdown_table(matrix)}\n\n{caption}\n"
         else:
@@ -447,6 +559,7 @@ def export_study(study_id: str, to: str = "csv", path: str | Path | None = None,
     return text
 
 
-__all__ = ["BUDGET_COLUMNS", "DELTA_METRICS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "METRICS", "STUDY_EXPORTS",
-           "budget_table", "export_study", "format_budget", "format_cell", "format_study", "markdown_table",
-           "significance", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs"]
+__all__ = ["BUDGET_COLUMNS", "DELTA_METRICS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "METRICS", "SELECTION_LABELS",
+           "STUDY_EXPORTS", "budget_table", "export_study", "format_budget", "format_cell", "format_study",
+           "format_tuning", "markdown_table", "significance", "study_budget", "study_curve", "study_matrix",
+           "study_results", "study_runs", "study_selection", "study_tuning", "study_verdicts"]

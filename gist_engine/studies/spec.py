@@ -17,9 +17,10 @@ from typing import Any
 
 from ..config import ConfigError, RunConfig, check_nesting, load_run_config, load_yaml, safe_load_yaml, to_dict
 from ..runs import check_name, printable
+from .tune import TuneError, TuneSpec, check_space, parse_tune
 
 # The keys a study spec may have (anything else is refused by name).
-STUDY_KEYS = ("name", "description", "base", "set", "grid", "seeds", "paired", "retries")
+STUDY_KEYS = ("name", "description", "base", "set", "grid", "seeds", "paired", "retries", "tune")
 ARMS = ("plain", "gist")
 MAX_RUNS = 10_000  # runs a study may plan unless the caller raises the cap (`study run --max-runs N`)
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a built-in config's name (`base: demo_cpu`)
@@ -87,6 +88,8 @@ class StudySpec:
             GIST off, no `gist.*` key but `gist.enabled` can change a run. True for every new study; False for a
             study stored before the plain arm was shared (`as_stored`), which keeps its plan. Not part of the
             spec's text (`to_dict`).
+        tune: The `tune:` block (`studies.tune.TuneSpec`): each arm of each cell is tuned on the validation split,
+            then its best configuration trains over `seeds`; None: a grid study (every run's config is known).
     """
 
     name: str
@@ -97,6 +100,7 @@ class StudySpec:
     retries: int = 1
     description: str = ""
     share_plain: bool = True
+    tune: TuneSpec | None = None
 
     @property
     def axes(self) -> list[str]:
@@ -117,22 +121,32 @@ class StudySpec:
 
     @property
     def shared_axes(self) -> list[str]:
-        """The axes the plain arm ignores (`plain_shared_axes`), when `share_plain`; else none."""
-        return plain_shared_axes(self.grid) if self.share_plain else []
+        """The axes the plain arm ignores (`plain_shared_axes`), when `share_plain` (never in a tuned study: each
+        cell's plain arm is tuned and trained on its own); else none."""
+        return plain_shared_axes(self.grid) if self.share_plain and self.tune is None else []
 
     @property
     def planned(self) -> int:
         """Runs the study plans, counted by `count_runs` (nothing built): one plain run per seed serves every
-        value of the `shared_axes`."""
+        value of the `shared_axes`; a tuned study adds its trials (`trials`)."""
         return count_runs({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms,
-                          shared={"plain": self.shared_axes})
+                          shared={"plain": self.shared_axes}) + self.trials
+
+    @property
+    def trials(self) -> int:
+        """Trial runs of a tuned study (`tune.trials` per tuned arm and cell, with one seed); 0 for a grid study."""
+        if self.tune is None:
+            return 0
+        sizes = {axis: len(v) for axis, v in self.grid.items()}
+        return sum(count_runs(sizes, 1, (arm,), trials=self.tune.trials_of(arm)) for arm in self.arms)
 
     @property
     def size_text(self) -> str:
         """How the run count is made up: '4 cells x 2 seeds x 2 arms = 16 runs', or with a shared plain arm '4 cells
         x 2 seeds: 2 plain runs (shared across gist.temperature) + 8 GIST = 10 runs'."""
+        trials = f" + {_count(self.trials, 'trial')}" if self.tune is not None else ""
         return _size_text({axis: len(v) for axis, v in self.grid.items()}, len(self.seeds), self.arms,
-                          self.shared_axes) + f" = {_count(self.planned, 'run')}"
+                          self.shared_axes) + f"{trials} = {_count(self.planned, 'run')}"
 
     def plain_cell(self, index: int) -> int:
         """The cell whose plain runs serve cell `index`: itself, or with `shared_axes` the cell with the first value
@@ -206,9 +220,12 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-ready mapping that `load_study_spec` reads back to an equal spec (base inlined)."""
-        return {"name": self.name, "description": self.description, "base": copy.deepcopy(self.base),
-                "grid": copy.deepcopy(self.grid), "seeds": list(self.seeds), "paired": self.paired,
-                "retries": self.retries}
+        out = {"name": self.name, "description": self.description, "base": copy.deepcopy(self.base),
+               "grid": copy.deepcopy(self.grid), "seeds": list(self.seeds), "paired": self.paired,
+               "retries": self.retries}
+        if self.tune is not None:  # only then: a grid study's stored text (and `StudyStore.find`) is unchanged
+            out["tune"] = self.tune.to_dict()
+        return out
 
 
 def count_runs(axes: Mapping[str, int], seeds: int, arms: Sequence[str] = ARMS, *,
@@ -364,10 +381,11 @@ def _parse_seeds(seeds: Any, first: int) -> list[int]:
     raise StudyError(f"seeds: expected a number of seeds or a list of seeds >= 0, got {seeds!r}")
 
 
-def _parse_grid(grid: Any, one_cell: bool = False) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
+def _parse_grid(grid: Any, one_cell: bool = False,
+                tuned: bool = False) -> dict[str, list[Any] | dict[str, dict[str, Any]]]:
     if grid is not None and not isinstance(grid, typing.Mapping):
         raise StudyError(f"grid: expected a mapping of config keys to lists of values, got {type(grid).__name__}")
-    if not grid and one_cell:  # a stored paired group: its one cell is the base
+    if not grid and (one_cell or tuned):  # a stored paired group, or a tuned study of one cell: the base is its cell
         return {}
     if not grid:  # an empty file, or a spec without axes, would silently train the base config as a "study"
         raise StudyError("grid: give at least one axis to sweep, e.g. grid: {gist.temperature: [1, 3]} (for plain "
@@ -456,12 +474,29 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     paired, retries = data.get("paired", True), data.get("retries", 1)
     if not isinstance(paired, bool):
         raise StudyError(f"paired: expected true or false, got {paired!r}")
-    grid = _parse_grid(data.get("grid"), one_cell)
+    tune = None
+    if data.get("tune") is not None:
+        try:
+            tune = parse_tune(data["tune"])
+        except TuneError as exc:
+            raise StudyError(str(exc)) from None
+        if not paired:
+            raise StudyError("tune: a tuned study compares plain and GIST, each tuned with the same budget; remove "
+                             "paired: false")
+    grid = _parse_grid(data.get("grid"), one_cell, tuned=tune is not None)
     seeds = _seed_count(data.get("seeds", 1))
     arms = ARMS if paired else ARMS[:1]  # unpaired: one arm (which one needs the base; the count is the same)
-    sizes, shared = {axis: len(values) for axis, values in grid.items()}, plain_shared_axes(grid)
-    check_study_size(count_runs(sizes, seeds, arms, shared={"plain": shared} if paired else None), max_runs,
-                     _size_text(sizes, seeds, arms, shared if paired else []))
+    sizes = {axis: len(values) for axis, values in grid.items()}
+    shared = plain_shared_axes(grid) if tune is None else []
+    trials = 0 if tune is None else sum(count_runs(sizes, 1, (arm,), trials=tune.trials_of(arm)) for arm in arms)
+    check_study_size(count_runs(sizes, seeds, arms, shared={"plain": shared} if paired else None) + trials, max_runs,
+                     _size_text(sizes, seeds, arms, shared if paired else [])
+                     + (f" + {_count(trials, 'trial')}" if tune is not None else ""))
+    if tune is not None:
+        overlap = [k for k in tune.space if k in grid or any(
+            isinstance(v, dict) and any(k in settings for settings in v.values()) for v in grid.values())]
+        if overlap:
+            raise StudyError(f"tune.space.{overlap[0]}: also set by the grid; a key is either swept or tuned")
     base = _resolve_base(data.get("base"), origin, read_files)
     sets = data.get("set") or {}
     if not isinstance(sets, typing.Mapping):
@@ -485,12 +520,19 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
         raise StudyError(f"description: expected a string, got {description!r}")
     spec = StudySpec(name=name, base=base, grid=grid,
                      seeds=_parse_seeds(data.get("seeds", 1), base_config.train.seed), paired=paired,
-                     retries=retries, description=description.strip())
+                     retries=retries, description=description.strip(), tune=tune)
     try:
-        spec.cells()  # every combination parses (e.g. method_args.rank only where the method has a rank)
+        cells = spec.cells()  # every combination parses (e.g. method_args.rank only where the method has a rank)
     except StudyError:
         _check_axis_values(spec)  # name the grid key and value when one is wrong on its own
         raise
+    if tune is not None:
+        for cell in cells:  # every bound and choice exists and is in range in every cell (e.g. method_args.rank)
+            try:
+                check_space(tune, to_dict(cell.config), _set_key)
+            except TuneError as exc:
+                where = f" (grid cell {cell.label})" if cell.values else ""
+                raise StudyError(f"{exc}{where}") from None
     return spec
 
 

