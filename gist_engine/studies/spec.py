@@ -454,19 +454,7 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     """
     if isinstance(source, StudySpec):
         return source
-    origin = None
-    if isinstance(source, (str, Path)):
-        data = load_yaml(source)
-        origin = Path(source).resolve().parent
-        default_name = Path(source).stem
-    elif isinstance(source, typing.Mapping):
-        try:
-            data, default_name = dict(check_nesting(dict(source), "study spec", hint="a spec nests about 5 levels "
-                                                    "(grid: {axis: [values]})")), "study"
-        except ConfigError as exc:
-            raise StudyError(str(exc)) from None
-    else:
-        raise StudyError(f"study spec: expected a YAML file or a mapping, got {type(source).__name__}")
+    data, origin, default_name = _read_spec(source)
     unknown = [k for k in data if k not in STUDY_KEYS]
     if unknown:
         raise StudyError(f"unknown study key {unknown[0]!r}; valid keys: {', '.join(STUDY_KEYS)} "
@@ -474,29 +462,9 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     paired, retries = data.get("paired", True), data.get("retries", 1)
     if not isinstance(paired, bool):
         raise StudyError(f"paired: expected true or false, got {paired!r}")
-    tune = None
-    if data.get("tune") is not None:
-        try:
-            tune = parse_tune(data["tune"])
-        except TuneError as exc:
-            raise StudyError(str(exc)) from None
-        if not paired:
-            raise StudyError("tune: a tuned study compares plain and GIST, each tuned with the same budget; remove "
-                             "paired: false")
+    tune = _parse_tune_block(data.get("tune"), paired)
     grid = _parse_grid(data.get("grid"), one_cell, tuned=tune is not None)
-    seeds = _seed_count(data.get("seeds", 1))
-    arms = ARMS if paired else ARMS[:1]  # unpaired: one arm (which one needs the base; the count is the same)
-    sizes = {axis: len(values) for axis, values in grid.items()}
-    shared = plain_shared_axes(grid) if tune is None else []
-    trials = 0 if tune is None else sum(count_runs(sizes, 1, (arm,), trials=tune.trials_of(arm)) for arm in arms)
-    check_study_size(count_runs(sizes, seeds, arms, shared={"plain": shared} if paired else None) + trials, max_runs,
-                     _size_text(sizes, seeds, arms, shared if paired else [])
-                     + (f" + {_count(trials, 'trial')}" if tune is not None else ""))
-    if tune is not None:
-        overlap = [k for k in tune.space if k in grid or any(
-            isinstance(v, dict) and any(k in settings for settings in v.values()) for v in grid.values())]
-        if overlap:
-            raise StudyError(f"tune.space.{overlap[0]}: also set by the grid; a key is either swept or tuned")
+    _check_size(grid, data.get("seeds", 1), paired, tune, max_runs)  # before any seed list or cell is built
     base = _resolve_base(data.get("base"), origin, read_files)
     sets = data.get("set") or {}
     if not isinstance(sets, typing.Mapping):
@@ -521,19 +489,72 @@ def load_study_spec(source: str | Path | typing.Mapping[str, Any] | StudySpec, *
     spec = StudySpec(name=name, base=base, grid=grid,
                      seeds=_parse_seeds(data.get("seeds", 1), base_config.train.seed), paired=paired,
                      retries=retries, description=description.strip(), tune=tune)
+    _check_cells(spec)
+    return spec
+
+
+def _read_spec(source: Any) -> tuple[dict[str, Any], Path | None, str]:
+    """(the spec's mapping, the folder its `base:` path is relative to (None for a mapping), its default name)."""
+    if isinstance(source, (str, Path)):
+        return load_yaml(source), Path(source).resolve().parent, Path(source).stem
+    if isinstance(source, typing.Mapping):
+        try:
+            return dict(check_nesting(dict(source), "study spec", hint="a spec nests about 5 levels "
+                                      "(grid: {axis: [values]})")), None, "study"
+        except ConfigError as exc:
+            raise StudyError(str(exc)) from None
+    raise StudyError(f"study spec: expected a YAML file or a mapping, got {type(source).__name__}")
+
+
+def _parse_tune_block(block: Any, paired: bool) -> TuneSpec | None:
+    """The `tune:` block (None without one); a tuned study must be paired."""
+    if block is None:
+        return None
     try:
-        cells = spec.cells()  # every combination parses (e.g. method_args.rank only where the method has a rank)
-    except StudyError:
-        _check_axis_values(spec)  # name the grid key and value when one is wrong on its own
-        raise
+        tune = parse_tune(block)
+    except TuneError as exc:
+        raise StudyError(str(exc)) from None
+    if not paired:
+        raise StudyError("tune: a tuned study compares plain and GIST, each tuned with the same budget; remove "
+                         "paired: false")
+    return tune
+
+
+def _check_size(grid: dict[str, Any], seeds_value: Any, paired: bool, tune: TuneSpec | None,
+                max_runs: int | None) -> None:
+    """Refuse a study above `max_runs` runs (`count_runs`, arithmetic only; trials included), and a key both swept
+    by the grid and tuned."""
+    seeds = _seed_count(seeds_value)
+    arms = ARMS if paired else ARMS[:1]  # unpaired: one arm (which one needs the base; the count is the same)
+    sizes = {axis: len(values) for axis, values in grid.items()}
+    shared = plain_shared_axes(grid) if tune is None else []
+    trials = 0 if tune is None else sum(count_runs(sizes, 1, (arm,), trials=tune.trials_of(arm)) for arm in arms)
+    check_study_size(count_runs(sizes, seeds, arms, shared={"plain": shared} if paired else None) + trials, max_runs,
+                     _size_text(sizes, seeds, arms, shared if paired else [])
+                     + (f" + {_count(trials, 'trial')}" if tune is not None else ""))
     if tune is not None:
-        for cell in cells:  # every bound and choice exists and is in range in every cell (e.g. method_args.rank)
+        overlap = [k for k in tune.space if k in grid or any(
+            isinstance(v, dict) and any(k in settings for settings in v.values()) for v in grid.values())]
+        if overlap:
+            raise StudyError(f"tune.space.{overlap[0]}: also set by the grid; a key is either swept or tuned")
+
+
+def _check_cells(spec: StudySpec) -> None:
+    """Every cell's run config parses (e.g. method_args.rank only where the method has a rank), naming the grid key
+    and value when one is wrong on its own; a tuned study's bounds and choices exist and are in range in every
+    cell."""
+    try:
+        cells = spec.cells()
+    except StudyError:
+        _check_axis_values(spec)
+        raise
+    if spec.tune is not None:
+        for cell in cells:
             try:
-                check_space(tune, to_dict(cell.config), _set_key)
+                check_space(spec.tune, to_dict(cell.config), _set_key)
             except TuneError as exc:
                 where = f" (grid cell {cell.label})" if cell.values else ""
                 raise StudyError(f"{exc}{where}") from None
-    return spec
 
 
 def load_uploaded_spec(data: bytes | str, file_name: str, *, max_runs: int | None = MAX_RUNS) -> StudySpec:
