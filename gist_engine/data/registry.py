@@ -316,6 +316,40 @@ def _check(name: str, raw: RawDataset, pools: dict[str, Pool | None]) -> None:
         raise DatasetError(f"{name}: the train split holds one class only; classification needs at least 2")
 
 
+def _image_splits(pools: dict[str, Pool | None], raw: RawDataset, image_size: int, mean: Sequence[float],
+                  std: Sequence[float], device: torch.device | str, in_memory: bool,
+                  num_workers: int | None) -> dict[str, ImageSplit | None]:
+    """Each pool as an image split: decoded once into one uint8 tensor on the device (`in_memory`), else streamed
+    (its files checked now, so that an unreadable one fails before training, not mid-run).
+
+    Raises:
+        UnreadableImagesError: naming the bad files of every split at once.
+    """
+    threads = default_threads()
+
+    def build(pool: Pool | None) -> ImageSplit | None:
+        if pool is None:
+            return None
+        labels = torch.from_numpy(pool.labels.copy())
+        if in_memory:
+            images = pool.source.fetch(pool.index, image_size, threads=threads)  # (n, C, S, S) uint8
+            return TensorSplit(images, labels, raw.class_names, mean, std, device)
+        pool.source.check(pool.index, threads=threads)
+        return StreamingSplit(pool.source, pool.index, labels, raw.class_names, mean, std, device, image_size,
+                              num_workers)
+
+    splits: dict[str, ImageSplit | None] = {}
+    bad: list = []
+    for key, pool in pools.items():
+        try:
+            splits[key] = build(pool)
+        except UnreadableImagesError as exc:  # go on, to name the bad files of every split at once
+            bad += exc.errors
+    if bad:
+        raise UnreadableImagesError.of(bad, sum(len(p) for p in pools.values() if p is not None))
+    return splits
+
+
 def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = "cpu", *, max_memory_bytes: int | None = None,
                  num_workers: int | None = None, tokenizer: Any = None, probe_size: int = 0,
@@ -373,30 +407,8 @@ def load_dataset(cfg: DataConfig, image_size: int, mean: Sequence[float], std: S
                 "num_classes": len(raw.class_names), "class_names": list(raw.class_names)}
         return build_text_splits(raw, pools, info, cfg.max_length, tokenizer, device, start)
     stored = sum(len(p) * p.source.channels for p in pools.values() if p is not None) * image_size ** 2
-    limit = IN_MEMORY_MAX_BYTES if max_memory_bytes is None else max_memory_bytes
-    in_memory = stored <= limit
-    threads = default_threads()
-
-    def build(pool: Pool | None) -> ImageSplit | None:
-        if pool is None:
-            return None
-        labels = torch.from_numpy(pool.labels.copy())
-        if in_memory:
-            images = pool.source.fetch(pool.index, image_size, threads=threads)  # (n, C, S, S) uint8
-            return TensorSplit(images, labels, raw.class_names, mean, std, device)
-        pool.source.check(pool.index, threads=threads)  # unreadable files fail now, not mid-run
-        return StreamingSplit(pool.source, pool.index, labels, raw.class_names, mean, std, device, image_size,
-                              num_workers)
-
-    splits: dict[str, ImageSplit | None] = {}
-    bad: list = []
-    for key, pool in pools.items():
-        try:
-            splits[key] = build(pool)
-        except UnreadableImagesError as exc:  # go on, to name the bad files of every split at once
-            bad += exc.errors
-    if bad:
-        raise UnreadableImagesError.of(bad, sum(len(p) for p in pools.values() if p is not None))
+    in_memory = stored <= (IN_MEMORY_MAX_BYTES if max_memory_bytes is None else max_memory_bytes)
+    splits = _image_splits(pools, raw, image_size, mean, std, device, in_memory, num_workers)
     info = {
         "name": cfg.dataset, "title": spec.title, "source": spec.source, "read_from": raw.where,
         "licence": spec.licence, "split": note, "seed": cfg.seed, "few_shot": cfg.few_shot,
