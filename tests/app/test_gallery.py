@@ -101,7 +101,8 @@ def test_a_recorded_two_seed_interval_is_shown_clipped_with_its_note(mgr):
     wide = [r for r in bundle["results"] if r["n"] == 2 and r["delta_ci_low"] < -1.0]
     assert wide, "the shipped study records a bare 2-seed t-interval below -100 points"
     at = _open(mgr)
-    table = next(d.value for d in at.dataframe if "95% CI" in d.value.columns)
+    labels = {r["label"] for r in wide}  # the temperature study's table (the budget study's comes first)
+    table = next(d.value for d in at.dataframe if "95% CI" in d.value.columns and labels <= set(d.value["cell"]))
     shown = dict(zip(table["cell"], table["95% CI"], strict=True))
     for r in wide:
         assert shown[r["label"]] == f"[-100.00, {100 * r['delta_ci_high']:+.2f}]{ge.FEW_SEEDS_MARK}"

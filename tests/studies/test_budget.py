@@ -186,3 +186,34 @@ def test_recording_into_a_work_dir_continues_its_study(tmp_path):
 
 
 GALLERY = Path(__file__).resolve().parents[2] / "assets" / "gallery"
+
+
+def test_the_recorded_budget_study_holds_the_verdict_after_each_of_its_8_epochs():
+    """Red until `python -m gist_engine runs gallery record study-budget` has written the bundle (about 45 minutes on
+    2 CPU cores); then it checks that the recording is the spec's: 6 completed runs, 3 paired seeds at every epoch."""
+    from gist_engine.runs.gallery import read_manifest
+
+    manifest = read_manifest(GALLERY / "study-budget")
+    assert manifest["kind"] == "study" and manifest["study"]["status"] == "completed"
+    assert manifest["command"] == "python -m gist_engine runs gallery record study-budget"
+    assert len(manifest["runs"]) == 6 and all(r["status"] == "completed" for r in manifest["runs"])
+    assert [r["epoch"] for r in manifest["budget"]] == [float(e) for e in range(1, 9)]
+    assert all(r["n"] == 3 and r["delta_ci_low"] is not None for r in manifest["budget"])
+    assert manifest["budget"][-1]["delta_mean"] == pytest.approx(manifest["results"][0]["delta_mean"])
+
+
+
+def test_the_budget_study_is_the_gallery_s_first_entry_with_a_two_sentence_caption():
+    import yaml
+
+    from gist_engine.studies import load_study_spec
+
+    entry = yaml.safe_load((GALLERY / "gallery.yaml").read_text())["entries"][0]
+    assert entry["name"] == "study-budget" and entry["study"] == "../studies/budget.yaml"
+    sentences = [s for s in entry["description"].split(". ") if s.strip()]
+    assert len(sentences) == 2 and "one 8-epoch schedule" in entry["description"]
+    spec = load_study_spec(GALLERY / entry["study"])
+    (cell,) = spec.cells()
+    train = cell.config.train
+    assert (spec.planned, list(spec.seeds), spec.paired) == (6, [0, 1, 2], True)
+    assert (train.epochs, train.eval_every, cell.config.data.train_size, cell.config.data.test_size) == (8, 1, 500, 300)
