@@ -39,6 +39,8 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "StoreError", "check_id", "clip_interval", "format_table", "interval_note", "is_id", "paired_delta",
         "paired_result", "printable", "run_compare", "summarise",
     ),
+    ".runs.adapter": ("adapter_archive", "adapter_file_name",),
+    ".runs.queue": ("QueuePlace", "queue_place",),
     ".runs.gallery": (
         "GalleryError", "gallery_examples", "import_gallery", "import_gallery_entry", "list_gallery",
         "remove_gallery_example",
@@ -48,7 +50,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "STUDY_STATUSES", "StudyError", "StudyInfo", "StudyJob",
         "StudySpec", "create_study", "delete_study", "export_study", "format_study", "get_study", "list_studies",
         "load_study_spec", "load_uploaded_spec", "ray_available", "resume_study", "run_study", "start_study",
-        "study_curve", "study_matrix", "study_results", "study_runs",
+        "stop_study_cell", "study_curve", "study_matrix", "study_results", "study_runs",
     ),
     ".text_model": ("GistTextEncoder",),
     ".train": ("Callback", "Trainer", "TrainResult", "train",),

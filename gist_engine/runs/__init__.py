@@ -12,7 +12,8 @@ to final status), `workers` (the worker pool: queue, device slots, threads, hear
 run's folder, new row and snapshot), `manager` (RunManager: the facade of submit, stop, resume, reads), `compare`
 (paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any set of runs, and its
 text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables and MLflow), `ids`
-(the id formats, names as text, removals and copies kept inside the data directory). The engine's background threads
+(the id formats, names as text, removals and copies kept inside the data directory), `queue` (a queued run's
+place and ETA), `adapter` (a finished run's trained tensors and config as one zip). The engine's background threads
 live here.
 
 Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `store`, `pairs`, `stats`,
@@ -23,11 +24,13 @@ Importing the package imports none of its modules (PEP 562, as `gist_engine` its
 from .._lazy import lazy_exports
 
 EXPORTS: dict[str, tuple[str, ...]] = {
+    ".adapter": ("adapter_archive", "adapter_file_name"),
     ".compare": ("paired_configs", "run_compare", "summarise"),
     ".export": ("EXPORT_FORMATS", "read_export"),
     ".ids": ("InvalidId", "check_id", "check_name", "is_id", "printable"),
     ".manager": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS", "RunManager"),
     ".pairs": ("ArmRun", "PairedResult", "SeedPair", "format_table", "paired_result"),
+    ".queue": ("QueuePlace", "queue_place"),
     ".recorder": ("StoreWriter",),
     ".stats": ("DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta", "t_interval"),
     ".store": ("MIGRATIONS", "SCHEMA_VERSION", "RunError", "RunNotFound", "RunSnapshot", "RunStore", "StoreError",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, RunConfig, load_run_config, to_dict
+from ..status import RunStatus
 from ..train import Callback, package_versions
 from . import execute, records, workers
 from .compare import paired_configs, seed_list
@@ -181,6 +182,18 @@ class RunManager:
         A run owned by another process is flagged; that process stops it at its next heartbeat.
         """
         self.pool.stop(run_id)
+
+    def stop_group(self, group_id: str) -> list[str]:
+        """Stop every queued and running run of a group in one call; returns their ids (empty: none was active).
+
+        The queued runs stop first, so that none of them starts when a running one ends; a running one stops
+        within one step (`stop`). RunNotFound for an unknown group.
+        """
+        self.store.group_row(group_id)
+        active = [s for s in self.list(group_id=group_id) if s.status in ACTIVE]
+        for snap in sorted(active, key=lambda s: s.status == RunStatus.RUNNING):  # queued first
+            self.stop(snap.id)
+        return [s.id for s in active]
 
     def _refuse_example(self, run_id: str, action: str) -> None:
         """RunError when the run is a read-only gallery example."""

@@ -15,6 +15,7 @@ Public API (what the CLI and the app's Studies page use):
 - `create_study(spec, root) -> id`, `run_study(spec | id, root, backend=...) -> id` (blocking),
   `start_study(...) -> StudyJob` (a background thread), `resume_study(id, root)`: completed runs never run again;
   a failed run is retried `retries` times, then the study goes on without it.
+- `stop_study_cell(id, cell, manager)`: stop a cell's queued and running runs in one call.
 - `list_studies(root)`, `get_study(id, root) -> StudyInfo`, `delete_study(id, root)`.
 - `study_runs(id, root)`: one row per planned run (cell, seed, arm, run id, status, accuracies): the grid of
   statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
@@ -30,7 +31,7 @@ Public API (what the CLI and the app's Studies page use):
 """
 
 from .backends import BACKENDS, LocalBackend, RayBackend, ray_available
-from .driver import StudyJob, create_study, resume_study, run_study, start_study
+from .driver import StudyJob, create_study, resume_study, run_study, start_study, stop_study_cell
 from .gallery import export_study_bundle
 from .results import (
     FEW_SEEDS_MARK,
@@ -62,4 +63,4 @@ __all__ = ["ARMS", "BACKENDS", "FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "MAX_RUNS", "
            "StudySpec", "StudyStore", "count_runs", "create_study", "delete_study", "export_study",
            "export_study_bundle", "format_study", "get_study", "list_studies", "load_study_spec", "load_uploaded_spec",
            "ray_available", "resume_study", "run_study",
-           "start_study", "study_curve", "study_matrix", "study_results", "study_runs"]
+           "start_study", "stop_study_cell", "study_curve", "study_matrix", "study_results", "study_runs"]
