@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import run_actions
 import services
 import state
 import streamlit as st
@@ -280,7 +281,7 @@ def _cell_text(r: Any) -> str:
 
 
 def cell_links(runs: pd.DataFrame) -> None:
-    """Pick a cell; open its runs in Compare (its paired group) or one of them in Live."""
+    """Pick a cell; open its runs in Compare (its paired group) or one of them in Live; stop its runs at once."""
     cell, run, compare, live = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
     label = cell.selectbox("Cell", list(dict.fromkeys(runs["label"])), key="studies.cell")
     mine = runs[(runs["label"] == label) & runs["run_id"].notna()]
@@ -293,6 +294,9 @@ def cell_links(runs: pd.DataFrame) -> None:
         st.switch_page(state.COMPARE, query_params={"group": gid} if gid else {"runs": ids})
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)
+    cell_rows = runs[runs["label"] == label]  # pending runs too: the cell's index
+    run_actions.stop_cell_button(state.manager(), runs.attrs.get("study"), int(cell_rows["cell"].iloc[0]),
+                                 list(cell_rows["status"]))
 
 
 # ------------------------------------------------------------------------------------------------- results

@@ -4,6 +4,7 @@ import time
 
 import charts
 import readouts
+import run_actions
 import state
 import streamlit as st
 import widgets
@@ -16,13 +17,13 @@ if wanted and wanted not in by_id:  # older than the list's limit, or deleted (a
     if (older := state.get_run(mgr, wanted)) is not None:
         by_id = {wanted: older, **by_id}
     else:
-        st.warning(state.missing_run(wanted) + (" Showing the newest run instead." if by_id else ""))
+        st.warning(state.missing_run(wanted) + (" Showing another run instead." if by_id else ""))
 if not by_id:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
-run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
-                      format_func=lambda i: state.run_label(by_id[i]))
+run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(run_actions.default_run(by_id, wanted)),
+                      format_func=lambda i: state.run_label(by_id[i]))  # the training one, never a queued one first
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
 snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
 cfg = snap.config
@@ -35,6 +36,7 @@ if snap.status in state.ACTIVE and stop.button("Stop", icon=":material/stop:", t
     st.rerun()
 if snap.status in ("stopped", "interrupted", "failed"):
     readouts.resume_or_rerun(mgr, snap, state.open_run)
+run_actions.live_notes(snap, runs)  # remembered as watched; a queued run's place, a finished run's adapter
 options = readouts.live_options()
 
 
