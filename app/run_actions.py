@@ -144,3 +144,10 @@ def pair_label(cfg: dict[str, Any], seeds: int, ready: bool) -> str:
     except Exception:  # an estimate is an aid: the button keeps its plain label
         each = None
     return label if each is None else f"{label} ({2 * seeds} runs, about {duration(2 * seeds * each)} on this machine)"
+
+
+def pair_button(where: Any, cfg: dict[str, Any], seeds: int, ready: bool) -> bool:
+    """The paired launch's button (`pair_label`; its label wraps rather than being cut in a narrow column); whether
+    it was clicked. Disabled until the config is `ready` and `seeds` is in range (0: not)."""
+    return where.button(pair_label(cfg, seeds, ready), icon=":material/compare_arrows:", wrap=True,
+                        disabled=not (ready and seeds))
