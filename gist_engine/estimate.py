@@ -17,7 +17,7 @@ from .data import TEST_FRACTION
 from .train import TrainStep, make_optimizer, param_groups, resolve_device
 
 START_SECONDS = 0.5  # a run's own start-up beside the model build (store, threads), added to every estimate
-REPEATS = 3  # timed passes per batch size after the warm-up pass; the fastest counts (another process's burst
+REPEATS = 2  # timed passes per batch size after the warm-up pass; the faster counts (another process's burst
 # only ever adds time)
 
 
@@ -94,7 +94,7 @@ def measure_throughput(model: nn.Module, batch: int, device: str = "auto", cpu_t
 
     data = {n: inputs(n) for n in sizes}
     twin.train()
-    warm = _fastest(sync(lambda: step(*data[sizes[1]])), 1)
+    warm = _fastest(sync(lambda: step(*data[sizes[0]])), 1)  # the first pass: allocator and kernel warm-up
     train_t = [_fastest(sync(lambda n=n: step(*data[n])), REPEATS) for n in sizes]
     twin.eval()
     with torch.inference_mode():
@@ -102,7 +102,7 @@ def measure_throughput(model: nn.Module, batch: int, device: str = "auto", cpu_t
     per_step, per_image = _fit(sizes[0], train_t[0], sizes[1], train_t[1])
     per_batch, per_eval = _fit(sizes[0], eval_t[0], sizes[1], eval_t[1])
     return {"train_s_per_image": per_image, "train_s_per_step": per_step, "eval_s_per_image": per_eval,
-            "eval_s_per_batch": per_batch, "warmup_s": max(0.0, warm - train_t[1]), "device": str(dev),
+            "eval_s_per_batch": per_batch, "warmup_s": max(0.0, warm - train_t[0]), "device": str(dev),
             "threads": torch.get_num_threads(), "batches": list(sizes)}
 
 

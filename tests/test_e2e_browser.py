@@ -490,6 +490,8 @@ def test_live_default_queue_group_stop_and_adapter_download(server: str, page, t
     import zipfile
 
     with _keep_failure(page, "run_you_care_about"):
+        page.goto(server)
+        page.get_by_text("Estimated time here").wait_for(timeout=180_000)  # a cold server when run alone
         _smoke_preset(page, server)
         _type(page, "Epochs", "2")
         page.get_by_role("button", name="Launch run").click()
@@ -531,7 +533,7 @@ def test_live_default_queue_group_stop_and_adapter_download(server: str, page, t
         stop.click()
         sync_api.expect(page.get_by_role("button", name="Stop the group (0 active)")).to_be_disabled(timeout=60_000)
         page.goto(f"{server}/live?run={training}")
-        page.get_by_role("button", name="Stop", exact=True).click()
+        page.get_by_test_id("stBaseButton-primary").filter(has_text="Stop").click()  # not the header's Stop
         page.get_by_text(re.compile(r"^stopped$")).first.wait_for(timeout=60_000)
         _no_exception(page)
 
