@@ -16,7 +16,7 @@ import services
 import streamlit as st
 
 import gist_engine as ge
-from gist_engine.status import ACTIVE, RunStatus
+from gist_engine.status import ACTIVE, RESUMABLE, RunStatus
 
 # ---------------------------------------------------------------------------------------------------------------- runs
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.COMPLETED: "green",
@@ -88,7 +88,10 @@ def end_metrics_row(snapshot: Any) -> None:
 
 def resume_or_rerun(mgr: Any, snapshot: Any, open_run: Any) -> None:
     """Resume (from the last training state, when one was saved) and Rerun (same config, a new run) buttons for a
-    stopped, interrupted or failed run; `open_run(run_id)` goes to the new run's live page."""
+    stopped, interrupted or failed run (nothing for another status); `open_run(run_id)` goes to the new run's live
+    page."""
+    if snapshot.status not in RESUMABLE:
+        return
     saved = (snapshot.run_dir / fmt.STATE_FILE).exists()
     cols = st.columns([1, 1, 3], vertical_alignment="center")
     if cols[0].button("Resume", icon=":material/play_arrow:", key="live.resume", disabled=not saved,

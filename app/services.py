@@ -343,17 +343,20 @@ def describe_config(config: ge.RunConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 @st.cache_data(show_spinner=False)
-def _throughput(key: str, batch: int, _cfg: ge.RunConfig) -> dict[str, Any]:
-    """`ge.measure_throughput` of the model of `key` (measured once per model and batch) and its `build_s`."""
+def _throughput(key: str, batch: int, how: str, _cfg: ge.RunConfig) -> dict[str, Any]:
+    """`ge.measure_throughput` of the model of `key` trained as `how` says (device, precision, threads: measured
+    once per model, batch and `how`) and its `build_s`."""
     start = time.perf_counter()
     model = model_for_config(_cfg)
     build_s = time.perf_counter() - start
     with _inspection_lock():
-        return {**ge.measure_throughput(model, batch, _cfg.train.device, _cfg.train.cpu_threads), "build_s": build_s}
+        return {**ge.measure_throughput(model, batch, _cfg.train.device, _cfg.train.cpu_threads, _cfg),
+                "build_s": build_s}
 
 
 def estimate_run(config: ge.RunConfig | dict[str, Any]) -> dict[str, Any]:
-    """A rough run-time estimate on this machine: one measured training step, scaled to the schedule.
+    """A run-time estimate on this machine: the trainer's step and evaluation timed (`ge.measure_throughput`),
+    scaled to the schedule (`ge.estimate_run_time`).
 
     Returns:
         `ge.estimate_run_time`'s dict: `seconds` (total), `steps`, `train_images`, `test_images`, `evals`, the
@@ -361,8 +364,10 @@ def estimate_run(config: ge.RunConfig | dict[str, Any]) -> dict[str, Any]:
     """
     cfg = ge.load_run_config(config)
     entry = next((d for d in list_datasets(modality=None) if d["dataset"] == cfg.data.dataset), None) or {}
-    batch = min(4, cfg.train.batch_size)
-    return ge.estimate_run_time(cfg, _throughput(_model_key(cfg)[0], batch, cfg), entry.get("images"),
+    batch = min(8, cfg.train.batch_size)  # timed at batch // 4 and batch: the fixed and per-image parts of a step
+    tc = cfg.train
+    how = json.dumps([tc.device, tc.precision, tc.frozen_dtype, tc.cpu_threads])
+    return ge.estimate_run_time(cfg, _throughput(_model_key(cfg)[0], batch, how, cfg), entry.get("images"),
                                 entry.get("classes"))
 
 

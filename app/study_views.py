@@ -11,12 +11,14 @@ import charts
 import fmt
 import pandas as pd
 import panels
+import run_actions
 import services
 import state
 import streamlit as st
 import yaml
 
 import gist_engine as ge
+from gist_engine.status import RunStatus
 
 STUDIES = "views/studies.py"  # this page, as registered in streamlit_app.py
 BUILTIN_DIR = services.ASSETS / "studies"  # the built-in study specs
@@ -220,7 +222,7 @@ def controls(info: Any, job: Any, where: Any) -> bool:
 
 
 def cell_links(runs: pd.DataFrame) -> None:
-    """Pick a cell; open its runs in Compare (its paired group) or one of them in Live."""
+    """Pick a cell; open its runs in Compare (its paired group) or one of them in Live; stop its runs at once."""
     cell, run, compare, live = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
     label = cell.selectbox("Cell", list(dict.fromkeys(runs["label"])), key="studies.cell")
     mine = runs[(runs["label"] == label) & runs["run_id"].notna()]
@@ -233,6 +235,9 @@ def cell_links(runs: pd.DataFrame) -> None:
         st.switch_page(state.COMPARE, query_params={"group": gid} if gid else {"runs": ids})
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)
+    cell_rows = runs[runs["label"] == label]  # pending runs too: the cell's index
+    run_actions.stop_cell_button(state.manager(), runs.attrs.get("study"), int(cell_rows["cell"].iloc[0]),
+                                 list(cell_rows["status"]))
 
 
 # ------------------------------------------------------------------------------------------------- tuning
@@ -242,7 +247,7 @@ def tuning_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{
         "cell": r["label"], "arm": "GIST" if r["arm"] == "gist" else "plain",
         "trials": f"{r['settled']}/{r['trials']}" if r["trials"] else "not tuned",
-        "pruned": r["pruned"], "running": r["running"],
+        "pruned": r["pruned"], "in progress": r[RunStatus.RUNNING],
         "chosen": ("base config" if r["values"] == {} else "choosing..." if r["values"] is None
                    else ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in r["values"].items())),

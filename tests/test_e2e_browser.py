@@ -1,5 +1,6 @@
 """End to end in Debian's Chromium: launch a tiny run, watch its curves update, stop it, open the attention page;
-search and delete runs, refused form values and oversized data sizes that block Launch, a finished run's metrics.
+search and delete runs, refused form values and oversized data sizes that block Launch, a finished run's metrics;
+the run Live opens by default, a queued run's place, a group stopped in one click, a finished run's adapter zip.
 
 Starts `streamlit run app/streamlit_app.py` on a free port with a fresh GIST_DATA_DIR, drives /usr/bin/chromium
 through Playwright (never `playwright install`), saves screenshots of every page to tests/artifacts/ (a lesson's
@@ -480,6 +481,61 @@ def test_study_of_two_cells(server: str, page) -> None:
         page.get_by_text("3 of 3 runs settled").first.wait_for(timeout=120_000)
         _no_exception(page)
         _shot(page, "12_studies", full_page=True)
+
+
+def test_live_default_queue_group_stop_and_adapter_download(server: str, page, tmp_path: Path) -> None:
+    """A finished run's adapter downloads as one zip (safetensors + config + manifest); with a long run training and
+    a paired group queued behind it, Live opened from the menu shows the training run (not the newest, queued, one),
+    a queued run says its place in line, and Compare stops the whole group in one click."""
+    import zipfile
+
+    with _keep_failure(page, "run_you_care_about"):
+        page.goto(server)
+        page.get_by_text("Estimated time here").wait_for(timeout=180_000)  # a cold server when run alone
+        _smoke_preset(page, server)
+        _type(page, "Epochs", "2")
+        page.get_by_role("button", name="Launch run").click()
+        page.wait_for_url(re.compile(r"/live\?run=\w+"))
+        done = page.url.split("run=")[1]
+        page.get_by_text(re.compile(r"^completed$")).first.wait_for(timeout=120_000)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Download the adapter (.zip)").click()
+        assert download.value.suggested_filename == f"gist-adapter-{done}.zip"
+        download.value.save_as(tmp_path / "adapter.zip")
+        with zipfile.ZipFile(tmp_path / "adapter.zip") as zf:
+            assert sorted(zf.namelist()) == ["adapter.safetensors", "config.yaml", "manifest.json"]
+            assert json.loads(zf.read("manifest.json"))["run_id"] == done
+            assert "backbone: test_vit" in zf.read("config.yaml").decode()
+
+        _smoke_preset(page, server)
+        _type(page, "Epochs", "300")  # long enough to stay training while the rest happens
+        page.get_by_role("button", name="Launch run").click()
+        page.wait_for_url(re.compile(r"/live\?run=\w+"))
+        training = page.url.split("run=")[1]
+        page.get_by_text(re.compile(r"step \d+ / 4800")).wait_for(timeout=90_000)
+        _smoke_preset(page, server)
+        _type(page, "Epochs", "300")
+        _type(page, "Seeds", "1", role="spinbutton")
+        pair = page.get_by_role("button", name=re.compile(
+            r"^Launch plain vs GIST × 1 seeds \(2 runs, about \d+ (s|min) on this machine\)"))
+        pair.click()
+        page.wait_for_url(re.compile(r"/compare\?group=\w+"))
+        group = page.url.split("group=")[1]
+        page.get_by_role("link", name="Live").first.click()  # from the menu: no ?run=
+        page.wait_for_url(re.compile(rf"/live\?run={training}$"), timeout=90_000)
+        page.get_by_role("combobox", name="Run").click()
+        page.get_by_role("option", name=re.compile(r" · queued · ")).first.click()
+        page.get_by_text(re.compile(r"Queued: number [12] in line on cpu, after 1 run training now")).wait_for(
+            timeout=90_000)
+        _shot(page, "14_live_queued")
+        page.goto(f"{server}/compare?group={group}")
+        stop = page.get_by_role("button", name="Stop the group (2 active)")
+        stop.click()
+        sync_api.expect(page.get_by_role("button", name="Stop the group (0 active)")).to_be_disabled(timeout=60_000)
+        page.goto(f"{server}/live?run={training}")
+        page.get_by_test_id("stBaseButton-primary").filter(has_text="Stop").click()  # not the header's Stop
+        page.get_by_text(re.compile(r"^stopped$")).first.wait_for(timeout=60_000)
+        _no_exception(page)
 
 
 def test_gallery_first_chart_for_a_new_user(fresh_server: str, page) -> None:

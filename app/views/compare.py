@@ -4,6 +4,7 @@ import charts
 import fmt
 import pandas as pd
 import panels
+import run_actions
 import services
 import state
 import streamlit as st
@@ -28,7 +29,9 @@ if mode == "Paired group" and groups:
     gid = st.selectbox("Group", ids, index=ids.index(wanted_group) if wanted_group in ids else 0,
                        format_func=lambda g: fmt.group_label(groups[g], counts[g]))
     st.query_params.update(group=gid)
-    picked = [r.id for r in mgr.list(group_id=gid)]
+    members = mgr.list(group_id=gid)
+    picked = [r.id for r in members]
+    run_actions.stop_group_button(mgr, gid, members, "compare.stop_group")  # its queued and running runs at once
 else:
     gid = None
     picked = st.multiselect("Runs", list(runs), default=[r for r in wanted_runs if r in runs],

@@ -2,6 +2,7 @@
 
 import forms
 import panels
+import run_actions
 import services
 import state
 import streamlit as st
@@ -72,8 +73,7 @@ one, pair, seeds = st.columns([1, 1.3, 0.8], vertical_alignment="bottom")
 n_seeds, seeds_ok = forms.seeds_input(seeds, MAX_SEEDS)
 if one.button("Launch run", type="primary", icon=":material/play_arrow:", disabled=info is None):
     state.launch(cfg, name)
-if pair.button(f"Launch plain vs GIST × {n_seeds} seeds", icon=":material/compare_arrows:",
-               disabled=info is None or not seeds_ok):
+if run_actions.pair_button(pair, cfg, int(n_seeds) if seeds_ok else 0, info is not None):  # its runs and time
     state.launch(cfg, name, int(n_seeds))
 st.caption(f"The run is named **{name}**" + ("" if cfg.get("name") else " (type your own under *Run name*)") + ".")
 with st.expander("Copy as CLI"):

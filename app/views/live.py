@@ -5,10 +5,11 @@ import time
 import charts
 import fmt
 import panels
+import run_actions
 import state
 import streamlit as st
 
-from gist_engine.status import ACTIVE, RESUMABLE
+from gist_engine.status import ACTIVE
 
 mgr = state.manager()
 runs = mgr.list(limit=200)
@@ -18,13 +19,13 @@ if wanted and wanted not in by_id:  # older than the list's limit, or deleted (a
     if (older := state.get_run(mgr, wanted)) is not None:
         by_id = {wanted: older, **by_id}
     else:
-        st.warning(state.missing_run(wanted) + (" Showing the newest run instead." if by_id else ""))
+        st.warning(state.missing_run(wanted) + (" Showing another run instead." if by_id else ""))
 if not by_id:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
-run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(wanted) if wanted in by_id else 0,
-                      format_func=lambda i: fmt.run_label(by_id[i]))
+run_id = st.selectbox("Run", list(by_id), index=list(by_id).index(run_actions.default_run(by_id, wanted)),
+                      format_func=lambda i: fmt.run_label(by_id[i]))  # the training one, never a queued one first
 st.query_params["run"] = run_id  # a reload or a second tab re-attaches to this run
 snap = state.shown_run(mgr, run_id)  # stops here if deleted since the list was read: nothing to poll
 cfg = snap.config_dict  # as stored: a run of another release still shows
@@ -35,8 +36,8 @@ with head:
 if snap.status in ACTIVE and stop.button("Stop", icon=":material/stop:", type="primary"):
     mgr.stop(run_id)
     st.rerun()
-if snap.status in RESUMABLE:
-    panels.resume_or_rerun(mgr, snap, state.open_run)
+panels.resume_or_rerun(mgr, snap, state.open_run)  # a stopped, interrupted or failed run
+run_actions.live_notes(snap, runs)  # remembered as watched; a queued run's place, a finished run's adapter
 options = panels.live_options()
 
 
@@ -61,8 +62,7 @@ def live_view() -> None:
         else:
             acc.info("Accuracy of both heads and their agreement appear after the first evaluation (set "
                      "train.probe_every for a curve during training).")
-    times = st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])
-    times.append(1000 * (time.perf_counter() - tick))
+    (times := st.session_state.setdefault(state.FRAGMENT_MS_KEY, [])).append(1000 * (time.perf_counter() - tick))
     st.caption(f"step {s.step} · refreshed in {times[-1]:.0f} ms")
     if s.status != snap.status:
         st.rerun()  # the status changed: redraw the page (stops polling once the run has ended)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import fmt
 import panels
+import run_actions
 import services
 import state
 import streamlit as st
@@ -13,7 +14,7 @@ mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the fir
 for kind, lines in st.session_state.pop(state.RUNS_FLASH_KEY, {}).items():  # what the last delete did
     for line in lines:
         getattr(st, kind)(line)
-frame = fmt.runs_frame(mgr.list())
+frame = fmt.runs_frame(everything := mgr.list())
 if frame.empty:
     st.info("No runs yet: start one on the Launch page.")
     st.page_link(state.LAUNCH, label="Launch a run", icon=":material/rocket_launch:")
@@ -41,6 +42,7 @@ confirm = b4.checkbox(f"Confirm deleting {len(picked)} run(s)", disabled=not pic
 if b4.button("Delete selected", disabled=not (picked and confirm), icon=":material/delete:"):
     state.delete_runs(mgr, picked, dict(zip(frame.id, frame.name, strict=True)))
     st.rerun()  # a fresh table: no row selected, the confirmation cleared, what was deleted said on top
+run_actions.selection_actions(mgr, picked, everything)  # stop their group in one click; a finished run's adapter
 if len(picked) == 1:
     with st.expander("Export this run's metrics"):
         for kind in ["csv", *(["mlflow"] if services.mlflow_available() else [])]:

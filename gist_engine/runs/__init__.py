@@ -15,8 +15,9 @@ of a group and the exports, without torch), `manager` (RunManager: a RunReader t
 resumes), `compare` (paired configs, `run_compare` in the foreground), `pairs` (the verdict: `PairedResult` from any
 set of runs, and its text), `stats` (the one t-interval, clipped, and the paired delta), `export` (CSV/Parquet tables
 and MLflow), `ids` (the id formats, names as text, removals and copies kept inside the data directory), `gallery`
-(recorded bundles: listed, checked, imported) and `recording` (bundles exported and recorded). The engine's
-background threads live here.
+(recorded bundles: listed, checked, imported), `recording` (bundles exported and recorded), `queue` (a queued
+run's place and ETA) and `adapter` (a finished run's trained tensors and config as one zip). The engine's background
+threads live here.
 
 Importing the package imports none of its modules (PEP 562, as `gist_engine` itself): `reader`, `records`, `store`,
 `pairs`, `stats`, `ids`, `export` and `gallery` read the store, the verdict and the gallery without torch;
@@ -26,12 +27,14 @@ Importing the package imports none of its modules (PEP 562, as `gist_engine` its
 from .._lazy import lazy_exports
 
 EXPORTS: dict[str, tuple[str, ...]] = {
+    ".adapter": ("adapter_archive", "adapter_file_name"),
     ".compare": ("paired_configs", "run_compare", "summarise"),
     ".export": ("EXPORT_FORMATS", "read_export"),
     ".ids": ("InvalidId", "check_id", "check_name", "is_id", "printable"),
     ".manager": ("RunManager",),
     ".pairs": ("ArmRun", "PairedResult", "SeedPair", "format_table", "paired_result"),
     ".reader": ("RunReader",),
+    ".queue": ("QueuePlace", "queue_place"),
     ".recorder": ("StoreWriter",),
     ".records": ("ACTIVE", "RESUMABLE", "STATUSES", "STEP_KEYS"),
     ".stats": ("DELTA_BOUNDS", "Interval", "clip_interval", "interval_note", "paired_delta", "t_interval"),

@@ -182,6 +182,18 @@ class RunManager(RunReader):
         """
         self.pool.stop(run_id)
 
+    def stop_group(self, group_id: str) -> list[str]:
+        """Stop every queued and running run of a group in one call; returns their ids (empty: none was active).
+
+        The queued runs stop first, so that none of them starts when a running one ends; a running one stops
+        within one step (`stop`). RunNotFound for an unknown group.
+        """
+        self.store.group_row(group_id)
+        active = [s for s in self.list(group_id=group_id) if s.status in ACTIVE]
+        for snap in sorted(active, key=lambda s: s.status == RunStatus.RUNNING):  # queued first
+            self.stop(snap.id)
+        return [s.id for s in active]
+
     def _refuse_example(self, run_id: str, action: str) -> None:
         """RunError when the run is a read-only gallery example."""
         row = self.store.run_row(run_id, "name, owner")

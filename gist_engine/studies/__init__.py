@@ -15,6 +15,7 @@ Public API (what the CLI and the app's Studies page use):
 - `create_study(spec, root) -> id`, `run_study(spec | id, root, backend=...) -> id` (blocking),
   `start_study(...) -> StudyJob` (a background thread), `resume_study(id, root)`: completed runs never run again;
   a failed run is retried `retries` times, then the study goes on without it.
+- `stop_study_cell(id, cell, manager)`: stop a cell's queued and running runs in one call.
 - `list_studies(root)`, `get_study(id, root) -> StudyInfo`, `delete_study(id, root)`.
 - `study_runs(id, root)`: one row per planned run (cell, seed, arm, run id, status, accuracies): the grid of
   statuses; `study_results(id, root)`: one row per cell (per-seed accuracies of both arms, mean GIST - plain with
@@ -45,7 +46,8 @@ from . import gallery as gallery  # registers the `study` kind of gallery bundle
 
 EXPORTS: dict[str, tuple[str, ...]] = {
     ".backends": ("BACKENDS", "LocalBackend", "RayBackend", "ray_available"),
-    ".driver": ("StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study"),
+    ".driver": ("StudyJob", "create_study", "delete_study", "resume_study", "run_study", "start_study",
+                "stop_study_cell"),
     ".recording": ("export_study_bundle",),
     ".results": ("FEW_SEEDS_MARK", "FEW_SEEDS_NOTE", "STUDY_EXPORTS", "budget_table", "export_study", "format_budget",
                  "format_study", "study_budget", "study_curve", "study_matrix", "study_results", "study_runs",

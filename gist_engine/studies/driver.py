@@ -19,6 +19,7 @@ from ..runs import ACTIVE, RunManager, RunNotFound, RunReader, RunStore, is_id
 from ..status import WITH_RESULT, RunStatus
 from ..train import FAILED, STOPPED, package_versions
 from .backends import BACKENDS
+from .results import study_runs
 from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import COMPLETED as STUDY_COMPLETED
 from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, Root, StudyStore
@@ -145,6 +146,34 @@ def resume_study(study_id: str, root: Root = None, backend: str | None = None, *
         info = s.get(study_id)
         s.refuse_example(study_id, "resume")
     return run_study(study_id, root, backend or info.backend, **kwargs)
+
+
+def stop_study_cell(study_id: str, cell: int, manager: RunManager) -> list[str]:
+    """Stop every queued and running run of one cell of a study in one call; returns their ids (none: empty).
+
+    The queued runs stop first, so that none of them starts when a running one ends (`RunManager.stop`). A plain
+    run shared by the cells of gist-only axes (`StudySpec.shared_axes`) belongs to each of them and stops for all.
+    A study driver still running sees them `stopped`: resuming the study continues them from their last training
+    state.
+
+    Args:
+        study_id: The study.
+        cell: The cell's index (`study_runs`' `cell` column).
+        manager: The RunManager whose store holds the study's runs.
+
+    Raises:
+        StudyError: an unknown study, or a cell it does not have (its cells are named).
+    """
+    runs = study_runs(study_id, manager)
+    if cell not in set(runs["cell"]):
+        raise StudyError(f"study {study_id} has no cell {cell!r}; its cells are "
+                         f"{', '.join(map(str, sorted(set(runs['cell']))))}")
+    mine = runs[(runs["cell"] == cell) & runs["status"].isin(ACTIVE)]
+    statuses = dict(zip(mine["run_id"], mine["status"], strict=True))  # a shared plain run is listed once
+    ordered = sorted(statuses.items(), key=lambda r: r[1] == RunStatus.RUNNING)
+    for run_id, _ in ordered:  # queued first
+        manager.stop(run_id)
+    return [run_id for run_id, _ in ordered]
 
 
 class _Driver:

@@ -97,6 +97,14 @@ class FakeRunManager:
         self.stopped.append(run_id)
         self.runs[run_id] = replace(self.get(run_id), status="stopped", eta_seconds=None)
 
+    def stop_group(self, group_id: str) -> list[str]:
+        if group_id not in self.group_meta:
+            raise ge.RunNotFound(f"no group {group_id!r}")
+        active = [r.id for r in self.list(group_id=group_id) if r.status in ("queued", "running")]
+        for run_id in active:
+            self.stop(run_id)
+        return active
+
     def get(self, run_id: str) -> RunSnapshot:
         if run_id not in self.runs:
             raise ge.RunNotFound(run_id)
