@@ -10,7 +10,7 @@ import streamlit as st
 
 from gist_engine.status import ACTIVE, RESUMABLE
 
-mgr = state.manager()
+mgr = state.store()  # reads without torch; stop or resume loads the engine
 runs = mgr.list(limit=200)
 st.title("Live run")
 by_id, wanted = {r.id: r for r in runs}, st.query_params.get("run")
