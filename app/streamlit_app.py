@@ -39,7 +39,10 @@ PAGES = {
 PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery",
                               default=NEW_USER))
 
-try:
-    st.navigation(PAGES).run()
-finally:  # after the page has drawn: torch & co load while its reader reads (Launch, Attention find them loaded)
+# The pages that build models: torch & co start loading as one opens (in a thread, while its title and form draw).
+# The store-reading pages load nothing: an import running beside them would hold the GIL and slow their charts.
+ENGINE_PAGES = ("Launch", "Attention", "What is GIST?", "Datasets")
+page = st.navigation(PAGES)
+if page.title in ENGINE_PAGES:
     services.load_engine_in_background()
+page.run()
