@@ -14,17 +14,15 @@ if ROOT not in sys.path:  # a checkout without `pip install -e .`: the pages imp
     sys.path.insert(0, ROOT)
 
 import services  # noqa: E402 - after the path above; imports gist_engine, whose API loads lazily (no torch yet)
-import state  # noqa: E402 - the run store, read without torch
 
 # The favicon is a file served by this server: a ":material/..." page icon makes the browser fetch it from
 # fonts.gstatic.com, which fails offline (the pages' material icons come from the font Streamlit bundles).
 ICON = Path(__file__).resolve().with_name("icon.png")
 st.set_page_config(page_title="GIST Studio", page_icon=str(ICON), layout="wide")
-NEW_USER = not state.has_runs()  # no runs yet: land on the Gallery, whose recorded examples show at once
 
 PAGES = {
     "Train": [
-        st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=not NEW_USER),
+        st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
         st.Page("views/live.py", title="Live run", icon=":material/monitoring:", url_path="live"),
         st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
         st.Page("views/studies.py", title="Studies", icon=":material/grid_view:", url_path="studies"),
@@ -36,8 +34,7 @@ PAGES = {
     ],
     "Learn": [st.Page("views/about.py", title="What is GIST?", icon=":material/school:", url_path="about")],
 }
-PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery",
-                              default=NEW_USER))
+PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery"))
 
 # The pages that build models: torch & co start loading as one opens (in a thread, while its title and form draw).
 # The store-reading pages load nothing: an import running beside them would hold the GIL and slow their charts.

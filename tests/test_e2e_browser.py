@@ -157,7 +157,7 @@ def _type(page, label: str, value: str, role: str = "textbox") -> None:
 
 def _smoke_preset(page, server: str) -> None:
     """A fresh session on the Launch page with the smoke preset and the options expander open."""
-    page.goto(f"{server}/launch")  # a new user (no runs) lands on the Gallery
+    page.goto(server)
     page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
     page.get_by_text("test_vit at 32 px").wait_for()
     page.get_by_text("Data, training and backbone options").click()
@@ -210,7 +210,7 @@ def test_launch_watch_stop_inspect(server: str, page) -> None:
 
 
 def _launch_watch_stop_inspect(server: str, page) -> None:
-    page.goto(f"{server}/launch")  # a new user (no runs) lands on the Gallery
+    page.goto(server)
     page.get_by_text("Estimated time here").wait_for(timeout=120_000)
     _shot(page, "01_launch")
     page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
@@ -249,7 +249,7 @@ def _launch_watch_stop_inspect(server: str, page) -> None:
 def test_paired_comparison_and_history(server: str, page) -> None:
     """A plain-vs-GIST group of one seed (2 short runs): the compare page's deltas, then the run history."""
     with _keep_failure(page, "paired_comparison"):
-        page.goto(f"{server}/launch")  # a new user (no runs) lands on the Gallery
+        page.goto(server)
         page.get_by_text("Smoke test (tiny random ViT, seconds)").click()
         page.get_by_text("test_vit at 32 px").wait_for()
         page.get_by_text("Data, training and backbone options").click()
@@ -293,7 +293,7 @@ def test_projector_widths_cut_nothing_short(server: str, page, width: int) -> No
     page.set_viewport_size({"width": width, "height": 900})
     try:
         with _keep_failure(page, f"projector_{width}"):
-            for path, title in (("launch", "Launch a run"), ("live", "Live run"), ("compare", "Compare plain and GIST"),
+            for path, title in (("", "Launch a run"), ("live", "Live run"), ("compare", "Compare plain and GIST"),
                                 ("runs", "Runs"), ("gallery", "Gallery")):
                 _visit(server, page, path, title)
                 time.sleep(0.8)  # let plotly finish drawing
@@ -308,7 +308,7 @@ def test_projector_widths_cut_nothing_short(server: str, page, width: int) -> No
 def test_demo_run_figures(server: str, page) -> None:
     """Page load -> first curve point of the offline demo run, and the live fragment's rerun time (median)."""
     start = time.perf_counter()
-    page.goto(f"{server}/launch")  # a new user (no runs) lands on the Gallery
+    page.goto(server)
     page.get_by_text("CPU demo (DINOv2-S, MNIST, minutes)").click()
     page.get_by_text("Estimated time here").wait_for(timeout=180_000)
     ready = time.perf_counter() - start
