@@ -185,8 +185,8 @@ ENGINE_LOADING = "Loading the model engine (torch, timm) ... the first time afte
 @st.cache_resource(show_spinner=False)
 def load_engine_in_background() -> threading.Thread:
     """Start importing the engine's heavy libraries (`ge.preload`: torch, timm, onnx) in a daemon thread, once per
-    server process: the pages draw at once (`gist_engine` itself imports none of them), and the first page that
-    needs the model code or the run manager waits only for what is left, behind `ENGINE_LOADING`."""
+    server process, when a page that builds models opens: it draws its title at once (`gist_engine` itself imports
+    none of them) and waits only for what is left, behind `ENGINE_LOADING`."""
     thread = threading.Thread(target=ge.preload, name="gist-engine-preload", daemon=True)
     thread.start()
     return thread

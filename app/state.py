@@ -1,4 +1,5 @@
-"""Process-wide app state: the one RunManager (st.cache_resource), the launch draft, page paths, session keys."""
+"""Process-wide app state: the run store (read without torch; the one RunManager on first write), the launch draft,
+page paths, session keys."""
 
 from __future__ import annotations
 
@@ -41,16 +42,85 @@ def _manager(root: str) -> Any:
     return services.open_run_manager(root)
 
 
-def manager() -> Any:
-    """The RunManager: an injected one (tests) or the process-wide one for `services.data_root()`."""
+class LazyManager(ge.RunReader):
+    """The run store as the pages use it: every read (runs, metrics, groups, verdicts, exports, the gallery's and
+    the studies' tables) is a `ge.RunReader`'s, which imports no torch, timm or onnx; the first write (submit, stop,
+    delete, resume, ...) loads the process's RunManager (`manager`, behind `services.ENGINE_LOADING`) and goes
+    there. A RunReader to the engine (`isinstance`), so the gallery and the studies read through it.
+
+    Raises:
+        StoreError: on opening, a damaged, unreadable or newer store (its message names the file and what to do).
+    """
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self._loaded: Any = None
+
+    def manager(self) -> Any:
+        """The process's RunManager on this data directory (imports torch and starts the workers the first time)."""
+        if self._loaded is None:
+            self._loaded = _manager(str(self.root))
+        return self._loaded
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the RunManager (and torch) is loaded already."""
+        return self._loaded is not None
+
+    @property
+    def store_problem(self) -> str | None:
+        """Why the store refuses writes now: the RunManager's word once loaded (a reader writes nothing)."""
+        return self._loaded.store_problem if self._loaded is not None else None
+
+    def __getattr__(self, name: str) -> Any:  # only names a RunReader lacks: the write side
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.manager(), name)
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> LazyManager:
+    """One LazyManager per data directory for the whole server process (shared by every browser session)."""
+    return LazyManager(root)
+
+
+def _stop_on_store_error(exc: Exception) -> None:
+    st.error(str(exc), icon=":material/database:")  # damaged, read-only, newer: the message says what to do
+    st.stop()
+
+
+def store() -> Any:
+    """The run store for a page: an injected manager (tests: `MANAGER_KEY`), else the process-wide `LazyManager`
+    of `services.data_root()` (reads without torch; the first write loads the engine). A store that cannot be
+    opened is said in red and the page stops there."""
     injected = st.session_state.get(MANAGER_KEY)
     if injected is not None:
         return injected
     try:
-        return _manager(str(services.data_root()))
-    except services.ge.StoreError as exc:  # damaged, read-only, newer: the message names the file and what to do
-        st.error(str(exc), icon=":material/database:")
-        st.stop()
+        return _store(str(services.data_root()))
+    except ge.StoreError as exc:
+        _stop_on_store_error(exc)
+
+
+def manager() -> Any:
+    """The RunManager: an injected one (tests) or the process-wide one for `services.data_root()`, loaded now
+    (torch, the workers) behind `services.ENGINE_LOADING` the first time: for the pages that train or build models."""
+    mgr = store()
+    if not isinstance(mgr, LazyManager):
+        return mgr
+    try:
+        return mgr.manager()
+    except ge.StoreError as exc:
+        _stop_on_store_error(exc)
+
+
+def has_runs() -> bool:
+    """Whether the store holds any run (True when it cannot be read: the page then says why, by name)."""
+    injected = st.session_state.get(MANAGER_KEY)
+    try:
+        return bool((injected if injected is not None else _store(str(services.data_root()))).list(limit=1))
+    except ge.StoreError:
+        return True
 
 
 def draft() -> dict[str, Any]:

@@ -19,7 +19,6 @@ import services  # noqa: E402 - after the path above; imports gist_engine, whose
 # fonts.gstatic.com, which fails offline (the pages' material icons come from the font Streamlit bundles).
 ICON = Path(__file__).resolve().with_name("icon.png")
 st.set_page_config(page_title="GIST Studio", page_icon=str(ICON), layout="wide")
-services.load_engine_in_background()  # torch & co load while the first page draws from the store and the gallery
 
 PAGES = {
     "Train": [
@@ -37,4 +36,10 @@ PAGES = {
 }
 PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery"))
 
-st.navigation(PAGES).run()
+# The pages that build models: torch & co start loading as one opens (in a thread, while its title and form draw).
+# The store-reading pages load nothing: an import running beside them would hold the GIL and slow their charts.
+ENGINE_PAGES = ("Launch", "Attention", "What is GIST?", "Datasets")
+page = st.navigation(PAGES)
+if page.title in ENGINE_PAGES:
+    services.load_engine_in_background()
+page.run()

@@ -40,10 +40,16 @@ def jobs() -> dict[str, Any]:
 
 
 def root() -> Any:
-    """Where studies live: the app's RunManager (a study's local runs then train on its workers beside the other
-    runs), or the data directory when the manager is a stand-in."""
-    mgr = state.manager()
-    return mgr if isinstance(mgr, ge.RunManager) else services.data_root()
+    """Where studies live: the app's store (read without torch; a study's local runs train on its RunManager's
+    workers beside the other runs, loaded when one starts), or the data directory when the manager is a stand-in."""
+    mgr = state.store()
+    return mgr if isinstance(mgr, ge.RunReader) else services.data_root()
+
+
+def writer(where: Any) -> Any:
+    """What a study's start or deletion writes through: the app's RunManager for its lazy store (loading the engine
+    now, behind `services.ENGINE_LOADING`), else `where` itself."""
+    return where.manager() if isinstance(where, state.LazyManager) else where
 
 
 # ------------------------------------------------------------------------------------------------ new study
@@ -183,7 +189,7 @@ def new_study_form(cfg: dict[str, Any], where: Any) -> None:
 
 def start(spec_or_id: Any, where: Any, backend: str, **options: Any) -> None:
     """Start (or resume) a study on a background thread, keep its job, open it."""
-    job = ge.start_study(spec_or_id, where, backend, **options)
+    job = ge.start_study(spec_or_id, writer(where), backend, **options)
     jobs()[job.study_id] = job
     st.query_params["study"] = job.study_id
     st.rerun()
@@ -328,7 +334,7 @@ def delete_controls(info: Any, active: bool, where: Any) -> None:
         if active:
             st.caption("Stop the study first.")
         if st.button("Delete study", icon=":material/delete:", key="studies.delete", disabled=active or not sure):
-            ge.delete_study(info.id, where, runs=runs)
+            ge.delete_study(info.id, writer(where), runs=runs)
             jobs().pop(info.id, None)
             st.query_params.pop("study", None)
             st.rerun()

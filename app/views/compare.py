@@ -13,7 +13,7 @@ import gist_engine as ge
 from gist_engine.status import ACTIVE
 
 st.title("Compare plain and GIST")
-mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
+mgr = state.store()  # reads without torch; a stop loads the engine (behind services.ENGINE_LOADING)
 state.gone_notice()
 groups = {g["id"]: g for g in mgr.groups()}
 everything = mgr.list()

@@ -21,7 +21,7 @@ st.title("Gallery")
 st.caption("Real runs recorded by this product, with the machine, date, versions and command that made them. "
            "Import one to see its curves, numbers and attention at once; examples are read-only, listed beside "
            "your own runs with names that start with “example ·”.")
-mgr = state.manager()  # a real RunManager: examples are written into its store (loads the engine the first time)
+mgr = state.store()  # imports write rows without torch; removing an example loads the engine (it deletes runs)
 listed = state.refused(lambda: ge.list_gallery(FOLDER), f"The gallery in {FOLDER} cannot be read")  # too deep, ...
 bundles = [b for b in listed or [] if b["recorded"]]
 if not bundles:

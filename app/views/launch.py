@@ -20,7 +20,7 @@ st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** be
 # the links in a row and the presets under them at full width: side by side, a projector's 1024 px cut both short
 intro, examples = st.columns(2)
 intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
-if not state.manager().list(limit=1):  # a fresh data directory: the recorded examples show curves at once
+if not state.has_runs():  # a fresh data directory: the recorded examples show curves at once
     examples.page_link("views/gallery.py", label="No runs yet? Import recorded examples", icon=":material/collections:")
 choices = services.load_presets()
 preset = st.pills("Start from", list(choices), key="preset", label_visibility="collapsed")

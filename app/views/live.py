@@ -11,7 +11,7 @@ import streamlit as st
 
 from gist_engine.status import ACTIVE
 
-mgr = state.manager()
+mgr = state.store()  # reads without torch; stop or resume loads the engine
 runs = mgr.list(limit=200)
 st.title("Live run")
 by_id, wanted = {r.id: r for r in runs}, st.query_params.get("run")

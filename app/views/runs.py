@@ -10,7 +10,7 @@ import state
 import streamlit as st
 
 st.title("Runs")
-mgr = state.manager()  # the engine loads behind services.ENGINE_LOADING the first time
+mgr = state.store()  # reads without torch; a delete loads the engine (behind services.ENGINE_LOADING)
 for kind, lines in st.session_state.pop(state.RUNS_FLASH_KEY, {}).items():  # what the last delete did
     for line in lines:
         getattr(st, kind)(line)
