@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -21,3 +22,15 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
 def images() -> torch.Tensor:
     """A fixed batch of 4 random 32x32 images."""
     return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs the app script as `sys.modules["__main__"]` and leaves it there; a later test that
+    starts processes with multiprocessing's spawn would then re-run the app script in every child (spawn imports
+    the parent's main module) and hang. Put the real main module back after each test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
