@@ -18,6 +18,31 @@ import streamlit as st
 import gist_engine as ge
 from gist_engine.status import ACTIVE, RESUMABLE, RunStatus
 
+# ------------------------------------------------------------------------------------------------------- first visit
+GALLERY_PAGE = "views/gallery.py"
+
+
+def first_example(folder: Path) -> bool:
+    """A new user's first sight, drawn before the engine loads: the first recorded study of the gallery in `folder`
+    whose bundle has a per-epoch verdict (the shipped `study-budget`: GIST - plain against the training budget),
+    as a chart with its caption and a link to the Gallery. Reads the bundle's manifest only (no torch, no import
+    into the store). Returns whether it drew one (False: no such bundle, or the folder cannot be read)."""
+    try:
+        listed = ge.list_gallery(folder)
+    except (ge.GalleryError, OSError):  # the Gallery page says why, by name
+        return False
+    for b in listed:
+        if b["recorded"] and (budget := charts.budget_frame(b.get("budget"))) is not None:
+            with st.container(border=True):
+                st.markdown(f"**A recorded example to start from. {b['title']}**")
+                st.caption(b["description"])
+                st.plotly_chart(charts.budget_figure(budget), key="launch.example", config=charts.MODEBAR)
+                st.page_link(GALLERY_PAGE, label="More recorded examples in the Gallery (import them to explore)",
+                             icon=":material/collections:")
+            return True
+    return False
+
+
 # ---------------------------------------------------------------------------------------------------------------- runs
 STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.COMPLETED: "green",
                   RunStatus.STOPPED: "orange", RunStatus.DIVERGED: "red", RunStatus.FAILED: "red",

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import threading
 import time
@@ -25,6 +26,7 @@ ASSETS = _HERE / "assets" if (_HERE / "assets").is_dir() else _HERE.parent / "as
 PRESETS_FILE = ASSETS / "presets.yaml"  # the launch page's presets: labels and the run config files they load
 PUBLISHED_FILE = ASSETS / "published" / "vtab1k.yaml"  # published VTAB-1k numbers shown beside the comparisons
 PRESET_KEYS = ("label", "config", "overrides")
+GALLERY_ENV = "GIST_GALLERY_DIR"  # another gallery folder than the shipped one (tests, a course's own examples)
 MODEL_CACHE_SIZE = 3  # models kept for the whole server (built from a config or loaded from a run)
 
 Source = str | Path | ge.RunConfig | dict[str, Any]  # a run directory, or a config of an untrained model
@@ -45,6 +47,11 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from None
+
+
+def gallery_dir() -> Path:
+    """The folder of the recorded examples: `$GIST_GALLERY_DIR`, else the shipped `assets/gallery`."""
+    return Path(os.environ.get(GALLERY_ENV) or ASSETS / "gallery")
 
 
 def load_presets(index: str | Path = PRESETS_FILE) -> dict[str, dict[str, Any]]:
@@ -117,7 +124,10 @@ def load_published(path: str | Path = PUBLISHED_FILE) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- catalogue
-@st.cache_data(show_spinner=False)
+ENGINE_LOADING = "Loading the model engine (torch, timm) ... the first time after a start, this takes a while."
+
+
+@st.cache_data(show_spinner=ENGINE_LOADING)
 def catalogue() -> dict[str, Any]:
     """Everything the forms offer: `ge.catalogue()` plus `image_backbones` (the registered ViTs) and `sections`:
     model (top-level scalar keys), gist, data, train — each a list of `ge.describe_fields` dicts."""
@@ -177,9 +187,6 @@ def data_root() -> Path:
 def open_run_manager(root: str | Path | None = None, **kwargs: Any) -> ge.RunManager:
     """A RunManager on `root` (default `data_root()`); kwargs: more `RunManager` arguments (torch_threads, ...)."""
     return ge.RunManager(root=Path(root) if root is not None else data_root(), **kwargs)
-
-
-ENGINE_LOADING = "Loading the model engine (torch, timm) ... the first time after a start, this takes a while."
 
 
 @st.cache_resource(show_spinner=False)

@@ -14,6 +14,7 @@ if ROOT not in sys.path:  # a checkout without `pip install -e .`: the pages imp
     sys.path.insert(0, ROOT)
 
 import services  # noqa: E402 - after the path above; imports gist_engine, whose API loads lazily (no torch yet)
+import state  # noqa: E402 - the same
 
 # The favicon is a file served by this server: a ":material/..." page icon makes the browser fetch it from
 # fonts.gstatic.com, which fails offline (the pages' material icons come from the font Streamlit bundles).
@@ -37,9 +38,10 @@ PAGES = {
 PAGES["Learn"].append(st.Page("views/gallery.py", title="Gallery", icon=":material/collections:", url_path="gallery"))
 
 # The pages that build models: torch & co start loading as one opens (in a thread, while its title and form draw).
-# The store-reading pages load nothing: an import running beside them would hold the GIL and slow their charts.
+# The store-reading pages load nothing: an import running beside them would hold the GIL and slow their charts;
+# nor does Launch for a new user, who first sees a recorded example's chart there (the page then loads the engine).
 ENGINE_PAGES = ("Launch", "Attention", "What is GIST?", "Datasets")
 page = st.navigation(PAGES)
-if page.title in ENGINE_PAGES:
+if page.title in ENGINE_PAGES and (page.title != "Launch" or state.has_runs()):
     services.load_engine_in_background()
 page.run()

@@ -242,7 +242,7 @@ def cell_links(runs: pd.DataFrame) -> None:
     if live.button("Live", icon=":material/monitoring:", key="studies.open_live", disabled=picked is None):
         state.open_run(picked)
     cell_rows = runs[runs["label"] == label]  # pending runs too: the cell's index
-    run_actions.stop_cell_button(state.manager(), runs.attrs.get("study"), int(cell_rows["cell"].iloc[0]),
+    run_actions.stop_cell_button(state.store(), runs.attrs.get("study"), int(cell_rows["cell"].iloc[0]),
                                  list(cell_rows["status"]))
 
 

@@ -13,7 +13,6 @@ from ._version import __version__ as __version__
 EXPORTS: dict[str, tuple[str, ...]] = {
     ".backbones": (
         "BACKBONES", "TEXT_BACKBONES", "BackboneError", "backbone_data_config", "backbone_info", "create_backbone",
-        "is_text_backbone",
     ),
     ".build": ("build_model", "describe_model", "parameter_summary",),
     ".catalog": ("catalogue",),
@@ -57,6 +56,7 @@ EXPORTS: dict[str, tuple[str, ...]] = {
         "study_selection", "study_tuning", "study_verdicts", "TuneSpec",
     ),
     ".text_model": ("GistTextEncoder",),
+    ".text_names": ("is_text_backbone",),
     ".train": ("Callback", "Trainer", "TrainResult", "train",),
     ".train.checkpoint": ("CheckpointError", "load_model", "predict", "save_checkpoint",),
     ".tuners": ("TUNERS", "apply_tuner", "count_parameters",),

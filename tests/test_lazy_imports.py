@@ -22,7 +22,8 @@ STORE_READING = ("gist_engine.runs.store", "gist_engine.runs.pairs", "gist_engin
                  "gist_engine.runs.export", "gist_engine.config", "gist_engine.runs.reader", "gist_engine.runs.records",
                  "gist_engine.runs.gallery", "gist_engine.studies", "gist_engine.studies.store",
                  "gist_engine.studies.results", "gist_engine.studies.gallery", "gist_engine.loss_terms",
-                 "gist_engine.files", "gist_engine.status")
+                 "gist_engine.files", "gist_engine.status", "gist_engine.text_names", "gist_engine.runs.adapter",
+                 "gist_engine.runs.queue")
 SHIPPED = ROOT / "assets" / "gallery"
 
 
@@ -77,6 +78,16 @@ assert ge.paired_result(runs).pairs
 assert len(ge.study_results(study.id, reader)) == study.cells
 """
     assert _heavy_after(code) == []
+
+
+def test_the_text_backbone_names_agree_with_the_registry() -> None:
+    """Live's caption asks `ge.is_text_backbone` without torch (`text_names`); the registry builds those encoders."""
+    from gist_engine.backbones.text import TEXT_BACKBONES
+    from gist_engine.text_names import TEXT_BACKBONE_NAMES
+
+    assert tuple(TEXT_BACKBONES) == TEXT_BACKBONE_NAMES
+    assert ge.is_text_backbone("hf:bert-base-uncased") and not ge.is_text_backbone("vit_small_patch16_224")
+    assert _heavy_after("import gist_engine as ge; assert ge.is_text_backbone('minilm_l6')") == []
 
 
 def test_building_a_model_still_imports_torch_on_first_use() -> None:

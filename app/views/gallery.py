@@ -1,8 +1,5 @@
 """Gallery: runs recorded by GIST Studio itself (machine, date, version, command), imported as read-only examples."""
 
-import os
-from pathlib import Path
-
 import charts
 import fmt
 import pandas as pd
@@ -13,7 +10,7 @@ import streamlit as st
 import gist_engine as ge
 
 STUDIES = "views/studies.py"
-FOLDER = Path(os.environ.get("GIST_GALLERY_DIR") or services.ASSETS / "gallery")
+FOLDER = services.gallery_dir()
 DONE_KEY = "gallery.done"  # the message of the last import or removal, shown after the rerun
 
 

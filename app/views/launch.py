@@ -7,21 +7,19 @@ import services
 import state
 import streamlit as st
 
-cat, MAX_SEEDS = services.catalogue(), 20  # MAX_SEEDS: runs per arm the page offers for a paired comparison
-sections = cat["sections"]
-cfg = state.draft()
-model_fields = {f["name"]: f for f in sections["model"]}
-data_fields = {f["name"]: f for f in sections["data"]}
-problems: list[str] = []  # every refused value, said under its widget; any one blocks Launch
-
+MAX_SEEDS = 20  # runs per arm the page offers for a paired comparison
 st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
            "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
-# the links in a row and the presets under them at full width: side by side, a projector's 1024 px cut both short
-intro, examples = st.columns(2)
-intro.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
-if not state.has_runs():  # a fresh data directory: the recorded examples show curves at once
-    examples.page_link("views/gallery.py", label="No runs yet? Import recorded examples", icon=":material/collections:")
+st.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
+if not state.has_runs() and not panels.first_example(services.gallery_dir()):  # a new user: an example at once,
+    st.page_link(panels.GALLERY_PAGE, label="No runs yet? Import recorded examples",  # drawn before torch loads
+                 icon=":material/collections:")
+cat = services.catalogue()  # the forms' choices: loads torch & co the first time (behind a spinner)
+sections, cfg = cat["sections"], state.draft()
+model_fields = {f["name"]: f for f in sections["model"]}
+data_fields = {f["name"]: f for f in sections["data"]}
+problems: list[str] = []  # every refused value, said under its widget; any one blocks Launch
 choices = services.load_presets()
 preset = st.pills("Start from", list(choices), key="preset", label_visibility="collapsed")
 if preset and st.session_state.get("preset_applied") != preset:

@@ -13,8 +13,11 @@ st.caption("A study sweeps one or more config keys over a grid and runs every ce
            "seeds**, then reads back the paper's table: mean GIST - plain with its 95% CI and a paired-test marker. "
            "A paired group (Launch → plain vs GIST) is a one-cell study kept off this list: it opens on Compare.")
 studies = ge.list_studies(where)
-with st.expander("New study", expanded=not studies, key="studies.new_study", icon=":material/add:"):
-    sv.new_study_form(state.draft(), where)
+new_study = st.expander("New study", expanded=not studies, key="studies.new_study", icon=":material/add:",
+                        on_change="rerun")  # its form runs only while open: it needs the engine's catalogue
+if new_study.open:
+    with new_study:
+        sv.new_study_form(state.draft(), where)
 if not studies:
     st.info("No studies yet: start one above (from the Launch page's config plus an axis, or a spec).")
     st.stop()

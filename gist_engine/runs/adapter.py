@@ -13,8 +13,8 @@ import yaml
 from safetensors import SafetensorError, safe_open
 
 from .._io import atomic_path
+from ..files import CHECKPOINT_NAME
 from ..status import ACTIVE
-from ..train.checkpoint import CHECKPOINT_NAME
 from .store import RunError, RunSnapshot
 
 # What the archive holds, by member name (the manifest lists the tensors and the run's numbers).

@@ -1,6 +1,6 @@
-"""The store-reading pages (Gallery, Compare, Runs) draw without importing torch, timm or onnx: they read through
-a `ge.RunReader`; the first write loads the RunManager. (Live still imports torch:
-its run caption asks `ge.is_text_backbone`, whose module imports torch.)"""
+"""The store-reading pages (Gallery, Compare, Runs, Live, Studies) draw without importing torch, timm or onnx: they
+read through a `ge.RunReader`; the first write loads the RunManager. Launch, for a new user, draws its title and a
+recorded example before it loads the engine for its forms."""
 
 from __future__ import annotations
 
@@ -35,10 +35,16 @@ if {imported}:
     for name in ("tiny-digits", "study-temperature"):
         ge.import_gallery_entry(reader, listed[name]["path"])
     reader.close()
-for page in ("views/gallery.py", "views/compare.py", "views/runs.py"):
+    pages = ("views/gallery.py", "views/compare.py", "views/runs.py", "views/live.py", "views/studies.py")
+else:  # a new user on Launch: the page up to the engine's catalogue (stopped there: the forms need torch)
+    import services, streamlit
+    services.catalogue = lambda: streamlit.stop()
+    pages = ("views/launch.py",)
+for page in pages:
     at.switch_page(page).run()
     seen[page] = [at.title[0].value if at.title else None, [m for m in HEAVY if m in sys.modules],
-                  [str(e.value) for e in at.exception]]
+                  [str(e.value) for e in at.exception], len(at.get("plotly_chart")),
+                  [e.value for e in at.markdown]]
 print(json.dumps(seen))
 """
 
@@ -53,10 +59,22 @@ def _probe(data: Path, imported: bool) -> dict[str, list]:
 
 
 def test_the_reading_pages_import_no_torch(tmp_path) -> None:
-    """With a paired group and a study in the store (imported torch-free), Gallery, Compare (its verdict) and Runs
-    (its table) draw, none importing torch."""
+    """With a paired group and a study in the store (imported torch-free), Gallery, Compare (its verdict), Runs (its
+    table), Live (a run's caption and curves) and Studies (the study's tables; the closed "New study" form does not
+    run) draw, none importing torch."""
     seen = _probe(tmp_path, imported=True)
     assert seen["views/compare.py"][0] == "Compare plain and GIST"
-    for page, (title, heavy, errors) in seen.items():
+    assert seen["views/live.py"][3] > 0  # the loss curve of the run it opened
+    for page, (title, heavy, errors, _, _) in seen.items():
         assert title and not errors, (page, title, errors)
         assert heavy == [], f"{page} imported {heavy}"
+
+
+def test_a_new_user_sees_a_recorded_example_before_the_engine_loads(tmp_path) -> None:
+    """An empty store: Launch draws its title and the gallery's first recorded study (GIST - plain against the
+    training budget, from its bundle's manifest) before it asks for the catalogue, all without torch."""
+    (title, heavy, errors, charts, texts), = _probe(tmp_path, imported=False).values()
+    assert (title, errors, heavy) == ("Launch a run", [], [])
+    assert charts == 1
+    assert any(t.startswith("**A recorded example to start from. Study: GIST - plain against the training budget")
+               for t in texts), texts
