@@ -4,6 +4,7 @@ cost of a config, a dataset's card and benchmark import, attention maps; their w
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,33 @@ def first_example(folder: Path) -> bool:
                              icon=":material/collections:")
             return True
     return False
+
+
+ENGINE_POLL_SECONDS = 0.5  # how often a page waiting for the engine asks whether it has loaded
+ENGINE_TICKS_KEY = "engine_wait_ticks"  # session state: the waiting fragment's runs so far
+
+
+def load_engine_after_first_paint() -> None:
+    """For a page that first draws something torch-free (Launch for a new user): the engine (torch, timm, onnx)
+    starts loading only when the browser asks back, on the first timed rerun of a fragment (`ENGINE_POLL_SECONDS`
+    after the page arrived, later while the browser is still busy drawing it), so that the import does not take a
+    core and the GIL from the browser and the server while the first chart draws (measured: it delayed that chart
+    by about 0.8 s on 2 cores). Until it has loaded the page stops here behind `services.ENGINE_LOADING`, then
+    reruns whole. Returns at once once torch is imported (or being imported) in this process."""
+    if "torch" in sys.modules:
+        return
+    st.info(services.ENGINE_LOADING, icon=":material/hourglass_top:")
+
+    @st.fragment(run_every=ENGINE_POLL_SECONDS)
+    def poll() -> None:
+        ticks = st.session_state[ENGINE_TICKS_KEY] = st.session_state.get(ENGINE_TICKS_KEY, -1) + 1
+        if ticks == 0:  # the page's own run: the browser has not drawn it yet
+            return
+        if not services.load_engine_in_background().is_alive():  # started once per server; done
+            st.rerun(scope="app")
+
+    poll()
+    st.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------- runs

@@ -12,9 +12,10 @@ st.title("Launch a run")
 st.caption("GIST adds one learnable **Gist token** and a **bidirectional KL** between what the CLS token and the "
            "Gist token predict, to any parameter-efficient fine-tuning (PEFT) method.")
 st.page_link(state.ABOUT, label="New to GIST? The one-minute explainer", icon=":material/school:")
-if not state.has_runs() and not panels.first_example(services.gallery_dir()):  # a new user: an example at once,
-    st.page_link(panels.GALLERY_PAGE, label="No runs yet? Import recorded examples",  # drawn before torch loads
-                 icon=":material/collections:")
+if not state.has_runs():  # a new user: a recorded example at once, the engine (torch) loading after it is drawn
+    if not panels.first_example(services.gallery_dir()):
+        st.page_link(panels.GALLERY_PAGE, label="No runs yet? Import recorded examples", icon=":material/collections:")
+    panels.load_engine_after_first_paint()
 cat = services.catalogue()  # the forms' choices: loads torch & co the first time (behind a spinner)
 sections, cfg = cat["sections"], state.draft()
 model_fields = {f["name"]: f for f in sections["model"]}

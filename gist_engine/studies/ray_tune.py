@@ -8,12 +8,14 @@ trains through `ray_backend.train_events` (the one execution path of every run) 
 driver over a Ray queue; the driver writes them into the run store as they come (its single writer), so trials show
 on Live and Runs while they train, and reports each validation accuracy to Tune (`tune.report`), whose ASHA stops a
 trial below its rung. A trial Tune retried resumes from its run folder's training state; a resumed study makes a new
-Tuner for the trials not settled (the store knows them), so settled trials never run again.
+Tuner for the trials not settled (the store knows them), so settled trials never run again. A study stopped while
+an arm tunes ends the experiment (a Tune `Stopper`): its unsettled trials end `interrupted`, to be continued.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,26 @@ from .ray_backend import RayBackend, _Stream, train_events
 logger = logging.getLogger(__name__)
 
 METRIC, TIME_ATTR = "val_acc", "epoch"  # what a trial reports to Tune after each validation evaluation
+STOP_CHECK_SECONDS = 1.0  # how often the driver asks whether the study was stopped while an arm tunes
+STOPPED_NOTE = "interrupted: the study was stopped while this arm was tuned; `study resume` continues the trial"
+
+
+def study_stopper(flag: Path) -> Any:
+    """A Tune `Stopper` that ends the whole experiment once the file `flag` exists (the driver writes it when the
+    study is stopped). A file, not an Event: Tune pickles its run config with the Tuner (ray.cloudpickle)."""
+    from ray.tune.stopper import Stopper  # optional heavy dependency (pip install .[ray])
+
+    class StudyStopped(Stopper):
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False  # no single trial: ASHA prunes those
+
+        def stop_all(self) -> bool:
+            return os.path.exists(self.path)
+
+    return StudyStopped(str(flag))
 
 
 def tune_trial(config: dict[str, Any], plan: dict[int, tuple[str, dict[str, Any], str]], events: Any,
@@ -95,10 +117,11 @@ class _Writer:
 
 def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, Any], str]], *, name: str,
                     storage: Path, epochs: int, scheduler: str, grace_period: int, reduction_factor: int,
-                    retries: int, on_retry: Callable[[str], None]) -> dict[int, tuple[str, str | None]]:
+                    retries: int, on_retry: Callable[[str], None],
+                    should_stop: Callable[[], bool] | None = None) -> dict[int, tuple[str, str | None]]:
     """Run the trials of `plan` (trial -> run id of a queued run, its config, its folder) as one Ray Tune
     experiment; returns trial -> (outcome, error): `completed`, `pruned` (ASHA stopped it; its run ends `stopped`),
-    `failed` or `lost` (after `retries` retries).
+    `failed` or `lost` (after `retries` retries), or `interrupted` (the study was stopped before it ended).
 
     Args:
         backend: The study's RayBackend (its Ray connection, resources per trial, store view and callbacks).
@@ -106,6 +129,8 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
         epochs: A trial's length (ASHA's max_t).
         scheduler: "asha" (Tune's ASHAScheduler on `val_acc` per epoch) or "none".
         on_retry: Called with a run id that Tune retried after its worker died (the driver records the attempt).
+        should_stop: Asked every `STOP_CHECK_SECONDS`; True ends the experiment: trials in flight or not yet
+            started end `interrupted` (resumable), those that ended keep their outcome.
     """
     from ray import tune  # optional heavy dependency (pip install .[ray])
     from ray.tune.schedulers import ASHAScheduler  # the scheduler of `scheduler: asha`
@@ -113,6 +138,8 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
 
     events = Queue()
     writer = _Writer(backend, on_retry)
+    flag = Path(storage) / f"{name}.stop"  # written by this driver when the study is stopped
+    flag.unlink(missing_ok=True)  # a flag of an earlier session of this study, which the resume continues
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, plan=plan, events=events, flush_seconds=backend.flush_seconds,
                              callbacks=backend.callbacks, data_loader=backend.data_loader, epochs=epochs),
@@ -124,7 +151,8 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=asha,
                                     max_concurrent_trials=backend.concurrency),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=retries)))
+                                  failure_config=tune.FailureConfig(max_failures=retries),
+                                  stop=study_stopper(flag.resolve())))
     box: dict[str, Any] = {}
 
     def fit() -> None:
@@ -135,21 +163,33 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
 
     thread = threading.Thread(target=fit, name="gist-ray-tune", daemon=True)
     thread.start()
+    stopping, checked = False, time.monotonic()
     while thread.is_alive() or events.qsize():
+        if not stopping and should_stop is not None and time.monotonic() - checked >= STOP_CHECK_SECONDS:
+            checked = time.monotonic()
+            if should_stop():
+                stopping = True
+                flag.parent.mkdir(parents=True, exist_ok=True)
+                flag.touch()
+                logger.info("%s: the study was stopped; ending the Ray Tune experiment", name)
         try:
             run_id, batch = events.get(timeout=0.2)
         except Exception:  # ray.util.queue.Empty: nothing arrived within the wait
             continue
         writer.write(run_id, batch)
     thread.join()
+    flag.unlink(missing_ok=True)
     if "error" in box:
         raise box["error"]
     out: dict[int, tuple[str, str | None]] = {}
-    by_trial = {int(r.config["trial"]): r for r in box["results"]}
+    by_trial = {int(r.config["trial"]): r for r in box["results"] if r.config}  # none: stopped before it started
     for trial, (run_id, _, _) in plan.items():
         result, ended = by_trial.get(trial), writer.ended.get(run_id)
         if ended is not None and ended["status"] != FAILED:
             status, outcome, error = ended["status"], ended["status"], ended.get("error")
+        elif stopping and ended is None:  # in flight or never started when the study stopped: continued on resume
+            status = outcome = RunStatus.INTERRUPTED
+            error = STOPPED_NOTE
         elif result is not None and result.error is None and ended is None:
             epoch = (result.metrics or {}).get(TIME_ATTR)
             status, outcome = STOPPED, "pruned"
@@ -164,4 +204,4 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
     return out
 
 
-__all__ = ["METRIC", "TIME_ATTR", "run_tune_trials", "tune_trial"]
+__all__ = ["METRIC", "STOPPED_NOTE", "TIME_ATTR", "run_tune_trials", "study_stopper", "tune_trial"]

@@ -208,13 +208,16 @@ class TunedDriver:
             self._restore()
             if getattr(self.be, "tune_engine", False) and self.tune.search == "random":
                 for state in self.arms:  # Ray Tune runs each arm's trials (finals below, as Ray tasks)
-                    self._tune_arm(state)
-            for run_id, key in self.to_launch:
-                self._relaunch(run_id, key)
-            self._fill()
+                    if not self._tune_arm(state):
+                        stopped = True  # the study was stopped during the arm: its unsettled trials wait
+                        break
+            if not stopped:
+                for run_id, key in self.to_launch:
+                    self._relaunch(run_id, key)
+                self._fill()
             self._report()
             beat = time.monotonic()
-            while self.inflight:
+            while self.inflight and not stopped:
                 if self.should_stop is not None and self.should_stop():
                     stopped = True
                     self.be.stop()
@@ -253,11 +256,12 @@ class TunedDriver:
                         state.finals_launched.add(seed)
                         self._launch_final(state, seed)
 
-    def _tune_arm(self, state: _Arm) -> None:
-        """Run an arm's unsettled trials as one Ray Tune experiment (`ray_tune.run_tune_trials`), then settle them."""
+    def _tune_arm(self, state: _Arm) -> bool:
+        """Run an arm's unsettled trials as one Ray Tune experiment (`ray_tune.run_tune_trials`), then settle them;
+        False when the study was stopped meanwhile (its interrupted trials are continued by `study resume`)."""
         continuing = [(rid, k) for rid, k in self.to_launch if k[0] == TRIAL and k[1] is state]
         if not continuing and state.next_trial >= state.n_trials:
-            return
+            return True
         self.to_launch = [x for x in self.to_launch if not (x[1][0] == TRIAL and x[1][1] is state)]
         mgr, plan, ids = self.be.manager, {}, {}
         for run_id, key in continuing:
@@ -286,19 +290,22 @@ class TunedDriver:
         results = run_tune_trials(self.be, plan, name=f"{self.id}-cell{state.cell.index}-{state.arm}",
                                   storage=root / "tune", epochs=epochs, scheduler=self.tune.scheduler,
                                   grace_period=self.tune.grace_period, reduction_factor=self.tune.reduction_factor,
-                                  retries=self.spec.retries, on_retry=on_retry)
+                                  retries=self.spec.retries, on_retry=on_retry, should_stop=self.should_stop)
         curves = self.s.val_curves(list(ids.values()))
         for index, (outcome, error) in results.items():
             run_id = ids[index]
             self.inflight.pop(run_id, None)
             state.inflight.discard(index)
             self.s.set_outcome(self.id, run_id, outcome, error)
+            if outcome in CONTINUED:  # the study stopped before it ended
+                continue
             row = {"run_id": run_id, "params": state.proposals[index], "outcome": outcome, "status": outcome}
             state.settled[index] = self._trial_summary(index, row, curves.get(run_id, []))
             self.settled += 1
         self._report()
         if state.trials_done:
             self._choose(state)
+        return all(outcome not in CONTINUED for outcome, _ in results.values())
 
     def _launch_trial(self, state: _Arm) -> None:
         index = state.next_trial

@@ -36,15 +36,15 @@ if {imported}:
         ge.import_gallery_entry(reader, listed[name]["path"])
     reader.close()
     pages = ("views/gallery.py", "views/compare.py", "views/runs.py", "views/live.py", "views/studies.py")
-else:  # a new user on Launch: the page up to the engine's catalogue (stopped there: the forms need torch)
-    import services, streamlit
-    services.catalogue = lambda: streamlit.stop()
+else:  # a new user on Launch: the page up to where it waits for the engine (its forms need torch)
+    import services
+    services.catalogue = lambda: sys.exit("Launch asked for the catalogue before the engine had loaded")
     pages = ("views/launch.py",)
 for page in pages:
     at.switch_page(page).run()
     seen[page] = [at.title[0].value if at.title else None, [m for m in HEAVY if m in sys.modules],
                   [str(e.value) for e in at.exception], len(at.get("plotly_chart")),
-                  [e.value for e in at.markdown]]
+                  [e.value for e in at.markdown] + [e.value for e in at.info]]
 print(json.dumps(seen))
 """
 
@@ -72,9 +72,11 @@ def test_the_reading_pages_import_no_torch(tmp_path) -> None:
 
 def test_a_new_user_sees_a_recorded_example_before_the_engine_loads(tmp_path) -> None:
     """An empty store: Launch draws its title and the gallery's first recorded study (GIST - plain against the
-    training budget, from its bundle's manifest) before it asks for the catalogue, all without torch."""
+    training budget, from its bundle's manifest), then waits for the engine behind "Loading the model engine" (the
+    import starts when the browser asks back), all without torch and without asking for the catalogue."""
     (title, heavy, errors, charts, texts), = _probe(tmp_path, imported=False).values()
     assert (title, errors, heavy) == ("Launch a run", [], [])
     assert charts == 1
     assert any(t.startswith("**A recorded example to start from. Study: GIST - plain against the training budget")
                for t in texts), texts
+    assert any(t.startswith("Loading the model engine") for t in texts), texts

@@ -54,3 +54,43 @@ def test_a_tuned_study_on_ray_tries_the_same_trials_and_retries_a_killed_one(tmp
     assert experiments == ([f"{ray_id}-cell0-gist", f"{ray_id}-cell0-plain"] if tune_engine else [])
     verdict = study_verdicts(ray_id, ray_root)[0]
     assert isinstance(verdict, PairedResult) and verdict.n == 2
+
+
+def test_a_study_stopped_while_ray_tune_tunes_an_arm_ends_interrupted_and_resumes(tmp_path):
+    """A stop during a Ray Tune arm ends its experiment (the study's Stopper): trials that had not ended are
+    `interrupted` (no run stays queued or running), the study is `interrupted`; `study resume` continues them and
+    reruns no settled trial."""
+    from gist_engine.status import ACTIVE
+    from gist_engine.studies import create_study
+    from gist_engine.studies.ray_tune import STOPPED_NOTE
+
+    study_id = create_study(tuned_spec("stopped"), tmp_path)
+
+    def stop_once_a_trial_ended() -> bool:
+        with StudyStore(tmp_path) as s:
+            return any(t["status"] == "completed" for t in s.attempts(study_id, "trial"))
+
+    with protocol_for_this_trainer():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        try:
+            run_study(study_id, tmp_path, "ray", data_loader=ToyData(tmp_path / "reads.log"),
+                      callbacks=stand_in_callbacks, tune_engine=True, should_stop=stop_once_a_trial_ended)
+            assert get_study(study_id, tmp_path).status == "interrupted"
+            with StudyStore(tmp_path) as s:
+                trials = s.attempts(study_id, "trial")
+            assert not [t for t in trials if t["status"] in ACTIVE]
+            interrupted = [t for t in trials if t["outcome"] == "interrupted"]
+            assert interrupted and all(t["error"] == STOPPED_NOTE for t in interrupted), trials
+            settled = {(t["arm"], t["trial"]): t["run_id"] for t in trials if t["outcome"] in ("completed", "pruned")}
+            assert settled
+            run_study(study_id, tmp_path, "ray", data_loader=ToyData(tmp_path / "reads.log"),
+                      callbacks=stand_in_callbacks, tune_engine=True)
+        finally:
+            ray.shutdown()
+    assert get_study(study_id, tmp_path).status == "completed"
+    with StudyStore(tmp_path) as s:
+        trials = s.attempts(study_id, "trial")
+    for key, run_id in settled.items():  # settled trials kept, each once
+        assert [t["run_id"] for t in trials if (t["arm"], t["trial"]) == key] == [run_id]
+    assert len({(t["arm"], t["trial"]) for t in trials}) == 4
+    assert isinstance(study_verdicts(study_id, tmp_path)[0], PairedResult)
