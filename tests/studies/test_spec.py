@@ -93,9 +93,10 @@ def test_the_built_in_studies_parse_and_are_installed_with_the_assets():
     specs = {p.stem: load_study_spec(p) for p in sorted(folder.glob("*.yaml"))}
     sizes = {name: len(spec.planned_runs()) + spec.trials for name, spec in specs.items()}
     # the gist-only sweeps train the plain arm once per seed (2 + 8 runs, not 16); methods and VTAB-1k cannot share;
-    # tuned_adapter: 8 trials per arm, then 3 seeds x 2 arms
+    # tuned_adapter: 8 trials per arm, then 3 seeds x 2 arms; untuned_adapter: its cell without the trials
     assert sizes == {"budget": 6, "gist_length": 10, "interaction_loss": 10, "methods": 16, "peft_methods": 60,
-                     "temperature": 10, "tuned_adapter": 22, "vtab1k": 570, "vtab1k_natural": 42}
+                     "temperature": 10, "tuned_adapter": 22, "untuned_adapter": 6, "vtab1k": 570,
+                     "vtab1k_natural": 42}
     assert {p.stem: load_study_spec(p).planned for p in folder.glob("*.yaml")} == sizes
     vtab = load_study_spec(folder / "vtab1k.yaml")
     cells = {tuple(c.values.values()): c.config for c in vtab.cells()}
