@@ -83,8 +83,9 @@ def tune_trial(config: dict[str, Any], plan: dict[int, tuple[str, dict[str, Any]
 class _Writer:
     """The driver's side of a Tune arm: writes each trial's events through the RayBackend's stream writer."""
 
-    def __init__(self, backend: RayBackend, on_retry: Callable[[str], None]) -> None:
-        self.be, self.on_retry = backend, on_retry
+    def __init__(self, backend: RayBackend, on_retry: Callable[[str], None],
+                 on_end: Callable[[str], None] | None = None) -> None:
+        self.be, self.on_retry, self.on_end = backend, on_retry, on_end
         self.streams: dict[str, Any] = {}
         self.ended: dict[str, dict[str, Any]] = {}  # run id -> its end event
 
@@ -113,12 +114,15 @@ class _Writer:
             elif event[0] == "end":
                 self.ended[run_id] = event[1]
         s.writer.flush()
+        if self.on_end is not None and run_id in self.ended and batch[-1][0] == "end":
+            self.on_end(run_id)
 
 
 def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, Any], str]], *, name: str,
                     storage: Path, epochs: int, scheduler: str, grace_period: int, reduction_factor: int,
                     retries: int, on_retry: Callable[[str], None],
-                    should_stop: Callable[[], bool] | None = None) -> dict[int, tuple[str, str | None]]:
+                    should_stop: Callable[[], bool] | None = None,
+                    on_end: Callable[[str], None] | None = None) -> dict[int, tuple[str, str | None]]:
     """Run the trials of `plan` (trial -> run id of a queued run, its config, its folder) as one Ray Tune
     experiment; returns trial -> (outcome, error): `completed`, `pruned` (ASHA stopped it; its run ends `stopped`),
     `failed` or `lost` (after `retries` retries), or `interrupted` (the study was stopped before it ended).
@@ -131,13 +135,15 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
         on_retry: Called with a run id that Tune retried after its worker died (the driver records the attempt).
         should_stop: Asked every `STOP_CHECK_SECONDS`; True ends the experiment: trials in flight or not yet
             started end `interrupted` (resumable), those that ended keep their outcome.
+        on_end: Called with a run id as its trial's run ends on its own (the driver's progress; a trial that ASHA
+            stopped ends when the experiment does).
     """
     from ray import tune  # optional heavy dependency (pip install .[ray])
     from ray.tune.schedulers import ASHAScheduler  # the scheduler of `scheduler: asha`
     from ray.util.queue import Queue  # the trials' events, back to the driver
 
     events = Queue()
-    writer = _Writer(backend, on_retry)
+    writer = _Writer(backend, on_retry, on_end)
     flag = Path(storage) / f"{name}.stop"  # written by this driver when the study is stopped
     flag.unlink(missing_ok=True)  # a flag of an earlier session of this study, which the resume continues
     trainable = tune.with_resources(

@@ -285,12 +285,20 @@ class TunedDriver:
             mgr.resume(run_id)
             self._link(key, run_id)
 
+        ended: set[str] = set()
+
+        def on_end(run_id: str) -> None:  # the progress moves as trials end, not only when the arm's experiment does
+            ended.add(run_id)
+            if self.progress is not None:
+                self.progress(self.settled + len(ended), self.spec.planned)
+
         epochs = trial_config(self.spec, state.cell, state.arm, 0, {}).train.total_epochs
         root = Path(mgr.root) if mgr.root is not None else data_dir()
         results = run_tune_trials(self.be, plan, name=f"{self.id}-cell{state.cell.index}-{state.arm}",
                                   storage=root / "tune", epochs=epochs, scheduler=self.tune.scheduler,
                                   grace_period=self.tune.grace_period, reduction_factor=self.tune.reduction_factor,
-                                  retries=self.spec.retries, on_retry=on_retry, should_stop=self.should_stop)
+                                  retries=self.spec.retries, on_retry=on_retry, should_stop=self.should_stop,
+                                  on_end=on_end)
         curves = self.s.val_curves(list(ids.values()))
         for index, (outcome, error) in results.items():
             run_id = ids[index]

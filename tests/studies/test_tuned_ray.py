@@ -73,8 +73,11 @@ def test_a_study_stopped_while_ray_tune_tunes_an_arm_ends_interrupted_and_resume
     with protocol_for_this_trainer():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
+            progress: list[int] = []
             run_study(study_id, tmp_path, "ray", data_loader=ToyData(tmp_path / "reads.log"),
-                      callbacks=stand_in_callbacks, tune_engine=True, should_stop=stop_once_a_trial_ended)
+                      callbacks=stand_in_callbacks, tune_engine=True, should_stop=stop_once_a_trial_ended,
+                      progress=lambda settled, planned: progress.append(settled))
+            assert max(progress) >= 1  # a trial that ended moved the progress while its arm still tuned
             assert get_study(study_id, tmp_path).status == "interrupted"
             with StudyStore(tmp_path) as s:
                 trials = s.attempts(study_id, "trial")
