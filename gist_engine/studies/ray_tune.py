@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..runs.recorder import StoreWriter
 from ..status import RunStatus
-from ..train import COMPLETED, FAILED, STOPPED
+from ..train import FAILED, STOPPED
 from ..train.checkpoint import RESUME_NAME
 from .ray_backend import RayBackend, _Stream, train_events
 
@@ -33,6 +34,29 @@ logger = logging.getLogger(__name__)
 METRIC, TIME_ATTR = "val_acc", "epoch"  # what a trial reports to Tune after each validation evaluation
 STOP_CHECK_SECONDS = 1.0  # how often the driver asks whether the study was stopped while an arm tunes
 STOPPED_NOTE = "interrupted: the study was stopped while this arm was tuned; `study resume` continues the trial"
+
+
+# experiment name -> the trials Tune ended, as (trial number, last reported epoch): filled by `TrialEnded` on the
+# Tune controller's thread, read by the driver's loop (both in the driver process)
+_TRIAL_ENDS: dict[str, queue.SimpleQueue] = {}
+
+
+def trial_end_callback(experiment: str) -> Any:
+    """A Tune `Callback` that tells the driver each trial Tune has ended (`on_trial_complete`), so that a trial ASHA
+    stopped is recorded `stopped` at once, not when its arm's experiment ends (Tune kills its worker: the run sends
+    no end event of its own). It holds only the experiment's name (Tune pickles its run config with the Tuner)."""
+    from ray.tune import Callback  # optional heavy dependency (pip install .[ray])
+
+    class TrialEnded(Callback):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            sink = _TRIAL_ENDS.get(self.name)
+            if sink is not None and trial.config and "trial" in trial.config:
+                sink.put((int(trial.config["trial"]), (trial.last_result or {}).get(TIME_ATTR)))
+
+    return TrialEnded(experiment)
 
 
 def study_stopper(flag: Path) -> Any:
@@ -80,6 +104,11 @@ def tune_trial(config: dict[str, Any], plan: dict[int, tuple[str, dict[str, Any]
         tune.report(last)
 
 
+def pruned_note(epoch: float | None) -> str:
+    """The error text of a trial's run that ASHA stopped."""
+    return f"stopped by ASHA (Ray Tune) after epoch {epoch:g}" if epoch is not None else "stopped by ASHA (Ray Tune)"
+
+
 class _Writer:
     """The driver's side of a Tune arm: writes each trial's events through the RayBackend's stream writer."""
 
@@ -88,6 +117,7 @@ class _Writer:
         self.be, self.on_retry, self.on_end = backend, on_retry, on_end
         self.streams: dict[str, Any] = {}
         self.ended: dict[str, dict[str, Any]] = {}  # run id -> its end event
+        self.stopped: dict[str, str] = {}  # run id -> why ASHA stopped it (recorded as Tune ended it)
 
     def write(self, run_id: str, batch: list[tuple]) -> None:
         s = self.streams.get(run_id)
@@ -114,7 +144,20 @@ class _Writer:
             elif event[0] == "end":
                 self.ended[run_id] = event[1]
         s.writer.flush()
-        if self.on_end is not None and run_id in self.ended and batch[-1][0] == "end":
+        ended = self.ended.get(run_id) if batch[-1][0] == "end" else None
+        if ended is not None and ended["status"] != FAILED:  # recorded now (a failure may still be retried)
+            self.be.manager.store.finish(run_id, ended["status"], ended.get("error"), time.time(),
+                                         note=ended.get("note"))
+            if self.on_end is not None:
+                self.on_end(run_id)
+
+    def pruned(self, run_id: str, epoch: float | None) -> None:
+        """A trial Tune ended before its last epoch without an end event of its run: ASHA stopped it."""
+        if run_id in self.ended or run_id in self.stopped:
+            return
+        self.stopped[run_id] = pruned_note(epoch)
+        self.be.manager.store.finish(run_id, STOPPED, self.stopped[run_id], time.time())
+        if self.on_end is not None:
             self.on_end(run_id)
 
 
@@ -135,8 +178,8 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
         on_retry: Called with a run id that Tune retried after its worker died (the driver records the attempt).
         should_stop: Asked every `STOP_CHECK_SECONDS`; True ends the experiment: trials in flight or not yet
             started end `interrupted` (resumable), those that ended keep their outcome.
-        on_end: Called with a run id as its trial's run ends on its own (the driver's progress; a trial that ASHA
-            stopped ends when the experiment does).
+        on_end: Called with a run id as its trial's run ends (the driver's progress), on its own or stopped by
+            ASHA; each is recorded in the run store at that moment.
     """
     from ray import tune  # optional heavy dependency (pip install .[ray])
     from ray.tune.schedulers import ASHAScheduler  # the scheduler of `scheduler: asha`
@@ -158,7 +201,8 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
                                     max_concurrent_trials=backend.concurrency),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(storage).resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=retries),
-                                  stop=study_stopper(flag.resolve())))
+                                  stop=study_stopper(flag.resolve()), callbacks=[trial_end_callback(name)]))
+    trial_ends = _TRIAL_ENDS[name] = queue.SimpleQueue()
     box: dict[str, Any] = {}
 
     def fit() -> None:
@@ -181,8 +225,14 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
         try:
             run_id, batch = events.get(timeout=0.2)
         except Exception:  # ray.util.queue.Empty: nothing arrived within the wait
-            continue
-        writer.write(run_id, batch)
+            run_id = batch = None
+        if batch is not None:
+            writer.write(run_id, batch)
+        while not trial_ends.empty():  # trials Tune ended: those cut short by ASHA are recorded now
+            trial, epoch = trial_ends.get()
+            if trial in plan and (epoch is None or epoch < epochs) and not stopping:
+                writer.pruned(plan[trial][0], epoch)
+    _TRIAL_ENDS.pop(name, None)
     thread.join()
     flag.unlink(missing_ok=True)
     if "error" in box:
@@ -191,23 +241,27 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
     by_trial = {int(r.config["trial"]): r for r in box["results"] if r.config}  # none: stopped before it started
     for trial, (run_id, _, _) in plan.items():
         result, ended = by_trial.get(trial), writer.ended.get(run_id)
-        if ended is not None and ended["status"] != FAILED:
-            status, outcome, error = ended["status"], ended["status"], ended.get("error")
-        elif stopping and ended is None:  # in flight or never started when the study stopped: continued on resume
+        if ended is not None and ended["status"] != FAILED:  # recorded as it ended (`_Writer.write`)
+            out[trial] = (ended["status"], ended.get("error"))
+            continue
+        if run_id in writer.stopped:  # ASHA stopped it, recorded as Tune ended it (`_Writer.pruned`)
+            out[trial] = ("pruned", writer.stopped[run_id])
+            continue
+        if stopping and ended is None:  # in flight or never started when the study stopped: continued on resume
             status = outcome = RunStatus.INTERRUPTED
             error = STOPPED_NOTE
         elif result is not None and result.error is None and ended is None:
-            epoch = (result.metrics or {}).get(TIME_ATTR)
             status, outcome = STOPPED, "pruned"
-            error = f"stopped by ASHA (Ray Tune) after epoch {epoch:g}" if epoch is not None else "stopped by ASHA"
+            error = pruned_note((result.metrics or {}).get(TIME_ATTR))
         else:
             status = outcome = FAILED
             error = (ended or {}).get("error") or (str(result.error).splitlines()[0] if result is not None
                                                    and result.error is not None else "the trial ended without a "
                                                    "result")
-        backend.manager.store.finish(run_id, status, error if status != COMPLETED else None, time.time())
+        backend.manager.store.finish(run_id, status, error, time.time())
         out[trial] = (outcome, error)
     return out
 
 
-__all__ = ["METRIC", "STOPPED_NOTE", "TIME_ATTR", "run_tune_trials", "study_stopper", "tune_trial"]
+__all__ = ["METRIC", "STOPPED_NOTE", "TIME_ATTR", "pruned_note", "run_tune_trials", "study_stopper",
+           "trial_end_callback", "tune_trial"]
