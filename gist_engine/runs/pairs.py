@@ -279,10 +279,12 @@ def paired_result(runs: Iterable[Any], metrics: Iterable[str] = DELTA_METRICS, c
 
 # ------------------------------------------------------------------------------------------------ presentation
 def points(value: float | None, signed: bool = True) -> str:
-    """A fraction as percentage points with 2 decimals ('+1.23'; unsigned '42.50'); None -> 'n/a'."""
+    """A fraction as percentage points with 2 decimals ('+1.23'; unsigned '42.50'; a delta that rounds to zero is
+    '+0.00', never '-0.00'); None or not finite -> 'n/a'."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+    shown = round(100 * value, 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{shown:+.2f}" if signed else f"{shown:.2f}"
 
 
 def format_interval(low: float | None, high: float | None, signed: bool = True) -> str:

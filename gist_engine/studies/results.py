@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..runs.ids import printable
-from ..runs.pairs import ArmRun, PairedResult, paired_result
+from ..runs.pairs import ArmRun, PairedResult, paired_result, points
 from ..runs.stats import interval_note
 from ..status import ACTIVE, WITH_RESULT, RunStatus
 from .spec import StudyError, StudySpec
@@ -233,9 +233,8 @@ def _isnan(value: Any) -> bool:
 
 
 def _points(value: Any, signed: bool = True) -> str:
-    if value is None or _isnan(value):
-        return "-"
-    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+    """`runs.pairs.points`, with '-' for a missing value (a study table's empty cell)."""
+    return "-" if value is None or _isnan(value) else points(value, signed)
 
 
 FEW_SEEDS_MARK = "†"  # a cell whose interval rests on 2 seeds (see FEW_SEEDS_NOTE)

@@ -178,3 +178,12 @@ def test_to_dict_is_json_ready():
     assert isinstance(res, PairedResult)
     back = json.loads(json.dumps(res.to_dict()))
     assert back["delta_acc_cls"]["n"] == 3 and back["arms"]["gist"]["acc_cls"]["n"] == 3
+
+
+def test_points_never_prints_a_negative_zero():
+    """A tuned study whose arms tie (both chose the same values) has a delta of -2e-8: it reads '+0.00', not '-0.00'."""
+    from gist_engine.runs.pairs import points
+    from gist_engine.studies.results import _points
+
+    assert [points(v) for v in (-1.98e-8, 0.0, 0.0123, -0.0123)] == ["+0.00", "+0.00", "+1.23", "-1.23"]
+    assert (points(0.9407, signed=False), points(None), _points(None), _points(-1e-9)) == ("94.07", "n/a", "-", "+0.00")
