@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,16 @@ from ..status import WITH_RESULT, RunStatus
 from ..train import FAILED, STOPPED, package_versions
 from .backends import BACKENDS
 from .results import study_runs
+from .session import Progress, StudySession
 from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
-from .store import COMPLETED as STUDY_COMPLETED
-from .store import INCOMPLETE, INTERRUPTED, RETRYABLE, RUNNING, Root, StudyStore
+from .store import RETRYABLE, Root, StudyStore
 from .tuned import TunedDriver
 
 logger = logging.getLogger(__name__)
 
 DONE = WITH_RESULT  # a result: never run again
 CONTINUED = (RunStatus.INTERRUPTED, STOPPED)  # continued by the next driver session from the run's training state
-HEARTBEAT_SECONDS = 5.0
 
-Progress = Callable[[int, int], None]  # (settled runs, planned runs)
 Key = tuple[int, int, str]  # (cell index, seed, arm)
 
 
@@ -176,49 +173,21 @@ def stop_study_cell(study_id: str, cell: int, manager: RunManager) -> list[str]:
     return [run_id for run_id, _ in ordered]
 
 
-class _Driver:
-    """One session of a study: plans, submits, polls, retries and records."""
+class _Driver(StudySession):
+    """One session of a grid study: plans, submits, polls, retries and records (the loop: `StudySession`)."""
 
     def __init__(self, store: StudyStore, study_id: str, spec: StudySpec, backend: Any,
                  progress: Progress | None, should_stop: Callable[[], bool] | None, poll_seconds: float) -> None:
-        self.s, self.id, self.spec, self.be = store, study_id, spec, backend
-        self.progress, self.should_stop, self.poll_seconds = progress, should_stop, poll_seconds
+        super().__init__(store, study_id, spec, backend, progress, should_stop, poll_seconds)
         self.planned = {(p.cell.index, p.seed, p.arm): p for p in spec.planned_runs()}
         self.inflight: dict[str, Key] = {}
         self.attempt: dict[Key, int] = {}
         self.retries_used: dict[Key, int] = {}
-        self.settled = 0
 
-    def run(self) -> None:
-        s = self.s
-        s.set_status(self.id, RUNNING)
-        s.set_backend(self.id, self.be.name)
-        stopped = False
-        try:
-            launches = self._plan()
-            for run_id, resume in launches:
-                self.be.launch(run_id, resume)
-            self._report()
-            beat = time.monotonic()
-            while self.inflight:
-                if self.should_stop is not None and self.should_stop():
-                    stopped = True
-                    self.be.stop()
-                    self._collect(self.be.poll(0.0), retry=False)
-                    break
-                self._collect(self.be.poll(self.poll_seconds))
-                if time.monotonic() - beat >= HEARTBEAT_SECONDS:
-                    beat = time.monotonic()
-                    s.heartbeat(self.id)
-        except BaseException as exc:  # Ctrl-C or a failure of the driver: the runs stop resumable
-            s.set_status(self.id, INTERRUPTED, f"{type(exc).__name__}: {exc}")
-            raise
-        info = s.get(self.id)
-        done = sum(info.counts.get(k, 0) for k in DONE)
-        status = INTERRUPTED if stopped else (STUDY_COMPLETED if done == info.planned else INCOMPLETE)
-        s.set_status(self.id, status)
-        logger.info("study %s: %s (%s)", self.id, status,
-                    ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v))
+    def _start(self) -> bool:
+        for run_id, resume in self._plan():
+            self.be.launch(run_id, resume)
+        return False
 
     # ---------------------------------------------------------------------------------------------- planning
     def _plan(self) -> list[tuple[str, bool]]:

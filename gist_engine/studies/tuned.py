@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,9 @@ from ..config import RunConfig
 from ..runs.store import data_dir
 from ..status import ACTIVE, RunStatus
 from .ray_tune import run_tune_trials
+from .session import StudySession
 from .spec import Cell, StudyError, StudySpec, _set_key
-from .store import COMPLETED as STUDY_COMPLETED
-from .store import INCOMPLETE, INTERRUPTED, LOST, RETRYABLE, RUNNING, StudyStore
+from .store import LOST, RETRYABLE, StudyStore
 from .tune import (
     FINAL,
     FINAL_PROTOCOL,
@@ -49,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 DONE = (RunStatus.COMPLETED, RunStatus.DIVERGED)
 CONTINUED = (RunStatus.INTERRUPTED, RunStatus.STOPPED)
-HEARTBEAT_SECONDS = 5.0
 
 
 def trial_config(spec: StudySpec, cell: Cell, arm: str, index: int, values: dict[str, Any]) -> RunConfig:
@@ -106,14 +104,16 @@ def _random_proposals(spec: StudySpec, cell: Cell, arm: str) -> list[dict[str, A
     return [{k: v for k, v in t.items() if k in space} for t in random_trials(spec.tune.space, spec.tune.trials, seed)]
 
 
-class TunedDriver:
-    """One session of a tuned study: proposes and launches trials, applies ASHA, chooses, runs the final runs."""
+class TunedDriver(StudySession):
+    """One session of a tuned study: proposes and launches trials, applies ASHA, chooses, runs the final runs (the
+    loop: `StudySession`)."""
+
+    SETTLED = (*DONE, PRUNED)
 
     def __init__(self, store: StudyStore, study_id: str, spec: StudySpec, backend: Any,
                  progress: Callable[[int, int], None] | None, should_stop: Callable[[], bool] | None,
                  poll_seconds: float) -> None:
-        self.s, self.id, self.spec, self.be = store, study_id, spec, backend
-        self.progress, self.should_stop, self.poll_seconds = progress, should_stop, poll_seconds
+        super().__init__(store, study_id, spec, backend, progress, should_stop, poll_seconds)
         self.tune = spec.tune
         self.cells = spec.cells()
         self.concurrency = max(1, int(getattr(backend, "concurrency", 1)))
@@ -125,7 +125,6 @@ class TunedDriver:
         self.pruned: dict[str, str] = {}  # run id -> why ASHA stopped it
         self.finals: dict[tuple[int, str, int], str] = {}  # (cell, arm, seed) -> status once settled
         self.to_launch: list[tuple[str, tuple]] = []  # runs to continue or retry: (run id, key)
-        self.settled = 0
         self.arms: list[_Arm] = []
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -198,46 +197,23 @@ class TunedDriver:
                          self.id, state.arm, state.cell.label)
 
     # -------------------------------------------------------------------------------------------------- run
-    def run(self) -> None:
-        s = self.s
-        s.set_status(self.id, RUNNING)
-        s.set_backend(self.id, self.be.name)
-        stopped = False
+    def _start(self) -> bool:
+        """Restore the arms from the store; on Ray Tune run each arm's trials; launch what is left. True when the
+        study was stopped during a Tune arm (its unsettled trials wait for the next session)."""
         self.be.on_eval = self._on_eval
-        try:
-            self._restore()
-            if getattr(self.be, "tune_engine", False) and self.tune.search == "random":
-                for state in self.arms:  # Ray Tune runs each arm's trials (finals below, as Ray tasks)
-                    if not self._tune_arm(state):
-                        stopped = True  # the study was stopped during the arm: its unsettled trials wait
-                        break
-            if not stopped:
-                for run_id, key in self.to_launch:
-                    self._relaunch(run_id, key)
-                self._fill()
-            self._report()
-            beat = time.monotonic()
-            while self.inflight and not stopped:
-                if self.should_stop is not None and self.should_stop():
-                    stopped = True
-                    self.be.stop()
-                    self._collect(self.be.poll(0.0), retry=False)
-                    break
-                self._collect(self.be.poll(self.poll_seconds))
-                self._apply_asha()
-                self._fill()
-                if time.monotonic() - beat >= HEARTBEAT_SECONDS:
-                    beat = time.monotonic()
-                    s.heartbeat(self.id)
-        except BaseException as exc:  # Ctrl-C or a failure of the driver: the runs stop resumable
-            s.set_status(self.id, INTERRUPTED, f"{type(exc).__name__}: {exc}")
-            raise
-        info = s.get(self.id)
-        done = sum(info.counts.get(k, 0) for k in (*DONE, PRUNED))
-        status = INTERRUPTED if stopped else (STUDY_COMPLETED if done == info.planned else INCOMPLETE)
-        s.set_status(self.id, status)
-        logger.info("study %s: %s (%s)", self.id, status,
-                    ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v))
+        self._restore()
+        if getattr(self.be, "tune_engine", False) and self.tune.search == "random":
+            for state in self.arms:  # Ray Tune runs each arm's trials (finals below, as Ray tasks)
+                if not self._tune_arm(state):
+                    return True
+        for run_id, key in self.to_launch:
+            self._relaunch(run_id, key)
+        self._fill()
+        return False
+
+    def _after_poll(self) -> None:
+        self._apply_asha()
+        self._fill()
 
     def _fill(self) -> None:
         """Launch trials (cell by cell, plain then GIST) and final runs while fewer than `concurrency` run."""
