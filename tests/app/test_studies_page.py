@@ -23,8 +23,8 @@ TINY = {"name": "tiny", "backbone": "test_vit", "image_size": 32, "method": "lin
         "train": {"epochs": 1, "batch_size": 16, "attention_every": 0}}
 
 
-@pytest.fixture
-def mgr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ge.RunManager]:
+@pytest.fixture(name="mgr")
+def real_manager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ge.RunManager]:
     """A real RunManager (torch's threads left alone) in a fresh data dir that GIST_DATA_DIR points at."""
     monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path))
     manager = services.open_run_manager(tmp_path, torch_threads=0)

@@ -4,26 +4,13 @@ the study records them stopped (Resume study continues them)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("streamlit")
-import services
 
 import gist_engine as ge
-from tests.app.test_studies_page import TINY, open_studies
-
-
-@pytest.fixture
-def mgr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ge.RunManager]:
-    monkeypatch.setenv("GIST_DATA_DIR", str(tmp_path))
-    manager = services.open_run_manager(tmp_path, torch_threads=0)
-    try:
-        yield manager
-    finally:
-        manager.shutdown(timeout=30)
+from tests.app.test_studies_page import TINY, open_studies, real_manager  # noqa: F401 - real_manager: fixture `mgr`
 
 
 def test_stop_cell_stops_the_chosen_cells_runs_in_one_click(mgr) -> None:
