@@ -6,6 +6,7 @@ import pandas as pd
 import services
 import state
 import streamlit as st
+import study_views as sv
 
 import gist_engine as ge
 
@@ -48,6 +49,8 @@ for b in bundles:
         study = b.get("study") if b.get("kind") == "study" else None
         rows = fmt.gallery_rows(b, bool(study))  # a study: one row per cell; else one per run
         st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"gallery.table.{name}")
+        if study and b.get("tuning"):  # a tuned study: each arm's choice, on validation data
+            st.dataframe(sv.tuning_frame(b["tuning"]), hide_index=True, key=f"gallery.tuning.{name}")
         if study and any(r["n"] == 2 for r in b["results"]):
             st.caption(ge.FEW_SEEDS_NOTE)
         if study and (budget := charts.budget_frame(b.get("budget"))) is not None:  # the verdict after each epoch

@@ -9,6 +9,8 @@ evaluations (checkpoints left out unless asked for), whose manifest also holds
     results     the results table at export (one row per cell: axis values, means, GIST - plain, 95% CI, p)
     budget      the same verdict after each evaluated epoch (`study_budget`: one row per cell and epoch), which
                 the Gallery page draws without importing the bundle
+    tuning      a tuned study's search per cell and arm (`study_tuning` without the trial curves: the chosen
+                values, their validation accuracy, trials settled and pruned); [] for a grid study
 
 Importing it (`runs gallery import`, the Gallery page) inserts the runs as read-only examples and the study rows,
 the study's name starting with "example · "; the study is then read-only (its runs are examples): deleting, resuming
@@ -65,9 +67,10 @@ def _validate(manifest: dict[str, Any], run_ids: set[str], mgr: RunReader | None
     study, links = manifest.get("study"), manifest.get("study_runs") or []
     if not isinstance(study, dict) or not isinstance(links, list) or not all(isinstance(r, dict) for r in links):
         raise GalleryError("study: expected the study's row and a list of study_runs rows")
-    budget = manifest.get("budget", [])
-    if not isinstance(budget, list) or not all(isinstance(r, dict) for r in budget):
-        raise GalleryError("budget: expected a list of rows (one per cell and epoch); the bundle is refused")
+    for key, what in (("budget", "one per cell and epoch"), ("tuning", "one per cell and arm of a tuned study")):
+        rows = manifest.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise GalleryError(f"{key}: expected a list of rows ({what}); the bundle is refused")
     study_id = study.get("id")
     if not is_id(study_id, "study"):
         shown = f"'{printable(study_id)}'" if isinstance(study_id, str) else repr(study_id)

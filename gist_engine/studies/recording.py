@@ -21,7 +21,7 @@ from ..runs.gallery import KINDS, GalleryError, register_kind
 from ..runs.recording import RECORD_COMMAND, export_bundle
 from .driver import run_study
 from .gallery import BUDGET_ROW_COLUMNS, KIND, LOCAL_COLUMNS, RESULT_COLUMNS
-from .results import study_budget, study_results
+from .results import study_budget, study_results, study_tuning
 from .store import COMPLETED, RUNNING, StudyStore
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,13 @@ def _budget_rows(study_id: str, mgr: RunReader) -> list[dict[str, Any]]:
     table = study_budget(study_id, mgr)
     columns = [*BUDGET_ROW_COLUMNS[:2], *table.attrs["axes"], *BUDGET_ROW_COLUMNS[2:]]
     return [{c: _plain(row[c]) for c in columns} for _, row in table.iterrows()]
+
+def _tuning_rows(study_id: str, mgr: RunReader) -> list[dict[str, Any]]:
+    """A tuned study's search per cell and arm (`study_tuning` without the per-trial curves, which the bundle's runs
+    carry): the chosen values and their validation score; [] for a grid study."""
+    return [{k: _plain(v) if not isinstance(v, dict | list) else v for k, v in row.items() if k != "curve"}
+            for row in study_tuning(study_id, mgr)]
+
 
 def export_study_bundle(mgr: RunReader, study_id: str, out: str | Path, name: str, *, title: str = "",
                         description: str = "", command: str = "", recipe: dict[str, Any] | None = None,
@@ -78,7 +85,7 @@ def export_study_bundle(mgr: RunReader, study_id: str, out: str | Path, name: st
         raise GalleryError(f"study {study_id} has no runs in {mgr.root}; run it before exporting it")
     row = {k: v for k, v in study.items() if k not in LOCAL_COLUMNS} | {"status": info.status}
     extra = {"kind": KIND, "study": row, "study_runs": links, "results": _results_rows(study_id, mgr),
-             "budget": _budget_rows(study_id, mgr)}
+             "budget": _budget_rows(study_id, mgr), "tuning": _tuning_rows(study_id, mgr)}
     return export_bundle(mgr, run_ids, out, name, title=title or f"Study: {info.name}",
                          description=description or info.spec.get("description", ""), command=command,
                          recipe=recipe, checkpoints=checkpoints, extra=extra)

@@ -205,6 +205,33 @@ def test_study_show_and_the_exports_carry_the_choices(tuned, capsys):
     assert "each arm tuned on validation, chosen:" in export_study(study_id, "md", root=root)
 
 
+def test_a_gallery_bundle_carries_each_arms_choice_and_imports_it(tuned, tmp_path):
+    """A tuned study exported as a gallery bundle: its manifest's `tuning` rows (the chosen values and validation
+    accuracy per arm, without curves) are what `study_tuning` says; imported, the study reads the same choices."""
+    import gist_engine as ge
+    from gist_engine.runs import RunReader
+    from gist_engine.studies.recording import export_study_bundle
+    from gist_engine.studies.results import study_tuning
+
+    root, study_id = tuned
+    reader = RunReader(root)
+    try:
+        bundle = export_study_bundle(reader, study_id, tmp_path / "gallery" / "tuned-entry", "tuned-entry")
+    finally:
+        reader.close()
+    listed = {b["name"]: b for b in ge.list_gallery(tmp_path / "gallery")}["tuned-entry"]
+    expected = [{k: v for k, v in t.items() if k != "curve"} for t in study_tuning(study_id, root)]
+    assert listed["tuning"] == expected and all(set(t["values"]) == {"train.lr", "train.weight_decay"}
+                                                for t in listed["tuning"])
+    target = RunReader(tmp_path / "store")
+    try:
+        ge.import_gallery_entry(target, bundle)
+        imported = ge.list_studies(target)[0].id
+        assert [t["values"] for t in study_tuning(imported, target)] == [t["values"] for t in expected]
+    finally:
+        target.close()
+
+
 def test_select_on_test_is_labelled_optimistic():
     from gist_engine.studies.results import study_selection
     from gist_engine.studies.spec import StudySpec
