@@ -18,8 +18,8 @@ from ..runs import ACTIVE, RunManager, RunNotFound, RunReader, RunStore, is_id
 from ..status import WITH_RESULT, RunStatus
 from ..train import FAILED, STOPPED, package_versions
 from .backends import BACKENDS
+from .loop import DriverLoop, Progress
 from .results import study_runs
-from .session import Progress, StudySession
 from .spec import MAX_RUNS, PlannedRun, StudyError, StudySpec, load_study_spec
 from .store import RETRYABLE, Root, StudyStore
 from .tuned import TunedDriver
@@ -173,8 +173,8 @@ def stop_study_cell(study_id: str, cell: int, manager: RunManager) -> list[str]:
     return [run_id for run_id, _ in ordered]
 
 
-class _Driver(StudySession):
-    """One session of a grid study: plans, submits, polls, retries and records (the loop: `StudySession`)."""
+class _Driver(DriverLoop):
+    """One session of a grid study: plans, submits, polls, retries and records (the loop: `DriverLoop`)."""
 
     def __init__(self, store: StudyStore, study_id: str, spec: StudySpec, backend: Any,
                  progress: Progress | None, should_stop: Callable[[], bool] | None, poll_seconds: float) -> None:

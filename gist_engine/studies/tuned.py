@@ -26,8 +26,8 @@ from typing import Any
 from ..config import RunConfig
 from ..runs.store import data_dir
 from ..status import ACTIVE, RunStatus
+from .loop import DriverLoop
 from .ray_tune import run_tune_trials
-from .session import StudySession
 from .spec import Cell, StudyError, StudySpec, _set_key
 from .store import LOST, RETRYABLE, StudyStore
 from .tune import (
@@ -104,9 +104,9 @@ def _random_proposals(spec: StudySpec, cell: Cell, arm: str) -> list[dict[str, A
     return [{k: v for k, v in t.items() if k in space} for t in random_trials(spec.tune.space, spec.tune.trials, seed)]
 
 
-class TunedDriver(StudySession):
+class TunedDriver(DriverLoop):
     """One session of a tuned study: proposes and launches trials, applies ASHA, chooses, runs the final runs (the
-    loop: `StudySession`)."""
+    loop: `DriverLoop`)."""
 
     SETTLED = (*DONE, PRUNED)
 

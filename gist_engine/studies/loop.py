@@ -1,4 +1,4 @@
-"""One session of a study's driver: the loop that both drivers share (a grid study's `driver._Driver` and a tuned
+"""The study driver's loop, shared by both drivers (a grid study's `driver._Driver` and a tuned
 study's `tuned.TunedDriver`): mark the study running, launch what the session starts with, then poll the backend,
 collect what ended, honour a stop and beat the heartbeat until nothing is in flight, and record how it ended.
 """
@@ -21,7 +21,7 @@ HEARTBEAT_SECONDS = 5.0  # how often a running driver tells the store it is aliv
 Progress = Callable[[int, int], None]  # (settled runs, planned runs)
 
 
-class StudySession:
+class DriverLoop:
     """The driver loop of one session of a study; a driver fills in what it launches and how it collects.
 
     Subclasses implement `_start` (plan and launch; True when the study was stopped already), `_collect(finished,
@@ -84,4 +84,4 @@ class StudySession:
         raise NotImplementedError
 
 
-__all__ = ["HEARTBEAT_SECONDS", "Progress", "StudySession"]
+__all__ = ["HEARTBEAT_SECONDS", "DriverLoop", "Progress"]
