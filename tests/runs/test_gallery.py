@@ -204,7 +204,12 @@ def test_the_shipped_gallery(tmp_path):
         entry = next(e for e in entries if e["name"] == b["name"])  # a run recipe (config) or a study (its spec)
         assert (b["recipe"].get("config"), b["recipe"].get("study")) == (entry.get("config"), entry.get("study"))
         assert b["machine"]["cpu"] and b["date"] and b["versions"]["gist_engine"]
-        assert all(r["status"] == "completed" and r["acc_cls"] is not None for r in b["summary"]["runs"])
+        trials = {r["run_id"]: r["outcome"] for r in b.get("study_runs", []) if r.get("role") == "trial"}
+        assert all(r["status"] == "completed" and r["acc_cls"] is not None for r in b["summary"]["runs"]
+                   if r["id"] not in trials)
+        for r in (r for r in b["summary"]["runs"] if r["id"] in trials):  # a tuned study's trials: never tested
+            assert r["acc_cls"] is None and (r["status"], trials[r["id"]]) in {("completed", "completed"),
+                                                                                ("stopped", "pruned")}
     assert sum(b["size_bytes"] for b in bundles.values()) < 5_000_000
     with RunManager(tmp_path / "all", start=False) as mgr:
         assert all(r["imported"] for r in import_gallery(mgr, SHIPPED))
