@@ -19,6 +19,7 @@ from ..runs.gallery import (
     read_index,
     remove_gallery_example,
 )
+from ..runs.pairs import points
 from ..runs.recording import export_bundle, record
 from ..studies import export_study_bundle
 from .common import count, percent, print_json, with_manager
@@ -101,9 +102,9 @@ def _gallery_study_cells(bundle: dict[str, Any]) -> None:
     print(f"  study {bundle['study']['id']} ({printable(bundle['study']['name'])}): {bundle['study']['cells']} cells, "
           f"{bundle['study']['planned']} runs")
     for r in bundle.get("results") or []:
-        ci = (f" [{100 * r['delta_ci_low']:+.2f}, {100 * r['delta_ci_high']:+.2f}]"
-              if r.get("delta_ci_low") is not None else "")
-        delta = f"{100 * r['delta_mean']:+.2f}{ci} points" if r.get("delta_mean") is not None else "-"
+        low, high = r.get("delta_ci_low"), r.get("delta_ci_high")
+        ci = f" [{points(low)}, {points(high)}]" if low is not None else ""
+        delta = f"{points(r['delta_mean'])}{ci} points" if r.get("delta_mean") is not None else "-"
         print(f"    {printable(r['label'])}: plain {percent(r['plain_mean'])}, GIST {percent(r['gist_mean'])}, "
               f"GIST - plain {delta} ({r['n']} seeds)")
     by_cell: dict[str, list[dict[str, Any]]] = {}
@@ -111,9 +112,9 @@ def _gallery_study_cells(bundle: dict[str, Any]) -> None:
         by_cell.setdefault(str(r.get("label")), []).append(r)
     for label, rows in by_cell.items():
         if len(rows) > 1:
-            points = ", ".join(f"{r.get('epoch'):g}: {100 * r['delta_mean']:+.2f}" for r in rows
-                               if isinstance(r.get("epoch"), (int, float)) and isinstance(r.get("delta_mean"), float))
-            print(f"    {printable(label)}: GIST - plain after epoch {points} (points; `study show ID --by-epoch`)")
+            shown = ", ".join(f"{r.get('epoch'):g}: {points(r['delta_mean'])}" for r in rows
+                              if isinstance(r.get("epoch"), (int, float)) and isinstance(r.get("delta_mean"), float))
+            print(f"    {printable(label)}: GIST - plain after epoch {shown} (points; `study show ID --by-epoch`)")
 
 
 def gallery_import(mgr: RunManager, args: argparse.Namespace) -> int:

@@ -42,8 +42,10 @@ class DriverLoop:
     def run(self) -> None:
         """Drive the study until nothing is in flight or it is stopped; its end status: `completed` when every
         planned run settled, `interrupted` when stopped (or on an error of the driver, which is raised),
-        `incomplete` otherwise."""
+        `incomplete` otherwise. A session that changed nothing (the same status and run counts, e.g. a completed
+        study run again) keeps the study's `finished` time."""
         s = self.s
+        before = s.get(self.id)
         s.set_status(self.id, RUNNING)
         s.set_backend(self.id, self.be.name)
         try:
@@ -67,7 +69,8 @@ class DriverLoop:
         info = s.get(self.id)
         done = sum(info.counts.get(k, 0) for k in self.SETTLED)
         status = INTERRUPTED if stopped else (STUDY_COMPLETED if done == info.planned else INCOMPLETE)
-        s.set_status(self.id, status)
+        unchanged = status == before.status and info.counts == before.counts  # e.g. a completed study run again
+        s.set_status(self.id, status, finished=before.finished if unchanged else None)
         logger.info("study %s: %s (%s)", self.id, status,
                     ", ".join(f"{v} {k}" for k, v in sorted(info.counts.items()) if v))
 

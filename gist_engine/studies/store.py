@@ -158,8 +158,9 @@ class StudyStore:
             raise StudyError(f"cannot {action} {study_id}: it is a paired group (a one-cell study without a driver); "
                              "resume its runs one by one (`runs resume ID`, or the Runs page), or run a study spec")
 
-    def set_status(self, study_id: str, status: str, error: str | None = None) -> None:
-        """Record the study's state; `running` also records this process as its driver.
+    def set_status(self, study_id: str, status: str, error: str | None = None, finished: float | None = None) -> None:
+        """Record the study's state; `running` also records this process as its driver; an end state records
+        `finished` (unix time; default now).
 
         Raises:
             StudyError: `running` asked while another live driver (this process or another, heartbeat fresh) runs it.
@@ -179,7 +180,7 @@ class StudyStore:
                           (status, now, now, os.getpid(), socket.gethostname(), study_id))
             else:
                 c.execute("UPDATE studies SET status = ?, finished = ?, heartbeat = ?, error = ? WHERE id = ?",
-                          (status, now, now, error, study_id))
+                          (status, now if finished is None else finished, now, error, study_id))
 
     def set_backend(self, study_id: str, backend: str) -> None:
         """The backend the study's driver uses now."""

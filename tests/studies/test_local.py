@@ -100,11 +100,14 @@ def test_running_a_finished_study_again_runs_nothing(local_study):
     root, study_id = local_study
     before = run_metrics(root)
     with StudyStore(root) as s:
-        attempts = len(s.attempts(study_id))
+        attempts, ended = len(s.attempts(study_id)), s.get(study_id)
     assert run_study(spec(), root, "local", **LOCAL) == study_id  # the same spec continues the same study
     with StudyStore(root) as s:
         assert len(s.attempts(study_id)) == attempts == 12
+        again = s.get(study_id)
     assert run_metrics(root) == before and len(list_studies(root)) == 1
+    # nothing ran: the study keeps the times of the session that ran it (an export's wall time stays true)
+    assert (again.status, again.started, again.finished) == (ended.status, ended.started, ended.finished)
 
 
 def test_a_study_whose_driver_is_alive_is_not_started_twice(tmp_path):
