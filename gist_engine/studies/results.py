@@ -494,6 +494,8 @@ def _csv(frame: pd.DataFrame, tuning: list[dict[str, Any]]) -> str:
         flat.loc[at, f"{t['arm']}_chosen"] = json.dumps(t["values"]) if t["values"] is not None else ""
         flat.loc[at, f"{t['arm']}_val_acc"] = None if t["val_acc"] is None else 100 * t["val_acc"]
         flat.loc[at, f"{t['arm']}_trials"] = t["settled"]
+    for col in [c for c in flat.columns if c.endswith("_trials")]:
+        flat[col] = flat[col].astype("Int64")  # counts: 8, not 8.0 (a cell without the arm stays empty)
     return flat.to_csv(index=False)
 
 

@@ -202,6 +202,7 @@ def test_study_show_and_the_exports_carry_the_choices(tuned, capsys):
     assert f"train.lr={tuning['gist']['values']['train.lr']:.4g}" in text
     csv = export_study(study_id, "csv", root=root)
     assert "gist_chosen" in csv.splitlines()[0] and "plain_val_acc" in csv.splitlines()[0]
+    assert csv.splitlines()[1].endswith(",2")  # gist_trials: a count, not 2.0
     assert "each arm tuned on validation, chosen:" in export_study(study_id, "md", root=root)
 
 
