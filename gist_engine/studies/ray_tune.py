@@ -214,6 +214,7 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
     thread = threading.Thread(target=fit, name="gist-ray-tune", daemon=True)
     thread.start()
     stopping, checked = False, time.monotonic()
+    ended_by_tune: list[tuple[int, float | None]] = []  # (trial, last epoch) that Tune ended, not yet looked at
     while thread.is_alive() or events.qsize():
         if not stopping and should_stop is not None and time.monotonic() - checked >= STOP_CHECK_SECONDS:
             checked = time.monotonic()
@@ -228,10 +229,13 @@ def run_tune_trials(backend: RayBackend, plan: dict[int, tuple[str, dict[str, An
             run_id = batch = None
         if batch is not None:
             writer.write(run_id, batch)
-        while not trial_ends.empty():  # trials Tune ended: those cut short by ASHA are recorded now
-            trial, epoch = trial_ends.get()
-            if trial in plan and (epoch is None or epoch < epochs) and not stopping:
-                writer.pruned(plan[trial][0], epoch)
+        while not trial_ends.empty():
+            ended_by_tune.append(trial_ends.get())
+        if ended_by_tune and not events.qsize():  # every event sent before Tune ended them is written by now
+            for trial, epoch in ended_by_tune:  # cut short without an end event of their own: ASHA stopped them
+                if trial in plan and (epoch is None or epoch < epochs) and not stopping:
+                    writer.pruned(plan[trial][0], epoch)
+            ended_by_tune.clear()
     _TRIAL_ENDS.pop(name, None)
     thread.join()
     flag.unlink(missing_ok=True)
