@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import fmt
 import services
 import state
 import streamlit as st
@@ -53,37 +54,31 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def estimated_seconds(snapshot: Any) -> float | None:
+def estimated_seconds(config: Any) -> float | None:
     """A run's whole time estimated on this machine from its config (`services.estimate_run`), None if it cannot
-    be (e.g. a backbone not on this machine)."""
+    be (e.g. a backbone not on this machine, a config that does not validate)."""
     try:
-        return float(services.estimate_run(snapshot.config)["seconds"])
+        return float(services.estimate_run(config)["seconds"])
     except Exception:  # an estimate is an aid: a config it cannot price shows no time rather than an error
         return None
 
 
 def queue_note(snapshot: Any, runs: list[Any]) -> None:
     """For a queued run: its place in its device's queue and about when it starts and ends."""
-    place = ge.queue_place(snapshot, runs, estimated_seconds)
+    place = ge.queue_place(snapshot, runs, lambda run: estimated_seconds(run.config))
     if place is None:
         return
     before = []
     if place.running:
-        before.append(readable_count(len(place.running), "run training now"))
+        before.append(fmt.plural(len(place.running), "run") + " training now")
     if place.ahead:
-        before.append(readable_count(len(place.ahead), "queued run") + " ahead")
+        before.append(fmt.plural(len(place.ahead), "queued run") + " ahead")
     text = f"Queued: **number {place.position} in line** on {snapshot.device or 'cpu'}"
     text += f", after {' and '.join(before)}." if before else ", next to start."
     if place.wait_seconds is not None and place.eta_seconds is not None:
         text += (f" It should start in about {duration(place.wait_seconds)} and end in about "
                  f"{duration(place.eta_seconds)} (estimated on this machine).")
     st.info(text, icon=":material/schedule:")
-
-
-def readable_count(n: int, what: str) -> str:
-    """'1 run training now', '2 runs training now'."""
-    first, _, rest = what.partition(" ")
-    return f"{n} {first if n == 1 else first + 's'}{' ' + rest if rest else ''}"
 
 
 def stop_group_button(mgr: Any, group_id: str | None, runs: list[Any], key: str, where: Any = st) -> None:
@@ -140,10 +135,7 @@ def pair_label(cfg: dict[str, Any], seeds: int, ready: bool) -> str:
     machine)': the runs one after another on this machine's worker (`services.estimate_run` per run); without the
     total while the config cannot be priced (`ready` False, or no estimate)."""
     label = f"Launch plain vs GIST × {seeds} seeds" if seeds else "Launch plain vs GIST"
-    try:
-        each = float(services.estimate_run(cfg)["seconds"]) if ready and seeds else None
-    except Exception:  # an estimate is an aid: the button keeps its plain label
-        each = None
+    each = estimated_seconds(cfg) if ready and seeds else None  # none: the button keeps its plain label
     return label if each is None else f"{label} ({2 * seeds} runs, about {duration(2 * seeds * each)} on this machine)"
 
 
