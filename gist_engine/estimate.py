@@ -14,7 +14,7 @@ from torch import nn
 from . import speed
 from .config import DataConfig, RunConfig, load_run_config
 from .data import TEST_FRACTION
-from .train import TrainStep, make_optimizer, param_groups, resolve_device
+from .train import TrainStep, make_optimizer, param_groups, resolve_device, resolve_precision
 
 START_SECONDS = 0.5  # a run's own start-up beside the model build (store, threads), added to every estimate
 REPEATS = 2  # timed passes per batch size after the warm-up pass; the faster counts (another process's burst
@@ -70,7 +70,7 @@ def measure_throughput(model: nn.Module, batch: int, device: str = "auto", cpu_t
     """
     cfg = load_run_config(config if config is not None else {})
     dev = resolve_device(device)
-    precision = ("bf16" if dev.type == "cuda" else "fp32") if cfg.train.precision == "auto" else cfg.train.precision
+    precision = resolve_precision(cfg.train.precision, dev)
     twin = copy.deepcopy(model).to(dev)  # the speed shortcuts are installed on a copy: the caller's model stays plain
     speed.install(twin, dev, precision=precision, frozen_dtype=cfg.train.frozen_dtype, cpu_threads=cpu_threads)
     optimizer = make_optimizer(param_groups(twin, cfg.train.weight_decay), cfg.train.lr, dev)

@@ -28,6 +28,12 @@ def make_optimizer(groups: Iterable[dict[str, Any]], lr: float, device: torch.de
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """`train.precision` as a run uses it: "auto" is bf16 autocast on CUDA and fp32 elsewhere; any other setting
+    ("fp32", "bf16", "fp16") stands."""
+    return ("bf16" if device.type == "cuda" else "fp32") if setting == "auto" else setting
+
+
 def autocast(device: torch.device, precision: str, cache_enabled: bool = True) -> AbstractContextManager:
     """bf16 or fp16 autocast on `device` when `precision` is "bf16" or "fp16"; a no-op context otherwise."""
     dtype = AUTOCAST_DTYPES.get(precision)

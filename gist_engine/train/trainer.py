@@ -38,7 +38,7 @@ from .checkpoint import (
     saved_peft_type,
 )
 from .schedule import lr_multiplier
-from .step import TrainStep, autocast, make_optimizer
+from .step import TrainStep, autocast, make_optimizer, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,7 @@ class Trainer:
         self._selection: dict[str, Any] = {"best_val": None, "best_val_epoch": None, "stale": 0, "best_test": None}
         self.phase = ""  # what it does now: TRAINING, EVALUATING, PROBING, SAVING (Callback.on_phase)
         self.device = resolve_device(self.config.train.device)
-        precision = self.config.train.precision
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.precision = resolve_precision(self.config.train.precision, self.device)
 
     # ------------------------------------------------------------------------------------------------------------
     def setup(self) -> None:
